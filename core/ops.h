@@ -1,0 +1,86 @@
+#pragma once
+// Differentiable operations. Each one: validate (throwing dino::Error "[op] ..."), allocate
+// outputs, dispatch on the device to kernels::cpu or kernels::cuda, record one autograd node.
+// CPU ops run in f32 (training) and f64 (gradient checks); inputs must share dtype/device.
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace dino {
+
+class Rng;
+
+// ---- elementwise with numpy-style broadcasting (ops_elementwise.cpp) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, double s);        // s * x
+Tensor add_scalar(const Tensor& x, double s);   // x + s
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor gelu(const Tensor& x);                   // exact erf form
+
+// ---- reductions (ops_reduce.cpp) ----
+Tensor sum(const Tensor& x);                    // all elements -> scalar
+Tensor mean(const Tensor& x);                   // all elements -> scalar
+Tensor sum_last(const Tensor& x, bool keepdim = true);   // over the last dim
+Tensor mean_last(const Tensor& x, bool keepdim = true);
+Tensor max_last(const Tensor& x, bool keepdim = true);   // values only; not differentiable
+
+// ---- shape (ops_shape.cpp) ----
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // copies
+Tensor transpose_last2(const Tensor& x);                            // copies
+Tensor concat(const std::vector<Tensor>& xs);  // along dim 0
+// x (B, N, D), token (1, 1, D) -> (B, N + 1, D): the token first in every sample.
+Tensor prepend_token(const Tensor& x, const Tensor& token);
+// x (B, N, D) -> (B, D): token i of every sample.
+Tensor select_token(const Tensor& x, int64_t i);
+
+// ---- linear algebra (ops_linear.cpp) ----
+// a (..., M, K) @ b (..., K, N) with equal batch dims, or b 2-D (K, N) shared by the batch.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x (..., in) @ weight (out, in)^T + bias (out); bias may be undefined.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+// weight (K, C) = g (K, 1) * v (K, C) / ||v row||  (torch weight_norm, dim 0)
+Tensor weight_norm(const Tensor& v, const Tensor& g);
+// x @ weight_norm(v, g)^T, no bias: DINO's last layer.
+Tensor weight_norm_linear(const Tensor& x, const Tensor& v, const Tensor& g);
+// img (B, C, H, W), weight (D, C, P, P), bias (D) -> (B, (H/P)*(W/P), D): the strided
+// patch-embedding Conv2d as im2col + GEMM.
+Tensor patchify(const Tensor& img, const Tensor& weight, const Tensor& bias);
+
+// ---- normalisation and softmax (ops_nn.cpp) ----
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+Tensor softmax(const Tensor& x);      // over the last dim
+Tensor log_softmax(const Tensor& x);  // over the last dim
+Tensor l2_normalize(const Tensor& x, double eps = 1e-12);  // rows of the last dim
+// Fused multi-head attention on packed qkv (B, N, 3 * D) -> (B, N, D), D = heads * head_dim.
+// When probs is given it receives the softmax probabilities (B, heads, N, N), detached.
+Tensor attention(const Tensor& qkv, int64_t heads, Tensor* probs = nullptr);
+// Per-sample stochastic depth: out = x * mask[b] / (1 - p), mask ~ Bernoulli(1 - p) drawn from
+// rng. Identity when p == 0 or !training.
+Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng);
+// grid (Hi, Wi, C) -> (Ho, Wo, C), bicubic (A = -0.75), align_corners = False, sampling
+// with the given scale factors (see kernels/cpu/kernels.h).
+Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h, double scale_w);
+
+// ---- the DINO loss (ops_dino.cpp) ----
+// student (V*B, K) view-major, teacher (G*B, K) (no gradient flows into it), center (K) or (1, K).
+// Returns the scalar loss of DESIGN §4; q_out (optional) receives softmax((t - c) / tau_t).
+Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
+                 double tau_s, double tau_t, Tensor* q_out = nullptr);
+
+// Composite forms of the fused ops, built from the primitives above; tests hold the fused
+// ops equal to these (composite.cpp).
+namespace composite {
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+Tensor softmax(const Tensor& x);
+Tensor log_softmax(const Tensor& x);
+Tensor attention(const Tensor& qkv, int64_t heads);
+Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
+                 double tau_s, double tau_t);
+}  // namespace composite
+
+}  // namespace dino

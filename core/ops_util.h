@@ -1,0 +1,53 @@
+#pragma once
+// Shared validation and dispatch helpers for the op front-ends (core/ops_*.cpp).
+#include <array>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+
+namespace dino::detail {
+
+// Calls f(T{}) with T = float or double for the tensor's dtype; other dtypes are an error.
+template <class F>
+void dispatch_float(const char* op, DType t, F&& f) {
+  if (t == DType::f32) return f(float{});
+  if (t == DType::f64) return f(double{});
+  throw Error(str_cat("[", op, "] expects f32 or f64 tensors, got ", dtype_name(t)));
+}
+
+inline void check_defined(const char* op, const Tensor& t, const char* name) {
+  DINO_CHECK(t.defined(), "[", op, "] ", name, " is undefined");
+}
+
+// Every input on the same device with the same dtype as the first.
+inline void check_same(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t->defined()) continue;
+    if (!first) {
+      first = t;
+      continue;
+    }
+    DINO_CHECK(t->dtype() == first->dtype(), "[", op, "] mixes ", dtype_name(first->dtype()),
+               " and ", dtype_name(t->dtype()), " tensors");
+    DINO_CHECK(t->device() == first->device(), "[", op, "] mixes ", device_name(first->device()),
+               " and ", device_name(t->device()), " tensors");
+  }
+}
+
+// The CUDA forms of the ops arrive with the CUDA backend; until an op has one it says so.
+inline void require_cpu(const char* op, const Tensor& t) {
+  DINO_CHECK(t.device() == Device::cpu, "[", op, "] has no CUDA implementation yet; run it on "
+             "the CPU");
+}
+
+// Numpy broadcasting of two shapes; throws naming the op when they are incompatible.
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+// Sums g (of a broadcast shape) down to `shape`. Not recorded.
+Tensor sum_to(const Tensor& g, const Shape& shape);
+
+// Rows and columns of a tensor seen as (numel / last, last).
+inline int64_t rows_of(const Tensor& t) { return t.dim() ? t.numel() / t.size(-1) : 1; }
+inline int64_t cols_of(const Tensor& t) { return t.dim() ? t.size(-1) : 1; }
+
+}  // namespace dino::detail

@@ -1,0 +1,45 @@
+#pragma once
+// AdamW as torch.optim.AdamW (decoupled weight decay, bias-corrected moments), with
+// parameter groups and a step count per parameter: a parameter without a gradient this
+// step advances neither its step nor its moments. Gradient clipping per parameter (DINO's
+// utils.clip_gradients) and by global norm (torch's clip_grad_norm_).
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace dino {
+
+struct ParamGroup {
+  std::vector<std::pair<std::string, Tensor>> params;  // name -> parameter
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+};
+
+struct AdamWState {
+  Tensor exp_avg, exp_avg_sq;  // same shape as the parameter, f32
+  int64_t step = 0;
+};
+
+class AdamW {
+ public:
+  explicit AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999,
+                 double eps = 1e-8);
+  void step();  // uses each parameter's .grad; skips parameters whose grad is undefined
+  std::vector<ParamGroup>& groups() { return groups_; }
+  // name -> state, for checkpoints ("optimizer.<name>.exp_avg|exp_avg_sq|step").
+  std::map<std::string, AdamWState>& state() { return state_; }
+
+ private:
+  std::vector<ParamGroup> groups_;
+  double beta1_, beta2_, eps_;
+  std::map<std::string, AdamWState> state_;
+};
+
+// Scales each gradient to norm <= max_norm on its own; returns the norms before clipping.
+std::vector<double> clip_grad_per_param(const std::vector<Tensor>& params, double max_norm);
+// Scales all gradients together so their joint norm is <= max_norm; returns that norm.
+double clip_grad_global_norm(const std::vector<Tensor>& params, double max_norm);
+
+}  // namespace dino

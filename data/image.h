@@ -1,0 +1,36 @@
+#pragma once
+// Images as the data layer passes them: CHW float. Datasets produce values in [0, 1];
+// normalisation is the last augmentation step and the only one that leaves that range.
+// Image stays an aggregate so callers can brace-initialise it.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace dino::data {
+
+struct Image {
+  int channels = 0, height = 0, width = 0;
+  std::vector<float> pixels;  // CHW
+
+  size_t plane() const { return size_t(height) * size_t(width); }
+  float* channel(int c) { return pixels.data() + size_t(c) * plane(); }
+  const float* channel(int c) const { return pixels.data() + size_t(c) * plane(); }
+  float& at(int c, int y, int x) { return channel(c)[size_t(y) * width + x]; }
+  float at(int c, int y, int x) const { return channel(c)[size_t(y) * width + x]; }
+};
+
+Image make_image(int channels, int height, int width, float fill = 0.f);
+// chw holds channels*height*width bytes, channel-planar; scaled by 1/255.
+Image image_from_u8(const uint8_t* chw, int channels, int height, int width);
+
+// Crops the region (top, left, height, width) and resamples it to (out_h, out_w) the way
+// PIL's BICUBIC resize does (a = -0.5, kernel widened by the scale when shrinking, so
+// downsampling is antialiased; taps clipped to the region), which is what torchvision's
+// RandomResizedCrop does on the PIL images DINO feeds it. Results are clamped to [0, 1].
+Image resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
+                   int out_w);
+Image resize(const Image& src, int out_h, int out_w);
+Image crop(const Image& src, int top, int left, int height, int width);
+void hflip(Image& img);
+
+}  // namespace dino::data

@@ -1,0 +1,153 @@
+// ImageFolder layout: DIR/<class>/<image>, classes sorted by name, images decoded on demand
+// with stb_image. DIR/train and DIR/test, when both exist, hold the two splits with the
+// class list taken from train so labels agree. A DIR with images and no subdirectories is
+// an unlabelled dataset.
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC  // private copy: another TU may include its own implementation
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#include <stb/stb_image.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "data/datasets.h"
+
+namespace dino::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_image(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+std::vector<fs::path> sorted_entries(const fs::path& dir, bool want_dirs) {
+  std::error_code ec;
+  std::vector<fs::path> out;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    if (p.filename().string().rfind('.', 0) == 0) continue;  // hidden files, .DS_Store
+    if (want_dirs ? it->is_directory() : (it->is_regular_file() && is_image(p)))
+      out.push_back(p);
+  }
+  DINO_CHECK(!ec, "[folder] cannot list ", dir.string(), ": ", ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  DINO_CHECK(in.good(), "[folder] cannot open ", path);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  DINO_CHECK(!in.bad(), "[folder] cannot read ", path);
+  return bytes;
+}
+
+class ImageFolder : public Dataset {
+ public:
+  ImageFolder(const std::string& dir, Split split) : root_(dir), split_(split) {
+    DINO_CHECK(fs::is_directory(dir), "[folder] directory not found: ", dir);
+    const fs::path train = fs::path(dir) / "train", test = fs::path(dir) / "test";
+    const bool split_dirs = fs::is_directory(train) && fs::is_directory(test);
+    const fs::path base = split_dirs ? (split == Split::train ? train : test) : fs::path(dir);
+    for (const fs::path& d : sorted_entries(split_dirs ? train : base, true))
+      classes_.push_back(d.filename().string());
+
+    if (classes_.empty()) {
+      files_ = sorted_entries(base, false);
+    } else {
+      for (const fs::path& d : sorted_entries(base, true)) {
+        const std::string name = d.filename().string();
+        const auto it = std::lower_bound(classes_.begin(), classes_.end(), name);
+        DINO_CHECK(it != classes_.end() && *it == name, "[folder] class directory ", d.string(),
+                   " has no counterpart in ", train.string());
+        const int label = int(it - classes_.begin());
+        for (fs::path& f : sorted_entries(d, false)) {
+          files_.push_back(std::move(f));
+          labels_.push_back(label);
+        }
+      }
+    }
+    DINO_CHECK(!files_.empty(), "[folder] no images (*.png, *.jpg, *.jpeg, *.bmp) found in ",
+               base.string(), classes_.empty() ? "" : " or its class subdirectories");
+    channels_ = probe_channels();
+  }
+
+  size_t size() const override { return files_.size(); }
+  int num_classes() const override { return int(classes_.size()); }
+  int channels() const override { return channels_; }
+  int native_size() const override { return 0; }  // unknown without decoding every file
+
+  int label(size_t index) const override {
+    check_index(index);
+    return labels_.empty() ? -1 : labels_[index];
+  }
+
+  Image get(size_t index) const override {
+    check_index(index);
+    const std::string path = files_[index].string();
+    const std::vector<uint8_t> bytes = read_bytes(path);
+    int w = 0, h = 0, comp = 0;
+    uint8_t* data = stbi_load_from_memory(bytes.data(), int(bytes.size()), &w, &h, &comp, channels_);
+    DINO_CHECK(data != nullptr, "[folder] cannot decode ", path, ": ", stbi_failure_reason());
+    Image img = make_image(channels_, h, w);
+    const size_t plane = size_t(h) * w;
+    for (int c = 0; c < channels_; ++c)
+      for (size_t i = 0; i < plane; ++i) img.pixels[c * plane + i] = data[i * channels_ + c] / 255.f;
+    stbi_image_free(data);
+    return img;
+  }
+
+  std::string describe() const override {
+    return str_cat("folder ", root_, " ", split_name(split_), " (", files_.size(),
+                   " images, variable size, ", channels_, " channel", channels_ == 1 ? "" : "s",
+                   ", ", classes_.empty() ? std::string("unlabelled")
+                                          : str_cat(classes_.size(), " classes"),
+                   ")");
+  }
+
+ private:
+  void check_index(size_t index) const {
+    DINO_CHECK(index < files_.size(), "[folder] index ", index, " out of range (", files_.size(),
+               " images in ", root_, ")");
+  }
+
+  // One channel only if the first image of every class is greyscale: decoding every file at
+  // open would be too slow for large folders, and colour is the safe answer for a mixed set.
+  int probe_channels() const {
+    int last_label = -2;
+    for (size_t i = 0; i < files_.size(); ++i) {
+      const int lab = labels_.empty() ? -1 : labels_[i];
+      if (lab == last_label) continue;
+      last_label = lab;
+      const std::string path = files_[i].string();
+      const std::vector<uint8_t> bytes = read_bytes(path);
+      int w = 0, h = 0, comp = 0;
+      DINO_CHECK(stbi_info_from_memory(bytes.data(), int(bytes.size()), &w, &h, &comp),
+                 "[folder] cannot decode ", path, ": ", stbi_failure_reason());
+      if (comp >= 3) return 3;
+    }
+    return 1;
+  }
+
+  std::string root_;
+  Split split_;
+  std::vector<std::string> classes_;
+  std::vector<fs::path> files_;
+  std::vector<int> labels_;  // empty when unlabelled
+  int channels_ = 3;
+};
+
+}  // namespace
+
+std::unique_ptr<Dataset> open_image_folder(const std::string& dir, Split split) {
+  return std::make_unique<ImageFolder>(dir, split);
+}
+
+}  // namespace dino::data

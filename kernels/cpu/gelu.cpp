@@ -1,0 +1,34 @@
+// Exact (erf) GELU, PyTorch's nn.GELU() default, and its derivative.
+// Elementwise, so it is computed in T: there is no reduction to protect.
+#include "kernels/cpu/kernels.h"
+
+#include <cmath>
+
+namespace dino::kernels::cpu {
+
+template <class T>
+void gelu_forward(T* out, const T* x, int64_t n) {
+  const T inv_sqrt2 = T(0.70710678118654752440);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * T(0.5) * (T(1) + std::erf(x[i] * inv_sqrt2));
+}
+
+// d/dx = Phi(x) + x * phi(x), with Phi the normal CDF and phi its density.
+template <class T>
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n) {
+  const T inv_sqrt2 = T(0.70710678118654752440);
+  const T inv_sqrt_2pi = T(0.39894228040143267794);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T cdf = T(0.5) * (T(1) + std::erf(x[i] * inv_sqrt2));
+    const T pdf = std::exp(T(-0.5) * x[i] * x[i]) * inv_sqrt_2pi;
+    dx[i] = dout[i] * (cdf + x[i] * pdf);
+  }
+}
+
+template void gelu_forward<float>(float*, const float*, int64_t);
+template void gelu_forward<double>(double*, const double*, int64_t);
+template void gelu_backward<float>(float*, const float*, const float*, int64_t);
+template void gelu_backward<double>(double*, const double*, const double*, int64_t);
+
+}  // namespace dino::kernels::cpu

@@ -1,0 +1,124 @@
+#pragma once
+// CPU reference kernels: plain loops and Eigen, the source of truth every CUDA kernel is
+// compared with. One op family per file (gemm.cpp, layernorm.cpp, ...). Every function is a
+// template over T in {float, double} (float for training, double for gradient checks and
+// references) and is explicitly instantiated for both in its .cpp file.
+//
+// Conventions (DESIGN §5): outputs first, then inputs, then sizes; all arrays contiguous,
+// row-major; kernels overwrite their outputs (never +=) unless the name says accumulate.
+// Kernels do not validate: core/ops.cpp has already checked shapes. Loops over rows may be
+// parallelised with OpenMP (static schedule only, so every reduction has a fixed order).
+#include <cstdint>
+
+namespace dino::kernels::cpu {
+
+// ---- gemm.cpp ---------------------------------------------------------------------------
+// C (M, N) = alpha * op(A) @ op(B) + beta * C, where op(A) is (M, K) and op(B) is (K, N).
+// A is stored (M, K) or, when trans_a, (K, M); B is stored (K, N) or, when trans_b, (N, K).
+// beta == 0 must ignore C's old contents (it may hold NaN).
+template <class T>
+void gemm(T* C, const T* A, const T* B, int64_t M, int64_t N, int64_t K, bool trans_a,
+          bool trans_b, T alpha, T beta);
+
+// ---- gelu.cpp: exact erf GELU, y = x * 0.5 * (1 + erf(x / sqrt(2))) ----------------------
+// out (n) <- x (n)
+template <class T> void gelu_forward(T* out, const T* x, int64_t n);
+// dx (n) <- dout (n), x (n)
+template <class T> void gelu_backward(T* dx, const T* dout, const T* x, int64_t n);
+
+// ---- layernorm.cpp -----------------------------------------------------------------------
+// out (N, C), mean (N), rstd (N) <- x (N, C), weight (C), bias (C)
+template <class T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias,
+                       int64_t N, int64_t C, double eps);
+// dx (N, C), dweight (C), dbias (C) <- dout (N, C), x (N, C), mean (N), rstd (N), weight (C)
+template <class T>
+void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* mean,
+                        const T* rstd, const T* weight, int64_t N, int64_t C);
+
+// ---- softmax.cpp: over the last dim ------------------------------------------------------
+// out (N, C) <- x (N, C)
+template <class T> void softmax_forward(T* out, const T* x, int64_t N, int64_t C);
+// dx (N, C) <- dout (N, C), out (N, C): dx = out * (dout - sum(dout * out))
+template <class T> void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C);
+// out (N, C) <- x (N, C)
+template <class T> void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C);
+// dx (N, C) <- dout (N, C), out (N, C) (the log-probabilities): dx = dout - exp(out) * sum(dout)
+template <class T>
+void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C);
+
+// ---- attention.cpp: multi-head softmax attention on packed qkv ---------------------------
+// qkv (B, N, 3*H*Dh) holds q, k, v in that order along the last dim, each (H, Dh) head-major
+// (timm's layout: qkv.reshape(B, N, 3, H, Dh)). scale = 1/sqrt(Dh).
+// out (B, N, H*Dh), lse (B, H, N) (log-sum-exp of the scaled scores of each query row),
+// probs (B, H, N, N) or nullptr <- qkv
+template <class T>
+void attention_forward(T* out, T* lse, T* probs, const T* qkv, int64_t B, int64_t N, int64_t H,
+                       int64_t Dh);
+// dqkv (B, N, 3*H*Dh) <- dout (B, N, H*Dh), qkv, out (B, N, H*Dh), lse (B, H, N)
+// Recomputes the probabilities from qkv and lse (flash-attention style backward).
+template <class T>
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse,
+                        int64_t B, int64_t N, int64_t H, int64_t Dh);
+
+// ---- l2_normalize.cpp: rows divided by max(||row||, eps) (F.normalize) -------------------
+// out (N, C), norm (N) (the unclamped L2 norm) <- x (N, C)
+template <class T>
+void l2_normalize_forward(T* out, T* norm, const T* x, int64_t N, int64_t C, double eps);
+// dx (N, C) <- dout (N, C), x (N, C), norm (N)
+template <class T>
+void l2_normalize_backward(T* dx, const T* dout, const T* x, const T* norm, int64_t N, int64_t C,
+                           double eps);
+
+// ---- weight_norm.cpp: w = g * v / ||v_row|| (torch weight_norm, dim=0) --------------------
+// w (K, C), vnorm (K) <- v (K, C), g (K)
+template <class T>
+void weight_norm_forward(T* w, T* vnorm, const T* v, const T* g, int64_t K, int64_t C);
+// dv (K, C), dg (K) <- dw (K, C), v (K, C), g (K), vnorm (K)
+template <class T>
+void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, const T* vnorm,
+                          int64_t K, int64_t C);
+
+// ---- patchify.cpp: the strided patch-embedding conv as im2col + GEMM ----------------------
+// Patches are non-overlapping P x P squares in row-major patch order; pixels right or below
+// the last whole patch are ignored (as Conv2d with stride P does). Gh = H / P, Gw = W / P.
+// cols (B * Gh * Gw, C * P * P) <- img (B, C, H, W); a column is ordered (c, py, px), which is
+// the layout of a Conv2d weight (D, C, P, P) flattened to (D, C*P*P).
+template <class T>
+void im2col_patches(T* cols, const T* img, int64_t B, int64_t C, int64_t H, int64_t W, int64_t P);
+// dimg (B, C, H, W) <- dcols (B * Gh * Gw, C * P * P); ignored pixels get zero
+template <class T>
+void col2im_patches(T* dimg, const T* dcols, int64_t B, int64_t C, int64_t H, int64_t W, int64_t P);
+
+// ---- resize.cpp: bicubic resize of a channels-last grid (position embeddings) ------------
+// PyTorch's F.interpolate(mode="bicubic", align_corners=False) with an explicit scale factor:
+// src = (dst + 0.5) / scale - 0.5, cubic convolution with A = -0.75, taps clamped to the
+// border. Passing scale_h = Ho / Hi reproduces the size-based call.
+// out (Ho, Wo, C) <- in (Hi, Wi, C)
+template <class T>
+void bicubic_resize_forward(T* out, const T* in, int64_t Hi, int64_t Wi, int64_t Ho, int64_t Wo,
+                            int64_t C, double scale_h, double scale_w);
+// din (Hi, Wi, C) <- dout (Ho, Wo, C), with the same taps
+template <class T>
+void bicubic_resize_backward(T* din, const T* dout, int64_t Hi, int64_t Wi, int64_t Ho,
+                             int64_t Wo, int64_t C, double scale_h, double scale_w);
+
+// ---- dino_loss.cpp: the DINO loss in its fused form (DESIGN §4) --------------------------
+// Rows are view-major: student row v*B + b is view v of sample b; teacher row g*B + b is
+// global view g of sample b, and student views 0..G-1 are the same global crops.
+// q (G*B, K) <- teacher (G*B, K), center (K): q = softmax((t - center) / tau_t)
+// returns L = 1/(n*B) sum_b sum_v [ m_v * lse(s_vb/tau_s) - (1/tau_s) (Q_b - [v<G] q_vb) . s_vb ]
+// with n = G*V - G, m_v = G - 1 for v < G else G, Q_b = sum_g q_gb. Requires G >= 2 or V > G.
+template <class T>
+T dino_loss_forward(T* q, const T* student, const T* teacher, const T* center, int64_t G,
+                    int64_t V, int64_t B, int64_t K, double tau_s, double tau_t);
+// dstudent (V*B, K) <- student (V*B, K), q (G*B, K);
+// dstudent = dloss / (n*B*tau_s) * (m_v * softmax(s_vb/tau_s) - (Q_b - [v<G] q_vb))
+template <class T>
+void dino_loss_backward(T* dstudent, const T* student, const T* q, int64_t G, int64_t V,
+                        int64_t B, int64_t K, double tau_s, double dloss);
+// center (K) <- momentum * center + (1 - momentum) * mean over rows of teacher (R, K)
+template <class T>
+void dino_center_update(T* center, const T* teacher, int64_t R, int64_t K, double momentum);
+
+}  // namespace dino::kernels::cpu

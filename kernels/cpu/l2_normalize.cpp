@@ -1,0 +1,56 @@
+// Row-wise L2 normalisation as F.normalize does it: out = x / max(||x||, eps).
+// The squared norm and the backward's dot product are accumulated in double.
+#include "kernels/cpu/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace dino::kernels::cpu {
+
+template <class T>
+void l2_normalize_forward(T* out, T* norm, const T* x, int64_t N, int64_t C, double eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const T* xr = x + r * C;
+    double sq = 0;
+    for (int64_t c = 0; c < C; ++c) sq += double(xr[c]) * double(xr[c]);
+    const double nrm = std::sqrt(sq);
+    const double inv = 1.0 / std::max(nrm, eps);
+    T* outr = out + r * C;
+    for (int64_t c = 0; c < C; ++c) outr[c] = T(double(xr[c]) * inv);
+    norm[r] = T(nrm);
+  }
+}
+
+// Above eps, with y = x / n: dx = (dout - y * dot(dout, y)) / n. At or below eps the
+// divisor is the constant eps, so dx = dout / eps (clamp_min passes no gradient to n).
+template <class T>
+void l2_normalize_backward(T* dx, const T* dout, const T* x, const T* norm, int64_t N, int64_t C,
+                           double eps) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const T* xr = x + r * C;
+    const T* dr = dout + r * C;
+    T* dxr = dx + r * C;
+    const double n = norm[r];
+    if (n > eps) {
+      double dot = 0;
+      for (int64_t c = 0; c < C; ++c) dot += double(dr[c]) * double(xr[c]);
+      const double k = dot / (n * n);  // dot(dout, y) / n, with y = x / n
+      for (int64_t c = 0; c < C; ++c) dxr[c] = T((double(dr[c]) - double(xr[c]) * k) / n);
+    } else {
+      for (int64_t c = 0; c < C; ++c) dxr[c] = T(double(dr[c]) / eps);
+    }
+  }
+}
+
+template void l2_normalize_forward<float>(float*, float*, const float*, int64_t, int64_t,
+                                          double);
+template void l2_normalize_forward<double>(double*, double*, const double*, int64_t, int64_t,
+                                           double);
+template void l2_normalize_backward<float>(float*, const float*, const float*, const float*,
+                                           int64_t, int64_t, double);
+template void l2_normalize_backward<double>(double*, const double*, const double*,
+                                            const double*, int64_t, int64_t, double);
+
+}  // namespace dino::kernels::cpu

@@ -1,0 +1,51 @@
+// Weight normalisation along dim 0 (torch.nn.utils.weight_norm, as DINO's last layer uses
+// it): row k of w is g[k] * v[k, :] / ||v[k, :]||. Norms and dots accumulate in double.
+#include "kernels/cpu/kernels.h"
+
+#include <cmath>
+
+namespace dino::kernels::cpu {
+
+template <class T>
+void weight_norm_forward(T* w, T* vnorm, const T* v, const T* g, int64_t K, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < K; ++k) {
+    const T* vk = v + k * C;
+    double sq = 0;
+    for (int64_t c = 0; c < C; ++c) sq += double(vk[c]) * double(vk[c]);
+    const double nrm = std::sqrt(sq);
+    const double s = double(g[k]) / nrm;
+    T* wk = w + k * C;
+    for (int64_t c = 0; c < C; ++c) wk[c] = T(double(vk[c]) * s);
+    vnorm[k] = T(nrm);
+  }
+}
+
+// dg = dot(dw, v) / ||v||,  dv = g / ||v|| * (dw - dot(dw, v) / ||v||^2 * v)
+template <class T>
+void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, const T* vnorm,
+                          int64_t K, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < K; ++k) {
+    const T* vk = v + k * C;
+    const T* dwk = dw + k * C;
+    const double nrm = vnorm[k];
+    double dot = 0;
+    for (int64_t c = 0; c < C; ++c) dot += double(dwk[c]) * double(vk[c]);
+    const double s = double(g[k]) / nrm, proj = dot / (nrm * nrm);
+    T* dvk = dv + k * C;
+    for (int64_t c = 0; c < C; ++c) dvk[c] = T(s * (double(dwk[c]) - proj * double(vk[c])));
+    dg[k] = T(dot / nrm);
+  }
+}
+
+template void weight_norm_forward<float>(float*, float*, const float*, const float*, int64_t,
+                                         int64_t);
+template void weight_norm_forward<double>(double*, double*, const double*, const double*,
+                                          int64_t, int64_t);
+template void weight_norm_backward<float>(float*, float*, const float*, const float*,
+                                          const float*, const float*, int64_t, int64_t);
+template void weight_norm_backward<double>(double*, double*, const double*, const double*,
+                                           const double*, const double*, int64_t, int64_t);
+
+}  // namespace dino::kernels::cpu

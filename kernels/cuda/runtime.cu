@@ -1,0 +1,178 @@
+// The CUDA runtime layer: device discovery, the per-device context (stream, memory pool,
+// cuBLASLt handle), stream-ordered memory, copies and element-wise dtype conversions.
+//
+// Memory: cudaMallocAsync from the device's default pool with its release threshold raised
+// to UINT64_MAX, so freed blocks stay in the pool and a steady-state training step never
+// calls the driver (DESIGN §2). Conversions are memory-bound grid-stride loops: f32 -> bf16
+// moves 6 bytes per element, bf16 -> f32 6 bytes, fill 4 bytes; no arithmetic to speak of.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/runtime.h"
+
+namespace dino::kernels::cuda {
+
+// kernels
+
+__global__ void convert_f32_to_bf16_kernel(__nv_bfloat16* dst, const float* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void convert_bf16_to_f32_kernel(float* dst, const __nv_bfloat16* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat162float(src[i]);
+}
+
+__global__ void fill_f32_kernel(float* dst, float value, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = value;
+}
+
+// launchers
+
+namespace {
+
+Context* create_context(int device) {
+  auto ctx = std::make_unique<Context>();
+  ctx->device = device;
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  ctx->name = prop.name;
+  ctx->cc_major = prop.major;
+  ctx->cc_minor = prop.minor;
+  ctx->sm_count = prop.multiProcessorCount;
+  ctx->l2_bytes = prop.l2CacheSize;
+  ctx->smem_per_block_optin = prop.sharedMemPerBlockOptin;
+  ctx->total_global_mem = prop.totalGlobalMem;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+  cudaMemPool_t pool;
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t threshold = UINT64_MAX;
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  return ctx.release();
+}
+
+int grid_for(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  const int64_t cap = int64_t(context().sm_count) * 16;
+  return int(blocks < cap ? (blocks > 0 ? blocks : 1) : cap);
+}
+
+}  // namespace
+
+cublasLtHandle_t Context::lt() {
+  std::lock_guard<std::mutex> lock(lt_mutex_);
+  if (!lt_) {
+    CUDA_CHECK(cudaSetDevice(device));
+    CUBLAS_CHECK(cublasLtCreate(&lt_));
+    CUDA_CHECK(cudaMallocAsync(&lt_workspace_, kLtWorkspaceBytes, stream));
+  }
+  return lt_;
+}
+
+Context& context() {
+  static std::mutex mutex;
+  static std::vector<Context*> contexts;  // one per device, never freed (see context.h)
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (contexts.empty()) {
+    int count = 0;
+    CUDA_CHECK(cudaGetDeviceCount(&count));
+    contexts.assign(size_t(count), nullptr);
+  }
+  DINO_CHECK(device >= 0 && size_t(device) < contexts.size(), "[cuda] current device ", device,
+             " is out of range (", contexts.size(), " devices)");
+  if (!contexts[size_t(device)]) contexts[size_t(device)] = create_context(device);
+  return *contexts[size_t(device)];
+}
+
+bool available() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear it, so the next cudaGetLastError does not report it
+    return false;
+  }
+  return count > 0;
+}
+
+std::string device_description() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return str_cat("no CUDA device (", cudaGetErrorName(err), ": ", cudaGetErrorString(err), ")");
+  }
+  if (count == 0) return "no CUDA device (cudaGetDeviceCount reports 0 devices)";
+  const Context& ctx = context();
+  const double gib = double(ctx.total_global_mem) / double(size_t(1) << 30);
+  return str_cat(ctx.name, " (sm_", ctx.cc_major, ctx.cc_minor, ", ", ctx.sm_count, " SMs, ",
+                 int64_t(std::lround(gib)), " GB)");
+}
+
+void* alloc(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  void* p = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&p, bytes, context().stream));
+  return p;
+}
+
+void free(void* p) {
+  if (p) CUDA_CHECK(cudaFreeAsync(p, context().stream));
+}
+
+void copy_h2d(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  const cudaStream_t s = context().stream;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void copy_d2h(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  const cudaStream_t s = context().stream;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void copy_d2d(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, context().stream));
+}
+
+void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
+
+void* stream() { return static_cast<void*>(context().stream); }
+
+void convert_f32_to_bf16(void* dst, const void* src, int64_t n) {
+  if (n <= 0) return;
+  convert_f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, context().stream>>>(
+      static_cast<__nv_bfloat16*>(dst), static_cast<const float*>(src), n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void convert_bf16_to_f32(void* dst, const void* src, int64_t n) {
+  if (n <= 0) return;
+  convert_bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, context().stream>>>(
+      static_cast<float*>(dst), static_cast<const __nv_bfloat16*>(src), n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void fill_f32(void* dst, float value, int64_t n) {
+  if (n <= 0) return;
+  fill_f32_kernel<<<grid_for(n, 256), 256, 0, context().stream>>>(static_cast<float*>(dst),
+                                                                   value, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace dino::kernels::cuda

@@ -1,0 +1,39 @@
+#pragma once
+// The CUDA runtime as the (g++-compiled) core sees it: device discovery, stream-ordered
+// memory, copies and a few device-side conversions. A plain C++ header with no CUDA
+// includes; everything runs on one stream per device, owned by the lazily created context
+// in kernels/cuda/context.h.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace dino::kernels::cuda {
+
+// False on ANY error from cudaGetDeviceCount (a machine without a driver answers
+// cudaErrorInsufficientDriver, not cudaErrorNoDevice) or when it reports 0 devices.
+bool available();
+// "NVIDIA H200 (sm_90, 132 SMs, 141 GB)" or "no CUDA device (<reason>)".
+std::string device_description();
+
+// Stream-ordered allocation from the device's default memory pool, whose release threshold
+// is raised to UINT64_MAX once, so a steady-state training step never calls the driver.
+// alloc(0) returns nullptr; free(nullptr) does nothing.
+void* alloc(size_t bytes);
+void free(void* p);
+
+// Copies on the context stream. copy_h2d synchronises the stream before returning, so the
+// host buffer may be freed or reused afterwards; copy_d2h synchronises; copy_d2d does not.
+void copy_h2d(void* dst, const void* src, size_t bytes);
+void copy_d2h(void* dst, const void* src, size_t bytes);
+void copy_d2d(void* dst, const void* src, size_t bytes);
+void synchronize();
+// The context's cudaStream_t, as void*.
+void* stream();
+
+// Element-wise conversions on the device, n elements, on the context stream.
+// f32 -> bf16 rounds to nearest even (as dino::bf16 does on the host).
+void convert_f32_to_bf16(void* dst, const void* src, int64_t n);
+void convert_bf16_to_f32(void* dst, const void* src, int64_t n);
+void fill_f32(void* dst, float value, int64_t n);
+
+}  // namespace dino::kernels::cuda

@@ -1,0 +1,85 @@
+#include "losses/dino_loss.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "kernels/cpu/kernels.h"
+
+namespace dino {
+
+DinoLoss::DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch) : cfg_(cfg) {
+  DINO_CHECK(cfg.out_dim > 0 && cfg.global_crops >= 1, "[dino_loss] bad out_dim or global_crops");
+  DINO_CHECK(cfg.center_momentum >= 0 && cfg.center_momentum <= 1,
+             "[dino_loss] center_momentum must be in [0, 1]");
+  center = Tensor::zeros({1, cfg.out_dim});
+  register_buffer("center", &center);
+  temp_ = LinearWarmup{cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs,
+                       iters_per_epoch};
+}
+
+Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double tau_t,
+                         DinoLossStats* stats) {
+  Tensor q;
+  Tensor loss = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp, tau_t, &q);
+  NoGradGuard no_grad;
+  if (stats) {
+    const Tensor qh = q.to(Device::cpu).to(DType::f64);
+    const int64_t R = qh.size(0), K = qh.size(1);
+    const double* p = qh.data<double>();
+    std::vector<double> mean_q(size_t(K), 0.0);
+    double h_sum = 0;
+    for (int64_t r = 0; r < R; ++r) {
+      double h = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double v = p[r * K + k];
+        if (v > 0) h -= v * std::log(v);
+        mean_q[size_t(k)] += v / double(R);
+      }
+      h_sum += h;
+    }
+    double hb = 0;
+    for (double v : mean_q)
+      if (v > 0) hb -= v * std::log(v);
+    stats->loss = loss.item();
+    stats->teacher_entropy = h_sum / double(R);
+    stats->batch_entropy = hb;
+    // Each teacher view pairs with the same number of student views, so the mean entropy over
+    // pairs is the mean over teacher rows: KL = cross-entropy - entropy.
+    stats->kl = stats->loss - stats->teacher_entropy;
+    stats->teacher_temp = tau_t;
+  }
+  DINO_CHECK(teacher.device() == Device::cpu, "[dino_loss] center update has no CUDA implementation yet");
+  const int64_t K = teacher.size(1);
+  if (teacher.dtype() == DType::f64)
+    kernels::cpu::dino_center_update(center.data<double>(), teacher.data<double>(), teacher.size(0), K,
+                                     cfg_.center_momentum);
+  else
+    kernels::cpu::dino_center_update(center.data<float>(), teacher.data<float>(), teacher.size(0), K,
+                                     cfg_.center_momentum);
+  return loss;
+}
+
+std::optional<std::string> CollapseMonitor::update(const DinoLossStats& s) {
+  recent_.push_back(s);
+  if (int(recent_.size()) > window_) recent_.pop_front();
+  if (int(recent_.size()) < window_) return std::nullopt;
+  double h = 0, hb = 0, loss = 0;
+  for (const auto& r : recent_) {
+    h += r.teacher_entropy / window_;
+    hb += r.batch_entropy / window_;
+    loss += r.loss / window_;
+  }
+  if (h > 0.97 * log_k_)
+    return str_cat("uniform collapse: teacher entropy ", h, " ~ ln K = ", log_k_, " (loss ", loss,
+                   "). The centering wins over sharpening: lower the teacher temperature (or warm it up "
+                   "more slowly), raise the center momentum, raise the teacher momentum, or lower the "
+                   "learning rate");
+  if (hb < 0.1 * log_k_)
+    return str_cat("dominant-dimension collapse: the teacher's batch-mean distribution has entropy ",
+                   hb, " (ln K = ", log_k_, "): one output dimension dominates. Sharpening wins over "
+                   "centering: lower the center momentum (faster centering), raise the teacher "
+                   "temperature slightly, raise the teacher momentum, or lower the learning rate");
+  return std::nullopt;
+}
+
+}  // namespace dino

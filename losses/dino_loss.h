@@ -1,0 +1,62 @@
+#pragma once
+// DINOLoss (main_dino.py): the fused dino_loss op plus the center buffer, the teacher
+// temperature schedule and the collapse monitor. The center is updated AFTER the loss, with
+// the mean of the raw teacher logits, so the loss always uses the previous center.
+#include <cmath>
+#include <deque>
+#include <optional>
+#include <string>
+
+#include "core/module.h"
+#include "core/ops.h"
+#include "core/schedule.h"
+
+namespace dino {
+
+struct DinoLossConfig {
+  int64_t out_dim = 65536;
+  int64_t global_crops = 2;
+  double student_temp = 0.1;
+  double center_momentum = 0.9;
+  double warmup_teacher_temp = 0.04, teacher_temp = 0.04;
+  double warmup_teacher_temp_epochs = 0;  // fractional epochs allowed
+};
+
+struct DinoLossStats {
+  double loss = 0;
+  double teacher_entropy = 0;  // mean over teacher rows of H(q): ln K when uniform
+  double batch_entropy = 0;    // H(mean over rows of q): near 0 when one dimension dominates
+  double kl = 0;               // KL(teacher || student) averaged over the loss's pairs
+  double teacher_temp = 0;
+};
+
+class DinoLoss : public Module {
+ public:
+  DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch);
+  // student (V*B, K), teacher (G*B, K) with teacher temperature tau_t (teacher_temp_at(it)
+  // in training). Returns the scalar loss, fills stats, then updates the center.
+  Tensor forward(const Tensor& student, const Tensor& teacher, double tau_t, DinoLossStats* stats);
+  double teacher_temp_at(int64_t it) const { return temp_.at(it); }
+  const DinoLossConfig& config() const { return cfg_; }
+
+  Tensor center;  // (1, K)
+
+ private:
+  DinoLossConfig cfg_;
+  LinearWarmup temp_;
+};
+
+// Watches the teacher over a window of steps and explains a collapse when it sees one.
+class CollapseMonitor {
+ public:
+  explicit CollapseMonitor(int64_t out_dim, int window = 20) : log_k_(std::log(double(out_dim))), window_(window) {}
+  // Returns a warning while the windowed averages sit in a collapse signature.
+  std::optional<std::string> update(const DinoLossStats& s);
+
+ private:
+  double log_k_;
+  int window_;
+  std::deque<DinoLossStats> recent_;
+};
+
+}  // namespace dino

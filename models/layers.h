@@ -1,0 +1,32 @@
+#pragma once
+// The two parameterised layers every model here is made of, named as PyTorch names them
+// (weight, bias), so checkpoints use timm's names.
+#include "core/module.h"
+#include "core/ops.h"
+
+namespace dino {
+
+class Rng;
+
+class Linear : public Module {
+ public:
+  // trunc-normal(0.02) weight and zero bias: DINO's _init_weights for nn.Linear.
+  Linear(int64_t in, int64_t out, bool bias, Rng& rng);
+  Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor weight, bias;
+};
+
+class LayerNorm : public Module {
+ public:
+  LayerNorm(int64_t dim, double eps);
+  Tensor forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps_); }
+  Tensor weight, bias;
+
+ private:
+  double eps_;
+};
+
+// A parameter tensor (requires grad) of the given values.
+Tensor make_param(Tensor t);
+
+}  // namespace dino

@@ -1,0 +1,151 @@
+// cuBLASLt GEMM wrapper and the bias + GELU kernels against the CPU reference in float64,
+// computed from the same bf16-rounded inputs (DESIGN §6). Covers the three products of a
+// Linear layer (forward with the bias epilogue, input gradient, weight gradient with the
+// bias-gradient epilogue), a strided batch, bf16 and fp32 outputs, and odd sizes.
+#include "kernels/cpu/kernels.h"
+#include "kernels/cuda/kernels.h"
+#include "tests/cuda/test_util.h"
+
+namespace cpu = dino::kernels::cpu;
+namespace cu = dino::kernels::cuda;
+using namespace dino::test;
+
+namespace {
+
+struct LinearShape {
+  int rows, in, out;
+};
+const LinearShape kLinear[] = {{1, 33, 37}, {197, 33, 37}, {37, 384, 1152}, {394, 384, 1536},
+                               {64, 2048, 256}};
+
+const __nv_bfloat16* bf(const DeviceBuffer<dino::bf16>& b) {
+  return reinterpret_cast<const __nv_bfloat16*>(b.get());
+}
+
+// fp32 accumulation over K terms of exact (bf16) products, rounded once to fp32.
+constexpr double kF32Tol = 1e-5;
+
+}  // namespace
+
+TEST_CASE("gemm: Linear forward y = x W^T + b (bf16 out, bias epilogue)", "[gemm]") {
+  dino::Rng rng(41);
+  for (const LinearShape s : kLinear) {
+    INFO("rows = " << s.rows << ", in = " << s.in << ", out = " << s.out);
+    const std::vector<float> x = random_floats(rng, size_t(s.rows) * s.in);
+    const std::vector<float> w = random_floats(rng, size_t(s.out) * s.in, 0.05);
+    const std::vector<float> b = random_floats(rng, size_t(s.out), 0.5);
+    DeviceBuffer<dino::bf16> dx(to_bf16(x)), dw(to_bf16(w)), db(to_bf16(b));
+    DeviceBuffer<dino::bf16> y(size_t(s.rows) * s.out);
+    y.poison();
+    cu::gemm(y.get(), true, bf(dx), bf(dw), db.get(), cu::GemmEpilogue::bias, s.rows, s.out, s.in,
+             false, true, 1, 0, 0, 0, test_stream());
+
+    std::vector<double> ref(size_t(s.rows) * s.out);
+    cpu::gemm<double>(ref.data(), bf16_rounded(x).data(), bf16_rounded(w).data(), s.rows, s.out,
+                      s.in, false, true, 1.0, 0.0);
+    const std::vector<double> br = bf16_rounded(b);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += br[i % size_t(s.out)];
+    expect_close("y", to_double(y.download()), ref, 2 * bf16_output_error(ref) + 1e-4);
+  }
+}
+
+TEST_CASE("gemm: Linear input gradient dx = dy W (fp32 out)", "[gemm]") {
+  dino::Rng rng(42);
+  for (const LinearShape s : kLinear) {
+    INFO("rows = " << s.rows << ", in = " << s.in << ", out = " << s.out);
+    const std::vector<float> dy = random_floats(rng, size_t(s.rows) * s.out);
+    const std::vector<float> w = random_floats(rng, size_t(s.out) * s.in, 0.05);
+    DeviceBuffer<dino::bf16> ddy(to_bf16(dy)), dw(to_bf16(w));
+    DeviceBuffer<float> dx(size_t(s.rows) * s.in);
+    dx.poison();
+    cu::gemm(dx.get(), false, bf(ddy), bf(dw), nullptr, cu::GemmEpilogue::none, s.rows, s.in,
+             s.out, false, false, 1, 0, 0, 0, test_stream());
+    std::vector<double> ref(size_t(s.rows) * s.in);
+    cpu::gemm<double>(ref.data(), bf16_rounded(dy).data(), bf16_rounded(w).data(), s.rows, s.in,
+                      s.out, false, false, 1.0, 0.0);
+    expect_close("dx", to_double(dx.download()), ref, kF32Tol);
+  }
+}
+
+TEST_CASE("gemm: Linear weight gradient dW = dy^T x with db from the epilogue", "[gemm]") {
+  dino::Rng rng(43);
+  for (const LinearShape s : kLinear) {
+    INFO("rows = " << s.rows << ", in = " << s.in << ", out = " << s.out);
+    const std::vector<float> dy = random_floats(rng, size_t(s.rows) * s.out);
+    const std::vector<float> x = random_floats(rng, size_t(s.rows) * s.in);
+    DeviceBuffer<dino::bf16> ddy(to_bf16(dy)), dx(to_bf16(x));
+    DeviceBuffer<float> dw(size_t(s.out) * s.in), db(size_t(s.out));
+    dw.poison(), db.poison();
+    cu::gemm(dw.get(), false, bf(ddy), bf(dx), db.get(), cu::GemmEpilogue::bias_grad, s.out, s.in,
+             s.rows, true, false, 1, 0, 0, 0, test_stream());
+    const std::vector<double> dyr = bf16_rounded(dy);
+    std::vector<double> ref(size_t(s.out) * s.in), ref_db(size_t(s.out), 0.0);
+    cpu::gemm<double>(ref.data(), dyr.data(), bf16_rounded(x).data(), s.out, s.in, s.rows, true,
+                      false, 1.0, 0.0);
+    for (size_t r = 0; r < size_t(s.rows); ++r)
+      for (size_t o = 0; o < size_t(s.out); ++o) ref_db[o] += dyr[r * s.out + o];
+    expect_close("dW", to_double(dw.download()), ref, kF32Tol);
+    expect_close("db", to_double(db.download()), ref_db, kF32Tol);
+  }
+}
+
+TEST_CASE("gemm: strided batch, every transpose combination", "[gemm]") {
+  dino::Rng rng(44);
+  const int batch = 3, M = 37, N = 64, K = 48;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      INFO("trans_a = " << ta << ", trans_b = " << tb);
+      const std::vector<float> a = random_floats(rng, size_t(batch) * M * K);
+      const std::vector<float> b = random_floats(rng, size_t(batch) * K * N);
+      DeviceBuffer<dino::bf16> da(to_bf16(a)), db(to_bf16(b));
+      DeviceBuffer<float> c(size_t(batch) * M * N);
+      c.poison();
+      cu::gemm(c.get(), false, bf(da), bf(db), nullptr, cu::GemmEpilogue::none, M, N, K, ta, tb,
+               batch, int64_t(M) * K, int64_t(K) * N, int64_t(M) * N, test_stream());
+      const std::vector<double> ar = bf16_rounded(a), brr = bf16_rounded(b);
+      std::vector<double> ref(size_t(batch) * M * N);
+      for (int i = 0; i < batch; ++i)
+        cpu::gemm<double>(ref.data() + size_t(i) * M * N, ar.data() + size_t(i) * M * K,
+                          brr.data() + size_t(i) * K * N, M, N, K, ta, tb, 1.0, 0.0);
+      expect_close("C", to_double(c.download()), ref, kF32Tol);
+    }
+  }
+}
+
+TEST_CASE("bias_gelu_forward and gelu_backward match the exact-erf CPU GELU", "[gemm][gelu]") {
+  dino::Rng rng(45);
+  for (const LinearShape s : kLinear) {
+    const int64_t M = s.rows, N = s.out;
+    INFO("M = " << M << ", N = " << N);
+    const size_t n = size_t(M) * N;
+    const std::vector<float> h = random_floats(rng, n, 2.0);
+    const std::vector<float> bias = random_floats(rng, size_t(N), 0.5);
+    const std::vector<float> dout = random_floats(rng, n);
+    DeviceBuffer<dino::bf16> dh(to_bf16(h)), out(n), pre(n), ddout(to_bf16(dout)), dpre(n);
+    DeviceBuffer<float> dbias(bias);
+    out.poison(), pre.poison(), dpre.poison();
+    cu::bias_gelu_forward(reinterpret_cast<__nv_bfloat16*>(out.get()),
+                          reinterpret_cast<__nv_bfloat16*>(pre.get()), bf(dh), dbias.get(), M,
+                          int(N), test_stream());
+    cu::gelu_backward(reinterpret_cast<__nv_bfloat16*>(dpre.get()), bf(ddout), bf(pre), int64_t(n),
+                      test_stream());
+
+    // pre is one fp32 add of bf16(h) and the bias, rounded once: the host gets the same bits.
+    std::vector<float> ref_pre(n);
+    for (size_t i = 0; i < n; ++i)
+      ref_pre[i] = round_bf16(round_bf16(h[i]) + bias[i % size_t(N)]);
+    const std::vector<dino::bf16> got_pre = pre.download();
+    size_t pre_mismatch = 0;
+    for (size_t i = 0; i < n; ++i) pre_mismatch += float(got_pre[i]) != ref_pre[i];
+    CHECK(pre_mismatch == 0);
+
+    const std::vector<double> pre_d = to_double(ref_pre);
+    std::vector<double> ref_out(n), ref_dpre(n);
+    cpu::gelu_forward<double>(ref_out.data(), pre_d.data(), int64_t(n));
+    cpu::gelu_backward<double>(ref_dpre.data(), bf16_rounded(dout).data(), pre_d.data(),
+                               int64_t(n));
+    expect_close("out", to_double(out.download()), ref_out, 2 * bf16_output_error(ref_out) + 1e-4);
+    expect_close("dpre", to_double(dpre.download()), ref_dpre,
+                 2 * bf16_output_error(ref_dpre) + 1e-4);
+  }
+}

@@ -1,0 +1,122 @@
+// LayerNorm CUDA kernels against the CPU reference in float64 (DESIGN §6). The input rows
+// sit on an offset (mean ~3, std ~1, like a residual stream) so a one-pass variance would
+// show; sizes cover a single row, odd row counts and C = 33 (the scalar path) next to
+// C % 4 == 0 (the float4 path).
+#include "kernels/cpu/kernels.h"
+#include "kernels/cuda/kernels.h"
+#include "tests/cuda/test_util.h"
+
+namespace cpu = dino::kernels::cpu;
+namespace cu = dino::kernels::cuda;
+using namespace dino::test;
+
+namespace {
+
+struct Shape {
+  int N, C;
+};
+const Shape kShapes[] = {{1, 33}, {37, 33}, {197, 384}, {37, 768}, {1, 4}, {197, 1000}, {3000, 384}};
+constexpr float kEps = 1e-6f;
+
+}  // namespace
+
+TEST_CASE("layernorm_forward matches the CPU reference", "[layernorm]") {
+  dino::Rng rng(21);
+  for (const Shape s : kShapes) {
+    INFO("N = " << s.N << ", C = " << s.C);
+    const size_t nc = size_t(s.N) * s.C;
+    const std::vector<float> x = random_floats(rng, nc, 1.0, 3.0);
+    const std::vector<float> w = random_floats(rng, size_t(s.C), 0.3, 1.0);
+    const std::vector<float> b = random_floats(rng, size_t(s.C), 0.3);
+    DeviceBuffer<float> dx(x), dw(w), db(b), mean(size_t(s.N)), rstd(size_t(s.N));
+    DeviceBuffer<dino::bf16> out(nc);
+    out.poison(), mean.poison(), rstd.poison();
+    cu::layernorm_forward(reinterpret_cast<__nv_bfloat16*>(out.get()), mean.get(), rstd.get(),
+                          dx.get(), dw.get(), db.get(), s.N, s.C, kEps, test_stream());
+
+    std::vector<double> ref(nc), ref_mean(size_t(s.N)), ref_rstd(size_t(s.N));
+    cpu::layernorm_forward<double>(ref.data(), ref_mean.data(), ref_rstd.data(),
+                                   to_double(x).data(), to_double(w).data(), to_double(b).data(),
+                                   s.N, s.C, double(kEps));
+    // bf16 output: the floor is rounding the exact result once; allow twice that plus 1e-4.
+    expect_close("out", to_double(out.download()), ref, 2 * bf16_output_error(ref) + 1e-4);
+    expect_close("mean", to_double(mean.download()), ref_mean, 1e-6);
+    expect_close("rstd", to_double(rstd.download()), ref_rstd, 1e-5);
+  }
+}
+
+TEST_CASE("residual_layernorm_forward adds the branch and normalises, also in place",
+          "[layernorm]") {
+  dino::Rng rng(22);
+  for (const Shape s : kShapes) {
+    for (bool in_place : {false, true}) {
+      INFO("N = " << s.N << ", C = " << s.C << (in_place ? ", in place" : ", out of place"));
+      const size_t nc = size_t(s.N) * s.C;
+      const std::vector<float> x = random_floats(rng, nc, 1.0, 3.0);
+      const std::vector<float> br = random_floats(rng, nc, 0.5);
+      const std::vector<float> w = random_floats(rng, size_t(s.C), 0.3, 1.0);
+      const std::vector<float> b = random_floats(rng, size_t(s.C), 0.3);
+      DeviceBuffer<float> dx(x), x_out(nc), dw(w), db(b), mean(size_t(s.N)), rstd(size_t(s.N));
+      DeviceBuffer<dino::bf16> dbr(to_bf16(br)), out(nc);
+      out.poison(), x_out.poison(), mean.poison(), rstd.poison();
+      float* xo = in_place ? dx.get() : x_out.get();
+      cu::residual_layernorm_forward(xo, reinterpret_cast<__nv_bfloat16*>(out.get()), mean.get(),
+                                     rstd.get(), dx.get(),
+                                     reinterpret_cast<const __nv_bfloat16*>(dbr.get()), dw.get(),
+                                     db.get(), s.N, s.C, kEps, test_stream());
+
+      // The reference adds the bf16-rounded branch in float64.
+      std::vector<double> sum = to_double(x);
+      const std::vector<double> brr = bf16_rounded(br);
+      for (size_t i = 0; i < nc; ++i) sum[i] += brr[i];
+      std::vector<double> ref(nc), ref_mean(size_t(s.N)), ref_rstd(size_t(s.N));
+      cpu::layernorm_forward<double>(ref.data(), ref_mean.data(), ref_rstd.data(), sum.data(),
+                                     to_double(w).data(), to_double(b).data(), s.N, s.C,
+                                     double(kEps));
+      expect_close("x_out", to_double(in_place ? dx.download() : x_out.download()), sum, 1e-6);
+      expect_close("out", to_double(out.download()), ref, 2 * bf16_output_error(ref) + 1e-4);
+      expect_close("mean", to_double(mean.download()), ref_mean, 1e-6);
+      expect_close("rstd", to_double(rstd.download()), ref_rstd, 1e-5);
+    }
+  }
+}
+
+TEST_CASE("layernorm_backward matches the CPU reference", "[layernorm]") {
+  dino::Rng rng(23);
+  for (const Shape s : kShapes) {
+    INFO("N = " << s.N << ", C = " << s.C);
+    const size_t nc = size_t(s.N) * s.C;
+    const std::vector<float> x = random_floats(rng, nc, 1.0, 3.0);
+    const std::vector<float> w = random_floats(rng, size_t(s.C), 0.3, 1.0);
+    const std::vector<float> b = random_floats(rng, size_t(s.C), 0.3);
+    const std::vector<float> dout = random_floats(rng, nc);
+    DeviceBuffer<float> dx_in(x), dw(w), db(b), mean(size_t(s.N)), rstd(size_t(s.N));
+    DeviceBuffer<dino::bf16> out(nc), ddout(to_bf16(dout));
+    DeviceBuffer<float> dx(nc), dweight(size_t(s.C)), dbias(size_t(s.C));
+    // The backward reads the statistics the forward saved, as in training.
+    cu::layernorm_forward(reinterpret_cast<__nv_bfloat16*>(out.get()), mean.get(), rstd.get(),
+                          dx_in.get(), dw.get(), db.get(), s.N, s.C, kEps, test_stream());
+    dx.poison(), dweight.poison(), dbias.poison();
+    cu::layernorm_backward(dx.get(), dweight.get(), dbias.get(),
+                           reinterpret_cast<const __nv_bfloat16*>(ddout.get()), dx_in.get(),
+                           mean.get(), rstd.get(), dw.get(), s.N, s.C, test_stream());
+
+    const std::vector<double> m = to_double(mean.download()), r = to_double(rstd.download());
+    std::vector<double> ref_dx(nc), ref_dw(size_t(s.C)), ref_db(size_t(s.C));
+    cpu::layernorm_backward<double>(ref_dx.data(), ref_dw.data(), ref_db.data(),
+                                    bf16_rounded(dout).data(), to_double(x).data(), m.data(),
+                                    r.data(), to_double(w).data(), s.N, s.C);
+    // float32 arithmetic on exact (bf16) inputs: far under 1e-5.
+    expect_close("dx", to_double(dx.download()), ref_dx, 1e-5);
+    expect_close("dweight", to_double(dweight.download()), ref_dw, 1e-5);
+    expect_close("dbias", to_double(dbias.download()), ref_db, 1e-5);
+
+    // Fixed-order reductions: a second run is bit-identical.
+    const std::vector<float> first_dw = dweight.download(), first_dx = dx.download();
+    cu::layernorm_backward(dx.get(), dweight.get(), dbias.get(),
+                           reinterpret_cast<const __nv_bfloat16*>(ddout.get()), dx_in.get(),
+                           mean.get(), rstd.get(), dw.get(), s.N, s.C, test_stream());
+    CHECK(dweight.download() == first_dw);
+    CHECK(dx.download() == first_dx);
+  }
+}

@@ -1,0 +1,96 @@
+// Each fused op equals its composite form (values and gradients), in float64 on the CPU.
+#include "tests/gradcheck.h"
+
+using namespace dino;
+using namespace dino::testing;
+
+namespace {
+
+// Runs both forms on copies of the same inputs; compares outputs and every input gradient.
+void expect_same(const OpFn& fused, const OpFn& comp, const std::vector<Tensor>& inputs,
+                 double tol = 1e-12) {
+  auto run = [&](const OpFn& f) {
+    std::vector<Tensor> in;
+    for (const Tensor& t : inputs) {
+      Tensor c = t.clone();
+      c.set_requires_grad(t.requires_grad());
+      in.push_back(c);
+    }
+    Rng rng(77);
+    Tensor out = f(in);
+    Tensor w = random_f64(out.shape(), rng);
+    sum(mul(out, w)).backward();
+    std::vector<Tensor> res{out};
+    for (const Tensor& t : in)
+      if (t.requires_grad()) res.push_back(t.grad());
+    return res;
+  };
+  auto a = run(fused), b = run(comp);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("tensor " << i << " (0 = output, then input gradients)");
+    CHECK(rel_error(a[i], b[i]) < tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("fused layer_norm equals its composite", "[fused]") {
+  Rng rng(1);
+  for (int64_t C : {33, 384}) {
+    Tensor x = random_f64({37, C}, rng, -3, 3), w = random_f64({C}, rng), b = random_f64({C}, rng);
+    for (Tensor* t : {&x, &w, &b}) t->set_requires_grad();
+    expect_same([](auto& in) { return layer_norm(in[0], in[1], in[2], 1e-6); },
+                [](auto& in) { return composite::layer_norm(in[0], in[1], in[2], 1e-6); },
+                {x, w, b});
+  }
+}
+
+TEST_CASE("fused softmax and log_softmax equal their composites", "[fused]") {
+  Rng rng(2);
+  Tensor x = random_f64({19, 65}, rng, -20, 20);
+  x.set_requires_grad();
+  expect_same([](auto& in) { return softmax(in[0]); },
+              [](auto& in) { return composite::softmax(in[0]); }, {x});
+  expect_same([](auto& in) { return log_softmax(in[0]); },
+              [](auto& in) { return composite::log_softmax(in[0]); }, {x});
+}
+
+TEST_CASE("fused attention equals its composite", "[fused]") {
+  Rng rng(3);
+  struct Case { int64_t B, N, H, Dh; };
+  for (Case c : {Case{2, 197, 3, 8}, Case{3, 37, 2, 16}, Case{1, 1, 1, 32}, Case{2, 50, 4, 5}}) {
+    Tensor qkv = random_f64({c.B, c.N, 3 * c.H * c.Dh}, rng, -2, 2);
+    qkv.set_requires_grad();
+    const int64_t H = c.H;
+    expect_same([H](auto& in) { return attention(in[0], H); },
+                [H](auto& in) { return composite::attention(in[0], H); }, {qkv}, 1e-11);
+  }
+}
+
+TEST_CASE("attention exposes its probabilities", "[fused]") {
+  Rng rng(4);
+  Tensor qkv = random_f64({2, 9, 3 * 2 * 4}, rng);
+  Tensor probs;
+  attention(qkv, 2, &probs);
+  REQUIRE(probs.shape() == Shape{2, 2, 9, 9});
+  for (int64_t r = 0; r < 2 * 2 * 9; ++r) {
+    double s = 0;
+    for (int64_t c = 0; c < 9; ++c) s += probs.data<double>()[r * 9 + c];
+    CHECK(s == Approx(1.0).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("fused dino_loss equals its composite for several crop counts", "[fused]") {
+  Rng rng(5);
+  struct Case { int64_t G, V, B, K; };
+  for (Case c : {Case{2, 10, 3, 257}, Case{2, 2, 1, 64}, Case{1, 3, 4, 33}, Case{3, 5, 2, 16}}) {
+    Tensor s = random_f64({c.V * c.B, c.K}, rng, -1, 1);
+    s.set_requires_grad();
+    Tensor t = random_f64({c.G * c.B, c.K}, rng), ctr = random_f64({c.K}, rng, -0.2, 0.2);
+    const int64_t G = c.G;
+    expect_same([&](auto& in) { return dino_loss(in[0], t, ctr, G, 0.1, 0.04); },
+                [&](auto& in) { return composite::dino_loss(in[0], t, ctr, G, 0.1, 0.04); }, {s},
+                1e-11);
+  }
+}

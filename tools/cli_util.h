@@ -1,0 +1,23 @@
+#pragma once
+// Pieces the evaluation subcommands (knn, attention, export) share.
+#include <memory>
+#include <string>
+
+#include "models/vit.h"
+#include "train/checkpoint.h"
+#include "train/knn.h"
+
+namespace dino::tools {
+
+// read_checkpoint, with plain messages for a path that is missing or a directory.
+Checkpoint open_checkpoint(const std::string& path);
+
+// The teacher backbone of a checkpoint, without its head: evaluation never runs the head, and
+// building the default 65536-way one would cost more than loading the backbone.
+std::unique_ptr<VisionTransformer> load_teacher_backbone(const Checkpoint& ck);
+
+// Redraws "<label> done/total (pct%)" on stderr, a few times a second and once at the end;
+// silent when stderr is not a terminal, so logs do not fill with carriage returns.
+ProgressFn progress_line(std::string label);
+
+}  // namespace dino::tools

@@ -1,0 +1,61 @@
+// `dino export`: the teacher backbone alone under bare timm names (patch_embed.proj.weight,
+// cls_token, pos_embed, blocks.N..., norm.*), the file a timm-style ViT loads with
+// strict=True. timm's `head` is a classifier, so the DINO head stays out.
+#include <cstdio>
+#include <iostream>
+
+#include "core/safetensors.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+
+namespace dino::tools {
+
+namespace {
+
+nlohmann::json vit_json(const VitConfig& c) {
+  return {{"img_size", c.img_size},   {"patch_size", c.patch_size}, {"in_chans", c.in_chans},
+          {"embed_dim", c.embed_dim}, {"depth", c.depth},           {"num_heads", c.num_heads},
+          {"mlp_ratio", c.mlp_ratio}, {"qkv_bias", c.qkv_bias},     {"ln_eps", c.ln_eps}};
+}
+
+}  // namespace
+
+void add_export_command(CLI::App& app) {
+  struct Args {
+    std::string checkpoint, out;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("export", "Write the teacher backbone as a timm-named safetensors file");
+  cmd->add_option("--checkpoint", args->checkpoint, "Training checkpoint (.safetensors) written by `dino train`")
+      ->required();
+  cmd->add_option("--out", args->out, "Output .safetensors (written to OUT.tmp, then renamed)")->required();
+  cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->callback([args] {
+    const Checkpoint ck = open_checkpoint(args->checkpoint);
+    const auto vit = load_teacher_backbone(ck);
+    auto tensors = vit->named_parameters();
+    for (auto& kv : vit->named_buffers()) tensors.push_back(kv);
+    int64_t numel = 0;
+    for (const auto& kv : tensors) numel += kv.second.numel();
+    const nlohmann::json config = vit_json(vit->config());
+    // "format": "pt" is what safetensors.torch.save_file writes; the arch lets a loader build
+    // the matching timm model.
+    save_safetensors(args->out, tensors,
+                     {{"format", "pt"},
+                      {"dino_engine", "vit-backbone-v1"},
+                      {"arch", ck.meta.config.at("model").at("arch").get<std::string>()},
+                      {"vit_config", config.dump()},
+                      {"source_checkpoint", ck.path},
+                      {"step", std::to_string(ck.meta.step)}});
+    std::printf("wrote %s: teacher backbone, %zu tensors, %.2f M parameters, step %ld\n",
+                args->out.c_str(), tensors.size(), double(numel) / 1e6, long(ck.meta.step));
+    if (args->json)
+      std::cout << nlohmann::json{{"out", args->out}, {"tensors", tensors.size()}, {"parameters", numel},
+                                  {"step", ck.meta.step}, {"vit_config", config}}
+                       .dump()
+                << std::endl;
+  });
+}
+
+}  // namespace dino::tools

@@ -1,0 +1,46 @@
+#pragma once
+// Training checkpoints (DESIGN §8): one safetensors file with the student and teacher under
+// "student.backbone.", "student.head.", "teacher.backbone.", "teacher.head.", the loss center
+// "loss.center", AdamW state "optimizer.<name>.exp_avg|exp_avg_sq|step", and in the metadata
+// the merged config, the step, in_chans and every random state. Written atomically.
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/optim.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "losses/dino_loss.h"
+#include "models/multicrop.h"
+
+namespace dino {
+
+struct CheckpointMeta {
+  nlohmann::json config;
+  int64_t step = 0;         // optimizer steps done
+  int64_t in_chans = 3;
+  Rng::State drop_rng{};    // stochastic-depth generator
+};
+
+void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const DinoModel& student,
+                     const DinoModel& teacher, const DinoLoss& loss, AdamW& optimizer);
+
+struct Checkpoint {
+  std::string path;
+  CheckpointMeta meta;
+  SafeTensors tensors;
+};
+
+// Throws naming the file when it is missing, damaged or not a dino-engine checkpoint.
+Checkpoint read_checkpoint(const std::string& path);
+
+// Copies "<prefix><name>" for every parameter and buffer of `m`; a missing name or a shape
+// that differs means the checkpoint is of another model, and the error says which tensor.
+void load_module(Module& m, const Checkpoint& ck, const std::string& prefix);
+void load_optimizer(AdamW& optimizer, const Checkpoint& ck);
+
+// The model described by a checkpoint's config, with the weights of `which` ("teacher" or
+// "student").
+std::unique_ptr<DinoModel> model_from_checkpoint(const Checkpoint& ck, const std::string& which);
+
+}  // namespace dino

@@ -1,0 +1,61 @@
+#include "train/step.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+
+namespace dino {
+
+AdamW make_optimizer(const DinoModel& student) {
+  ParamGroup regularized, not_regularized;
+  for (auto& [name, p] : student.named_parameters()) {
+    if (!p.requires_grad()) continue;  // weight_g under norm_last_layer: stored, never trained
+    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    (is_bias || p.dim() == 1 ? not_regularized : regularized).params.push_back({name, p});
+  }
+  return AdamW({regularized, not_regularized});
+}
+
+StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
+                      const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
+                      bool capture_grads) {
+  const int64_t G = loss.config().global_crops;
+  DINO_CHECK(int64_t(crops.size()) > G, "[train] ", crops.size(), " views; DINO needs the ", G,
+             " global views and at least one more");
+  StepOutputs out;
+  {
+    NoGradGuard no_grad;
+    std::vector<Tensor> globals(crops.begin(), crops.begin() + G);
+    out.teacher_logits = teacher.forward(globals, nullptr, &out.teacher_cls);
+  }
+  out.student_logits = student.forward(crops, drop_rng, &out.student_cls);
+  out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, &out.stats);
+  DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss,
+             "; stopping (main_dino does the same). Lower the learning rate or check the data");
+
+  student.zero_grad();
+  out.loss.backward();
+  auto params = student.named_parameters();
+  if (capture_grads)
+    for (auto& [name, p] : params)
+      if (p.grad().defined()) out.grads.push_back({name, p.grad().clone()});
+  if (s.clip_grad > 0) {
+    std::vector<Tensor> ps;
+    for (auto& [name, p] : params) ps.push_back(p);
+    clip_grad_per_param(ps, s.clip_grad);
+  }
+  if (s.freeze_last_layer)  // cancel_gradients_last_layer: AdamW then skips them entirely
+    for (auto& [name, p] : params)
+      if (name.rfind("head.last_layer.", 0) == 0) p.zero_grad();
+
+  auto& groups = optimizer.groups();
+  groups[0].lr = s.lr;
+  groups[0].weight_decay = s.weight_decay;
+  groups[1].lr = s.lr;
+  groups[1].weight_decay = 0;
+  optimizer.step();
+  ema_update(teacher, student, s.teacher_momentum);
+  return out;
+}
+
+}  // namespace dino

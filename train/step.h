@@ -1,0 +1,41 @@
+#pragma once
+// One DINO optimisation step, exactly as main_dino.train_one_epoch orders it: teacher on the
+// global views, student on all views, loss (old center) then center update, backward,
+// per-parameter clipping, last-layer freeze, AdamW, EMA teacher update. The trainer and the
+// PyTorch cross-check (tests/reference) both run this function.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/optim.h"
+#include "losses/dino_loss.h"
+#include "models/multicrop.h"
+
+namespace dino {
+
+struct StepSettings {
+  double lr = 0, weight_decay = 0;  // weight decay of the regularised group
+  double teacher_temp = 0.04, teacher_momentum = 0.996;
+  double clip_grad = 3.0;           // 0 disables clipping
+  bool freeze_last_layer = false;   // drop the head.last_layer gradients this step
+};
+
+struct StepOutputs {
+  Tensor loss;                          // scalar
+  DinoLossStats stats;
+  Tensor student_cls, teacher_cls;      // (V*B, D), (G*B, D)
+  Tensor student_logits, teacher_logits;// (V*B, K), (G*B, K)
+  // Student gradients as backward produced them, before clipping (only with capture_grads).
+  std::vector<std::pair<std::string, Tensor>> grads;
+};
+
+// AdamW over the student's trainable parameters: group 0 regularised (weight decay), group 1
+// biases and 1-D parameters (none), as utils.get_params_groups.
+AdamW make_optimizer(const DinoModel& student);
+
+// crops: V tensors (B, C, S, S), the 2 global views first. Throws if the loss is not finite.
+StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
+                      const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
+                      bool capture_grads = false);
+
+}  // namespace dino

@@ -1,0 +1,40 @@
+#pragma once
+// The DINO training job behind `dino train`: data, student and EMA teacher, per-iteration
+// schedules, the step of train/step.h, progress and JSONL metrics, atomic checkpoints, exact
+// resume, and the k-NN evaluation at the end.
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "models/multicrop.h"
+
+namespace dino {
+
+struct TrainOptions {
+  std::string out_dir = "runs/dino";
+  bool resume = false;
+  std::string device = "auto";  // auto | cpu | cuda
+  bool quiet = false;           // no progress lines (tests)
+};
+
+struct TrainResult {
+  int64_t steps = 0;            // optimizer steps done in total
+  double epochs = 0;            // epochs reached
+  double seconds = 0;           // wall time of the training loop (this invocation)
+  double images_per_second = 0;
+  double first_loss = 0, last_loss = 0;  // mean over the first / last logging window
+  double teacher_entropy = 0, batch_entropy = 0, kl = 0;  // last step
+  std::optional<std::string> collapse_warning;  // active at the end of training
+  std::string checkpoint;       // path of the final checkpoint
+  nlohmann::json knn;           // {} when not evaluated
+  nlohmann::json to_json() const;
+};
+
+// The student as a run with this config and seed starts: Rng(run.seed) drawn in a fixed
+// order. `dino knn` builds its random-init control with the same function.
+std::unique_ptr<DinoModel> build_student(const nlohmann::json& cfg, int64_t in_chans);
+
+TrainResult train(const nlohmann::json& cfg, const TrainOptions& options);
+
+}  // namespace dino
