@@ -1,5 +1,7 @@
 // GEMM-backed ops: matmul, linear, the weight-normalised linear of DINO's head, and the
 // patch embedding (im2col + GEMM).
+#include <vector>
+
 #include "core/ops_util.h"
 #include "kernels/cpu/kernels.h"
 
@@ -10,19 +12,18 @@ namespace kc = kernels::cpu;
 
 namespace {
 
-// Column sums of g viewed as (R, C): the gradient of a broadcast bias.
+// Column sums of g viewed as (R, C): the gradient of a broadcast bias. Rows are added in
+// order into a double accumulator, walking memory contiguously.
 Tensor column_sums(const Tensor& g, int64_t R, int64_t C) {
   Tensor out = Tensor::empty({C}, g.dtype(), g.device());
   dispatch_float("bias_grad", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* pg = g.data<T>();
+    std::vector<double> acc(size_t(C), 0.0);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += double(pg[r * C + c]);
     T* po = out.data<T>();
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      double s = 0;
-      for (int64_t r = 0; r < R; ++r) s += double(pg[r * C + c]);
-      po[c] = T(s);
-    }
+    for (int64_t c = 0; c < C; ++c) po[c] = T(acc[size_t(c)]);
   });
   return out;
 }

@@ -10,16 +10,6 @@
 
 namespace dino::tools {
 
-namespace {
-
-nlohmann::json vit_json(const VitConfig& c) {
-  return {{"img_size", c.img_size},   {"patch_size", c.patch_size}, {"in_chans", c.in_chans},
-          {"embed_dim", c.embed_dim}, {"depth", c.depth},           {"num_heads", c.num_heads},
-          {"mlp_ratio", c.mlp_ratio}, {"qkv_bias", c.qkv_bias},     {"ln_eps", c.ln_eps}};
-}
-
-}  // namespace
-
 void add_export_command(CLI::App& app) {
   struct Args {
     std::string checkpoint, out;
@@ -34,20 +24,14 @@ void add_export_command(CLI::App& app) {
   cmd->callback([args] {
     const Checkpoint ck = open_checkpoint(args->checkpoint);
     const auto vit = load_teacher_backbone(ck);
-    auto tensors = vit->named_parameters();
-    for (auto& kv : vit->named_buffers()) tensors.push_back(kv);
-    int64_t numel = 0;
-    for (const auto& kv : tensors) numel += kv.second.numel();
-    const nlohmann::json config = vit_json(vit->config());
-    // "format": "pt" is what safetensors.torch.save_file writes; the arch lets a loader build
-    // the matching timm model.
-    save_safetensors(args->out, tensors,
-                     {{"format", "pt"},
-                      {"dino_engine", "vit-backbone-v1"},
-                      {"arch", ck.meta.config.at("model").at("arch").get<std::string>()},
-                      {"vit_config", config.dump()},
-                      {"source_checkpoint", ck.path},
-                      {"step", std::to_string(ck.meta.step)}});
+    export_backbone(args->out, *vit,
+                    {{"arch", ck.meta.config.at("model").at("arch").get<std::string>()},
+                     {"source_checkpoint", ck.path},
+                     {"step", std::to_string(ck.meta.step)}});
+    const auto tensors = vit->named_parameters();
+    const int64_t numel = vit->num_parameters();
+    const nlohmann::json config = nlohmann::json::parse(
+        load_safetensors(args->out).metadata.at("vit_config"));
     std::printf("wrote %s: teacher backbone, %zu tensors, %.2f M parameters, step %ld\n",
                 args->out.c_str(), tensors.size(), double(numel) / 1e6, long(ck.meta.step));
     if (args->json)

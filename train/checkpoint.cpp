@@ -95,6 +95,23 @@ void load_optimizer(AdamW& optimizer, const Checkpoint& ck) {
   }
 }
 
+void export_backbone(const std::string& path, const VisionTransformer& vit,
+                     std::map<std::string, std::string> metadata) {
+  const VitConfig& c = vit.config();
+  const nlohmann::json config{{"img_size", c.img_size},   {"patch_size", c.patch_size},
+                              {"in_chans", c.in_chans},   {"embed_dim", c.embed_dim},
+                              {"depth", c.depth},         {"num_heads", c.num_heads},
+                              {"mlp_ratio", c.mlp_ratio}, {"qkv_bias", c.qkv_bias},
+                              {"ln_eps", c.ln_eps}};
+  // "format": "pt" is what safetensors.torch.save_file writes.
+  metadata["format"] = "pt";
+  metadata["dino_engine"] = "vit-backbone-v1";
+  metadata["vit_config"] = config.dump();
+  auto tensors = vit.named_parameters();
+  for (auto& kv : vit.named_buffers()) tensors.push_back(kv);
+  save_safetensors(path, tensors, metadata);
+}
+
 std::unique_ptr<DinoModel> model_from_checkpoint(const Checkpoint& ck, const std::string& which) {
   DINO_CHECK(which == "teacher" || which == "student", "[checkpoint] unknown model '", which, "'");
   const VitConfig vc = vit_config(ck.meta.config, ck.meta.in_chans);

@@ -39,6 +39,12 @@ Checkpoint read_checkpoint(const std::string& path);
 void load_module(Module& m, const Checkpoint& ck, const std::string& prefix);
 void load_optimizer(AdamW& optimizer, const Checkpoint& ck);
 
+// `dino export`: a backbone alone under bare timm names (patch_embed.proj.weight, cls_token,
+// pos_embed, blocks.N..., norm.*), the file a timm-style ViT loads with strict=True; timm's
+// `head` is a classifier, so the DINO head stays out. The metadata carries the ViT config.
+void export_backbone(const std::string& path, const VisionTransformer& vit,
+                     std::map<std::string, std::string> metadata = {});
+
 // The model described by a checkpoint's config, with the weights of `which` ("teacher" or
 // "student").
 std::unique_ptr<DinoModel> model_from_checkpoint(const Checkpoint& ck, const std::string& which);

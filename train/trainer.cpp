@@ -176,9 +176,7 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
 
   CollapseMonitor monitor(loss.config().out_dim);
   TrainResult result;
-  double window_loss = 0;
-  int64_t window_n = 0;
-  bool first_window = true;
+  std::vector<double> losses;
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start_step = step;
   for (; step < total; ++step) {
@@ -202,19 +200,15 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
                     {"kl", st.kl}}
                    .dump()
             << "\n";
-    window_loss += st.loss;
-    ++window_n;
+    losses.push_back(st.loss);
     result.teacher_entropy = st.teacher_entropy;
     result.batch_entropy = st.batch_entropy;
     result.kl = st.kl;
     const bool last = step + 1 == total;
     if ((step + 1 - start_step) % log_every == 0 || last) {
-      const double mean_loss = window_loss / double(window_n);
-      if (first_window) result.first_loss = mean_loss;
-      first_window = false;
-      result.last_loss = mean_loss;
-      window_loss = 0;
-      window_n = 0;
+      const size_t n = std::min<size_t>(losses.size(), size_t(log_every));
+      double mean_loss = 0;
+      for (size_t i = losses.size() - n; i < losses.size(); ++i) mean_loss += losses[i] / double(n);
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double ips = double((step + 1 - start_step) * batch) / elapsed;
       const double eta = elapsed / double(step + 1 - start_step) * double(total - step - 1);
@@ -231,6 +225,12 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
       }
     }
     if (ck_every > 0 && (step + 1) % ck_every == 0 && !last) save(step + 1);
+  }
+  // Loss at the start and the end of this invocation: means over a tenth of its steps.
+  const size_t w = std::max<size_t>(1, std::min<size_t>(50, losses.size() / 10));
+  for (size_t i = 0; i < w && i < losses.size(); ++i) {
+    result.first_loss += losses[i] / double(w);
+    result.last_loss += losses[losses.size() - 1 - i] / double(w);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   result.steps = step;

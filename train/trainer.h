@@ -23,7 +23,7 @@ struct TrainResult {
   double epochs = 0;            // epochs reached
   double seconds = 0;           // wall time of the training loop (this invocation)
   double images_per_second = 0;
-  double first_loss = 0, last_loss = 0;  // mean over the first / last logging window
+  double first_loss = 0, last_loss = 0;  // mean over the first / last tenth (<= 50 steps)
   double teacher_entropy = 0, batch_entropy = 0, kl = 0;  // last step
   std::optional<std::string> collapse_warning;  // active at the end of training
   std::string checkpoint;       // path of the final checkpoint

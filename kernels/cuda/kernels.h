@@ -79,4 +79,45 @@ void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __
                         const __nv_bfloat16* out, const float* lse, int B, int N, int H, int Dh,
                         cudaStream_t stream);
 
+// ---- optimizer.cu: AdamW, the teacher's EMA and gradient norms over ALL parameters ---------
+// Each takes a DEVICE array of n per-tensor descriptors and runs as one launch. Tensors are
+// contiguous fp32 of any size; pointers need no alignment (16-byte aligned ones take the
+// vector path). A descriptor array may be reused across steps when only the pointers matter;
+// the caller rewrites it (lr, step, skip) when they change.
+
+// One parameter's AdamW update (torch.optim.AdamW, core/optim.cpp's arithmetic).
+struct AdamWTensor {
+  float* param;                // (numel) fp32 master weights, updated in place
+  const float* grad;           // (numel)
+  float* exp_avg;              // (numel) updated in place
+  float* exp_avg_sq;           // (numel) updated in place
+  __nv_bfloat16* param_bf16;   // (numel) written with bf16(param) after the update; nullptr: none
+  int64_t numel;
+  double lr, weight_decay;     // this step's, of the parameter's group
+  int64_t step;                // this update's step count: 1 on the parameter's first update
+  int32_t skip;                // 1: no gradient this step (the frozen last layer): nothing is
+                               // read or written; the caller does not advance its step either
+};
+// Every tensor not skipped: param *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps); param_bf16 = bf16(param).
+void adamw_step(const AdamWTensor* tensors, int n, double beta1, double beta2, double eps,
+                cudaStream_t stream);
+
+// One teacher parameter and the student parameter it follows.
+struct EmaTensor {
+  float* teacher;                // (numel) updated in place
+  const float* student;          // (numel)
+  __nv_bfloat16* teacher_bf16;   // (numel) written with bf16(teacher); nullptr: none
+  int64_t numel;
+};
+// teacher = m * teacher + (1 - m) * student (float, as models/multicrop.cpp's ema_update).
+void ema_update(const EmaTensor* tensors, int n, double momentum, cudaStream_t stream);
+
+struct TensorSpan {
+  const float* data;  // (numel)
+  int64_t numel;
+};
+// norms (n) <- the L2 norm of each tensor. Deterministic: block partials added in block order.
+void grad_norms(float* norms, const TensorSpan* tensors, int n, cudaStream_t stream);
+
 }  // namespace dino::kernels::cuda

@@ -1,8 +1,9 @@
 // Flash attention on the GPU against the CPU reference in float64 from the same bf16 qkv
 // (DESIGN §6). The tolerance is twice the error of a plain bf16 composite (every GEMM output
 // rounded to bf16, as cuBLAS + unfused kernels would store it) plus a floor of 1e-3; the
-// composite is simulated below on the host. Sizes cover N = 1, N not a multiple of the 64-row
-// tile (37, 65, 197) and every supported head dim.
+// composite is simulated on the host (kernels/cuda/selfcheck.h, shared with `dino check`).
+// Sizes cover N = 1, N not a multiple of the 64-row tile (37, 65, 197) and every supported
+// head dim.
 #include <cmath>
 
 #include "kernels/cpu/kernels.h"
@@ -20,72 +21,6 @@ struct AttnShape {
 };
 const AttnShape kShapes[] = {{1, 1, 1, 32}, {2, 37, 3, 64}, {1, 197, 2, 64},
                              {1, 130, 1, 128}, {2, 65, 2, 32}, {1, 197, 1, 128}};
-
-double rb(double x) { return double(round_bf16(float(x))); }
-
-// The plain bf16 composite: S = bf16(q k^T), P = bf16(softmax(S * scale)), out = bf16(P v);
-// backward dV = bf16(P^T dO), dP = bf16(dO v^T), dS = bf16(P (dP - rowsum(dO out))),
-// dQ = bf16(scale dS k), dK = bf16(scale dS^T q).
-void composite(std::vector<double>& out, std::vector<double>& dqkv, const std::vector<double>& qkv,
-               const std::vector<double>& dout, const AttnShape& s) {
-  const int N = s.N, H = s.H, D = s.Dh;
-  const size_t row = size_t(3) * H * D, orow = size_t(H) * D;
-  const double scale = 1.0 / std::sqrt(double(D));
-  out.assign(size_t(s.B) * N * orow, 0.0);
-  dqkv.assign(size_t(s.B) * N * row, 0.0);
-  std::vector<double> P(size_t(N) * N), dS(size_t(N) * N);
-  for (int b = 0; b < s.B; ++b) {
-    for (int h = 0; h < H; ++h) {
-      auto q = [&](int i, int d) { return qkv[(size_t(b) * N + i) * row + h * D + d]; };
-      auto k = [&](int j, int d) { return qkv[(size_t(b) * N + j) * row + (H + h) * D + d]; };
-      auto v = [&](int j, int d) { return qkv[(size_t(b) * N + j) * row + (2 * H + h) * D + d]; };
-      auto go = [&](int i, int d) { return dout[(size_t(b) * N + i) * orow + h * D + d]; };
-      for (int i = 0; i < N; ++i) {
-        double mx = -INFINITY;
-        std::vector<double> srow(static_cast<size_t>(N));
-        for (int j = 0; j < N; ++j) {
-          double acc = 0;
-          for (int d = 0; d < D; ++d) acc += q(i, d) * k(j, d);
-          srow[j] = rb(acc) * scale;
-          mx = std::max(mx, srow[j]);
-        }
-        double sum = 0;
-        for (int j = 0; j < N; ++j) sum += std::exp(srow[j] - mx);
-        for (int j = 0; j < N; ++j) P[size_t(i) * N + j] = rb(std::exp(srow[j] - mx) / sum);
-        for (int d = 0; d < D; ++d) {
-          double acc = 0;
-          for (int j = 0; j < N; ++j) acc += P[size_t(i) * N + j] * v(j, d);
-          out[(size_t(b) * N + i) * orow + h * D + d] = rb(acc);
-        }
-      }
-      for (int i = 0; i < N; ++i) {
-        double Di = 0;
-        for (int d = 0; d < D; ++d) Di += go(i, d) * out[(size_t(b) * N + i) * orow + h * D + d];
-        for (int j = 0; j < N; ++j) {
-          double dp = 0;
-          for (int d = 0; d < D; ++d) dp += go(i, d) * v(j, d);
-          dS[size_t(i) * N + j] = rb(P[size_t(i) * N + j] * (rb(dp) - Di));
-        }
-      }
-      for (int d = 0; d < D; ++d) {
-        for (int i = 0; i < N; ++i) {
-          double dq = 0;
-          for (int j = 0; j < N; ++j) dq += dS[size_t(i) * N + j] * k(j, d);
-          dqkv[(size_t(b) * N + i) * row + h * D + d] = rb(scale * dq);
-        }
-        for (int j = 0; j < N; ++j) {
-          double dk = 0, dv = 0;
-          for (int i = 0; i < N; ++i) {
-            dk += dS[size_t(i) * N + j] * q(i, d);
-            dv += P[size_t(i) * N + j] * go(i, d);
-          }
-          dqkv[(size_t(b) * N + j) * row + (H + h) * D + d] = rb(scale * dk);
-          dqkv[(size_t(b) * N + j) * row + (2 * H + h) * D + d] = rb(dv);
-        }
-      }
-    }
-  }
-}
 
 }  // namespace
 
@@ -117,7 +52,8 @@ TEST_CASE("attention forward and backward match the CPU reference", "[attention]
     cpu::attention_backward<double>(ref_dqkv.data(), dout_r.data(), qkv_r.data(), ref_out.data(),
                                     ref_lse.data(), s.B, s.N, s.H, s.Dh);
     std::vector<double> comp_out, comp_dqkv;
-    composite(comp_out, comp_dqkv, qkv_r, dout_r, s);
+    dino::kernels::cuda::selfcheck::attention_bf16_composite(comp_out, comp_dqkv, qkv_r, dout_r,
+                                                             s.B, s.N, s.H, s.Dh);
     const double tol_out = 2 * compare(comp_out, ref_out).rel_l2 + 1e-3;
     const double tol_dqkv = 2 * compare(comp_dqkv, ref_dqkv).rel_l2 + 1e-3;
 

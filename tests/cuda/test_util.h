@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/cuda/selfcheck.h"
 
 namespace dino::test {
 
@@ -91,39 +92,10 @@ inline std::vector<double> bf16_rounded(const std::vector<double>& v) {
   return out;
 }
 
-struct Comparison {
-  double rel_l2 = 0;   // ||got - ref|| / ||ref|| (NaN if any element of got is not finite)
-  size_t non_finite = 0;
-  std::string worst;   // the element with the largest |got - ref|
-};
-
-inline Comparison compare(const std::vector<double>& got, const std::vector<double>& ref) {
-  Comparison c;
-  DINO_CHECK(got.size() == ref.size(), "[test] compare: ", got.size(), " vs ", ref.size());
-  double num = 0, den = 0, worst_abs = -1;
-  size_t worst_i = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) {
-      if (c.non_finite++ == 0) worst_i = i, worst_abs = INFINITY;
-      continue;
-    }
-    const double d = got[i] - ref[i];
-    num += d * d;
-    den += ref[i] * ref[i];
-    if (std::fabs(d) > worst_abs) worst_abs = std::fabs(d), worst_i = i;
-  }
-  c.rel_l2 = c.non_finite ? NAN : std::sqrt(num / (den > 0 ? den : 1e-300));
-  if (!got.empty())
-    c.worst = str_cat("element ", worst_i, " of ", got.size(), ": got ", got[worst_i],
-                      ", expected ", ref[worst_i]);
-  return c;
-}
-
-// The error of a plain bf16 path that only rounds the exact result to bf16, the floor any
-// bf16-output kernel sits on; tolerances are a multiple of such composite errors.
-inline double bf16_output_error(const std::vector<double>& ref) {
-  return compare(bf16_rounded(ref), ref).rel_l2;
-}
+// The metric and the bf16 floor are shared with `dino check` (kernels/cuda/selfcheck.h).
+using ::dino::kernels::cuda::selfcheck::bf16_output_error;
+using ::dino::kernels::cuda::selfcheck::compare;
+using ::dino::kernels::cuda::selfcheck::Comparison;
 
 // Checks ||got - ref|| / ||ref|| <= tol and that every element was written (finite).
 inline void expect_close(const std::string& what, const std::vector<double>& got,

@@ -156,15 +156,17 @@ int run(const std::string& dir) {
     save_safetensors(dir + "/step" + std::to_string(index + 1) + ".safetensors", file);
   }
 
-  // `dino export` is not a library function yet; this writes its file by the same rule: the
-  // teacher backbone alone under bare timm names.
-  save_safetensors(dir + "/export.safetensors", teacher.backbone.named_parameters());
+  // The same function `dino export` runs.
+  export_backbone(dir + "/export.safetensors", teacher.backbone);
 
   // Features from the exported file, read back into a fresh backbone, so the check covers
   // the file and not only the in-memory teacher.
   Rng fresh(0);
   VisionTransformer exported(vit, fresh);
-  load_module(exported, Checkpoint{dir + "/export.safetensors", {}, load_safetensors(dir + "/export.safetensors")}, "");
+  Checkpoint file;
+  file.path = dir + "/export.safetensors";
+  file.tensors = load_safetensors(file.path);
+  load_module(exported, file, "");
   exported.train(false);
   Tensor images = Tensor::randn({3, C, vit.img_size, vit.img_size}, rng);
   Tensor features;

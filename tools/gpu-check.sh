@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The GPU machine's whole check in one call: configure, build, run the CUDA tests and the
+# kernel checks and benchmarks, writing each stage's log and a running summary into OUTDIR as
+# it goes, so a run cut short still leaves what it got. Prints the summary last.
+#
+#   tools/gpu-check.sh OUTDIR            on a GPU machine; finishes within DINO_GPU_BUDGET
+#                                        seconds (default 330: fits 6 minutes on an H100)
+#   tools/gpu-check.sh OUTDIR --dry-run  no GPU needed: stages the deps (tools/stage-deps.sh),
+#                                        configures with ONLY .deps (the system prefixes are
+#                                        ignored) and builds what the GPU run builds into
+#                                        build-gpu-dry, checks that no header came from outside
+#                                        .deps, and that the CUDA tests and `dino check` report
+#                                        "no GPU" as designed. Runs in CI.
+#
+# On the device machine (it has no Debian packages: carry the staged deps; it has no .git:
+# pass the commit):
+#   run(command="DINO_COMMIT=<sha> tools/gpu-check.sh $OUT", carry=[".deps"], timeout_s=420)
+# OUTDIR gets at most 8 files (the device tool returns no more): summary.txt, info.log,
+# configure.log, build.log, tests.log, check.log, bench.log.
+#
+# Environment: DINO_GPU_BUDGET (seconds for the whole run), DINO_JOBS (build jobs; default all
+# cores, 2 for --dry-run), DINO_COMMIT (when there is no git checkout).
+set -uo pipefail
+
+usage() { echo "usage: $0 OUTDIR [--dry-run]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+out="$1"; shift
+dry=0
+for a in "$@"; do
+  case "$a" in --dry-run) dry=1 ;; *) usage ;; esac
+done
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+summary="$out/summary.txt"
+for f in summary.txt info.log configure.log build.log tests.log check.log bench.log; do
+  : >"$out/$f"  # this run's results only
+done
+
+if [ $dry = 1 ]; then
+  build="$root/build-gpu-dry"
+  budget="${DINO_GPU_BUDGET:-7200}"
+  jobs="${DINO_JOBS:-2}"
+  nice_cmd=(nice -n 19)  # CI and development machines are shared
+else
+  build="$root/build-gpu"
+  budget="${DINO_GPU_BUDGET:-330}"
+  jobs="${DINO_JOBS:-$(nproc)}"
+  nice_cmd=()
+fi
+start=$SECONDS
+failures=0
+
+note() { echo "$*" | tee -a "$summary"; }
+
+# stage NAME LIMIT LOG CMD...: runs CMD under `timeout` with the smaller of LIMIT and the time
+# left, appending to LOG; records "NAME ok|FAIL (rc)|TIMEOUT|skipped, seconds" in the summary.
+# Returns CMD's status (124 on timeout).
+stage() {
+  local name="$1" limit="$2" log="$3"; shift 3
+  # A dry run builds on a small shared machine: its stages get 20 times the GPU machine's time.
+  [ $dry = 1 ] && limit=$((limit * 20))
+  local left=$((budget - (SECONDS - start)))
+  if [ "$left" -lt 10 ]; then
+    note "$(printf '%-18s skipped: out of time' "$name")"
+    return 124
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  local t0=$SECONDS rc
+  echo "== $name (limit ${limit}s): $*" >>"$log"
+  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+  rc=$?
+  local status=ok
+  if [ $rc = 124 ] || [ $rc = 137 ]; then status="TIMEOUT after ${limit}s"
+  elif [ $rc = 77 ]; then status="skipped (exit 77)"
+  elif [ $rc != 0 ]; then status="FAIL (exit $rc)"; fi
+  note "$(printf '%-18s %-22s %4ds  log: %s' "$name" "$status" $((SECONDS - t0)) "$(basename "$log")")"
+  return $rc
+}
+
+# ---- facts ---------------------------------------------------------------------------------
+if [ $dry = 1 ]; then
+  if ! tools/stage-deps.sh >"$out/configure.log" 2>&1; then
+    note "stage-deps failed:"
+    cat "$out/configure.log"
+    exit 1
+  fi
+fi
+{
+  echo "date        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "mode        $([ $dry = 1 ] && echo dry-run || echo gpu)"
+  echo "commit      ${DINO_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}$(
+    [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (+ local changes)')"
+  echo "host        $(hostname), $(nproc) cores"
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    echo "card        $(nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,noheader | head -1)"
+    echo "driver      $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)"
+  else
+    echo "card        none visible (nvidia-smi absent or failing)"
+  fi
+  echo "nvcc        $( (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null) | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+  echo "cmake       $(cmake --version | head -1 | awk '{print $3}')"
+  echo "deps        $([ -f .deps/STAGED ] && sed -n 1p .deps/STAGED | sed 's/^# //' || echo 'no .deps')"
+} | tee -a "$summary"
+(nvidia-smi 2>&1; nvidia-smi -q 2>&1 | head -80) >"$out/info.log"
+
+if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+  # CMake looks in both places (CMakeLists.txt); without a CUDA compiler there is no CUDA code
+  # to build or check, which is not this script's failure to report.
+  note "no CUDA compiler (nvcc): nothing to build or check here"
+  exit 0
+fi
+if [ $dry = 0 ] && ! nvidia-smi -L >/dev/null 2>&1; then
+  note "no GPU visible: nothing to check here (use --dry-run on a machine without one)"
+  exit 1
+fi
+
+# ---- configure and build -------------------------------------------------------------------
+cfg=(-S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDINO_CUDA=ON)
+command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && cfg+=(-G Ninja)
+if [ $dry = 1 ]; then
+  # Only .deps may satisfy the dependencies: the system prefixes are ignored, as on a machine
+  # without Debian's -dev packages.
+  cfg+=(-DDINO_DEPS_DIR="$root/.deps" -DCMAKE_CUDA_ARCHITECTURES=90 "-DCMAKE_IGNORE_PREFIX_PATH=/usr;/usr/local;/")
+else
+  [ -d .deps ] && cfg+=(-DDINO_DEPS_DIR="$root/.deps")
+  # The card's own architecture (9.0 -> 90), read from the driver; "native" if it cannot be.
+  cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')"
+  cfg+=(-DCMAKE_CUDA_ARCHITECTURES="${cap:-native}")
+fi
+stage configure 90 "$out/configure.log" "${nice_cmd[@]}" cmake "${cfg[@]}" || { failures=$((failures + 1)); cat "$summary"; exit 1; }
+grep -E "dino:|Found ZLIB|cuDNN" "$out/configure.log" | sed 's/^/            /' | tee -a "$summary"
+
+# The CUDA tests and the CLI (dino check, dino bench); the CPU tests are CI's.
+stage build 200 "$out/build.log" "${nice_cmd[@]}" cmake --build "$build" -j "$jobs" \
+  --target dino_cuda_tests dino_cli || { failures=$((failures + 1)); tail -30 "$out/build.log"; cat "$summary"; exit 1; }
+
+if [ $dry = 1 ]; then
+  # Every header the build read from the system's include folders must be the compiler's or
+  # CUDA's, never one of the packages .deps stands in for.
+  deps_text() {
+    if [ -f "$build/build.ninja" ]; then ninja -C "$build" -t deps
+    else find "$build" -name '*.o.d' -exec cat {} +; fi
+  }
+  leaked="$(deps_text | tr ' ' '\n' | grep -E '^/usr/include/(eigen3|catch2|nlohmann|CLI|stb|fmt)/|^/usr/include/(zlib|zconf)\.h|/cudnn[a-z_0-9]*\.h$' | grep -v "^$root/.deps/" | sort -u)"
+  if [ -n "$leaked" ]; then
+    failures=$((failures + 1))
+    note "$(printf '%-18s FAIL: headers from outside .deps:' provenance)"
+    echo "$leaked" | head -20 | sed 's/^/            /' | tee -a "$summary"
+  else
+    note "$(printf '%-18s ok: every dependency header came from .deps' provenance)"
+  fi
+fi
+
+# ---- CUDA tests: one process per tag, so a crash or hang in one kernel's tests does not hide
+# the others' results -----------------------------------------------------------------------
+tests_bin="$build/dino_cuda_tests"
+log="$out/tests.log"
+passed=0; failed=0; groups_bad=0
+if [ $dry = 1 ]; then
+  stage cuda-tests 60 "$log" "$tests_bin"
+  rc=$?
+  if [ $rc = 77 ]; then note "            the CUDA tests skip without a GPU (exit 77), as designed"
+  else failures=$((failures + 1)); note "            expected exit 77 (skipped) without a GPU, got $rc"; fi
+else
+  tags="$(timeout 60 "$tests_bin" --list-tags 2>/dev/null | sed -n 's/^ *[0-9][0-9]* *\(\[[^]]*\]\).*/\1/p')"
+  [ -n "$tags" ] || groups_bad=1  # the executable could not even list its tests
+  seen=""
+  for tag in $tags; do
+    spec="$tag$seen"  # each test once: tests also tagged with an earlier tag ran with it
+    seen="$seen~$tag"
+    timeout 60 "$tests_bin" --list-test-names-only "$spec" 2>/dev/null | grep -q . || continue
+    stage "test $tag" 90 "$log" "$tests_bin" "$spec" -d yes
+    rc=$?
+    [ $rc = 124 ] && { groups_bad=$((groups_bad + 1)); continue; }
+    # The group's output is what follows the last "== " header. Catch2 v2 ends with "All tests
+    # passed (A assertions in N test cases)" or "test cases: N | P passed | F failed".
+    res="$(awk '/^== /{buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$log" | tail -5)"
+    n_ok="$(echo "$res" | sed -n 's/.*All tests passed.* in \([0-9]*\) test case.*/\1/p; s/^test cases: *[0-9]* *| *\([0-9]*\) passed.*/\1/p' | tail -1)"
+    n_bad="$(echo "$res" | sed -n 's/^test cases:.*| *\([0-9]*\) failed.*/\1/p' | tail -1)"
+    passed=$((passed + ${n_ok:-0})); failed=$((failed + ${n_bad:-0}))
+    [ $rc != 0 ] && [ -z "$n_bad" ] && groups_bad=$((groups_bad + 1))  # crashed
+  done
+  note "$(printf '%-18s %d test cases passed, %d failed, %d groups crashed or timed out' tests "$passed" "$failed" "$groups_bad")"
+  failures=$((failures + failed + groups_bad))
+  [ $passed = 0 ] && failures=$((failures + 1))
+fi
+
+# ---- dino check: the kernel / shape / error / tolerance table ------------------------------
+dino_bin="$build/dino"
+if "$dino_bin" --help 2>/dev/null | grep -qE '^ +check'; then
+  stage check 60 "$out/check.log" "$dino_bin" check
+  rc=$?
+  if [ $dry = 1 ]; then
+    # Without a GPU `dino check` must say so and exit 77.
+    if [ $rc = 77 ]; then note "            dino check reports no GPU (exit 77), as designed"
+    else failures=$((failures + 1)); note "            expected exit 77 from dino check without a GPU, got $rc"; fi
+  else
+    [ $rc = 0 ] || failures=$((failures + 1))
+    grep -E '^(FAIL|summary)' "$out/check.log" | head -20 | sed 's/^/            /' | tee -a "$summary"
+  fi
+else
+  note "$(printf '%-18s not built yet (no `dino check` subcommand)' check)"
+fi
+
+# ---- benchmarks ----------------------------------------------------------------------------
+# BENCH STAGE: runs `dino bench` once it exists (DESIGN §7: a human table plus one JSON line
+# per measurement); until then it records that there is none.
+if [ $dry = 0 ]; then
+  if "$dino_bin" --help 2>/dev/null | grep -qE '^ +bench'; then
+    stage bench 90 "$out/bench.log" "$dino_bin" bench || failures=$((failures + 1))
+    grep -E '^\{' "$out/bench.log" | tail -40 >>"$summary"
+  else
+    note "$(printf '%-18s not built yet (no `dino bench` subcommand)' bench)"
+  fi
+fi
+
+note "total       $((SECONDS - start))s, $failures failure(s)"
+echo
+echo "===== summary ($summary) ====="
+cat "$summary"
+[ $failures = 0 ]

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Copies the build dependencies that a machine without Debian's -dev packages lacks (the GPU
+# machine: CUDA, a compiler and CMake, nothing else) from this Debian machine into .deps/, laid
+# out as an install prefix, so `cmake -DDINO_DEPS_DIR=$PWD/.deps` finds them all there:
+#   include/  eigen3, catch2 (v2), nlohmann, CLI, stb, fmt (use it header-only: FMT_HEADER_ONLY),
+#             zlib.h + zconf.h, cudnn*.h
+#   lib/      libz.a (static, so nothing is needed at run time) and libCatch2WithMain.a
+#   share/eigen3/cmake, share/cmake/nlohmann_json, lib/cmake/Catch2: the packages' CMake
+#             configs, which locate their headers relative to themselves (3 levels up)
+#   STAGED    where each piece came from, with the Debian package versions
+# Idempotent: builds a fresh copy beside .deps and swaps it in. .deps/ is git-ignored; to use it
+# on the device machine, name it in the call's `carry`.
+#
+# Usage: tools/stage-deps.sh [DEST]   (default: .deps in the repository root)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dest="${1:-$root/.deps}"
+tmp="$dest.tmp.$$"
+trap 'rm -rf "$tmp"' EXIT
+
+cuda_include="${CUDA_HOME:-/usr/local/cuda}/include"
+multiarch="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
+
+need() {  # need PATH PACKAGE: fail with the package to install when PATH is missing
+  [ -e "$1" ] || { echo "stage-deps: $1 is missing (install $2: tools/setup.sh)" >&2; exit 1; }
+}
+need /usr/include/eigen3/Eigen/Core libeigen3-dev
+need /usr/share/eigen3/cmake/Eigen3Config.cmake libeigen3-dev
+need /usr/include/catch2/catch.hpp catch2
+need /usr/lib/cmake/Catch2/Catch2Config.cmake catch2
+need /usr/lib/libCatch2WithMain.a catch2
+need /usr/include/nlohmann/json.hpp nlohmann-json3-dev
+need /usr/share/cmake/nlohmann_json/nlohmann_jsonConfig.cmake nlohmann-json3-dev
+need /usr/include/CLI/CLI.hpp libcli11-dev
+need /usr/include/stb/stb_image.h libstb-dev
+need /usr/include/fmt/format.h libfmt-dev
+need /usr/include/zlib.h zlib1g-dev
+need "/usr/lib/$multiarch/libz.a" zlib1g-dev
+
+mkdir -p "$tmp/include" "$tmp/lib/cmake" "$tmp/share/eigen3" "$tmp/share/cmake"
+cp -r /usr/include/eigen3 /usr/include/catch2 /usr/include/nlohmann /usr/include/CLI \
+      /usr/include/stb /usr/include/fmt /usr/include/zlib.h /usr/include/zconf.h "$tmp/include/"
+cp "/usr/lib/$multiarch/libz.a" "$tmp/lib/"
+# Unused (tests/cuda has its own main), but Catch2's config checks that its target's file exists.
+cp /usr/lib/libCatch2WithMain.a "$tmp/lib/"
+cp -r /usr/share/eigen3/cmake "$tmp/share/eigen3/"
+cp -r /usr/share/cmake/nlohmann_json "$tmp/share/cmake/"
+cp -r /usr/lib/cmake/Catch2 "$tmp/lib/cmake/"
+# cuDNN's headers, when this machine has them (the GPU machine's CUDA may not); the library is
+# found at configure time (CMakeLists.txt), and the build leaves cuDNN out without one.
+cudnn_note="none (no $cuda_include/cudnn.h)"
+if compgen -G "$cuda_include/cudnn*.h" >/dev/null; then
+  cp "$cuda_include"/cudnn*.h "$tmp/include/"
+  cudnn_note="$(sed -n 's/^#define CUDNN_\(MAJOR\|MINOR\|PATCHLEVEL\) *\([0-9]*\).*/\2/p' \
+                "$cuda_include/cudnn_version.h" | paste -sd.) from $cuda_include"
+fi
+
+{
+  echo "# staged by tools/stage-deps.sh on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  for p in libeigen3-dev catch2 nlohmann-json3-dev libcli11-dev libstb-dev libfmt-dev zlib1g-dev; do
+    echo "$p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '(not from a package)')"
+  done
+  echo "cudnn headers $cudnn_note"
+} >"$tmp/STAGED"
+
+rm -rf "$dest"
+mv "$tmp" "$dest"
+echo "stage-deps: staged into $dest ($(du -sh "$dest" | cut -f1))"
