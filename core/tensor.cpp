@@ -169,8 +169,15 @@ int64_t Tensor::size(int64_t d) const {
 }
 
 int64_t Tensor::numel() const { return shape_numel(shape()); }
-DType Tensor::dtype() const { return shape(), impl_->dtype; }
-Device Tensor::device() const { return shape(), impl_->storage->device; }
+DType Tensor::dtype() const {
+  shape();  // throws for an undefined tensor
+  return impl_->dtype;
+}
+
+Device Tensor::device() const {
+  shape();
+  return impl_->storage->device;
+}
 
 std::string Tensor::str() const {
   if (!defined()) return "undefined";

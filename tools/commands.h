@@ -12,5 +12,6 @@ void add_attention_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_check_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace dino::tools

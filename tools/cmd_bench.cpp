@@ -1,0 +1,250 @@
+// `dino bench train-step`: the time of one DINO optimisation step (train/step.h) on the CPU,
+// on fixed random crops shaped like the recipe's multi-crop batch, so the data loader is out
+// of the measurement. `--dump DIR` writes the initial weights, the crops and the setting for
+// benchmarks/cpu_train_step.py, which times the same step in PyTorch on identical inputs.
+// `--loader` times data::MultiCropLoader alone on the same recipe instead.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include "core/safetensors.h"
+#include "data/loader.h"
+#include "tools/commands.h"
+#include "train/config.h"
+#include "train/step.h"
+#include "train/trainer.h"
+
+namespace dino::tools {
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using Named = std::vector<std::pair<std::string, Tensor>>;
+
+struct Args {
+  std::string device = "cpu", config = "configs/fashion_mnist_cpu.json", dump;
+  std::vector<std::string> overrides;
+  int steps = 20, warmup = 3;
+  bool loader = false, json = false;
+};
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Nearest-rank percentile of an ascending vector.
+double percentile(const std::vector<double>& sorted, double q) {
+  const size_t i = size_t(std::llround(q * double(sorted.size() - 1)));
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+json time_summary(std::vector<double> ms, int64_t images_per_rep) {
+  std::sort(ms.begin(), ms.end());
+  const double median = percentile(ms, 0.5);
+  return json{{"median_ms", median}, {"p10_ms", percentile(ms, 0.1)}, {"p90_ms", percentile(ms, 0.9)},
+              {"images_per_second", double(images_per_rep) / (median / 1e3)}, {"reps", ms.size()}};
+}
+
+// The head's linear layers per row, multiply-add = 2 FLOPs, as flops_per_image counts them.
+double head_flops_per_row(const HeadConfig& h) {
+  double macs = 0;
+  if (h.nlayers == 1) {
+    macs = double(h.in_dim * h.bottleneck_dim);
+  } else {
+    macs = double(h.in_dim * h.hidden_dim + (h.nlayers - 2) * h.hidden_dim * h.hidden_dim +
+                  h.hidden_dim * h.bottleneck_dim);
+  }
+  return 2.0 * (macs + double(h.bottleneck_dim * h.out_dim));
+}
+
+Named prefixed(const Named& tensors, const std::string& prefix) {
+  Named out;
+  for (const auto& [name, t] : tensors) out.push_back({prefix + name, t});
+  return out;
+}
+
+json run_loader(const json& cfg, const Args& a) {
+  const std::string spec = cfg.at("data").at("dataset").get<std::string>();
+  auto dataset = data::open_dataset(spec, data::Split::train);
+  const int batch = cfg.at("optim").at("batch_size").get<int>();
+  const int threads = std::max(1, cfg.at("data").at("loader_threads").get<int>());
+  data::MultiCropLoader loader(*dataset, multicrop_config(cfg, int(dataset->channels())), batch,
+                               cfg.at("run").at("seed").get<uint64_t>(), threads);
+  DINO_CHECK(a.warmup + a.steps <= loader.batches_per_epoch(), "[bench] --warmup + --steps (",
+             a.warmup + a.steps, ") exceed the ", loader.batches_per_epoch(), " batches of an epoch");
+  loader.start(0);
+  for (int i = 0; i < a.warmup; ++i) loader.next();
+  // Per-batch times are meaningless with prefetching; the rate over the whole run is the figure.
+  const auto t0 = Clock::now();
+  for (int i = 0; i < a.steps; ++i) loader.next();
+  const double s = seconds_since(t0);
+  const json out{{"bench", "loader"}, {"dataset", dataset->describe()}, {"batch", batch},
+                 {"loader_threads", threads}, {"batches", a.steps},
+                 {"images_per_second", double(a.steps) * batch / s}, {"ms_per_batch", s * 1e3 / a.steps}};
+  std::printf("loader: %s, batch %d, %d loader thread(s): %.1f images/s (%.1f ms per batch over %d batches)\n",
+              dataset->describe().c_str(), batch, threads, out["images_per_second"].get<double>(),
+              out["ms_per_batch"].get<double>(), a.steps);
+  return out;
+}
+
+json run_train_step(const json& cfg, const Args& a) {
+  // The dataset fixes only the channel count here; no image is read.
+  const std::string spec = cfg.at("data").at("dataset").get<std::string>();
+  const int64_t in_chans = data::open_dataset(spec, data::Split::train)->channels();
+  const json& optim = cfg.at("optim");
+  const int64_t batch = optim.at("batch_size").get<int64_t>();
+  const uint64_t seed = cfg.at("run").at("seed").get<uint64_t>();
+
+  // Student, teacher, loss and optimizer as train() builds them.
+  auto student = build_student(cfg, in_chans);
+  VitConfig teacher_vit = student->backbone.config();
+  teacher_vit.drop_path_rate = 0;
+  Rng unused(0);
+  DinoModel teacher(teacher_vit, student->head.config(), unused);
+  {
+    auto src = student->named_parameters();
+    auto dst = teacher.named_parameters();
+    for (size_t i = 0; i < src.size(); ++i) {
+      dst[i].second.copy_from(src[i].second);
+      dst[i].second.set_requires_grad(false);
+    }
+  }
+  const DinoLossConfig loss_cfg = loss_config(cfg);
+  DinoLoss loss(loss_cfg, 1);
+  AdamW optimizer = make_optimizer(*student);
+  Rng drop_rng = Rng::derive({seed, 0xd7097a7full});
+
+  // The setting of a step past warm-up and the last-layer freeze (every parameter updated),
+  // which is what most of a run's steps cost; the values themselves do not change the work.
+  StepSettings s;
+  s.lr = optim.at("lr").get<double>() * double(batch) / 256.0;
+  s.weight_decay = optim.at("weight_decay").get<double>();
+  s.teacher_momentum = optim.at("momentum_teacher").get<double>();
+  s.teacher_temp = loss_cfg.teacher_temp;
+  s.clip_grad = optim.at("clip_grad").get<double>();
+  s.freeze_last_layer = false;
+
+  const json& crops_cfg = cfg.at("crops");
+  const int64_t G = loss_cfg.global_crops, L = crops_cfg.at("local_crops").get<int64_t>();
+  const int64_t global = crops_cfg.at("global_size").get<int64_t>();
+  const int64_t local = crops_cfg.at("local_size").get<int64_t>();
+  Rng crop_rng = Rng::derive({seed, 0xbe7c4ull});
+  std::vector<Tensor> crops;
+  for (int64_t v = 0; v < G + L; ++v)
+    crops.push_back(Tensor::randn({batch, in_chans, v < G ? global : local, v < G ? global : local}, crop_rng));
+
+  const VitConfig& vc = student->backbone.config();
+  const HeadConfig& hc = student->head.config();
+  if (!a.dump.empty()) {
+    namespace fs = std::filesystem;
+    fs::create_directories(a.dump);
+    Named init = prefixed(student->named_parameters(), "student.");
+    const Named t = prefixed(teacher.named_parameters(), "teacher.");
+    init.insert(init.end(), t.begin(), t.end());
+    init.push_back({"loss.center", loss.center});
+    save_safetensors((fs::path(a.dump) / "init.safetensors").string(), init);
+    Named views;
+    for (size_t v = 0; v < crops.size(); ++v) views.push_back({"view" + std::to_string(v), crops[v]});
+    save_safetensors((fs::path(a.dump) / "crops.safetensors").string(), views);
+    // tests/reference/dino_reference.py's config layout, so its build_models reads it as is.
+    const json setting{
+        {"model", {{"img_size", vc.img_size}, {"patch_size", vc.patch_size}, {"in_chans", vc.in_chans},
+                   {"embed_dim", vc.embed_dim}, {"depth", vc.depth}, {"num_heads", vc.num_heads},
+                   {"mlp_ratio", vc.mlp_ratio}, {"qkv_bias", vc.qkv_bias}, {"ln_eps", vc.ln_eps},
+                   {"drop_path_rate", vc.drop_path_rate}}},
+        {"head", {{"out_dim", hc.out_dim}, {"hidden_dim", hc.hidden_dim}, {"bottleneck_dim", hc.bottleneck_dim},
+                  {"nlayers", hc.nlayers}, {"norm_last_layer", hc.norm_last_layer}}},
+        {"loss", {{"student_temp", loss_cfg.student_temp}, {"center_momentum", loss_cfg.center_momentum}}},
+        {"crops", {{"global", G}, {"views", G + L}, {"global_size", global}, {"local_size", local},
+                   {"batch", batch}}},
+        {"step", {{"lr", s.lr}, {"weight_decay", s.weight_decay}, {"teacher_temp", s.teacher_temp},
+                  {"teacher_momentum", s.teacher_momentum}, {"clip_grad", s.clip_grad},
+                  {"freeze_last_layer", s.freeze_last_layer}}},
+        {"adamw", {{"betas", {0.9, 0.999}}, {"eps", 1e-8}}},
+        {"bench", {{"steps", a.steps}, {"warmup", a.warmup}}}};
+    std::ofstream((fs::path(a.dump) / "config.json").string()) << setting.dump(1) << "\n";
+  }
+
+  for (int i = 0; i < a.warmup; ++i) dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng);
+  std::vector<double> ms;
+  double last_loss = 0;
+  for (int i = 0; i < a.steps; ++i) {
+    const auto t0 = Clock::now();
+    StepOutputs out = dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng);
+    ms.push_back(seconds_since(t0) * 1e3);
+    last_loss = out.stats.loss;
+  }
+
+  // FLOPs: forward of the student over all crops x3 (backward ~ 2x forward) plus the teacher's
+  // forward over the global crops; backbone from flops_per_image, head from its linear layers.
+  const double student_fwd = double(batch) * (double(G) * student->backbone.flops_per_image(global) +
+                                              double(L) * student->backbone.flops_per_image(local) +
+                                              double(G + L) * head_flops_per_row(hc));
+  const double teacher_fwd = double(batch) * double(G) *
+                             (teacher.backbone.flops_per_image(global) + head_flops_per_row(hc));
+  const double flops = 3.0 * student_fwd + teacher_fwd;
+  json out = time_summary(ms, batch);
+  out["bench"] = "train-step";
+  out["engine"] = "dino-engine";
+  out["device"] = a.device;
+  out["threads"] = omp_get_max_threads();
+#ifdef __AVX512F__
+  out["isa"] = "avx512";
+#elif defined(__AVX2__)
+  out["isa"] = "avx2";
+#else
+  out["isa"] = "baseline";
+#endif
+  out["batch"] = batch;
+  out["views"] = {{"global", G}, {"global_size", global}, {"local", L}, {"local_size", local}};
+  out["warmup"] = a.warmup;
+  out["gflop_per_step"] = flops / 1e9;
+  out["gflops"] = flops / 1e9 / (out["median_ms"].get<double>() / 1e3);
+  out["flop_convention"] = "3x student forward (all crops) + 1x teacher forward (globals); backbone "
+                           "flops_per_image + head linears, 2 FLOPs per multiply-add";
+  out["last_loss"] = last_loss;
+  std::printf("train-step (%s, %s, %d threads): batch %ld, %ld x %ld px + %ld x %ld px, %d warm-up + %d timed steps\n",
+              a.device.c_str(), out["isa"].get<std::string>().c_str(), out["threads"].get<int>(),
+              long(batch), long(G), long(global), long(L), long(local), a.warmup, a.steps);
+  std::printf("  median %.1f ms (p10 %.1f, p90 %.1f)  %.1f images/s  %.1f GFLOP/s (%.2f GFLOP per step)\n",
+              out["median_ms"].get<double>(), out["p10_ms"].get<double>(), out["p90_ms"].get<double>(),
+              out["images_per_second"].get<double>(), out["gflops"].get<double>(), flops / 1e9);
+  std::printf("  FLOPs: %s\n", out["flop_convention"].get<std::string>().c_str());
+  if (!a.dump.empty()) std::printf("  initial weights, crops and setting written to %s\n", a.dump.c_str());
+  return out;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto args = std::make_shared<Args>();
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* cmd = bench->add_subcommand(
+      "train-step", "Time one DINO training step on fixed random crops (no data loader)");
+  cmd->add_option("--device", args->device, "Device; only cpu so far")->check(CLI::IsMember({"cpu"}));
+  cmd->add_option("--config", args->config, "JSON recipe")->capture_default_str();
+  cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value");
+  cmd->add_option("--steps", args->steps, "Timed steps")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--dump", args->dump, "Write init.safetensors, crops.safetensors and config.json here "
+                  "(for benchmarks/cpu_train_step.py)");
+  cmd->add_flag("--loader", args->loader, "Time data::MultiCropLoader on the recipe instead (batches, not steps)");
+  cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->callback([args] {
+    const json cfg = load_config(args->config, args->overrides);
+    json out = args->loader ? run_loader(cfg, *args) : run_train_step(cfg, *args);
+    out["config"] = args->config;
+    std::fflush(stdout);
+    if (args->json) std::cout << out.dump() << std::endl;
+  });
+}
+
+}  // namespace dino::tools
