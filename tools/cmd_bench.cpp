@@ -104,18 +104,8 @@ json run_train_step(const json& cfg, const Args& a) {
 
   // Student, teacher, loss and optimizer as train() builds them.
   auto student = build_student(cfg, in_chans);
-  VitConfig teacher_vit = student->backbone.config();
-  teacher_vit.drop_path_rate = 0;
-  Rng unused(0);
-  DinoModel teacher(teacher_vit, student->head.config(), unused);
-  {
-    auto src = student->named_parameters();
-    auto dst = teacher.named_parameters();
-    for (size_t i = 0; i < src.size(); ++i) {
-      dst[i].second.copy_from(src[i].second);
-      dst[i].second.set_requires_grad(false);
-    }
-  }
+  auto teacher_ptr = build_teacher(*student);
+  DinoModel& teacher = *teacher_ptr;
   const DinoLossConfig loss_cfg = loss_config(cfg);
   DinoLoss loss(loss_cfg, 1);
   AdamW optimizer = make_optimizer(*student);

@@ -36,6 +36,20 @@ std::unique_ptr<DinoModel> build_student(const json& cfg, int64_t in_chans) {
   return std::make_unique<DinoModel>(vc, head_config(cfg, vc.embed_dim), rng);
 }
 
+std::unique_ptr<DinoModel> build_teacher(const DinoModel& student) {
+  VitConfig vit = student.backbone.config();
+  vit.drop_path_rate = 0;
+  Rng unused(0);  // every weight is copied from the student below
+  auto teacher = std::make_unique<DinoModel>(vit, student.head.config(), unused);
+  auto src = student.named_parameters();
+  auto dst = teacher->named_parameters();
+  for (size_t i = 0; i < src.size(); ++i) {
+    dst[i].second.copy_from(src[i].second);
+    dst[i].second.set_requires_grad(false);
+  }
+  return teacher;
+}
+
 namespace {
 
 // Keys a resumed run may change: how long it runs and what it reports, not what it computes.
@@ -115,18 +129,8 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
   if (max_steps > 0) total = std::min(total, max_steps);
 
   auto student = build_student(cfg, in_chans);
-  VitConfig teacher_vit = student->backbone.config();
-  teacher_vit.drop_path_rate = 0;  // the teacher is built without stochastic depth
-  Rng unused(0);
-  DinoModel teacher(teacher_vit, student->head.config(), unused);
-  {
-    auto src = student->named_parameters();
-    auto dst = teacher.named_parameters();
-    for (size_t i = 0; i < src.size(); ++i) {
-      dst[i].second.copy_from(src[i].second);
-      dst[i].second.set_requires_grad(false);
-    }
-  }
+  auto teacher_ptr = build_teacher(*student);
+  DinoModel& teacher = *teacher_ptr;
   DinoLoss loss(loss_config(cfg), ipe);
   AdamW optimizer = make_optimizer(*student);
   Rng drop_rng = Rng::derive({seed, 0xd7097a7full});

@@ -35,6 +35,10 @@ struct TrainResult {
 // order. `dino knn` builds its random-init control with the same function.
 std::unique_ptr<DinoModel> build_student(const nlohmann::json& cfg, int64_t in_chans);
 
+// The EMA teacher of `student`: the same architecture without stochastic depth, starting
+// from the student's weights, no parameter requiring grad.
+std::unique_ptr<DinoModel> build_teacher(const DinoModel& student);
+
 TrainResult train(const nlohmann::json& cfg, const TrainOptions& options);
 
 }  // namespace dino
