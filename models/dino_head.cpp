@@ -29,6 +29,12 @@ DinoHead::DinoHead(const HeadConfig& cfg, Rng& rng) : cfg_(cfg) {
   register_module("last_layer", &last_layer);
 }
 
+double DinoHead::flops_per_row() const {
+  double macs = double(cfg_.bottleneck_dim * cfg_.out_dim);
+  for (const auto& layer : mlp.layers) macs += double(layer->weight.numel());
+  return 2.0 * macs;
+}
+
 Tensor DinoHead::forward(const Tensor& x) const {
   Tensor h = x;
   for (size_t i = 0; i < mlp.layers.size(); ++i) {

@@ -19,6 +19,8 @@ class DinoHead : public Module {
  public:
   DinoHead(const HeadConfig& cfg, Rng& rng);
   Tensor forward(const Tensor& x) const;  // (R, in_dim) -> logits (R, out_dim)
+  // Forward FLOPs of one row through the linear layers (a multiply-add counts 2).
+  double flops_per_row() const;
   const HeadConfig& config() const { return cfg_; }
 
   // mlp.0, mlp.2, mlp.4 as in nn.Sequential with GELUs at the odd indices.

@@ -147,3 +147,30 @@ TEST_CASE("grad: dino_loss (student side)", "[grad]") {
   auto t = random_f64({G * B, K}, rng), c = random_f64({K}, rng, -0.1, 0.1);
   gradcheck([&](auto& in) { return dino_loss(in[0], t, c, G, 0.1, 0.04); }, {s});
 }
+
+TEST_CASE("gelu's float path (vectorised erf/exp) matches the double path", "[grad]") {
+  // The gradient checks run in double; training runs the float path of kernels/cpu/gelu.cpp,
+  // which uses fast_math.h instead of the C library.
+  Rng rng(18);
+  Tensor x64 = Tensor::uniform({4099}, rng, -9, 9, DType::f64);
+  x64.data<double>()[0] = 0.0;
+  x64.data<double>()[1] = -1e-4;
+  Tensor x32 = x64.to(DType::f32);
+  x32.set_requires_grad();
+  Tensor x64r = x32.detach().to(DType::f64);  // the same (float-rounded) inputs, in double
+  x64r.set_requires_grad();
+  Tensor g = Tensor::uniform({4099}, rng, -1, 1, DType::f64);
+  Tensor y32 = gelu(x32), y64 = gelu(x64r);
+  y32.backward(g.to(DType::f32));
+  y64.backward(g);
+  double worst_y = 0, worst_dx = 0;
+  for (int64_t i = 0; i < x64.numel(); ++i) {
+    worst_y = std::max(worst_y, std::abs(double(y32.data<float>()[i]) - y64.data<double>()[i]) /
+                                    (1 + std::abs(y64.data<double>()[i])));
+    worst_dx = std::max(worst_dx, std::abs(double(x32.grad().data<float>()[i]) -
+                                           x64r.grad().data<double>()[i]));
+  }
+  INFO("worst forward error " << worst_y << ", worst backward error " << worst_dx);
+  CHECK(worst_y < 2e-6);
+  CHECK(worst_dx < 2e-6);
+}

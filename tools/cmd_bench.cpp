@@ -52,18 +52,6 @@ json time_summary(std::vector<double> ms, int64_t images_per_rep) {
               {"images_per_second", double(images_per_rep) / (median / 1e3)}, {"reps", ms.size()}};
 }
 
-// The head's linear layers per row, multiply-add = 2 FLOPs, as flops_per_image counts them.
-double head_flops_per_row(const HeadConfig& h) {
-  double macs = 0;
-  if (h.nlayers == 1) {
-    macs = double(h.in_dim * h.bottleneck_dim);
-  } else {
-    macs = double(h.in_dim * h.hidden_dim + (h.nlayers - 2) * h.hidden_dim * h.hidden_dim +
-                  h.hidden_dim * h.bottleneck_dim);
-  }
-  return 2.0 * (macs + double(h.bottleneck_dim * h.out_dim));
-}
-
 Named prefixed(const Named& tensors, const std::string& prefix) {
   Named out;
   for (const auto& [name, t] : tensors) out.push_back({prefix + name, t});
@@ -109,7 +97,7 @@ json run_train_step(const json& cfg, const Args& a) {
   const DinoLossConfig loss_cfg = loss_config(cfg);
   DinoLoss loss(loss_cfg, 1);
   AdamW optimizer = make_optimizer(*student);
-  Rng drop_rng = Rng::derive({seed, 0xd7097a7full});
+  Rng drop_rng = drop_path_rng(seed);
 
   // The setting of a step past warm-up and the last-layer freeze (every parameter updated),
   // which is what most of a run's steps cost; the values themselves do not change the work.
@@ -176,9 +164,9 @@ json run_train_step(const json& cfg, const Args& a) {
   // forward over the global crops; backbone from flops_per_image, head from its linear layers.
   const double student_fwd = double(batch) * (double(G) * student->backbone.flops_per_image(global) +
                                               double(L) * student->backbone.flops_per_image(local) +
-                                              double(G + L) * head_flops_per_row(hc));
+                                              double(G + L) * student->head.flops_per_row());
   const double teacher_fwd = double(batch) * double(G) *
-                             (teacher.backbone.flops_per_image(global) + head_flops_per_row(hc));
+                             (teacher.backbone.flops_per_image(global) + student->head.flops_per_row());
   const double flops = 3.0 * student_fwd + teacher_fwd;
   json out = time_summary(ms, batch);
   out["bench"] = "train-step";

@@ -36,6 +36,8 @@ std::unique_ptr<DinoModel> build_student(const json& cfg, int64_t in_chans) {
   return std::make_unique<DinoModel>(vc, head_config(cfg, vc.embed_dim), rng);
 }
 
+Rng drop_path_rng(uint64_t seed) { return Rng::derive({seed, 0xd7097a7full}); }
+
 std::unique_ptr<DinoModel> build_teacher(const DinoModel& student) {
   VitConfig vit = student.backbone.config();
   vit.drop_path_rate = 0;
@@ -133,7 +135,7 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
   DinoModel& teacher = *teacher_ptr;
   DinoLoss loss(loss_config(cfg), ipe);
   AdamW optimizer = make_optimizer(*student);
-  Rng drop_rng = Rng::derive({seed, 0xd7097a7full});
+  Rng drop_rng = drop_path_rng(seed);
   int64_t step = 0;
 
   fs::create_directories(opt.out_dir);

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "core/rng.h"
 #include "models/multicrop.h"
 
 namespace dino {
@@ -34,6 +35,9 @@ struct TrainResult {
 // The student as a run with this config and seed starts: Rng(run.seed) drawn in a fixed
 // order. `dino knn` builds its random-init control with the same function.
 std::unique_ptr<DinoModel> build_student(const nlohmann::json& cfg, int64_t in_chans);
+
+// The stochastic-depth generator of a run with this seed (its state is checkpointed).
+Rng drop_path_rng(uint64_t seed);
 
 // The EMA teacher of `student`: the same architecture without stochastic depth, starting
 // from the student's weights, no parameter requiring grad.
