@@ -44,6 +44,14 @@ void accumulate_grad(const Tensor& t, const Tensor& g) {
 
 namespace {
 
+// On CUDA a gradient has its tensor's dtype (DESIGN §3: f32 master weights and residual
+// stream, bf16 activations), so gradients arriving in the other float dtype are cast on the
+// device; accumulation (add) then sees equal dtypes. CPU gradients pass untouched.
+Tensor cuda_grad_in_dtype(const Tensor& g, const Tensor& t) {
+  if (g.device() != Device::cuda || g.dtype() == t.dtype()) return g;
+  return g.to(t.dtype());
+}
+
 // Nodes reachable from root, ordered so every node comes before the nodes of its inputs.
 std::vector<Node*> reverse_topological(Node* root) {
   std::vector<Node*> order;
@@ -77,6 +85,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
   }
   DINO_CHECK(seed.shape() == root.shape(), "[backward] gradient ", shape_str(seed.shape()),
              " does not match output ", shape_str(root.shape()));
+  seed = cuda_grad_in_dtype(seed, root);
   NoGradGuard no_grad;
   if (!root.grad_fn()) {
     accumulate_grad(root, seed);
@@ -99,6 +108,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
       DINO_CHECK(grads[i].shape() == in.shape(), "[backward] '", node->op, "' gave a gradient ",
                  shape_str(grads[i].shape()), " for input ", i, " of shape ",
                  shape_str(in.shape()));
+      grads[i] = cuda_grad_in_dtype(grads[i], in);
       if (Node* child = in.grad_fn().get()) {
         Tensor& slot = pending[child];
         slot = slot.defined() ? add(slot, grads[i]) : grads[i];

@@ -48,12 +48,16 @@ void Module::zero_grad() {
 }
 
 void Module::to(Device device) {
+  // A tensor already there keeps its handle: an optimizer built over these parameters holds the
+  // same handles (gradients, bf16 copies), and a new one would silently detach it from them.
   for (auto& [name, t] : params_) {
+    if (!t->defined() || t->device() == device) continue;
     const bool rg = t->requires_grad();
     *t = t->to(device).detach();
     t->set_requires_grad(rg);
   }
-  for (auto& [name, t] : buffers_) *t = t->to(device).detach();
+  for (auto& [name, t] : buffers_)
+    if (t->defined() && t->device() != device) *t = t->to(device).detach();
   for (auto& [name, m] : children_) m->to(device);
 }
 

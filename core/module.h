@@ -25,7 +25,8 @@ class Module {
   void train(bool on = true);
   bool is_training() const { return training_; }
   void zero_grad();
-  // Moves every parameter and buffer (data only; gradients are dropped).
+  // Moves every parameter and buffer (data only; gradients are dropped) that is not on `device`
+  // yet; one already there is left as it is (same handle).
   void to(Device device);
 
  // Registration by address: the member outlives the module's use of the pointer.

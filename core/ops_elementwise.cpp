@@ -1,4 +1,5 @@
-// Elementwise ops with numpy broadcasting, and the unary maps (exp, log, sqrt, gelu).
+// Elementwise ops with numpy broadcasting, and the unary maps (exp, log, sqrt, gelu). On CUDA
+// (kernels/cuda/elementwise.cu, reduce.cu for sum_to) operands are f32 or bf16, mixed allowed.
 #include <cmath>
 
 #include "core/ops_util.h"
@@ -68,10 +69,12 @@ void broadcast_binary(T* out, const T* a, const T* b, const Shape& sa, const Sha
 
 }  // namespace
 
+Tensor sum_to_cuda(const Tensor& g, const Shape& shape);
+
 Tensor sum_to(const Tensor& g, const Shape& shape) {
   if (g.shape() == shape) return g;
+  if (on_cuda(g)) return sum_to_cuda(g, shape);
   Tensor out = Tensor::zeros(shape, g.dtype(), g.device());
-  require_cpu("sum_to", g);
   const auto st = broadcast_strides(shape, g.shape());
   const Shape& so = g.shape();
   const int nd = int(so.size());
@@ -94,6 +97,60 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   return out;
 }
 
+#ifdef DINO_HAS_CUDA
+namespace {
+namespace kg = kernels::cuda;
+}  // namespace
+
+// g (contiguous) as kept dims x reduced dims: consecutive non-1 dims of the same kind merge.
+Tensor sum_to_cuda(const Tensor& g, const Shape& shape) {
+  DINO_CHECK(g.dtype() == DType::f32 || g.dtype() == DType::bf16,
+             "[sum_to] expects f32 or bf16 on CUDA, got ", dtype_name(g.dtype()));
+  const Shape& so = g.shape();
+  if (shape.size() > so.size()) {  // only leading 1s added: the same elements
+    DINO_CHECK(shape_numel(shape) == g.numel(), "[sum_to] cannot sum ", shape_str(so), " to ",
+               shape_str(shape));
+    return g.detach().reshape(shape).clone();
+  }
+  const int nd = int(so.size());
+  const size_t off = so.size() - shape.size();
+  std::array<int64_t, kMaxDims> gstride{};
+  int64_t s = 1;
+  for (int d = nd - 1; d >= 0; --d) {
+    gstride[size_t(d)] = s;
+    s *= so[size_t(d)];
+  }
+  kg::SumToGeom geom;
+  int prev = -1;  // kind of the last non-1 dim: 0 kept, 1 reduced
+  for (int d = 0; d < nd; ++d) {
+    const int64_t n = so[size_t(d)];
+    const int64_t t = size_t(d) < off ? 1 : shape[size_t(d) - off];
+    DINO_CHECK(t == n || t == 1, "[sum_to] cannot sum ", shape_str(so), " to ", shape_str(shape));
+    if (n == 1) continue;
+    const int kind = t == 1 ? 1 : 0;
+    kg::StridedDims& sd = kind ? geom.red : geom.keep;
+    if (kind == prev) {  // contiguous g: the outer dim's stride is inner stride x inner size
+      sd.size[sd.nd - 1] *= n;
+      sd.stride[sd.nd - 1] = gstride[size_t(d)];
+    } else {
+      sd.size[sd.nd] = n;
+      sd.stride[sd.nd] = gstride[size_t(d)];
+      ++sd.nd;
+    }
+    prev = kind;
+  }
+  if (geom.red.nd == 0) return g.detach().reshape(shape).clone();
+  Tensor out = Tensor::empty(shape, g.dtype(), g.device());
+  kg::sum_to_shape(out.raw_data(), g.raw_data(), g.dtype() == DType::bf16, geom, cuda_stream());
+  return out;
+}
+#else
+Tensor sum_to_cuda(const Tensor& g, const Shape&) {
+  require_cpu("sum_to", g);
+  return g;
+}
+#endif
+
 }  // namespace detail
 
 using namespace detail;
@@ -101,12 +158,16 @@ using namespace detail;
 namespace {
 
 enum class BinOp { add, sub, mul, div };
+enum class UnaryKind { scale, add_scalar, exp, log, sqrt, gelu };
+
+Tensor binary_cuda(BinOp kind, const char* op, const Tensor& a, const Tensor& b);
+Tensor unary_cuda(const char* op, UnaryKind kind, const Tensor& x, double s);
 
 Tensor binary(BinOp kind, const char* op, const Tensor& a, const Tensor& b) {
   check_defined(op, a, "a");
   check_defined(op, b, "b");
+  if (on_cuda(a) || on_cuda(b)) return binary_cuda(kind, op, a, b);
   check_same(op, {&a, &b});
-  require_cpu(op, a);
   const Shape so = broadcast_shapes(op, a.shape(), b.shape());
   Tensor out = Tensor::empty(so, a.dtype(), a.device());
   dispatch_float(op, a.dtype(), [&](auto tag) {
@@ -154,7 +215,6 @@ Tensor binary(BinOp kind, const char* op, const Tensor& a, const Tensor& b) {
 template <class F, class DF>
 Tensor unary(const char* op, const Tensor& x, F f, DF df) {
   check_defined(op, x, "x");
-  require_cpu(op, x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -182,6 +242,155 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
   return out;
 }
 
+#ifdef DINO_HAS_CUDA
+namespace kg = kernels::cuda;
+
+// The CUDA forms (DESIGN §3): operands f32 or bf16, mixed allowed; the output is f32 when
+// either operand is, else bf16; math in f32, one rounding per result.
+void check_cuda_float(const char* op, const Tensor& t, const char* name) {
+  DINO_CHECK(t.device() == Device::cuda, "[", op, "] mixes cuda and ", device_name(t.device()),
+             " tensors");
+  DINO_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "[", op, "] ", name,
+             " must be f32 or bf16 on CUDA, got ", dtype_name(t.dtype()));
+}
+
+Tensor in_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
+
+// The broadcast's output index space with size-1 dims dropped and adjacent dims merged where
+// both operands stay contiguous across them (same shapes collapse to one dim).
+kg::BroadcastGeom broadcast_geom(const Shape& sa, const Shape& sb, const Shape& so) {
+  const auto st_a = broadcast_strides(sa, so), st_b = broadcast_strides(sb, so);
+  kg::BroadcastGeom g;
+  int nd = 0;
+  for (size_t d = 0; d < so.size(); ++d) {
+    if (so[d] == 1) continue;
+    if (nd > 0 && g.stride_a[nd - 1] == st_a[d] * so[d] && g.stride_b[nd - 1] == st_b[d] * so[d]) {
+      g.size[nd - 1] *= so[d];
+      g.stride_a[nd - 1] = st_a[d];
+      g.stride_b[nd - 1] = st_b[d];
+    } else {
+      g.size[nd] = so[d];
+      g.stride_a[nd] = st_a[d];
+      g.stride_b[nd] = st_b[d];
+      ++nd;
+    }
+  }
+  if (nd == 0) {  // one element
+    g.size[0] = 1;
+    g.stride_a[0] = g.stride_b[0] = 0;
+    nd = 1;
+  }
+  g.nd = nd;
+  return g;
+}
+
+kg::BinaryOp to_kernel_op(BinOp kind) {
+  switch (kind) {
+    case BinOp::add: return kg::BinaryOp::add;
+    case BinOp::sub: return kg::BinaryOp::sub;
+    case BinOp::mul: return kg::BinaryOp::mul;
+    case BinOp::div: return kg::BinaryOp::div;
+  }
+  return kg::BinaryOp::add;
+}
+
+// a op b with numpy broadcasting into a new tensor of dtype dt; not recorded.
+Tensor launch_binary(const char* op, BinOp kind, const Tensor& a, const Tensor& b, DType dt) {
+  const Shape so = broadcast_shapes(op, a.shape(), b.shape());
+  Tensor out = Tensor::empty(so, dt, Device::cuda);
+  if (out.numel() == 0) return out;
+  kg::broadcast_binary(out.raw_data(), dt == DType::bf16, a.raw_data(), a.dtype() == DType::bf16,
+                       b.raw_data(), b.dtype() == DType::bf16,
+                       broadcast_geom(a.shape(), b.shape(), so), to_kernel_op(kind),
+                       cuda_stream());
+  return out;
+}
+
+Tensor binary_cuda(BinOp kind, const char* op, const Tensor& a, const Tensor& b) {
+  check_cuda_float(op, a, "a");
+  check_cuda_float(op, b, "b");
+  const DType od =
+      a.dtype() == DType::f32 || b.dtype() == DType::f32 ? DType::f32 : DType::bf16;
+  Tensor out = launch_binary(op, kind, a, b, od);
+  if (needs_grad({a, b})) {
+    const Shape sa = a.shape(), sb = b.shape(), so = out.shape();
+    const DType ta = a.dtype(), tb = b.dtype();
+    const bool ga = a.requires_grad(), gb = b.requires_grad();
+    // Products only where they are needed (div's db needs a; mul's da needs b, db needs a).
+    Tensor ad = (kind == BinOp::mul && gb) || (kind == BinOp::div && gb) ? a.detach() : Tensor();
+    Tensor bd = kind == BinOp::mul || kind == BinOp::div ? b.detach() : Tensor();
+    record(out, op, {a, b}, [=](const Tensor& g) {
+      // Each gradient is summed to its input's shape and cast to its dtype; a product that is
+      // summed afterwards is formed in f32, one that is not in the input's dtype.
+      auto work = [&](const Shape& s, DType t) { return s == so ? t : DType::f32; };
+      auto fold = [&](const Tensor& t, const Shape& s, DType dt) {
+        return in_dtype(sum_to(t, s), dt);
+      };
+      Tensor da, db;
+      switch (kind) {
+        case BinOp::add:
+          if (ga) da = fold(g, sa, ta);
+          if (gb) db = fold(g, sb, tb);
+          break;
+        case BinOp::sub:
+          if (ga) da = fold(g, sa, ta);
+          if (gb) db = in_dtype(scale(sum_to(g, sb), -1.0), tb);
+          break;
+        case BinOp::mul:
+          if (ga) da = fold(launch_binary(op, BinOp::mul, g, bd, work(sa, ta)), sa, ta);
+          if (gb) db = fold(launch_binary(op, BinOp::mul, g, ad, work(sb, tb)), sb, tb);
+          break;
+        case BinOp::div:
+          if (ga) da = fold(launch_binary(op, BinOp::div, g, bd, work(sa, ta)), sa, ta);
+          if (gb) {  // -(g a) / b^2
+            Tensor ga_ = launch_binary(op, BinOp::mul, g, ad, DType::f32);
+            Tensor bb = launch_binary(op, BinOp::mul, bd, bd, DType::f32);
+            Tensor q = launch_binary(op, BinOp::div, ga_, bb, work(sb, tb));
+            db = in_dtype(scale(sum_to(q, sb), -1.0), tb);
+          }
+          break;
+      }
+      return std::vector<Tensor>{da, db};
+    });
+  }
+  return out;
+}
+
+Tensor unary_cuda(const char* op, UnaryKind kind, const Tensor& x, double s) {
+  check_cuda_float(op, x, "x");
+  static const kg::UnaryOp ops[] = {kg::UnaryOp::scale, kg::UnaryOp::add_scalar,
+                                    kg::UnaryOp::exp,   kg::UnaryOp::log,
+                                    kg::UnaryOp::sqrt,  kg::UnaryOp::gelu};
+  const kg::UnaryOp u = ops[int(kind)];
+  const bool bf = x.dtype() == DType::bf16;
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  kg::unary_forward(out.raw_data(), x.raw_data(), bf, x.numel(), u, float(s), cuda_stream());
+  if (needs_grad({x})) {
+    // The derivative reads x, except for scale and add_scalar.
+    const bool reads_x = kind != UnaryKind::scale && kind != UnaryKind::add_scalar;
+    Tensor xd = reads_x ? x.detach() : Tensor();
+    const DType dt = x.dtype();
+    record(out, op, {x}, [=](const Tensor& g) {
+      Tensor gd = in_dtype(g, dt);
+      Tensor dx = Tensor::empty(gd.shape(), dt, Device::cuda);
+      kg::unary_backward(dx.raw_data(), gd.raw_data(), reads_x ? xd.raw_data() : nullptr,
+                         dt == DType::bf16, gd.numel(), u, float(s), cuda_stream());
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+#else
+Tensor binary_cuda(BinOp, const char* op, const Tensor& a, const Tensor&) {
+  require_cpu(op, a);
+  return a;
+}
+Tensor unary_cuda(const char* op, UnaryKind, const Tensor& x, double) {
+  require_cpu(op, x);
+  return x;
+}
+#endif
+
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) { return binary(BinOp::add, "add", a, b); }
@@ -190,29 +399,34 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinOp::mul, "mul", 
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinOp::div, "div", a, b); }
 
 Tensor scale(const Tensor& x, double s) {
+  if (x.defined() && on_cuda(x)) return unary_cuda("scale", UnaryKind::scale, x, s);
   return unary("scale", x, [s](double v) { return s * v; }, [s](double, double) { return s; });
 }
 
 Tensor add_scalar(const Tensor& x, double s) {
+  if (x.defined() && on_cuda(x)) return unary_cuda("add_scalar", UnaryKind::add_scalar, x, s);
   return unary("add_scalar", x, [s](double v) { return v + s; }, [](double, double) { return 1.0; });
 }
 
 Tensor exp(const Tensor& x) {
+  if (x.defined() && on_cuda(x)) return unary_cuda("exp", UnaryKind::exp, x, 0.0);
   return unary("exp", x, [](double v) { return std::exp(v); }, [](double, double y) { return y; });
 }
 
 Tensor log(const Tensor& x) {
+  if (x.defined() && on_cuda(x)) return unary_cuda("log", UnaryKind::log, x, 0.0);
   return unary("log", x, [](double v) { return std::log(v); }, [](double v, double) { return 1.0 / v; });
 }
 
 Tensor sqrt(const Tensor& x) {
+  if (x.defined() && on_cuda(x)) return unary_cuda("sqrt", UnaryKind::sqrt, x, 0.0);
   return unary("sqrt", x, [](double v) { return std::sqrt(v); },
                [](double, double y) { return 0.5 / y; });
 }
 
 Tensor gelu(const Tensor& x) {
   check_defined("gelu", x, "x");
-  require_cpu("gelu", x);
+  if (on_cuda(x)) return unary_cuda("gelu", UnaryKind::gelu, x, 0.0);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_float("gelu", x.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -1,5 +1,14 @@
 // Fused neural-network ops, each ONE autograd node with a fused backward: layer_norm,
 // softmax, log_softmax, l2_normalize, attention; plus drop_path and the bicubic grid resize.
+// On a CUDA tensor each op runs its kernels/cuda launcher under the precision policy of
+// DESIGN §3 (the *_cuda helpers below): layer_norm reads the f32 residual stream and writes
+// bf16; softmax, log_softmax, l2_normalize and drop_path keep their input's dtype (f32 or bf16)
+// with f32 math; attention runs on bf16 qkv; resize_bicubic is f32. A gradient has its input's
+// dtype; an upstream gradient of another float type is cast first.
+#include <climits>
+#include <cstdint>
+#include <vector>
+
 #include "core/ops_util.h"
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
@@ -9,12 +18,227 @@ namespace dino {
 using namespace detail;
 namespace kc = kernels::cpu;
 
+#ifdef DINO_HAS_CUDA
+namespace {
+
+namespace kg = kernels::cuda;
+
+void check_on_cuda(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    DINO_CHECK(t->device() == Device::cuda, "[", op, "] mixes cuda and ", device_name(t->device()),
+               " tensors");
+}
+
+void check_float(const char* op, const Tensor& t, const char* name) {
+  DINO_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "[", op, "] ", name,
+             " must be f32 or bf16 on CUDA, got ", dtype_name(t.dtype()));
+}
+
+int as_int(const char* op, int64_t v, const char* what) {
+  DINO_CHECK(v <= INT_MAX, "[", op, "] ", what, " = ", v, " is too large for the CUDA kernels");
+  return int(v);
+}
+
+// t in dtype dt (a cast on the device when it is the other float type).
+Tensor in_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
+
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
+
+Tensor layer_norm_cuda(const Tensor& x_in, const Tensor& weight, const Tensor& bias, double eps,
+                       int64_t N64, int64_t C64) {
+  check_on_cuda("layer_norm", {&weight, &bias});
+  check_float("layer_norm", x_in, "x");
+  DINO_CHECK(weight.dtype() == DType::f32 && bias.dtype() == DType::f32,
+             "[layer_norm] weight and bias must be f32 on CUDA (master weights), got ",
+             dtype_name(weight.dtype()), " and ", dtype_name(bias.dtype()));
+  const int N = as_int("layer_norm", N64, "rows"), C = as_int("layer_norm", C64, "columns");
+  // The kernel reads the f32 residual stream; a bf16 x is widened first (its gradient is
+  // narrowed back).
+  const Tensor x = in_dtype(x_in, DType::f32);
+  Tensor out = Tensor::empty(x.shape(), DType::bf16, Device::cuda);
+  Tensor mean = Tensor::empty({N64}, DType::f32, Device::cuda);
+  Tensor rstd = Tensor::empty({N64}, DType::f32, Device::cuda);
+  kg::layernorm_forward(bf16_ptr(out), f32_ptr(mean), f32_ptr(rstd), f32_ptr(x), f32_ptr(weight),
+                        f32_ptr(bias), N, C, float(eps), cuda_stream());
+  if (needs_grad({x_in, weight, bias})) {
+    Tensor xd = x.detach(), wd = weight.detach();
+    const Shape ws = weight.shape(), bs = bias.shape();
+    const DType x_dtype = x_in.dtype();
+    record(out, "layer_norm", {x_in, weight, bias}, [=](const Tensor& g) {
+      const Tensor gb = in_dtype(g, DType::bf16);
+      Tensor dx = Tensor::empty(xd.shape(), DType::f32, Device::cuda);
+      Tensor dw = Tensor::empty(ws, DType::f32, Device::cuda);
+      Tensor db = Tensor::empty(bs, DType::f32, Device::cuda);
+      kg::layernorm_backward(f32_ptr(dx), f32_ptr(dw), f32_ptr(db), bf16_ptr(gb), f32_ptr(xd),
+                             f32_ptr(mean), f32_ptr(rstd), f32_ptr(wd), N, C, cuda_stream());
+      return std::vector<Tensor>{in_dtype(dx, x_dtype), dw, db};
+    });
+  }
+  return out;
+}
+
+Tensor softmax_like_cuda(const char* op, const Tensor& x, bool log_space, int64_t N, int64_t C64) {
+  check_float(op, x, "x");
+  const int C = as_int(op, C64, "columns");
+  const bool bf = x.dtype() == DType::bf16;
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor lse = Tensor::empty({N}, DType::f32, Device::cuda);
+  if (bf) {
+    if (log_space)
+      kg::log_softmax_forward(bf16_ptr(out), f32_ptr(lse), bf16_ptr(x), N, C, cuda_stream());
+    else
+      kg::softmax_forward(bf16_ptr(out), f32_ptr(lse), bf16_ptr(x), N, C, cuda_stream());
+  } else {
+    if (log_space)
+      kg::log_softmax_forward(f32_ptr(out), f32_ptr(lse), f32_ptr(x), N, C, cuda_stream());
+    else
+      kg::softmax_forward(f32_ptr(out), f32_ptr(lse), f32_ptr(x), N, C, cuda_stream());
+  }
+  if (needs_grad({x})) {
+    // The backward recomputes the probabilities from x and the fp32 lse (kernels/cuda/softmax.cu).
+    Tensor xd = x.detach();
+    record(out, op, {x}, [=](const Tensor& g) {
+      const Tensor gd = in_dtype(g, xd.dtype());
+      Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), Device::cuda);
+      if (bf) {
+        if (log_space)
+          kg::log_softmax_backward(bf16_ptr(dx), bf16_ptr(gd), bf16_ptr(xd), f32_ptr(lse), N, C,
+                                   cuda_stream());
+        else
+          kg::softmax_backward(bf16_ptr(dx), bf16_ptr(gd), bf16_ptr(xd), f32_ptr(lse), N, C,
+                               cuda_stream());
+      } else {
+        if (log_space)
+          kg::log_softmax_backward(f32_ptr(dx), f32_ptr(gd), f32_ptr(xd), f32_ptr(lse), N, C,
+                                   cuda_stream());
+        else
+          kg::softmax_backward(f32_ptr(dx), f32_ptr(gd), f32_ptr(xd), f32_ptr(lse), N, C,
+                               cuda_stream());
+      }
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+Tensor l2_normalize_cuda(const Tensor& x, double eps, int64_t N, int64_t C64) {
+  check_float("l2_normalize", x, "x");
+  const int C = as_int("l2_normalize", C64, "columns");
+  const bool bf = x.dtype() == DType::bf16;
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor norm = Tensor::empty({N}, DType::f32, Device::cuda);
+  if (bf)
+    kg::l2_normalize_forward(bf16_ptr(out), f32_ptr(norm), bf16_ptr(x), N, C, eps, cuda_stream());
+  else
+    kg::l2_normalize_forward(f32_ptr(out), f32_ptr(norm), f32_ptr(x), N, C, eps, cuda_stream());
+  if (needs_grad({x})) {
+    Tensor xd = x.detach();
+    record(out, "l2_normalize", {x}, [=](const Tensor& g) {
+      const Tensor gd = in_dtype(g, xd.dtype());
+      Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), Device::cuda);
+      if (bf)
+        kg::l2_normalize_backward(bf16_ptr(dx), bf16_ptr(gd), bf16_ptr(xd), f32_ptr(norm), N, C,
+                                  eps, cuda_stream());
+      else
+        kg::l2_normalize_backward(f32_ptr(dx), f32_ptr(gd), f32_ptr(xd), f32_ptr(norm), N, C, eps,
+                                  cuda_stream());
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+Tensor attention_cuda(const Tensor& qkv, int64_t heads, Tensor* probs, int64_t B, int64_t N,
+                      int64_t Dh) {
+  DINO_CHECK(!probs, "[attention] the attention probabilities (probs) are not available on "
+             "CUDA: the fused kernel never forms the N x N matrix; run with --device cpu");
+  check_float("attention", qkv, "qkv");
+  DINO_CHECK(Dh == 32 || Dh == 64 || Dh == 128, "[attention] head dim ", Dh,
+             " is not supported on CUDA (32, 64 or 128); run with --device cpu");
+  const int64_t D = heads * Dh, D3 = 3 * D;
+  const int Bi = as_int("attention", B, "batch"), Ni = as_int("attention", N, "tokens"),
+            Hi = as_int("attention", heads, "heads");
+  // The kernels read bf16 qkv with 16-byte loads: cast an f32 qkv, copy a misaligned view.
+  Tensor q = in_dtype(qkv, DType::bf16);
+  if (!aligned16(q)) q = q.clone();
+  Tensor out = Tensor::empty({B, N, D}, DType::bf16, Device::cuda);
+  Tensor lse = Tensor::empty({B, heads, N}, DType::f32, Device::cuda);
+  kg::attention_forward(bf16_ptr(out), f32_ptr(lse), bf16_ptr(q), Bi, Ni, Hi, int(Dh),
+                        cuda_stream());
+  if (needs_grad({qkv})) {
+    Tensor qd = q.detach(), od = out.detach();
+    const DType qkv_dtype = qkv.dtype();
+    record(out, "attention", {qkv}, [=](const Tensor& g) {
+      Tensor gb = in_dtype(g, DType::bf16);
+      if (!aligned16(gb)) gb = gb.clone();
+      Tensor dqkv = Tensor::empty({B, N, D3}, DType::bf16, Device::cuda);
+      kg::attention_backward(bf16_ptr(dqkv), bf16_ptr(gb), bf16_ptr(qd), bf16_ptr(od),
+                             f32_ptr(lse), Bi, Ni, Hi, int(Dh), cuda_stream());
+      return std::vector<Tensor>{in_dtype(dqkv, qkv_dtype)};
+    });
+  }
+  return out;
+}
+
+// keep (B): the per-sample draws, made by the caller exactly as the CPU path makes them.
+Tensor drop_path_cuda(const Tensor& x, double p, const std::vector<uint8_t>& keep) {
+  check_float("drop_path", x, "x");
+  const int64_t B = x.size(0), S = B ? x.numel() / B : 0;
+  const float scale = float(1 / (1 - p));  // the CPU path's T(1 / (1 - p)) for T = float
+  const bool bf = x.dtype() == DType::bf16;
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  if (bf)
+    kg::drop_path_apply(bf16_ptr(out), bf16_ptr(x), keep.data(), scale, B, S, cuda_stream());
+  else
+    kg::drop_path_apply(f32_ptr(out), f32_ptr(x), keep.data(), scale, B, S, cuda_stream());
+  if (needs_grad({x})) {
+    const Shape shape = x.shape();
+    const DType dt = x.dtype();
+    record(out, "drop_path", {x}, [=](const Tensor& g) {
+      const Tensor gd = in_dtype(g, dt);
+      Tensor dx = Tensor::empty(shape, dt, Device::cuda);
+      if (bf)
+        kg::drop_path_apply(bf16_ptr(dx), bf16_ptr(gd), keep.data(), scale, B, S, cuda_stream());
+      else
+        kg::drop_path_apply(f32_ptr(dx), f32_ptr(gd), keep.data(), scale, B, S, cuda_stream());
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+Tensor resize_bicubic_cuda(const Tensor& grid, int64_t Ho64, int64_t Wo64, double scale_h,
+                           double scale_w) {
+  DINO_CHECK(grid.dtype() == DType::f32, "[resize_bicubic] grid must be f32 on CUDA, got ",
+             dtype_name(grid.dtype()));
+  const int Hi = as_int("resize_bicubic", grid.size(0), "rows"),
+            Wi = as_int("resize_bicubic", grid.size(1), "columns"),
+            C = as_int("resize_bicubic", grid.size(2), "channels"),
+            Ho = as_int("resize_bicubic", Ho64, "output rows"),
+            Wo = as_int("resize_bicubic", Wo64, "output columns");
+  Tensor out = Tensor::empty({Ho64, Wo64, int64_t(C)}, DType::f32, Device::cuda);
+  kg::bicubic_resize_forward(f32_ptr(out), f32_ptr(grid), Hi, Wi, Ho, Wo, C, scale_h, scale_w,
+                             cuda_stream());
+  if (needs_grad({grid})) {
+    record(out, "resize_bicubic", {grid}, [=](const Tensor& g) {
+      const Tensor gd = in_dtype(g, DType::f32);
+      Tensor din = Tensor::empty({int64_t(Hi), int64_t(Wi), int64_t(C)}, DType::f32, Device::cuda);
+      kg::bicubic_resize_backward(f32_ptr(din), f32_ptr(gd), Hi, Wi, Ho, Wo, C, scale_h, scale_w,
+                                  cuda_stream());
+      return std::vector<Tensor>{din};
+    });
+  }
+  return out;
+}
+
+}  // namespace
+#endif  // DINO_HAS_CUDA
+
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   check_defined("layer_norm", x, "x");
   check_defined("layer_norm", weight, "weight");
   check_defined("layer_norm", bias, "bias");
-  check_same("layer_norm", {&x, &weight, &bias});
-  require_cpu("layer_norm", x);
+  if (!on_cuda(x)) check_same("layer_norm", {&x, &weight, &bias});  // CUDA: dtypes per policy
   DINO_CHECK(x.dim() >= 1, "[layer_norm] x needs at least one dim");
   const int64_t N = rows_of(x), C = cols_of(x);
   DINO_CHECK(weight.numel() == C, "[layer_norm] weight has ", weight.numel(),
@@ -22,6 +246,11 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   DINO_CHECK(bias.numel() == C, "[layer_norm] bias has ", bias.numel(), " elements, expected ",
              C, " (last dim of x)");
   DINO_CHECK(eps > 0, "[layer_norm] eps must be positive, got ", eps);
+  if (on_cuda(x)) {
+#ifdef DINO_HAS_CUDA
+    return layer_norm_cuda(x, weight, bias, eps, N, C);
+#endif
+  }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({N}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({N}, x.dtype(), x.device());
@@ -52,9 +281,13 @@ namespace {
 
 Tensor softmax_like(const char* op, const Tensor& x, bool log_space) {
   check_defined(op, x, "x");
-  require_cpu(op, x);
   DINO_CHECK(x.dim() >= 1, "[", op, "] x needs at least one dim");
   const int64_t N = rows_of(x), C = cols_of(x);
+  if (on_cuda(x)) {
+#ifdef DINO_HAS_CUDA
+    return softmax_like_cuda(op, x, log_space, N, C);
+#endif
+  }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -87,9 +320,13 @@ Tensor log_softmax(const Tensor& x) { return softmax_like("log_softmax", x, true
 
 Tensor l2_normalize(const Tensor& x, double eps) {
   check_defined("l2_normalize", x, "x");
-  require_cpu("l2_normalize", x);
   DINO_CHECK(x.dim() >= 1, "[l2_normalize] x needs at least one dim");
   const int64_t N = rows_of(x), C = cols_of(x);
+  if (on_cuda(x)) {
+#ifdef DINO_HAS_CUDA
+    return l2_normalize_cuda(x, eps, N, C);
+#endif
+  }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor norm = Tensor::empty({N}, x.dtype(), x.device());
   dispatch_float("l2_normalize", x.dtype(), [&](auto tag) {
@@ -113,12 +350,16 @@ Tensor l2_normalize(const Tensor& x, double eps) {
 
 Tensor attention(const Tensor& qkv, int64_t heads, Tensor* probs) {
   check_defined("attention", qkv, "qkv");
-  require_cpu("attention", qkv);
   DINO_CHECK(qkv.dim() == 3, "[attention] qkv must be (B, N, 3*D), got ", shape_str(qkv.shape()));
   const int64_t B = qkv.size(0), N = qkv.size(1), D3 = qkv.size(2);
   DINO_CHECK(heads > 0 && D3 % (3 * heads) == 0, "[attention] last dim ", D3,
              " is not 3 * heads * head_dim for ", heads, " heads");
   const int64_t Dh = D3 / (3 * heads), D = D3 / 3;
+  if (on_cuda(qkv)) {
+#ifdef DINO_HAS_CUDA
+    return attention_cuda(qkv, heads, probs, B, N, Dh);
+#endif
+  }
   Tensor out = Tensor::empty({B, N, D}, qkv.dtype(), qkv.device());
   Tensor lse = Tensor::empty({B, heads, N}, qkv.dtype(), qkv.device());
   if (probs) *probs = Tensor::empty({B, heads, N, N}, qkv.dtype(), qkv.device());
@@ -148,6 +389,14 @@ Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
   if (p == 0 || !training) return x;
   DINO_CHECK(x.dim() >= 1, "[drop_path] x needs a batch dim");
   const int64_t B = x.size(0);
+  if (on_cuda(x)) {
+#ifdef DINO_HAS_CUDA
+    // The same draws as below, in the same order; the kernel applies them.
+    std::vector<uint8_t> keep(size_t(B), 0);
+    for (int64_t b = 0; b < B; ++b) keep[size_t(b)] = rng.bernoulli(1 - p) ? 1 : 0;
+    return drop_path_cuda(x, p, keep);
+#endif
+  }
   // One draw per sample, in sample order, so the masks depend only on the generator state.
   Tensor mask = Tensor::empty({B}, x.dtype());
   dispatch_float("drop_path", x.dtype(), [&](auto tag) {
@@ -161,11 +410,15 @@ Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
 
 Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h, double scale_w) {
   check_defined("resize_bicubic", grid, "grid");
-  require_cpu("resize_bicubic", grid);
   DINO_CHECK(grid.dim() == 3, "[resize_bicubic] grid must be (H, W, C), got ",
              shape_str(grid.shape()));
   DINO_CHECK(Ho > 0 && Wo > 0 && scale_h > 0 && scale_w > 0,
              "[resize_bicubic] output size and scales must be positive");
+  if (on_cuda(grid)) {
+#ifdef DINO_HAS_CUDA
+    return resize_bicubic_cuda(grid, Ho, Wo, scale_h, scale_w);
+#endif
+  }
   const int64_t Hi = grid.size(0), Wi = grid.size(1), C = grid.size(2);
   Tensor out = Tensor::empty({Ho, Wo, C}, grid.dtype(), grid.device());
   dispatch_float("resize_bicubic", grid.dtype(), [&](auto tag) {

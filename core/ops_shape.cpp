@@ -1,5 +1,6 @@
 // Ops that move data: permute (a copy, since tensors stay contiguous), concat along dim 0,
-// and the two token ops the ViT needs around its [CLS] token.
+// and the two token ops the ViT needs around its [CLS] token. On CUDA (kernels/cuda/shape.cu)
+// they move bf16 or f32 elements and keep the input's dtype; concat is a device copy per input.
 #include <cstring>
 
 #include "core/ops_util.h"
@@ -35,11 +36,27 @@ void permute_copy(Tensor& out, const Tensor& x, const std::vector<int64_t>& dims
   }
 }
 
+#ifdef DINO_HAS_CUDA
+namespace kg = kernels::cuda;
+
+// The CUDA kernels move 2- or 4-byte elements (bf16, f32, i32).
+int cuda_elem_size(const char* op, const Tensor& t) {
+  const int es = int(dtype_size(t.dtype()));
+  DINO_CHECK(es == 2 || es == 4, "[", op, "] moves 2- or 4-byte elements on CUDA (bf16, f32), got ",
+             dtype_name(t.dtype()));
+  return es;
+}
+
+void check_cuda_float(const char* op, const Tensor& t) {
+  DINO_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "[", op,
+             "] gradients must be f32 or bf16 on CUDA, got ", dtype_name(t.dtype()));
+}
+#endif
+
 }  // namespace
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   check_defined("permute", x, "x");
-  require_cpu("permute", x);
   const int64_t nd = x.dim();
   DINO_CHECK(int64_t(dims.size()) == nd, "[permute] ", dims.size(), " dims given for a ", nd,
              "-dim tensor");
@@ -53,7 +70,14 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
     so[d] = x.shape()[k];
   }
   Tensor out = Tensor::empty(so, x.dtype(), x.device());
-  permute_copy(out, x, dims);
+  if (on_cuda(x)) {
+#ifdef DINO_HAS_CUDA
+    kg::permute_elements(out.raw_data(), x.raw_data(), cuda_elem_size("permute", x),
+                         x.shape().data(), dims.data(), int(nd), cuda_stream());
+#endif
+  } else {
+    permute_copy(out, x, dims);
+  }
   if (needs_grad({x}))
     record(out, "permute", {x},
            [inverse](const Tensor& g) { return std::vector<Tensor>{permute(g, inverse)}; });
@@ -109,12 +133,29 @@ Tensor prepend_token(const Tensor& x, const Tensor& token) {
   check_defined("prepend_token", x, "x");
   check_defined("prepend_token", token, "token");
   check_same("prepend_token", {&x, &token});
-  require_cpu("prepend_token", x);
   DINO_CHECK(x.dim() == 3, "[prepend_token] x must be (B, N, D), got ", shape_str(x.shape()));
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2);
   DINO_CHECK(token.numel() == D, "[prepend_token] token has ", token.numel(),
              " elements, expected ", D, " (last dim of x)");
   Tensor out = Tensor::empty({B, N + 1, D}, x.dtype(), x.device());
+  if (on_cuda(x)) {
+#ifdef DINO_HAS_CUDA
+    kg::prepend_token_forward(out.raw_data(), x.raw_data(), token.raw_data(),
+                              cuda_elem_size("prepend_token", x), B, N, D, cuda_stream());
+    if (needs_grad({x, token})) {
+      const Shape tshape = token.shape();
+      record(out, "prepend_token", {x, token}, [=](const Tensor& g) {
+        check_cuda_float("prepend_token", g);
+        Tensor dx = Tensor::empty({B, N, D}, g.dtype(), g.device());
+        Tensor dt = Tensor::empty(tshape, g.dtype(), g.device());
+        kg::prepend_token_backward(dx.raw_data(), dt.raw_data(), g.raw_data(),
+                                   g.dtype() == DType::bf16, B, N, D, cuda_stream());
+        return std::vector<Tensor>{dx, dt};
+      });
+    }
+#endif
+    return out;
+  }
   const size_t es = dtype_size(x.dtype());
   char* po = static_cast<char*>(out.raw_data());
   const char* px = static_cast<const char*>(x.raw_data());
@@ -144,11 +185,25 @@ Tensor prepend_token(const Tensor& x, const Tensor& token) {
 
 Tensor select_token(const Tensor& x, int64_t i) {
   check_defined("select_token", x, "x");
-  require_cpu("select_token", x);
   DINO_CHECK(x.dim() == 3, "[select_token] x must be (B, N, D), got ", shape_str(x.shape()));
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2);
   DINO_CHECK(i >= 0 && i < N, "[select_token] token ", i, " out of range for ", N, " tokens");
   Tensor out = Tensor::empty({B, D}, x.dtype(), x.device());
+  if (on_cuda(x)) {
+#ifdef DINO_HAS_CUDA
+    const int es = cuda_elem_size("select_token", x);
+    kg::select_token_forward(out.raw_data(), x.raw_data(), es, B, N, D, i, cuda_stream());
+    if (needs_grad({x})) {
+      record(out, "select_token", {x}, [=](const Tensor& g) {
+        Tensor dx = Tensor::empty({B, N, D}, g.dtype(), g.device());
+        kg::select_token_backward(dx.raw_data(), g.raw_data(), cuda_elem_size("select_token", g),
+                                  B, N, D, i, cuda_stream());
+        return std::vector<Tensor>{dx};
+      });
+    }
+#endif
+    return out;
+  }
   const size_t es = dtype_size(x.dtype());
   for (int64_t b = 0; b < B; ++b)
     std::memcpy(static_cast<char*>(out.raw_data()) + b * D * es,

@@ -4,6 +4,10 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#ifdef DINO_HAS_CUDA
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace dino::detail {
 
@@ -40,6 +44,18 @@ inline void require_cpu(const char* op, const Tensor& t) {
   DINO_CHECK(t.device() == Device::cpu, "[", op, "] has no CUDA implementation yet; run it on "
              "the CPU");
 }
+
+inline bool on_cuda(const Tensor& t) { return t.device() == Device::cuda; }
+
+#ifdef DINO_HAS_CUDA
+// The one stream every op runs on (kernels/cuda/context.h).
+inline cudaStream_t cuda_stream() { return static_cast<cudaStream_t>(kernels::cuda::stream()); }
+// Typed device pointers for the launchers (kernels/cuda/kernels.h).
+inline float* f32_ptr(const Tensor& t) { return t.data<float>(); }
+inline __nv_bfloat16* bf16_ptr(const Tensor& t) {
+  return reinterpret_cast<__nv_bfloat16*>(t.data<bf16>());
+}
+#endif
 
 // Numpy broadcasting of two shapes; throws naming the op when they are incompatible.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);

@@ -14,12 +14,27 @@ AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double 
     for (auto& [name, p] : group.params) {
       DINO_CHECK(!state_.count(name), "[adamw] parameter '", name, "' is in two groups");
       state_[name] = AdamWState{Tensor::zeros(p.shape(), p.dtype(), p.device()),
-                                Tensor::zeros(p.shape(), p.dtype(), p.device()), 0};
+                                Tensor::zeros(p.shape(), p.dtype(), p.device()), 0, Tensor()};
     }
 }
 
+namespace {
+
+// The device every parameter lives on; throws when they are split across devices.
+Device params_device(const std::vector<ParamGroup>& groups) {
+  bool cpu = false, cuda = false;
+  for (const auto& group : groups)
+    for (const auto& [name, p] : group.params) (p.device() == Device::cuda ? cuda : cpu) = true;
+  DINO_CHECK(!(cpu && cuda), "[adamw] some parameters are on the CPU and some on CUDA; move the "
+             "whole model (Module::to) before building the optimizer");
+  return cuda ? Device::cuda : Device::cpu;
+}
+
+}  // namespace
+
 void AdamW::step() {
   NoGradGuard no_grad;
+  if (params_device(groups_) == Device::cuda) return step_cuda();
   for (auto& group : groups_) {
     for (auto& [name, p] : group.params) {
       const Tensor& g = p.grad();
@@ -48,8 +63,54 @@ void AdamW::step() {
           w[i] = T(w[i] - step_size * double(m[i]) / denom);
         }
       });
+      p.mark_modified();  // written by raw pointer: cached bf16 copies are stale
     }
   }
+}
+
+// One launch of the fused AdamW (kernels/cuda/optimizer.cu) over every parameter with a
+// gradient; a parameter without one is left out of the descriptors, so it advances neither its
+// step nor its moments, as on the CPU.
+void AdamW::step_cuda() {
+#ifdef DINO_HAS_CUDA
+  namespace cu = kernels::cuda;
+  std::vector<cu::AdamWTensor> desc;
+  std::vector<std::pair<Tensor, Tensor>> written;  // parameter, its bf16 copy
+  for (auto& group : groups_) {
+    for (auto& [name, p] : group.params) {
+      const Tensor& g = p.grad();
+      if (!g.defined()) continue;
+      DINO_CHECK(p.dtype() == DType::f32, "[adamw] CUDA parameters are f32 master weights; '",
+                 name, "' is ", p.str());
+      DINO_CHECK(g.dtype() == DType::f32 && g.device() == Device::cuda && g.numel() == p.numel(),
+                 "[adamw] the gradient of '", name, "' is ", g.str(), ", expected f32 cuda ",
+                 shape_str(p.shape()));
+      AdamWState& st = state_.at(name);
+      DINO_CHECK(st.exp_avg.device() == Device::cuda && st.exp_avg.dtype() == DType::f32,
+                 "[adamw] the state of '", name, "' is ", st.exp_avg.str(),
+                 "; build the optimizer after moving the model");
+      st.step += 1;
+      if (!st.param_bf16.defined()) st.param_bf16 = Tensor::empty(p.shape(), DType::bf16, Device::cuda);
+      desc.push_back(cu::AdamWTensor{f32_ptr(p), f32_ptr(g), f32_ptr(st.exp_avg),
+                                     f32_ptr(st.exp_avg_sq), bf16_ptr(st.param_bf16), p.numel(),
+                                     group.lr, group.weight_decay, st.step, 0});
+      written.push_back({p, st.param_bf16});
+    }
+  }
+  if (desc.empty()) return;
+  const size_t bytes = desc.size() * sizeof(cu::AdamWTensor);
+  if (!cuda_descriptors_.defined() || cuda_descriptors_.nbytes() < bytes)
+    cuda_descriptors_ = Tensor::empty({int64_t(bytes)}, DType::u8, Device::cuda);
+  cu::copy_descriptors_h2d(cuda_descriptors_.raw_data(), desc.data(), bytes, cuda_stream());
+  cu::adamw_step(static_cast<const cu::AdamWTensor*>(cuda_descriptors_.raw_data()),
+                 int(desc.size()), beta1_, beta2_, eps_, cuda_stream());
+  for (auto& [p, copy] : written) {
+    p.mark_modified();     // the master weights changed...
+    p.set_bf16_copy(copy);  // ...and this copy, written by the same launch, matches them
+  }
+#else
+  throw Error("[adamw] this build has no CUDA support");
+#endif
 }
 
 namespace {
@@ -70,15 +131,64 @@ void scale_in_place(const Tensor& g, double f) {
     T* p = g.data<T>();
     for (int64_t i = 0, n = g.numel(); i < n; ++i) p[i] = T(p[i] * f);
   });
+  Tensor(g).mark_modified();
+}
+
+// The gradients of `params` that exist, and whether they are on CUDA (all or none).
+std::vector<Tensor> defined_grads(const std::vector<Tensor>& params, bool* cuda) {
+  std::vector<Tensor> grads;
+  bool any_cpu = false, any_cuda = false;
+  for (const Tensor& p : params)
+    if (p.grad().defined()) {
+      grads.push_back(p.grad());
+      (p.grad().device() == Device::cuda ? any_cuda : any_cpu) = true;
+    }
+  DINO_CHECK(!(any_cpu && any_cuda), "[clip_grad] gradients on both the CPU and CUDA");
+  *cuda = any_cuda;
+  return grads;
+}
+
+// CUDA: the norms of `grads` (one launch) and the clipping (one launch), on the device.
+// Returns the norms (f32, on the device).
+Tensor clip_cuda(const std::vector<Tensor>& grads, double max_norm, bool global) {
+#ifdef DINO_HAS_CUDA
+  namespace cu = kernels::cuda;
+  std::vector<cu::TensorSpan> spans;
+  for (const Tensor& g : grads) {
+    DINO_CHECK(g.dtype() == DType::f32, "[clip_grad] CUDA gradients of f32 parameters are f32, got ",
+               g.str());
+    spans.push_back({f32_ptr(g), g.numel()});
+  }
+  const size_t bytes = spans.size() * sizeof(cu::TensorSpan);
+  // Both freed stream-ordered after the launches that use them.
+  Tensor desc = Tensor::empty({int64_t(bytes)}, DType::u8, Device::cuda);
+  Tensor norms = Tensor::empty({int64_t(spans.size())}, DType::f32, Device::cuda);
+  cu::copy_descriptors_h2d(desc.raw_data(), spans.data(), bytes, cuda_stream());
+  const auto* d = static_cast<const cu::TensorSpan*>(desc.raw_data());
+  cu::grad_norms(f32_ptr(norms), d, int(spans.size()), cuda_stream());
+  cu::scale_by_norms(d, f32_ptr(norms), int(spans.size()), max_norm, global, cuda_stream());
+  for (const Tensor& g : grads) Tensor(g).mark_modified();
+  return norms;
+#else
+  throw Error("[clip_grad] this build has no CUDA support");
+#endif
 }
 
 }  // namespace
 
-std::vector<double> clip_grad_per_param(const std::vector<Tensor>& params, double max_norm) {
+std::vector<double> clip_grad_per_param(const std::vector<Tensor>& params, double max_norm,
+                                        bool read_norms) {
+  bool cuda = false;
+  const std::vector<Tensor> grads = defined_grads(params, &cuda);
   std::vector<double> norms;
-  for (const Tensor& p : params) {
-    const Tensor& g = p.grad();
-    if (!g.defined()) continue;
+  if (cuda) {
+    if (grads.empty()) return norms;
+    const Tensor dn = clip_cuda(grads, max_norm, false);
+    if (read_norms)
+      for (float v : dn.to_vector()) norms.push_back(v);
+    return norms;
+  }
+  for (const Tensor& g : grads) {
     require_cpu("clip_grad", g);
     const double norm = std::sqrt(grad_sq_norm(g));
     norms.push_back(norm);
@@ -89,17 +199,23 @@ std::vector<double> clip_grad_per_param(const std::vector<Tensor>& params, doubl
 }
 
 double clip_grad_global_norm(const std::vector<Tensor>& params, double max_norm) {
+  bool cuda = false;
+  const std::vector<Tensor> grads = defined_grads(params, &cuda);
   double total = 0;
-  for (const Tensor& p : params)
-    if (p.grad().defined()) {
-      require_cpu("clip_grad", p.grad());
-      total += grad_sq_norm(p.grad());
-    }
+  if (cuda) {
+    if (grads.empty()) return 0;
+    // The same sum the kernel forms for its coefficient, from the same float norms.
+    for (float v : clip_cuda(grads, max_norm, true).to_vector()) total += double(v) * double(v);
+    return std::sqrt(total);
+  }
+  for (const Tensor& g : grads) {
+    require_cpu("clip_grad", g);
+    total += grad_sq_norm(g);
+  }
   total = std::sqrt(total);
   const double coef = max_norm / (total + 1e-6);  // torch.nn.utils.clip_grad_norm_
   if (coef < 1)
-    for (const Tensor& p : params)
-      if (p.grad().defined()) scale_in_place(p.grad(), coef);
+    for (const Tensor& g : grads) scale_in_place(g, coef);
   return total;
 }
 

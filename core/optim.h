@@ -3,6 +3,13 @@
 // parameter groups and a step count per parameter: a parameter without a gradient this
 // step advances neither its step nor its moments. Gradient clipping per parameter (DINO's
 // utils.clip_gradients) and by global norm (torch's clip_grad_norm_).
+//
+// On CUDA (parameters f32 master weights on the device, DESIGN §3) a step is ONE launch of
+// kernels/cuda/optimizer.cu's fused AdamW over every parameter with a gradient: the host builds
+// the per-tensor descriptors (pointers, lr, weight decay, step count) and uploads them; the
+// moments live on the device; the kernel also writes each parameter's bf16 copy, which is
+// handed to the parameter (Tensor::set_bf16_copy) so the next forward's GEMMs cast nothing.
+// Clipping is grad_norms plus one scaling launch, with no norm read back to the host.
 #include <map>
 #include <string>
 #include <vector>
@@ -18,8 +25,9 @@ struct ParamGroup {
 };
 
 struct AdamWState {
-  Tensor exp_avg, exp_avg_sq;  // same shape as the parameter, f32
+  Tensor exp_avg, exp_avg_sq;  // same shape, dtype and device as the parameter
   int64_t step = 0;
+  Tensor param_bf16;  // CUDA: the parameter's bf16 copy the fused step writes (made once)
 };
 
 class AdamW {
@@ -32,14 +40,21 @@ class AdamW {
   std::map<std::string, AdamWState>& state() { return state_; }
 
  private:
+  void step_cuda();
+
   std::vector<ParamGroup> groups_;
   double beta1_, beta2_, eps_;
   std::map<std::string, AdamWState> state_;
+  Tensor cuda_descriptors_;  // CUDA: the device array of the fused step's descriptors (bytes)
 };
 
-// Scales each gradient to norm <= max_norm on its own; returns the norms before clipping.
-std::vector<double> clip_grad_per_param(const std::vector<Tensor>& params, double max_norm);
-// Scales all gradients together so their joint norm is <= max_norm; returns that norm.
+// Scales each gradient to norm <= max_norm on its own; returns the norms before clipping (one
+// per parameter with a gradient). On CUDA the norms stay on the device and an empty vector is
+// returned, unless read_norms (which costs one host synchronisation).
+std::vector<double> clip_grad_per_param(const std::vector<Tensor>& params, double max_norm,
+                                        bool read_norms = true);
+// Scales all gradients together so their joint norm is <= max_norm; returns that norm (on
+// CUDA it is read back: one host synchronisation).
 double clip_grad_global_norm(const std::vector<Tensor>& params, double max_norm);
 
 }  // namespace dino

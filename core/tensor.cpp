@@ -7,6 +7,7 @@
 #include "core/rng.h"
 #include "core/storage.h"
 #ifdef DINO_HAS_CUDA
+#include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -294,6 +295,7 @@ Tensor Tensor::clone() const {
 void Tensor::copy_from(const Tensor& src) {
   DINO_CHECK(src.numel() == numel(), "[copy_from] source ", src.str(), " does not match ",
              str());
+  mark_modified();
   if (src.dtype() == dtype()) {
     copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
     return;
@@ -314,9 +316,13 @@ void Tensor::copy_from(const Tensor& src) {
 
 void Tensor::fill(double value) {
   const int64_t n = numel();
+  mark_modified();
 #ifdef DINO_HAS_CUDA
   if (device() == Device::cuda && dtype() == DType::f32)
     return kernels::cuda::fill_f32(raw_data(), float(value), n);
+  if (device() == Device::cuda && dtype() == DType::bf16)
+    return kernels::cuda::fill_bf16(static_cast<__nv_bfloat16*>(raw_data()), float(value), n,
+                                    static_cast<cudaStream_t>(kernels::cuda::stream()));
 #endif
   if (device() == Device::cpu) {
     if (dtype() == DType::f32) {
@@ -331,11 +337,35 @@ void Tensor::fill(double value) {
   copy_bytes(raw_data(), device(), h.raw_data(), Device::cpu, nbytes());
 }
 
+void Tensor::mark_modified() { ++impl_->storage->version; }
+
+Tensor Tensor::bf16_copy() const {
+  if (dtype() == DType::bf16) return *this;
+  DINO_CHECK(dtype() == DType::f32, "[bf16_copy] needs an f32 tensor, got ", str());
+  TensorImpl& im = *impl_;
+  if (!im.bf16_copy.defined() || im.bf16_copy_version != im.storage->version) {
+    Tensor copy = empty(shape(), DType::bf16, device());
+    copy.copy_from(detach());
+    im.bf16_copy = copy;
+    im.bf16_copy_version = im.storage->version;
+  }
+  return im.bf16_copy;
+}
+
+void Tensor::set_bf16_copy(const Tensor& copy) {
+  DINO_CHECK(copy.dtype() == DType::bf16 && copy.shape() == shape() && copy.device() == device(),
+             "[bf16_copy] ", copy.str(), " cannot stand for ", str());
+  impl_->bf16_copy = copy;
+  impl_->bf16_copy_version = impl_->storage->version;
+}
+
 bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool on) {
   shape();
-  DINO_CHECK(!on || dtype() == DType::f32 || dtype() == DType::f64,
+  // bf16 activations (and their gradients) exist on CUDA only (DESIGN §3).
+  DINO_CHECK(!on || dtype() == DType::f32 || dtype() == DType::f64 ||
+                 (dtype() == DType::bf16 && device() == Device::cuda),
              "[requires_grad] only floating tensors can require gradients, not ",
              dtype_name(dtype()));
   impl_->requires_grad = on;

@@ -71,6 +71,18 @@ class Tensor {
   Tensor clone() const;            // deep copy, no history
   void copy_from(const Tensor& src);  // same shape; any dtype/device conversion
   void fill(double value);
+  // In-place writers that bypass copy_from/fill (the optimizer, the EMA, kernels writing into
+  // an existing tensor) call this after writing, so cached bf16 copies are redone.
+  void mark_modified();
+
+  // ---- CUDA mixed precision (DESIGN §3) ----
+  // The bf16 copy of this f32 tensor that GEMMs read (a parameter's master weights). Cached
+  // on the tensor; made again by a cast when the data changed since (mark_modified). The
+  // fused AdamW and EMA kernels write the copy while they update the weights and hand it
+  // over with set_bf16_copy, so a training step casts nothing. A bf16 tensor returns itself.
+  Tensor bf16_copy() const;
+  // `copy` (bf16, same shape and device) now holds bf16(this tensor's current data).
+  void set_bf16_copy(const Tensor& copy);
 
   // ---- autograd ----
   bool requires_grad() const;
@@ -101,6 +113,8 @@ struct TensorImpl {
   bool requires_grad = false;
   Tensor grad;
   std::shared_ptr<Node> grad_fn;
+  Tensor bf16_copy;              // see Tensor::bf16_copy
+  uint64_t bf16_copy_version = 0;  // the storage version bf16_copy was made from
   static Tensor wrap(std::shared_ptr<TensorImpl> impl) { return Tensor(std::move(impl)); }
 };
 

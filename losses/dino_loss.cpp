@@ -3,9 +3,47 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/ops_util.h"
 #include "kernels/cpu/kernels.h"
 
 namespace dino {
+
+#ifdef DINO_HAS_CUDA
+namespace {
+
+// The CUDA form of DinoLoss::forward: the fused loss kernel also gives the teacher's column
+// sums (the center update's input) and q; the collapse statistics are reduced from q on the
+// device and read back with the loss as three floats (the one host synchronisation of the
+// loss); the center is updated on the device after the loss has read it.
+Tensor forward_cuda(const Tensor& student, const Tensor& teacher, Tensor& center,
+                    const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats) {
+  DINO_CHECK(center.device() == Device::cuda && center.dtype() == DType::f32,
+             "[dino_loss] the center must be an f32 CUDA tensor with CUDA logits (move the loss "
+             "module to the device), got ", center.str());
+  Tensor q, colsum;
+  Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t,
+                          stats ? &q : nullptr, &colsum);
+  NoGradGuard no_grad;
+  const int64_t R = teacher.size(0), K = teacher.size(1);
+  if (stats) {
+    Tensor dev = Tensor::empty({3}, DType::f32, Device::cuda);
+    kernels::cuda::dino_teacher_stats(detail::f32_ptr(dev), detail::f32_ptr(loss),
+                                      detail::f32_ptr(q), int(R), int(K), detail::cuda_stream());
+    const std::vector<float> v = dev.to_vector();  // the step's one read-back
+    stats->loss = v[0];
+    stats->teacher_entropy = v[1];
+    stats->batch_entropy = v[2];
+    stats->kl = stats->loss - stats->teacher_entropy;
+    stats->teacher_temp = tau_t;
+  }
+  kernels::cuda::dino_center_update(detail::f32_ptr(center), detail::f32_ptr(colsum), R, int(K),
+                                    float(cfg.center_momentum), detail::cuda_stream());
+  center.mark_modified();
+  return loss;
+}
+
+}  // namespace
+#endif
 
 DinoLoss::DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch) : cfg_(cfg) {
   DINO_CHECK(cfg.out_dim > 0 && cfg.global_crops >= 1, "[dino_loss] bad out_dim or global_crops");
@@ -19,6 +57,11 @@ DinoLoss::DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch) : cfg_(cf
 
 Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double tau_t,
                          DinoLossStats* stats) {
+  if (student.device() == Device::cuda || teacher.device() == Device::cuda) {
+#ifdef DINO_HAS_CUDA
+    return forward_cuda(student, teacher, center, cfg_, tau_t, stats);
+#endif
+  }
   Tensor q;
   Tensor loss = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp, tau_t, &q);
   NoGradGuard no_grad;
@@ -48,7 +91,6 @@ Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double ta
     stats->kl = stats->loss - stats->teacher_entropy;
     stats->teacher_temp = tau_t;
   }
-  DINO_CHECK(teacher.device() == Device::cpu, "[dino_loss] center update has no CUDA implementation yet");
   const int64_t K = teacher.size(1);
   if (teacher.dtype() == DType::f64)
     kernels::cpu::dino_center_update(center.data<double>(), teacher.data<double>(), teacher.size(0), K,

@@ -1,8 +1,12 @@
-// `dino bench train-step`: the time of one DINO optimisation step (train/step.h) on the CPU,
-// on fixed random crops shaped like the recipe's multi-crop batch, so the data loader is out
-// of the measurement. `--dump DIR` writes the initial weights, the crops and the setting for
-// benchmarks/cpu_train_step.py, which times the same step in PyTorch on identical inputs.
-// `--loader` times data::MultiCropLoader alone on the same recipe instead.
+// `dino bench`: benchmarks (DESIGN §7).
+//  train-step: the time of one DINO optimisation step (train/step.h) on the CPU or the GPU,
+//    on fixed random crops shaped like the recipe's multi-crop batch, so the data loader is out
+//    of the measurement. `--dump DIR` writes the initial weights, the crops and the setting for
+//    benchmarks/cpu_train_step.py, which times the same step in PyTorch on identical inputs.
+//    `--loader` times data::MultiCropLoader alone on the same recipe instead. On CUDA the
+//    default recipe is the built-in ViT-S/16 DINO one (2x224 + 8x96 crops, K 65536, batch 64).
+//  attention, layernorm, dino-loss, gemm: the GPU kernels against cuDNN and composite
+//    baselines, with the ceilings measured in the same run (benchmarks/bench.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +19,10 @@
 
 #include "core/safetensors.h"
 #include "data/loader.h"
+#ifdef DINO_HAS_CUDA
+#include "benchmarks/bench.h"
+#include "kernels/cuda/runtime.h"
+#endif
 #include "tools/commands.h"
 #include "train/config.h"
 #include "train/step.h"
@@ -30,6 +38,7 @@ using Named = std::vector<std::pair<std::string, Tensor>>;
 
 struct Args {
   std::string device = "cpu", config = "configs/fashion_mnist_cpu.json", dump;
+  bool config_given = false;
   std::vector<std::string> overrides;
   int steps = 20, warmup = 3;
   bool loader = false, json = false;
@@ -90,12 +99,26 @@ json run_train_step(const json& cfg, const Args& a) {
   const int64_t batch = optim.at("batch_size").get<int64_t>();
   const uint64_t seed = cfg.at("run").at("seed").get<uint64_t>();
 
-  // Student, teacher, loss and optimizer as train() builds them.
+  // Student, teacher, loss and optimizer as train() builds them: built on the CPU from the
+  // seed, moved to the device, the optimizer made after the move.
+  const bool cuda = a.device == "cuda";
   auto student = build_student(cfg, in_chans);
   auto teacher_ptr = build_teacher(*student);
   DinoModel& teacher = *teacher_ptr;
   const DinoLossConfig loss_cfg = loss_config(cfg);
   DinoLoss loss(loss_cfg, 1);
+  if (cuda) {
+#ifdef DINO_HAS_CUDA
+    DINO_CHECK(kernels::cuda::available(), "[bench] --device cuda: no usable CUDA device (",
+               kernels::cuda::device_description(), ")");
+    DINO_CHECK(a.dump.empty(), "[bench] --dump is for the CPU comparison; drop it with --device cuda");
+    student->to(Device::cuda);
+    teacher.to(Device::cuda);
+    loss.center = loss.center.to(Device::cuda);
+#else
+    throw Error("[bench] --device cuda: this build has no CUDA support");
+#endif
+  }
   AdamW optimizer = make_optimizer(*student);
   Rng drop_rng = drop_path_rng(seed);
 
@@ -117,6 +140,8 @@ json run_train_step(const json& cfg, const Args& a) {
   std::vector<Tensor> crops;
   for (int64_t v = 0; v < G + L; ++v)
     crops.push_back(Tensor::randn({batch, in_chans, v < G ? global : local, v < G ? global : local}, crop_rng));
+  if (cuda)
+    for (Tensor& c : crops) c = c.to(Device::cuda);
 
   const VitConfig& vc = student->backbone.config();
   const HeadConfig& hc = student->head.config();
@@ -150,12 +175,21 @@ json run_train_step(const json& cfg, const Args& a) {
     std::ofstream((fs::path(a.dump) / "config.json").string()) << setting.dump(1) << "\n";
   }
 
+  // Each step ends with the loss on the host (a device synchronisation on CUDA); the device is
+  // also synchronised before each step's clock starts, so a step's time is its own.
+  auto sync = [&] {
+#ifdef DINO_HAS_CUDA
+    if (cuda) kernels::cuda::synchronize();
+#endif
+  };
   for (int i = 0; i < a.warmup; ++i) dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng);
+  sync();
   std::vector<double> ms;
   double last_loss = 0;
   for (int i = 0; i < a.steps; ++i) {
     const auto t0 = Clock::now();
     StepOutputs out = dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng);
+    sync();
     ms.push_back(seconds_since(t0) * 1e3);
     last_loss = out.stats.loss;
   }
@@ -171,7 +205,15 @@ json run_train_step(const json& cfg, const Args& a) {
   json out = time_summary(ms, batch);
   out["bench"] = "train-step";
   out["engine"] = "dino-engine";
+  // The keys benchmarks/compare_torch.py joins on.
+  out["impl"] = "ours";
+  out["pass"] = "step";
+  out["shape"] = str_cat("batch=", batch, " global=", G, "x", global, " local=", L, "x", local,
+                         " K=", hc.out_dim);
   out["device"] = a.device;
+#ifdef DINO_HAS_CUDA
+  if (cuda) out["device_name"] = kernels::cuda::device_description();
+#endif
   out["threads"] = omp_get_max_threads();
 #ifdef __AVX512F__
   out["isa"] = "avx512";
@@ -199,6 +241,60 @@ json run_train_step(const json& cfg, const Args& a) {
   return out;
 }
 
+#ifdef DINO_HAS_CUDA
+struct KernelArgs {
+  std::string device = "cuda", shapes = "all";
+  std::vector<std::string> custom;
+  int reps = 50, warmup = 5;
+  double budget = 0;
+  bool no_check = false, json = false;
+};
+#endif
+
+void add_kernel_bench(CLI::App& parent, const std::string& name, const std::string& help,
+                      const std::string& shape_help) {
+  auto* cmd = parent.add_subcommand(name, help);
+#ifdef DINO_HAS_CUDA
+  auto k = std::make_shared<KernelArgs>();
+  cmd->add_option("--device", k->device, "Device; the kernel benchmarks run on cuda only")
+      ->capture_default_str();
+  cmd->add_option("--shapes", k->shapes, "Shape set: vit, long (attention), all")->capture_default_str();
+  cmd->add_option("--shape", k->custom, shape_help);
+  cmd->add_option("--reps", k->reps, "Timed repetitions per measurement (median reported)")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--warmup", k->warmup, "Untimed repetitions first")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--budget", k->budget, "Seconds after which no new shape starts (0: none)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--no-check", k->no_check, "Skip the cross-check of the outputs");
+  cmd->add_flag("--json", k->json, "Print one JSON object with all results as the last line of stdout");
+  cmd->callback([k, name] {
+    DINO_CHECK(k->device == "cuda", "[bench] ", name, " runs on the GPU only (--device cuda); "
+               "`dino bench train-step` runs on the CPU too");
+    DINO_CHECK(kernels::cuda::available(), "[bench] ", name, ": no usable CUDA device (",
+               kernels::cuda::device_description(), ")");
+    if (k->reps < 50) std::fprintf(stderr, "bench: note: --reps %d is under the 50 of DESIGN §7\n", k->reps);
+    bench::Options opt;
+    opt.reps = k->reps, opt.warmup = k->warmup, opt.budget_s = k->budget, opt.shapes = k->shapes;
+    opt.custom = k->custom, opt.check = !k->no_check;
+    json out = name == "attention"   ? bench::bench_attention(opt)
+               : name == "layernorm" ? bench::bench_layernorm(opt)
+               : name == "dino-loss" ? bench::bench_dino_loss(opt)
+                                     : bench::bench_gemm(opt);
+    std::fflush(stdout);
+    if (k->json) std::cout << out.dump() << std::endl;
+  });
+#else
+  std::string device = "cuda";
+  cmd->add_option("--device", device, "Device (this build has no CUDA)");
+  cmd->allow_extras();
+  cmd->callback([name] {
+    throw Error(str_cat("[bench] ", name, ": this build has no CUDA support; the kernel benchmarks "
+                        "need a CUDA build (`dino bench train-step` runs on the CPU)"));
+  });
+#endif
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -207,8 +303,10 @@ void add_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   auto* cmd = bench->add_subcommand(
       "train-step", "Time one DINO training step on fixed random crops (no data loader)");
-  cmd->add_option("--device", args->device, "Device; only cpu so far")->check(CLI::IsMember({"cpu"}));
-  cmd->add_option("--config", args->config, "JSON recipe")->capture_default_str();
+  cmd->add_option("--device", args->device, "Device: cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--config", args->config, "JSON recipe (default with --device cuda: the built-in "
+                  "ViT-S/16 DINO recipe on synthetic 3-channel data)")->capture_default_str();
   cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value");
   cmd->add_option("--steps", args->steps, "Timed steps")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
@@ -216,13 +314,28 @@ void add_bench_command(CLI::App& app) {
                   "(for benchmarks/cpu_train_step.py)");
   cmd->add_flag("--loader", args->loader, "Time data::MultiCropLoader on the recipe instead (batches, not steps)");
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
-  cmd->callback([args] {
-    const json cfg = load_config(args->config, args->overrides);
+  cmd->callback([args, cmd] {
+    std::string config = args->config;
+    std::vector<std::string> overrides = args->overrides;
+    if (args->device == "cuda" && cmd->count("--config") == 0) {
+      // The built-in defaults are ViT-S/16 DINO; the dataset fixes only the channel count here.
+      config.clear();
+      overrides.insert(overrides.begin(), "data.dataset=synthetic:channels=3,size=224");
+    }
+    const json cfg = load_config(config, overrides);
     json out = args->loader ? run_loader(cfg, *args) : run_train_step(cfg, *args);
-    out["config"] = args->config;
+    out["config"] = config.empty() ? "built-in defaults" : config;
     std::fflush(stdout);
     if (args->json) std::cout << out.dump() << std::endl;
   });
+  add_kernel_bench(*bench, "attention", "GPU attention: ours vs cuDNN SDPA vs a cuBLAS composite",
+                   "Extra shape B,N,H,Dh (repeatable)");
+  add_kernel_bench(*bench, "layernorm", "GPU LayerNorm: ours vs cuDNN vs a composite",
+                   "Extra shape N,C (repeatable)");
+  add_kernel_bench(*bench, "dino-loss", "GPU DINO loss: ours vs an unfused composite",
+                   "Extra shape G,V,B,K (repeatable)");
+  add_kernel_bench(*bench, "gemm", "GPU GEMMs of ViT-S/16 and the DINO head: our cuBLASLt wrapper vs plain cuBLASLt",
+                   "Extra shape rows,in,out (repeatable)");
 }
 
 }  // namespace dino::tools

@@ -9,6 +9,7 @@
 #include "models/dino_head.h"
 #include "tools/commands.h"
 #include "train/config.h"
+#include "train/trainer.h"
 #ifdef DINO_HAS_CUDA
 #include "kernels/cuda/runtime.h"
 #endif
@@ -17,7 +18,7 @@ namespace dino::tools {
 
 namespace {
 
-nlohmann::json build_facts() {
+nlohmann::json build_facts(const std::string& requested) {
   nlohmann::json out;
 #ifdef DINO_HAS_CUDA
   out["cuda_build"] = true;
@@ -27,11 +28,10 @@ nlohmann::json build_facts() {
   out["cuda_device"] = "none (built without CUDA)";
 #endif
   out["cuda_usable"] = cuda_available();
-  // train() refuses --device cuda until the ops dispatch to the CUDA kernels, so auto is the
-  // CPU whatever the machine has.
-  out["auto_device"] = "cpu";
-  out["auto_device_reason"] = cuda_available() ? "CUDA training is not wired into the ops yet"
-                                               : "no usable CUDA device";
+  // What `--device auto` picks (train, knn), and the device this command was asked about.
+  out["auto_device"] = cuda_available() ? "cuda" : "cpu";
+  out["auto_device_reason"] = cuda_available() ? "a usable CUDA device" : "no usable CUDA device";
+  out["device"] = describe_device(resolve_device(requested, "info"));
   return out;
 }
 
@@ -75,7 +75,7 @@ nlohmann::json recipe_facts(const nlohmann::json& cfg) {
 
 void add_info_command(CLI::App& app) {
   struct Args {
-    std::string config, data;
+    std::string config, data, device = "auto";
     std::vector<std::string> overrides;
     bool json = false;
   };
@@ -83,16 +83,20 @@ void add_info_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Build and device facts, and what a recipe builds");
   cmd->add_option("--config", args->config, "JSON recipe (configs/*.json); default: DINO's ViT-S/16 defaults");
   cmd->add_option("--data", args->data, "Dataset spec, overrides data.dataset");
+  cmd->add_option("--device", args->device, "auto, cpu or cuda: the device to report on (cuda "
+                  "without a usable GPU is an error, as in `dino train`)")->capture_default_str();
   cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value, e.g. model.arch=vit_tiny");
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args] {
     std::vector<std::string> overrides = args->overrides;
     if (!args->data.empty()) overrides.push_back("data.dataset=\"" + args->data + "\"");
     const nlohmann::json cfg = load_config(args->config, overrides);
-    nlohmann::json out = build_facts();
-    std::printf("dino-engine\n  CUDA in this build: %s\n  CUDA device: %s\n  --device auto: %s (%s)\n",
+    nlohmann::json out = build_facts(args->device);
+    std::printf("dino-engine\n  CUDA in this build: %s\n  CUDA device: %s\n  --device auto: %s (%s)\n"
+                "  --device %s: %s\n",
                 out["cuda_build"].get<bool>() ? "yes" : "no", out["cuda_device"].get<std::string>().c_str(),
-                out["auto_device"].get<std::string>().c_str(), out["auto_device_reason"].get<std::string>().c_str());
+                out["auto_device"].get<std::string>().c_str(), out["auto_device_reason"].get<std::string>().c_str(),
+                args->device.c_str(), out["device"].get<std::string>().c_str());
 
     const nlohmann::json r = recipe_facts(cfg);
     out["recipe"] = r;

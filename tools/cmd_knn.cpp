@@ -5,12 +5,13 @@
 
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "train/trainer.h"
 
 namespace dino::tools {
 
 void add_knn_command(CLI::App& app) {
   struct Args {
-    std::string checkpoint, data;
+    std::string checkpoint, data, device = "auto";
     int64_t k = 20, batch = 256;
     double temperature = 0.07;
     bool json = false;
@@ -27,13 +28,17 @@ void add_knn_command(CLI::App& app) {
   cmd->add_option("--temperature", args->temperature, "Vote weight exp(cosine / T)")->capture_default_str();
   cmd->add_option("--batch", args->batch, "Images per forward pass while extracting features")
       ->capture_default_str();
+  cmd->add_option("--device", args->device, "auto, cpu or cuda: where the features are extracted "
+                  "(the ranking runs on the CPU)")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args] {
     DINO_CHECK(args->k >= 1, "[knn] --k must be at least 1, got ", args->k);
     DINO_CHECK(args->temperature > 0, "[knn] --temperature must be positive, got ", args->temperature);
     DINO_CHECK(args->batch >= 1, "[knn] --batch must be at least 1, got ", args->batch);
+    const Device device = resolve_device(args->device, "knn");
     const Checkpoint ck = open_checkpoint(args->checkpoint);
     const auto teacher = load_teacher_backbone(ck);
+    teacher->to(device);  // knn_report runs the random-init control where the teacher is
     const KnnReport r = knn_report(*teacher, ck.meta.config, ck.meta.in_chans, args->data, args->k,
                                    args->temperature, args->batch, progress_line("k-NN features"));
     std::printf("k-NN of %s (step %ld) on %s\n", ck.path.c_str(), long(ck.meta.step), r.dataset.c_str());

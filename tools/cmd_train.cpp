@@ -33,7 +33,9 @@ void add_train_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("train", "Train a ViT with DINO, then evaluate it with k-NN");
   cmd->add_option("--config", args->config, "JSON recipe (configs/*.json); defaults are DINO's ViT-S/16");
-  cmd->add_option("--device", args->device, "auto, cpu or cuda")->capture_default_str();
+  cmd->add_option("--device", args->device, "auto (CUDA when a usable GPU is present, else the "
+                  "CPU), cpu or cuda (an error without a GPU or in a build without CUDA)")
+      ->capture_default_str();
   cmd->add_option("--data", args->data, "Dataset spec, overrides data.dataset (fashion-mnist, "
                   "fashion-mnist:DIR, cifar10:DIR, cifar100:DIR, folder:DIR, synthetic[:k=v,...])");
   cmd->add_option("--out", args->out, "Output folder: checkpoint.safetensors, metrics.jsonl, knn.json")
@@ -50,8 +52,9 @@ void add_train_command(CLI::App& app) {
     opt.resume = args->resume;
     opt.device = args->device;
     const TrainResult r = train(cfg, opt);
-    std::printf("trained %ld steps (%.2f epochs) in %.1f s, %.1f images/s; loss %.4f -> %.4f\n",
-                long(r.steps), r.epochs, r.seconds, r.images_per_second, r.first_loss, r.last_loss);
+    std::printf("trained %ld steps (%.2f epochs) in %.1f s on %s, %.1f images/s; loss %.4f -> %.4f\n",
+                long(r.steps), r.epochs, r.seconds, r.device.c_str(), r.images_per_second,
+                r.first_loss, r.last_loss);
     if (r.collapse_warning) std::printf("warning at the end of training: %s\n", r.collapse_warning->c_str());
     std::printf("checkpoint: %s\n", r.checkpoint.c_str());
     print_knn(r.knn);

@@ -16,7 +16,7 @@
 # pass the commit):
 #   run(command="DINO_COMMIT=<sha> tools/gpu-check.sh $OUT", carry=[".deps"], timeout_s=420)
 # OUTDIR gets at most 8 files (the device tool returns no more): summary.txt, info.log,
-# configure.log, build.log, tests.log, check.log, bench.log.
+# configure.log, build.log, tests.log, check.log, bench.log, train.log.
 #
 # Environment: DINO_GPU_BUDGET (seconds for the whole run), DINO_JOBS (build jobs; default all
 # cores, 2 for --dry-run), DINO_COMMIT (when there is no git checkout).
@@ -34,7 +34,7 @@ cd "$root"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 summary="$out/summary.txt"
-for f in summary.txt info.log configure.log build.log tests.log check.log bench.log; do
+for f in summary.txt info.log configure.log build.log tests.log check.log bench.log train.log; do
   : >"$out/$f"  # this run's results only
 done
 
@@ -204,16 +204,125 @@ else
   note "$(printf '%-18s not built yet (no `dino check` subcommand)' check)"
 fi
 
-# ---- benchmarks ----------------------------------------------------------------------------
-# BENCH STAGE: runs `dino bench` once it exists (DESIGN §7: a human table plus one JSON line
-# per measurement); until then it records that there is none.
-if [ $dry = 0 ]; then
-  if "$dino_bin" --help 2>/dev/null | grep -qE '^ +bench'; then
-    stage bench 90 "$out/bench.log" "$dino_bin" bench || failures=$((failures + 1))
-    grep -E '^\{' "$out/bench.log" | tail -40 >>"$summary"
+# ---- training: 200 steps of `dino train --device cuda` on ViT-S/16 --------------------------
+# TRAIN STAGE. configs/vit_small_gpu_check.json: DINO's ViT-S/16 with 2 x 224 + 4 x 96 crops,
+# batch 64, K = 65536, on the synthetic dataset (no data needed). train.log gets the progress
+# lines, the first and last metrics lines and the result JSON; the summary gets images/s, the
+# loss at the start and the end (means over 10 steps, read from metrics.jsonl, so a run cut
+# short still reports), whether it fell, the teacher entropy and the k-NN top-1. A loss that
+# does not fall counts as a failure. A dry run checks that the recipe loads and that
+# `--device cuda` without a GPU ends with one clear error.
+train_log="$out/train.log"
+train_cfg="$root/configs/vit_small_gpu_check.json"
+if [ $dry = 1 ]; then
+  stage train-recipe 30 "$train_log" "$dino_bin" info --config "$train_cfg" --device cpu ||
+    failures=$((failures + 1))
+  echo "== dino train --device cuda without a GPU (must fail with one clear error)" >>"$train_log"
+  if "$dino_bin" train --config "$train_cfg" --device cuda --out "$build/train-no-gpu" \
+      >>"$train_log" 2>&1; then
+    failures=$((failures + 1)); note "            dino train --device cuda ran without a GPU"
+  elif grep -q -- "--device cuda: no CUDA device" "$train_log"; then
+    note "            dino train --device cuda without a GPU: one clear error, as designed"
   else
-    note "$(printf '%-18s not built yet (no `dino bench` subcommand)' bench)"
+    failures=$((failures + 1)); note "            dino train --device cuda without a GPU: unexpected output (train.log)"
   fi
+else
+  train_out="$build/gpu-check-train"
+  rm -rf "$train_out"
+  threads=$(( $(nproc) > 4 ? $(nproc) - 2 : 2 ))  # the augmentations run on the CPU
+  stage train 90 "$train_log" "$dino_bin" train --config "$train_cfg" --device cuda \
+    --out "$train_out" --json "data.loader_threads=$threads"
+  train_rc=$?
+  [ $train_rc = 0 ] || failures=$((failures + 1))
+  metrics="$train_out/metrics.jsonl"
+  # The result JSON is the log's last line starting with "{" until the metrics lines follow it.
+  result="$(grep -E '^\{' "$train_log" | tail -1)"
+  if [ -s "$metrics" ]; then
+    { echo "== metrics.jsonl: first and last 3 of $(wc -l <"$metrics") lines"
+      head -3 "$metrics"; echo "..."; tail -3 "$metrics"; } >>"$train_log"
+    # "loss":X and "teacher_entropy":Y of each step; means over the first and last 10 steps.
+    read -r n_steps loss0 loss1 ent < <(sed -n 's/.*"loss":\([^,}]*\).*"teacher_entropy":\([^,}]*\).*/\1 \2/p' "$metrics" |
+      awk '{l[NR] = $1; e = $2} END {w = NR < 10 ? NR : 10; a = 0; b = 0
+             for (i = 1; i <= w; i++) { a += l[i] / w; b += l[NR - w + i] / w }
+             printf "%d %.4f %.4f %.3f\n", NR, a, b, e}')
+    ips="$(echo "$result" | sed -n 's/.*"images_per_second":\([0-9.eE+-]*\).*/\1/p')"
+    [ -n "$ips" ] || ips="$(grep -o '[0-9.]* img/s' "$train_log" | tail -1 | cut -d' ' -f1)"
+    knn="$(echo "$result" | sed -n 's/.*"trained":{"top1":\([0-9.eE+-]*\).*/\1/p')"
+    falling="$(awk -v a="$loss0" -v b="$loss1" 'BEGIN {print (b < a) ? "falling" : "NOT falling"}')"
+    [ "$falling" = falling ] || failures=$((failures + 1))
+    note "$(printf '%-18s %s steps, %s images/s, loss %s -> %s (%s), teacher entropy %s (ln K = 11.09), k-NN top-1 %s' \
+      'train summary' "$n_steps" "${ips:-?}" "$loss0" "$loss1" "$falling" "$ent" "${knn:-n/a}")"
+  else
+    note "$(printf '%-18s no metrics written (train.log)' 'train summary')"
+    tail -5 "$train_log" | sed 's/^/            /' | tee -a "$summary"
+  fi
+fi
+
+# ---- benchmarks ----------------------------------------------------------------------------
+# BENCH STAGE (DESIGN §7, issue 6): each kernel benchmark briefly (ceilings measured in each
+# run, median of 50 after 5 warm-ups, ours vs cuDNN vs a composite, outputs cross-checked),
+# PyTorch on the same card (benchmarks/compare_torch.py: SDPA flash/cuDNN, F.layer_norm, DINO's
+# loss eager and compiled, the whole ViT-S/16 step) and our whole step; every table and JSON
+# line goes to bench.log, the torch rows to the build folder (OUTDIR holds 8 files at most), and
+# the summary gets the joined table: per kernel and shape our time, % of the roofline floor,
+# and every baseline's time over ours. Each benchmark has a --budget inside its stage's limit,
+# so one cut short still prints its table. About 150 s at most; the stage limits shrink to the
+# time left. A benchmark that crashes is a failure; one whose baseline is unavailable (no cuDNN,
+# an old cuDNN, no torch) is a row saying so.
+bench_log="$out/bench.log"
+torch_rows="$build/compare_torch.jsonl"
+if [ $dry = 1 ]; then
+  # Without a GPU each kernel benchmark must end with one clear error, and the join must run.
+  echo "== dino bench attention --device cuda without a GPU (must fail with one clear error)" >>"$bench_log"
+  if "$dino_bin" bench attention --device cuda >>"$bench_log" 2>&1; then
+    failures=$((failures + 1)); note "            dino bench attention ran without a GPU"
+  elif grep -q "no usable CUDA device" "$bench_log"; then
+    note "            dino bench attention without a GPU: one clear error, as designed"
+  else
+    failures=$((failures + 1)); note "            dino bench attention without a GPU: unexpected output (bench.log)"
+  fi
+  if python3 -c "import ast, sys; ast.parse(open(sys.argv[1]).read())" benchmarks/compare_torch.py &&
+     python3 benchmarks/compare_torch.py --join "$bench_log" >>"$bench_log" 2>&1; then
+    note "            compare_torch.py compiles and joins"
+  else
+    failures=$((failures + 1)); note "            compare_torch.py --join failed (bench.log)"
+  fi
+elif "$dino_bin" --help 2>/dev/null | grep -qE '^ +bench'; then
+  # cuDNN loads its sub-libraries by name at run time: its folder goes on the search path.
+  cudnn_lib="$(sed -n 's/^DINO_CUDNN_LIBRARY:FILEPATH=//p' "$build/CMakeCache.txt")"
+  if [ -n "$cudnn_lib" ] && [ -f "$cudnn_lib" ]; then
+    export LD_LIBRARY_PATH="$(dirname "$(readlink -f "$cudnn_lib")")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+  # Kernel benchmarks: NAME LIMIT EXTRA-ARGS (attention: the ViT-S shapes and one long one).
+  while read -r name limit extra; do
+    # shellcheck disable=SC2086
+    stage "bench $name" "$limit" "$bench_log" "$dino_bin" bench "$name" --device cuda \
+      --budget $((limit * 2 / 3)) $extra </dev/null || failures=$((failures + 1))
+  done <<'EOF_BENCH'
+attention 35 --shapes vit --shape 4,4096,6,64
+layernorm 12
+dino-loss 8
+gemm 10
+EOF_BENCH
+  if command -v python3 >/dev/null; then
+    stage "bench torch" 60 "$bench_log" python3 benchmarks/compare_torch.py --out "$torch_rows" \
+      --quick --budget 35 --compile-timeout 30
+  else
+    note "$(printf '%-18s no python3: no PyTorch comparison' 'bench torch')"
+  fi
+  stage "bench train-step" 25 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 10 \
+    --warmup 2 --json || failures=$((failures + 1))
+  # The joined table: ours / cuDNN / composite / PyTorch, time over ours, % of the floor.
+  if command -v python3 >/dev/null; then
+    [ -f "$torch_rows" ] || : >"$torch_rows"
+    { echo "== joined table (compare_torch.py --join)"
+      python3 benchmarks/compare_torch.py --join "$bench_log" "$torch_rows" 2>&1; } >>"$bench_log"
+    awk '/^== joined table/{p = 1} p' "$bench_log" | tail -80 | sed 's/^/  /' >>"$summary"
+  else
+    grep -E '^\{' "$bench_log" | tail -40 >>"$summary"
+  fi
+else
+  note "$(printf '%-18s not built yet (no `dino bench` subcommand)' bench)"
 fi
 
 note "total       $((SECONDS - start))s, $failures failure(s)"

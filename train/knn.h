@@ -24,7 +24,9 @@ struct KnnResult {
 using ProgressFn = std::function<void(int64_t, int64_t)>;
 
 // [CLS] after the final norm for every image of `ds` (eval_transform at the model's
-// img_size), L2-normalised: (n, D) f32 on the CPU.
+// img_size), L2-normalised: (n, D) f32 on the CPU. The forward runs batched, without autograd,
+// on the model's device (CUDA: bf16 features made f32 there, then copied to the host); the
+// ranking (knn_classify) always runs on the CPU.
 Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
                         const data::Normalization& norm, int64_t batch, const ProgressFn& progress = {});
 // Raw pixels in [0, 1] at the dataset's native size (datasets of mixed sizes: eval_transform

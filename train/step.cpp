@@ -35,14 +35,20 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
 
   student.zero_grad();
   out.loss.backward();
-  auto params = student.named_parameters();
   if (capture_grads)
-    for (auto& [name, p] : params)
+    for (auto& [name, p] : student.named_parameters())
       if (p.grad().defined()) out.grads.push_back({name, p.grad().clone()});
+  apply_update(student, teacher, optimizer, s);
+  return out;
+}
+
+void apply_update(DinoModel& student, DinoModel& teacher, AdamW& optimizer, const StepSettings& s) {
+  auto params = student.named_parameters();
   if (s.clip_grad > 0) {
     std::vector<Tensor> ps;
     for (auto& [name, p] : params) ps.push_back(p);
-    clip_grad_per_param(ps, s.clip_grad);
+    // On CUDA the norms stay on the device: the loss is the step's only read-back.
+    clip_grad_per_param(ps, s.clip_grad, /*read_norms=*/false);
   }
   if (s.freeze_last_layer)  // cancel_gradients_last_layer: AdamW then skips them entirely
     for (auto& [name, p] : params)
@@ -55,7 +61,6 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
   groups[1].weight_decay = 0;
   optimizer.step();
   ema_update(teacher, student, s.teacher_momentum);
-  return out;
 }
 
 }  // namespace dino

@@ -33,9 +33,15 @@ struct StepOutputs {
 // biases and 1-D parameters (none), as utils.get_params_groups.
 AdamW make_optimizer(const DinoModel& student);
 
-// crops: V tensors (B, C, S, S), the 2 global views first. Throws if the loss is not finite.
+// crops: V tensors (B, C, S, S), the 2 global views first, on the models' device (on CUDA
+// f32 images; every op then runs there, DESIGN §3). Throws if the loss is not finite.
 StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
                       const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
                       bool capture_grads = false);
+
+// The part of dino_step after the backward, on the gradients the student's parameters hold:
+// per-parameter clipping, the last-layer freeze, AdamW with this step's lr and weight decay,
+// and the EMA teacher update. Runs on the device the models are on.
+void apply_update(DinoModel& student, DinoModel& teacher, AdamW& optimizer, const StepSettings& s);
 
 }  // namespace dino

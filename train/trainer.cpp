@@ -14,6 +14,9 @@
 #include "train/config.h"
 #include "train/knn.h"
 #include "train/step.h"
+#ifdef DINO_HAS_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace dino {
 
@@ -25,6 +28,7 @@ nlohmann::json TrainResult::to_json() const {
          {"images_per_second", images_per_second}, {"first_loss", first_loss},
          {"last_loss", last_loss}, {"teacher_entropy", teacher_entropy},
          {"batch_entropy", batch_entropy}, {"kl", kl}, {"checkpoint", checkpoint},
+         {"device", device},
          {"collapse_warning", collapse_warning ? json(*collapse_warning) : json(nullptr)}};
   if (!knn.empty()) j["knn"] = knn;
   return j;
@@ -34,6 +38,29 @@ std::unique_ptr<DinoModel> build_student(const json& cfg, int64_t in_chans) {
   const VitConfig vc = vit_config(cfg, in_chans);
   Rng rng(cfg.at("run").at("seed").get<uint64_t>());
   return std::make_unique<DinoModel>(vc, head_config(cfg, vc.embed_dim), rng);
+}
+
+Device resolve_device(const std::string& requested, const std::string& who) {
+  DINO_CHECK(requested == "auto" || requested == "cpu" || requested == "cuda", "[", who,
+             "] --device must be auto, cpu or cuda, got '", requested, "'");
+  if (requested == "cpu") return Device::cpu;
+  if (requested == "auto") return cuda_available() ? Device::cuda : Device::cpu;
+#ifdef DINO_HAS_CUDA
+  // device_description() says why: "no CUDA device (cudaErrorInsufficientDriver: ...)".
+  DINO_CHECK(kernels::cuda::available(), "[", who, "] --device cuda: ",
+             kernels::cuda::device_description(), "; use --device cpu or auto");
+  return Device::cuda;
+#else
+  throw Error(str_cat("[", who, "] --device cuda: this build has no CUDA support (configure with "
+                      "-DDINO_CUDA=ON on a machine with the CUDA toolkit); use --device cpu or auto"));
+#endif
+}
+
+std::string describe_device(Device device) {
+#ifdef DINO_HAS_CUDA
+  if (device == Device::cuda) return "cuda: " + kernels::cuda::device_description();
+#endif
+  return device_name(device);
 }
 
 Rng drop_path_rng(uint64_t seed) { return Rng::derive({seed, 0xd7097a7full}); }
@@ -74,11 +101,12 @@ void check_same_recipe(const json& saved, const json& now, const std::string& pa
   }
 }
 
-std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b) {
+// The batch's views as (B, C, S, S) f32 tensors on `device` (one upload per view).
+std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) {
   std::vector<Tensor> crops;
   for (size_t v = 0; v < b.views.size(); ++v) {
     const int64_t S = b.view_sizes[v];
-    crops.push_back(Tensor::from_vector(b.views[v], {b.batch, b.channels, S, S}));
+    crops.push_back(Tensor::from_vector(b.views[v], {b.batch, b.channels, S, S}).to(device));
   }
   return crops;
 }
@@ -107,10 +135,7 @@ std::string format_duration(double seconds) {
 }  // namespace
 
 TrainResult train(const json& cfg_in, const TrainOptions& opt) {
-  DINO_CHECK(opt.device == "auto" || opt.device == "cpu" || opt.device == "cuda",
-             "[train] --device must be auto, cpu or cuda, got '", opt.device, "'");
-  DINO_CHECK(opt.device != "cuda", "[train] CUDA training is not wired into the ops yet; use "
-             "--device cpu (the CUDA kernels are validated on their own by the CUDA tests)");
+  const Device device = resolve_device(opt.device, "train");
   json cfg = cfg_in;
   const std::string spec = cfg.at("data").at("dataset").get<std::string>();
   auto dataset = data::open_dataset(spec, data::Split::train);
@@ -130,10 +155,17 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
   const int64_t max_steps = run.at("max_steps").get<int64_t>();
   if (max_steps > 0) total = std::min(total, max_steps);
 
+  // Built on the CPU from the seed, so a run starts from the same weights on either device,
+  // then moved; the optimizer is made after the move (its moments live with the parameters).
   auto student = build_student(cfg, in_chans);
   auto teacher_ptr = build_teacher(*student);
   DinoModel& teacher = *teacher_ptr;
   DinoLoss loss(loss_config(cfg), ipe);
+  if (device != Device::cpu) {
+    student->to(device);
+    teacher.to(device);
+    loss.to(device);
+  }
   AdamW optimizer = make_optimizer(*student);
   Rng drop_rng = drop_path_rng(seed);
   int64_t step = 0;
@@ -178,10 +210,11 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
     std::cout << "train: " << dataset->describe() << "; " << ipe << " steps/epoch, " << total
               << " steps (" << epochs << " epochs" << (max_steps > 0 ? ", capped by run.max_steps" : "")
               << "), batch " << batch << ", student " << student->num_parameters()
-              << " parameters, device cpu" << std::endl;
+              << " parameters, device " << describe_device(device) << std::endl;
 
   CollapseMonitor monitor(loss.config().out_dim);
   TrainResult result;
+  result.device = device_name(device);
   std::vector<double> losses;
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start_step = step;
@@ -196,7 +229,8 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
     s.teacher_temp = loss.teacher_temp_at(step);
     s.clip_grad = clip;
     s.freeze_last_layer = double(step) < freeze_iters;
-    StepOutputs out = dino_step(*student, teacher, loss, optimizer, batch_tensors(b), s, &drop_rng);
+    StepOutputs out = dino_step(*student, teacher, loss, optimizer, batch_tensors(b, device), s,
+                                &drop_rng);
     const DinoLossStats& st = out.stats;
     result.collapse_warning = monitor.update(st);
     metrics << json{{"step", step + 1}, {"epoch", double(step + 1) / double(ipe)},

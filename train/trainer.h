@@ -15,15 +15,24 @@ namespace dino {
 struct TrainOptions {
   std::string out_dir = "runs/dino";
   bool resume = false;
-  std::string device = "auto";  // auto | cpu | cuda
+  // auto | cpu | cuda. The library default is the CPU, so a caller (the CPU tests) gets the
+  // same numbers on any machine; `dino train` passes the user's choice (default auto).
+  std::string device = "cpu";
   bool quiet = false;           // no progress lines (tests)
 };
+
+// --device: "cpu", "cuda" (throws one clear error, naming `who`, when this build has no CUDA
+// or no GPU is usable) or "auto" (CUDA when kernels::cuda::available(), else the CPU).
+Device resolve_device(const std::string& requested, const std::string& who);
+// "cpu" or the CUDA device's description ("cuda: NVIDIA H200 (sm_90, ...)").
+std::string describe_device(Device device);
 
 struct TrainResult {
   int64_t steps = 0;            // optimizer steps done in total
   double epochs = 0;            // epochs reached
   double seconds = 0;           // wall time of the training loop (this invocation)
   double images_per_second = 0;
+  std::string device = "cpu";   // where the training ran
   double first_loss = 0, last_loss = 0;  // mean over the first / last tenth (<= 50 steps)
   double teacher_entropy = 0, batch_entropy = 0, kl = 0;  // last step
   std::optional<std::string> collapse_warning;  // active at the end of training

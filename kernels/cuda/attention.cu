@@ -406,6 +406,12 @@ void set_smem(Kernel kernel, size_t bytes) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Grids are (query or key tiles, B * H): gridDim.y is at most 65535.
+void check_grid(int B, int H) {
+  DINO_CHECK(int64_t(B) * H <= 65535, "[attention] batch * heads = ", int64_t(B) * H,
+             " exceeds the grid's 65535; split the batch");
+}
+
 template <int D>
 void forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N, int H,
              cudaStream_t stream) {
@@ -443,6 +449,7 @@ void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv,
                        int H, int Dh, cudaStream_t stream) {
   if (B <= 0 || N <= 0 || H <= 0) return;
   DINO_CHECK(aligned16(out) && aligned16(qkv), "[attention] qkv and out must be 16-byte aligned");
+  check_grid(B, H);
   switch (Dh) {
     case 32: forward<32>(out, lse, qkv, B, N, H, stream); break;
     case 64: forward<64>(out, lse, qkv, B, N, H, stream); break;
@@ -457,6 +464,7 @@ void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __
   if (B <= 0 || N <= 0 || H <= 0) return;
   DINO_CHECK(aligned16(dqkv) && aligned16(dout) && aligned16(qkv),
              "[attention] qkv, dqkv and dout must be 16-byte aligned");
+  check_grid(B, H);
   switch (Dh) {
     case 32: backward<32>(dqkv, dout, qkv, out, lse, B, N, H, stream); break;
     case 64: backward<64>(dqkv, dout, qkv, out, lse, B, N, H, stream); break;

@@ -17,7 +17,14 @@
 //     values of that column, forms q_gb[k] and Q_b[k] from the saved lse, writes the V
 //     gradient values and accumulates Σ_v (Q_b − [v<G] q_vb)[k] · s_vb[k]; block partials.
 //  5. finalize: one block adds Σ m_v lse_vb and the dot partials (in double) into the loss.
-// Nothing of size K is stored per pair, and q, Q are never written to memory.
+// Nothing of size K is stored per pair, and Q is never written to memory; q is written only
+// when the caller asks for it (dino_loss_forward_backward_q: the collapse statistics read it),
+// by pass 4 as it forms Q, so it costs the writes and no extra pass.
+//
+// Around it: dino_loss_scale_grad multiplies the saved gradient by the upstream gradient read
+// from device memory (the autograd backward, without a host synchronisation);
+// dino_teacher_stats reduces q to the collapse statistics (mean teacher entropy, entropy of
+// the batch-mean teacher distribution) on the device, so a step reads back three floats.
 //
 // Bytes: with S = V·B·K·4 and T = G·B·K·4, this reads the teacher twice and the student
 // twice and writes dstudent once: 2T + 3S (plus ~T/8 for the column-sum partials), against
@@ -125,8 +132,10 @@ __global__ void dino_colsum_reduce_kernel(float* colsum, const float* colsum_par
 }
 
 // grid (ceil(K / kThreads), ceil(B / kSamplesPerBlock)). dstudent (V*B, K) and
-// dot_partial (gridDim.y, gridDim.x) = per block Σ (Q_b − [v<G] q_vb)[k] · s_vb[k].
-__global__ void dino_loss_grad_kernel(float* dstudent, float* dot_partial, const float* student,
+// dot_partial (gridDim.y, gridDim.x) = per block Σ (Q_b − [v<G] q_vb)[k] · s_vb[k];
+// q (G*B, K), when not null, the teacher probabilities.
+__global__ void dino_loss_grad_kernel(float* dstudent, float* dot_partial, float* q,
+                                      const float* student,
                                       const float* teacher, const float* center,
                                       const float* lse_s, const float* lse_t, int G, int V, int B,
                                       int K, float inv_tau_s, float inv_tau_t, float grad_scale) {
@@ -141,7 +150,9 @@ __global__ void dino_loss_grad_kernel(float* dstudent, float* dot_partial, const
       float Q = 0.f;
       for (int g = 0; g < G; ++g) {
         const int row = g * B + b;
-        Q += __expf((teacher[int64_t(row) * K + k] - ck) * inv_tau_t - lse_t[row]);
+        const float qg = __expf((teacher[int64_t(row) * K + k] - ck) * inv_tau_t - lse_t[row]);
+        if (q) q[int64_t(row) * K + k] = qg;
+        Q += qg;
       }
       for (int v = 0; v < V; ++v) {
         const int row = v * B + b;
@@ -190,6 +201,77 @@ __global__ void dino_loss_finalize_kernel(float* loss, const float* lse_s,
   if (threadIdx.x == 0) loss[0] = float(inv_nB * (lse_sum[0] - double(inv_tau_s) * dot_sum[0]));
 }
 
+// out (n) <- grad (n) * dloss[0]: the saved gradient times the upstream gradient, a device
+// scalar (no host round trip).
+__global__ void dino_loss_scale_grad_kernel(float* out, const float* grad, const float* dloss,
+                                            int64_t n) {
+  const float d = dloss[0];
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = grad[i] * d;
+}
+
+// grid (ceil(K / kThreads)). One thread per column k, rows in order: Σ_r -q log q over its
+// column and -m log m of the column mean m = Σ_r q / R; each block writes its sums of both to
+// partial (2, gridDim.x).
+__global__ void dino_teacher_stats_kernel(float* partial, const float* q, int R, int K) {
+  __shared__ float warp_sums[2][kThreads / 32];
+  const int k = blockIdx.x * kThreads + threadIdx.x;
+  float ent = 0.f, bent = 0.f;
+  if (k < K) {
+    float col = 0.f;
+    for (int r = 0; r < R; ++r) {
+      const float v = q[int64_t(r) * K + k];
+      col += v;
+      if (v > 0.f) ent -= v * logf(v);
+    }
+    const float m = col / float(R);
+    if (m > 0.f) bent = -m * logf(m);
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    ent += __shfl_xor_sync(0xffffffffu, ent, o);
+    bent += __shfl_xor_sync(0xffffffffu, bent, o);
+  }
+  if (threadIdx.x % 32 == 0) {
+    warp_sums[0][threadIdx.x / 32] = ent;
+    warp_sums[1][threadIdx.x / 32] = bent;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float a = 0.f, c = 0.f;
+    for (int w = 0; w < kThreads / 32; ++w) a += warp_sums[0][w], c += warp_sums[1][w];
+    partial[blockIdx.x] = a;
+    partial[gridDim.x + blockIdx.x] = c;
+  }
+}
+
+// stats (3) = {loss[0], Σ entropy partials / R, Σ batch-entropy partials}, the partials
+// (2, n_partial) added in double in a fixed order by one block.
+__global__ void dino_teacher_stats_finalize_kernel(float* stats, const float* loss,
+                                                   const float* partial, int n_partial, int R) {
+  __shared__ double sums[2][kThreads];
+  double a = 0, c = 0;
+  for (int i = threadIdx.x; i < n_partial; i += kThreads) {
+    a += partial[i];
+    c += partial[n_partial + i];
+  }
+  sums[0][threadIdx.x] = a;
+  sums[1][threadIdx.x] = c;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) {
+      sums[0][threadIdx.x] += sums[0][threadIdx.x + stride];
+      sums[1][threadIdx.x] += sums[1][threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    stats[0] = loss[0];
+    stats[1] = float(sums[0][0] / double(R));
+    stats[2] = float(sums[1][0]);
+  }
+}
+
 // center (K) <- momentum * center + (1 - momentum) * colsum * inv_rows
 __global__ void dino_center_update_kernel(float* center, const float* colsum, int K,
                                           float momentum, float inv_rows) {
@@ -226,12 +308,9 @@ void row_lse(float* lse, float* colsum, const float* x, const float* center, int
   CUDA_CHECK(cudaFreeAsync(partial, stream));
 }
 
-}  // namespace
-
-void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_colsum,
-                                const float* student, const float* teacher, const float* center,
-                                int G, int V, int B, int K, float tau_s, float tau_t,
-                                cudaStream_t stream) {
+void forward_backward(float* loss, float* dstudent, float* teacher_colsum, float* q,
+                      const float* student, const float* teacher, const float* center, int G,
+                      int V, int B, int K, float tau_s, float tau_t, cudaStream_t stream) {
   const int64_t n_pairs = int64_t(G) * V - G;
   DINO_CHECK(G >= 1 && V >= G && B >= 1 && K >= 1 && n_pairs > 0, "[dino_loss] bad sizes G=", G,
              " V=", V, " B=", B, " K=", K);
@@ -248,7 +327,7 @@ void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_col
   CUDA_CHECK(cudaMallocAsync(&dot_partial, size_t(n_partial) * sizeof(float), stream));
   const double nB = double(n_pairs) * B;
   dino_loss_grad_kernel<<<grid, kThreads, 0, stream>>>(
-      dstudent, dot_partial, student, teacher, center, lse_s, lse_t, G, V, B, K, 1.f / tau_s,
+      dstudent, dot_partial, q, student, teacher, center, lse_s, lse_t, G, V, B, K, 1.f / tau_s,
       1.f / tau_t, float(1.0 / (nB * double(tau_s))));
   CUDA_CHECK(cudaGetLastError());
   dino_loss_finalize_kernel<<<1, kThreads, 0, stream>>>(loss, lse_s, dot_partial, n_partial, G, V,
@@ -256,6 +335,47 @@ void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_col
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaFreeAsync(dot_partial, stream));
   CUDA_CHECK(cudaFreeAsync(lse, stream));
+}
+
+}  // namespace
+
+void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_colsum,
+                                const float* student, const float* teacher, const float* center,
+                                int G, int V, int B, int K, float tau_s, float tau_t,
+                                cudaStream_t stream) {
+  forward_backward(loss, dstudent, teacher_colsum, nullptr, student, teacher, center, G, V, B, K,
+                   tau_s, tau_t, stream);
+}
+
+void dino_loss_forward_backward_q(float* loss, float* dstudent, float* teacher_colsum, float* q,
+                                  const float* student, const float* teacher,
+                                  const float* center, int G, int V, int B, int K, float tau_s,
+                                  float tau_t, cudaStream_t stream) {
+  forward_backward(loss, dstudent, teacher_colsum, q, student, teacher, center, G, V, B, K, tau_s,
+                   tau_t, stream);
+}
+
+void dino_loss_scale_grad(float* out, const float* dstudent, const float* dloss, int64_t n,
+                          cudaStream_t stream) {
+  if (n <= 0) return;
+  const int64_t want = (n + kThreads - 1) / kThreads;
+  const int64_t cap = int64_t(8) * context().sm_count;
+  dino_loss_scale_grad_kernel<<<int(want < cap ? want : cap), kThreads, 0, stream>>>(
+      out, dstudent, dloss, n);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void dino_teacher_stats(float* stats, const float* loss, const float* q, int R, int K,
+                        cudaStream_t stream) {
+  DINO_CHECK(R >= 1 && K >= 1, "[dino_loss] bad teacher statistics sizes R=", R, " K=", K);
+  const int blocks = (K + kThreads - 1) / kThreads;
+  float* partial = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&partial, size_t(2) * blocks * sizeof(float), stream));
+  dino_teacher_stats_kernel<<<blocks, kThreads, 0, stream>>>(partial, q, R, K);
+  CUDA_CHECK(cudaGetLastError());
+  dino_teacher_stats_finalize_kernel<<<1, kThreads, 0, stream>>>(stats, loss, partial, blocks, R);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaFreeAsync(partial, stream));
 }
 
 void dino_center_update(float* center, const float* teacher_colsum, int64_t rows, int K,

@@ -10,11 +10,27 @@
 //   input     dx (rows, in) = dy W           gemm(dx, dy, W)
 //   weight    dW (out, in)  = dy^T x, db = Σ_rows dy
 //                                            gemm(dW, dy, x, trans_a = true, epilogue bias_grad)
-// The bias epilogue adds a vector along cuBLASLt's rows = our columns (N); BGRADB reduces
-// cuBLASLt's B = our A over k, giving Σ_k op(A)[m, k] for each of our rows m: for the weight
-// product, op(A) = dy^T, so that is db. FLOPs: 2·M·N·K per product; bound by math for ViT
-// shapes. The heuristic's algorithm is cached per (shape, transposes, output type, epilogue,
-// batch shape, pointer alignment) in the context.
+// The bias epilogue (CUBLASLT_EPILOGUE_BIAS) adds a vector of length "rows of D" =
+// cuBLASLt's m = our N, i.e. one value per column of our C, broadcast over our rows; its
+// elements have D's type (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: the bias type is
+// D's type except for int8/fp8 kernels), so a bf16 product takes a bf16 bias and an fp32
+// product an fp32 one. BGRADB writes, per column n of cuBLASLt's D, Σ_k opB_lt[k, n]; its
+// columns are our rows (m), and cuBLASLt's B is our A, so that is Σ_k op(A)[m, k] -- for the
+// weight product, op(A) = dy^T, so it is db (length M = out), in D's type (fp32 for dW). This
+// is the layout Apex/TransformerEngine use for their wgrad + bgrad GEMM (cuBLASLt "NT":
+// A = x op N, B = dy op T). FLOPs: 2·M·N·K per product; bound by math for ViT shapes.
+//
+// Alignment: cuBLASLt's heuristic cannot see the data pointers, and by default it assumes
+// 256-byte-aligned A, B, C, D; it is told the real alignment (the largest power of two, at
+// most 256, dividing every pointer, every leading dimension and every batch stride in
+// bytes: views and odd sizes such as in = 33 give 2). The bias pointer is in the matmul
+// descriptor, which the heuristic reads. The chosen algorithm is cached per (shape,
+// transposes, output type, epilogue, batch shape, alignment) in the context; the bias type
+// follows from the output type, so the key determines every input of the heuristic.
+// Should the heuristic find no algorithm with a fused epilogue (not expected on sm_90, but
+// this code has not met every cuBLASLt version), the product runs without it and a small
+// kernel applies the bias (from an fp32 product, one rounding) or sums the bias gradient
+// (double accumulation, in order), with a note on stderr once per problem.
 //
 // bias_gelu: the MLP's fc1 output h (bf16, from a GEMM without bias) plus the fp32 bias,
 // stored as the bf16 pre-activation (what the backward needs), and GELU of that stored value
@@ -23,9 +39,14 @@
 // (4), writes dpre (2). Memory-bound.
 #include <cuda_bf16.h>
 
+#include <cstdio>
+#include <set>
+#include <utility>
+
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
 
 namespace dino::kernels::cuda {
 
@@ -52,6 +73,35 @@ __global__ void gelu_backward_kernel(__nv_bfloat16* dpre, const __nv_bfloat16* d
     const float pdf = __expf(-0.5f * x * x) * 0.39894228040143267794f;
     dpre[i] = __float2bfloat16_rn(__bfloat162float(dout[i]) * (cdf + x * pdf));
   }
+}
+
+// The unfused epilogues, used only where cuBLASLt has no algorithm with the fused one.
+// C (n) <- tmp (n) + bias (i % N); f32 may run in place (C == tmp).
+__global__ void add_bias_f32_kernel(float* C, const float* tmp, const float* bias, int64_t n,
+                                    int64_t N) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    C[i] = tmp[i] + bias[i % N];
+}
+// C (n) <- bf16(tmp (n) f32 + bias (i % N)): one rounding, as the fused epilogue.
+__global__ void add_bias_bf16_kernel(__nv_bfloat16* C, const float* tmp,
+                                     const __nv_bfloat16* bias, int64_t n, int64_t N) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    C[i] = __float2bfloat16_rn(tmp[i] + __bfloat162float(bias[i % N]));
+}
+// bias (M) <- Σ_k op(A)[m, k], A stored (K, M) when trans_a else (M, K). One thread per m,
+// k in order, double accumulation: deterministic; slow for long k, but only a fallback.
+__global__ void bias_grad_kernel(void* bias, bool bias_bf16, const __nv_bfloat16* A, int64_t M,
+                                 int64_t K, bool trans_a) {
+  const int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (m >= M) return;
+  double acc = 0;
+  for (int64_t k = 0; k < K; ++k) acc += double(__bfloat162float(A[trans_a ? k * M + m : m * K + k]));
+  if (bias_bf16)
+    static_cast<__nv_bfloat16*>(bias)[m] = __float2bfloat16_rn(float(acc));
+  else
+    static_cast<float*>(bias)[m] = float(acc);
 }
 
 // launchers
@@ -83,11 +133,14 @@ void make_layout(Layout& l, cudaDataType_t type, int64_t rows, int64_t cols, int
   }
 }
 
-// The largest power of two (at most 256) dividing every pointer's address.
-uint32_t common_alignment(std::initializer_list<const void*> ptrs) {
+// The largest power of two (at most 256) dividing every pointer's address and every byte
+// count (leading dimensions, batch strides) in `bytes`.
+uint32_t common_alignment(std::initializer_list<const void*> ptrs,
+                          std::initializer_list<int64_t> bytes) {
   uintptr_t bits = 256;
   for (const void* p : ptrs)
     if (p) bits |= reinterpret_cast<uintptr_t>(p);
+  for (const int64_t n : bytes) bits |= uintptr_t(n);
   return uint32_t(bits & (~bits + 1));
 }
 
@@ -97,21 +150,26 @@ int grid_for(int64_t n) {
   return int(blocks < cap ? blocks : cap);
 }
 
-}  // namespace
+// Problems for which cuBLASLt's heuristic found no algorithm, per device: asked once.
+std::mutex unsupported_mutex;
+std::set<std::pair<int, GemmKey>> unsupported;
 
-void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, void* bias,
-          GemmEpilogue epilogue, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
-          int batch, int64_t stride_a, int64_t stride_b, int64_t stride_c, cudaStream_t stream) {
-  DINO_CHECK(M > 0 && N > 0 && K > 0 && batch >= 1, "[gemm] bad sizes M=", M, " N=", N, " K=", K,
-             " batch=", batch);
-  DINO_CHECK(epilogue == GemmEpilogue::none || bias, "[gemm] the epilogue needs a bias pointer");
+// One cuBLASLt matmul; false (and nothing launched) when cuBLASLt has no algorithm for it.
+bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B,
+                 void* bias, GemmEpilogue epilogue, int64_t M, int64_t N, int64_t K, bool trans_a,
+                 bool trans_b, int batch, int64_t stride_a, int64_t stride_b, int64_t stride_c,
+                 cudaStream_t stream) {
   Context& ctx = context();
   const cudaDataType_t c_type = c_bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const int64_t c_size = c_bf16 ? 2 : 4;
   const cublasOperation_t op_a_lt = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt A = our B
   const cublasOperation_t op_b_lt = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt B = our A
   const cublasLtEpilogue_t ep = epilogue == GemmEpilogue::bias      ? CUBLASLT_EPILOGUE_BIAS
                                 : epilogue == GemmEpilogue::bias_grad ? CUBLASLT_EPILOGUE_BGRADB
                                                                       : CUBLASLT_EPILOGUE_DEFAULT;
+  // Leading dimensions (elements) of the row-major operands: A (M, K) or (K, M), B (K, N) or
+  // (N, K), C (M, N).
+  const int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N, ldc = N;
 
   MatmulDesc op;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -121,25 +179,36 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
                                               sizeof(op_b_lt)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)));
   if (epilogue != GemmEpilogue::none) {
-    // The bias (or its gradient) has C's type.
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &c_type,
-                                                sizeof(c_type)));
+    // The bias (or its gradient) has D's type (see the top of this file); stated explicitly.
+    const int32_t bias_type = int32_t(c_type);
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                &bias_type, sizeof(bias_type)));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                 sizeof(bias)));
   }
 
   Layout a_lt, b_lt, c_lt;
-  // Our B: stored (K, N) = column-major (N, K), or when trans_b stored (N, K) = col-major (K, N).
-  make_layout(a_lt, CUDA_R_16BF, trans_b ? K : N, trans_b ? N : K, trans_b ? K : N, batch, stride_b);
-  // Our A: stored (M, K) = column-major (K, M), or when trans_a stored (K, M) = col-major (M, K).
-  make_layout(b_lt, CUDA_R_16BF, trans_a ? M : K, trans_a ? K : M, trans_a ? M : K, batch, stride_a);
-  make_layout(c_lt, c_type, N, M, N, batch, stride_c);
+  // cuBLASLt's A is our B: stored row-major (K, N) = column-major (N, K) with ld N, op N; or,
+  // when trans_b, stored (N, K) = column-major (K, N) with ld K, op T. Either way op(A_lt) is
+  // (m, k) = (N, K).
+  make_layout(a_lt, CUDA_R_16BF, trans_b ? K : N, trans_b ? N : K, ldb, batch, stride_b);
+  // cuBLASLt's B is our A: stored (M, K) = column-major (K, M) with ld K, op N; or, when
+  // trans_a, stored (K, M) = column-major (M, K) with ld M, op T: op(B_lt) is (k, n) = (K, M).
+  make_layout(b_lt, CUDA_R_16BF, trans_a ? M : K, trans_a ? K : M, lda, batch, stride_a);
+  // D = C: our row-major (M, N) is column-major (N, M) with ld N: (m, n) = (N, M).
+  make_layout(c_lt, c_type, N, M, ldc, batch, stride_c);
 
-  const uint32_t align = common_alignment({A, B, C, bias});
+  const uint32_t align = common_alignment(
+      {A, B, C, bias}, {2 * lda, 2 * ldb, c_size * ldc, 2 * stride_a, 2 * stride_b,
+                        c_size * stride_c});
   const GemmKey key = {M, N, K, trans_a, trans_b, c_bf16, int64_t(epilogue), batch,
                        stride_a, stride_b, stride_c, int64_t(align)};
   cublasLtMatmulAlgo_t algo;
   bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(unsupported_mutex);
+    if (unsupported.count({ctx.device, key})) return false;
+  }
   {
     std::lock_guard<std::mutex> lock(ctx.gemm_mutex);
     const auto it = ctx.gemm_algos.find(key);
@@ -156,22 +225,87 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
                             CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
                             CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, attr, &align, sizeof(align)));
-    cublasLtMatmulHeuristicResult_t result;
+    cublasLtMatmulHeuristicResult_t result = {};
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.lt(), op.d, a_lt.d, b_lt.d, c_lt.d, c_lt.d,
-                                                pref.d, 1, &result, &found));
-    DINO_CHECK(found > 0, "[gemm] cuBLASLt has no algorithm for M=", M, " N=", N, " K=", K,
-               " trans_a=", trans_a, " trans_b=", trans_b, " out=", c_bf16 ? "bf16" : "f32",
-               " epilogue=", int(epilogue), " batch=", batch, " alignment=", align);
+    // No algorithm for the problem comes back as CUBLAS_STATUS_NOT_SUPPORTED: say which.
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+        ctx.lt(), op.d, a_lt.d, b_lt.d, c_lt.d, c_lt.d, pref.d, 1, &result, &found);
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(st);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+      std::lock_guard<std::mutex> lock(unsupported_mutex);
+      unsupported.insert({ctx.device, key});
+      return false;
+    }
     algo = result.algo;
     std::lock_guard<std::mutex> lock(ctx.gemm_mutex);
     ctx.gemm_algos.emplace(key, algo);
   }
 
+  // beta = 0: C is not read (it may hold NaN), D = C is written in full.
   const float alpha = 1.f, beta = 0.f;
   CUBLAS_CHECK(cublasLtMatmul(ctx.lt(), op.d, &alpha, B, a_lt.d, A, b_lt.d, &beta, C, c_lt.d, C,
                               c_lt.d, &algo, ctx.lt_workspace(), Context::kLtWorkspaceBytes,
                               stream));
+  return true;
+}
+
+}  // namespace
+
+void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, void* bias,
+          GemmEpilogue epilogue, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+          int batch, int64_t stride_a, int64_t stride_b, int64_t stride_c, cudaStream_t stream) {
+  DINO_CHECK(M > 0 && N > 0 && K > 0 && batch >= 1, "[gemm] bad sizes M=", M, " N=", N, " K=", K,
+             " batch=", batch);
+  DINO_CHECK(epilogue == GemmEpilogue::none || bias, "[gemm] the epilogue needs a bias pointer");
+  DINO_CHECK(epilogue != GemmEpilogue::bias_grad || batch == 1,
+             "[gemm] the bias-gradient epilogue takes one matrix, not a batch of ", batch);
+  if (batch == 1) stride_a = stride_b = stride_c = 0;  // unused: keep them out of the cache key
+  if (try_gemm_lt(C, c_bf16, A, B, bias, epilogue, M, N, K, trans_a, trans_b, batch, stride_a,
+                  stride_b, stride_c, stream))
+    return;
+  DINO_CHECK(epilogue != GemmEpilogue::none, "[gemm] cuBLASLt has no algorithm for M=", M, " N=",
+             N, " K=", K, " trans_a=", trans_a, " trans_b=", trans_b, " out=",
+             c_bf16 ? "bf16" : "f32", " batch=", batch);
+  // No algorithm with the fused epilogue: the plain product, then the epilogue as a kernel.
+  // (The heuristic's answer is cached, so this note prints once per problem.)
+  DINO_CHECK(batch == 1 || stride_c == M * N, "[gemm] the unfused bias epilogue needs a packed "
+             "batch of C (stride ", stride_c, ", M*N = ", M * N, ")");
+  static std::mutex note_mutex;
+  static std::set<GemmKey> noted;
+  {
+    std::lock_guard<std::mutex> lock(note_mutex);
+    const GemmKey k = {M, N, K, trans_a, trans_b, c_bf16, int64_t(epilogue), batch, 0, 0, 0, 0};
+    if (noted.insert(k).second)
+      std::fprintf(stderr, "[gemm] note: cuBLASLt has no algorithm with the %s epilogue for M=%lld "
+                   "N=%lld K=%lld (%s out); running it unfused\n",
+                   epilogue == GemmEpilogue::bias ? "bias" : "bias-gradient", (long long)M,
+                   (long long)N, (long long)K, c_bf16 ? "bf16" : "f32");
+  }
+  const int64_t n = M * N * batch;
+  if (epilogue == GemmEpilogue::bias) {
+    float* tmp = c_bf16 ? static_cast<float*>(alloc(size_t(n) * sizeof(float)))
+                        : static_cast<float*>(C);
+    try {
+      gemm(tmp, false, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, batch,
+           stride_a, stride_b, batch == 1 ? 0 : M * N, stream);
+      if (c_bf16)
+        add_bias_bf16_kernel<<<grid_for(n), 256, 0, stream>>>(
+            static_cast<__nv_bfloat16*>(C), tmp, static_cast<const __nv_bfloat16*>(bias), n, N);
+      else
+        add_bias_f32_kernel<<<grid_for(n), 256, 0, stream>>>(
+            static_cast<float*>(C), tmp, static_cast<const float*>(bias), n, N);
+      CUDA_CHECK(cudaGetLastError());
+    } catch (...) {
+      if (c_bf16) free(tmp);
+      throw;
+    }
+    if (c_bf16) free(tmp);  // stream-ordered: after the kernel that reads it
+  } else {
+    gemm(C, c_bf16, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, 1, 0, 0, 0,
+         stream);
+    bias_grad_kernel<<<int((M + 255) / 256), 256, 0, stream>>>(bias, c_bf16, A, M, K, trans_a);
+    CUDA_CHECK(cudaGetLastError());
+  }
 }
 
 void bias_gelu_forward(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfloat16* h,

@@ -56,7 +56,9 @@ enum class GemmEpilogue { none, bias, bias_grad };
 // strides in elements between batch entries (ignored when batch == 1).
 // epilogue bias:      bias (N), C's type, is added to every row of C.
 // epilogue bias_grad: bias (M), C's type, is written with Σ_k op(A)[m, k]: with A = dy
-//                     (rows, out) and trans_a, that is the Linear's bias gradient.
+//                     (rows, out) and trans_a, that is the Linear's bias gradient; batch 1.
+// beta is 0: C's old contents are never read (NaN-poisoned outputs are fine). Any sizes,
+// pointers and strides with 2-byte alignment (the heuristic is told the real alignment).
 // Linear: y = x W^T + b is gemm(y, x, W, trans_b); dx = dy W is gemm(dx, dy, W);
 //         dW = dy^T x (and db) is gemm(dW, dy, x, trans_a, bias_grad).
 void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, void* bias,
@@ -119,5 +121,218 @@ struct TensorSpan {
 };
 // norms (n) <- the L2 norm of each tensor. Deterministic: block partials added in block order.
 void grad_norms(float* norms, const TensorSpan* tensors, int n, cudaStream_t stream);
+// Gradient clipping after grad_norms, on the device (no norm goes to the host). The tensors'
+// data (numel each) are scaled IN PLACE (the spans' memory must be writable), in double as
+// core/optim.cpp: per tensor (global false: DINO's clip_gradients) by
+// coef = max_norm / (norms[t] + 1e-6), or, global true (clip_grad_norm_), every tensor by
+// coef = max_norm / (sqrt(sum_t norms[t]^2) + 1e-6); only where coef < 1 (others untouched).
+// data (numel) <- data * coef; norms (n) as grad_norms wrote them
+void scale_by_norms(const TensorSpan* tensors, const float* norms, int n, double max_norm,
+                    bool global, cudaStream_t stream);
+// The descriptor arrays above are built on the host each step: this copies one into a device
+// array on `stream` without waiting for the stream (src may be reused as soon as it returns).
+void copy_descriptors_h2d(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+
+// ---- patchify.cu, weight_norm.cu: the patch embedding's im2col and DINO's last layer ------
+// cols (B*Gh*Gw, C*P*P) <- img (B, C, H, W), Gh = H/P, Gw = W/P; rounds to bf16. Row
+// (b*Gh + gy)*Gw + gx holds patch (gy, gx) of image b in (c, py, px) order (the Conv2d
+// weight's (D, C, P, P) layout); pixels beyond the whole patches are not read.
+void im2col_patches(__nv_bfloat16* cols, const float* img, int64_t B, int C, int H, int W, int P,
+                    cudaStream_t stream);
+// w (K, C) or nullptr, w_bf16 (K, C) or nullptr, vnorm (K) <- v (K, C), g (K)
+// w = g * v / ||v row|| in f32; w_bf16 = bf16(w) (the GEMM operand); vnorm for the backward.
+void weight_norm_forward(float* w, __nv_bfloat16* w_bf16, float* vnorm, const float* v,
+                         const float* g, int64_t K, int C, cudaStream_t stream);
+// dv (K, C) or nullptr, dg (K) or nullptr <- dw (K, C), v (K, C), g (K), vnorm (K)
+// dg = dot(dw, v) / ||v||, dv = g / ||v|| * (dw - dot(dw, v) / ||v||^2 * v), per row.
+void weight_norm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g,
+                          const float* vnorm, int64_t K, int C, cudaStream_t stream);
+
+// ---- elementwise.cu, reduce.cu, shape.cu: the core ops' maps, reductions, data movement ---
+// Operands that may be f32 or bf16 travel as void* with a bf16 flag (false: f32); all math
+// and every accumulation is f32, each result rounded once to its output's dtype.
+
+// Up to 5 dims, row-major over `size`, with an element stride per dim (0: broadcast).
+struct StridedDims {
+  int nd = 0;
+  int64_t size[5] = {};
+  int64_t stride[5] = {};
+};
+
+enum class BinaryOp : int { add, sub, mul, div };
+// The output index space of a broadcast binary op (1..5 dims, collapsed on the host) and each
+// operand's element strides along it (0 along the dims it is broadcast over).
+struct BroadcastGeom {
+  int nd = 1;
+  int64_t size[5] = {};
+  int64_t stride_a[5] = {};
+  int64_t stride_b[5] = {};
+};
+// out (geom.size) <- a, b (read through geom's strides): out = a op b
+void broadcast_binary(void* out, bool out_bf16, const void* a, bool a_bf16, const void* b,
+                      bool b_bf16, const BroadcastGeom& geom, BinaryOp op, cudaStream_t stream);
+
+// scale: s * x; add_scalar: x + s; exp, log, sqrt; gelu: exact erf form.
+enum class UnaryOp : int { scale, add_scalar, exp, log, sqrt, gelu };
+// out (n) <- x (n), both f32 or both bf16
+void unary_forward(void* out, const void* x, bool bf16, int64_t n, UnaryOp op, float s,
+                   cudaStream_t stream);
+// dx (n) <- dout (n), x (n): dx = dout * f'(x) (x unread for scale and add_scalar)
+void unary_backward(void* dx, const void* dout, const void* x, bool bf16, int64_t n,
+                    UnaryOp op, float s, cudaStream_t stream);
+// dst (n) <- value (rounded to bf16 once)
+void fill_bf16(__nv_bfloat16* dst, float value, int64_t n, cudaStream_t stream);
+
+// out (1) <- x (n): out = (sum of x) / divisor. Deterministic: per-block partials, then one
+// block adds them in block order (stream-ordered scratch of a few KB).
+void sum_all(void* out, bool out_bf16, const void* x, bool x_bf16, int64_t n, float divisor,
+             cudaStream_t stream);
+enum class RowReduce : int { sum, max };
+// out (R) <- x (R, C), same dtype: each row's sum / divisor, or its max (divisor unused)
+void reduce_rows(void* out, const void* x, bool bf16, int64_t R, int64_t C, RowReduce op,
+                 float divisor, cudaStream_t stream);
+// out (R, C) <- g (R): out[r, c] = g[r] * factor (R = 1: a scalar broadcast over C)
+void expand_rows(void* out, bool out_bf16, const void* g, bool g_bf16, int64_t R, int64_t C,
+                 float factor, cudaStream_t stream);
+// sum_to: a contiguous g seen as kept dims x reduced dims (strides in g's elements; the kept
+// dims row-major are the output's layout).
+struct SumToGeom {
+  StridedDims keep, red;
+};
+// out (prod keep.size) <- g: out[m] = sum over the reduced index space, same dtype as g
+void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom,
+                  cudaStream_t stream);
+
+// Data movement of 2- or 4-byte elements (elem_size), any dtype of that size.
+// out (shape permuted by dims) <- x (shape): out dim d is x's dim dims[d]; nd <= 5
+void permute_elements(void* out, const void* x, int elem_size, const int64_t* shape,
+                      const int64_t* dims, int nd, cudaStream_t stream);
+// out (B, N+1, D) <- x (B, N, D), token (D): the token first in every sample
+void prepend_token_forward(void* out, const void* x, const void* token, int elem_size, int64_t B,
+                           int64_t N, int64_t D, cudaStream_t stream);
+// dx (B, N, D), dtoken (D) <- dout (B, N+1, D); f32 or bf16; dtoken summed in batch order
+void prepend_token_backward(void* dx, void* dtoken, const void* dout, bool bf16, int64_t B,
+                            int64_t N, int64_t D, cudaStream_t stream);
+// out (B, D) <- x (B, N, D): token i of every sample
+void select_token_forward(void* out, const void* x, int elem_size, int64_t B, int64_t N,
+                          int64_t D, int64_t i, cudaStream_t stream);
+// dx (B, N, D) <- dout (B, D): dout at token i, zero elsewhere
+void select_token_backward(void* dx, const void* dout, int elem_size, int64_t B, int64_t N,
+                           int64_t D, int64_t i, cudaStream_t stream);
+
+// ---- cudnn_attention.cpp, cudnn_layernorm.cpp: cuDNN 9 graph-API baselines ----------------
+// Our launchers' signatures run through cuDNN's backend operations (cudnn_graph.h): the SDPA
+// forward/backward operations (cuDNN >= 9.13 / >= 9.17) and the layer-norm forward/backward
+// operations. Plans are built once per shape and device (kernel compilation included) and
+// cached. Always declared; in a build without cuDNN (no DINO_HAS_CUDNN) each throws saying so.
+// Packed qkv is given to cuDNN as strided (B, H, N, Dh) views: no copies.
+bool cudnn_available();       // built with cuDNN and the library answers cudnnGetVersion
+const char* cudnn_version();  // "9.19.0", or "none (...)"
+// Which attention kernels core/ops_nn.cpp's attention runs on CUDA: ours (default) or cuDNN's.
+enum class AttentionBackend { ours, cudnn };
+// name "ours" or "cudnn"; throws dino::Error for another name, or "cudnn" without cuDNN.
+void set_attention_backend(const char* name);
+AttentionBackend attention_backend();
+const char* attention_backend_name();
+// As attention_forward / attention_backward (head dims 32, 64, 128; lse is cuDNN's softmax
+// statistics, the natural log-sum-exp of the scaled scores, interchangeable with ours).
+void cudnn_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B,
+                             int N, int H, int Dh, cudaStream_t stream);
+void cudnn_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
+                              const __nv_bfloat16* qkv, const __nv_bfloat16* out,
+                              const float* lse, int B, int N, int H, int Dh, cudaStream_t stream);
+// As layernorm_forward / layernorm_backward (x f32, out and dout bf16, dx f32).
+void cudnn_layernorm_forward(__nv_bfloat16* out, float* mean, float* rstd, const float* x,
+                             const float* weight, const float* bias, int N, int C, float eps,
+                             cudaStream_t stream);
+void cudnn_layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bfloat16* dout,
+                              const float* x, const float* mean, const float* rstd,
+                              const float* weight, int N, int C, cudaStream_t stream);
+// The same with the activations' types chosen (the benchmark falls back to all-bf16 or all-f32
+// activations if cuDNN has no engine for the mixed f32-in / bf16-out form).
+enum class CudnnIo { f32, bf16 };
+void cudnn_layernorm_forward_io(void* out, CudnnIo out_type, float* mean, float* rstd,
+                                const void* x, CudnnIo x_type, const float* weight,
+                                const float* bias, int N, int C, float eps, cudaStream_t stream);
+void cudnn_layernorm_backward_io(void* dx, CudnnIo dx_type, float* dweight, float* dbias,
+                                 const void* dout, CudnnIo dout_type, const void* x,
+                                 CudnnIo x_type, const float* mean, const float* rstd,
+                                 const float* weight, int N, int C, cudaStream_t stream);
+// The plan the latest cudnn_* call on this thread ran: engine index, workspace, build time
+// (0 when it came from the cache), for the benchmark's report.
+struct CudnnPlanInfo {
+  long long engine = -1, workspace_bytes = 0;
+  double build_seconds = 0;
+};
+CudnnPlanInfo cudnn_last_plan();
+
+
+// ---- softmax.cu, l2_normalize.cu, drop_path.cu, resize.cu, dino_loss.cu extras ------
+// Rows of the last dim, f32 or bf16 data (the same type in and out), fp32 math; row statistics
+// fp32. N rows of C; every launcher has an f32 and a bf16 form.
+// out (N, C), lse (N) <- x (N, C): out = softmax(x), lse = log-sum-exp of each row
+void softmax_forward(float* out, float* lse, const float* x, int64_t N, int C,
+                     cudaStream_t stream);
+void softmax_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* x, int64_t N, int C,
+                     cudaStream_t stream);
+// out (N, C), lse (N) <- x (N, C): out = x - lse
+void log_softmax_forward(float* out, float* lse, const float* x, int64_t N, int C,
+                         cudaStream_t stream);
+void log_softmax_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* x, int64_t N, int C,
+                         cudaStream_t stream);
+// dx (N, C) <- dout (N, C), x (N, C), lse (N): y = exp(x - lse) recomputed in fp32,
+// dx = y * (dout - Σ dout·y)
+void softmax_backward(float* dx, const float* dout, const float* x, const float* lse, int64_t N,
+                      int C, cudaStream_t stream);
+void softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
+                      const float* lse, int64_t N, int C, cudaStream_t stream);
+// dx (N, C) <- dout (N, C), x (N, C), lse (N): dx = dout - exp(x - lse) * Σ dout
+void log_softmax_backward(float* dx, const float* dout, const float* x, const float* lse,
+                          int64_t N, int C, cudaStream_t stream);
+void log_softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
+                          const float* lse, int64_t N, int C, cudaStream_t stream);
+
+// F.normalize over rows: out = x / max(||x||, eps).
+// out (N, C), norm (N) (the unclamped norm) <- x (N, C)
+void l2_normalize_forward(float* out, float* norm, const float* x, int64_t N, int C, double eps,
+                          cudaStream_t stream);
+void l2_normalize_forward(__nv_bfloat16* out, float* norm, const __nv_bfloat16* x, int64_t N,
+                          int C, double eps, cudaStream_t stream);
+// dx (N, C) <- dout (N, C), x (N, C), norm (N)
+void l2_normalize_backward(float* dx, const float* dout, const float* x, const float* norm,
+                           int64_t N, int C, double eps, cudaStream_t stream);
+void l2_normalize_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
+                           const float* norm, int64_t N, int C, double eps, cudaStream_t stream);
+
+// Drop path, forward and backward alike: out[b, :] = x[b, :] * (keep[b] ? scale : 0).
+// out (B, S) <- x (B, S); keep (B) is a HOST array (0/1), passed in the launch parameters (no
+// upload, no synchronisation).
+void drop_path_apply(float* out, const float* x, const uint8_t* keep, float scale, int64_t B,
+                     int64_t S, cudaStream_t stream);
+void drop_path_apply(__nv_bfloat16* out, const __nv_bfloat16* x, const uint8_t* keep, float scale,
+                     int64_t B, int64_t S, cudaStream_t stream);
+
+// Bicubic resize of a channels-last grid, kernels/cpu/kernels.h's arithmetic (A = -0.75,
+// align_corners = False, clamped taps, src = (dst + 0.5) / scale - 0.5). Deterministic.
+// out (Ho, Wo, C) <- in (Hi, Wi, C)
+void bicubic_resize_forward(float* out, const float* in, int Hi, int Wi, int Ho, int Wo, int C,
+                            double scale_h, double scale_w, cudaStream_t stream);
+// din (Hi, Wi, C) <- dout (Ho, Wo, C), with the same taps (the exact adjoint)
+void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int Ho, int Wo, int C,
+                             double scale_h, double scale_w, cudaStream_t stream);
+
+// dino_loss_forward_backward that also writes q (G*B, K) = softmax((teacher - center) / tau_t),
+// the teacher probabilities the loss used (for the collapse statistics).
+void dino_loss_forward_backward_q(float* loss, float* dstudent, float* teacher_colsum, float* q,
+                                  const float* student, const float* teacher,
+                                  const float* center, int G, int V, int B, int K, float tau_s,
+                                  float tau_t, cudaStream_t stream);
+// out (n) <- dstudent (n) * dloss (1, device): the saved gradient times the upstream gradient.
+void dino_loss_scale_grad(float* out, const float* dstudent, const float* dloss, int64_t n,
+                          cudaStream_t stream);
+// stats (3) <- loss (1), q (R, K): stats = {loss, mean over rows of H(q_r), H(mean over rows of
+// q)} (natural log; 0 log 0 = 0), reduced on the device in a fixed order.
+void dino_teacher_stats(float* stats, const float* loss, const float* q, int R, int K,
+                        cudaStream_t stream);
 
 }  // namespace dino::kernels::cuda

@@ -28,6 +28,11 @@
 // thread, then a fixed tree), writes one partial per (tensor, block) (0 where it owns none), and
 // the last block to finish (an atomic counter) adds each tensor's partials in block order in
 // double. Same inputs, same device: bit-identical norms, with no second launch.
+//
+// Clipping (scale_by_norms) follows grad_norms without a trip to the host: each block reads the
+// norms (a few hundred bytes) and scales only the tensors that need it, in double as
+// core/optim.cpp does: coef = max_norm / (norm + 1e-6), g = float(g * coef) when coef < 1. It
+// reads and writes a clipped gradient once (8 bytes per element) and touches no other.
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
@@ -249,6 +254,48 @@ __global__ void __launch_bounds__(kThreads) grad_norms_kernel(float* norms, floa
   }
 }
 
+// The norms' clip coefficients: per tensor (DINO's utils.clip_gradients), or one for all tensors
+// from the joint norm (torch.nn.utils.clip_grad_norm_), whose sum runs in tensor order in every
+// block, so every block gets the same coefficient.
+__global__ void __launch_bounds__(kThreads) scale_by_norms_kernel(const TensorSpan* tensors,
+                                                                  const float* norms, int n,
+                                                                  double max_norm, int global) {
+  __shared__ double shared_coef;
+  if (global) {
+    if (threadIdx.x == 0) {
+      double total = 0;
+      for (int t = 0; t < n; ++t) total += double(norms[t]) * double(norms[t]);
+      shared_coef = max_norm / (sqrt(total) + 1e-6);
+    }
+    __syncthreads();
+  }
+  const double global_coef = global ? shared_coef : 0.0;
+  int64_t base = 0;
+  for (int t = 0; t < n; ++t) {
+    const TensorSpan d = tensors[t];
+    const int64_t this_base = base;
+    base = next_base(d.numel, base);
+    // The same value in every thread of every block: the branch is uniform.
+    const double coef = global ? global_coef : max_norm / (double(norms[t]) + 1e-6);
+    if (!(coef < 1.0)) continue;  // as the CPU: no scaling (also for a NaN norm)
+    // The gradients were handed in as const for grad_norms; this launch owns them for writing.
+    float* g = const_cast<float*>(d.data);
+    const bool vec = aligned(g, 16);
+    for_each_owned_chunk(d.numel, this_base, [&](int64_t begin, int64_t end) {
+      if (vec && end - begin == kChunk) {
+        const int64_t i = begin + int64_t(threadIdx.x) * kPerThread;
+        float4 x = *reinterpret_cast<const float4*>(g + i);
+        x.x = float(__dmul_rn(double(x.x), coef)), x.y = float(__dmul_rn(double(x.y), coef));
+        x.z = float(__dmul_rn(double(x.z), coef)), x.w = float(__dmul_rn(double(x.w), coef));
+        *reinterpret_cast<float4*>(g + i) = x;
+      } else {
+        for (int64_t i = begin + threadIdx.x; i < end; i += kThreads)
+          g[i] = float(__dmul_rn(double(g[i]), coef));
+      }
+    });
+  }
+}
+
 // launchers
 
 namespace {
@@ -295,6 +342,22 @@ void grad_norms(float* norms, const TensorSpan* tensors, int n, cudaStream_t str
                                                    counter, tensors, n);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaFreeAsync(scratch, stream));
+}
+
+void scale_by_norms(const TensorSpan* tensors, const float* norms, int n, double max_norm,
+                    bool global, cudaStream_t stream) {
+  if (n <= 0) return;
+  scale_by_norms_kernel<<<multi_tensor_grid(scale_by_norms_kernel), kThreads, 0, stream>>>(
+      tensors, norms, n, max_norm, global ? 1 : 0);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void copy_descriptors_h2d(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return;
+  // From pageable memory: the driver stages the bytes before returning, so `src` may be reused
+  // at once, and the copy stays ordered after the kernels already queued on `stream` (which may
+  // still read the previous descriptors in `dst`).
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
 }
 
 }  // namespace dino::kernels::cuda

@@ -7,6 +7,7 @@
 // moves 6 bytes per element, bf16 -> f32 6 bytes, fill 4 bytes; no arithmetic to speak of.
 #include <cuda_bf16.h>
 
+#include <atomic>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -120,10 +121,18 @@ std::string device_description() {
                  int64_t(std::lround(gib)), " GB)");
 }
 
+namespace {
+std::atomic<bool> poison_allocations{false};
+}  // namespace
+
+void set_poison_allocations(bool on) { poison_allocations = on; }
+
 void* alloc(size_t bytes) {
   if (bytes == 0) return nullptr;
   void* p = nullptr;
-  CUDA_CHECK(cudaMallocAsync(&p, bytes, context().stream));
+  const cudaStream_t s = context().stream;
+  CUDA_CHECK(cudaMallocAsync(&p, bytes, s));
+  if (poison_allocations) CUDA_CHECK(cudaMemsetAsync(p, 0xFF, bytes, s));
   return p;
 }
 

@@ -20,6 +20,9 @@ std::string device_description();
 // alloc(0) returns nullptr; free(nullptr) does nothing.
 void* alloc(size_t bytes);
 void free(void* p);
+// Tests turn this on: every later alloc() fills its bytes with 0xFF (NaN in f32 and bf16), so
+// an op that leaves an element of a fresh output unwritten shows it (DESIGN §6).
+void set_poison_allocations(bool on);
 
 // Copies on the context stream. copy_h2d synchronises the stream before returning, so the
 // host buffer may be freed or reused afterwards; copy_d2h synchronises; copy_d2d does not.

@@ -45,4 +45,20 @@ struct Row {
 // becomes a failing row saying so; the rest still run.
 std::vector<Row> run_all(uint64_t seed = 1);
 
+// Rows of the nn kernels (kernels/cuda/selfcheck_nn.cpp): softmax, log-softmax, l2-normalize, drop path,
+// bicubic resize and the DINO loss extras (q, the scaled gradient, the teacher statistics).
+void check_nn(std::vector<Row>& rows, uint64_t seed);
+
+// Rows of the GEMM-side kernels (kernels/cuda/selfcheck_linear.cpp): im2col_patches, weight_norm forward and
+// backward, the fp32-output GEMM with an f32 bias (patchify) and the bf16 strided batch (matmul).
+void check_linear(std::vector<Row>& rows, uint64_t seed);
+
+// Rows of the element-wise kernels (kernels/cuda/selfcheck_elementwise.cpp): the mixed-dtype broadcast binary op,
+// GELU forward/backward, the deterministic all-sum, row reductions, sum_to, the tiled transpose.
+void check_elementwise(std::vector<Row>& rows, uint64_t seed);
+
+// Rows of the optimizer's clipping (kernels/cuda/selfcheck_optimizer.cpp): the clipping launch scale_by_norms
+// (per tensor and global) after grad_norms.
+void check_optimizer_clip(std::vector<Row>& rows, uint64_t seed);
+
 }  // namespace dino::kernels::cuda::selfcheck

@@ -1,7 +1,8 @@
 // cuBLASLt GEMM wrapper and the bias + GELU kernels against the CPU reference in float64,
 // computed from the same bf16-rounded inputs (DESIGN §6). Covers the three products of a
 // Linear layer (forward with the bias epilogue, input gradient, weight gradient with the
-// bias-gradient epilogue), a strided batch, bf16 and fp32 outputs, and odd sizes.
+// bias-gradient epilogue), a strided batch, bf16 and fp32 outputs (fp32 with an f32 bias),
+// odd sizes and pointers aligned to 2 bytes only.
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
 #include "tests/cuda/test_util.h"
@@ -110,6 +111,66 @@ TEST_CASE("gemm: strided batch, every transpose combination", "[gemm]") {
       expect_close("C", to_double(c.download()), ref, kF32Tol);
     }
   }
+}
+
+TEST_CASE("gemm: fp32 output with an f32 bias epilogue (the patch embedding)", "[gemm]") {
+  dino::Rng rng(46);
+  for (const LinearShape s : {LinearShape{37, 33, 65}, LinearShape{392, 768, 384}}) {
+    INFO("rows = " << s.rows << ", in = " << s.in << ", out = " << s.out);
+    const std::vector<float> x = random_floats(rng, size_t(s.rows) * s.in);
+    const std::vector<float> w = random_floats(rng, size_t(s.out) * s.in, 0.05);
+    const std::vector<float> b = random_floats(rng, size_t(s.out), 0.5);
+    DeviceBuffer<dino::bf16> dx(to_bf16(x)), dw(to_bf16(w));
+    DeviceBuffer<float> db(b), y(size_t(s.rows) * s.out);
+    y.poison();
+    cu::gemm(y.get(), false, bf(dx), bf(dw), db.get(), cu::GemmEpilogue::bias, s.rows, s.out,
+             s.in, false, true, 1, 0, 0, 0, test_stream());
+    std::vector<double> ref(size_t(s.rows) * s.out);
+    cpu::gemm<double>(ref.data(), bf16_rounded(x).data(), bf16_rounded(w).data(), s.rows, s.out,
+                      s.in, false, true, 1.0, 0.0);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += b[i % size_t(s.out)];  // f32, not rounded
+    expect_close("y", to_double(y.download()), ref, kF32Tol);
+  }
+}
+
+TEST_CASE("gemm: operands at 2-byte-aligned addresses (views, odd offsets)", "[gemm]") {
+  // Every pointer one bf16 / f32 element past an aligned address: the heuristic must be told
+  // (a 256-byte-alignment assumption would read and write the wrong bytes or fault).
+  dino::Rng rng(47);
+  const int rows = 37, in = 64, out = 96;
+  const std::vector<float> x = random_floats(rng, size_t(rows) * in + 1);
+  const std::vector<float> w = random_floats(rng, size_t(out) * in + 1, 0.05);
+  const std::vector<float> b = random_floats(rng, size_t(out) + 1, 0.5);
+  DeviceBuffer<dino::bf16> dx(to_bf16(x)), dw(to_bf16(w)), db(to_bf16(b));
+  DeviceBuffer<dino::bf16> y(size_t(rows) * out + 1);
+  DeviceBuffer<float> g(size_t(out) * in + 1), gb(size_t(out) + 1);
+  y.poison(), g.poison(), gb.poison();
+  const __nv_bfloat16* xp = bf(dx) + 1;
+  const __nv_bfloat16* wp = bf(dw) + 1;
+  cu::gemm(y.get() + 1, true, xp, wp, db.get() + 1, cu::GemmEpilogue::bias, rows, out, in, false,
+           true, 1, 0, 0, 0, test_stream());
+  // dW-shaped product with the bias-gradient epilogue, A = y-shaped data (x used as dy).
+  const std::vector<float> dy = random_floats(rng, size_t(rows) * out + 1);
+  DeviceBuffer<dino::bf16> ddy(to_bf16(dy));
+  cu::gemm(g.get() + 1, false, bf(ddy) + 1, xp, gb.get() + 1, cu::GemmEpilogue::bias_grad, out,
+           in, rows, true, false, 1, 0, 0, 0, test_stream());
+
+  const std::vector<double> all_x = bf16_rounded(x), all_w = bf16_rounded(w),
+                            all_b = bf16_rounded(b), all_dy = bf16_rounded(dy);
+  const std::vector<double> xr(all_x.begin() + 1, all_x.end()), wr(all_w.begin() + 1, all_w.end()),
+      br(all_b.begin() + 1, all_b.end()), dyr(all_dy.begin() + 1, all_dy.end());
+  std::vector<double> ref(size_t(rows) * out), ref_g(size_t(out) * in), ref_gb(size_t(out), 0.0);
+  cpu::gemm<double>(ref.data(), xr.data(), wr.data(), rows, out, in, false, true, 1.0, 0.0);
+  for (size_t i = 0; i < ref.size(); ++i) ref[i] += br[i % size_t(out)];
+  cpu::gemm<double>(ref_g.data(), dyr.data(), xr.data(), out, in, rows, true, false, 1.0, 0.0);
+  for (size_t r = 0; r < size_t(rows); ++r)
+    for (size_t o = 0; o < size_t(out); ++o) ref_gb[o] += dyr[r * out + o];
+  const std::vector<double> got_y = to_double(y.download()), got_g = to_double(g.download()),
+                            got_gb = to_double(gb.download());
+  expect_close("y", std::vector<double>(got_y.begin() + 1, got_y.end()), ref,
+               2 * bf16_output_error(ref) + 1e-4);
+  expect_close("dW", std::vector<double>(got_g.begin() + 1, got_g.end()), ref_g, kF32Tol);
+  expect_close("db", std::vector<double>(got_gb.begin() + 1, got_gb.end()), ref_gb, kF32Tol);
 }
 
 TEST_CASE("bias_gelu_forward and gelu_backward match the exact-erf CPU GELU", "[gemm][gelu]") {

@@ -1,6 +1,7 @@
 // The fused multi-tensor launches of optimizer.cu against the host: AdamW against
 // core/optim.cpp's AdamW over three steps (one with parameters that have no gradient), the EMA
-// against models/multicrop.cpp's formula, gradient norms against float64 sums. Tensor sizes
+// against models/multicrop.cpp's formula, gradient norms against float64 sums, and the clipping
+// launch after them (scale_by_norms) against core/optim.cpp's clip functions. Tensor sizes
 // cover 1 element, odd sizes, chunk edges (1023, 1024, 1025), a large tensor and 1500 tiny ones
 // (more 1024-element chunks than an H100 or H200 grid has blocks, so the round-robin over
 // blocks wraps around); the tensors sit in one buffer either back to back
@@ -230,4 +231,55 @@ TEST_CASE("grad_norms matches float64 norms and is deterministic", "[optimizer]"
     for (size_t t = 0; t < nt; ++t) differ += !same_bits(again[t], got[t]);
     CHECK(differ == 0);
   }
+}
+
+TEST_CASE("scale_by_norms clips per tensor and by the joint norm as core/optim.cpp does",
+          "[optimizer]") {
+  for (const bool global : {false, true})
+    for (const bool padded : {false, true}) {
+      INFO((global ? "global norm, " : "per tensor, ") << layout_name(padded) << " layout");
+      dino::Rng rng(padded ? 47 : 48);
+      const Layout l = make_layout(rng, padded);
+      const size_t nt = l.sizes.size();
+      // Norms from ~1e-3 to ~1e3 around the maximum: some tensors clipped, some not.
+      std::vector<float> g(size_t(l.total), NAN);  // gaps between tensors stay NaN on both sides
+      std::vector<dino::Tensor> params;
+      for (size_t t = 0; t < nt; ++t) {
+        const double scale =
+            std::pow(10.0, -3.0 + 6.0 * rng.uniform()) / std::sqrt(double(l.sizes[t]));
+        const std::vector<float> gt = random_floats(rng, size_t(l.sizes[t]), scale);
+        std::copy(gt.begin(), gt.end(), g.begin() + l.offsets[t]);
+        params.push_back(dino::Tensor::zeros({l.sizes[t]}));
+        params.back().set_requires_grad();
+        params.back().set_grad(dino::Tensor::from_vector(gt, {l.sizes[t]}));
+      }
+      const double max_norm = global ? 50.0 : 1.0;
+      DeviceBuffer<float> dg(g), norms(nt);
+      std::vector<cu::TensorSpan> desc;
+      for (size_t t = 0; t < nt; ++t) desc.push_back({dg.get() + l.offsets[t], l.sizes[t]});
+      DeviceBuffer<cu::TensorSpan> ddesc(desc);
+      cu::grad_norms(norms.get(), ddesc.get(), int(nt), test_stream());
+      cu::scale_by_norms(ddesc.get(), norms.get(), int(nt), max_norm, global, test_stream());
+      if (global)
+        dino::clip_grad_global_norm(params, max_norm);
+      else
+        dino::clip_grad_per_param(params, max_norm);
+
+      const std::vector<float> got = dg.download();
+      std::vector<double> gd, rd;
+      size_t gaps_written = 0;
+      for (size_t t = 0; t < nt; ++t) {
+        const float* ref = params[t].grad().data<float>();
+        for (int64_t i = 0; i < l.sizes[t]; ++i) {
+          gd.push_back(got[size_t(l.offsets[t] + i)]);
+          rd.push_back(ref[i]);
+        }
+        const int64_t gap_end = t + 1 < nt ? l.offsets[t + 1] : l.total;
+        for (int64_t k = l.offsets[t] + l.sizes[t]; k < gap_end; ++k)
+          gaps_written += !std::isnan(got[size_t(k)]);
+      }
+      // The same double arithmetic; the norms differ by float partial sums (a few ulps).
+      expect_close("clipped gradients", gd, rd, 1e-6);
+      CHECK(gaps_written == 0);
+    }
 }

@@ -1,0 +1,725 @@
+#!/usr/bin/env python3
+"""PyTorch on the same card: the baselines `dino bench` is compared with (DESIGN §7, issue 6).
+
+    python3 benchmarks/compare_torch.py [--out FILE] [--only attention,layernorm,dino-loss,train-step]
+                                        [--budget S] [--compile-timeout S] [--compile-train] [--quick]
+                                        [--smoke]
+    python3 benchmarks/compare_torch.py --join BENCH_LOG [BENCH_LOG ...]
+
+Measures, with the shapes and the shape strings of `dino bench`:
+  attention   F.scaled_dot_product_attention on timm's packed-qkv views (B, N, 3, H, Dh) ->
+              (B, H, N, Dh), output merged back to (B, N, H*Dh), with each back end forced through
+              torch.nn.attention.sdpa_kernel: flash, cuDNN, memory-efficient, and math (the
+              composite, ViT shapes only); forward, and backward as autograd.grad of the output
+              w.r.t. qkv (which includes stacking dq, dk, dv into dqkv, as in a ViT);
+  layernorm   F.layer_norm on fp32 rows (autocast keeps it fp32), with and without the cast to
+              bf16 that feeds the next GEMM; forward and backward;
+  dino-loss   DINOLoss as facebookresearch/dino writes it (softmax of the centred teacher, a
+              log_softmax per (teacher view, student view) pair, mean, center update), forward +
+              backward, eager and torch.compile (compiled in a child process under its own time
+              limit, --compile-timeout);
+  train-step  a whole DINO ViT-S/16 step (2x224 + 8x96 crops, K 65536, batch 64, bf16 autocast,
+              fused AdamW, per-parameter gradient clipping, EMA teacher), self-contained model
+              (no timm), eager; torch.compile with --compile-train (minutes of compilation).
+Each also measures the card's ceilings (a 1 GiB device copy, an 8192^3 bf16 matmul) so its rows
+carry the same %-of-floor as the engine's. A back end or feature that is missing gives a row
+saying so, never a crash. Writes one JSON line per measurement to --out (default
+compare_torch.jsonl), with the keys `dino bench` uses (bench, shape, pass, impl, median_ms, ...),
+and prints a table. --join reads `dino bench` output (its '{' lines) and this script's file(s)
+and prints one joined line per (bench, shape, pass): ours, each baseline as time over ours.
+--smoke: tiny shapes on whatever device there is (the CPU in CI), a few repetitions.
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+
+ROWS = []
+OUT = None
+
+
+def emit(row):
+    ROWS.append(row)
+    if OUT is not None:
+        OUT.write(json.dumps(row) + "\n")
+        OUT.flush()
+
+
+def error_row(bench, shape, pass_, impl, error):
+    return {"bench": bench, "shape": shape, "pass": pass_, "impl": impl, "error": str(error)[:300],
+            "source": "torch"}
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+def time_reps(torch, fn, warmup, reps, cuda):
+    """fn(i) runs repetition i; CUDA events around each (wall clock on the CPU). Median etc."""
+    for i in range(warmup):
+        fn(i)
+    ms = []
+    if cuda:
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        stops = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for i in range(reps):
+            starts[i].record()
+            fn(warmup + i)
+            stops[i].record()
+        torch.cuda.synchronize()
+        ms = [starts[i].elapsed_time(stops[i]) for i in range(reps)]
+    else:
+        for i in range(reps):
+            t0 = time.perf_counter()
+            fn(warmup + i)
+            ms.append((time.perf_counter() - t0) * 1e3)
+    ms.sort()
+
+    def at(q):
+        return ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]
+    return {"median_ms": at(0.5), "p10_ms": at(0.1), "p90_ms": at(0.9), "min_ms": ms[0], "reps": reps}
+
+
+def measurement(bench, shape, pass_, impl, t, flops, nbytes, ceil, **extra):
+    s = t["median_ms"] * 1e-3
+    t_flop = flops / (ceil["gemm_tflops"] * 1e12) if ceil.get("gemm_tflops") else 0.0
+    t_byte = nbytes / (ceil["copy_gbps"] * 1e9) if ceil.get("copy_gbps") else 0.0
+    row = {"bench": bench, "shape": shape, "pass": pass_, "impl": impl, "source": "torch", **t,
+           "flops": flops, "bytes": nbytes, "tflops": flops / s / 1e12, "gbps": nbytes / s / 1e9,
+           "flop_floor_ms": t_flop * 1e3, "byte_floor_ms": t_byte * 1e3,
+           "bound": "math" if t_flop >= t_byte else "memory",
+           "pct_of_floor": 100.0 * max(t_flop, t_byte) / s}
+    row.update(extra)
+    return row
+
+
+def rotation_sets(set_bytes, l2):
+    return max(2, min(64, -(-3 * l2 // max(1, set_bytes))))
+
+
+def ceilings(torch, dev, smoke):
+    cuda = dev.type == "cuda"
+    c = {"bench": "ceilings", "source": "torch", "torch": torch.__version__,
+         "device": torch.cuda.get_device_name(dev) if cuda else "cpu"}
+    nbytes = (1 << 30) if not smoke else (1 << 24)
+    src = torch.empty(nbytes // 4, device=dev).uniform_(-1, 1)
+    dst = torch.empty_like(src)
+    t = time_reps(torch, lambda i: dst.copy_(src), 3, 10 if smoke else 30, cuda)
+    c["copy_gbps"] = 2 * nbytes / (t["median_ms"] * 1e-3) / 1e9
+    n = 8192 if not smoke else 256
+    dt = torch.bfloat16 if cuda else torch.float32
+    a = torch.empty(n, n, device=dev, dtype=dt).uniform_(-1, 1)
+    b = torch.empty(n, n, device=dev, dtype=dt).uniform_(-1, 1)
+    t = time_reps(torch, lambda i: torch.mm(a, b), 3, 5 if smoke else 30, cuda)
+    c["gemm_tflops"] = 2 * n ** 3 / (t["median_ms"] * 1e-3) / 1e12
+    c["l2_bytes"] = getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 50 << 20) if cuda else 1 << 20
+    del src, dst, a, b
+    return c
+
+
+# ---- attention ---------------------------------------------------------------------------------
+
+def attention_shapes(smoke, quick=False):
+    if smoke:
+        return [(2, 37, 2, 32), (2, 50, 2, 64)]
+    if quick:  # what tools/gpu-check.sh runs `dino bench attention` on
+        return [(512, 37, 6, 64), (256, 197, 6, 64), (4, 4096, 6, 64)]
+    return [(512, 37, 6, 64), (256, 197, 6, 64)] + [(16384 // n, n, 6, 64) for n in (1024, 2048, 4096, 8192)]
+
+
+def sdpa_backends(torch):
+    """[(impl, context factory or None, why unavailable)]"""
+    F = torch.nn.functional
+    if not hasattr(F, "scaled_dot_product_attention"):
+        why = f"torch {torch.__version__} has no F.scaled_dot_product_attention"
+        return [(n, None, why) for n in ("torch-flash", "torch-cudnn", "torch-efficient")] + [("torch-math", "manual", "")]
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        SDPBackend, sdpa_kernel = None, None
+    out = []
+    for impl, name in (("torch-flash", "FLASH_ATTENTION"), ("torch-cudnn", "CUDNN_ATTENTION"),
+                       ("torch-efficient", "EFFICIENT_ATTENTION"), ("torch-math", "MATH")):
+        if SDPBackend is None or not hasattr(SDPBackend, name):
+            out.append((impl, None, f"torch {torch.__version__} has no SDPBackend.{name}"))
+        else:
+            be = getattr(SDPBackend, name)
+            out.append((impl, (lambda be=be: sdpa_kernel([be])), ""))
+    return out
+
+
+def bench_attention(torch, dev, args, ceil):
+    cuda = dev.type == "cuda"
+    F = torch.nn.functional
+    dt = torch.bfloat16 if cuda else torch.float32
+    for (B, N, H, Dh) in attention_shapes(args.smoke, args.quick):
+        shape = f"B={B} N={N} H={H} Dh={Dh}"
+        if over_budget(args):
+            emit(error_row("attention", shape, "forward+backward", "torch", "skipped: past --budget"))
+            continue
+        hd = H * Dh
+        qkv_n, o_n, lse_n = B * N * 3 * hd, B * N * hd, B * H * N
+        fwd_flops, bwd_flops = 4.0 * B * H * N * N * Dh, 10.0 * B * H * N * N * Dh
+        fwd_bytes = 2 * qkv_n + 2 * o_n + 4 * lse_n
+        bwd_bytes = 2 * qkv_n + 4 * o_n + 4 * lse_n + 2 * qkv_n
+        nsets = rotation_sets(2 * qkv_n + 4 * o_n, ceil["l2_bytes"])
+        qkvs = [torch.empty(B, N, 3 * hd, device=dev, dtype=dt).uniform_(-1, 1).requires_grad_() for _ in range(nsets)]
+        douts = [torch.empty(B, N, hd, device=dev, dtype=dt).uniform_(-1, 1) for _ in range(nsets)]
+
+        def attend(qkv, manual):
+            q, k, v = qkv.reshape(B, N, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0)
+            if manual:  # the composite: S = q k^T * scale, softmax, P v
+                p = torch.softmax((q @ k.transpose(-2, -1)) * (Dh ** -0.5), dim=-1)
+                o = p @ v
+            else:
+                o = F.scaled_dot_product_attention(q, k, v)
+            return o.transpose(1, 2).reshape(B, N, hd)
+
+        for impl, ctx, why in sdpa_backends(torch):
+            if ctx is None:
+                for p in ("forward", "backward"):
+                    emit(error_row("attention", shape, p, impl, why))
+                continue
+            manual = ctx == "manual"
+            if impl == "torch-math" and N > 256 and not args.smoke:
+                for p in ("forward", "backward"):
+                    emit(error_row("attention", shape, p, impl, "skipped: the N x N math path is run for ViT shapes only"))
+                continue
+            make_ctx = (lambda: contextlib.nullcontext()) if manual else ctx
+            note = "qkv views -> SDPA -> (B, N, H*Dh); backward: autograd.grad w.r.t. qkv"
+            try:
+                with make_ctx():
+                    with torch.no_grad():
+                        t = time_reps(torch, lambda i: attend(qkvs[i % nsets], manual), args.warmup, args.reps, cuda)
+                emit(measurement("attention", shape, "forward", impl, t, fwd_flops, fwd_bytes, ceil, note=note))
+            except Exception as e:  # noqa: BLE001 -- a back end that refuses the shape is a row
+                emit(error_row("attention", shape, "forward", impl, e))
+                emit(error_row("attention", shape, "backward", impl, "forward failed"))
+                continue
+            try:
+                with make_ctx():
+                    outs = [attend(qkvs[i], manual) for i in range(nsets)]
+                    t = time_reps(torch, lambda i: torch.autograd.grad(outs[i % nsets], qkvs[i % nsets], douts[i % nsets],
+                                                                       retain_graph=True), args.warmup, args.reps, cuda)
+                emit(measurement("attention", shape, "backward", impl, t, bwd_flops, bwd_bytes, ceil, note=note))
+                del outs
+            except Exception as e:  # noqa: BLE001
+                emit(error_row("attention", shape, "backward", impl, e))
+        del qkvs, douts
+        if cuda:
+            torch.cuda.empty_cache()
+
+
+# ---- layernorm ---------------------------------------------------------------------------------
+
+def bench_layernorm(torch, dev, args, ceil):
+    cuda = dev.type == "cuda"
+    F = torch.nn.functional
+    shapes = [(64 * 2 * 197, 384), (64 * (2 * 197 + 8 * 37), 384), (131072, 384), (262144, 384)]
+    if args.smoke:
+        shapes = [(1000, 384)]
+    for N, C in shapes:
+        shape = f"N={N} C={C}"
+        if over_budget(args):
+            emit(error_row("layernorm", shape, "forward+backward", "torch", "skipped: past --budget"))
+            continue
+        nc = N * C
+        nsets = rotation_sets(10 * nc, ceil["l2_bytes"])
+        xs = [torch.empty(N, C, device=dev).uniform_(-2, 2).requires_grad_() for _ in range(nsets)]
+        w = torch.empty(C, device=dev).uniform_(0.5, 1.5).requires_grad_()
+        b = torch.empty(C, device=dev).uniform_(-0.5, 0.5).requires_grad_()
+        for impl, cast in (("torch", False), ("torch-bf16out", True)):
+            out_dt = torch.bfloat16 if cast else torch.float32
+            ob = 2 if cast else 4
+            dys = [torch.empty(N, C, device=dev, dtype=out_dt).uniform_(-1, 1) for _ in range(nsets)]
+
+            def ln(i):
+                y = F.layer_norm(xs[i % nsets], (C,), w, b, 1e-6)
+                return y.to(torch.bfloat16) if cast else y
+            note = "F.layer_norm fp32" + (" + cast to bf16" if cast else " (fp32 out, as autocast runs it)")
+            try:
+                with torch.no_grad():
+                    t = time_reps(torch, ln, args.warmup, args.reps, cuda)
+                emit(measurement("layernorm", shape, "forward", impl, t, 0.0, 4 * nc + ob * nc + 8 * N + 8 * C, ceil, note=note))
+                ys = [ln(i) for i in range(nsets)]
+                t = time_reps(torch, lambda i: torch.autograd.grad(ys[i % nsets], (xs[i % nsets], w, b), dys[i % nsets],
+                                                                   retain_graph=True), args.warmup, args.reps, cuda)
+                emit(measurement("layernorm", shape, "backward", impl, t, 0.0,
+                                 ob * nc + 4 * nc + 8 * N + 4 * C + 4 * nc + 8 * C, ceil, note=note))
+                del ys
+            except Exception as e:  # noqa: BLE001
+                emit(error_row("layernorm", shape, "forward+backward", impl, e))
+            del dys
+        del xs
+
+
+# ---- DINO loss ---------------------------------------------------------------------------------
+
+def dino_loss_step(torch, student_output, teacher_output, center, ncrops, tau_s, tau_t, momentum):
+    """facebookresearch/dino DINOLoss.forward + update_center (one process: no all_reduce)."""
+    F = torch.nn.functional
+    student_out = student_output / tau_s
+    student_out = student_out.chunk(ncrops)
+    teacher_out = F.softmax((teacher_output - center) / tau_t, dim=-1)
+    teacher_out = teacher_out.detach().chunk(2)
+    total_loss = 0
+    n_loss_terms = 0
+    for iq, q in enumerate(teacher_out):
+        for v in range(len(student_out)):
+            if v == iq:
+                continue
+            loss = torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1)
+            total_loss += loss.mean()
+            n_loss_terms += 1
+    total_loss /= n_loss_terms
+    with torch.no_grad():
+        batch_center = torch.sum(teacher_output, dim=0, keepdim=True) / len(teacher_output)
+        new_center = center * momentum + batch_center * (1 - momentum)
+    return total_loss, new_center
+
+
+def dino_loss_shapes(smoke):
+    return [(2, 4, 4, 256)] if smoke else [(2, 10, 64, 65536), (2, 8, 64, 4096)]
+
+
+def bench_dino_loss(torch, dev, args, ceil, compiled):
+    cuda = dev.type == "cuda"
+    impl = "torch-compile" if compiled else "torch-eager"
+    for G, V, B, K in dino_loss_shapes(args.smoke):
+        shape = f"G={G} V={V} B={B} K={K}"
+        if over_budget(args):
+            emit(error_row("dino-loss", shape, "forward+backward", impl, "skipped: past --budget"))
+            continue
+        sn, tn = V * B * K, G * B * K
+        nsets = rotation_sets(4 * (sn + tn), ceil["l2_bytes"])
+        ss = [torch.empty(V * B, K, device=dev).uniform_(-1, 1).requires_grad_() for _ in range(nsets)]
+        ts = [torch.empty(G * B, K, device=dev).uniform_(-1, 1) for _ in range(nsets)]
+        state = {"center": torch.empty(1, K, device=dev).uniform_(-0.1, 0.1)}
+        def loss_fn(s, t, center):
+            return dino_loss_step(torch, s, t, center, V, 0.1, 0.04, 0.9)
+        fn = torch.compile(loss_fn) if compiled else loss_fn
+
+        def step(i):
+            s = ss[i % nsets]
+            s.grad = None
+            loss, state["center"] = fn(s, ts[i % nsets], state["center"])
+            loss.backward()
+        try:
+            t0 = time.time()
+            step(0)  # compiles, when compiled
+            if cuda:
+                torch.cuda.synchronize()
+            first_s = time.time() - t0
+            t = time_reps(torch, step, args.warmup, args.reps, cuda)
+            emit(measurement("dino-loss", shape, "forward+backward", impl, t, 0.0, 4.0 * (sn + tn + K) + 4.0 * (sn + K),
+                             ceil, first_call_s=first_s, note="DINOLoss as facebookresearch/dino writes it + center update"))
+        except Exception as e:  # noqa: BLE001
+            emit(error_row("dino-loss", shape, "forward+backward", impl, e))
+        del ss, ts
+
+
+# ---- a DINO ViT-S/16 training step -------------------------------------------------------------
+
+def build_dino(torch, cfg):
+    nn, F = torch.nn, torch.nn.functional
+    has_sdpa = hasattr(F, "scaled_dot_product_attention")
+
+    class Attention(nn.Module):
+        def __init__(self, dim, heads):
+            super().__init__()
+            self.heads = heads
+            self.qkv = nn.Linear(dim, dim * 3)
+            self.proj = nn.Linear(dim, dim)
+
+        def forward(self, x):
+            B, N, C = x.shape
+            q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+            if has_sdpa:
+                x = F.scaled_dot_product_attention(q, k, v)
+            else:
+                x = torch.softmax((q @ k.transpose(-2, -1)) * (C // self.heads) ** -0.5, dim=-1) @ v
+            return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+    class Block(nn.Module):
+        def __init__(self, dim, heads, drop_path):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+            self.attn = Attention(dim, heads)
+            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+            self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+            self.drop_path = drop_path
+
+        def dp(self, x):
+            if not self.training or self.drop_path == 0:
+                return x
+            keep = 1 - self.drop_path
+            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+            return x * mask / keep
+
+        def forward(self, x):
+            x = x + self.dp(self.attn(self.norm1(x)))
+            return x + self.dp(self.mlp(self.norm2(x)))
+
+    class ViT(nn.Module):
+        def __init__(self, img, patch, dim, depth, heads, dpr):
+            super().__init__()
+            self.patch, self.grid = patch, img // patch
+            self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim).normal_(std=0.02))
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.grid ** 2 + 1, dim).normal_(std=0.02))
+            self.blocks = nn.ModuleList([Block(dim, heads, dpr * i / max(1, depth - 1)) for i in range(depth)])
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+        def pos(self, g):
+            if g == self.grid:
+                return self.pos_embed
+            cls, patch = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+            d = patch.shape[-1]
+            patch = F.interpolate(patch.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2),
+                                  scale_factor=((g + 0.1) / self.grid, (g + 0.1) / self.grid), mode="bicubic",
+                                  align_corners=False)
+            return torch.cat((cls, patch.permute(0, 2, 3, 1).reshape(1, -1, d)), dim=1)
+
+        def forward(self, x):
+            B, g = x.shape[0], x.shape[-1] // self.patch
+            x = self.patch_embed(x).flatten(2).transpose(1, 2)
+            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1) + self.pos(g)
+            for blk in self.blocks:
+                x = blk(x)
+            return self.norm(x)[:, 0]
+
+    class Head(nn.Module):
+        def __init__(self, dim, out_dim, hidden, bottleneck):
+            super().__init__()
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                     nn.Linear(hidden, bottleneck))
+            wn = getattr(nn.utils, "weight_norm")
+            self.last_layer = wn(nn.Linear(bottleneck, out_dim, bias=False))
+            self.last_layer.weight_g.data.fill_(1)
+            self.last_layer.weight_g.requires_grad = False
+
+        def forward(self, x):
+            return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
+
+    class MultiCrop(nn.Module):
+        def __init__(self, backbone, head):
+            super().__init__()
+            self.backbone, self.head = backbone, head
+
+        def forward(self, crops):
+            outs, i = [], 0
+            while i < len(crops):  # consecutive crops of one size run as one batch
+                j = i
+                while j < len(crops) and crops[j].shape[-1] == crops[i].shape[-1]:
+                    j += 1
+                outs.append(self.backbone(torch.cat(crops[i:j])))
+                i = j
+            return self.head(torch.cat(outs))
+
+    def make(dpr):
+        return MultiCrop(ViT(cfg["img"], cfg["patch"], cfg["dim"], cfg["depth"], cfg["heads"], dpr),
+                         Head(cfg["dim"], cfg["K"], cfg["hidden"], cfg["bottleneck"]))
+    student, teacher = make(0.1), make(0.0)
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    return student, teacher
+
+
+def train_cfg(smoke):
+    if smoke:
+        return {"img": 32, "patch": 8, "dim": 64, "depth": 2, "heads": 2, "K": 256, "hidden": 128,
+                "bottleneck": 32, "batch": 2, "G": 2, "L": 2, "global": 32, "local": 16}
+    return {"img": 224, "patch": 16, "dim": 384, "depth": 12, "heads": 6, "K": 65536, "hidden": 2048,
+            "bottleneck": 256, "batch": 64, "G": 2, "L": 8, "global": 224, "local": 96}
+
+
+def bench_train_step(torch, dev, args, ceil, compiled):
+    cuda = dev.type == "cuda"
+    cfg = train_cfg(args.smoke)
+    impl = "torch-compile" if compiled else "torch-eager"
+    B, G, L = cfg["batch"], cfg["G"], cfg["L"]
+    shape = f"batch={B} global={G}x{cfg['global']} local={L}x{cfg['local']} K={cfg['K']}"
+    if over_budget(args):
+        emit(error_row("train-step", shape, "step", impl, "skipped: past --budget"))
+        return
+    try:
+        torch.manual_seed(0)
+        student, teacher = build_dino(torch, cfg)
+        student.to(dev).train()
+        teacher.to(dev).train()
+        if compiled:
+            student_f, teacher_f = torch.compile(student), torch.compile(teacher)
+        else:
+            student_f, teacher_f = student, teacher
+        crops = [torch.randn(B, 3, cfg["global"] if v < G else cfg["local"], cfg["global"] if v < G else cfg["local"],
+                             device=dev) for v in range(G + L)]
+        params = [p for p in student.parameters() if p.requires_grad]
+        reg = [p for p in params if p.ndim > 1]
+        noreg = [p for p in params if p.ndim <= 1]
+        kw = {"fused": True} if cuda else {}
+        try:
+            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=5e-4 * B / 256,
+                                    weight_decay=0.04, **kw)
+        except (TypeError, RuntimeError):
+            kw = {}
+            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=5e-4 * B / 256,
+                                    weight_decay=0.04)
+        sparams = [p for p in student.parameters()]
+        tparams = [p for p in teacher.parameters()]
+        state = {"center": torch.zeros(1, cfg["K"], device=dev)}
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        has_foreach_norm = hasattr(torch, "_foreach_norm")
+
+        def step(i):
+            with amp:
+                t_out = teacher_f(crops[:G])
+                s_out = student_f(crops)
+                loss, state["center"] = dino_loss_step(torch, s_out, t_out, state["center"], G + L, 0.1, 0.04, 0.9)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in params if p.grad is not None]
+            if has_foreach_norm:  # DINO's per-parameter clipping to norm 3, batched
+                norms = torch._foreach_norm(grads)
+                coefs = [torch.clamp(3.0 / (n + 1e-6), max=1.0) for n in norms]
+                torch._foreach_mul_(grads, coefs)
+            else:
+                for g in grads:
+                    g.mul_(torch.clamp(3.0 / (g.norm() + 1e-6), max=1.0))
+            opt.step()
+            with torch.no_grad():  # EMA teacher, momentum 0.996
+                torch._foreach_mul_(tparams, 0.996)
+                torch._foreach_add_(tparams, sparams, alpha=1 - 0.996)
+            return loss.item()
+
+        t0 = time.time()
+        step(0)
+        first_s = time.time() - t0
+        warm, reps = (1, 3) if args.smoke else (3, 10)
+        for i in range(warm):
+            step(i)
+        ms = []
+        for i in range(reps):
+            if cuda:
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            step(i)
+            if cuda:
+                torch.cuda.synchronize()
+            ms.append((time.perf_counter() - t1) * 1e3)
+        ms.sort()
+        med = ms[len(ms) // 2] if len(ms) % 2 else statistics.median(ms)
+        emit({"bench": "train-step", "shape": shape, "pass": "step", "impl": impl, "source": "torch",
+              "median_ms": med, "p10_ms": ms[round(0.1 * (len(ms) - 1))], "p90_ms": ms[round(0.9 * (len(ms) - 1))],
+              "reps": reps, "images_per_second": B / (med * 1e-3), "first_step_s": first_s,
+              "fused_adamw": bool(kw), "autocast": "bf16" if cuda else "none (cpu)",
+              "note": "ViT-S/16 + DINO head, teacher on globals, DINOLoss, clip 3 per parameter (foreach), "
+                      "AdamW, EMA (foreach); loss.item() each step"})
+        del student, teacher, opt, crops
+    except Exception as e:  # noqa: BLE001
+        emit(error_row("train-step", shape, "step", impl, e))
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+# ---- driver ------------------------------------------------------------------------------------
+
+START = time.time()
+
+
+def over_budget(args):
+    return args.budget > 0 and time.time() - START > args.budget
+
+
+def run_child(args, what, timeout):
+    """torch.compile measurements in a child process, killed after `timeout` seconds."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", what, "--out", args.out, "--device", args.device,
+           "--reps", str(args.reps), "--warmup", str(args.warmup)] + (["--smoke"] if args.smoke else [])
+    OUT.flush()
+    try:
+        r = subprocess.run(cmd, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            return f"child exited {r.returncode}: {r.stdout[-300:]}"
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout} s (compilation included)"
+    return None
+
+
+def print_table(rows):
+    print(f"\n{'bench':11} {'shape':42} {'pass':17} {'impl':16} {'median_ms':>10} {'TFLOP/s':>8} {'GB/s':>8} {'%floor':>7}")
+    for r in rows:
+        if r.get("bench") == "ceilings":
+            continue
+        if "error" in r:
+            print(f"{r['bench']:11} {r['shape']:42} {r['pass']:17} {r['impl']:16}  unavailable: {r['error'][:100]}")
+        elif r["bench"] == "train-step":
+            print(f"{r['bench']:11} {r['shape']:42} {r['pass']:17} {r['impl']:16} {r['median_ms']:10.2f}"
+                  f"  {r['images_per_second']:.1f} images/s")
+        else:
+            print(f"{r['bench']:11} {r['shape']:42} {r['pass']:17} {r['impl']:16} {r['median_ms']:10.4f}"
+                  f" {r['tflops']:8.1f} {r['gbps']:8.0f} {r['pct_of_floor']:6.1f}%")
+    sys.stdout.flush()
+
+
+def read_rows(paths):
+    rows = []
+    for p in paths:
+        with open(p, errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(r, dict) and "impl" in r and "bench" in r and "results" not in r:
+                    rows.append(r)
+    return rows
+
+
+def join(paths):
+    """One line per (bench, shape, pass): ours and every baseline's time over ours."""
+    rows = read_rows(paths)
+    keys, by = [], {}
+    for r in rows:
+        k = (r["bench"], r["shape"], r["pass"])
+        if k not in by:
+            keys.append(k)
+            by[k] = {}
+        by[k][r["impl"]] = r  # the latest row of an impl wins
+    print("joined: time of each implementation over ours (> 1: ours is faster); ours: median ms, % of the roofline floor")
+    for k in keys:
+        impls = by[k]
+        ours = impls.get("ours")
+        if ours and "median_ms" in ours:
+            if k[0] == "train-step":
+                head = f"ours {ours['median_ms']:.2f} ms ({ours.get('images_per_second', 0):.1f} img/s)"
+            else:
+                head = f"ours {ours['median_ms']:.4f} ms ({ours.get('pct_of_floor', 0):.0f}% floor, {ours.get('bound', '?')})"
+                if ours.get("rel_diff") is not None:
+                    head += f" diff {ours['rel_diff']:.1e}"
+        else:
+            head = "ours " + ((ours or {}).get("error", "missing")[:60])
+        parts = []
+        for name, r in impls.items():
+            if name == "ours":
+                continue
+            if "median_ms" in r and ours and "median_ms" in ours:
+                parts.append(f"{name} {r['median_ms'] / ours['median_ms']:.2f}x")
+            elif "median_ms" in r:
+                parts.append(f"{name} {r['median_ms']:.4f} ms")
+            else:
+                parts.append(f"{name} n/a ({r.get('error', '?')[:50]})")
+        print(f"{k[0]:10} {k[1]:40} {k[2]:16} {head} | " + " | ".join(parts))
+    sys.stdout.flush()
+
+
+def main(argv):
+    global OUT
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="compare_torch.jsonl")
+    ap.add_argument("--only", default="attention,layernorm,dino-loss,train-step")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=0, help="seconds after which no new shape starts")
+    ap.add_argument("--compile-timeout", type=float, default=180)
+    ap.add_argument("--compile-train", action="store_true", help="also torch.compile the training step")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, few repetitions (CI, on the CPU)")
+    ap.add_argument("--quick", action="store_true", help="attention: the ViT-S shapes and N = 4096 only "
+                    "(tools/gpu-check.sh's set)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--join", nargs="+", metavar="FILE")
+    args = ap.parse_args(argv)
+    if args.join:
+        join(args.join)
+        return 0
+    try:
+        import torch
+    except ImportError:
+        print("compare_torch: no PyTorch in this Python (skipped)")
+        return 77
+    if args.smoke:
+        args.reps, args.warmup = min(args.reps, 3), min(args.warmup, 1)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if not args.child:
+        open(args.out, "w").close()
+    OUT = open(args.out, "a")  # append mode: the compile children add their rows to the same file
+    ceil = ceilings(torch, dev, args.smoke)
+    if args.child:  # a torch.compile measurement: rows appended to the parent's file
+        if args.child == "dino-loss":
+            bench_dino_loss(torch, dev, args, ceil, compiled=True)
+        elif args.child == "train-step":
+            bench_train_step(torch, dev, args, ceil, compiled=True)
+        OUT.close()
+        return 0
+    emit(ceil)
+    print(f"compare_torch: torch {torch.__version__} on {ceil['device']}: {ceil['copy_gbps']:.0f} GB/s copy, "
+          f"{ceil['gemm_tflops']:.1f} TFLOP/s matmul")
+    only = set(args.only.split(","))
+    can_compile = hasattr(torch, "compile") and not args.no_compile
+    if "attention" in only:
+        bench_attention(torch, dev, args, ceil)
+    if "layernorm" in only:
+        bench_layernorm(torch, dev, args, ceil)
+    # Eager first (the numbers that matter most), then the compilations, each in a child
+    # process under --compile-timeout.
+    if "dino-loss" in only:
+        bench_dino_loss(torch, dev, args, ceil, compiled=False)
+    if "train-step" in only:
+        bench_train_step(torch, dev, args, ceil, compiled=False)
+    if "dino-loss" in only:
+        if not can_compile:
+            for G, V, B, K in dino_loss_shapes(args.smoke):
+                emit(error_row("dino-loss", f"G={G} V={V} B={B} K={K}", "forward+backward", "torch-compile",
+                               "not run: " + ("--no-compile" if args.no_compile else f"torch {torch.__version__} has no torch.compile")))
+        elif over_budget(args):
+            emit(error_row("dino-loss", "all", "forward+backward", "torch-compile", "skipped: past --budget"))
+        else:
+            err = run_child(args, "dino-loss", args.compile_timeout)
+            if err:
+                emit(error_row("dino-loss", "all", "forward+backward", "torch-compile", err))
+    if "train-step" in only:
+        cfg = train_cfg(args.smoke)
+        shape = f"batch={cfg['batch']} global={cfg['G']}x{cfg['global']} local={cfg['L']}x{cfg['local']} K={cfg['K']}"
+        if not (can_compile and args.compile_train):
+            emit(error_row("train-step", shape, "step", "torch-compile",
+                           "not run (--compile-train runs it; compilation takes minutes)" if can_compile
+                           else f"not run: torch {torch.__version__} has no torch.compile or --no-compile"))
+        elif over_budget(args):
+            emit(error_row("train-step", shape, "step", "torch-compile", "skipped: past --budget"))
+        else:
+            err = run_child(args, "train-step", args.compile_timeout)
+            if err:
+                emit(error_row("train-step", shape, "step", "torch-compile", err))
+    OUT.close()
+    rows = read_rows([args.out])
+    print_table(rows)
+    if args.smoke:
+        # CI: a missing feature of this torch is a row, but any other failure fails the run.
+        expected = ("torch ", "not run", "skipped", "child exited", "timed out")
+        bad = [r for r in rows if "error" in r and not r["error"].startswith(expected)]
+        ok = [r for r in rows if "median_ms" in r]
+        for r in bad:
+            print(f"compare_torch --smoke: FAILED {r['bench']} {r['shape']} {r['impl']}: {r['error']}")
+        if bad or not ok:
+            return 1
+        print(f"compare_torch --smoke: {len(ok)} measurements, {len(rows) - len(ok)} unavailable rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
