@@ -163,8 +163,10 @@ Tensor attention_cuda(const Tensor& qkv, int64_t heads, Tensor* probs, int64_t B
   if (!aligned16(q)) q = q.clone();
   Tensor out = Tensor::empty({B, N, D}, DType::bf16, Device::cuda);
   Tensor lse = Tensor::empty({B, heads, N}, DType::f32, Device::cuda);
-  kg::attention_forward(bf16_ptr(out), f32_ptr(lse), bf16_ptr(q), Bi, Ni, Hi, int(Dh),
-                        cuda_stream());
+  // `model.attention=cudnn` swaps in cuDNN's SDPA (same layout and lse), the in-binary baseline.
+  const bool use_cudnn = kg::attention_backend() == kg::AttentionBackend::cudnn;
+  (use_cudnn ? kg::cudnn_attention_forward : kg::attention_forward)(
+      bf16_ptr(out), f32_ptr(lse), bf16_ptr(q), Bi, Ni, Hi, int(Dh), cuda_stream());
   if (needs_grad({qkv})) {
     Tensor qd = q.detach(), od = out.detach();
     const DType qkv_dtype = qkv.dtype();
@@ -172,8 +174,9 @@ Tensor attention_cuda(const Tensor& qkv, int64_t heads, Tensor* probs, int64_t B
       Tensor gb = in_dtype(g, DType::bf16);
       if (!aligned16(gb)) gb = gb.clone();
       Tensor dqkv = Tensor::empty({B, N, D3}, DType::bf16, Device::cuda);
-      kg::attention_backward(bf16_ptr(dqkv), bf16_ptr(gb), bf16_ptr(qd), bf16_ptr(od),
-                             f32_ptr(lse), Bi, Ni, Hi, int(Dh), cuda_stream());
+      (use_cudnn ? kg::cudnn_attention_backward : kg::attention_backward)(
+          bf16_ptr(dqkv), bf16_ptr(gb), bf16_ptr(qd), bf16_ptr(od), f32_ptr(lse), Bi, Ni, Hi,
+          int(Dh), cuda_stream());
       return std::vector<Tensor>{in_dtype(dqkv, qkv_dtype)};
     });
   }

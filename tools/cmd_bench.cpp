@@ -21,6 +21,7 @@
 #include "data/loader.h"
 #ifdef DINO_HAS_CUDA
 #include "benchmarks/bench.h"
+#include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 #endif
 #include "tools/commands.h"
@@ -115,6 +116,9 @@ json run_train_step(const json& cfg, const Args& a) {
     student->to(Device::cuda);
     teacher.to(Device::cuda);
     loss.center = loss.center.to(Device::cuda);
+    // model.attention (ours | cudnn), once the recipe has the key.
+    if (cfg.at("model").contains("attention"))
+      kernels::cuda::set_attention_backend(cfg.at("model").at("attention").get<std::string>().c_str());
 #else
     throw Error("[bench] --device cuda: this build has no CUDA support");
 #endif
@@ -212,7 +216,10 @@ json run_train_step(const json& cfg, const Args& a) {
                          " K=", hc.out_dim);
   out["device"] = a.device;
 #ifdef DINO_HAS_CUDA
-  if (cuda) out["device_name"] = kernels::cuda::device_description();
+  if (cuda) {
+    out["device_name"] = kernels::cuda::device_description();
+    out["attention_backend"] = kernels::cuda::attention_backend_name();
+  }
 #endif
   out["threads"] = omp_get_max_threads();
 #ifdef __AVX512F__

@@ -240,18 +240,29 @@ else
   if [ -s "$metrics" ]; then
     { echo "== metrics.jsonl: first and last 3 of $(wc -l <"$metrics") lines"
       head -3 "$metrics"; echo "..."; tail -3 "$metrics"; } >>"$train_log"
-    # "loss":X and "teacher_entropy":Y of each step; means over the first and last 10 steps.
-    read -r n_steps loss0 loss1 ent < <(sed -n 's/.*"loss":\([^,}]*\).*"teacher_entropy":\([^,}]*\).*/\1 \2/p' "$metrics" |
-      awk '{l[NR] = $1; e = $2} END {w = NR < 10 ? NR : 10; a = 0; b = 0
-             for (i = 1; i <= w; i++) { a += l[i] / w; b += l[NR - w + i] / w }
-             printf "%d %.4f %.4f %.3f\n", NR, a, b, e}')
+    # "loss":X and "teacher_entropy":Y of each step. DINO's loss first rises while the center
+    # (zero at the start, momentum 0.9) settles, so "falling" compares the last 20 steps with
+    # steps 21-40 (the first 10 only when the run is too short); the first 10 are shown too.
+    read -r n_steps loss_first loss0 loss1 ent < <(sed -n 's/.*"loss":\([^,}]*\).*"teacher_entropy":\([^,}]*\).*/\1 \2/p' "$metrics" |
+      awk '{l[NR] = $1; e = $2}
+           END {nf = NR < 10 ? NR : 10
+                if (NR >= 60) { s0 = 21; n0 = 20; n1 = 20 } else { s0 = 1; n0 = nf; n1 = nf }
+                f = 0; a = 0; b = 0
+                for (i = 1; i <= nf; i++) f += l[i] / nf
+                for (i = 0; i < n0; i++) a += l[s0 + i] / n0
+                for (i = 1; i <= n1; i++) b += l[NR - n1 + i] / n1
+                printf "%d %.4f %.4f %.4f %.3f\n", NR, f, a, b, e}')
     ips="$(echo "$result" | sed -n 's/.*"images_per_second":\([0-9.eE+-]*\).*/\1/p')"
     [ -n "$ips" ] || ips="$(grep -o '[0-9.]* img/s' "$train_log" | tail -1 | cut -d' ' -f1)"
     knn="$(echo "$result" | sed -n 's/.*"trained":{"top1":\([0-9.eE+-]*\).*/\1/p')"
+    [ -n "$ips" ] && ips="$(awk -v x="$ips" 'BEGIN {printf "%.1f", x}')"
+    [ -n "$knn" ] && knn="$(awk -v x="$knn" 'BEGIN {printf "%.1f", x}')"
     falling="$(awk -v a="$loss0" -v b="$loss1" 'BEGIN {print (b < a) ? "falling" : "NOT falling"}')"
     [ "$falling" = falling ] || failures=$((failures + 1))
-    note "$(printf '%-18s %s steps, %s images/s, loss %s -> %s (%s), teacher entropy %s (ln K = 11.09), k-NN top-1 %s' \
-      'train summary' "$n_steps" "${ips:-?}" "$loss0" "$loss1" "$falling" "$ent" "${knn:-n/a}")"
+    if [ "$n_steps" -ge 60 ]; then w0="steps 21-40"; w1="last 20"; else w0="first 10"; w1="last 10"; fi
+    note "$(printf '%-18s %s steps, %s images/s; loss: first 10 %s, %s %s -> %s %s (%s); teacher entropy %s (ln K = 11.09); k-NN top-1 %s%%' \
+      'train summary' "$n_steps" "${ips:-?}" "$loss_first" "$w0" "$loss0" "$w1" "$loss1" "$falling" "$ent" "${knn:-n/a}")"
+    grep -q '^warning' "$train_log" && note "            collapse warnings: $(grep -c '^warning' "$train_log") progress lines; last: $(grep '^warning' "$train_log" | tail -1 | cut -c1-120)"
   else
     note "$(printf '%-18s no metrics written (train.log)' 'train summary')"
     tail -5 "$train_log" | sed 's/^/            /' | tee -a "$summary"

@@ -14,7 +14,7 @@ json default_config() {
       {"data", {{"dataset", "fashion-mnist"}, {"loader_threads", 1}}},
       {"model",
        {{"arch", "vit_small"}, {"img_size", 224}, {"patch_size", 16}, {"embed_dim", 0},
-        {"depth", 0}, {"num_heads", 0}, {"drop_path_rate", 0.1}}},
+        {"depth", 0}, {"num_heads", 0}, {"drop_path_rate", 0.1}, {"attention", "ours"}}},
       {"head",
        {{"out_dim", 65536}, {"hidden_dim", 2048}, {"bottleneck_dim", 256}, {"nlayers", 3},
         {"norm_last_layer", true}}},

@@ -15,6 +15,7 @@
 #include "train/knn.h"
 #include "train/step.h"
 #ifdef DINO_HAS_CUDA
+#include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -137,6 +138,15 @@ std::string format_duration(double seconds) {
 TrainResult train(const json& cfg_in, const TrainOptions& opt) {
   const Device device = resolve_device(opt.device, "train");
   json cfg = cfg_in;
+  // The attention kernels on the GPU: ours, or cuDNN's SDPA as the in-binary baseline.
+  const std::string attention = cfg.at("model").at("attention").get<std::string>();
+  DINO_CHECK(attention == "ours" || attention == "cudnn", "[config] model.attention must be "
+             "'ours' or 'cudnn', got '", attention, "'");
+  DINO_CHECK(attention == "ours" || device == Device::cuda, "[config] model.attention=cudnn "
+             "needs the GPU (--device cuda): cuDNN has no CPU kernels");
+#ifdef DINO_HAS_CUDA
+  if (device == Device::cuda) kernels::cuda::set_attention_backend(attention.c_str());
+#endif
   const std::string spec = cfg.at("data").at("dataset").get<std::string>();
   auto dataset = data::open_dataset(spec, data::Split::train);
   const int64_t in_chans = dataset->channels();

@@ -30,7 +30,7 @@
 #include "core/error.h"
 #include "kernels/cuda/kernels.h"
 #ifdef DINO_HAS_CUDNN
-#include "kernels/cuda/cudnn_graph.h"
+#include "kernels/cuda/graph_cudnn.h"
 #endif
 
 namespace dino::kernels::cuda {

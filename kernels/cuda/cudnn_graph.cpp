@@ -1,7 +1,7 @@
-// cuDNN 9 graph-API helpers (see cudnn_graph.h). Compiled to nothing without cuDNN.
+// cuDNN 9 graph-API helpers (see graph_cudnn.h). Compiled to nothing without cuDNN.
 #ifdef DINO_HAS_CUDNN
 
-#include "kernels/cuda/cudnn_graph.h"
+#include "kernels/cuda/graph_cudnn.h"
 
 #include <chrono>
 #include <mutex>

@@ -221,7 +221,7 @@ void select_token_backward(void* dx, const void* dout, int elem_size, int64_t B,
                            int64_t D, int64_t i, cudaStream_t stream);
 
 // ---- cudnn_attention.cpp, cudnn_layernorm.cpp: cuDNN 9 graph-API baselines ----------------
-// Our launchers' signatures run through cuDNN's backend operations (cudnn_graph.h): the SDPA
+// Our launchers' signatures run through cuDNN's backend operations (graph_cudnn.h): the SDPA
 // forward/backward operations (cuDNN >= 9.13 / >= 9.17) and the layer-norm forward/backward
 // operations. Plans are built once per shape and device (kernel compilation included) and
 // cached. Always declared; in a build without cuDNN (no DINO_HAS_CUDNN) each throws saying so.

@@ -1,6 +1,8 @@
 #pragma once
 // A thin C++ layer over cuDNN 9's graph (backend) API, shared by the cuDNN baselines
-// (cudnn_attention.cpp, cudnn_layernorm.cpp). Only included where DINO_HAS_CUDNN is defined.
+// (cudnn_attention.cpp, cudnn_layernorm.cpp); implemented in cudnn_graph.cpp. Only included
+// where DINO_HAS_CUDNN is defined. (Not named cudnn_*.h: cuDNN ships a cudnn_graph.h, and
+// tools/gpu-check.sh's dry run checks that every cudnn*.h a build reads is the staged one.)
 //
 // The backend API in five steps, as these helpers take them:
 //  1. tensor descriptors: dims, strides (in elements), data type, a unique id (uid) that the
