@@ -39,10 +39,11 @@ inline void check_same(const char* op, std::initializer_list<const Tensor*> ts) 
   }
 }
 
-// The CUDA forms of the ops arrive with the CUDA backend; until an op has one it says so.
+// For code paths that only exist on the CPU (a CPU-only build, or the CPU branch of an op whose
+// inputs should all be on the CPU): a CUDA tensor reaching one is a device mix-up.
 inline void require_cpu(const char* op, const Tensor& t) {
-  DINO_CHECK(t.device() == Device::cpu, "[", op, "] has no CUDA implementation yet; run it on "
-             "the CPU");
+  DINO_CHECK(t.device() == Device::cpu, "[", op, "] got a CUDA tensor on its CPU path: its "
+             "inputs are on different devices, or this build has no CUDA support");
 }
 
 inline bool on_cuda(const Tensor& t) { return t.device() == Device::cuda; }
