@@ -36,6 +36,7 @@ class Dataset {
 //   "folder:DIR"                            DIR/<class>/*.{png,jpg,jpeg,bmp}; DIR/train and
 //                                           DIR/test are used per split when both exist
 //   "synthetic" | "synthetic:n=2000,test=400,size=28,classes=10,channels=1,seed=0"
+//                                           procedural textures (data/synthetic.cpp)
 std::unique_ptr<Dataset> open_dataset(const std::string& spec, Split split);
 
 std::unique_ptr<Dataset> open_fashion_mnist(const std::string& dir, Split split);
@@ -47,7 +48,7 @@ struct SyntheticConfig {
   int64_t n = 2000;      // train images
   int64_t test = -1;     // test images; -1 means n / 5
   int size = 28;
-  int classes = 10;
+  int classes = 10;      // 2..13: one texture each
   int channels = 1;
   uint64_t seed = 0;
 };

@@ -374,6 +374,7 @@ TEST_CASE("synthetic dataset is deterministic, labelled and split into disjoint 
 
   require_error_naming([] { open_dataset("synthetic:n=10,bogus=3", Split::train); }, "bogus");
   require_error_naming([] { open_dataset("synthetic:n=ten", Split::train); }, "n=ten");
+  require_error_naming([] { open_dataset("synthetic:classes=14", Split::train); }, "got 14");
   require_error_naming([] { open_dataset("imagenet:/data", Split::train); }, "imagenet:/data");
 }
 

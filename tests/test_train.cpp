@@ -3,7 +3,9 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
+#include "core/error.h"
 #include "core/safetensors.h"
 #include "losses/dino_loss.h"
 #include "train/config.h"
@@ -35,6 +37,46 @@ nlohmann::json small_recipe(int64_t extra_steps_cap = 0) {
                           "loss.teacher_temp=0.02", "loss.warmup_teacher_temp=0.02",
                           "run.log_every=1000", "run.knn_k=10", "run.max_steps=" +
                               std::to_string(extra_steps_cap)});
+}
+
+// The learning run's recipe: vit_micro on 16x16 synthetic textures, 4 classes (isotropic waves
+// in 4 frequency bands, data/synthetic.cpp), 45 epochs of 512 images = 720 steps of 32, DINO's
+// augmentations with 2 local crops, K = 256 behind a 128-wide head with a 32-d bottleneck.
+// The teacher temperature falls from 0.04 to 0.01 over the first 15 epochs. At init the [CLS]
+// features of different images are nearly the same vector, so the centred teacher logits
+// barely differ: held at DINO's 0.04 the teacher stays near uniform (0.93 ln K) and the loss
+// rises; held at 0.01 from the start, before the center (which starts at 0) catches up, it
+// hands every image nearly the same one-hot target (batch entropy 0.12 ln K) and the loss
+// rises too. Measured with seeds 0 and 1, k-NN margins over random init: 18.4 and 10.4 at
+// 0.04, 22.5 and 14.6 at 0.01, 25.0 and 15.2 with the schedule.
+nlohmann::json learning_recipe() {
+  return load_config("", {"data.dataset=synthetic:n=512,test=512,size=16,classes=4,seed=0",
+                          "run.seed=0", "model.arch=vit_micro", "model.img_size=16",
+                          "model.patch_size=4", "head.out_dim=256", "head.hidden_dim=128",
+                          "head.bottleneck_dim=32", "crops.global_size=16",
+                          "crops.local_crops=2", "crops.local_size=8", "crops.local_scale=[0.1, 0.4]",
+                          "optim.batch_size=32", "optim.epochs=45", "optim.lr=0.004",
+                          "optim.warmup_epochs=0.5", "optim.freeze_last_layer=0.25",
+                          "optim.momentum_teacher=0.99", "optim.weight_decay_end=0.04",
+                          "loss.warmup_teacher_temp=0.04", "loss.teacher_temp=0.01",
+                          "loss.warmup_teacher_temp_epochs=15", "run.log_every=1000",
+                          "run.knn_k=10"});
+}
+
+// Every step's statistics as metrics.jsonl records them.
+std::vector<DinoLossStats> read_metrics(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<DinoLossStats> steps;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    DinoLossStats s;
+    s.loss = j.at("loss").get<double>();
+    s.teacher_entropy = j.at("teacher_entropy").get<double>();
+    s.batch_entropy = j.at("batch_entropy").get<double>();
+    s.kl = j.at("kl").get<double>();
+    steps.push_back(s);
+  }
+  return steps;
 }
 
 }  // namespace
@@ -87,31 +129,58 @@ TEST_CASE("recipes reject unknown keys and mistyped values", "[train]") {
   CHECK(cfg["data"]["dataset"] == "synthetic");
 }
 
-// What a test-sized run (96 steps, ~15 s) shows reliably: the recipe's teacher stays clear of
-// both collapse signatures, every output is written, and the k-NN report has its three rows.
-// Learning itself (trained teacher far above the random-init control) takes about an epoch of
-// Fashion-MNIST with this engine's recipe (README), more than a unit test can spend.
-TEST_CASE("a short DINO run on synthetic data stays clear of collapse", "[train][slow]") {
-  const std::string dir = fresh_dir("short_run");
+// A run that learns: the loss falls, the teacher stays clear of both collapse signatures at
+// every step, and k-NN on the trained teacher is far above the same network at its initial
+// weights and above raw pixels. Measured with seeds 0-7 (~20 s each on one core): loss down to
+// 0.45-0.74 of its start, windowed teacher entropy 0.15-0.84 ln K, batch entropy >= 0.43 ln K,
+// k-NN 82-89% against 60-71% at random init (margins 15.2-25.6 points) and 51-56% on pixels.
+TEST_CASE("a short DINO run on synthetic textures learns what the random-init network misses",
+          "[train][slow]") {
+  const std::string dir = fresh_dir("learning_run");
+  const nlohmann::json recipe = learning_recipe();
   TrainOptions opt;
   opt.out_dir = dir;
   opt.quiet = true;
-  const TrainResult r = train(small_recipe(), opt);
+  const TrainResult r = train(recipe, opt);
   INFO(r.to_json().dump(2));
-  CHECK(r.steps == 96);
-  CHECK(std::isfinite(r.last_loss));
-  const double log_k = std::log(256.0);
-  CHECK(r.teacher_entropy < 0.9 * log_k);  // not uniform
-  CHECK(r.batch_entropy > 0.3 * log_k);    // not one dominant dimension
-  CHECK_FALSE(r.collapse_warning.has_value());
-  REQUIRE(!r.knn.empty());
-  for (const char* row : {"trained", "random_init", "raw_pixels"}) {
-    INFO(row);
-    CHECK(r.knn[row]["top1"].get<double>() > 25.0);  // above chance for 4 classes
-    CHECK(r.knn[row]["top1"].get<double>() <= 100.0);
+  REQUIRE(r.steps == 720);
+  CHECK(r.last_loss < 0.85 * r.first_loss);  // means over the first and last 50 steps
+
+  // The collapse monitor replayed over every step, and how far the 20-step means of the two
+  // entropies it watches stay from its thresholds (0.97 ln K and 0.1 ln K).
+  const int64_t K = recipe["head"]["out_dim"].get<int64_t>();
+  const double log_k = std::log(double(K));
+  const std::vector<DinoLossStats> steps = read_metrics(dir + "/metrics.jsonl");
+  REQUIRE(steps.size() == 720);
+  CollapseMonitor monitor(K, 20);
+  std::string warnings;
+  double max_teacher = 0, min_teacher = log_k, min_batch = log_k;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (auto w = monitor.update(steps[i])) warnings += str_cat("step ", i + 1, ": ", *w, "\n");
+    if (i + 1 < 20) continue;
+    double teacher = 0, batch = 0;
+    for (size_t j = i + 1 - 20; j <= i; ++j) {
+      teacher += steps[j].teacher_entropy / 20;
+      batch += steps[j].batch_entropy / 20;
+    }
+    max_teacher = std::max(max_teacher, teacher);
+    min_teacher = std::min(min_teacher, teacher);
+    min_batch = std::min(min_batch, batch);
   }
+  CHECK(warnings == "");
+  INFO("20-step means: teacher entropy " << min_teacher << " .. " << max_teacher
+                                         << ", batch entropy >= " << min_batch << ", ln K " << log_k);
+  CHECK(max_teacher < 0.9 * log_k);   // never near uniform
+  CHECK(min_teacher > 0.05 * log_k);  // rows never one-hot
+  CHECK(min_batch > 0.25 * log_k);    // never one dimension for the whole batch
+
+  REQUIRE(!r.knn.empty());
+  const double trained = r.knn["trained"]["top1"].get<double>();
+  const double random_init = r.knn["random_init"]["top1"].get<double>();
+  const double raw_pixels = r.knn["raw_pixels"]["top1"].get<double>();
+  CHECK(trained >= random_init + 10.0);
+  CHECK(trained >= raw_pixels + 10.0);
   CHECK(fs::exists(dir + "/checkpoint.safetensors"));
-  CHECK(fs::exists(dir + "/metrics.jsonl"));
   CHECK(fs::exists(dir + "/knn.json"));
 }
 
