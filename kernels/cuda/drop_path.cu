@@ -13,6 +13,7 @@
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
 
@@ -27,13 +28,6 @@ struct KeepBits {
   uint32_t w[kMaxSamples / 32];
 };
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 }  // namespace
 

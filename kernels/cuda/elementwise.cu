@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
 
@@ -28,14 +29,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load_f(const __nv_bfloat16* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-__device__ __forceinline__ void store_f(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store_f(__nv_bfloat16* p, int64_t i, float v) {
-  p[i] = __float2bfloat16_rn(v);
-}
 
 // Blocks for a grid-stride loop over n elements: enough to fill the device, at least one.
 int grid_for(int64_t n) {

@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -19,13 +20,6 @@ namespace {
 
 constexpr int kMaxThreads = 512;
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // The block's sum of v, in every thread, in a fixed order. scratch: 32 floats of shared memory.
 __device__ float block_sum(float v, float* scratch) {

@@ -25,6 +25,7 @@
 #include <cmath>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
 
@@ -36,23 +37,7 @@ constexpr int kThreads = 256;         // every 1-D block here; a multiple of 32
 constexpr int kWideRow = 1024;        // rows at least this long get a block each
 constexpr int kTileX = 32, kTileY = 8;  // sum_to's 2-D block
 
-__device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load_f(const __nv_bfloat16* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-__device__ __forceinline__ void store_f(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store_f(__nv_bfloat16* p, int64_t i, float v) {
-  p[i] = __float2bfloat16_rn(v);
-}
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 // The block's sum (or max) of v, valid in thread 0; the warps' results are combined in warp
 // order. Every thread of the block must call it (it synchronises twice).

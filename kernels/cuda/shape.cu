@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
 
@@ -30,14 +31,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kTile = 32, kTileRows = 8;  // transpose: 32 x 32 tile, 32 x 8 threads
 
-__device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float load_f(const __nv_bfloat16* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-__device__ __forceinline__ void store_f(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store_f(__nv_bfloat16* p, int64_t i, float v) {
-  p[i] = __float2bfloat16_rn(v);
-}
 
 // Element offset of flat index i (row-major over d.size) with d.stride.
 __device__ __forceinline__ int64_t offset_of(int64_t i, const StridedDims& d) {
