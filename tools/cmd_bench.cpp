@@ -115,10 +115,8 @@ json run_train_step(const json& cfg, const Args& a) {
     DINO_CHECK(a.dump.empty(), "[bench] --dump is for the CPU comparison; drop it with --device cuda");
     student->to(Device::cuda);
     teacher.to(Device::cuda);
-    loss.center = loss.center.to(Device::cuda);
-    // model.attention (ours | cudnn), once the recipe has the key.
-    if (cfg.at("model").contains("attention"))
-      kernels::cuda::set_attention_backend(cfg.at("model").at("attention").get<std::string>().c_str());
+    loss.to(Device::cuda);
+    kernels::cuda::set_attention_backend(cfg.at("model").at("attention").get<std::string>().c_str());
 #else
     throw Error("[bench] --device cuda: this build has no CUDA support");
 #endif
