@@ -11,33 +11,15 @@
 #include "train/config.h"
 #include "train/step.h"
 #include "train/trainer.h"
+#include "tests/train_fixtures.h"
 
 using namespace dino;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / "dino_tests" / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
-// A small, fast recipe on the synthetic dataset.
-nlohmann::json small_recipe(int64_t extra_steps_cap = 0) {
-  return load_config("", {"data.dataset=synthetic:n=512,test=256,size=16,classes=4,seed=3",
-                          "model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
-                          "model.drop_path_rate=0.1", "head.out_dim=256", "head.hidden_dim=128",
-                          "head.bottleneck_dim=32", "crops.global_size=16", "crops.local_crops=2",
-                          "crops.local_size=8", "crops.local_scale=[0.1, 0.4]",
-                          "optim.batch_size=32", "optim.epochs=6", "optim.lr=0.004",
-                          "optim.warmup_epochs=0.5", "optim.freeze_last_layer=0.25",
-                          "optim.momentum_teacher=0.99", "optim.weight_decay_end=0.04",
-                          "loss.teacher_temp=0.02", "loss.warmup_teacher_temp=0.02",
-                          "run.log_every=1000", "run.knn_k=10", "run.max_steps=" +
-                              std::to_string(extra_steps_cap)});
-}
+std::string fresh_dir(const std::string& name) { return test::fresh_dir("dino_tests", name); }
+using test::small_recipe;
 
 // The learning run's recipe: vit_micro on 16x16 synthetic textures, 4 classes (isotropic waves
 // in 4 frequency bands, data/synthetic.cpp), 45 epochs of 512 images = 720 steps of 32, DINO's

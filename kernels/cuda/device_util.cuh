@@ -1,9 +1,11 @@
 #pragma once
 // Device-side helpers the element-wise, reduction and row kernels share: f32/bf16 loads and
-// stores that do their math in f32 (DESIGN §3), and full-warp reductions.
+// stores that do their math in f32 (DESIGN §3), full-warp reductions and strided indexing.
 #include <cuda_bf16.h>
 
 #include <cstdint>
+
+#include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
 
@@ -32,6 +34,19 @@ __device__ __forceinline__ float warp_sum(float v) {
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+// Element offset of flat index i (row-major over d.size) with d.stride.
+__device__ __forceinline__ int64_t offset_of(int64_t i, const StridedDims& d) {
+  int64_t off = 0;
+#pragma unroll
+  for (int k = 4; k >= 0; --k) {
+    if (k < d.nd) {
+      off += (i % d.size[k]) * d.stride[k];
+      i /= d.size[k];
+    }
+  }
+  return off;
 }
 
 }  // namespace dino::kernels::cuda

@@ -57,18 +57,6 @@ __device__ float block_reduce(float v) {
   return r;
 }
 
-// Element offset of flat index i (row-major over d.size) with d.stride.
-__device__ __forceinline__ int64_t offset_of(int64_t i, const StridedDims& d) {
-  int64_t off = 0;
-#pragma unroll
-  for (int k = 4; k >= 0; --k) {
-    if (k < d.nd) {
-      off += (i % d.size[k]) * d.stride[k];
-      i /= d.size[k];
-    }
-  }
-  return off;
-}
 
 int sm_count() { return context().sm_count; }
 

@@ -32,18 +32,6 @@ constexpr int kThreads = 256;
 constexpr int kTile = 32, kTileRows = 8;  // transpose: 32 x 32 tile, 32 x 8 threads
 
 
-// Element offset of flat index i (row-major over d.size) with d.stride.
-__device__ __forceinline__ int64_t offset_of(int64_t i, const StridedDims& d) {
-  int64_t off = 0;
-#pragma unroll
-  for (int k = 4; k >= 0; --k) {
-    if (k < d.nd) {
-      off += (i % d.size[k]) * d.stride[k];
-      i /= d.size[k];
-    }
-  }
-  return off;
-}
 
 int grid_for(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
