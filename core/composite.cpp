@@ -14,6 +14,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   return add(mul(div(centred, sqrt(add_scalar(var, eps))), weight), bias);
 }
 
+AddNorm add_layer_norm(const Tensor& x, const Tensor& branch, const Tensor& weight,
+                       const Tensor& bias, double eps) {
+  Tensor sum = add(x, branch);
+  return {sum, composite::layer_norm(sum, weight, bias, eps)};
+}
+
 Tensor softmax(const Tensor& x) {
   Tensor e = exp(sub(x, max_last(x)));
   return div(e, sum_last(e));

@@ -51,8 +51,18 @@ Tensor weight_norm_linear(const Tensor& x, const Tensor& v, const Tensor& g);
 // patch-embedding Conv2d as im2col + GEMM.
 Tensor patchify(const Tensor& img, const Tensor& weight, const Tensor& bias);
 
-// ---- normalisation and softmax (ops_nn.cpp) ----
+// ---- LayerNorm (ops_layer_norm.cpp) ----
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+// The pre-norm residual step "x = x + branch; y = LN(x)" in one pass (x and branch of one
+// shape). sum is the new residual stream (x's dtype), recorded as an add, so the gradients that
+// reach it from the norm and from later blocks meet there as they would unfused.
+struct AddNorm {
+  Tensor sum, normed;
+};
+AddNorm add_layer_norm(const Tensor& x, const Tensor& branch, const Tensor& weight,
+                       const Tensor& bias, double eps);
+
+// ---- softmax, attention and the other fused nn ops (ops_nn.cpp) ----
 Tensor softmax(const Tensor& x);      // over the last dim
 Tensor log_softmax(const Tensor& x);  // over the last dim
 Tensor l2_normalize(const Tensor& x, double eps = 1e-12);  // rows of the last dim
@@ -76,6 +86,8 @@ Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& cen
 // ops equal to these (composite.cpp).
 namespace composite {
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+AddNorm add_layer_norm(const Tensor& x, const Tensor& branch, const Tensor& weight,
+                       const Tensor& bias, double eps);
 Tensor softmax(const Tensor& x);
 Tensor log_softmax(const Tensor& x);
 Tensor attention(const Tensor& qkv, int64_t heads);

@@ -1,11 +1,10 @@
-// Fused neural-network ops, each ONE autograd node with a fused backward: layer_norm,
-// softmax, log_softmax, l2_normalize, attention; plus drop_path and the bicubic grid resize.
-// On a CUDA tensor each op runs its kernels/cuda launcher under the precision policy of
-// DESIGN §3 (the *_cuda helpers below): layer_norm reads the f32 residual stream and writes
-// bf16; softmax, log_softmax, l2_normalize and drop_path keep their input's dtype (f32 or bf16)
-// with f32 math; attention runs on bf16 qkv; resize_bicubic is f32. A gradient has its input's
-// dtype; an upstream gradient of another float type is cast first.
-#include <climits>
+// Fused neural-network ops, each ONE autograd node with a fused backward: softmax,
+// log_softmax, l2_normalize, attention; plus drop_path and the bicubic grid resize
+// (LayerNorm: ops_layer_norm.cpp). On a CUDA tensor each op runs its kernels/cuda launcher
+// under the precision policy of DESIGN §3 (the *_cuda helpers below): softmax, log_softmax,
+// l2_normalize and drop_path keep their input's dtype (f32 or bf16) with f32 math; attention
+// runs on bf16 qkv; resize_bicubic is f32. A gradient has its input's dtype; an upstream
+// gradient of another float type is cast first.
 #include <cstdint>
 #include <vector>
 
@@ -23,59 +22,7 @@ namespace {
 
 namespace kg = kernels::cuda;
 
-void check_on_cuda(const char* op, std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts)
-    DINO_CHECK(t->device() == Device::cuda, "[", op, "] mixes cuda and ", device_name(t->device()),
-               " tensors");
-}
-
-void check_float(const char* op, const Tensor& t, const char* name) {
-  DINO_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "[", op, "] ", name,
-             " must be f32 or bf16 on CUDA, got ", dtype_name(t.dtype()));
-}
-
-int as_int(const char* op, int64_t v, const char* what) {
-  DINO_CHECK(v <= INT_MAX, "[", op, "] ", what, " = ", v, " is too large for the CUDA kernels");
-  return int(v);
-}
-
-// t in dtype dt (a cast on the device when it is the other float type).
-Tensor in_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
-
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
-
-Tensor layer_norm_cuda(const Tensor& x_in, const Tensor& weight, const Tensor& bias, double eps,
-                       int64_t N64, int64_t C64) {
-  check_on_cuda("layer_norm", {&weight, &bias});
-  check_float("layer_norm", x_in, "x");
-  DINO_CHECK(weight.dtype() == DType::f32 && bias.dtype() == DType::f32,
-             "[layer_norm] weight and bias must be f32 on CUDA (master weights), got ",
-             dtype_name(weight.dtype()), " and ", dtype_name(bias.dtype()));
-  const int N = as_int("layer_norm", N64, "rows"), C = as_int("layer_norm", C64, "columns");
-  // The kernel reads the f32 residual stream; a bf16 x is widened first (its gradient is
-  // narrowed back).
-  const Tensor x = in_dtype(x_in, DType::f32);
-  Tensor out = Tensor::empty(x.shape(), DType::bf16, Device::cuda);
-  Tensor mean = Tensor::empty({N64}, DType::f32, Device::cuda);
-  Tensor rstd = Tensor::empty({N64}, DType::f32, Device::cuda);
-  kg::layernorm_forward(bf16_ptr(out), f32_ptr(mean), f32_ptr(rstd), f32_ptr(x), f32_ptr(weight),
-                        f32_ptr(bias), N, C, float(eps), cuda_stream());
-  if (needs_grad({x_in, weight, bias})) {
-    Tensor xd = x.detach(), wd = weight.detach();
-    const Shape ws = weight.shape(), bs = bias.shape();
-    const DType x_dtype = x_in.dtype();
-    record(out, "layer_norm", {x_in, weight, bias}, [=](const Tensor& g) {
-      const Tensor gb = in_dtype(g, DType::bf16);
-      Tensor dx = Tensor::empty(xd.shape(), DType::f32, Device::cuda);
-      Tensor dw = Tensor::empty(ws, DType::f32, Device::cuda);
-      Tensor db = Tensor::empty(bs, DType::f32, Device::cuda);
-      kg::layernorm_backward(f32_ptr(dx), f32_ptr(dw), f32_ptr(db), bf16_ptr(gb), f32_ptr(xd),
-                             f32_ptr(mean), f32_ptr(rstd), f32_ptr(wd), N, C, cuda_stream());
-      return std::vector<Tensor>{in_dtype(dx, x_dtype), dw, db};
-    });
-  }
-  return out;
-}
 
 Tensor softmax_like_cuda(const char* op, const Tensor& x, bool log_space, int64_t N, int64_t C64) {
   check_float(op, x, "x");
@@ -236,49 +183,6 @@ Tensor resize_bicubic_cuda(const Tensor& grid, int64_t Ho64, int64_t Wo64, doubl
 
 }  // namespace
 #endif  // DINO_HAS_CUDA
-
-Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  check_defined("layer_norm", x, "x");
-  check_defined("layer_norm", weight, "weight");
-  check_defined("layer_norm", bias, "bias");
-  if (!on_cuda(x)) check_same("layer_norm", {&x, &weight, &bias});  // CUDA: dtypes per policy
-  DINO_CHECK(x.dim() >= 1, "[layer_norm] x needs at least one dim");
-  const int64_t N = rows_of(x), C = cols_of(x);
-  DINO_CHECK(weight.numel() == C, "[layer_norm] weight has ", weight.numel(),
-             " elements, expected ", C, " (last dim of x)");
-  DINO_CHECK(bias.numel() == C, "[layer_norm] bias has ", bias.numel(), " elements, expected ",
-             C, " (last dim of x)");
-  DINO_CHECK(eps > 0, "[layer_norm] eps must be positive, got ", eps);
-  if (on_cuda(x)) {
-#ifdef DINO_HAS_CUDA
-    return layer_norm_cuda(x, weight, bias, eps, N, C);
-#endif
-  }
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor mean = Tensor::empty({N}, x.dtype(), x.device());
-  Tensor rstd = Tensor::empty({N}, x.dtype(), x.device());
-  dispatch_float("layer_norm", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kc::layernorm_forward<T>(out.data<T>(), mean.data<T>(), rstd.data<T>(), x.data<T>(),
-                             weight.data<T>(), bias.data<T>(), N, C, eps);
-  });
-  if (needs_grad({x, weight, bias})) {
-    Tensor xd = x.detach(), wd = weight.detach();
-    const Shape ws = weight.shape(), bs = bias.shape();
-    record(out, "layer_norm", {x, weight, bias}, [=](const Tensor& g) {
-      Tensor dx = Tensor::empty(xd.shape(), g.dtype(), g.device());
-      Tensor dw = Tensor::empty(ws, g.dtype(), g.device());
-      Tensor db = Tensor::empty(bs, g.dtype(), g.device());
-      dispatch_float("layer_norm", g.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kc::layernorm_backward<T>(dx.data<T>(), dw.data<T>(), db.data<T>(), g.data<T>(),
-                                  xd.data<T>(), mean.data<T>(), rstd.data<T>(), wd.data<T>(), N, C);
-      });
-      return std::vector<Tensor>{dx, dw, db};
-    });
-  }
-  return out;
-}
 
 namespace {
 

@@ -1,6 +1,7 @@
 #pragma once
 // Shared validation and dispatch helpers for the op front-ends (core/ops_*.cpp).
 #include <array>
+#include <climits>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -56,6 +57,26 @@ inline float* f32_ptr(const Tensor& t) { return t.data<float>(); }
 inline __nv_bfloat16* bf16_ptr(const Tensor& t) {
   return reinterpret_cast<__nv_bfloat16*>(t.data<bf16>());
 }
+
+inline void check_on_cuda(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    DINO_CHECK(t->device() == Device::cuda, "[", op, "] mixes cuda and ", device_name(t->device()),
+               " tensors");
+}
+
+inline void check_float(const char* op, const Tensor& t, const char* name) {
+  DINO_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "[", op, "] ", name,
+             " must be f32 or bf16 on CUDA, got ", dtype_name(t.dtype()));
+}
+
+// The kernels index with int; a larger extent is a clear error, not an overflow.
+inline int as_int(const char* op, int64_t v, const char* what) {
+  DINO_CHECK(v <= INT_MAX, "[", op, "] ", what, " = ", v, " is too large for the CUDA kernels");
+  return int(v);
+}
+
+// t in dtype dt (a cast on the device when it is the other float type).
+inline Tensor in_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
 #endif
 
 // Numpy broadcasting of two shapes; throws naming the op when they are incompatible.

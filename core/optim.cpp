@@ -101,7 +101,7 @@ void AdamW::step_cuda() {
   const size_t bytes = desc.size() * sizeof(cu::AdamWTensor);
   if (!cuda_descriptors_.defined() || cuda_descriptors_.nbytes() < bytes)
     cuda_descriptors_ = Tensor::empty({int64_t(bytes)}, DType::u8, Device::cuda);
-  cu::copy_descriptors_h2d(cuda_descriptors_.raw_data(), desc.data(), bytes, cuda_stream());
+  cu::copy_h2d(cuda_descriptors_.raw_data(), desc.data(), bytes);
   cu::adamw_step(static_cast<const cu::AdamWTensor*>(cuda_descriptors_.raw_data()),
                  int(desc.size()), beta1_, beta2_, eps_, cuda_stream());
   for (auto& [p, copy] : written) {
@@ -163,7 +163,7 @@ Tensor clip_cuda(const std::vector<Tensor>& grads, double max_norm, bool global)
   // Both freed stream-ordered after the launches that use them.
   Tensor desc = Tensor::empty({int64_t(bytes)}, DType::u8, Device::cuda);
   Tensor norms = Tensor::empty({int64_t(spans.size())}, DType::f32, Device::cuda);
-  cu::copy_descriptors_h2d(desc.raw_data(), spans.data(), bytes, cuda_stream());
+  cu::copy_h2d(desc.raw_data(), spans.data(), bytes);
   const auto* d = static_cast<const cu::TensorSpan*>(desc.raw_data());
   cu::grad_norms(f32_ptr(norms), d, int(spans.size()), cuda_stream());
   cu::scale_by_norms(d, f32_ptr(norms), int(spans.size()), max_norm, global, cuda_stream());

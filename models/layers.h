@@ -20,6 +20,7 @@ class LayerNorm : public Module {
  public:
   LayerNorm(int64_t dim, double eps);
   Tensor forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps_); }
+  double eps() const { return eps_; }
   Tensor weight, bias;
 
  private:

@@ -58,7 +58,7 @@ void ema_update_cuda(const std::vector<std::pair<std::string, Tensor>>& t,
   const size_t bytes = desc.size() * sizeof(cu::EmaTensor);
   // Freed stream-ordered after the launch that reads it.
   Tensor ddesc = Tensor::empty({int64_t(bytes)}, DType::u8, Device::cuda);
-  cu::copy_descriptors_h2d(ddesc.raw_data(), desc.data(), bytes, detail::cuda_stream());
+  cu::copy_h2d(ddesc.raw_data(), desc.data(), bytes);
   cu::ema_update(static_cast<const cu::EmaTensor*>(ddesc.raw_data()), int(desc.size()), momentum,
                  detail::cuda_stream());
   for (size_t i = 0; i < t.size(); ++i) {

@@ -52,12 +52,26 @@ Block::Block(const VitConfig& cfg, double drop_path_p, Rng& rng)
   register_module("mlp", &mlp);
 }
 
-Tensor Block::forward(const Tensor& x, Rng* drop_rng, Tensor* attn_probs) const {
+namespace {
+
+// norm(stream + branch), and the sum as the new stream.
+AddNorm add_norm(const Residual& r, const LayerNorm& norm) {
+  if (!r.branch.defined()) return {r.stream, norm.forward(r.stream)};
+  return add_layer_norm(r.stream, r.branch, norm.weight, norm.bias, norm.eps());
+}
+
+}  // namespace
+
+Residual Block::forward(const Residual& x, Rng* drop_rng, Tensor* attn_probs) const {
   const bool drop = drop_rng && drop_path_ > 0 && is_training();
-  Tensor a = attn.proj.forward(attention(attn.qkv.forward(norm1.forward(x)), heads_, attn_probs));
-  Tensor h = add(x, drop ? drop_path(a, drop_path_, true, *drop_rng) : a);
-  Tensor m = mlp.fc2.forward(gelu(mlp.fc1.forward(norm2.forward(h))));
-  return add(h, drop ? drop_path(m, drop_path_, true, *drop_rng) : m);
+  const auto branch = [&](const Tensor& t) {
+    return drop ? drop_path(t, drop_path_, true, *drop_rng) : t;
+  };
+  const AddNorm in = add_norm(x, norm1);
+  Tensor a = attn.proj.forward(attention(attn.qkv.forward(in.normed), heads_, attn_probs));
+  const AddNorm mid = add_norm({in.sum, branch(a)}, norm2);
+  Tensor m = mlp.fc2.forward(gelu(mlp.fc1.forward(mid.normed)));
+  return {mid.sum, branch(m)};
 }
 
 VisionTransformer::PatchEmbed::PatchEmbed(const VitConfig& cfg, Rng& rng) {
@@ -119,9 +133,9 @@ Tensor VisionTransformer::embed(const Tensor& images) const {
 }
 
 Tensor VisionTransformer::forward_tokens(const Tensor& images, Rng* drop_rng) const {
-  Tensor x = embed(images);
+  Residual x{embed(images), Tensor()};
   for (const auto& blk : blocks) x = blk->forward(x, drop_rng);
-  return norm.forward(x);
+  return add_norm(x, norm).normed;
 }
 
 Tensor VisionTransformer::forward(const Tensor& images, Rng* drop_rng) const {
@@ -129,7 +143,8 @@ Tensor VisionTransformer::forward(const Tensor& images, Rng* drop_rng) const {
 }
 
 Tensor VisionTransformer::last_self_attention(const Tensor& images) const {
-  Tensor x = embed(images), probs;
+  Residual x{embed(images), Tensor()};
+  Tensor probs;
   for (size_t i = 0; i < blocks.size(); ++i)
     x = blocks[i]->forward(x, nullptr, i + 1 == blocks.size() ? &probs : nullptr);
   return probs;

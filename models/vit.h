@@ -26,11 +26,17 @@ struct VitConfig {
 VitConfig vit_preset(const std::string& name);
 std::vector<std::string> vit_preset_names();
 
+// The residual stream between blocks: stream plus a branch not yet added (undefined before
+// the first block). The add is left to the next LayerNorm, which fuses it (add_layer_norm).
+struct Residual {
+  Tensor stream, branch;
+};
+
 class Block : public Module {
  public:
   Block(const VitConfig& cfg, double drop_path, Rng& rng);
   // attn_probs, when given, receives this block's attention probabilities (B, H, N, N).
-  Tensor forward(const Tensor& x, Rng* drop_rng, Tensor* attn_probs = nullptr) const;
+  Residual forward(const Residual& x, Rng* drop_rng, Tensor* attn_probs = nullptr) const;
 
   LayerNorm norm1, norm2;
   struct Attention : Module {

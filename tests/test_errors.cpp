@@ -12,6 +12,8 @@ TEST_CASE("shape errors name the op and the sizes", "[errors]") {
   Tensor x = Tensor::randn({4, 384}, rng), w = Tensor::randn({383}, rng), b = Tensor::zeros({384});
   CHECK_THROWS_WITH(layer_norm(x, w, b, 1e-6),
                     "[layer_norm] weight has 383 elements, expected 384 (last dim of x)");
+  CHECK_THROWS_WITH(add_layer_norm(x, Tensor::zeros({2, 383}), b, b, 1e-6),
+                    "[add_layer_norm] branch (2, 383) does not match x (4, 384)");
   CHECK_THROWS_WITH(linear(x, Tensor::zeros({5, 100}), Tensor()), Catch::StartsWith("[linear]"));
   CHECK_THROWS_WITH(matmul(x, Tensor::zeros({5, 3})), Catch::StartsWith("[matmul] inner dims"));
   CHECK_THROWS_WITH(add(x, Tensor::zeros({3})), Catch::StartsWith("[add] shapes"));

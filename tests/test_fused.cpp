@@ -46,6 +46,38 @@ TEST_CASE("fused layer_norm equals its composite", "[fused]") {
   }
 }
 
+TEST_CASE("fused add_layer_norm equals its composite, both outputs", "[fused]") {
+  Rng rng(11);
+  for (int64_t C : {1, 33, 384}) {
+    Tensor x = random_f64({2, 19, C}, rng, -3, 3), br = random_f64({2, 19, C}, rng),
+           w = random_f64({C}, rng), b = random_f64({C}, rng);
+    for (Tensor* t : {&x, &br, &w, &b}) t->set_requires_grad();
+    // Both outputs in one result, so the stream's gradient comes from the norm and from the
+    // sum's other use together, as it does in a ViT.
+    expect_same(
+        [](auto& in) {
+          const AddNorm r = add_layer_norm(in[0], in[1], in[2], in[3], 1e-6);
+          return concat({r.sum, r.normed});
+        },
+        [](auto& in) {
+          const AddNorm r = composite::add_layer_norm(in[0], in[1], in[2], in[3], 1e-6);
+          return concat({r.sum, r.normed});
+        },
+        {x, br, w, b});
+  }
+}
+
+TEST_CASE("add_layer_norm in f32 gives the bits of add then layer_norm", "[fused]") {
+  Rng rng(12);
+  const Tensor x = random_f64({37, 65}, rng, -3, 3).to(DType::f32),
+               br = random_f64({37, 65}, rng).to(DType::f32),
+               w = random_f64({65}, rng).to(DType::f32), b = random_f64({65}, rng).to(DType::f32);
+  const AddNorm fused = add_layer_norm(x, br, w, b, 1e-6);
+  const Tensor sum = add(x, br);
+  CHECK(fused.sum.to_vector() == sum.to_vector());
+  CHECK(fused.normed.to_vector() == layer_norm(sum, w, b, 1e-6).to_vector());
+}
+
 TEST_CASE("fused softmax and log_softmax equal their composites", "[fused]") {
   Rng rng(2);
   Tensor x = random_f64({19, 65}, rng, -20, 20);

@@ -88,6 +88,17 @@ TEST_CASE("grad: layer_norm", "[grad]") {
   }
 }
 
+TEST_CASE("grad: add_layer_norm, through the sum and the norm", "[grad]") {
+  Rng rng(19);
+  auto x = rg({5, 33}, rng, -2, 2), br = rg({5, 33}, rng), w = rg({33}, rng), b = rg({33}, rng);
+  gradcheck(
+      [](auto& in) {
+        const AddNorm r = add_layer_norm(in[0], in[1], in[2], in[3], 1e-6);
+        return concat({r.sum, r.normed});
+      },
+      {x, br, w, b});
+}
+
 TEST_CASE("grad: softmax and log_softmax", "[grad]") {
   Rng rng(10);
   auto x = rg({7, 33}, rng, -3, 3);

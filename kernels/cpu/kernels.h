@@ -31,6 +31,12 @@ template <class T> void gelu_backward(T* dx, const T* dout, const T* x, int64_t 
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias,
                        int64_t N, int64_t C, double eps);
+// The pre-norm block's "x = x + branch; h = LN(x)" in one pass over the rows.
+// x_out (N, C), out (N, C), mean (N), rstd (N) <- x (N, C), branch (N, C), weight (C), bias (C)
+template <class T>
+void residual_layernorm_forward(T* x_out, T* out, T* mean, T* rstd, const T* x, const T* branch,
+                                const T* weight, const T* bias, int64_t N, int64_t C,
+                                double eps);
 // dx (N, C), dweight (C), dbias (C) <- dout (N, C), x (N, C), mean (N), rstd (N), weight (C)
 template <class T>
 void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* mean,

@@ -17,26 +17,48 @@
 
 namespace dino::kernels::cpu {
 
+namespace {
+
+// One row: out = LN(x), its mean and rstd.
+template <class T>
+void normalize_row(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias,
+                   int64_t C, double eps) {
+  double sum = 0;
+  for (int64_t c = 0; c < C; ++c) sum += x[c];
+  const double mu = sum / double(C);
+  double sq = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double d = double(x[c]) - mu;
+    sq += d * d;
+  }
+  const double rs = 1.0 / std::sqrt(sq / double(C) + eps);
+  for (int64_t c = 0; c < C; ++c)
+    out[c] = T((double(x[c]) - mu) * rs * double(weight[c]) + double(bias[c]));
+  *mean = T(mu);
+  *rstd = T(rs);
+}
+
+}  // namespace
+
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias,
                        int64_t N, int64_t C, double eps) {
 #pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r)
+    normalize_row(out + r * C, mean + r, rstd + r, x + r * C, weight, bias, C, eps);
+}
+
+// The sum is rounded to T before it is normalised, as the unfused add then layer_norm do, so
+// both give the same bits; the row is still in cache when the norm reads it back.
+template <class T>
+void residual_layernorm_forward(T* x_out, T* out, T* mean, T* rstd, const T* x, const T* branch,
+                                const T* weight, const T* bias, int64_t N, int64_t C,
+                                double eps) {
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
-    const T* xr = x + r * C;
-    double sum = 0;
-    for (int64_t c = 0; c < C; ++c) sum += xr[c];
-    const double mu = sum / double(C);
-    double sq = 0;
-    for (int64_t c = 0; c < C; ++c) {
-      const double d = double(xr[c]) - mu;
-      sq += d * d;
-    }
-    const double rs = 1.0 / std::sqrt(sq / double(C) + eps);
-    T* outr = out + r * C;
-    for (int64_t c = 0; c < C; ++c)
-      outr[c] = T((double(xr[c]) - mu) * rs * double(weight[c]) + double(bias[c]));
-    mean[r] = T(mu);
-    rstd[r] = T(rs);
+    T* sr = x_out + r * C;
+    for (int64_t c = 0; c < C; ++c) sr[c] = x[r * C + c] + branch[r * C + c];
+    normalize_row(out + r * C, mean + r, rstd + r, sr, weight, bias, C, eps);
   }
 }
 
@@ -91,6 +113,12 @@ template void layernorm_forward<float>(float*, float*, float*, const float*, con
                                        const float*, int64_t, int64_t, double);
 template void layernorm_forward<double>(double*, double*, double*, const double*, const double*,
                                         const double*, int64_t, int64_t, double);
+template void residual_layernorm_forward<float>(float*, float*, float*, float*, const float*,
+                                                const float*, const float*, const float*,
+                                                int64_t, int64_t, double);
+template void residual_layernorm_forward<double>(double*, double*, double*, double*,
+                                                 const double*, const double*, const double*,
+                                                 const double*, int64_t, int64_t, double);
 template void layernorm_backward<float>(float*, float*, float*, const float*, const float*,
                                         const float*, const float*, const float*, int64_t,
                                         int64_t);

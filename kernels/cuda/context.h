@@ -2,7 +2,8 @@
 // The per-device CUDA context (CUDA-side only; core code sees kernels/cuda/runtime.h).
 // One per device, created lazily on first use and never destroyed (it lives as long as the
 // process, like the CUDA primary context it sits on). It owns the one stream every launcher
-// runs on by default, the memory-pool setup, the lazily created cuBLASLt handle with its
+// runs on by default, the memory-pool setup, the pinned staging blocks uploads go through,
+// the lazily created cuBLASLt handle with its
 // workspace, the cuBLASLt algorithm cache and the device properties kernels size themselves
 // by (never hard-coded: DESIGN §5).
 #include <array>
@@ -11,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -18,7 +20,7 @@
 namespace dino::kernels::cuda {
 
 // Everything that selects a cuBLASLt algorithm: sizes, transposes, output type, epilogue,
-// batch shape and the pointers' common alignment (gemm.cu fills it).
+// batch shape and the operands' alignments (gemm.cu fills it).
 using GemmKey = std::array<int64_t, 12>;
 
 struct Context {
@@ -36,6 +38,18 @@ struct Context {
   // Created on first call; throws dino::Error if cuBLASLt cannot be initialised.
   cublasLtHandle_t lt();
   void* lt_workspace() { lt(); return lt_workspace_; }
+
+  // Pinned host blocks that host-to-device copies stage through (runtime.cu, copy_h2d), each
+  // with the event recorded after its last copy; guarded by staging_mutex.
+  struct StagingBlock {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t copied = nullptr;
+  };
+  std::vector<StagingBlock> staging;
+  size_t staging_bytes = 0;
+  std::mutex staging_mutex;
+  static constexpr size_t kMaxStagingBytes = size_t(2) << 30;
 
   // Heuristic-selected cuBLASLt algorithms, one per GemmKey (gemm.cu), guarded by gemm_mutex.
   std::map<GemmKey, cublasLtMatmulAlgo_t> gemm_algos;

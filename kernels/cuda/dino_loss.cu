@@ -289,6 +289,10 @@ void row_lse(float* lse, float* colsum, const float* x, const float* center, int
              float inv_tau, cudaStream_t stream) {
   const int chunks = (K + kChunk - 1) / kChunk;
   const int groups = (rows + kRowsPerGroup - 1) / kRowsPerGroup;
+  // groups is gridDim.y: a clear error instead of a failed launch past 65535 * 8 rows (the
+  // student rows' check also covers loss_grad's gridDim.y, ceil(B / 8) <= ceil(V*B / 8)).
+  DINO_CHECK(groups <= 65535, "[dino_loss] ", rows, " rows exceed the kernel's grid (at most ",
+             65535 * kRowsPerGroup, ")");
   float2* partial = nullptr;
   float* colsum_partial = nullptr;
   CUDA_CHECK(cudaMallocAsync(&partial, size_t(rows) * chunks * sizeof(float2), stream));

@@ -21,22 +21,26 @@
 // A = x op N, B = dy op T). FLOPs: 2·M·N·K per product; bound by math for ViT shapes.
 //
 // Alignment: cuBLASLt's heuristic cannot see the data pointers, and by default it assumes
-// 256-byte-aligned A, B, C, D; it is told the real alignment (the largest power of two, at
-// most 256, dividing every pointer, every leading dimension and every batch stride in
-// bytes: views and odd sizes such as in = 33 give 2). The bias pointer is in the matmul
-// descriptor, which the heuristic reads. The chosen algorithm is cached per (shape,
-// transposes, output type, epilogue, batch shape, alignment) in the context; the bias type
-// follows from the output type, so the key determines every input of the heuristic.
+// 256-byte-aligned A, B, C, D; it is told each matrix's real alignment (the largest power of
+// two, at most 256, dividing its pointer, its leading dimension and its batch stride in
+// bytes: views and odd sizes such as in = 33 give 2), per matrix as PyTorch's cuBLASLt calls
+// do. One value for all four would tell an fp32 D it may sit on a 2-byte boundary because a
+// bf16 operand does, below its own element size, which can leave the heuristic no algorithm.
+// The bias pointer is in the matmul descriptor, which the heuristic reads. The chosen
+// algorithm is cached per (shape, transposes, output type, epilogue, batch shape, the
+// matrices' and the bias's alignments) in the context; the bias type follows from the output
+// type, so the key determines every input of the heuristic.
 // Should the heuristic find no algorithm with a fused epilogue (not expected on sm_90, but
 // this code has not met every cuBLASLt version), the product runs without it and a small
 // kernel applies the bias (from an fp32 product, one rounding) or sums the bias gradient
 // (double accumulation, in order), with a note on stderr once per problem.
 //
-// bias_gelu: the MLP's fc1 output h (bf16, from a GEMM without bias) plus the fp32 bias,
-// stored as the bf16 pre-activation (what the backward needs), and GELU of that stored value
-// in bf16. Exact erf GELU (DESIGN §3: cuBLASLt's GELU epilogue is the tanh form, so it is not
-// used). Bytes per element: read h (2), write pre (2) and out (2); backward reads dout, pre
-// (4), writes dpre (2). Memory-bound.
+// The MLP's GELU is not fused here: cuBLASLt's GELU epilogue is the tanh form (DESIGN §3).
+// fc1 runs with the bias epilogue and writes the bf16 pre-activation, which the exact-erf GELU
+// (elementwise.cu) reads and its backward keeps: 2 + 2 + 2 bytes per element. A separate
+// bias+GELU kernel after a bias-free GEMM would move 2 + 2 + 2 + 2 (it must also store the
+// pre-activation for the backward), or recompute it and still read h, bias and dout then.
+
 #include <cuda_bf16.h>
 
 #include <cstdio>
@@ -51,29 +55,6 @@
 namespace dino::kernels::cuda {
 
 // kernels
-
-__global__ void bias_gelu_forward_kernel(__nv_bfloat16* out, __nv_bfloat16* pre,
-                                         const __nv_bfloat16* h, const float* bias, int64_t n,
-                                         int N) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const __nv_bfloat16 p = __float2bfloat16_rn(__bfloat162float(h[i]) + bias[i % N]);
-    const float x = __bfloat162float(p);
-    pre[i] = p;
-    out[i] = __float2bfloat16_rn(0.5f * x * (1.f + erff(x * 0.70710678118654752f)));
-  }
-}
-
-__global__ void gelu_backward_kernel(__nv_bfloat16* dpre, const __nv_bfloat16* dout,
-                                     const __nv_bfloat16* pre, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float x = __bfloat162float(pre[i]);
-    const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
-    const float pdf = __expf(-0.5f * x * x) * 0.39894228040143267794f;
-    dpre[i] = __float2bfloat16_rn(__bfloat162float(dout[i]) * (cdf + x * pdf));
-  }
-}
 
 // The unfused epilogues, used only where cuBLASLt has no algorithm with the fused one.
 // C (n) <- tmp (n) + bias (i % N); f32 may run in place (C == tmp).
@@ -133,13 +114,10 @@ void make_layout(Layout& l, cudaDataType_t type, int64_t rows, int64_t cols, int
   }
 }
 
-// The largest power of two (at most 256) dividing every pointer's address and every byte
-// count (leading dimensions, batch strides) in `bytes`.
-uint32_t common_alignment(std::initializer_list<const void*> ptrs,
-                          std::initializer_list<int64_t> bytes) {
-  uintptr_t bits = 256;
-  for (const void* p : ptrs)
-    if (p) bits |= reinterpret_cast<uintptr_t>(p);
+// The largest power of two (at most 256) dividing the pointer's address (if any) and every
+// byte count (leading dimension, batch stride) in `bytes`.
+uint32_t alignment_of(const void* p, std::initializer_list<int64_t> bytes) {
+  uintptr_t bits = 256 | reinterpret_cast<uintptr_t>(p);
   for (const int64_t n : bytes) bits |= uintptr_t(n);
   return uint32_t(bits & (~bits + 1));
 }
@@ -198,11 +176,15 @@ bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat
   // D = C: our row-major (M, N) is column-major (N, M) with ld N: (m, n) = (N, M).
   make_layout(c_lt, c_type, N, M, ldc, batch, stride_c);
 
-  const uint32_t align = common_alignment(
-      {A, B, C, bias}, {2 * lda, 2 * ldb, c_size * ldc, 2 * stride_a, 2 * stride_b,
-                        c_size * stride_c});
+  // Per cuBLASLt matrix: its A is our B, its B our A, C = D ours.
+  const uint32_t align_a_lt = alignment_of(B, {2 * ldb, 2 * stride_b});
+  const uint32_t align_b_lt = alignment_of(A, {2 * lda, 2 * stride_a});
+  const uint32_t align_c = alignment_of(C, {c_size * ldc, c_size * stride_c});
+  // Each is at most 256 (9 bits); the bias pointer's alignment also steers the heuristic.
+  const int64_t aligns = int64_t(align_a_lt) | int64_t(align_b_lt) << 9 |
+                         int64_t(align_c) << 18 | int64_t(alignment_of(bias, {})) << 27;
   const GemmKey key = {M, N, K, trans_a, trans_b, c_bf16, int64_t(epilogue), batch,
-                       stride_a, stride_b, stride_c, int64_t(align)};
+                       stride_a, stride_b, stride_c, aligns};
   cublasLtMatmulAlgo_t algo;
   bool cached = false;
   {
@@ -220,11 +202,13 @@ bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat
     const size_t ws = Context::kLtWorkspaceBytes;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-    for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, attr, &align, sizeof(align)));
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> prefs[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a_lt},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b_lt},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+    for (const auto& [attr, value] : prefs)
+      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, attr, &value, sizeof(value)));
     cublasLtMatmulHeuristicResult_t result = {};
     int found = 0;
     // No algorithm for the problem comes back as CUBLAS_STATUS_NOT_SUPPORTED: say which.
@@ -306,21 +290,6 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
     bias_grad_kernel<<<int((M + 255) / 256), 256, 0, stream>>>(bias, c_bf16, A, M, K, trans_a);
     CUDA_CHECK(cudaGetLastError());
   }
-}
-
-void bias_gelu_forward(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfloat16* h,
-                       const float* bias, int64_t M, int N, cudaStream_t stream) {
-  const int64_t n = M * N;
-  if (n <= 0) return;
-  bias_gelu_forward_kernel<<<grid_for(n), 256, 0, stream>>>(out, pre, h, bias, n, N);
-  CUDA_CHECK(cudaGetLastError());
-}
-
-void gelu_backward(__nv_bfloat16* dpre, const __nv_bfloat16* dout, const __nv_bfloat16* pre,
-                   int64_t n, cudaStream_t stream) {
-  if (n <= 0) return;
-  gelu_backward_kernel<<<grid_for(n), 256, 0, stream>>>(dpre, dout, pre, n);
-  CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace dino::kernels::cuda

@@ -49,7 +49,7 @@ void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_col
 void dino_center_update(float* center, const float* teacher_colsum, int64_t rows, int K,
                         float momentum, cudaStream_t stream);
 
-// ---- gemm.cu: cuBLASLt products (bf16 in, fp32 accumulate) and the MLP's bias + GELU ------
+// ---- gemm.cu: cuBLASLt products (bf16 in, fp32 accumulate, bias and bias-gradient epilogues)
 enum class GemmEpilogue { none, bias, bias_grad };
 // C (batch, M, N) = op(A) (M, K) @ op(B) (K, N), per batch entry; A is stored (M, K) or, when
 // trans_a, (K, M); B is stored (K, N) or, when trans_b, (N, K); C is bf16 (c_bf16) or fp32.
@@ -64,12 +64,6 @@ enum class GemmEpilogue { none, bias, bias_grad };
 void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, void* bias,
           GemmEpilogue epilogue, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
           int batch, int64_t stride_a, int64_t stride_b, int64_t stride_c, cudaStream_t stream);
-// out (M, N), pre (M, N) <- h (M, N), bias (N): pre = bf16(h + bias), out = gelu(pre), exact erf
-void bias_gelu_forward(__nv_bfloat16* out, __nv_bfloat16* pre, const __nv_bfloat16* h,
-                       const float* bias, int64_t M, int N, cudaStream_t stream);
-// dpre (n) <- dout (n), pre (n): dpre = dout * gelu'(pre)
-void gelu_backward(__nv_bfloat16* dpre, const __nv_bfloat16* dout, const __nv_bfloat16* pre,
-                   int64_t n, cudaStream_t stream);
 
 // ---- attention.cu: flash-attention on packed qkv (layout as kernels/cpu/kernels.h) --------
 // Head dims 32, 64, 128; any N. qkv, out, dout, dqkv 16-byte aligned.
@@ -129,9 +123,6 @@ void grad_norms(float* norms, const TensorSpan* tensors, int n, cudaStream_t str
 // data (numel) <- data * coef; norms (n) as grad_norms wrote them
 void scale_by_norms(const TensorSpan* tensors, const float* norms, int n, double max_norm,
                     bool global, cudaStream_t stream);
-// The descriptor arrays above are built on the host each step: this copies one into a device
-// array on `stream` without waiting for the stream (src may be reused as soon as it returns).
-void copy_descriptors_h2d(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 
 // ---- patchify.cu, weight_norm.cu: the patch embedding's im2col and DINO's last layer ------
 // cols (B*Gh*Gw, C*P*P) <- img (B, C, H, W), Gh = H/P, Gw = W/P; rounds to bf16. Row

@@ -352,12 +352,4 @@ void scale_by_norms(const TensorSpan* tensors, const float* norms, int n, double
   CUDA_CHECK(cudaGetLastError());
 }
 
-void copy_descriptors_h2d(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-  if (bytes == 0) return;
-  // From pageable memory: the driver stages the bytes before returning, so `src` may be reused
-  // at once, and the copy stays ordered after the kernels already queued on `stream` (which may
-  // still read the previous descriptors in `dst`).
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
-}
-
 }  // namespace dino::kernels::cuda

@@ -3,12 +3,14 @@
 //
 // Memory: cudaMallocAsync from the device's default pool with its release threshold raised
 // to UINT64_MAX, so freed blocks stay in the pool and a steady-state training step never
-// calls the driver (DESIGN §2). Conversions are memory-bound grid-stride loops: f32 -> bf16
+// calls the driver (DESIGN §2). Uploads stage through pinned blocks the context keeps
+// (copy_h2d), so they wait for neither the stream nor the transfer. Conversions are memory-bound grid-stride loops: f32 -> bf16
 // moves 6 bytes per element, bf16 -> f32 6 bytes, fill 4 bytes; no arithmetic to speak of.
 #include <cuda_bf16.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -140,11 +142,52 @@ void free(void* p) {
   if (p) CUDA_CHECK(cudaFreeAsync(p, context().stream));
 }
 
+namespace {
+
+// A pinned block of at least `bytes` whose last copy has completed, or nullptr when the pool
+// is at its cap and every block that fits is busy. Blocks are powers of two (at least 64 KiB),
+// so the steps' repeating upload sizes find their blocks again and allocate nothing.
+Context::StagingBlock* free_staging_block(Context& ctx, size_t bytes) {
+  Context::StagingBlock* best = nullptr;
+  for (Context::StagingBlock& b : ctx.staging) {
+    if (b.bytes < bytes || (best && best->bytes <= b.bytes)) continue;
+    const cudaError_t done = cudaEventQuery(b.copied);
+    if (done == cudaErrorNotReady) continue;
+    CUDA_CHECK(done);
+    best = &b;
+  }
+  if (best) return best;
+  size_t size = size_t(64) << 10;
+  while (size < bytes) size *= 2;
+  if (ctx.staging_bytes + size > Context::kMaxStagingBytes) return nullptr;
+  Context::StagingBlock b;
+  b.bytes = size;
+  CUDA_CHECK(cudaHostAlloc(&b.host, size, cudaHostAllocDefault));
+  CUDA_CHECK(cudaEventCreateWithFlags(&b.copied, cudaEventDisableTiming));
+  ctx.staging.push_back(b);
+  ctx.staging_bytes += size;
+  return &ctx.staging.back();
+}
+
+}  // namespace
+
+// Through pinned staging: the bytes are copied into a pinned block, whose DMA is queued on the
+// stream, so the call neither waits for the kernels queued before it (a pageable copy may
+// synchronise the stream) nor for the transfer, and `src` is free again on return. The next
+// step's crops thus upload while this step's backward still runs.
 void copy_h2d(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
-  const cudaStream_t s = context().stream;
-  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
-  CUDA_CHECK(cudaStreamSynchronize(s));
+  Context& ctx = context();
+  std::lock_guard<std::mutex> lock(ctx.staging_mutex);
+  Context::StagingBlock* b = free_staging_block(ctx, bytes);
+  if (!b) {  // past the cap: the plain copy, waited for
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx.stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+    return;
+  }
+  std::memcpy(b->host, src, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dst, b->host, bytes, cudaMemcpyHostToDevice, ctx.stream));
+  CUDA_CHECK(cudaEventRecord(b->copied, ctx.stream));
 }
 
 void copy_d2h(void* dst, const void* src, size_t bytes) {

@@ -24,8 +24,9 @@ void free(void* p);
 // an op that leaves an element of a fresh output unwritten shows it (DESIGN §6).
 void set_poison_allocations(bool on);
 
-// Copies on the context stream. copy_h2d synchronises the stream before returning, so the
-// host buffer may be freed or reused afterwards; copy_d2h synchronises; copy_d2d does not.
+// Copies on the context stream. copy_h2d stages the bytes in pinned memory and returns
+// without waiting for the stream: the host buffer may be freed or reused at once, and the
+// device sees the data in stream order. copy_d2h synchronises; copy_d2d does not.
 void copy_h2d(void* dst, const void* src, size_t bytes);
 void copy_d2h(void* dst, const void* src, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);

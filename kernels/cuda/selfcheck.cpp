@@ -183,23 +183,6 @@ void check_gemm(Table& t, Rng& rng) {
         for (size_t o = 0; o < size_t(out); ++o) rb[o] += dyr[r * out + o];
       t.add("gemm (dW = dy^T x)", shape, "dW", gw.download(), rw, 1e-5);
       t.add("gemm (dW = dy^T x)", shape, "db", gb.download(), rb, 1e-5);
-
-      // bias + GELU on the product's shape.
-      const size_t n = size_t(rows) * out;
-      const std::vector<float> h = randn(rng, n, 2.0), bias = randn(rng, size_t(out), 0.5);
-      Buf<bf16> dh(to_bf16(h)), gelu(n), pre(n), dpre(n);
-      Buf<float> dbias(bias);
-      bias_gelu_forward(gelu.bf(), pre.bf(), dh.bf(), dbias.get(), rows, out, cstream());
-      gelu_backward(dpre.bf(), ddy.bf(), pre.bf(), int64_t(n), cstream());
-      std::vector<double> pre_ref(n), rg(n), rd(n);
-      for (size_t i = 0; i < n; ++i)
-        pre_ref[i] = double(float(bf16(float(bf16(h[i])) + bias[i % size_t(out)])));
-      cpu::gelu_forward<double>(rg.data(), pre_ref.data(), int64_t(n));
-      cpu::gelu_backward<double>(rd.data(), dyr.data(), pre_ref.data(), int64_t(n));
-      const std::string mn = str_cat("M=", rows, " N=", out);
-      t.add("bias_gelu_forward", mn, "pre", pre.download(), pre_ref, 0.0);
-      t.add("bias_gelu_forward", mn, "out", gelu.download(), rg, bf16_tol(rg));
-      t.add("gelu_backward", str_cat("n=", n), "dpre", dpre.download(), rd, bf16_tol(rd));
     });
   }
 }

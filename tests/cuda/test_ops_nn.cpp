@@ -1,5 +1,5 @@
 // The neural-network ops on CUDA tensors against the CPU in float64 (tests/cuda/op_check.h):
-// layer_norm, softmax, log_softmax, l2_normalize, attention, drop_path, resize_bicubic and
+// layer_norm, add_layer_norm, softmax, log_softmax, l2_normalize, attention, drop_path, resize_bicubic and
 // dino_loss, forward and backward, under the precision policy of DESIGN §3; odd sizes (1, 37,
 // 197 rows, C = 33) next to training sizes. Then the DinoLoss module on CUDA: its collapse
 // statistics and center update against the CPU.
@@ -23,6 +23,31 @@ OpCase layer_norm_case(const Shape& x, DType x_dtype = DType::f32) {
            {{C}, DType::f32, true, 0.3}},
           [](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2], 1e-6); },
           DType::bf16};
+}
+
+// The fused residual step: f32 stream + bf16 branch. `take` picks what the case compares: the
+// normed output (bf16), the new stream (f32, exact up to the add's rounding), or both summed,
+// so gradients reach the stream from the norm and from later blocks at once; that sum mixes a
+// bf16 term into an f32 result, so its f32 tolerance is a bf16 one.
+enum class AddNormOut { normed, sum, both };
+OpCase add_layer_norm_case(const Shape& x, AddNormOut take, DType branch_dtype = DType::bf16) {
+  const int64_t C = x.back();
+  const char* what = take == AddNormOut::normed ? "normed" : take == AddNormOut::sum ? "sum" : "both";
+  OpCase c{str_cat("add_layer_norm x ", shape_str(x), " branch ", dtype_name(branch_dtype), " (",
+                   what, ")"),
+           {{x, DType::f32, true, 1.0, 3.0},
+            {x, branch_dtype, true, 0.5},
+            {{C}, DType::f32, true, 0.3, 1.0},
+            {{C}, DType::f32, true, 0.3}},
+           [take](const std::vector<Tensor>& in) {
+             const AddNorm r = add_layer_norm(in[0], in[1], in[2], in[3], 1e-6);
+             if (take == AddNormOut::normed) return r.normed;
+             if (take == AddNormOut::sum) return r.sum;
+             return add(r.sum, r.normed);
+           },
+           take == AddNormOut::normed ? DType::bf16 : DType::f32};
+  if (take == AddNormOut::both) c.f32_tol = 1e-2;
+  return c;
 }
 
 OpCase softmax_case(bool log_space, const Shape& x, DType dt) {
@@ -96,6 +121,16 @@ TEST_CASE("layer_norm on CUDA: f32 stream in, bf16 out", "[ops][nn]") {
     check_op(layer_norm_case(x), seed++);
   // A bf16 x is widened on the device; its gradient comes back in bf16.
   check_op(layer_norm_case({37, 33}, DType::bf16), seed++);
+}
+
+TEST_CASE("add_layer_norm on CUDA: fused residual add, f32 stream, bf16 branch and output",
+          "[ops][nn]") {
+  uint64_t seed = 150;
+  for (const Shape& x : {Shape{1, 33}, Shape{37, 33}, Shape{2, 197, 384}})
+    for (const AddNormOut take : {AddNormOut::normed, AddNormOut::sum, AddNormOut::both})
+      check_op(add_layer_norm_case(x, take), seed++);
+  // An f32 branch takes the unfused path (add, then layer_norm) with the same results.
+  check_op(add_layer_norm_case({37, 33}, AddNormOut::both, DType::f32), seed++);
 }
 
 TEST_CASE("softmax and log_softmax on CUDA", "[ops][nn]") {
