@@ -287,14 +287,15 @@ __global__ void __launch_bounds__(kThreads)
     backward_probs(P, dS, S, dP, lse_s, dv_s, row0, q0, k0, N, scale);
     __syncthreads();  // the products below read every warp's rows of P and dS
 
-    // The warp's 16 key rows: dV += P^T dO, dK += dS^T Q.
+    // The warp's 16 key rows: dV += P^T dO, dK += dS^T Q. P^T and dS^T are loaded once per
+    // 16 queries and used for every column block (the other order reloads them D/16 times).
+    for (int k = 0; k < kTile / 16; ++k) {
+      FragAT pt, dst;
+      wmma::load_matrix_sync(pt, P + k * 16 * kLdP + row0, kLdP);
+      wmma::load_matrix_sync(dst, dS + k * 16 * kLdP + row0, kLdP);
 #pragma unroll
-    for (int j = 0; j < D / 16; ++j) {
-      for (int k = 0; k < kTile / 16; ++k) {
-        FragAT pt, dst;
+      for (int j = 0; j < D / 16; ++j) {
         FragB fdo, fq;
-        wmma::load_matrix_sync(pt, P + k * 16 * kLdP + row0, kLdP);
-        wmma::load_matrix_sync(dst, dS + k * 16 * kLdP + row0, kLdP);
         wmma::load_matrix_sync(fdo, dOs + k * 16 * L::kLd + j * 16, L::kLd);
         wmma::load_matrix_sync(fq, Qs + k * 16 * L::kLd + j * 16, L::kLd);
         wmma::mma_sync(acc_dv[j], pt, fdo, acc_dv[j]);
