@@ -201,7 +201,7 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         if (!backward) kc::cudnn_attention_forward(s0.out.as<bf16>(), s0.lse.as<float>(), qkv0, B, N, H, Dh, s);
         else kc::cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, s0.out.as<bf16>(), s0.lse.as<float>(), B, N, H, Dh, s);
         const kc::CudnnPlanInfo p = kc::cudnn_last_plan();
-        extra = {{"cudnn_version", kc::cudnn_version()}, {"engine", p.engine},
+        extra = {{"cudnn_version", kc::cudnn_version()}, {"cudnn_graph", p.path}, {"engine", p.engine},
                  {"workspace_bytes", p.workspace_bytes}, {"plan_build_s", p.build_seconds}};
       } catch (const std::exception& e) {
         report.add(error_row("attention", shape, pass, "cudnn", e.what()));

@@ -86,16 +86,140 @@ Desc make_tensor(const TensorSpec& s) {
              ": ", s.dims.size(), " dims but ", s.strides.size(), " strides");
   Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   const int64_t n = int64_t(s.dims.size()), alignment = 16;
-  const bool by_value = s.by_value;
+  const bool by_value = s.by_value, is_virtual = s.is_virtual;
   t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &s.type, "tensor data type");
   t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, n, s.dims.data(), "tensor dims");
   t.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, n, s.strides.data(), "tensor strides");
   t.set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, s.uid, "tensor uid");
   t.set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, alignment, "tensor alignment");
   if (by_value) t.set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "tensor by value");
+  if (is_virtual) t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "tensor virtual");
   t.finalize(str_cat("tensor ", s.uid).c_str());
   return t;
 }
+
+namespace {
+
+// A scratch tensor's span in the run's allocation: 256-byte aligned, as cudaMalloc's are.
+int64_t scratch_span(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// A pointwise descriptor, not yet finalised (a mode may need more attributes).
+Desc pointwise_desc(cudnnPointwiseMode_t mode, cudnnDataType_t math) {
+  Desc d(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+  d.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "pointwise mode");
+  d.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &math, "pointwise precision");
+  return d;
+}
+
+}  // namespace
+
+Plan::~Plan() {
+  // Plans are cached for the process: at exit the CUDA context may already be gone, so a
+  // failure here means nothing is left to free.
+  for (const auto& c : device_consts) cudaFree(c.second);
+}
+
+void Plan::add_device_const(int64_t uid, const void* host, size_t bytes) {
+  void* device = nullptr;
+  CUDA_CHECK(cudaMalloc(&device, bytes));
+  device_consts.emplace_back(uid, device);
+  CUDA_CHECK(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
+}
+
+int64_t Plan::scratch_bytes() const {
+  int64_t total = 0;
+  for (const Scratch& s : scratch) total += scratch_span(s.bytes);
+  return total;
+}
+
+Desc& GraphBuilder::keep(Desc d) {
+  keep_.push_back(std::move(d));
+  return keep_.back();
+}
+
+Desc& GraphBuilder::operation(cudnnBackendDescriptorType_t type) {
+  Desc& op = keep(Desc(type));
+  ops_.push_back(&op);
+  return op;
+}
+
+const Desc& GraphBuilder::tensor(const TensorSpec& spec) { return keep(make_tensor(spec)); }
+
+const Desc& GraphBuilder::virtual_tensor(cudnnDataType_t type, std::vector<int64_t> dims,
+                                         std::vector<int64_t> strides) {
+  return tensor({next_virtual_uid_++, type, std::move(dims), std::move(strides), false, true});
+}
+
+void GraphBuilder::matmul(const Desc& a, const Desc& b, const Desc& c) {
+  Desc& desc = keep(Desc(CUDNN_BACKEND_MATMUL_DESCRIPTOR));
+  const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+  desc.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute, "matmul compute type");
+  desc.finalize("matmul descriptor");
+  Desc& op = operation(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
+  op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_ADESC, a, "matmul A");
+  op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_BDESC, b, "matmul B");
+  op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_CDESC, c, "matmul C");
+  op.set_desc(CUDNN_ATTR_OPERATION_MATMUL_DESC, desc, "matmul descriptor");
+  op.finalize("matmul operation");
+}
+
+void GraphBuilder::pointwise(cudnnPointwiseMode_t mode, const Desc& x, const Desc* b, const Desc& y,
+                             cudnnDataType_t math) {
+  Desc& desc = keep(pointwise_desc(mode, math));
+  desc.finalize(str_cat("pointwise descriptor (mode ", int(mode), ")").c_str());
+  Desc& op = operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc, "pointwise descriptor");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, "pointwise X");
+  if (b) op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b, "pointwise B");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, "pointwise Y");
+  op.finalize(str_cat("pointwise operation (mode ", int(mode), ")").c_str());
+}
+
+void GraphBuilder::gen_index(const Desc& x, int64_t axis, const Desc& y) {
+  Desc& desc = keep(pointwise_desc(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32));
+  desc.set_i64(CUDNN_ATTR_POINTWISE_AXIS, axis, "index axis");
+  desc.finalize("index descriptor");
+  Desc& op = operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc, "index descriptor");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, "index X");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, "index Y");
+  op.finalize("index operation");
+}
+
+void GraphBuilder::select(const Desc& x, const Desc& b, const Desc& mask, const Desc& y) {
+  Desc& desc = keep(pointwise_desc(CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT));
+  desc.finalize("select descriptor");
+  Desc& op = operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc, "select descriptor");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, "select X");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b, "select B");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, mask, "select mask");
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, "select Y");
+  op.finalize("select operation");
+}
+
+void GraphBuilder::reduction(cudnnReduceTensorOp_t reduce, const Desc& x, const Desc& y) {
+  Desc& desc = keep(Desc(CUDNN_BACKEND_REDUCTION_DESCRIPTOR));
+  const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+  desc.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &reduce,
+           "reduction operator");
+  desc.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute, "reduction compute type");
+  desc.finalize("reduction descriptor");
+  Desc& op = operation(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
+  op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_DESC, desc, "reduction descriptor");
+  op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x, "reduction X");
+  op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y, "reduction Y");
+  op.finalize("reduction operation");
+}
+
+void GraphBuilder::reshape(const Desc& x, const Desc& y) {
+  Desc& op = operation(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+  op.set_desc(CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x, "reshape X");
+  op.set_desc(CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y, "reshape Y");
+  op.finalize("reshape operation");
+}
+
+void GraphBuilder::add(Desc op) { ops_.push_back(&keep(std::move(op))); }
 
 namespace {
 
@@ -197,7 +321,8 @@ thread_local CudnnPlanInfo g_noted;
 }  // namespace
 
 void note_plan(const Plan& plan, bool from_cache) {
-  g_noted = {plan.engine, plan.workspace_bytes, from_cache ? 0.0 : plan.build_seconds};
+  g_noted = {plan.engine, plan.workspace_bytes + plan.scratch_bytes(),
+             from_cache ? 0.0 : plan.build_seconds, plan.path};
 }
 
 CudnnPlanInfo noted_plan() { return g_noted; }
@@ -209,25 +334,43 @@ void execute(const Plan& plan, const std::vector<int64_t>& uids, const std::vect
   cudnnHandle_t h = handle();
   cudnnStatus_t st = cudnnSetStream(h, stream);
   if (st != CUDNN_STATUS_SUCCESS) fail("cudnnSetStream", st);
-  void* workspace = nullptr;
-  if (plan.workspace_bytes > 0)
-    CUDA_CHECK(cudaMallocAsync(&workspace, size_t(plan.workspace_bytes), stream));
+  const int64_t scratch_bytes = plan.scratch_bytes(), total = scratch_bytes + plan.workspace_bytes;
+  char* memory = nullptr;
+  if (total > 0) CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&memory), size_t(total), stream));
   try {
+    std::vector<int64_t> all_uids = uids;
+    std::vector<void*> all_ptrs = ptrs;
+    int64_t offset = 0;
+    for (const Scratch& s : plan.scratch) {
+      if (s.zeroed) CUDA_CHECK(cudaMemsetAsync(memory + offset, 0, size_t(s.bytes), stream));
+      all_uids.push_back(s.uid);
+      all_ptrs.push_back(memory + offset);
+      offset += scratch_span(s.bytes);
+    }
+    for (const auto& c : plan.scalars) {
+      all_uids.push_back(c.first);
+      all_ptrs.push_back(const_cast<float*>(&c.second));  // read only: cuDNN copies the value
+    }
+    for (const auto& c : plan.device_consts) {
+      all_uids.push_back(c.first);
+      all_ptrs.push_back(c.second);
+    }
+    void* workspace = plan.workspace_bytes > 0 ? memory + scratch_bytes : nullptr;
     Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, int64_t(ptrs.size()),
-             ptrs.data(), "variant pack pointers");
-    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, int64_t(uids.size()),
-             uids.data(), "variant pack uids");
+    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, int64_t(all_ptrs.size()),
+             all_ptrs.data(), "variant pack pointers");
+    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, int64_t(all_uids.size()),
+             all_uids.data(), "variant pack uids");
     pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace,
              "variant pack workspace");
     pack.finalize("variant pack");
     st = cudnnBackendExecute(h, plan.plan.get(), pack.get());
     if (st != CUDNN_STATUS_SUCCESS) fail("cudnnBackendExecute", st);
   } catch (...) {
-    if (workspace) cudaFreeAsync(workspace, stream);
+    if (memory) cudaFreeAsync(memory, stream);
     throw;
   }
-  if (workspace) CUDA_CHECK(cudaFreeAsync(workspace, stream));
+  if (memory) CUDA_CHECK(cudaFreeAsync(memory, stream));
   CUDA_CHECK(cudaGetLastError());
 }
 

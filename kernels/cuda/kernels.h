@@ -212,9 +212,10 @@ void select_token_backward(void* dx, const void* dout, int elem_size, int64_t B,
                            int64_t D, int64_t i, cudaStream_t stream);
 
 // ---- cudnn_attention.cpp, cudnn_layernorm.cpp: cuDNN 9 graph-API baselines ----------------
-// Our launchers' signatures run through cuDNN's backend operations (graph_cudnn.h): the SDPA
-// forward/backward operations (cuDNN >= 9.13 / >= 9.17) and the layer-norm forward/backward
-// operations. Plans are built once per shape and device (kernel compilation included) and
+// Our launchers' signatures run through cuDNN's backend operations (graph_cudnn.h): SDPA as
+// cudnn-frontend builds it (the composite matmul/pointwise/reduction graph, or the unified
+// SDPA operation where the library has it; cudnn_attention.cpp says which when) and the
+// layer-norm forward/backward operations. Plans are built once per shape and device (kernel compilation included) and
 // cached. Always declared; in a build without cuDNN (no DINO_HAS_CUDNN) each throws saying so.
 // Packed qkv is given to cuDNN as strided (B, H, N, Dh) views: no copies.
 bool cudnn_available();       // built with cuDNN and the library answers cudnnGetVersion
@@ -249,11 +250,14 @@ void cudnn_layernorm_backward_io(void* dx, CudnnIo dx_type, float* dweight, floa
                                  const void* dout, CudnnIo dout_type, const void* x,
                                  CudnnIo x_type, const float* mean, const float* rstd,
                                  const float* weight, int N, int C, cudaStream_t stream);
-// The plan the latest cudnn_* call on this thread ran: engine index, workspace, build time
-// (0 when it came from the cache), for the benchmark's report.
+// The plan the latest cudnn_* call on this thread ran: engine index, device scratch (cuDNN's
+// workspace plus the graph's own scratch tensors), build time (0 when it came from the cache)
+// and which graph it is (e.g. "composite" or "unified" SDPA; see cudnn_attention.cpp), for the
+// benchmark's report and the tests.
 struct CudnnPlanInfo {
   long long engine = -1, workspace_bytes = 0;
   double build_seconds = 0;
+  const char* path = "";
 };
 CudnnPlanInfo cudnn_last_plan();
 

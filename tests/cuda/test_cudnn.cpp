@@ -1,10 +1,10 @@
 // The cuDNN baselines (kernels/cuda/cudnn_attention.cpp, cudnn_layernorm.cpp) against the
 // same float64 CPU references and tolerances as our kernels' tests (test_attention.cpp,
 // test_layernorm.cpp), so `attention=cudnn` training and the benchmarks' cuDNN rows rest on a
-// checked path. A build without cuDNN, or a cuDNN that has no engine for an operation (the
-// backend SDPA operations need 9.13 / 9.17; see cudnn_attention.cpp), is reported with WARN
-// and checks nothing for that operation: the library's absence is not this code's failure,
-// but every result it does produce must be right.
+// checked path. A build without cuDNN, or a cuDNN that has no engine for an operation (see
+// cudnn_attention.cpp for the SDPA graphs it tries), is reported with WARN and checks nothing
+// for that operation: the library's absence is not this code's failure, but every result it
+// does produce must be right. Which SDPA graph ran (unified or composite) is reported too.
 #include <cmath>
 #include <string>
 
@@ -32,6 +32,16 @@ bool cudnn_runs(const std::string& what, F&& f) {
   }
 }
 
+// Reports the graph the latest cuDNN call ran when it differs from the one reported before.
+void report_path(const char* what, std::string& reported) {
+  const cu::CudnnPlanInfo p = cu::cudnn_last_plan();
+  CHECK(std::string(p.path) != "");
+  if (reported == p.path) return;
+  reported = p.path;
+  WARN("cuDNN " << cu::cudnn_version() << " ran " << what << " as the " << p.path
+                << " graph (engine " << p.engine << ")");
+}
+
 const __nv_bfloat16* bf(const DeviceBuffer<dino::bf16>& b) {
   return reinterpret_cast<const __nv_bfloat16*>(b.get());
 }
@@ -48,6 +58,7 @@ TEST_CASE("cuDNN attention matches the CPU reference", "[cudnn]") {
     int B, N, H, Dh;
   };
   dino::Rng rng(61);
+  std::string forward_path, backward_path;
   for (const S s : {S{2, 37, 3, 64}, S{1, 197, 2, 64}, S{2, 65, 2, 32}, S{1, 130, 1, 128}}) {
     INFO("B = " << s.B << ", N = " << s.N << ", H = " << s.H << ", Dh = " << s.Dh);
     const size_t n_qkv = size_t(s.B) * s.N * 3 * s.H * s.Dh, n_out = size_t(s.B) * s.N * s.H * s.Dh;
@@ -68,6 +79,7 @@ TEST_CASE("cuDNN attention matches the CPU reference", "[cudnn]") {
           cu::cudnn_attention_forward(bfm(out), lse.get(), bf(dqkv_in), s.B, s.N, s.H, s.Dh, test_stream());
         }))
       return;
+    report_path("the SDPA forward", forward_path);
     expect_close("out", to_double(out.download()), ref_out, 2 * compare(comp_out, ref_out).rel_l2 + 1e-3);
     expect_close("lse", to_double(lse.download()), ref_lse, 1e-4);
     if (!cudnn_runs("the SDPA backward", [&] {
@@ -75,6 +87,7 @@ TEST_CASE("cuDNN attention matches the CPU reference", "[cudnn]") {
                                        s.H, s.Dh, test_stream());
         }))
       continue;
+    report_path("the SDPA backward", backward_path);
     expect_close("dqkv", to_double(dqkv.download()), ref_dqkv, 2 * compare(comp_dqkv, ref_dqkv).rel_l2 + 1e-3);
   }
 }
