@@ -143,6 +143,21 @@ void check_layernorm(Table& t, Rng& rng) {
       t.add("layernorm_backward", shape, "dx", gx.download(), rx, 1e-5);
       t.add("layernorm_backward", shape, "dweight", gw.download(), rw, 1e-5);
       t.add("layernorm_backward", shape, "dbias", gb.download(), rb, 1e-5);
+
+      // The block's fused form: the f32 stream plus a bf16 branch, then the norm of the sum.
+      const std::vector<float> branch = randn(rng, nc);
+      Buf<bf16> dbranch(to_bf16(branch));
+      Buf<float> sum(nc);
+      residual_layernorm_forward(sum.get(), out.bf(), mean.get(), rstd.get(), dx.get(),
+                                 dbranch.bf(), dw.get(), db.get(), N, C, eps, cstream());
+      const std::vector<double> rbr = bf16_rounded(branch);
+      std::vector<double> rs(nc);
+      for (size_t i = 0; i < nc; ++i) rs[i] = double(float(double(x[i]) + rbr[i]));
+      cpu::layernorm_forward<double>(ref.data(), rm.data(), rr.data(), rs.data(),
+                                     to_double(w).data(), to_double(b).data(), N, C, double(eps));
+      t.add("residual_layernorm_forward", shape, "sum", sum.download(), rs, 0.0);
+      t.add("residual_layernorm_forward", shape, "out", out.download(), ref, bf16_tol(ref));
+      t.add("residual_layernorm_forward", shape, "rstd", rstd.download(), rr, 1e-5);
     });
   }
 }
