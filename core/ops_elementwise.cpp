@@ -39,12 +39,18 @@ std::array<int64_t, kMaxDims> broadcast_strides(const Shape& shape, const Shape&
   return st;
 }
 
-// out[i] = f(a[ia], b[ib]) over the broadcast index space, innermost dim contiguous.
+// Below this many elements an elementwise loop runs on one thread: a parallel region's fork
+// and barrier would cost more than the loop.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+// out[i] = f(a[ia], b[ib]) over the broadcast index space, innermost dim contiguous. Rows of
+// the innermost dim are independent, so threads share them out.
 template <class T, class F>
 void broadcast_binary(T* out, const T* a, const T* b, const Shape& sa, const Shape& sb,
                       const Shape& so, F f) {
   const int64_t n = shape_numel(so);
   if (sa == so && sb == so) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
     return;
   }
@@ -52,18 +58,18 @@ void broadcast_binary(T* out, const T* a, const T* b, const Shape& sa, const Sha
   const int nd = int(so.size());
   const int64_t inner = nd ? so[nd - 1] : 1;
   const int64_t ia_step = nd ? st_a[nd - 1] : 0, ib_step = nd ? st_b[nd - 1] : 0;
-  std::array<int64_t, kMaxDims> idx{};
-  for (int64_t base = 0; base < n; base += inner) {
-    int64_t ia = 0, ib = 0;
-    for (int d = 0; d < nd - 1; ++d) {
-      ia += idx[d] * st_a[d];
-      ib += idx[d] * st_b[d];
+  const int64_t rows = inner ? n / inner : 0;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t ia = 0, ib = 0, rest = r;  // r's outer index, last outer dim fastest
+    for (int d = nd - 2; d >= 0; --d) {
+      const int64_t i = rest % so[d];
+      rest /= so[d];
+      ia += i * st_a[d];
+      ib += i * st_b[d];
     }
-    for (int64_t j = 0; j < inner; ++j) out[base + j] = f(a[ia + j * ia_step], b[ib + j * ib_step]);
-    for (int d = nd - 2; d >= 0; --d) {  // advance the outer index like an odometer
-      if (++idx[d] < so[d]) break;
-      idx[d] = 0;
-    }
+    T* o = out + r * inner;
+    for (int64_t j = 0; j < inner; ++j) o[j] = f(a[ia + j * ia_step], b[ib + j * ib_step]);
   }
 }
 
@@ -71,10 +77,52 @@ void broadcast_binary(T* out, const T* a, const T* b, const Shape& sa, const Sha
 
 Tensor sum_to_cuda(const Tensor& g, const Shape& shape);
 
+namespace {
+
+// When only leading dims are summed (a broadcast bias or position table), g is (R, C) and the
+// result is its column sums. Threads share out blocks of columns; each column adds its rows
+// in order, as the general loop below does, so the result is the same. Returns false, with
+// out untouched, when a dim after a kept one is summed.
+bool sum_leading_dims(Tensor& out, const Tensor& g, const Shape& shape) {
+  const Shape& so = g.shape();
+  if (shape.size() > so.size()) return false;
+  const size_t off = so.size() - shape.size();
+  size_t first_kept = so.size();
+  for (size_t d = 0; d < so.size(); ++d) {
+    const int64_t t = d < off ? 1 : shape[d - off];
+    if (t == so[d] && so[d] != 1 && first_kept == so.size()) first_kept = d;
+    if (d >= first_kept && t != so[d]) return false;  // a reduced dim after a kept one
+  }
+  int64_t C = 1;
+  for (size_t d = first_kept; d < so.size(); ++d) C *= so[d];
+  const int64_t R = C ? g.numel() / C : 0;
+  dispatch_float("sum_to", g.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int64_t kBlock = 256;
+    const T* pg = g.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for schedule(static) if (g.numel() >= kParallelMin)
+    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+      const int64_t n = std::min(kBlock, C - c0);
+      T acc[kBlock] = {};
+      for (int64_t r = 0; r < R; ++r) {
+        const T* row = pg + r * C + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < n; ++c) acc[c] += row[c];
+      }
+      for (int64_t c = 0; c < n; ++c) po[c0 + c] = acc[c];
+    }
+  });
+  return true;
+}
+
+}  // namespace
+
 Tensor sum_to(const Tensor& g, const Shape& shape) {
   if (g.shape() == shape) return g;
   if (on_cuda(g)) return sum_to_cuda(g, shape);
   Tensor out = Tensor::zeros(shape, g.dtype(), g.device());
+  if (sum_leading_dims(out, g, shape)) return out;
   const auto st = broadcast_strides(shape, g.shape());
   const Shape& so = g.shape();
   const int nd = int(so.size());
@@ -248,13 +296,9 @@ namespace kg = kernels::cuda;
 // The CUDA forms (DESIGN §3): operands f32 or bf16, mixed allowed; the output is f32 when
 // either operand is, else bf16; math in f32, one rounding per result.
 void check_cuda_float(const char* op, const Tensor& t, const char* name) {
-  DINO_CHECK(t.device() == Device::cuda, "[", op, "] mixes cuda and ", device_name(t.device()),
-             " tensors");
-  DINO_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "[", op, "] ", name,
-             " must be f32 or bf16 on CUDA, got ", dtype_name(t.dtype()));
+  check_on_cuda(op, {&t});
+  check_float(op, t, name);
 }
-
-Tensor in_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
 
 // The broadcast's output index space with size-1 dims dropped and adjacent dims merged where
 // both operands stay contiguous across them (same shapes collapse to one dim).

@@ -9,6 +9,7 @@
 // GEMMs). Backward: input gradients in the input's dtype, weight gradients f32 from an
 // fp32-output GEMM, the bias gradient from the GEMM's bias-gradient epilogue. An upstream
 // gradient that arrives in f32 is cast to bf16 for the GEMMs.
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -28,7 +29,6 @@ namespace kg = kernels::cuda;
 // A GEMM operand: the tensor itself when bf16, else a fresh bf16 cast (activations; a
 // parameter goes through its cached Tensor::bf16_copy instead).
 Tensor as_bf16(const Tensor& t) { return t.dtype() == DType::bf16 ? t : t.to(DType::bf16); }
-Tensor cast_to(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
 void* opt_ptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 #endif
 
@@ -44,30 +44,29 @@ void check_cuda_operands(const char* op,
   }
 }
 
-// Column sums of g viewed as (R, C): the gradient of a broadcast bias. Rows are added in
-// order into a double accumulator, walking memory contiguously.
+// Column sums of g viewed as (R, C): the gradient of a broadcast bias. Each column's rows are
+// added in order into a double accumulator; threads share out blocks of columns, so the
+// order does not depend on the thread count, and each walks its rows' segments contiguously.
 Tensor column_sums(const Tensor& g, int64_t R, int64_t C) {
   Tensor out = Tensor::empty({C}, g.dtype(), g.device());
   dispatch_float("bias_grad", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    constexpr int64_t kBlock = 64;
     const T* pg = g.data<T>();
-    std::vector<double> acc(size_t(C), 0.0);
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += double(pg[r * C + c]);
     T* po = out.data<T>();
-    for (int64_t c = 0; c < C; ++c) po[c] = T(acc[size_t(c)]);
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+      const int64_t n = std::min(kBlock, C - c0);
+      double acc[kBlock] = {};
+      for (int64_t r = 0; r < R; ++r) {
+        const T* row = pg + r * C + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < n; ++c) acc[c] += double(row[c]);
+      }
+      for (int64_t c = 0; c < n; ++c) po[c0 + c] = T(acc[c]);
+    }
   });
   return out;
-}
-
-// y (R, O) = x (R, I) @ w (O, I)^T + bias (O); bias may be undefined.
-template <class T>
-void linear_rows(T* y, const T* x, const T* w, const T* bias, int64_t R, int64_t I, int64_t O) {
-  kc::gemm<T>(y, x, w, R, O, I, false, true, T(1), T(0));
-  if (!bias) return;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t o = 0; o < O; ++o) y[r * O + o] += bias[o];
 }
 
 #ifdef DINO_HAS_CUDA
@@ -163,8 +162,8 @@ Tensor linear_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, in
         kg::gemm(f32_ptr(dwf), false, bf16_ptr(g), bf16_ptr(xd), opt_ptr(dbf),
                  gbias ? kg::GemmEpilogue::bias_grad : kg::GemmEpilogue::none, O, I, R, true,
                  false, 1, 0, 0, 0, cuda_stream());
-        if (gw) dw = cast_to(dwf, wdt).reshape(wshape);
-        if (gbias) db = cast_to(dbf, bdt).reshape(bshape);
+        if (gw) dw = in_dtype(dwf, wdt).reshape(wshape);
+        if (gbias) db = in_dtype(dbf, bdt).reshape(bshape);
       }
       return std::vector<Tensor>{dx, dw, db};
     });
@@ -188,7 +187,7 @@ Tensor weight_norm_cuda(const Tensor& v, const Tensor& g, int64_t K, int64_t C) 
     const bool gv = v.requires_grad(), gg = g.requires_grad();
     const Shape gshape = g.shape();
     record(w, "weight_norm", {v, g}, [=](const Tensor& dw_in) {
-      const Tensor dw = cast_to(dw_in, DType::f32);
+      const Tensor dw = in_dtype(dw_in, DType::f32);
       Tensor dv = gv ? Tensor::empty({K, C}, DType::f32, Device::cuda) : Tensor();
       Tensor dg = gg ? Tensor::empty(gshape, DType::f32, Device::cuda) : Tensor();
       kg::weight_norm_backward(gv ? f32_ptr(dv) : nullptr, gg ? f32_ptr(dg) : nullptr, f32_ptr(dw),
@@ -269,7 +268,7 @@ Tensor patchify_cuda(const Tensor& img, const Tensor& weight, const Tensor& bias
   kg::im2col_patches(bf16_ptr(cols), f32_ptr(img), B, int(C), int(H), int(W), int(P),
                      cuda_stream());
   const Tensor wb = weight.bf16_copy();  // (D, C, P, P) = (D, CPP), on the parameter's handle
-  const Tensor bf = bias.defined() ? cast_to(bias, DType::f32) : Tensor();  // fp32 output: f32 bias
+  const Tensor bf = bias.defined() ? in_dtype(bias, DType::f32) : Tensor();  // fp32 output: f32 bias
   Tensor out = Tensor::empty({B, Np, D}, DType::f32, Device::cuda);
   kg::gemm(out.raw_data(), false, bf16_ptr(cols), bf16_ptr(wb), opt_ptr(bf),
            bf.defined() ? kg::GemmEpilogue::bias : kg::GemmEpilogue::none, R, D, CPP, false, true,
@@ -286,8 +285,8 @@ Tensor patchify_cuda(const Tensor& img, const Tensor& weight, const Tensor& bias
       kg::gemm(f32_ptr(dwf), false, bf16_ptr(dy), bf16_ptr(cols), opt_ptr(dbf),
                gbias ? kg::GemmEpilogue::bias_grad : kg::GemmEpilogue::none, D, CPP, R, true,
                false, 1, 0, 0, 0, cuda_stream());
-      if (gw) dw = cast_to(dwf, wdt).reshape(wshape);
-      if (gbias) db = cast_to(dbf, bdt).reshape(bshape);
+      if (gw) dw = in_dtype(dwf, wdt).reshape(wshape);
+      if (gbias) db = in_dtype(dbf, bdt).reshape(bshape);
       return std::vector<Tensor>{Tensor(), dw, db};
     });
   }
@@ -383,8 +382,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor out = Tensor::empty(so, x.dtype(), x.device());
   dispatch_float("linear", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    linear_rows<T>(out.data<T>(), x.data<T>(), weight.data<T>(),
-                   bias.defined() ? bias.data<T>() : nullptr, R, I, O);
+    kc::linear_forward<T>(out.data<T>(), x.data<T>(), weight.data<T>(),
+                          bias.defined() ? bias.data<T>() : nullptr, R, I, O);
   });
   if (needs_grad({x, weight, bias})) {
     Tensor xd = x.detach(), wd = weight.detach();
@@ -496,8 +495,8 @@ Tensor patchify(const Tensor& img, const Tensor& weight, const Tensor& bias) {
   dispatch_float("patchify", img.dtype(), [&](auto tag) {
     using T = decltype(tag);
     kc::im2col_patches<T>(cols.data<T>(), img.data<T>(), B, C, H, W, P);
-    linear_rows<T>(out.data<T>(), cols.data<T>(), weight.data<T>(),
-                   bias.defined() ? bias.data<T>() : nullptr, B * Np, CPP, D);
+    kc::linear_forward<T>(out.data<T>(), cols.data<T>(), weight.data<T>(),
+                          bias.defined() ? bias.data<T>() : nullptr, B * Np, CPP, D);
   });
   if (needs_grad({img, weight, bias})) {
     Tensor wd = weight.detach();

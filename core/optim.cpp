@@ -30,42 +30,65 @@ Device params_device(const std::vector<ParamGroup>& groups) {
   return cuda ? Device::cuda : Device::cpu;
 }
 
+// One parameter's update on the CPU, its bias corrections already formed.
+struct CpuUpdate {
+  Tensor p, g;
+  AdamWState* st;
+  double step_size, bc2_sqrt, decay;
+};
+
+// torch.optim.AdamW's single-tensor arithmetic. A worksharing loop without a barrier: every
+// thread of the enclosing parallel region calls it, and elements are independent.
+template <class T>
+void adamw_elements(const CpuUpdate& u, double b1, double b2, double eps) {
+  T* w = u.p.data<T>();
+  const T* gp = u.g.data<T>();
+  T* m = u.st->exp_avg.data<T>();
+  T* v = u.st->exp_avg_sq.data<T>();
+  const double decay = u.decay, step_size = u.step_size, bc2_sqrt = u.bc2_sqrt;
+  const int64_t n = u.p.numel();
+#pragma omp for schedule(static) nowait
+  for (int64_t i = 0; i < n; ++i) {
+    w[i] = T(w[i] * decay);
+    m[i] = T(b1 * m[i] + (1 - b1) * gp[i]);
+    v[i] = T(b2 * v[i] + (1 - b2) * gp[i] * gp[i]);
+    const double denom = std::sqrt(double(v[i])) / bc2_sqrt + eps;
+    w[i] = T(w[i] - step_size * double(m[i]) / denom);
+  }
+}
+
 }  // namespace
 
+// Every parameter's update in ONE parallel region (a region per parameter cost a fork and a
+// barrier per bias vector).
 void AdamW::step() {
   NoGradGuard no_grad;
   if (params_device(groups_) == Device::cuda) return step_cuda();
+  std::vector<CpuUpdate> work;
   for (auto& group : groups_) {
     for (auto& [name, p] : group.params) {
       const Tensor& g = p.grad();
       if (!g.defined()) continue;  // frozen this step: no step count, no moments, no decay
       require_cpu("adamw", p);
+      DINO_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, "[adamw] parameter '", name,
+                 "' is ", p.str(), "; the CPU step takes f32 or f64");
       AdamWState& st = state_.at(name);
       st.step += 1;
       const double bc1 = 1.0 - std::pow(beta1_, double(st.step));
       const double bc2 = 1.0 - std::pow(beta2_, double(st.step));
-      const double step_size = group.lr / bc1, bc2_sqrt = std::sqrt(bc2);
-      const double decay = 1.0 - group.lr * group.weight_decay;
-      const double b1 = beta1_, b2 = beta2_, eps = eps_;
-      dispatch_float("adamw", p.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        T* w = p.data<T>();
-        const T* gp = g.data<T>();
-        T* m = st.exp_avg.data<T>();
-        T* v = st.exp_avg_sq.data<T>();
-        const int64_t n = p.numel();
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i) {  // torch.optim.AdamW's single-tensor arithmetic
-          w[i] = T(w[i] * decay);
-          m[i] = T(b1 * m[i] + (1 - b1) * gp[i]);
-          v[i] = T(b2 * v[i] + (1 - b2) * gp[i] * gp[i]);
-          const double denom = std::sqrt(double(v[i])) / bc2_sqrt + eps;
-          w[i] = T(w[i] - step_size * double(m[i]) / denom);
-        }
-      });
-      p.mark_modified();  // written by raw pointer: cached bf16 copies are stale
+      work.push_back({p, g, &st, group.lr / bc1, std::sqrt(bc2),
+                      1.0 - group.lr * group.weight_decay});
     }
   }
+  const double b1 = beta1_, b2 = beta2_, eps = eps_;
+#pragma omp parallel
+  for (const CpuUpdate& u : work) {
+    if (u.p.dtype() == DType::f32)
+      adamw_elements<float>(u, b1, b2, eps);
+    else
+      adamw_elements<double>(u, b1, b2, eps);
+  }
+  for (CpuUpdate& u : work) u.p.mark_modified();  // written by raw pointer: bf16 copies are stale
 }
 
 // One launch of the fused AdamW (kernels/cuda/optimizer.cu) over every parameter with a
@@ -120,7 +143,11 @@ double grad_sq_norm(const Tensor& g) {
   dispatch_float("clip_grad", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* p = g.data<T>();
-    for (int64_t i = 0, n = g.numel(); i < n; ++i) s += double(p[i]) * double(p[i]);
+    const int64_t n = g.numel();
+    double acc = 0;  // a SIMD reduction: its order is fixed by the build, not the thread count
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < n; ++i) acc += double(p[i]) * double(p[i]);
+    s = acc;
   });
   return s;
 }

@@ -2,9 +2,15 @@
 // backward that recomputes the probabilities from the saved log-sum-exp.
 //
 // Each (batch, head) pair is independent, so the (b, h) loop is split across threads and
-// each thread owns its scratch matrices. A head's q, k, v are strided inside qkv (row stride
-// 3*H*Dh), so they are first gathered into contiguous (N, Dh) matrices; the matmuls then run
-// through Eigen, which stays single-threaded inside the parallel region.
+// each thread owns its scratch matrices. A head's q, k, v (and o, dO, dq, dk, dv) are read
+// and written in place inside the packed rows through strided maps: Eigen packs its GEMM
+// operands anyway, so a separate gather would only copy them twice. The matmuls run through
+// Eigen, which stays single-threaded inside the parallel region.
+//
+// The DINO recipe's heads are tiny (N = 10 or 50 tokens, head dim 32), so the exponentials,
+// not the products, dominated: the float path uses the vectorisable fast::exp over each
+// contiguous score row (the double path, for references and gradient checks, uses the C
+// library).
 //
 // Precision: the row sum of exp is accumulated in double. The probabilities are formed as
 // exp(s - lse) with lse already rounded to T, in both passes, so the backward recomputes
@@ -14,31 +20,54 @@
 #include <Eigen/Core>
 #include <cmath>
 
+#include "kernels/cpu/fast_math.h"
+
 namespace dino::kernels::cpu {
 
 namespace {
 
 template <class T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// dst (N, Dh) <- N rows of Dh values, `stride` elements apart
+// N rows of Dh values inside a packed buffer, `stride` elements apart.
 template <class T>
-void gather_head(RowMat<T>& dst, const T* src, int64_t stride) {
-  for (int64_t n = 0; n < dst.rows(); ++n)
-    for (int64_t d = 0; d < dst.cols(); ++d) dst(n, d) = src[n * stride + d];
+using HeadIn = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using HeadOut = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+
+inline float exp_t(float v) { return fast::exp(v); }
+inline double exp_t(double v) { return std::exp(v); }
+
+template <class T>
+HeadIn<T> head_in(const T* p, int64_t N, int64_t Dh, int64_t stride) {
+  return HeadIn<T>(p, N, Dh, Eigen::OuterStride<>(stride));
 }
 
 template <class T>
-void scatter_head(T* dst, const RowMat<T>& src, int64_t stride) {
-  for (int64_t n = 0; n < src.rows(); ++n)
-    for (int64_t d = 0; d < src.cols(); ++d) dst[n * stride + d] = src(n, d);
+HeadOut<T> head_out(T* p, int64_t N, int64_t Dh, int64_t stride) {
+  return HeadOut<T>(p, N, Dh, Eigen::OuterStride<>(stride));
+}
+
+// log(sum_j exp(row_j)), the sum taken in double.
+template <class T>
+T row_lse(const T* row, int64_t n) {
+  T m = row[0];
+  for (int64_t j = 1; j < n; ++j) m = row[j] > m ? row[j] : m;
+  double sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += double(exp_t(row[j] - m));
+  return T(double(m) + std::log(sum));
 }
 
 // s (N, N) holds scaled scores on entry and probabilities exp(s - lse) on exit.
 template <class T>
 void probs_from_lse(RowMat<T>& s, const T* lse) {
-  for (int64_t i = 0; i < s.rows(); ++i)
-    for (int64_t j = 0; j < s.cols(); ++j) s(i, j) = std::exp(s(i, j) - lse[i]);
+  const int64_t n = s.cols();
+  for (int64_t i = 0; i < s.rows(); ++i) {
+    T* row = s.data() + i * n;
+    const T l = lse[i];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) row[j] = exp_t(row[j] - l);
+  }
 }
 
 }  // namespace
@@ -50,25 +79,18 @@ void attention_forward(T* out, T* lse, T* probs, const T* qkv, int64_t B, int64_
   const T scale = T(1.0 / std::sqrt(double(Dh)));
 #pragma omp parallel
   {
-    RowMat<T> q(N, Dh), k(N, Dh), v(N, Dh), s(N, N), o(N, Dh);
+    RowMat<T> s(N, N);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const T* base = qkv + b * N * row + h * Dh;
-      gather_head(q, base, row);
-      gather_head(k, base + D, row);
-      gather_head(v, base + 2 * D, row);
+      const HeadIn<T> q = head_in(base, N, Dh, row), k = head_in(base + D, N, Dh, row),
+                      v = head_in(base + 2 * D, N, Dh, row);
       s.noalias() = scale * q * k.transpose();
       T* lse_bh = lse + bh * N;
-      for (int64_t i = 0; i < N; ++i) {
-        const T m = s.row(i).maxCoeff();
-        double sum = 0;
-        for (int64_t j = 0; j < N; ++j) sum += std::exp(s(i, j) - m);
-        lse_bh[i] = T(double(m) + std::log(sum));
-      }
+      for (int64_t i = 0; i < N; ++i) lse_bh[i] = row_lse(s.data() + i * N, N);
       probs_from_lse(s, lse_bh);
-      o.noalias() = s * v;
-      scatter_head(out + b * N * D + h * Dh, o, D);
+      head_out(out + b * N * D + h * Dh, N, Dh, D).noalias() = s * v;
       if (probs) Eigen::Map<RowMat<T>>(probs + bh * N * N, N, N) = s;
     }
   }
@@ -85,34 +107,34 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
   const T scale = T(1.0 / std::sqrt(double(Dh)));
 #pragma omp parallel
   {
-    RowMat<T> q(N, Dh), k(N, Dh), v(N, Dh), o(N, Dh), dO(N, Dh);
-    RowMat<T> p(N, N), ds(N, N), dq(N, Dh), dk(N, Dh), dv(N, Dh);
+    RowMat<T> p(N, N), ds(N, N);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const T* base = qkv + b * N * row + h * Dh;
-      gather_head(q, base, row);
-      gather_head(k, base + D, row);
-      gather_head(v, base + 2 * D, row);
-      gather_head(o, out + b * N * D + h * Dh, D);
-      gather_head(dO, dout + b * N * D + h * Dh, D);
+      const HeadIn<T> q = head_in(base, N, Dh, row), k = head_in(base + D, N, Dh, row),
+                      v = head_in(base + 2 * D, N, Dh, row);
+      const HeadIn<T> o = head_in(out + b * N * D + h * Dh, N, Dh, D),
+                      dO = head_in(dout + b * N * D + h * Dh, N, Dh, D);
 
       p.noalias() = scale * q * k.transpose();
       probs_from_lse(p, lse + bh * N);
       ds.noalias() = dO * v.transpose();
       for (int64_t i = 0; i < N; ++i) {
+        const T* o_i = o.data() + i * D;
+        const T* dO_i = dO.data() + i * D;
         double delta = 0;
-        for (int64_t d = 0; d < Dh; ++d) delta += double(dO(i, d)) * double(o(i, d));
-        for (int64_t j = 0; j < N; ++j) ds(i, j) = p(i, j) * (ds(i, j) - T(delta));
+        for (int64_t d = 0; d < Dh; ++d) delta += double(dO_i[d]) * double(o_i[d]);
+        const T dt = T(delta);
+        T* ds_i = ds.data() + i * N;
+        const T* p_i = p.data() + i * N;
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) ds_i[j] = p_i[j] * (ds_i[j] - dt);
       }
-      dq.noalias() = scale * ds * k;
-      dk.noalias() = scale * ds.transpose() * q;
-      dv.noalias() = p.transpose() * dO;
-
       T* dbase = dqkv + b * N * row + h * Dh;
-      scatter_head(dbase, dq, row);
-      scatter_head(dbase + D, dk, row);
-      scatter_head(dbase + 2 * D, dv, row);
+      head_out(dbase, N, Dh, row).noalias() = scale * ds * k;
+      head_out(dbase + D, N, Dh, row).noalias() = scale * ds.transpose() * q;
+      head_out(dbase + 2 * D, N, Dh, row).noalias() = p.transpose() * dO;
     }
   }
 }

@@ -10,7 +10,13 @@
 // K alone. Every element is thus summed in the same order whatever the thread count, and
 // measured on 2 cores this is as fast as Eigen's own threading for the ViT's shapes.
 //
-// beta == 0 assigns instead of scaling, so NaN in the old C cannot leak through.
+// The tile grid depends on the shape alone. It is 128 x 128, halved (down to 64) while there
+// are fewer than 4 tiles: a weight gradient (O, I) = dY^T X has a small output and a long K,
+// and one 128 x 128 tile would leave the second core idle through the whole product. Each
+// element's sum still runs over K in Eigen's order for that K.
+//
+// beta == 0 assigns instead of scaling, so NaN in the old C cannot leak through. A bias is
+// written as each tile's starting value, so a Linear layer makes no extra pass over its output.
 #include "kernels/cpu/kernels.h"
 
 #include <Eigen/Core>
@@ -27,13 +33,65 @@ using TileC = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using MapIn = Eigen::Map<const RowMat<T>>;
 
+// c = alpha * a b + (bias row broadcast, or beta * c); bias is the tile's slice or nullptr.
 template <class T, class OpA, class OpB>
-void gemm_tile(TileC<T> c, const OpA& a, const OpB& b, T alpha, T beta) {
-  if (beta == T(0)) {
+void gemm_tile(TileC<T> c, const OpA& a, const OpB& b, T alpha, T beta, const T* bias) {
+  if (bias) {
+    c.rowwise() = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, c.cols());
+    c.noalias() += alpha * a * b;
+  } else if (beta == T(0)) {
     c.noalias() = alpha * a * b;
   } else {
     if (beta != T(1)) c *= beta;
     c.noalias() += alpha * a * b;
+  }
+}
+
+struct TileGrid {
+  int64_t tm, tn, tiles_m, tiles_n;
+};
+
+TileGrid tile_grid(int64_t M, int64_t N) {
+  constexpr int64_t kTile = 128, kMinTile = 64, kMinTiles = 4;
+  TileGrid g{kTile, kTile, 0, 0};
+  for (;;) {
+    g.tiles_m = (M + g.tm - 1) / g.tm;
+    g.tiles_n = (N + g.tn - 1) / g.tn;
+    if (g.tiles_m * g.tiles_n >= kMinTiles) return g;
+    // A side is worth halving while the halved tile is still shorter than the dimension.
+    if (g.tm / 2 >= kMinTile && M > g.tm / 2)
+      g.tm /= 2;
+    else if (g.tn / 2 >= kMinTile && N > g.tn / 2)
+      g.tn /= 2;
+    else
+      return g;
+  }
+}
+
+template <class T>
+void tiled_gemm(T* C, const T* A, const T* B, const T* bias, int64_t M, int64_t N, int64_t K,
+                bool trans_a, bool trans_b, T alpha, T beta) {
+  const MapIn<T> a(A, trans_a ? K : M, trans_a ? M : K);
+  const MapIn<T> b(B, trans_b ? N : K, trans_b ? K : N);
+  const TileGrid g = tile_grid(M, N);
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < g.tiles_m * g.tiles_n; ++t) {
+    const int64_t i0 = (t / g.tiles_n) * g.tm, j0 = (t % g.tiles_n) * g.tn;
+    const int64_t m = std::min(g.tm, M - i0), n = std::min(g.tn, N - j0);
+    TileC<T> c(C + i0 * N + j0, m, n, Eigen::OuterStride<>(N));
+    const T* tile_bias = bias ? bias + j0 : nullptr;
+    // Rows i0.. of op(A) and columns j0.. of op(B), in each storage order.
+    if (!trans_a && !trans_b)
+      gemm_tile<T>(c, a.middleRows(i0, m), b.middleCols(j0, n), alpha, beta, tile_bias);
+    else if (!trans_a && trans_b)
+      gemm_tile<T>(c, a.middleRows(i0, m), b.middleRows(j0, n).transpose(), alpha, beta,
+                   tile_bias);
+    else if (trans_a && !trans_b)
+      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleCols(j0, n), alpha, beta,
+                   tile_bias);
+    else
+      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleRows(j0, n).transpose(), alpha,
+                   beta, tile_bias);
   }
 }
 
@@ -42,31 +100,21 @@ void gemm_tile(TileC<T> c, const OpA& a, const OpB& b, T alpha, T beta) {
 template <class T>
 void gemm(T* C, const T* A, const T* B, int64_t M, int64_t N, int64_t K, bool trans_a,
           bool trans_b, T alpha, T beta) {
-  constexpr int64_t kTile = 128;
-  const MapIn<T> a(A, trans_a ? K : M, trans_a ? M : K);
-  const MapIn<T> b(B, trans_b ? N : K, trans_b ? K : N);
-  const int64_t tiles_m = (M + kTile - 1) / kTile, tiles_n = (N + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tiles_m * tiles_n; ++t) {
-    const int64_t i0 = (t / tiles_n) * kTile, j0 = (t % tiles_n) * kTile;
-    const int64_t m = std::min(kTile, M - i0), n = std::min(kTile, N - j0);
-    TileC<T> c(C + i0 * N + j0, m, n, Eigen::OuterStride<>(N));
-    // Rows i0.. of op(A) and columns j0.. of op(B), in each storage order.
-    if (!trans_a && !trans_b)
-      gemm_tile<T>(c, a.middleRows(i0, m), b.middleCols(j0, n), alpha, beta);
-    else if (!trans_a && trans_b)
-      gemm_tile<T>(c, a.middleRows(i0, m), b.middleRows(j0, n).transpose(), alpha, beta);
-    else if (trans_a && !trans_b)
-      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleCols(j0, n), alpha, beta);
-    else
-      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleRows(j0, n).transpose(), alpha,
-                   beta);
-  }
+  tiled_gemm<T>(C, A, B, nullptr, M, N, K, trans_a, trans_b, alpha, beta);
+}
+
+template <class T>
+void linear_forward(T* y, const T* x, const T* w, const T* bias, int64_t R, int64_t I, int64_t O) {
+  tiled_gemm<T>(y, x, w, bias, R, O, I, false, true, T(1), T(0));
 }
 
 template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool,
                           bool, float, float);
 template void gemm<double>(double*, const double*, const double*, int64_t, int64_t, int64_t,
                            bool, bool, double, double);
+template void linear_forward<float>(float*, const float*, const float*, const float*, int64_t,
+                                    int64_t, int64_t);
+template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t,
+                                     int64_t, int64_t);
 
 }  // namespace dino::kernels::cpu

@@ -19,6 +19,9 @@ namespace dino::kernels::cpu {
 template <class T>
 void gemm(T* C, const T* A, const T* B, int64_t M, int64_t N, int64_t K, bool trans_a,
           bool trans_b, T alpha, T beta);
+// y (R, O) = x (R, I) @ w (O, I)^T + bias (O): a Linear layer; bias may be nullptr.
+template <class T>
+void linear_forward(T* y, const T* x, const T* w, const T* bias, int64_t R, int64_t I, int64_t O);
 
 // ---- gelu.cpp: exact erf GELU, y = x * 0.5 * (1 + erf(x / sqrt(2))) ----------------------
 // out (n) <- x (n)
