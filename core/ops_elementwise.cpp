@@ -98,20 +98,7 @@ bool sum_leading_dims(Tensor& out, const Tensor& g, const Shape& shape) {
   const int64_t R = C ? g.numel() / C : 0;
   dispatch_float("sum_to", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    constexpr int64_t kBlock = 256;
-    const T* pg = g.data<T>();
-    T* po = out.data<T>();
-#pragma omp parallel for schedule(static) if (g.numel() >= kParallelMin)
-    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-      const int64_t n = std::min(kBlock, C - c0);
-      T acc[kBlock] = {};
-      for (int64_t r = 0; r < R; ++r) {
-        const T* row = pg + r * C + c0;
-#pragma omp simd
-        for (int64_t c = 0; c < n; ++c) acc[c] += row[c];
-      }
-      for (int64_t c = 0; c < n; ++c) po[c0 + c] = acc[c];
-    }
+    column_sums<T>(out.data<T>(), g.data<T>(), R, C, g.numel() >= kParallelMin);
   });
   return true;
 }

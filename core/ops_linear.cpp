@@ -44,27 +44,12 @@ void check_cuda_operands(const char* op,
   }
 }
 
-// Column sums of g viewed as (R, C): the gradient of a broadcast bias. Each column's rows are
-// added in order into a double accumulator; threads share out blocks of columns, so the
-// order does not depend on the thread count, and each walks its rows' segments contiguously.
-Tensor column_sums(const Tensor& g, int64_t R, int64_t C) {
+// The gradient of a broadcast bias: column sums of g viewed as (R, C), in double.
+Tensor bias_grad(const Tensor& g, int64_t R, int64_t C) {
   Tensor out = Tensor::empty({C}, g.dtype(), g.device());
   dispatch_float("bias_grad", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    constexpr int64_t kBlock = 64;
-    const T* pg = g.data<T>();
-    T* po = out.data<T>();
-#pragma omp parallel for schedule(static)
-    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-      const int64_t n = std::min(kBlock, C - c0);
-      double acc[kBlock] = {};
-      for (int64_t r = 0; r < R; ++r) {
-        const T* row = pg + r * C + c0;
-#pragma omp simd
-        for (int64_t c = 0; c < n; ++c) acc[c] += double(row[c]);
-      }
-      for (int64_t c = 0; c < n; ++c) po[c0 + c] = T(acc[c]);
-    }
+    column_sums<double>(out.data<T>(), g.data<T>(), R, C, true);
   });
   return out;
 }
@@ -403,7 +388,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
           kc::gemm<T>(dw.data<T>(), g.data<T>(), xd.data<T>(), O, I, R, true, false, T(1), T(0));
         }
       });
-      if (gbias) db = column_sums(g, R, O).reshape(bshape);
+      if (gbias) db = bias_grad(g, R, O).reshape(bshape);
       return std::vector<Tensor>{dx, dw, db};
     });
   }
@@ -522,7 +507,7 @@ Tensor patchify(const Tensor& img, const Tensor& weight, const Tensor& bias) {
                       T(0));
         }
       });
-      if (gbias) db = column_sums(g, B * Np, D).reshape(bshape);
+      if (gbias) db = bias_grad(g, B * Np, D).reshape(bshape);
       return std::vector<Tensor>{dimg, dw, db};
     });
   }

@@ -163,39 +163,36 @@ void GraphBuilder::matmul(const Desc& a, const Desc& b, const Desc& c) {
   op.finalize("matmul operation");
 }
 
+void GraphBuilder::pointwise_op(const Desc& desc, const Desc& x, const Desc* b, const Desc* mask,
+                                const Desc& y, const std::string& what) {
+  Desc& op = operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc, (what + " descriptor").c_str());
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, (what + " X").c_str());
+  if (b) op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b, (what + " B").c_str());
+  if (mask) op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, *mask, (what + " mask").c_str());
+  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, (what + " Y").c_str());
+  op.finalize((what + " operation").c_str());
+}
+
 void GraphBuilder::pointwise(cudnnPointwiseMode_t mode, const Desc& x, const Desc* b, const Desc& y,
                              cudnnDataType_t math) {
+  const std::string what = str_cat("pointwise (mode ", int(mode), ")");
   Desc& desc = keep(pointwise_desc(mode, math));
-  desc.finalize(str_cat("pointwise descriptor (mode ", int(mode), ")").c_str());
-  Desc& op = operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc, "pointwise descriptor");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, "pointwise X");
-  if (b) op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b, "pointwise B");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, "pointwise Y");
-  op.finalize(str_cat("pointwise operation (mode ", int(mode), ")").c_str());
+  desc.finalize((what + " descriptor").c_str());
+  pointwise_op(desc, x, b, nullptr, y, what);
 }
 
 void GraphBuilder::gen_index(const Desc& x, int64_t axis, const Desc& y) {
   Desc& desc = keep(pointwise_desc(CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32));
   desc.set_i64(CUDNN_ATTR_POINTWISE_AXIS, axis, "index axis");
   desc.finalize("index descriptor");
-  Desc& op = operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc, "index descriptor");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, "index X");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, "index Y");
-  op.finalize("index operation");
+  pointwise_op(desc, x, nullptr, nullptr, y, "index");
 }
 
 void GraphBuilder::select(const Desc& x, const Desc& b, const Desc& mask, const Desc& y) {
   Desc& desc = keep(pointwise_desc(CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT));
   desc.finalize("select descriptor");
-  Desc& op = operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc, "select descriptor");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, "select X");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b, "select B");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, mask, "select mask");
-  op.set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, "select Y");
-  op.finalize("select operation");
+  pointwise_op(desc, x, &b, &mask, y, "select");
 }
 
 void GraphBuilder::reduction(cudnnReduceTensorOp_t reduce, const Desc& x, const Desc& y) {

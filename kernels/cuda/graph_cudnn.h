@@ -130,6 +130,9 @@ class GraphBuilder {
  private:
   Desc& keep(Desc d);
   Desc& operation(cudnnBackendDescriptorType_t type);
+  // The pointwise operation of a finalised pointwise descriptor; b and mask may be null.
+  void pointwise_op(const Desc& desc, const Desc& x, const Desc* b, const Desc* mask,
+                    const Desc& y, const std::string& what);
 
   std::deque<Desc> keep_;  // a deque: references stay valid as it grows
   std::vector<const Desc*> ops_;
