@@ -11,10 +11,14 @@
 #include <cmath>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/device_util.cuh"
 
 namespace dino::bench::composite {
 
 namespace {
+
+using kernels::cuda::warp_max;
+using kernels::cuda::warp_sum;
 
 using bf16 = __nv_bfloat16;
 constexpr int kThreads = 256;
@@ -41,16 +45,6 @@ __global__ void fill_f32_kernel(float* p, int64_t n, uint64_t seed, float lo, fl
 __global__ void fill_bf16_kernel(bf16* p, int64_t n, uint64_t seed, float lo, float hi) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     p[i] = __float2bfloat16(uniform(seed, i, lo, hi));
-}
-
-__device__ inline float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__device__ inline float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
 }
 
 // Every thread of the block gets the sum (blockDim.x a multiple of 32).

@@ -1,11 +1,16 @@
 #pragma once
-// What the CPU and CUDA training tests share: a scratch folder per test and the small, fast
+// What the CPU and CUDA training tests share: a scratch folder per test, the small, fast
 // recipe (vit_micro on 16-pixel synthetic images, patch 4 so 16 + 1 and 4 + 1 tokens, K = 256,
-// 16 steps per epoch).
+// 16 steps per epoch) and the resume experiment.
+#include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "core/error.h"
+#include "core/safetensors.h"
 #include "train/config.h"
+#include "train/trainer.h"
 
 namespace dino::test {
 
@@ -30,6 +35,46 @@ inline nlohmann::json small_recipe(int64_t max_steps = 0) {
                           "loss.teacher_temp=0.02", "loss.warmup_teacher_temp=0.02",
                           "run.log_every=1000", "run.knn_k=10",
                           "run.max_steps=" + std::to_string(max_steps)});
+}
+
+// Trains the small recipe for 24 steps on `device` twice: straight through into dir_a, and
+// stopped after 11 steps (mid-epoch) then resumed into dir_b. Returns what differs between the
+// two final checkpoints: the names of tensors whose bytes differ, and "drop_rng" when the
+// stochastic-depth generator's state does; empty when the resumed run is bit-identical.
+inline std::vector<std::string> resume_differences(const std::string& device,
+                                                   const std::string& dir_a,
+                                                   const std::string& dir_b) {
+  auto recipe = small_recipe(24);
+  recipe["run"]["knn"] = false;
+  TrainOptions a;
+  a.out_dir = dir_a;
+  a.quiet = true;
+  a.device = device;
+  train(recipe, a);
+
+  TrainOptions b = a;
+  b.out_dir = dir_b;
+  auto interrupted = recipe;
+  interrupted["run"]["max_steps"] = 11;
+  train(interrupted, b);
+  b.resume = true;
+  const TrainResult rb = train(recipe, b);
+  DINO_CHECK(rb.steps == 24, "[test] the resumed run ended at step ", rb.steps, ", not 24");
+
+  const SafeTensors x = load_safetensors(dir_a + "/checkpoint.safetensors");
+  const SafeTensors y = load_safetensors(dir_b + "/checkpoint.safetensors");
+  DINO_CHECK(x.tensors.size() == y.tensors.size(), "[test] the checkpoints hold ",
+             x.tensors.size(), " and ", y.tensors.size(), " tensors");
+  std::vector<std::string> differ;
+  for (size_t i = 0; i < x.tensors.size(); ++i) {
+    const auto& [name, t] = x.tensors[i];
+    const Tensor& u = y.tensors[i].second;
+    if (name != y.tensors[i].first || t.nbytes() != u.nbytes() ||
+        std::memcmp(t.raw_data(), u.raw_data(), t.nbytes()) != 0)
+      differ.push_back(name);
+  }
+  if (x.metadata.at("drop_rng") != y.metadata.at("drop_rng")) differ.push_back("drop_rng");
+  return differ;
 }
 
 }  // namespace dino::test

@@ -102,12 +102,17 @@ void check_same_recipe(const json& saved, const json& now, const std::string& pa
   }
 }
 
-// The batch's views as (B, C, S, S) f32 tensors on `device` (one upload per view).
+// The batch's views as (B, C, S, S) f32 tensors on `device`, copied straight from the loader's
+// buffers (on CUDA one upload per view, with no host tensor in between).
 std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) {
   std::vector<Tensor> crops;
   for (size_t v = 0; v < b.views.size(); ++v) {
     const int64_t S = b.view_sizes[v];
-    crops.push_back(Tensor::from_vector(b.views[v], {b.batch, b.channels, S, S}).to(device));
+    Tensor t = Tensor::empty({b.batch, b.channels, S, S}, DType::f32, device);
+    DINO_CHECK(size_t(t.numel()) == b.views[v].size(), "[train] view ", v, " holds ",
+               b.views[v].size(), " values for ", shape_str(t.shape()));
+    copy_bytes(t.raw_data(), device, b.views[v].data(), Device::cpu, t.nbytes());
+    crops.push_back(t);
   }
   return crops;
 }

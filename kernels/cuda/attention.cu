@@ -28,6 +28,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -225,7 +226,7 @@ __global__ void attention_backward_dot_kernel(float* dv, const __nv_bfloat16* do
   float s = 0.f;
   for (int c = lane; c < D; c += 32)
     s += __bfloat162float(dout[row * D + c]) * __bfloat162float(out[row * D + c]);
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  s = warp_sum(s);
   const int h = int(row % H);
   const int64_t bn = row / H;
   const int n = int(bn % N), b = int(bn / N);

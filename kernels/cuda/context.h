@@ -47,7 +47,6 @@ struct Context {
     cudaEvent_t copied = nullptr;
   };
   std::vector<StagingBlock> staging;
-  size_t staging_bytes = 0;
   std::mutex staging_mutex;
   static constexpr size_t kMaxStagingBytes = size_t(2) << 30;
 

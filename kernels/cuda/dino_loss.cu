@@ -37,6 +37,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -169,7 +170,7 @@ __global__ void dino_loss_grad_kernel(float* dstudent, float* dot_partial, float
       }
     }
   }
-  for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+  dot = warp_sum(dot);
   if (threadIdx.x % 32 == 0) warp_dot[threadIdx.x / 32] = dot;
   __syncthreads();
   if (threadIdx.x == 0) {

@@ -23,7 +23,7 @@ constexpr int kMaxThreads = 512;
 
 // The block's sum of v, in every thread, in a fixed order. scratch: 32 floats of shared memory.
 __device__ float block_sum(float v, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  v = warp_sum(v);
   __syncthreads();
   if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
   __syncthreads();

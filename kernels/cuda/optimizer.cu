@@ -35,6 +35,7 @@
 // reads and writes a clipped gradient once (8 bytes per element) and touches no other.
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -112,8 +113,7 @@ __device__ __forceinline__ float ema_element(float t, float s, float m, float on
 // Sum over the block, in a fixed tree order; the result is valid in thread 0.
 __device__ float block_sum(float x) {
   __shared__ float warp_sums[kThreads / 32];
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+  x = warp_sum(x);
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = x;
   __syncthreads();
   float total = 0.f;

@@ -149,7 +149,9 @@ namespace {
 // so the steps' repeating upload sizes find their blocks again and allocate nothing.
 Context::StagingBlock* free_staging_block(Context& ctx, size_t bytes) {
   Context::StagingBlock* best = nullptr;
+  size_t pinned = 0;
   for (Context::StagingBlock& b : ctx.staging) {
+    pinned += b.bytes;
     if (b.bytes < bytes || (best && best->bytes <= b.bytes)) continue;
     const cudaError_t done = cudaEventQuery(b.copied);
     if (done == cudaErrorNotReady) continue;
@@ -159,13 +161,12 @@ Context::StagingBlock* free_staging_block(Context& ctx, size_t bytes) {
   if (best) return best;
   size_t size = size_t(64) << 10;
   while (size < bytes) size *= 2;
-  if (ctx.staging_bytes + size > Context::kMaxStagingBytes) return nullptr;
+  if (pinned + size > Context::kMaxStagingBytes) return nullptr;
   Context::StagingBlock b;
   b.bytes = size;
   CUDA_CHECK(cudaHostAlloc(&b.host, size, cudaHostAllocDefault));
   CUDA_CHECK(cudaEventCreateWithFlags(&b.copied, cudaEventDisableTiming));
   ctx.staging.push_back(b);
-  ctx.staging_bytes += size;
   return &ctx.staging.back();
 }
 

@@ -240,9 +240,7 @@ void check_dino_loss(Table& t, Rng& rng) {
     const std::string shape = str_cat("G=", G, " V=", V, " B=", B, " K=", K);
     t.run("dino_loss", shape, [&] {
       const size_t ns = size_t(V) * B * K, nt = size_t(G) * B * K;
-      std::vector<float> st(ns), te(nt);
-      for (auto& x : st) x = float(rng.uniform(-1.0, 1.0));  // cosines, as with norm_last_layer
-      for (auto& x : te) x = float(rng.uniform(-1.0, 1.0));
+      const std::vector<float> st = cosines(rng, ns), te = cosines(rng, nt);
       const std::vector<float> c = randn(rng, size_t(K), 0.1);
       Buf<float> ds(st), dt(te), dc(c), loss(1), grad(ns), colsum(static_cast<size_t>(K));
       dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(), dc.get(),

@@ -57,6 +57,12 @@ inline std::vector<float> randn(Rng& rng, size_t n, double scale = 1.0, double s
   for (auto& x : v) x = float(shift + scale * rng.normal());
   return v;
 }
+// Uniform in [-1, 1): cosine logits, as DINO's head gives with norm_last_layer.
+inline std::vector<float> cosines(Rng& rng, size_t n) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(rng.uniform(-1.0, 1.0));
+  return v;
+}
 inline std::vector<bf16> to_bf16(const std::vector<float>& v) {
   std::vector<bf16> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = bf16(v[i]);

@@ -17,6 +17,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -25,10 +26,6 @@ namespace {
 constexpr int kThreads = 256;              // 8 warps = 8 rows per block
 constexpr int kRowsPerBlock = kThreads / 32;
 
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
 }  // namespace
 
 // kernels
