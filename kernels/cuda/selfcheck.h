@@ -12,24 +12,15 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/bf16_oracle.h"
+
 namespace dino::kernels::cuda::selfcheck {
 
-struct Comparison {
-  double rel_l2 = 0;   // ||got - ref|| / ||ref|| (NaN if any element of got is not finite)
-  size_t non_finite = 0;
-  std::string worst;   // the element with the largest |got - ref|
-};
-Comparison compare(const std::vector<double>& got, const std::vector<double>& ref);
-
-// The error of only rounding the exact result to bf16: the floor of any bf16-output kernel.
-double bf16_output_error(const std::vector<double>& ref);
-
-// The plain bf16 attention composite (cuBLAS + unfused kernels, every product stored in bf16),
-// simulated in double from the bf16 inputs qkv (B, N, 3*H*Dh) and dout (B, N, H*Dh): its error
-// against the exact result sets the attention kernels' tolerance.
-void attention_bf16_composite(std::vector<double>& out, std::vector<double>& dqkv,
-                              const std::vector<double>& qkv, const std::vector<double>& dout,
-                              int B, int N, int H, int Dh);
+// The metric, the bf16 floor and the attention composite (kernels/cpu/bf16_oracle.h).
+using cpu::attention_bf16_composite;
+using cpu::bf16_output_error;
+using cpu::compare;
+using cpu::Comparison;
 
 struct Row {
   std::string kernel;  // the launcher, e.g. "layernorm_forward"

@@ -1,0 +1,406 @@
+#pragma once
+// Flash attention kernels on mma.sync (m16n8k16, bf16 in, f32 accumulate), FlashAttention-2
+// style: scores, probabilities and accumulators stay in registers; only the bf16 Q/K/V/dO
+// tiles go through shared memory (cp.async, double-buffered, read with ldmatrix).
+//
+// Include after the primitives: kernels/cuda/mma_sm80.cuh on the device, tests/simt/simt.h
+// in the host emulation test (tests/simt/test_attention_simt.cpp).
+//
+// Layout: packed qkv (B, N, 3*H*Dh) bf16 (timm: q, k, v along the last dim, each (H, Dh)
+// head-major), out (B, N, H*Dh) bf16, lse (B, H, N) f32, scale 1/sqrt(Dh).
+// Blocks of 4 warps own 64 rows (queries in the forward and dQ kernels, keys in the dK/dV
+// kernel), 16 per warp, and loop over the other side in tiles of 64.
+//
+// Every product is one of two warp-level shapes (warp_abt, warp_pm below):
+//   forward     S = Q K^T,  O += P V                     (P from S's registers)
+//   dK/dV       S^T = K Q^T, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q
+//   dQ          S = Q K^T,  dP = dO V^T,   dQ += dS K
+// Working on S^T in the dK/dV kernel makes each warp's rows its own keys, so the probabilities
+// never leave registers there either. dQ gets its own kernel instead of f32 atomics so that
+// the summation order is fixed (deterministic gradients), at the price of recomputing S and dP
+// (7 tile products per tile pair instead of 5).
+// FLOPs: forward 4*B*H*N^2*Dh, backward 14*B*H*N^2*Dh as written.
+#include <cmath>
+#include <cstdint>
+
+namespace dino::kernels::cuda::attention_mma {
+
+constexpr int kTile = 64;  // rows per block and per step of the loop
+constexpr int kWarps = 4;  // 16 rows each
+constexpr int kThreads = kWarps * 32;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// Shared-memory tiles for head dim D: 64 rows of D bf16, row stride D + 8 elements, so the
+// eight 16-byte rows an ldmatrix reads fall in eight different bank groups.
+template <int D>
+struct Tiles {
+  static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+  static constexpr int kLd = D + 8;
+  static constexpr int kElems = kTile * kLd;
+  static constexpr size_t kBytes = size_t(kElems) * 2;  // a multiple of 128
+  static constexpr size_t kForward = 5 * kBytes;        // Q, K x2, V x2
+  static constexpr size_t kDq = 6 * kBytes;             // Q, dO, K x2, V x2
+  static constexpr size_t kDkDv = 6 * kBytes + 4 * kTile * sizeof(float);  // K, V, Q x2, dO x2,
+                                                                           // lse x2, Dv x2
+};
+
+// Issues the copy of rows [n0, n0 + 64) of one head (row stride `stride` elements) into a
+// tile; rows >= N are zero-filled.
+template <int D>
+__device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_bfloat16* base,
+                                                int64_t stride, int n0, int N) {
+  constexpr int kVecs = D / 8;
+  for (int i = int(threadIdx.x); i < kTile * kVecs; i += kThreads) {
+    const int r = i / kVecs, c = (i % kVecs) * 8;
+    const bool valid = n0 + r < N;
+    cp_async_16(tile + r * Tiles<D>::kLd + c, valid ? base + int64_t(n0 + r) * stride + c : base,
+                valid);
+  }
+}
+
+// s (16 x 64) = A (the warp's 16 rows, D wide) times B^T (64 rows, D wide), both in shared
+// memory. s[j] is the m16n8 accumulator of columns 8j..8j+7.
+template <int D>
+__device__ __forceinline__ void warp_abt(float (&s)[8][4], const __nv_bfloat16* A,
+                                         const __nv_bfloat16* B) {
+  constexpr int kLd = Tiles<D>::kLd;
+  const int lane = int(threadIdx.x) % 32;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[4];  // matrices: rows 0-7 / 8-15 x columns 0-7, then the same for columns 8-15
+    ldmatrix_x4(a, A + (lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      // B rows 16j..16j+15: (rows 0-7, cols 0-7), (rows 0-7, cols 8-15), then rows 8-15.
+      uint32_t b[4];
+      ldmatrix_x4(b, B + (j * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 +
+                         ((lane / 8) % 2) * 8);
+      mma_bf16_16816(s[2 * j], a, b[0], b[1]);
+      mma_bf16_16816(s[2 * j + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// The 16 x 64 accumulators of warp_abt as bf16 A fragments of a 16 x 64 left operand: the
+// m16n8 accumulator layout is the m16k16 operand layout, two column blocks at a time.
+__device__ __forceinline__ void to_operand(uint32_t (&p)[4][4], const float (&s)[8][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    p[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+    p[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+    p[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    p[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+  }
+}
+
+// o (16 x D) += p (16 x 64, operand fragments) times M (64 rows x D, shared memory).
+template <int D>
+__device__ __forceinline__ void warp_pm(float (&o)[D / 8][4], const uint32_t (&p)[4][4],
+                                        const __nv_bfloat16* M) {
+  constexpr int kLd = Tiles<D>::kLd;
+  const int lane = int(threadIdx.x) % 32;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) {
+      // M rows 16kk..16kk+15, columns 16j..16j+15, transposed: (rows 0-7, cols 0-7),
+      // (rows 8-15, cols 0-7), then the same for cols 8-15.
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, M + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + j * 16 +
+                               (lane / 16) * 8);
+      mma_bf16_16816(o[2 * j], p[kk], b[0], b[1]);
+      mma_bf16_16816(o[2 * j + 1], p[kk], b[2], b[3]);
+    }
+}
+
+// Max and sum over the 4 lanes that share a row of an m16n8 accumulator.
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Writes the warp's 16 x D accumulators times row_mul[0] (row g) / row_mul[1] (row g + 8) as
+// bf16 to rows n0 + row0 .. of `base` (row stride `stride`), skipping rows >= N. Goes through
+// the warp's own 16 rows of `stage` (a tile only this warp reads) for 16-byte stores.
+template <int D>
+__device__ __forceinline__ void store_rows(__nv_bfloat16* base, int64_t stride,
+                                           __nv_bfloat16* stage, const float (&o)[D / 8][4],
+                                           const float (&row_mul)[2], int row0, int n0, int N) {
+  constexpr int kLd = Tiles<D>::kLd;
+  const int lane = int(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
+  __syncwarp();
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    *reinterpret_cast<uint32_t*>(stage + (row0 + g) * kLd + j * 8 + 2 * t) =
+        pack_bf16x2(o[j][0] * row_mul[0], o[j][1] * row_mul[0]);
+    *reinterpret_cast<uint32_t*>(stage + (row0 + g + 8) * kLd + j * 8 + 2 * t) =
+        pack_bf16x2(o[j][2] * row_mul[1], o[j][3] * row_mul[1]);
+  }
+  __syncwarp();
+  for (int i = lane; i < 16 * (D / 8); i += 32) {
+    const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+    if (n0 + row0 + r < N)
+      *reinterpret_cast<uint4*>(base + int64_t(n0 + row0 + r) * stride + c) =
+          *reinterpret_cast<const uint4*>(stage + (row0 + r) * kLd + c);
+  }
+}
+
+// kernels
+
+// grid (ceil(N / 64), B * H), kThreads threads, Tiles<D>::kForward bytes of shared memory.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int N, int H) {
+  using T = Tiles<D>;
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
+  __nv_bfloat16* Ks = Qs + T::kElems;      // two buffers
+  __nv_bfloat16* Vs = Ks + 2 * T::kElems;  // two buffers
+  const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
+  const int q0 = int(blockIdx.x) * kTile;
+  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
+  const int t = lane % 4;
+  const int64_t stride = int64_t(3) * H * D;
+  const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * D;
+  const __nv_bfloat16* kb = qb + H * D;
+  const __nv_bfloat16* vb = qb + 2 * H * D;
+  const float scale2 = rsqrtf(float(D)) * kLog2e;  // scores in log2 units
+
+  load_tile_async<D>(Qs, qb, stride, q0, N);
+  load_tile_async<D>(Ks, kb, stride, 0, N);
+  load_tile_async<D>(Vs, vb, stride, 0, N);
+  cp_async_wait_all();
+  __syncthreads();
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
+  // Rows g and g + 8 of the warp: running max (log2 units) and this lane's share of the sum.
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  const int tiles = (N + kTile - 1) / kTile;
+  for (int it = 0; it < tiles; ++it) {
+    const int k0 = it * kTile, buf = it % 2;
+    if (it + 1 < tiles) {  // the next tile's buffer was last read before the previous sync
+      load_tile_async<D>(Ks + (1 - buf) * T::kElems, kb, stride, k0 + kTile, N);
+      load_tile_async<D>(Vs + (1 - buf) * T::kElems, vb, stride, k0 + kTile, N);
+    }
+    float s[8][4];
+    warp_abt<D>(s, Qs + row0 * T::kLd, Ks + buf * T::kElems);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 2 * r; e < 2 * r + 2; ++e) {
+          const bool valid = k0 + j * 8 + 2 * t + e % 2 < N;
+          s[j][e] = valid ? s[j][e] * scale2 : -INFINITY;
+          mx = fmaxf(mx, s[j][e]);
+        }
+      const float m_new = fmaxf(m[r], quad_max(mx));  // finite: every tile has a valid key
+      const float alpha = exp2f(m[r] - m_new);
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 2 * r; e < 2 * r + 2; ++e) {
+          s[j][e] = exp2f(s[j][e] - m_new);
+          sum += s[j][e];
+        }
+      l[r] = l[r] * alpha + sum;
+      m[r] = m_new;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        o[j][2 * r] *= alpha;
+        o[j][2 * r + 1] *= alpha;
+      }
+    }
+    uint32_t p[4][4];  // P rounded to bf16 for the product, as FlashAttention does
+    to_operand(p, s);
+    warp_pm<D>(o, p, Vs + buf * T::kElems);
+    cp_async_wait_all();
+    __syncthreads();
+  }
+
+  const float l_row[2] = {quad_sum(l[0]), quad_sum(l[1])};
+  const float inv[2] = {1.f / l_row[0], 1.f / l_row[1]};
+  store_rows<D>(out + int64_t(b) * N * H * D + h * D, int64_t(H) * D, Qs, o, inv, row0, q0, N);
+  if (t == 0) {
+    const int g = lane / 4;
+    float* lse_bh = lse + (int64_t(b) * H + h) * N;
+    for (int r = 0; r < 2; ++r) {
+      const int q = q0 + row0 + g + 8 * r;
+      if (q < N) lse_bh[q] = (m[r] + log2f(l_row[r])) * kLn2;
+    }
+  }
+}
+
+// grid (ceil(N / 64) key tiles, B * H), kThreads threads, Tiles<D>::kDkDv bytes. dv_rows is
+// rowsum(dO * O) per (b, h, query). Writes the k and v parts of dqkv for 64 keys.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    backward_dkdv_kernel(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
+                         const __nv_bfloat16* qkv, const float* lse, const float* dv_rows, int N,
+                         int H) {
+  using T = Tiles<D>;
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
+  __nv_bfloat16* Vs = Ks + T::kElems;
+  __nv_bfloat16* Qs = Vs + T::kElems;       // two buffers
+  __nv_bfloat16* dOs = Qs + 2 * T::kElems;  // two buffers
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * T::kElems);  // two buffers, log2 units
+  float* dv_s = lse_s + 2 * kTile;                               // two buffers
+  const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
+  const int k0 = int(blockIdx.x) * kTile;
+  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
+  const int t = lane % 4;
+  const int64_t stride = int64_t(3) * H * D, ostride = int64_t(H) * D;
+  const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * D;
+  const __nv_bfloat16* dob = dout + int64_t(b) * N * ostride + h * D;
+  const float* lse_bh = lse + (int64_t(b) * H + h) * N;
+  const float* dv_bh = dv_rows + (int64_t(b) * H + h) * N;
+  const float scale = rsqrtf(float(D)), scale2 = scale * kLog2e;
+
+  // Row statistics of query tile q0 into buffer `buf` (plain stores: visible after the sync).
+  auto load_rows = [&](int q0, int buf) {
+    for (int i = int(threadIdx.x); i < kTile; i += kThreads) {
+      const bool valid = q0 + i < N;
+      lse_s[buf * kTile + i] = valid ? lse_bh[q0 + i] * kLog2e : 0.f;
+      dv_s[buf * kTile + i] = valid ? dv_bh[q0 + i] : 0.f;
+    }
+  };
+  load_tile_async<D>(Ks, qb + H * D, stride, k0, N);
+  load_tile_async<D>(Vs, qb + 2 * H * D, stride, k0, N);
+  load_tile_async<D>(Qs, qb, stride, 0, N);
+  load_tile_async<D>(dOs, dob, ostride, 0, N);
+  load_rows(0, 0);
+  cp_async_wait_all();
+  __syncthreads();
+
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
+
+  const int tiles = (N + kTile - 1) / kTile;
+  for (int it = 0; it < tiles; ++it) {
+    const int q0 = it * kTile, buf = it % 2;
+    if (it + 1 < tiles) {
+      load_tile_async<D>(Qs + (1 - buf) * T::kElems, qb, stride, q0 + kTile, N);
+      load_tile_async<D>(dOs + (1 - buf) * T::kElems, dob, ostride, q0 + kTile, N);
+      load_rows(q0 + kTile, 1 - buf);
+    }
+    const __nv_bfloat16* Qt = Qs + buf * T::kElems;
+    const __nv_bfloat16* dOt = dOs + buf * T::kElems;
+    float st[8][4], dpt[8][4];  // S^T and dP^T: the warp's 16 keys x 64 queries
+    warp_abt<D>(st, Ks + row0 * T::kLd, Qt);
+    warp_abt<D>(dpt, Vs + row0 * T::kLd, dOt);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = j * 8 + 2 * t + e % 2;
+        const float p =
+            q0 + q < N ? exp2f(st[j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
+        st[j][e] = p;
+        dpt[j][e] = p * (dpt[j][e] - dv_s[buf * kTile + q]) * scale;
+      }
+    uint32_t pt[4][4], dst[4][4];
+    to_operand(pt, st);
+    to_operand(dst, dpt);
+    warp_pm<D>(dv, pt, dOt);
+    warp_pm<D>(dk, dst, Qt);
+    cp_async_wait_all();
+    __syncthreads();
+  }
+
+  const float one[2] = {1.f, 1.f};
+  __nv_bfloat16* dqkv_b = dqkv + int64_t(b) * N * stride + h * D;
+  store_rows<D>(dqkv_b + H * D, stride, Ks, dk, one, row0, k0, N);
+  store_rows<D>(dqkv_b + 2 * H * D, stride, Vs, dv, one, row0, k0, N);
+}
+
+// grid (ceil(N / 64) query tiles, B * H), kThreads threads, Tiles<D>::kDq bytes. Writes the
+// q part of dqkv for 64 queries.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    backward_dq_kernel(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
+                       const float* lse, const float* dv_rows, int N, int H) {
+  using T = Tiles<D>;
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
+  __nv_bfloat16* dOs = Qs + T::kElems;
+  __nv_bfloat16* Ks = dOs + T::kElems;     // two buffers
+  __nv_bfloat16* Vs = Ks + 2 * T::kElems;  // two buffers
+  const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
+  const int q0 = int(blockIdx.x) * kTile;
+  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t stride = int64_t(3) * H * D, ostride = int64_t(H) * D;
+  const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * D;
+  const __nv_bfloat16* kb = qb + H * D;
+  const __nv_bfloat16* vb = qb + 2 * H * D;
+  const float scale = rsqrtf(float(D)), scale2 = scale * kLog2e;
+
+  load_tile_async<D>(Qs, qb, stride, q0, N);
+  load_tile_async<D>(dOs, dout + int64_t(b) * N * ostride + h * D, ostride, q0, N);
+  load_tile_async<D>(Ks, kb, stride, 0, N);
+  load_tile_async<D>(Vs, vb, stride, 0, N);
+  // This lane's rows g and g + 8: lse (log2 units) and Dv.
+  float lse2[2], dvr[2];
+  for (int r = 0; r < 2; ++r) {
+    const int q = q0 + row0 + g + 8 * r;
+    const int64_t i = (int64_t(b) * H + h) * N + q;
+    lse2[r] = q < N ? lse[i] * kLog2e : 0.f;
+    dvr[r] = q < N ? dv_rows[i] : 0.f;
+  }
+  cp_async_wait_all();
+  __syncthreads();
+
+  float dq[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dq[j][e] = 0.f;
+
+  const int tiles = (N + kTile - 1) / kTile;
+  for (int it = 0; it < tiles; ++it) {
+    const int k0 = it * kTile, buf = it % 2;
+    if (it + 1 < tiles) {
+      load_tile_async<D>(Ks + (1 - buf) * T::kElems, kb, stride, k0 + kTile, N);
+      load_tile_async<D>(Vs + (1 - buf) * T::kElems, vb, stride, k0 + kTile, N);
+    }
+    const __nv_bfloat16* Kt = Ks + buf * T::kElems;
+    float s[8][4], dp[8][4];
+    warp_abt<D>(s, Qs + row0 * T::kLd, Kt);
+    warp_abt<D>(dp, dOs + row0 * T::kLd, Vs + buf * T::kElems);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const float p = k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[j][e] * scale2 - lse2[r]) : 0.f;
+        dp[j][e] = p * (dp[j][e] - dvr[r]) * scale;
+      }
+    uint32_t ds[4][4];
+    to_operand(ds, dp);
+    warp_pm<D>(dq, ds, Kt);
+    cp_async_wait_all();
+    __syncthreads();
+  }
+
+  const float one[2] = {1.f, 1.f};
+  store_rows<D>(dqkv + int64_t(b) * N * stride + h * D, stride, Qs, dq, one, row0, q0, N);
+}
+
+}  // namespace dino::kernels::cuda::attention_mma
