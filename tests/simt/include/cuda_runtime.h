@@ -1,0 +1,181 @@
+#pragma once
+// Emulated CUDA runtime for host builds (tests/simt/README.md): the device-code surface our
+// kernels use (qualifiers, built-in indices, vector types, intrinsics), the runtime API calls
+// the backend makes (host memory, synchronous copies, always-complete events and streams),
+// and the launch that replaces `kernel<<<grid, block, shared, stream>>>(args)` in the
+// translation units tests/simt/emulate_cu.py generates from kernels/cuda/*.cu.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "tests/simt/simt.h"
+
+// ---- device code -----------------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+// Blocks run one after another on one OS thread, so a function-local static is the block's
+// shared variable.
+#define __shared__ static
+#define threadIdx (::dino::simt::thread_idx())
+#define blockIdx (::dino::simt::block_idx())
+#define blockDim (::dino::simt::block_dim())
+#define gridDim (::dino::simt::grid_dim())
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+struct float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) uint2 { uint32_t x, y; };
+struct alignas(16) uint4 { uint32_t x, y, z, w; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uint2 make_uint2(uint32_t x, uint32_t y) { return {x, y}; }
+inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return {x, y, z, w}; }
+
+inline void __syncthreads() { ::dino::simt::sync_threads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { ::dino::simt::sync_warp(); }
+// Fibers switch only at barriers and collectives: everything in between is atomic already.
+inline void __threadfence() {}
+float __shfl_xor_sync(unsigned mask, float v, int lane_mask);
+double __shfl_xor_sync(unsigned mask, double v, int lane_mask);
+template <class T>
+T atomicAdd(T* address, T v) {
+  const T old = *address;
+  *address = old + v;
+  return old;
+}
+template <class T>
+T __ldcg(const T* p) {
+  return *p;
+}
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __dsqrt_rn(double a) { return std::sqrt(a); }
+
+// ---- runtime API -----------------------------------------------------------------------------
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInsufficientDriver = 35,
+  cudaErrorNoDevice = 100,
+  cudaErrorNotReady = 600,
+};
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold = 4 };
+enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
+
+struct CUstream_st;
+struct CUevent_st;
+struct CUmemPoolHandle_st;
+typedef CUstream_st* cudaStream_t;
+typedef CUevent_st* cudaEvent_t;
+typedef CUmemPoolHandle_st* cudaMemPool_t;
+
+constexpr unsigned cudaStreamNonBlocking = 1;
+constexpr unsigned cudaEventDisableTiming = 2;
+constexpr unsigned cudaHostAllocDefault = 0;
+
+struct cudaDeviceProp {
+  char name[256];
+  int major, minor, multiProcessorCount, l2CacheSize;
+  size_t sharedMemPerBlockOptin, totalGlobalMem;
+};
+
+const char* cudaGetErrorName(cudaError_t e);
+const char* cudaGetErrorString(cudaError_t e);
+cudaError_t cudaGetLastError();
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream);
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned flags);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
+cudaError_t cudaEventQuery(cudaEvent_t event);
+
+namespace dino::simt {
+// Checks a launch as the runtime would (block size, grid limits, dynamic shared memory within
+// the device's per-block maximum); a bad one becomes the sticky last error and does not run.
+// Not checked: the per-kernel opt-in above 48 KiB (the launch does not know which kernel
+// template instance it calls).
+bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes);
+
+// `kernel<<<grid, block, shared, stream>>>(args...)` becomes
+// `Launch(grid, block, shared, stream).run([&] { kernel(args...); })`: every emulated thread
+// makes the call, converting the arguments to the kernel's parameters as a launch does.
+class Launch {
+ public:
+  Launch(dim3 grid, dim3 block, size_t shared = 0, cudaStream_t = nullptr)
+      : grid_(grid), block_(block), shared_(shared) {}
+  template <class Body>
+  void run(const Body& body) const {
+    if (!accept_launch(grid_, block_, shared_)) return;
+    launch(Dim3{grid_.x, grid_.y, grid_.z}, Dim3{block_.x, block_.y, block_.z}, shared_, body);
+  }
+
+ private:
+  dim3 grid_, block_;
+  size_t shared_;
+};
+
+}  // namespace dino::simt
+
+template <class Kernel>
+cudaError_t cudaFuncSetAttribute(Kernel*, cudaFuncAttribute, int value) {
+  return value >= 0 && value <= 227 * 1024 ? cudaSuccess : cudaErrorInvalidValue;
+}
+template <class Kernel>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, Kernel*, int, size_t) {
+  *blocks = 2;
+  return cudaSuccess;
+}
+template <class T>
+cudaError_t cudaMallocAsync(T** p, size_t bytes, cudaStream_t stream) {
+  return cudaMallocAsync(reinterpret_cast<void**>(p), bytes, stream);
+}
+template <class T>
+cudaError_t cudaHostAlloc(T** p, size_t bytes, unsigned flags) {
+  return cudaHostAlloc(reinterpret_cast<void**>(p), bytes, flags);
+}
+
+// CUDA's device-side min and max, for any pair of arithmetic types.
+template <class A, class B>
+constexpr std::common_type_t<A, B> min(A a, B b) {
+  return b < a ? b : a;
+}
+template <class A, class B>
+constexpr std::common_type_t<A, B> max(A a, B b) {
+  return a < b ? b : a;
+}

@@ -1,0 +1,20 @@
+#pragma once
+// Emulated stand-ins for kernels/cuda/mma_sm80.cuh (same signatures), found first on the
+// include path of host-emulated builds (tests/simt/README.md). Implemented in
+// tests/simt/device_emu.cpp from the PTX ISA's fragment layouts.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace dino::kernels::cuda {
+
+inline unsigned char* dynamic_smem() { return ::dino::simt::dynamic_shared_memory(); }
+void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16* row);
+void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_bfloat16* row);
+void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+// A plain copy (or zeros): the ordering cp.async needs is not checked here.
+void cp_async_16(void* shared_dst, const void* global_src, bool valid);
+inline void cp_async_wait_all() {}
+uint32_t pack_bf16x2(float lo, float hi);
+
+}  // namespace dino::kernels::cuda

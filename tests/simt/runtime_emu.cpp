@@ -1,0 +1,133 @@
+// The runtime API of the emulated CUDA headers (tests/simt/include/cuda_runtime.h): one
+// "device" whose memory is host memory, a stream on which every call completes before it
+// returns, and the launch checks the runtime makes.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+namespace {
+
+cudaError_t g_last_error = cudaSuccess;
+
+cudaError_t record(cudaError_t e) {
+  if (e != cudaSuccess) g_last_error = e;
+  return e;
+}
+
+constexpr size_t kOptinShared = 227 * 1024;  // an H100's per-block maximum
+
+// Distinct non-null handles for streams, events and the pool.
+template <class T>
+T* handle() {
+  static char h;
+  return reinterpret_cast<T*>(&h);
+}
+
+}  // namespace
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInsufficientDriver: return "driver version is insufficient";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotReady: return "device not ready";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return record(device == 0 ? cudaSuccess : cudaErrorInvalidValue); }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return record(cudaErrorInvalidValue);
+  *prop = cudaDeviceProp{};
+  std::strcpy(prop->name, "simt host emulator");
+  prop->major = 9;
+  prop->minor = 0;
+  // Few SMs: launchers that size grids by the SM count then make few blocks, which keeps the
+  // emulation fast and still runs their grid-stride loops more than once.
+  prop->multiProcessorCount = 2;
+  prop->l2CacheSize = 50 << 20;
+  prop->sharedMemPerBlockOptin = kOptinShared;
+  prop->totalGlobalMem = size_t(16) << 30;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
+  *stream = handle<CUstream_st>();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
+  *pool = handle<CUmemPoolHandle_st>();
+  return cudaSuccess;
+}
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
+  // 256-byte aligned like the device allocator; size rounded up as aligned_alloc requires.
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+  return record(*p ? cudaSuccess : cudaErrorMemoryAllocation);
+}
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) {
+  return cudaMallocAsync(p, bytes, nullptr);
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
+                            cudaStream_t) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  if (bytes) std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  *event = handle<CUevent_st>();
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+
+namespace dino::simt {
+
+bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes) {
+  const unsigned long long threads = 1ull * block.x * block.y * block.z;
+  const bool ok = grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 2147483647u &&
+                  grid.y <= 65535 && grid.z <= 65535 && threads >= 1 && threads <= 1024 &&
+                  block.z <= 64 && shared_bytes <= kOptinShared;
+  if (!ok) record(cudaErrorInvalidConfiguration);
+  return ok;
+}
+
+}  // namespace dino::simt
