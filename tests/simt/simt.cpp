@@ -127,9 +127,14 @@ void run_block() {
   for (size_t w = 0; w < L.warp_barriers.size(); ++w)
     L.warp_barriers[w] = Barrier{0, std::min(32, n - int(w) * 32)};
   for (int i = 0; i < n; ++i) start_fiber(L.fibers[size_t(i)], i, L);
+  // Odd blocks run their threads last to first: a read of shared memory that another thread
+  // writes without a barrier in between then sees the unwritten (NaN) value in one of the two
+  // orders, whichever thread is the writer.
+  const bool reverse = (L.block_idx.x + L.block_idx.y + L.block_idx.z) % 2 == 1;
   for (;;) {
     bool ran = false, all_done = true;
-    for (Fiber& f : L.fibers) {
+    for (int k = 0; k < n; ++k) {
+      Fiber& f = L.fibers[size_t(reverse ? n - 1 - k : k)];
       if (f.done) continue;
       all_done = false;
       if (f.waiting) continue;
