@@ -60,10 +60,12 @@ __device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_
 }
 
 // s (16 x 64) = A (the warp's 16 rows, D wide) times B^T (64 rows, D wide), both in shared
-// memory. s[j] is the m16n8 accumulator of columns 8j..8j+7.
+// memory. s[j] is the m16n8 accumulator of columns 8j..8j+7. Only B's first b_rows rows are
+// valid: column groups of 16 beyond them are left at 0 without being computed (a tail tile,
+// and all of a short sequence such as 37 tokens, then costs 48 columns instead of 64).
 template <int D>
 __device__ __forceinline__ void warp_abt(float (&s)[8][4], const __nv_bfloat16* A,
-                                         const __nv_bfloat16* B) {
+                                         const __nv_bfloat16* B, int b_rows) {
   constexpr int kLd = Tiles<D>::kLd;
   const int lane = int(threadIdx.x) % 32;
 #pragma unroll
@@ -76,6 +78,7 @@ __device__ __forceinline__ void warp_abt(float (&s)[8][4], const __nv_bfloat16* 
     ldmatrix_x4(a, A + (lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
+      if (16 * j >= b_rows) break;  // the same for the whole warp
       // B rows 16j..16j+15: (rows 0-7, cols 0-7), (rows 0-7, cols 8-15), then rows 8-15.
       uint32_t b[4];
       ldmatrix_x4(b, B + (j * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 +
@@ -98,14 +101,16 @@ __device__ __forceinline__ void to_operand(uint32_t (&p)[4][4], const float (&s)
   }
 }
 
-// o (16 x D) += p (16 x 64, operand fragments) times M (64 rows x D, shared memory).
+// o (16 x D) += p (16 x 64, operand fragments) times M (64 rows x D, shared memory), skipping
+// the 16-row steps of M at or beyond m_rows (p is 0 there).
 template <int D>
 __device__ __forceinline__ void warp_pm(float (&o)[D / 8][4], const uint32_t (&p)[4][4],
-                                        const __nv_bfloat16* M) {
+                                        const __nv_bfloat16* M, int m_rows) {
   constexpr int kLd = Tiles<D>::kLd;
   const int lane = int(threadIdx.x) % 32;
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
+  for (int kk = 0; kk < 4; ++kk) {
+    if (16 * kk >= m_rows) break;  // the same for the whole warp
 #pragma unroll
     for (int j = 0; j < D / 16; ++j) {
       // M rows 16kk..16kk+15, columns 16j..16j+15, transposed: (rows 0-7, cols 0-7),
@@ -116,6 +121,7 @@ __device__ __forceinline__ void warp_pm(float (&o)[D / 8][4], const uint32_t (&p
       mma_bf16_16816(o[2 * j], p[kk], b[0], b[1]);
       mma_bf16_16816(o[2 * j + 1], p[kk], b[2], b[3]);
     }
+  }
 }
 
 // Max and sum over the 4 lanes that share a row of an m16n8 accumulator.
@@ -195,46 +201,51 @@ __global__ void __launch_bounds__(kThreads)
       load_tile_async<D>(Ks + (1 - buf) * T::kElems, kb, stride, k0 + kTile, N);
       load_tile_async<D>(Vs + (1 - buf) * T::kElems, vb, stride, k0 + kTile, N);
     }
-    float s[8][4];
-    warp_abt<D>(s, Qs + row0 * T::kLd, Ks + buf * T::kElems);
+    // A warp whose 16 queries are all at or past N has nothing to compute (it still loads
+    // and syncs); N - k0 keys of this tile are valid.
+    if (q0 + row0 < N) {
+      float s[8][4];
+      warp_abt<D>(s, Qs + row0 * T::kLd, Ks + buf * T::kElems, N - k0);
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+      for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+        for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          const bool valid = k0 + j * 8 + 2 * t + e % 2 < N;
-          s[j][e] = valid ? s[j][e] * scale2 : -INFINITY;
-          mx = fmaxf(mx, s[j][e]);
+          for (int e = 2 * r; e < 2 * r + 2; ++e) {
+            const bool valid = k0 + j * 8 + 2 * t + e % 2 < N;
+            s[j][e] = valid ? s[j][e] * scale2 : -INFINITY;
+            mx = fmaxf(mx, s[j][e]);
+          }
+        const float m_new = fmaxf(m[r], quad_max(mx));  // finite: every tile has a valid key
+        const float alpha = exp2f(m[r] - m_new);
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 2 * r; e < 2 * r + 2; ++e) {
+            s[j][e] = exp2f(s[j][e] - m_new);
+            sum += s[j][e];
+          }
+        l[r] = l[r] * alpha + sum;
+        m[r] = m_new;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+          o[j][2 * r] *= alpha;
+          o[j][2 * r + 1] *= alpha;
         }
-      const float m_new = fmaxf(m[r], quad_max(mx));  // finite: every tile has a valid key
-      const float alpha = exp2f(m[r] - m_new);
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          s[j][e] = exp2f(s[j][e] - m_new);
-          sum += s[j][e];
-        }
-      l[r] = l[r] * alpha + sum;
-      m[r] = m_new;
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j) {
-        o[j][2 * r] *= alpha;
-        o[j][2 * r + 1] *= alpha;
       }
+      uint32_t p[4][4];  // P rounded to bf16 for the product, as FlashAttention does
+      to_operand(p, s);
+      warp_pm<D>(o, p, Vs + buf * T::kElems, N - k0);
     }
-    uint32_t p[4][4];  // P rounded to bf16 for the product, as FlashAttention does
-    to_operand(p, s);
-    warp_pm<D>(o, p, Vs + buf * T::kElems);
     cp_async_wait_all();
     __syncthreads();
   }
 
   const float l_row[2] = {quad_sum(l[0]), quad_sum(l[1])};
-  const float inv[2] = {1.f / l_row[0], 1.f / l_row[1]};
+  // l is 0 only in a warp that computed nothing (rows past N, not stored).
+  const float inv[2] = {l_row[0] > 0.f ? 1.f / l_row[0] : 0.f, l_row[1] > 0.f ? 1.f / l_row[1] : 0.f};
   store_rows<D>(out + int64_t(b) * N * H * D + h * D, int64_t(H) * D, Qs, o, inv, row0, q0, N);
   if (t == 0) {
     const int g = lane / 4;
@@ -303,24 +314,26 @@ __global__ void __launch_bounds__(kThreads)
     }
     const __nv_bfloat16* Qt = Qs + buf * T::kElems;
     const __nv_bfloat16* dOt = dOs + buf * T::kElems;
-    float st[8][4], dpt[8][4];  // S^T and dP^T: the warp's 16 keys x 64 queries
-    warp_abt<D>(st, Ks + row0 * T::kLd, Qt);
-    warp_abt<D>(dpt, Vs + row0 * T::kLd, dOt);
+    if (k0 + row0 < N) {  // the warp has keys before N; N - q0 queries of this tile are valid
+      float st[8][4], dpt[8][4];  // S^T and dP^T: the warp's 16 keys x 64 queries
+      warp_abt<D>(st, Ks + row0 * T::kLd, Qt, N - q0);
+      warp_abt<D>(dpt, Vs + row0 * T::kLd, dOt, N - q0);
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int q = j * 8 + 2 * t + e % 2;
-        const float p =
-            q0 + q < N ? exp2f(st[j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
-        st[j][e] = p;
-        dpt[j][e] = p * (dpt[j][e] - dv_s[buf * kTile + q]) * scale;
-      }
-    uint32_t pt[4][4], dst[4][4];
-    to_operand(pt, st);
-    to_operand(dst, dpt);
-    warp_pm<D>(dv, pt, dOt);
-    warp_pm<D>(dk, dst, Qt);
+        for (int e = 0; e < 4; ++e) {
+          const int q = j * 8 + 2 * t + e % 2;
+          const float p =
+              q0 + q < N ? exp2f(st[j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
+          st[j][e] = p;
+          dpt[j][e] = p * (dpt[j][e] - dv_s[buf * kTile + q]) * scale;
+        }
+      uint32_t pt[4][4], dst[4][4];
+      to_operand(pt, st);
+      to_operand(dst, dpt);
+      warp_pm<D>(dv, pt, dOt, N - q0);
+      warp_pm<D>(dk, dst, Qt, N - q0);
+    }
     cp_async_wait_all();
     __syncthreads();
   }
@@ -380,21 +393,23 @@ __global__ void __launch_bounds__(kThreads)
       load_tile_async<D>(Ks + (1 - buf) * T::kElems, kb, stride, k0 + kTile, N);
       load_tile_async<D>(Vs + (1 - buf) * T::kElems, vb, stride, k0 + kTile, N);
     }
-    const __nv_bfloat16* Kt = Ks + buf * T::kElems;
-    float s[8][4], dp[8][4];
-    warp_abt<D>(s, Qs + row0 * T::kLd, Kt);
-    warp_abt<D>(dp, dOs + row0 * T::kLd, Vs + buf * T::kElems);
+    if (q0 + row0 < N) {  // the warp has queries before N; N - k0 keys of this tile are valid
+      const __nv_bfloat16* Kt = Ks + buf * T::kElems;
+      float s[8][4], dp[8][4];
+      warp_abt<D>(s, Qs + row0 * T::kLd, Kt, N - k0);
+      warp_abt<D>(dp, dOs + row0 * T::kLd, Vs + buf * T::kElems, N - k0);
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2;
-        const float p = k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[j][e] * scale2 - lse2[r]) : 0.f;
-        dp[j][e] = p * (dp[j][e] - dvr[r]) * scale;
-      }
-    uint32_t ds[4][4];
-    to_operand(ds, dp);
-    warp_pm<D>(dq, ds, Kt);
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2;
+          const float p = k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[j][e] * scale2 - lse2[r]) : 0.f;
+          dp[j][e] = p * (dp[j][e] - dvr[r]) * scale;
+        }
+      uint32_t ds[4][4];
+      to_operand(ds, dp);
+      warp_pm<D>(dq, ds, Kt, N - k0);
+    }
     cp_async_wait_all();
     __syncthreads();
   }
