@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <vector>
 
 #include "core/dtype.h"
 #include "kernels/cuda/mma_sm80.cuh"  // the emulated declarations (tests/simt/include)
@@ -117,11 +118,37 @@ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t
   }
 }
 
+// cp.async completes at some point before the issuing thread's wait: the emulation copies at
+// the wait and fills the destination with NaN bytes until then, so a thread that reads a tile
+// before the copying thread has waited (and the block has synced) reads NaN.
+namespace {
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  bool valid;
+  unsigned long long block;
+};
+std::vector<PendingCopy>& pending_copies() {
+  static std::vector<std::vector<PendingCopy>> per_thread(1024);
+  return per_thread[size_t(dino::simt::thread_linear())];
+}
+}  // namespace
+
 void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
-  if (valid)
-    std::memcpy(shared_dst, global_src, 16);
-  else
-    std::memset(shared_dst, 0, 16);
+  std::memset(shared_dst, 0xFF, 16);
+  pending_copies().push_back({shared_dst, global_src, valid, dino::simt::block_serial()});
+}
+
+void cp_async_wait_all() {
+  std::vector<PendingCopy>& q = pending_copies();
+  for (const PendingCopy& c : q) {
+    if (c.block != dino::simt::block_serial()) continue;  // left behind by an earlier block
+    if (c.valid)
+      std::memcpy(c.dst, c.src, 16);
+    else
+      std::memset(c.dst, 0, 16);
+  }
+  q.clear();
 }
 
 uint32_t pack_bf16x2(float lo, float hi) {

@@ -71,6 +71,7 @@ struct LaunchState {
   std::vector<Barrier> warp_barriers;
   std::vector<Slot> slots;  // 32 per warp
   void* scheduler_sp = nullptr;
+  unsigned long long block_serial = 0;
   Fiber* current = nullptr;
   std::string error;
 };
@@ -121,6 +122,8 @@ void start_fiber(Fiber& f, int i, LaunchState& L) {
 
 void run_block() {
   LaunchState& L = state();
+  static unsigned long long serial = 0;
+  L.block_serial = ++serial;
   const int n = int(L.block.x * L.block.y * L.block.z);
   std::memset(L.shared.data(), 0xFF, L.shared.size());
   L.block_barrier = Barrier{0, n};
@@ -160,6 +163,8 @@ const Dim3& grid_dim() { return state().grid; }
 unsigned char* dynamic_shared_memory() { return state().shared.data(); }
 size_t dynamic_shared_bytes() { return state().shared.size(); }
 int lane_id() { return me().linear % 32; }
+int thread_linear() { return me().linear; }
+unsigned long long block_serial() { return state().block_serial; }
 
 void sync_threads() { arrive_and_wait(state().block_barrier); }
 void sync_warp() { arrive_and_wait(state().warp_barriers[size_t(me().linear / 32)]); }

@@ -12,9 +12,9 @@ inline unsigned char* dynamic_smem() { return ::dino::simt::dynamic_shared_memor
 void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16* row);
 void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_bfloat16* row);
 void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-// A plain copy (or zeros): the ordering cp.async needs is not checked here.
+// Deferred to the issuing thread's wait, the destination NaN until then (device_emu.cpp).
 void cp_async_16(void* shared_dst, const void* global_src, bool valid);
-inline void cp_async_wait_all() {}
+void cp_async_wait_all();
 uint32_t pack_bf16x2(float lo, float hi);
 
 }  // namespace dino::kernels::cuda
