@@ -60,7 +60,7 @@ void forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, in
              cudaStream_t stream) {
   using T = mma::Tiles<D>;
   set_smem(mma::forward_kernel<D>, T::kForward);
-  const dim3 grid((N + mma::kTile - 1) / mma::kTile, B * H);
+  const dim3 grid((N + T::kForwardRows - 1) / T::kForwardRows, B * H);
   mma::forward_kernel<D><<<grid, mma::kThreads, T::kForward, stream>>>(out, lse, qkv, N, H);
   CUDA_CHECK(cudaGetLastError());
 }

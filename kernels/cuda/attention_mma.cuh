@@ -8,8 +8,9 @@
 //
 // Layout: packed qkv (B, N, 3*H*Dh) bf16 (timm: q, k, v along the last dim, each (H, Dh)
 // head-major), out (B, N, H*Dh) bf16, lse (B, H, N) f32, scale 1/sqrt(Dh).
-// Blocks of 4 warps own 64 rows (queries in the forward and dQ kernels, keys in the dK/dV
-// kernel), 16 per warp, and loop over the other side in tiles of 64.
+// Blocks of 4 warps own 64 rows (keys in the dK/dV kernel, queries in the dQ kernel; 16 per
+// warp) or, in the forward, 128 queries (32 per warp, Q in registers) for head dims up to 64,
+// and loop over the other side in tiles of 64.
 //
 // Every product is one of two warp-level shapes (warp_abt, warp_pm below):
 //   forward     S = Q K^T,  O += P V                     (P from S's registers)
@@ -22,6 +23,7 @@
 // FLOPs: forward 4*B*H*N^2*Dh, backward 14*B*H*N^2*Dh as written.
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace dino::kernels::cuda::attention_mma {
 
@@ -39,19 +41,28 @@ struct Tiles {
   static constexpr int kLd = D + 8;
   static constexpr int kElems = kTile * kLd;
   static constexpr size_t kBytes = size_t(kElems) * 2;  // a multiple of 128
-  static constexpr size_t kForward = 5 * kBytes;        // Q, K x2, V x2
+  // The forward gives each warp two 16-row m-tiles where the registers allow (D <= 64): every
+  // K and V fragment read from shared memory then feeds two mma instead of one, which the
+  // ratio of shared-memory bandwidth to tensor throughput needs (see warp_abt).
+  static constexpr int kForwardMTiles = D <= 64 ? 2 : 1;
+  static constexpr int kForwardRows = kWarps * 16 * kForwardMTiles;
+  // Q stays in registers where ptxas then still keeps everything in registers (D = 64: 243
+  // registers, no spills, the same 2 blocks per SM); at D = 32 and 128 it spills, so there Q
+  // is re-read from shared memory.
+  static constexpr bool kForwardQInRegisters = D == 64;
+  static constexpr size_t kForward = size_t(kForwardRows) * kLd * 2 + 4 * kBytes;  // Q, K x2, V x2
   static constexpr size_t kDq = 6 * kBytes;             // Q, dO, K x2, V x2
   static constexpr size_t kDkDv = 6 * kBytes + 4 * kTile * sizeof(float);  // K, V, Q x2, dO x2,
                                                                            // lse x2, Dv x2
 };
 
-// Issues the copy of rows [n0, n0 + 64) of one head (row stride `stride` elements) into a
+// Issues the copy of rows [n0, n0 + kRows) of one head (row stride `stride` elements) into a
 // tile; rows >= N are zero-filled.
-template <int D>
+template <int D, int kRows = kTile>
 __device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_bfloat16* base,
                                                 int64_t stride, int n0, int N) {
   constexpr int kVecs = D / 8;
-  for (int i = int(threadIdx.x); i < kTile * kVecs; i += kThreads) {
+  for (int i = int(threadIdx.x); i < kRows * kVecs; i += kThreads) {
     const int r = i / kVecs, c = (i % kVecs) * 8;
     const bool valid = n0 + r < N;
     cp_async_16(tile + r * Tiles<D>::kLd + c, valid ? base + int64_t(n0 + r) * stride + c : base,
@@ -59,23 +70,57 @@ __device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_
   }
 }
 
-// s (16 x 64) = A (the warp's 16 rows, D wide) times B^T (64 rows, D wide), both in shared
-// memory. s[j] is the m16n8 accumulator of columns 8j..8j+7. Only B's first b_rows rows are
-// valid: column groups of 16 beyond them are left at 0 without being computed (a tail tile,
-// and all of a short sequence such as 37 tokens, then costs 48 columns instead of 64).
+// The warp's left operand: fragment (mt, kk) covers its rows 16mt..16mt+15 and columns
+// 16kk..16kk+15 (matrices: rows 0-7 / 8-15 x columns 0-7, then the same for columns 8-15).
+// SharedRows reads it from a shared-memory tile each time; RegisterRows keeps it in registers.
 template <int D>
-__device__ __forceinline__ void warp_abt(float (&s)[8][4], const __nv_bfloat16* A,
+struct SharedRows {
+  const __nv_bfloat16* rows;  // the warp's first row
+  __device__ __forceinline__ explicit SharedRows(const __nv_bfloat16* first_row) : rows(first_row) {}
+  __device__ __forceinline__ void operator()(int mt, int kk, uint32_t (&f)[4]) const {
+    const int lane = int(threadIdx.x) % 32;
+    ldmatrix_x4(f, rows + (mt * 16 + lane % 16) * Tiles<D>::kLd + kk * 16 + (lane / 16) * 8);
+  }
+};
+template <int D, int MT>
+struct RegisterRows {
+  uint32_t f[MT][D / 16][4];
+  __device__ __forceinline__ explicit RegisterRows(const __nv_bfloat16* first_row) {
+    const SharedRows<D> rows(first_row);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) rows(mt, kk, f[mt][kk]);
+  }
+  __device__ __forceinline__ void operator()(int mt, int kk, uint32_t (&out)[4]) const {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[i] = f[mt][kk][i];
+  }
+};
+
+// s[mt] (16 x 64) = the warp's m-tile mt of A (D wide) times B^T (64 rows of shared memory, D
+// wide); s[mt][j] is the m16n8 accumulator of columns 8j..8j+7. Only B's first b_rows rows
+// are valid: column groups of 16 beyond them are left at 0 without being computed (a tail
+// tile, and all of a short sequence such as 37 tokens, then costs 48 columns instead of 64).
+// Bytes per FLOP: one 512-byte ldmatrix of B feeds 2 * MT mma of 4096 FLOPs; an H100 SM
+// sub-partition does about 1024 FLOP and reads about 32 bytes of shared memory per clock, so
+// MT = 2 with A in registers is the first shape that is not shared-memory bound.
+template <int D, int MT, class ARows>
+__device__ __forceinline__ void warp_abt(float (&s)[MT][8][4], const ARows& A,
                                          const __nv_bfloat16* B, int b_rows) {
   constexpr int kLd = Tiles<D>::kLd;
   const int lane = int(threadIdx.x) % 32;
 #pragma unroll
-  for (int j = 0; j < 8; ++j)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    uint32_t a[4];  // matrices: rows 0-7 / 8-15 x columns 0-7, then the same for columns 8-15
-    ldmatrix_x4(a, A + (lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) A(mt, kk, a[mt]);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (16 * j >= b_rows) break;  // the same for the whole warp
@@ -83,8 +128,11 @@ __device__ __forceinline__ void warp_abt(float (&s)[8][4], const __nv_bfloat16* 
       uint32_t b[4];
       ldmatrix_x4(b, B + (j * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 +
                          ((lane / 8) % 2) * 8);
-      mma_bf16_16816(s[2 * j], a, b[0], b[1]);
-      mma_bf16_16816(s[2 * j + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma_bf16_16816(s[mt][2 * j], a[mt], b[0], b[1]);
+        mma_bf16_16816(s[mt][2 * j + 1], a[mt], b[2], b[3]);
+      }
     }
   }
 }
@@ -101,10 +149,10 @@ __device__ __forceinline__ void to_operand(uint32_t (&p)[4][4], const float (&s)
   }
 }
 
-// o (16 x D) += p (16 x 64, operand fragments) times M (64 rows x D, shared memory), skipping
-// the 16-row steps of M at or beyond m_rows (p is 0 there).
-template <int D>
-__device__ __forceinline__ void warp_pm(float (&o)[D / 8][4], const uint32_t (&p)[4][4],
+// o[mt] (16 x D) += p[mt] (16 x 64, operand fragments) times M (64 rows x D, shared memory),
+// skipping the 16-row steps of M at or beyond m_rows (p is 0 there).
+template <int D, int MT>
+__device__ __forceinline__ void warp_pm(float (&o)[MT][D / 8][4], const uint32_t (&p)[MT][4][4],
                                         const __nv_bfloat16* M, int m_rows) {
   constexpr int kLd = Tiles<D>::kLd;
   const int lane = int(threadIdx.x) % 32;
@@ -118,8 +166,11 @@ __device__ __forceinline__ void warp_pm(float (&o)[D / 8][4], const uint32_t (&p
       uint32_t b[4];
       ldmatrix_x4_trans(b, M + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + j * 16 +
                                (lane / 16) * 8);
-      mma_bf16_16816(o[2 * j], p[kk], b[0], b[1]);
-      mma_bf16_16816(o[2 * j + 1], p[kk], b[2], b[3]);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma_bf16_16816(o[mt][2 * j], p[mt][kk], b[0], b[1]);
+        mma_bf16_16816(o[mt][2 * j + 1], p[mt][kk], b[2], b[3]);
+      }
     }
   }
 }
@@ -162,37 +213,84 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* base, int64_t stride,
 
 // kernels
 
-// grid (ceil(N / 64), B * H), kThreads threads, Tiles<D>::kForward bytes of shared memory.
+// One step of the online softmax for the 16 rows of one m-tile: scales the scores s (raw
+// dot products of key columns k0..k0+63) into log2 units, masks the keys at or past N,
+// updates the running max m and this lane's share of the sum l for rows g and g + 8,
+// rescales the accumulator o, and leaves the probabilities in s.
+template <int D>
+__device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], float (&l)[2],
+                                               float (&o)[D / 8][4], int k0, int N,
+                                               float scale2) {
+  const int t = int(threadIdx.x) % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 2 * r; e < 2 * r + 2; ++e) {
+        const bool valid = k0 + j * 8 + 2 * t + e % 2 < N;
+        s[j][e] = valid ? s[j][e] * scale2 : -INFINITY;
+        mx = fmaxf(mx, s[j][e]);
+      }
+    const float m_new = fmaxf(m[r], quad_max(mx));  // finite: every tile has a valid key
+    const float alpha = exp2f(m[r] - m_new);
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 2 * r; e < 2 * r + 2; ++e) {
+        s[j][e] = exp2f(s[j][e] - m_new);
+        sum += s[j][e];
+      }
+    l[r] = l[r] * alpha + sum;
+    m[r] = m_new;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      o[j][2 * r] *= alpha;
+      o[j][2 * r + 1] *= alpha;
+    }
+  }
+}
+
+// grid (ceil(N / Tiles<D>::kForwardRows), B * H), kThreads threads, Tiles<D>::kForward bytes
+// of shared memory. Each warp owns 16 * kForwardMTiles consecutive queries, Q in registers.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int N, int H) {
   using T = Tiles<D>;
+  constexpr int MT = T::kForwardMTiles, kRows = T::kForwardRows;
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
-  __nv_bfloat16* Ks = Qs + T::kElems;      // two buffers
-  __nv_bfloat16* Vs = Ks + 2 * T::kElems;  // two buffers
+  __nv_bfloat16* Ks = Qs + kRows * T::kLd;  // two buffers
+  __nv_bfloat16* Vs = Ks + 2 * T::kElems;   // two buffers
   const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
-  const int q0 = int(blockIdx.x) * kTile;
-  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
-  const int t = lane % 4;
+  const int q0 = int(blockIdx.x) * kRows;
+  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16 * MT;
   const int64_t stride = int64_t(3) * H * D;
   const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * D;
   const __nv_bfloat16* kb = qb + H * D;
   const __nv_bfloat16* vb = qb + 2 * H * D;
   const float scale2 = rsqrtf(float(D)) * kLog2e;  // scores in log2 units
 
-  load_tile_async<D>(Qs, qb, stride, q0, N);
+  load_tile_async<D, kRows>(Qs, qb, stride, q0, N);
   load_tile_async<D>(Ks, kb, stride, 0, N);
   load_tile_async<D>(Vs, vb, stride, 0, N);
   cp_async_wait_all();
   __syncthreads();
+  using QRows = std::conditional_t<T::kForwardQInRegisters, RegisterRows<D, MT>, SharedRows<D>>;
+  const QRows q(Qs + row0 * T::kLd);
 
-  float o[D / 8][4];
+  float o[MT][D / 8][4];
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
-  // Rows g and g + 8 of the warp: running max (log2 units) and this lane's share of the sum.
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mt][j][e] = 0.f;
+  // Rows g and g + 8 of each m-tile: running max (log2 units) and this lane's share of the sum.
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
 
   const int tiles = (N + kTile - 1) / kTile;
   for (int it = 0; it < tiles; ++it) {
@@ -201,59 +299,39 @@ __global__ void __launch_bounds__(kThreads)
       load_tile_async<D>(Ks + (1 - buf) * T::kElems, kb, stride, k0 + kTile, N);
       load_tile_async<D>(Vs + (1 - buf) * T::kElems, vb, stride, k0 + kTile, N);
     }
-    // A warp whose 16 queries are all at or past N has nothing to compute (it still loads
-    // and syncs); N - k0 keys of this tile are valid.
+    // A warp whose queries are all at or past N has nothing to compute (it still loads and
+    // syncs); N - k0 keys of this tile are valid.
     if (q0 + row0 < N) {
-      float s[8][4];
-      warp_abt<D>(s, Qs + row0 * T::kLd, Ks + buf * T::kElems, N - k0);
+      float s[MT][8][4];
+      warp_abt<D, MT>(s, q, Ks + buf * T::kElems, N - k0);
+      uint32_t p[MT][4][4];  // P rounded to bf16 for the product, as FlashAttention does
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 2 * r; e < 2 * r + 2; ++e) {
-            const bool valid = k0 + j * 8 + 2 * t + e % 2 < N;
-            s[j][e] = valid ? s[j][e] * scale2 : -INFINITY;
-            mx = fmaxf(mx, s[j][e]);
-          }
-        const float m_new = fmaxf(m[r], quad_max(mx));  // finite: every tile has a valid key
-        const float alpha = exp2f(m[r] - m_new);
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 2 * r; e < 2 * r + 2; ++e) {
-            s[j][e] = exp2f(s[j][e] - m_new);
-            sum += s[j][e];
-          }
-        l[r] = l[r] * alpha + sum;
-        m[r] = m_new;
-#pragma unroll
-        for (int j = 0; j < D / 8; ++j) {
-          o[j][2 * r] *= alpha;
-          o[j][2 * r + 1] *= alpha;
-        }
+      for (int mt = 0; mt < MT; ++mt) {
+        online_softmax<D>(s[mt], m[mt], l[mt], o[mt], k0, N, scale2);
+        to_operand(p[mt], s[mt]);
       }
-      uint32_t p[4][4];  // P rounded to bf16 for the product, as FlashAttention does
-      to_operand(p, s);
-      warp_pm<D>(o, p, Vs + buf * T::kElems, N - k0);
+      warp_pm<D, MT>(o, p, Vs + buf * T::kElems, N - k0);
     }
     cp_async_wait_all();
     __syncthreads();
   }
 
-  const float l_row[2] = {quad_sum(l[0]), quad_sum(l[1])};
-  // l is 0 only in a warp that computed nothing (rows past N, not stored).
-  const float inv[2] = {l_row[0] > 0.f ? 1.f / l_row[0] : 0.f, l_row[1] > 0.f ? 1.f / l_row[1] : 0.f};
-  store_rows<D>(out + int64_t(b) * N * H * D + h * D, int64_t(H) * D, Qs, o, inv, row0, q0, N);
-  if (t == 0) {
-    const int g = lane / 4;
-    float* lse_bh = lse + (int64_t(b) * H + h) * N;
-    for (int r = 0; r < 2; ++r) {
-      const int q = q0 + row0 + g + 8 * r;
-      if (q < N) lse_bh[q] = (m[r] + log2f(l_row[r])) * kLn2;
-    }
+  // The warp's own rows of Qs (its Q is in registers) stage the output.
+  float* lse_bh = lse + (int64_t(b) * H + h) * N;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const float l_row[2] = {quad_sum(l[mt][0]), quad_sum(l[mt][1])};
+    // l is 0 only in a warp that computed nothing (rows past N, not stored).
+    const float inv[2] = {l_row[0] > 0.f ? 1.f / l_row[0] : 0.f,
+                          l_row[1] > 0.f ? 1.f / l_row[1] : 0.f};
+    store_rows<D>(out + int64_t(b) * N * H * D + h * D, int64_t(H) * D, Qs, o[mt], inv,
+                  row0 + 16 * mt, q0, N);
+    if (lane % 4 == 0)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int qr = q0 + row0 + 16 * mt + lane / 4 + 8 * r;
+        if (qr < N) lse_bh[qr] = (m[mt][r] + log2f(l_row[r])) * kLn2;
+      }
   }
 }
 
@@ -298,11 +376,11 @@ __global__ void __launch_bounds__(kThreads)
   cp_async_wait_all();
   __syncthreads();
 
-  float dk[D / 8][4], dv[D / 8][4];
+  float dk[1][D / 8][4], dv[1][D / 8][4];
 #pragma unroll
   for (int j = 0; j < D / 8; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
+    for (int e = 0; e < 4; ++e) dk[0][j][e] = dv[0][j][e] = 0.f;
 
   const int tiles = (N + kTile - 1) / kTile;
   for (int it = 0; it < tiles; ++it) {
@@ -315,24 +393,24 @@ __global__ void __launch_bounds__(kThreads)
     const __nv_bfloat16* Qt = Qs + buf * T::kElems;
     const __nv_bfloat16* dOt = dOs + buf * T::kElems;
     if (k0 + row0 < N) {  // the warp has keys before N; N - q0 queries of this tile are valid
-      float st[8][4], dpt[8][4];  // S^T and dP^T: the warp's 16 keys x 64 queries
-      warp_abt<D>(st, Ks + row0 * T::kLd, Qt, N - q0);
-      warp_abt<D>(dpt, Vs + row0 * T::kLd, dOt, N - q0);
+      float st[1][8][4], dpt[1][8][4];  // S^T and dP^T: the warp's 16 keys x 64 queries
+      warp_abt<D, 1>(st, SharedRows<D>(Ks + row0 * T::kLd), Qt, N - q0);
+      warp_abt<D, 1>(dpt, SharedRows<D>(Vs + row0 * T::kLd), dOt, N - q0);
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int q = j * 8 + 2 * t + e % 2;
           const float p =
-              q0 + q < N ? exp2f(st[j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
-          st[j][e] = p;
-          dpt[j][e] = p * (dpt[j][e] - dv_s[buf * kTile + q]) * scale;
+              q0 + q < N ? exp2f(st[0][j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
+          st[0][j][e] = p;
+          dpt[0][j][e] = p * (dpt[0][j][e] - dv_s[buf * kTile + q]) * scale;
         }
-      uint32_t pt[4][4], dst[4][4];
-      to_operand(pt, st);
-      to_operand(dst, dpt);
-      warp_pm<D>(dv, pt, dOt, N - q0);
-      warp_pm<D>(dk, dst, Qt, N - q0);
+      uint32_t pt[1][4][4], dst[1][4][4];
+      to_operand(pt[0], st[0]);
+      to_operand(dst[0], dpt[0]);
+      warp_pm<D, 1>(dv, pt, dOt, N - q0);
+      warp_pm<D, 1>(dk, dst, Qt, N - q0);
     }
     cp_async_wait_all();
     __syncthreads();
@@ -340,8 +418,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const float one[2] = {1.f, 1.f};
   __nv_bfloat16* dqkv_b = dqkv + int64_t(b) * N * stride + h * D;
-  store_rows<D>(dqkv_b + H * D, stride, Ks, dk, one, row0, k0, N);
-  store_rows<D>(dqkv_b + 2 * H * D, stride, Vs, dv, one, row0, k0, N);
+  store_rows<D>(dqkv_b + H * D, stride, Ks, dk[0], one, row0, k0, N);
+  store_rows<D>(dqkv_b + 2 * H * D, stride, Vs, dv[0], one, row0, k0, N);
 }
 
 // grid (ceil(N / 64) query tiles, B * H), kThreads threads, Tiles<D>::kDq bytes. Writes the
@@ -380,11 +458,11 @@ __global__ void __launch_bounds__(kThreads)
   cp_async_wait_all();
   __syncthreads();
 
-  float dq[D / 8][4];
+  float dq[1][D / 8][4];
 #pragma unroll
   for (int j = 0; j < D / 8; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dq[j][e] = 0.f;
+    for (int e = 0; e < 4; ++e) dq[0][j][e] = 0.f;
 
   const int tiles = (N + kTile - 1) / kTile;
   for (int it = 0; it < tiles; ++it) {
@@ -395,27 +473,28 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (q0 + row0 < N) {  // the warp has queries before N; N - k0 keys of this tile are valid
       const __nv_bfloat16* Kt = Ks + buf * T::kElems;
-      float s[8][4], dp[8][4];
-      warp_abt<D>(s, Qs + row0 * T::kLd, Kt, N - k0);
-      warp_abt<D>(dp, dOs + row0 * T::kLd, Vs + buf * T::kElems, N - k0);
+      float s[1][8][4], dp[1][8][4];
+      warp_abt<D, 1>(s, SharedRows<D>(Qs + row0 * T::kLd), Kt, N - k0);
+      warp_abt<D, 1>(dp, SharedRows<D>(dOs + row0 * T::kLd), Vs + buf * T::kElems, N - k0);
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int r = e / 2;
-          const float p = k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[j][e] * scale2 - lse2[r]) : 0.f;
-          dp[j][e] = p * (dp[j][e] - dvr[r]) * scale;
+          const float p =
+              k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[0][j][e] * scale2 - lse2[r]) : 0.f;
+          dp[0][j][e] = p * (dp[0][j][e] - dvr[r]) * scale;
         }
-      uint32_t ds[4][4];
-      to_operand(ds, dp);
-      warp_pm<D>(dq, ds, Kt, N - k0);
+      uint32_t ds[1][4][4];
+      to_operand(ds[0], dp[0]);
+      warp_pm<D, 1>(dq, ds, Kt, N - k0);
     }
     cp_async_wait_all();
     __syncthreads();
   }
 
   const float one[2] = {1.f, 1.f};
-  store_rows<D>(dqkv + int64_t(b) * N * stride + h * D, stride, Qs, dq, one, row0, q0, N);
+  store_rows<D>(dqkv + int64_t(b) * N * stride + h * D, stride, Qs, dq[0], one, row0, q0, N);
 }
 
 }  // namespace dino::kernels::cuda::attention_mma
