@@ -50,6 +50,10 @@ struct Tiles {
   // registers, no spills, the same 2 blocks per SM); at D = 32 and 128 it spills, so there Q
   // is re-read from shared memory.
   static constexpr bool kForwardQInRegisters = D == 64;
+  // The dQ kernel's own rows of Q and dO are the same for its whole loop: in registers at
+  // D = 64 (165 registers instead of 160, still 3 blocks per SM). Elsewhere, and for K and V
+  // in the dK/dV kernel (166 -> 230 registers, 3 -> 2 blocks per SM), occupancy would drop.
+  static constexpr bool kDqRowsInRegisters = D == 64;
   static constexpr size_t kForward = size_t(kForwardRows) * kLd * 2 + 4 * kBytes;  // Q, K x2, V x2
   static constexpr size_t kDq = 6 * kBytes;             // Q, dO, K x2, V x2
   static constexpr size_t kDkDv = 6 * kBytes + 4 * kTile * sizeof(float);  // K, V, Q x2, dO x2,
@@ -375,6 +379,7 @@ __global__ void __launch_bounds__(kThreads)
   load_rows(0, 0);
   cp_async_wait_all();
   __syncthreads();
+  const SharedRows<D> k_rows(Ks + row0 * T::kLd), v_rows(Vs + row0 * T::kLd);
 
   float dk[1][D / 8][4], dv[1][D / 8][4];
 #pragma unroll
@@ -394,8 +399,8 @@ __global__ void __launch_bounds__(kThreads)
     const __nv_bfloat16* dOt = dOs + buf * T::kElems;
     if (k0 + row0 < N) {  // the warp has keys before N; N - q0 queries of this tile are valid
       float st[1][8][4], dpt[1][8][4];  // S^T and dP^T: the warp's 16 keys x 64 queries
-      warp_abt<D, 1>(st, SharedRows<D>(Ks + row0 * T::kLd), Qt, N - q0);
-      warp_abt<D, 1>(dpt, SharedRows<D>(Vs + row0 * T::kLd), dOt, N - q0);
+      warp_abt<D, 1>(st, k_rows, Qt, N - q0);
+      warp_abt<D, 1>(dpt, v_rows, dOt, N - q0);
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -457,6 +462,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   cp_async_wait_all();
   __syncthreads();
+  using OwnRows = std::conditional_t<T::kDqRowsInRegisters, RegisterRows<D, 1>, SharedRows<D>>;
+  const OwnRows q_rows(Qs + row0 * T::kLd), do_rows(dOs + row0 * T::kLd);
 
   float dq[1][D / 8][4];
 #pragma unroll
@@ -474,8 +481,8 @@ __global__ void __launch_bounds__(kThreads)
     if (q0 + row0 < N) {  // the warp has queries before N; N - k0 keys of this tile are valid
       const __nv_bfloat16* Kt = Ks + buf * T::kElems;
       float s[1][8][4], dp[1][8][4];
-      warp_abt<D, 1>(s, SharedRows<D>(Qs + row0 * T::kLd), Kt, N - k0);
-      warp_abt<D, 1>(dp, SharedRows<D>(dOs + row0 * T::kLd), Vs + buf * T::kElems, N - k0);
+      warp_abt<D, 1>(s, q_rows, Kt, N - k0);
+      warp_abt<D, 1>(dp, do_rows, Vs + buf * T::kElems, N - k0);
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
