@@ -32,6 +32,7 @@ struct Options {
   std::string shapes = "all";      // per benchmark: e.g. vit, long, all
   std::vector<std::string> custom; // benchmark-specific shape strings ("B,N,H,Dh" for attention)
   bool check = true;               // cross-check outputs on one input set
+  bool ceilings = true;            // measure the copy and GEMM ceilings (percent columns)
 };
 
 struct Ceilings {
@@ -39,6 +40,8 @@ struct Ceilings {
   int64_t l2_bytes = 0;
   double copy_gbps = 0, gemm_tflops = 0;
   json to_json() const;
+  // "<device>; ceilings <copy> GB/s copy, <gemm> TFLOP/s bf16 GEMM" (or "not measured").
+  std::string describe() const;
 };
 
 // A device allocation owned for the benchmark's lifetime (cudaMalloc, outside the pool the

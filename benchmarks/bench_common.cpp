@@ -27,11 +27,23 @@ double seconds_since_start() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count();
 }
 
+std::string Ceilings::describe() const {
+  if (copy_gbps <= 0 || gemm_tflops <= 0) return device + "; ceilings not measured";
+  char b[96];
+  std::snprintf(b, sizeof(b), "; ceilings %.0f GB/s copy, %.0f TFLOP/s bf16 GEMM", copy_gbps, gemm_tflops);
+  return device + b;
+}
+
 json Ceilings::to_json() const {
-  return json{{"bench", "ceilings"}, {"device", device}, {"l2_bytes", l2_bytes},
-              {"copy_gbps", copy_gbps}, {"gemm_tflops", gemm_tflops},
-              {"copy_method", "cudaMemcpyAsync device-to-device, bytes read + written"},
-              {"gemm_method", "cuBLASLt bf16 8192^3, fp32 accumulate, bf16 out, random inputs"}};
+  json j{{"bench", "ceilings"}, {"device", device}, {"l2_bytes", l2_bytes}};
+  if (copy_gbps <= 0 || gemm_tflops <= 0) {
+    j["measured"] = false;  // --no-ceilings
+    return j;
+  }
+  j.update({{"measured", true}, {"copy_gbps", copy_gbps}, {"gemm_tflops", gemm_tflops},
+            {"copy_method", "cudaMemcpyAsync device-to-device, bytes read + written"},
+            {"gemm_method", "cuBLASLt bf16 8192^3, fp32 accumulate, bf16 out, random inputs"}});
+  return j;
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
@@ -181,6 +193,7 @@ Ceilings measure_ceilings(const Options& opt) {
   Ceilings c;
   c.device = kernels::cuda::device_description();
   c.l2_bytes = ctx.l2_bytes;
+  if (!opt.ceilings) return c;  // rates 0: rows then carry no percent-of-ceiling fields
   const int reps = std::max(20, opt.reps / 2);
   {
     // A copy far larger than the L2: 1 GiB, or 16 L2s if that is more.
@@ -230,12 +243,15 @@ json measurement(const std::string& bench, const std::string& shape, const std::
   json r{{"bench", bench}, {"shape", shape}, {"pass", pass}, {"impl", impl},
          {"median_ms", t.median_ms}, {"p10_ms", t.p10_ms}, {"p90_ms", t.p90_ms},
          {"min_ms", t.min_ms}, {"reps", t.reps}, {"flops", w.flops}, {"bytes", w.bytes},
-         {"tflops", w.flops / s / 1e12}, {"gbps", w.bytes / s / 1e9},
-         {"flop_floor_ms", t_flop * 1e3}, {"byte_floor_ms", t_byte * 1e3},
-         {"bound", t_flop >= t_byte ? "math" : "memory"},
-         {"pct_gemm_ceiling", c.gemm_tflops > 0 ? 100.0 * (w.flops / s / 1e12) / c.gemm_tflops : 0.0},
-         {"pct_copy_ceiling", c.copy_gbps > 0 ? 100.0 * (w.bytes / s / 1e9) / c.copy_gbps : 0.0},
-         {"pct_of_floor", 100.0 * floor_s / s}};
+         {"tflops", w.flops / s / 1e12}, {"gbps", w.bytes / s / 1e9}};
+  if (c.gemm_tflops > 0 && c.copy_gbps > 0) {  // measured (not --no-ceilings)
+    r["flop_floor_ms"] = t_flop * 1e3;
+    r["byte_floor_ms"] = t_byte * 1e3;
+    r["bound"] = t_flop >= t_byte ? "math" : "memory";
+    r["pct_gemm_ceiling"] = 100.0 * (w.flops / s / 1e12) / c.gemm_tflops;
+    r["pct_copy_ceiling"] = 100.0 * (w.bytes / s / 1e9) / c.copy_gbps;
+    r["pct_of_floor"] = 100.0 * floor_s / s;
+  }
   return r;
 }
 
@@ -289,10 +305,12 @@ void Report::print_table() const {
     } else if (r.contains("check_error")) {
       check = "check failed: " + r["check_error"].get<std::string>().substr(0, 60);
     }
-    std::printf("%-12s %-30s %-9s %-15s %9.4f %8.1f %8.0f %6.1f%% %6s %9s %s\n", "",
+    char floor_pct[16] = "-";
+    if (r.contains("pct_of_floor")) std::snprintf(floor_pct, sizeof(floor_pct), "%.1f%%", r["pct_of_floor"].get<double>());
+    std::printf("%-12s %-30s %-9s %-15s %9.4f %8.1f %8.0f %7s %6s %9s %s\n", "",
                 r.value("shape", "").c_str(), r.value("pass", "").c_str(), r.value("impl", "").c_str(),
                 r["median_ms"].get<double>(), r["tflops"].get<double>(), r["gbps"].get<double>(),
-                r["pct_of_floor"].get<double>(), r.value("bound", "").c_str(), ratio, check.c_str());
+                floor_pct, r.value("bound", "-").c_str(), ratio, check.c_str());
   }
   std::fflush(stdout);
 }

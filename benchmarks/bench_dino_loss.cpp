@@ -149,8 +149,7 @@ json bench_dino_loss(const Options& opt) {
   const std::vector<Shape> shapes = shapes_for(opt);
   const Ceilings c = measure_ceilings(opt);
   std::cout << c.to_json().dump() << std::endl;
-  std::printf("dino-loss: %s; ceilings %.0f GB/s copy, %.0f TFLOP/s bf16 GEMM\n", c.device.c_str(),
-              c.copy_gbps, c.gemm_tflops);
+  std::printf("dino-loss: %s\n", c.describe().c_str());
   Report report("dino-loss");
   for (const Shape& sh : shapes) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {

@@ -150,8 +150,7 @@ json bench_gemm(const Options& opt) {
   const std::vector<Layer> layers = layers_for(opt);
   const Ceilings c = measure_ceilings(opt);
   std::cout << c.to_json().dump() << std::endl;
-  std::printf("gemm: %s; ceilings %.0f GB/s copy, %.0f TFLOP/s bf16 GEMM\n", c.device.c_str(),
-              c.copy_gbps, c.gemm_tflops);
+  std::printf("gemm: %s\n", c.describe().c_str());
   Report report("gemm");
   for (const Layer& L : layers) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {

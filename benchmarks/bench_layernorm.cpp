@@ -244,8 +244,7 @@ json bench_layernorm(const Options& opt) {
   const std::vector<Shape> shapes = shapes_for(opt);
   const Ceilings c = measure_ceilings(opt);
   std::cout << c.to_json().dump() << std::endl;
-  std::printf("layernorm: %s; ceilings %.0f GB/s copy, %.0f TFLOP/s bf16 GEMM; cuDNN %s\n",
-              c.device.c_str(), c.copy_gbps, c.gemm_tflops, kc::cudnn_version());
+  std::printf("layernorm: %s; cuDNN %s\n", c.describe().c_str(), kc::cudnn_version());
   Report report("layernorm");
   for (const Shape& sh : shapes) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {

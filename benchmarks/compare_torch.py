@@ -563,7 +563,7 @@ def print_table(rows):
                   f"  {r['images_per_second']:.1f} images/s")
         else:
             print(f"{r['bench']:11} {r['shape']:42} {r['pass']:17} {r['impl']:16} {r['median_ms']:10.4f}"
-                  f" {r['tflops']:8.1f} {r['gbps']:8.0f} {r['pct_of_floor']:6.1f}%")
+                  f" {r['tflops']:8.1f} {r['gbps']:8.0f} {r.get('pct_of_floor', float('nan')):6.1f}%")
     sys.stdout.flush()
 
 

@@ -252,7 +252,7 @@ struct KernelArgs {
   std::vector<std::string> custom;
   int reps = 50, warmup = 5;
   double budget = 0;
-  bool no_check = false, json = false;
+  bool no_check = false, no_ceilings = false, json = false;
 };
 #endif
 
@@ -263,7 +263,8 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
   auto k = std::make_shared<KernelArgs>();
   cmd->add_option("--device", k->device, "Device; the kernel benchmarks run on cuda only")
       ->capture_default_str();
-  cmd->add_option("--shapes", k->shapes, "Shape set: vit, long (attention), all")->capture_default_str();
+  cmd->add_option("--shapes", k->shapes, "Shape set: vit, long (attention), all, none (only --shape)")
+      ->capture_default_str()->check(CLI::IsMember({"vit", "long", "all", "none"}));
   cmd->add_option("--shape", k->custom, shape_help);
   cmd->add_option("--reps", k->reps, "Timed repetitions per measurement (median reported)")
       ->capture_default_str()->check(CLI::Range(1, 100000));
@@ -272,6 +273,9 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
   cmd->add_option("--budget", k->budget, "Seconds after which no new shape starts (0: none)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-check", k->no_check, "Skip the cross-check of the outputs");
+  cmd->add_flag("--no-ceilings", k->no_ceilings,
+                "Skip measuring the copy and GEMM ceilings (a 1 GiB copy, an 8192^3 GEMM); rows "
+                "then have no floor and percent-of-ceiling columns");
   cmd->add_flag("--json", k->json, "Print one JSON object with all results as the last line of stdout");
   cmd->callback([k, name] {
     DINO_CHECK(k->device == "cuda", "[bench] ", name, " runs on the GPU only (--device cuda); "
@@ -281,7 +285,7 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
     if (k->reps < 50) std::fprintf(stderr, "bench: note: --reps %d is under the 50 of DESIGN §7\n", k->reps);
     bench::Options opt;
     opt.reps = k->reps, opt.warmup = k->warmup, opt.budget_s = k->budget, opt.shapes = k->shapes;
-    opt.custom = k->custom, opt.check = !k->no_check;
+    opt.custom = k->custom, opt.check = !k->no_check, opt.ceilings = !k->no_ceilings;
     json out = name == "attention"   ? bench::bench_attention(opt)
                : name == "layernorm" ? bench::bench_layernorm(opt)
                : name == "dino-loss" ? bench::bench_dino_loss(opt)

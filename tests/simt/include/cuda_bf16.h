@@ -13,6 +13,7 @@ struct alignas(4) __nv_bfloat162 {
 };
 
 __nv_bfloat16 __float2bfloat16_rn(float f);
+inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
 float __bfloat162float(__nv_bfloat16 v);
 inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
   return {__float2bfloat16_rn(lo), __float2bfloat16_rn(hi)};
