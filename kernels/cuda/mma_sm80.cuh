@@ -1,8 +1,9 @@
 #pragma once
 // Warp-level tensor-core primitives (sm_80 and later, so sm_90 too) as PTX: ldmatrix,
 // mma.sync m16n8k16 bf16 -> f32, 16-byte cp.async with zero fill, bf16 pair packing.
-// tests/simt/simt.h emulates exactly these signatures on the host, which is how the kernels
-// that use them (kernels/cuda/attention_mma.cuh) are tested without a GPU.
+// tests/simt/include/kernels/cuda/mma_sm80.cuh emulates exactly these signatures on the host,
+// which is how the kernels that use them (kernels/cuda/attention_mma.cuh) are tested without a
+// GPU.
 #include <cuda_bf16.h>
 
 #include <cstdint>
