@@ -74,6 +74,14 @@ __device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_
   }
 }
 
+// Zeroes a register array of any shape (the accumulators).
+__device__ __forceinline__ void zero_fill(float& x) { x = 0.f; }
+template <class T, int N>
+__device__ __forceinline__ void zero_fill(T (&a)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) zero_fill(a[i]);
+}
+
 // The warp's left operand: fragment (mt, kk) covers its rows 16mt..16mt+15 and columns
 // 16kk..16kk+15 (matrices: rows 0-7 / 8-15 x columns 0-7, then the same for columns 8-15).
 // SharedRows reads it from a shared-memory tile each time; RegisterRows keeps it in registers.
@@ -114,12 +122,7 @@ __device__ __forceinline__ void warp_abt(float (&s)[MT][8][4], const ARows& A,
                                          const __nv_bfloat16* B, int b_rows) {
   constexpr int kLd = Tiles<D>::kLd;
   const int lane = int(threadIdx.x) % 32;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.f;
+  zero_fill(s);
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     uint32_t a[MT][4];
@@ -285,12 +288,7 @@ __global__ void __launch_bounds__(kThreads)
   const QRows q(Qs + row0 * T::kLd);
 
   float o[MT][D / 8][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[mt][j][e] = 0.f;
+  zero_fill(o);
   // Rows g and g + 8 of each m-tile: running max (log2 units) and this lane's share of the sum.
   float m[MT][2], l[MT][2];
 #pragma unroll
@@ -382,10 +380,8 @@ __global__ void __launch_bounds__(kThreads)
   const SharedRows<D> k_rows(Ks + row0 * T::kLd), v_rows(Vs + row0 * T::kLd);
 
   float dk[1][D / 8][4], dv[1][D / 8][4];
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dk[0][j][e] = dv[0][j][e] = 0.f;
+  zero_fill(dk);
+  zero_fill(dv);
 
   const int tiles = (N + kTile - 1) / kTile;
   for (int it = 0; it < tiles; ++it) {
@@ -466,10 +462,7 @@ __global__ void __launch_bounds__(kThreads)
   const OwnRows q_rows(Qs + row0 * T::kLd), do_rows(dOs + row0 * T::kLd);
 
   float dq[1][D / 8][4];
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dq[0][j][e] = 0.f;
+  zero_fill(dq);
 
   const int tiles = (N + kTile - 1) / kTile;
   for (int it = 0; it < tiles; ++it) {

@@ -42,13 +42,17 @@ uint16_t load_bits(const void* p, int element) {
   return v;
 }
 
-// ldmatrix reads 16-byte rows of shared memory at 16-byte-aligned addresses.
-void check_shared_row(const void* p) {
+// ldmatrix: every lane passes one 16-byte row of shared memory at a 16-byte-aligned address;
+// returns all 32 lanes' addresses.
+const Slot* exchange_rows(const void* row) {
   const unsigned char* base = dino::simt::dynamic_shared_memory();
-  const auto* c = static_cast<const unsigned char*>(p);
+  const auto* c = static_cast<const unsigned char*>(row);
   if (c < base || c + 16 > base + dino::simt::dynamic_shared_bytes())
     dino::simt::fail("simt: ldmatrix row address outside dynamic shared memory");
   if ((c - base) % 16 != 0) dino::simt::fail("simt: ldmatrix row address not 16-byte aligned");
+  Slot s{};
+  s.p = row;
+  return warp_exchange(s);
 }
 
 }  // namespace
@@ -65,10 +69,7 @@ namespace dino::kernels::cuda {
 // receives, in register j, row l/4, columns 2(l%4) and 2(l%4)+1 of matrix j. With .trans,
 // rows 2(l%4) and 2(l%4)+1 of column l/4 (the transposed matrix's row l/4).
 void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16* row) {
-  check_shared_row(row);
-  Slot s{};
-  s.p = row;
-  const Slot* all = warp_exchange(s);
+  const Slot* all = exchange_rows(row);
   const int lane = lane_id();
   for (int j = 0; j < 4; ++j) {
     const void* src = all[8 * j + lane / 4].p;
@@ -78,10 +79,7 @@ void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16* row) {
 }
 
 void ldmatrix_x4_trans(uint32_t (&r)[4], const __nv_bfloat16* row) {
-  check_shared_row(row);
-  Slot s{};
-  s.p = row;
-  const Slot* all = warp_exchange(s);
+  const Slot* all = exchange_rows(row);
   const int lane = lane_id();
   for (int j = 0; j < 4; ++j) {
     const void* lo = all[8 * j + 2 * (lane % 4)].p;
