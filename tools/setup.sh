@@ -7,7 +7,8 @@ PACKAGES=(
   build-essential cmake
   libeigen3-dev catch2 nlohmann-json3-dev libcli11-dev libfmt-dev zlib1g-dev libstb-dev
   dataset-fashion-mnist
-  python3-torch python3-numpy
+  # python3 also runs at build time (tests/simt/emulate_cu.py); torch is the test reference.
+  python3 python3-torch python3-numpy
   # Without an optimised BLAS, Debian's torch falls back to the reference BLAS (~8x slower).
   libopenblas0-pthread
 )
