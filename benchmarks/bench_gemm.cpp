@@ -3,7 +3,7 @@
 // (benchmarks/bench_common.cpp: heuristic's first algorithm, no epilogue), each pass of a
 // Linear layer: forward y = x W^T + b (bf16 out, bias epilogue; the last layer fp32 logits, no
 // bias), input gradient dx = dy W, weight gradient dW = dy^T x with db (fp32 out, bias-gradient
-// epilogue). Rows: 64 x 197 tokens (one 224-px view of a batch of 64) for the blocks, 64 x 10
+// epilogue; the last layer has no bias, so no db). Rows: 64 x 197 tokens (one 224-px view of a batch of 64) for the blocks, 64 x 10
 // crops for the head.
 //
 // FLOPs 2·rows·in·out per product. Minimum bytes: the two operands once, the output once (and
@@ -83,7 +83,7 @@ void run_layer(const Layer& L, const Options& opt, const Ceilings& c, Report& re
   const double flops = 2.0 * double(R) * I * O;
   const Work fwd{flops, double(2 * R * I + 2 * O * I + (L.bias ? 2 * O : 0)) + double(ybytes)};
   const Work dgrad{flops, double(2 * R * O + 2 * O * I + 2 * R * I)};
-  const Work wgrad{flops, double(2 * R * O + 2 * R * I + 4 * O * I + 4 * O)};
+  const Work wgrad{flops, double(2 * R * O + 2 * R * I + 4 * O * I + (L.bias ? 4 * O : 0))};
 
   // The three products through our wrapper (as training calls it) and the plain call.
   auto ours_fwd = [&](const Set& x, void* out, bool epilogue) {
@@ -139,7 +139,8 @@ void run_layer(const Layer& L, const Options& opt, const Ceilings& c, Report& re
   add("forward", "cublaslt", [&](int i) { plain_fwd(set_of(i), y2.as()); }, fwd, "no epilogue");
   add("dgrad", "ours", [&](int i) { ours_dgrad(set_of(i), dx.as()); }, dgrad, "bf16 out");
   add("dgrad", "cublaslt", [&](int i) { plain_dgrad(set_of(i), dx2.as()); }, dgrad, "bf16 out");
-  add("wgrad", "ours", [&](int i) { ours_wgrad(set_of(i), dw.as(), true); }, wgrad, "fp32 dW + bias-gradient epilogue");
+  add("wgrad", "ours", [&](int i) { ours_wgrad(set_of(i), dw.as(), L.bias); }, wgrad,
+      L.bias ? "fp32 dW + bias-gradient epilogue" : "fp32 dW, no bias");
   add("wgrad", "cublaslt", [&](int i) { plain_wgrad(set_of(i), dw2.as()); }, wgrad, "fp32 dW, no epilogue");
   CUDA_CHECK(cudaStreamSynchronize(s));
 }

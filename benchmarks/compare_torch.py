@@ -584,8 +584,9 @@ def read_rows(paths):
     return rows
 
 
-def join(paths):
-    """One line per (bench, shape, pass): ours and every baseline's time over ours."""
+def join(paths, markdown=False):
+    """One line per (bench, shape, pass): ours and every baseline's time over ours; with
+    markdown, the same as a table for a report under benchmarks/results/."""
     rows = read_rows(paths)
     keys, by = [], {}
     for r in rows:
@@ -594,19 +595,23 @@ def join(paths):
             keys.append(k)
             by[k] = {}
         by[k][r["impl"]] = r  # the latest row of an impl wins
-    print("joined: time of each implementation over ours (> 1: ours is faster); ours: median ms, % of the roofline floor")
+    if markdown:
+        print("| kernel | shape | pass | ours (median ms) | % of floor (bound) | others: their time / ours (> 1: ours is faster) |")
+        print("|---|---|---|---|---|---|")
+    else:
+        print("joined: time of each implementation over ours (> 1: ours is faster); ours: median ms, % of the roofline floor")
     for k in keys:
         impls = by[k]
         ours = impls.get("ours")
-        if ours and "median_ms" in ours:
-            if k[0] == "train-step":
-                head = f"ours {ours['median_ms']:.2f} ms ({ours.get('images_per_second', 0):.1f} img/s)"
+        if k[1] == "all":
+            # A baseline's note about the shapes it did not reach (a compilation cut short):
+            # there is no "ours" for it to be compared with.
+            note = "; ".join(f"{name}: {r.get('error', '?')}" for name, r in impls.items())
+            if markdown:
+                print(f"| {k[0]} | (shapes without a row above) | {k[2]} | | | {note} |")
             else:
-                head = f"ours {ours['median_ms']:.4f} ms ({ours.get('pct_of_floor', 0):.0f}% floor, {ours.get('bound', '?')})"
-                if ours.get("rel_diff") is not None:
-                    head += f" diff {ours['rel_diff']:.1e}"
-        else:
-            head = "ours " + ((ours or {}).get("error", "missing")[:60])
+                print(f"{k[0]:10} {'(shapes without a row above)':40} {k[2]:16} {note}")
+            continue
         parts = []
         for name, r in impls.items():
             if name == "ours":
@@ -617,6 +622,24 @@ def join(paths):
                 parts.append(f"{name} {r['median_ms']:.4f} ms")
             else:
                 parts.append(f"{name} n/a ({r.get('error', '?')[:50]})")
+        timed = bool(ours and "median_ms" in ours)
+        if markdown:
+            if not timed:
+                cells = ["missing: " + (ours or {}).get("error", "no row")[:60], ""]
+            elif k[0] == "train-step":
+                cells = [f"{ours['median_ms']:.2f} ({ours.get('images_per_second', 0):.0f} img/s)", ""]
+            else:
+                cells = [f"{ours['median_ms']:.4f}", f"{ours.get('pct_of_floor', 0):.0f}% ({ours.get('bound', '?')})"]
+            print(f"| {k[0]} | {k[1]} | {k[2]} | {cells[0]} | {cells[1]} | " + ", ".join(parts) + " |")
+            continue
+        if not timed:
+            head = "ours " + ((ours or {}).get("error", "missing")[:60])
+        elif k[0] == "train-step":
+            head = f"ours {ours['median_ms']:.2f} ms ({ours.get('images_per_second', 0):.1f} img/s)"
+        else:
+            head = f"ours {ours['median_ms']:.4f} ms ({ours.get('pct_of_floor', 0):.0f}% floor, {ours.get('bound', '?')})"
+            if ours.get("rel_diff") is not None:
+                head += f" diff {ours['rel_diff']:.1e}"
         print(f"{k[0]:10} {k[1]:40} {k[2]:16} {head} | " + " | ".join(parts))
     sys.stdout.flush()
 
@@ -638,9 +661,10 @@ def main(argv):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--join", nargs="+", metavar="FILE")
+    ap.add_argument("--markdown", action="store_true", help="--join prints a markdown table")
     args = ap.parse_args(argv)
     if args.join:
-        join(args.join)
+        join(args.join, args.markdown)
         return 0
     try:
         import torch

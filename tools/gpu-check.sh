@@ -16,7 +16,8 @@
 # pass the commit):
 #   run(command="DINO_COMMIT=<sha> tools/gpu-check.sh $OUT", carry=[".deps"], timeout_s=420)
 # OUTDIR gets at most 8 files (the device tool returns no more): summary.txt, info.log,
-# configure.log, build.log, tests.log, check.log, bench.log, train.log.
+# configure.log, build.log, tests.log (with the compute-sanitizer runs), check.log, bench.log
+# (with PyTorch's rows), train.log.
 #
 # Environment: DINO_GPU_BUDGET (seconds for the whole run), DINO_JOBS (build jobs; default all
 # cores, 2 for --dry-run), DINO_COMMIT (when there is no git checkout).
@@ -170,7 +171,10 @@ else
   for tag in $tags; do
     spec="$tag$seen"  # each test once: tests also tagged with an earlier tag ran with it
     seen="$seen~$tag"
-    timeout 60 "$tests_bin" --list-test-names-only "$spec" 2>/dev/null | grep -q . || continue
+    # Not `| grep -q`: grep quits at the first line, the writer then dies of SIGPIPE, and under
+    # pipefail the group would be skipped (the first GPU run lost every large group that way).
+    names="$(timeout 60 "$tests_bin" --list-test-names-only "$spec" 2>/dev/null | grep -v '^CUDA tests on')"
+    [ -n "$names" ] || continue
     stage "test $tag" 90 "$log" "$tests_bin" "$spec" -d yes
     rc=$?
     [ $rc = 124 ] && { groups_bad=$((groups_bad + 1)); continue; }
@@ -189,7 +193,7 @@ fi
 
 # ---- dino check: the kernel / shape / error / tolerance table ------------------------------
 dino_bin="$build/dino"
-if "$dino_bin" --help 2>/dev/null | grep -qE '^ +check'; then
+if "$dino_bin" --help 2>/dev/null | grep -E '^ +check' >/dev/null; then
   stage check 60 "$out/check.log" "$dino_bin" check
   rc=$?
   if [ $dry = 1 ]; then
@@ -298,7 +302,7 @@ if [ $dry = 1 ]; then
   else
     failures=$((failures + 1)); note "            compare_torch.py --join failed (bench.log)"
   fi
-elif "$dino_bin" --help 2>/dev/null | grep -qE '^ +bench'; then
+elif "$dino_bin" --help 2>/dev/null | grep -E '^ +bench' >/dev/null; then
   # cuDNN loads its sub-libraries by name at run time: its folder goes on the search path.
   cudnn_lib="$(sed -n 's/^DINO_CUDNN_LIBRARY:FILEPATH=//p' "$build/CMakeCache.txt")"
   if [ -n "$cudnn_lib" ] && [ -f "$cudnn_lib" ]; then
@@ -325,15 +329,37 @@ EOF_BENCH
     --warmup 2 --json || failures=$((failures + 1))
   # The joined table: ours / cuDNN / composite / PyTorch, time over ours, % of the floor.
   if command -v python3 >/dev/null; then
-    [ -f "$torch_rows" ] || : >"$torch_rows"
+    # The torch rows go into bench.log too, so that the log alone rebuilds every table
+    # (compare_torch.py --join bench.log [--markdown]) after the machine is gone.
+    [ -f "$torch_rows" ] && { echo "== compare_torch rows ($torch_rows)"; cat "$torch_rows"; } >>"$bench_log"
     { echo "== joined table (compare_torch.py --join)"
-      python3 benchmarks/compare_torch.py --join "$bench_log" "$torch_rows" 2>&1; } >>"$bench_log"
+      python3 benchmarks/compare_torch.py --join "$bench_log" 2>&1; } >>"$bench_log"
     awk '/^== joined table/{p = 1} p' "$bench_log" | tail -80 | sed 's/^/  /' >>"$summary"
   else
     grep -E '^\{' "$bench_log" | tail -40 >>"$summary"
   fi
 else
   note "$(printf '%-18s not built yet (no `dino bench` subcommand)' bench)"
+fi
+
+# ---- compute-sanitizer: races and memory errors in the kernels that use shared memory -------
+# What the host emulator cannot show (tests/simt/README.md): racecheck watches every
+# shared-memory access of the attention, LayerNorm and DINO-loss tests for hazards between
+# threads, memcheck every global access of the same tests. Last, in the time left: a run cut
+# short by its limit is reported, not counted as a failure (it found nothing it could report).
+if [ $dry = 0 ]; then
+  sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)"
+  if [ -z "$sanitizer" ]; then
+    note "$(printf '%-18s no compute-sanitizer on this machine' sanitize)"
+  else
+    for tool in racecheck memcheck; do
+      stage "sanitize $tool" 45 "$out/tests.log" "$sanitizer" --tool "$tool" --error-exitcode 1 \
+        "$tests_bin" "[attention],[layernorm],[dino_loss]"
+      rc=$?
+      [ $rc = 0 ] || [ $rc = 124 ] || [ $rc = 137 ] || failures=$((failures + 1))
+      tail -3 "$out/tests.log" | sed 's/^/            /' | tee -a "$summary"
+    done
+  fi
 fi
 
 note "total       $((SECONDS - start))s, $failures failure(s)"

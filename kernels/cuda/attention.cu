@@ -6,7 +6,6 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
-#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/mma_sm80.cuh"
 // After the primitives it is written against:
@@ -16,21 +15,37 @@ namespace dino::kernels::cuda {
 
 // kernels
 
-// dv (B, H, N) = rowsum(dout * out) per head; one warp per (b, n, h) row of D elements.
+// dv (B, H, N) = rowsum(dout * out) per head. D / 8 lanes per (b, n, h) row, one 16-byte
+// load of each operand per lane (a warp covers 256 / D rows), so the two bf16 tensors stream
+// at full width instead of 2 bytes per lane and load.
 template <int D>
 __global__ void attention_backward_dot_kernel(float* dv, const __nv_bfloat16* dout,
                                               const __nv_bfloat16* out, int B, int N, int H) {
-  const int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;  // (b, n, h)
-  const int lane = threadIdx.x % 32;
-  if (row >= int64_t(B) * N * H) return;
+  constexpr int kLanes = D / 8;
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t row = t / kLanes;  // (b, n, h)
+  const int part = int(t % kLanes);
+  const bool valid = row < int64_t(B) * N * H;
   float s = 0.f;
-  for (int c = lane; c < D; c += 32)
-    s += __bfloat162float(dout[row * D + c]) * __bfloat162float(out[row * D + c]);
-  s = warp_sum(s);
-  const int h = int(row % H);
-  const int64_t bn = row / H;
-  const int n = int(bn % N), b = int(bn / N);
-  if (lane == 0) dv[(int64_t(b) * H + h) * N + n] = s;
+  if (valid) {
+    const uint4 a = *reinterpret_cast<const uint4*>(dout + row * D + part * 8);
+    const uint4 o = *reinterpret_cast<const uint4*>(out + row * D + part * 8);
+    const uint32_t aw[4] = {a.x, a.y, a.z, a.w}, ow[4] = {o.x, o.y, o.z, o.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&aw[i]));
+      const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[i]));
+      s += x.x * y.x + x.y * y.y;
+    }
+  }
+  for (int offset = kLanes / 2; offset > 0; offset /= 2)
+    s += __shfl_xor_sync(0xffffffffu, s, offset);  // every lane of the warp takes part
+  if (valid && part == 0) {
+    const int h = int(row % H);
+    const int64_t bn = row / H;
+    const int n = int(bn % N), b = int(bn / N);
+    dv[(int64_t(b) * H + h) * N + n] = s;
+  }
 }
 
 // launchers
@@ -72,8 +87,8 @@ void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat1
   float* dv = nullptr;
   const int64_t rows = int64_t(B) * N * H;
   CUDA_CHECK(cudaMallocAsync(&dv, size_t(rows) * sizeof(float), stream));
-  attention_backward_dot_kernel<D><<<int((rows * 32 + 255) / 256), 256, 0, stream>>>(dv, dout, out,
-                                                                                   B, N, H);
+  attention_backward_dot_kernel<D><<<int((rows * (D / 8) + 255) / 256), 256, 0, stream>>>(
+      dv, dout, out, B, N, H);
   CUDA_CHECK(cudaGetLastError());
   using T = mma::Tiles<D>;
   const dim3 grid((N + mma::kTile - 1) / mma::kTile, B * H);
@@ -107,8 +122,8 @@ void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __
                         const __nv_bfloat16* out, const float* lse, int B, int N, int H, int Dh,
                         cudaStream_t stream) {
   if (B <= 0 || N <= 0 || H <= 0) return;
-  DINO_CHECK(aligned16(dqkv) && aligned16(dout) && aligned16(qkv),
-             "[attention] qkv, dqkv and dout must be 16-byte aligned");
+  DINO_CHECK(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
+             "[attention] qkv, dqkv, out and dout must be 16-byte aligned");
   check_grid(B, H);
   switch (Dh) {
     case 32: backward<32>(dqkv, dout, qkv, out, lse, B, N, H, stream); break;

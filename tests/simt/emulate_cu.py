@@ -12,8 +12,8 @@ import re
 import sys
 
 # A kernel name, possibly qualified and with one level of template arguments, then the
-# launch configuration, then the opening parenthesis of the arguments.
-LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*>)?)<<<(.+?)>>>\(")
+# launch configuration (which may span lines), then the opening parenthesis of the arguments.
+LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*>)?)<<<([^;]+?)>>>\(")
 
 
 def closing_paren(text, start):
