@@ -207,7 +207,7 @@ json run_train_step(const json& cfg, const Args& a) {
   json out = time_summary(ms, batch);
   out["bench"] = "train-step";
   out["engine"] = "dino-engine";
-  // The keys benchmarks/compare_torch.py joins on.
+  // The keys benchmarks/compare_torch.py joins on; a step with cuDNN's attention is its own row.
   out["impl"] = "ours";
   out["pass"] = "step";
   out["shape"] = str_cat("batch=", batch, " global=", G, "x", global, " local=", L, "x", local,
@@ -217,6 +217,8 @@ json run_train_step(const json& cfg, const Args& a) {
   if (cuda) {
     out["device_name"] = kernels::cuda::device_description();
     out["attention_backend"] = kernels::cuda::attention_backend_name();
+    if (std::string(kernels::cuda::attention_backend_name()) != "ours")
+      out["impl"] = str_cat("ours+", kernels::cuda::attention_backend_name(), "-attention");
   }
 #endif
   out["threads"] = omp_get_max_threads();
