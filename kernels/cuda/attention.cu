@@ -70,14 +70,25 @@ void check_grid(int B, int H) {
              " exceeds the grid's 65535; split the batch");
 }
 
+template <int D, int MT>
+void forward_tiles(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N, int H,
+                   cudaStream_t stream) {
+  constexpr size_t bytes = mma::Tiles<D>::template forward_bytes<MT>();
+  constexpr int rows = mma::kWarps * 16 * MT;
+  set_smem(mma::forward_kernel<D, MT>, bytes);
+  const dim3 grid((N + rows - 1) / rows, B * H);
+  mma::forward_kernel<D, MT><<<grid, mma::kThreads, bytes, stream>>>(out, lse, qkv, N, H);
+  CUDA_CHECK(cudaGetLastError());
+}
+
 template <int D>
 void forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N, int H,
              cudaStream_t stream) {
   using T = mma::Tiles<D>;
-  set_smem(mma::forward_kernel<D>, T::kForward);
-  const dim3 grid((N + T::kForwardRows - 1) / T::kForwardRows, B * H);
-  mma::forward_kernel<D><<<grid, mma::kThreads, T::kForward, stream>>>(out, lse, qkv, N, H);
-  CUDA_CHECK(cudaGetLastError());
+  if constexpr (D == 64) {  // the only head dim with a short-sequence instantiation
+    if (T::forward_m_tiles(N) == 1) return forward_tiles<D, 1>(out, lse, qkv, B, N, H, stream);
+  }
+  forward_tiles<D, T::kForwardMTiles>(out, lse, qkv, B, N, H, stream);
 }
 
 template <int D>

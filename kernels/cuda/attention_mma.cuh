@@ -45,16 +45,22 @@ struct Tiles {
   // K and V fragment read from shared memory then feeds two mma instead of one, which the
   // ratio of shared-memory bandwidth to tensor throughput needs (see warp_abt).
   static constexpr int kForwardMTiles = D <= 64 ? 2 : 1;
-  static constexpr int kForwardRows = kWarps * 16 * kForwardMTiles;
+  // Except for short sequences at D = 64 (the ViT-S head dim; 197 and 37 tokens): one m-tile
+  // per warp, 64-row blocks. Twice the blocks per head, and fewer registers (Q's fragments
+  // and accumulators halve) so that more blocks share an SM and hide each other's tile loads,
+  // which is what a 4-tile loop cannot do for itself.
+  static constexpr int kShortSequence = 256;
+  static constexpr int forward_m_tiles(int N) { return D == 64 && N <= kShortSequence ? 1 : kForwardMTiles; }
   // Q stays in registers where ptxas then still keeps everything in registers (D = 64: 243
   // registers, no spills, the same 2 blocks per SM); at D = 32 and 128 it spills, so there Q
   // is re-read from shared memory.
   static constexpr bool kForwardQInRegisters = D == 64;
+  template <int MT>
+  static constexpr size_t forward_bytes() { return size_t(kWarps * 16 * MT) * kLd * 2 + 4 * kBytes; }  // Q, K x2, V x2
   // The dQ kernel's own rows of Q and dO are the same for its whole loop: in registers at
   // D = 64 (165 registers instead of 160, still 3 blocks per SM). Elsewhere, and for K and V
   // in the dK/dV kernel (166 -> 230 registers, 3 -> 2 blocks per SM), occupancy would drop.
   static constexpr bool kDqRowsInRegisters = D == 64;
-  static constexpr size_t kForward = size_t(kForwardRows) * kLd * 2 + 4 * kBytes;  // Q, K x2, V x2
   static constexpr size_t kDq = 6 * kBytes;             // Q, dO, K x2, V x2
   static constexpr size_t kDkDv = 6 * kBytes + 4 * kTile * sizeof(float);  // K, V, Q x2, dO x2,
                                                                            // lse x2, Dv x2
@@ -260,13 +266,13 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], 
   }
 }
 
-// grid (ceil(N / Tiles<D>::kForwardRows), B * H), kThreads threads, Tiles<D>::kForward bytes
-// of shared memory. Each warp owns 16 * kForwardMTiles consecutive queries, Q in registers.
-template <int D>
+// grid (ceil(N / (64 MT)), B * H), kThreads threads, Tiles<D>::forward_bytes<MT>() bytes of
+// shared memory. Each warp owns 16 * MT consecutive queries.
+template <int D, int MT>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int N, int H) {
   using T = Tiles<D>;
-  constexpr int MT = T::kForwardMTiles, kRows = T::kForwardRows;
+  constexpr int kRows = kWarps * 16 * MT;
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
   __nv_bfloat16* Ks = Qs + kRows * T::kLd;  // two buffers
   __nv_bfloat16* Vs = Ks + 2 * T::kElems;   // two buffers

@@ -19,7 +19,8 @@ namespace {
 struct AttnShape {
   int B, N, H, Dh;
 };
-const AttnShape kShapes[] = {{1, 1, 1, 32}, {2, 37, 3, 64}, {1, 197, 2, 64},
+// Dh = 64 takes 64-row forward blocks up to N = 256 and 128-row ones beyond (N = 300).
+const AttnShape kShapes[] = {{1, 1, 1, 32}, {2, 37, 3, 64}, {1, 197, 2, 64}, {1, 300, 1, 64},
                              {1, 130, 1, 128}, {2, 65, 2, 32}, {1, 197, 1, 128}};
 
 }  // namespace
