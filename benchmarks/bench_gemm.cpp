@@ -2,8 +2,8 @@
 // (kernels/cuda/gemm.cu: the epilogues training uses) and through a plain cuBLASLt call
 // (benchmarks/bench_common.cpp: heuristic's first algorithm, no epilogue), each pass of a
 // Linear layer: forward y = x W^T + b (bf16 out, bias epilogue; the last layer fp32 logits, no
-// bias), input gradient dx = dy W, weight gradient dW = dy^T x with db (fp32 out, bias-gradient
-// epilogue; the last layer has no bias, so no db). Rows: 64 x 197 tokens (one 224-px view of a batch of 64) for the blocks, 64 x 10
+// bias), input gradient dx = dy W, weight gradient dW = dy^T x with db (fp32 out; db from our
+// column-sum kernels; the last layer has no bias, so no db). Rows: 64 x 197 tokens (one 224-px view of a batch of 64) for the blocks, 64 x 10
 // crops for the head.
 //
 // FLOPs 2·rows·in·out per product. Minimum bytes: the two operands once, the output once (and
@@ -140,7 +140,7 @@ void run_layer(const Layer& L, const Options& opt, const Ceilings& c, Report& re
   add("dgrad", "ours", [&](int i) { ours_dgrad(set_of(i), dx.as()); }, dgrad, "bf16 out");
   add("dgrad", "cublaslt", [&](int i) { plain_dgrad(set_of(i), dx2.as()); }, dgrad, "bf16 out");
   add("wgrad", "ours", [&](int i) { ours_wgrad(set_of(i), dw.as(), L.bias); }, wgrad,
-      L.bias ? "fp32 dW + bias-gradient epilogue" : "fp32 dW, no bias");
+      L.bias ? "fp32 dW + bias gradient (column-sum kernels)" : "fp32 dW, no bias");
   add("wgrad", "cublaslt", [&](int i) { plain_wgrad(set_of(i), dw2.as()); }, wgrad, "fp32 dW, no epilogue");
   CUDA_CHECK(cudaStreamSynchronize(s));
 }

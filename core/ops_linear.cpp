@@ -7,7 +7,7 @@
 // handle); f32 activations are cast to bf16 first. linear and matmul write bf16;
 // weight_norm_linear writes f32 logits and patchify the f32 residual stream (fp32-output
 // GEMMs). Backward: input gradients in the input's dtype, weight gradients f32 from an
-// fp32-output GEMM, the bias gradient from the GEMM's bias-gradient epilogue. An upstream
+// fp32-output GEMM, the bias gradient from gemm's bias_grad (a column sum of dy). An upstream
 // gradient that arrives in f32 is cast to bf16 for the GEMMs.
 #include <algorithm>
 #include <utility>
@@ -109,7 +109,7 @@ Tensor matmul_cuda(const Tensor& a, const Tensor& b, const Shape& so, int64_t nb
 // forward  y = x W^T + b       bf16 GEMM, bias epilogue (bf16 bias: cuBLASLt's bias has the
 //                              output's type, as autocast casts the bias too)
 // backward dx = dy W            in x's dtype (bf16 or fp32 output)
-//          dW = dy^T x, db      one fp32-output GEMM with the bias-gradient epilogue
+//          dW = dy^T x, db      one fp32-output GEMM, then the column sum of dy (bias_grad)
 Tensor linear_cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t R,
                    int64_t I, int64_t O) {
   DINO_CHECK(R > 0 && I > 0 && O > 0, "[linear] empty operands x ", shape_str(x.shape()),
@@ -236,7 +236,7 @@ Tensor weight_norm_linear_cuda(const Tensor& x, const Tensor& v, const Tensor& g
 
 // img f32 (B, C, H, W) -> f32 tokens (B, Np, D): im2col to bf16 (one pass over the image),
 // then one fp32-output GEMM against the bf16 copy of the (D, C*P*P) weight with the f32 bias
-// epilogue. Backward: dW and db from one fp32-output GEMM with the bias-gradient epilogue;
+// epilogue. Backward: dW and db from one fp32-output GEMM with bias_grad (a column sum of dy);
 // the bf16 patches are saved (half the image's bytes). No image gradient (images never need
 // one; the op refuses an image that requires grad).
 Tensor patchify_cuda(const Tensor& img, const Tensor& weight, const Tensor& bias, int64_t B,

@@ -36,6 +36,32 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Σ over p of partial[p * cols + c], c = blockIdx.x * 32 + threadIdx.x % 32, for a block of
+// 32 x 32 threads: thread row y = threadIdx.x / 32 adds p = y, y + 32, ... (32 loads in flight
+// per column instead of a serial walk), then a fixed tree over y through `tree`. The result is
+// valid in threads with threadIdx.x < 32 (and c < cols); every thread must call it. The
+// second kernel of the column sums that end in per-block partial rows (LayerNorm's dweight and
+// dbias, the bias gradient): deterministic, no atomics.
+constexpr int kPartialColumnThreads = 32 * 32;
+__device__ __forceinline__ float sum_partial_column(const float* partial, int parts, int64_t cols,
+                                                   float (&tree)[32][33]) {
+  const int tx = int(threadIdx.x) % 32, ty = int(threadIdx.x) / 32;
+  const int64_t c = int64_t(blockIdx.x) * 32 + tx;
+  float s = 0.f;
+  if (c < cols) {
+#pragma unroll 4
+    for (int p = ty; p < parts; p += 32) s += partial[int64_t(p) * cols + c];
+  }
+  __syncthreads();  // `tree` may still be read by a previous call
+  tree[ty][tx] = s;
+  __syncthreads();
+  for (int half = 16; half > 0; half /= 2) {
+    if (ty < half) tree[ty][tx] += tree[ty + half][tx];
+    __syncthreads();
+  }
+  return tree[0][tx];
+}
+
 // Element offset of flat index i (row-major over d.size) with d.stride.
 __device__ __forceinline__ int64_t offset_of(int64_t i, const StridedDims& d) {
   int64_t off = 0;

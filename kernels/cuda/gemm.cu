@@ -1,10 +1,12 @@
-// Matrix products through cuBLASLt, and the fused bias + exact-GELU of the MLP.
+// Matrix products through cuBLASLt, the bias gradient, and the fused bias + exact-GELU of the
+// MLP.
 //
 // GEMM: bf16 operands, fp32 accumulation (CUBLAS_COMPUTE_32F), bf16 or fp32 output,
-// optionally the bias epilogue (forward) or the bias-gradient epilogue (backward), strided
-// batched. Our tensors are row-major and cuBLASLt's are column-major; a row-major (M, N)
-// matrix is the column-major (N, M) one with the same bytes, so C = op(A) op(B) is computed
-// as C^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B, its "B" is our A, m = N, n = M.
+// optionally the bias epilogue (forward), strided batched; the weight product's bias
+// gradient (backward) comes from our column-sum kernels after the plain product. Our tensors
+// are row-major and cuBLASLt's are column-major; a row-major (M, N) matrix is the column-major
+// (N, M) one with the same bytes, so C = op(A) op(B) is computed as C^T = op(B)^T op(A)^T:
+// cuBLASLt's "A" is our B, its "B" is our A, m = N, n = M.
 // The three products of a Linear layer (weight W (out, in), x (rows, in)):
 //   forward   y (rows, out) = x W^T + b      gemm(y, x, W, trans_b = true, epilogue bias)
 //   input     dx (rows, in) = dy W           gemm(dx, dy, W)
@@ -14,11 +16,11 @@
 // cuBLASLt's m = our N, i.e. one value per column of our C, broadcast over our rows; its
 // elements have D's type (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: the bias type is
 // D's type except for int8/fp8 kernels), so a bf16 product takes a bf16 bias and an fp32
-// product an fp32 one. BGRADB writes, per column n of cuBLASLt's D, Σ_k opB_lt[k, n]; its
-// columns are our rows (m), and cuBLASLt's B is our A, so that is Σ_k op(A)[m, k] -- for the
-// weight product, op(A) = dy^T, so it is db (length M = out), in D's type (fp32 for dW). This
-// is the layout Apex/TransformerEngine use for their wgrad + bgrad GEMM (cuBLASLt "NT":
-// A = x op N, B = dy op T). FLOPs: 2·M·N·K per product; bound by math for ViT shapes.
+// product an fp32 one. FLOPs: 2·M·N·K per product; bound by math for ViT shapes.
+// The bias gradient is not cuBLASLt's BGRADB epilogue: on an H200 (cuBLASLt of CUDA 13.0) the
+// weight products with BGRADB took 1.3-1.8x the plain product's time for the ViT-S shapes
+// (qkv 46 vs 26 µs, fc1 50 vs 32; benchmarks/results/2026-12-04-h200.md), while reading dy
+// once more (2·rows·out bytes: 8 µs for qkv) costs less than that difference.
 //
 // Alignment: cuBLASLt's heuristic cannot see the data pointers, and by default it assumes
 // 256-byte-aligned A, B, C, D; it is told each matrix's real alignment (the largest power of
@@ -30,10 +32,10 @@
 // algorithm is cached per (shape, transposes, output type, epilogue, batch shape, the
 // matrices' and the bias's alignments) in the context; the bias type follows from the output
 // type, so the key determines every input of the heuristic.
-// Should the heuristic find no algorithm with a fused epilogue (not expected on sm_90, but
+// Should the heuristic find no algorithm with the bias epilogue (not expected on sm_90, but
 // this code has not met every cuBLASLt version), the product runs without it and a small
-// kernel applies the bias (from an fp32 product, one rounding) or sums the bias gradient
-// (double accumulation, in order), with a note on stderr once per problem.
+// kernel adds the bias (from an fp32 product, one rounding), with a note on stderr once per
+// problem.
 //
 // The MLP's GELU is not fused here: cuBLASLt's GELU epilogue is the tanh form (DESIGN §3).
 // fc1 runs with the bias epilogue and writes the bf16 pre-activation, which the exact-erf GELU
@@ -43,12 +45,14 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 #include <utility>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 
@@ -71,18 +75,64 @@ __global__ void add_bias_bf16_kernel(__nv_bfloat16* C, const float* tmp,
        i += int64_t(gridDim.x) * blockDim.x)
     C[i] = __float2bfloat16_rn(tmp[i] + __bfloat162float(bias[i % N]));
 }
-// bias (M) <- Σ_k op(A)[m, k], A stored (K, M) when trans_a else (M, K). One thread per m,
-// k in order, double accumulation: deterministic; slow for long k, but only a fallback.
-__global__ void bias_grad_kernel(void* bias, bool bias_bf16, const __nv_bfloat16* A, int64_t M,
-                                 int64_t K, bool trans_a) {
-  const int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (m >= M) return;
-  double acc = 0;
-  for (int64_t k = 0; k < K; ++k) acc += double(__bfloat162float(A[trans_a ? k * M + m : m * K + k]));
-  if (bias_bf16)
-    static_cast<__nv_bfloat16*>(bias)[m] = __float2bfloat16_rn(float(acc));
-  else
-    static_cast<float*>(bias)[m] = float(acc);
+// The bias gradient db (M) = Σ_k A[k, m], A = dy stored (K, M) row-major, in two passes.
+// Pass 1: a block of 8 warps owns 256 columns (8 per lane: one 16-byte load per row, element
+// loads when M % 8 != 0 or A is not 16-byte aligned) and a chunk of rows; warp w adds rows w,
+// w + 8, ... of the chunk, and the warps are added in order through shared memory into the
+// chunk's row of partial (chunks, M). Pass 2 adds the chunks' rows (sum_partial_column).
+constexpr int kColumnsPerLane = 8, kBiasGradWarps = 8;
+constexpr int kColumnsPerBlock = 32 * kColumnsPerLane;
+template <bool kVec>
+__global__ void bias_grad_partial_kernel(float* partial, const __nv_bfloat16* A, int64_t K,
+                                         int64_t M, int64_t rows_per_chunk) {
+  __shared__ float warp_sums[kBiasGradWarps][kColumnsPerBlock];
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  const int64_t c0 = int64_t(blockIdx.x) * kColumnsPerBlock + lane * kColumnsPerLane;
+  const int64_t r0 = int64_t(blockIdx.y) * rows_per_chunk;
+  const int64_t r1 = r0 + rows_per_chunk < K ? r0 + rows_per_chunk : K;
+  float acc[kColumnsPerLane] = {};
+#pragma unroll 4
+  for (int64_t r = r0 + warp; r < r1; r += kBiasGradWarps) {
+    const __nv_bfloat16* row = A + r * M + c0;
+    if (kVec) {
+      if (c0 < M) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(row);
+        const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
+          acc[2 * i] += f.x;
+          acc[2 * i + 1] += f.y;
+        }
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < kColumnsPerLane; ++e)
+        if (c0 + e < M) acc[e] += __bfloat162float(row[e]);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < kColumnsPerLane; ++e) warp_sums[warp][lane * kColumnsPerLane + e] = acc[e];
+  __syncthreads();
+  const int64_t c = int64_t(blockIdx.x) * kColumnsPerBlock + threadIdx.x;
+  if (c < M) {
+    float sum = 0.f;
+    for (int w = 0; w < kBiasGradWarps; ++w) sum += warp_sums[w][threadIdx.x];
+    partial[int64_t(blockIdx.y) * M + c] = sum;
+  }
+}
+// bias (M) <- Σ over chunks of partial (chunks, M), in C's type.
+__global__ void bias_grad_reduce_kernel(void* bias, bool bias_bf16, const float* partial,
+                                        int chunks, int64_t M) {
+  __shared__ float tree[32][33];
+  const float sum = sum_partial_column(partial, chunks, M, tree);
+  const int64_t m = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  if (threadIdx.x < 32 && m < M) {
+    if (bias_bf16)
+      static_cast<__nv_bfloat16*>(bias)[m] = __float2bfloat16_rn(sum);
+    else
+      static_cast<float*>(bias)[m] = sum;
+  }
 }
 
 // launchers
@@ -128,6 +178,26 @@ int grid_for(int64_t n) {
   return int(blocks < cap ? blocks : cap);
 }
 
+// bias (M) <- Σ_k A[k, m] for A (K, M) row-major: about eight blocks per SM in all, split
+// into 256-column strips and row chunks.
+void bias_grad(void* bias, bool bias_bf16, const __nv_bfloat16* A, int64_t K, int64_t M,
+               cudaStream_t stream) {
+  const int64_t strips = (M + kColumnsPerBlock - 1) / kColumnsPerBlock;
+  const int64_t want = std::max<int64_t>(1, 8 * int64_t(context().sm_count) / strips);
+  const int64_t rows_per_chunk = std::max<int64_t>(kBiasGradWarps, (K + want - 1) / want);
+  const int chunks = int((K + rows_per_chunk - 1) / rows_per_chunk);
+  float* partial = static_cast<float*>(alloc(size_t(chunks) * size_t(M) * sizeof(float)));
+  const dim3 grid(static_cast<unsigned>(strips), static_cast<unsigned>(chunks));
+  const bool vec = M % kColumnsPerLane == 0 && reinterpret_cast<uintptr_t>(A) % 16 == 0;
+  auto kernel = vec ? bias_grad_partial_kernel<true> : bias_grad_partial_kernel<false>;
+  kernel<<<grid, 32 * kBiasGradWarps, 0, stream>>>(partial, A, K, M, rows_per_chunk);
+  CUDA_CHECK(cudaGetLastError());
+  bias_grad_reduce_kernel<<<int((M + 31) / 32), kPartialColumnThreads, 0, stream>>>(
+      bias, bias_bf16, partial, chunks, M);
+  CUDA_CHECK(cudaGetLastError());
+  free(partial);  // stream-ordered: after the kernels that use it
+}
+
 // Problems for which cuBLASLt's heuristic found no algorithm, per device: asked once.
 std::mutex unsupported_mutex;
 std::set<std::pair<int, GemmKey>> unsupported;
@@ -142,9 +212,8 @@ bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat
   const int64_t c_size = c_bf16 ? 2 : 4;
   const cublasOperation_t op_a_lt = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt A = our B
   const cublasOperation_t op_b_lt = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt B = our A
-  const cublasLtEpilogue_t ep = epilogue == GemmEpilogue::bias      ? CUBLASLT_EPILOGUE_BIAS
-                                : epilogue == GemmEpilogue::bias_grad ? CUBLASLT_EPILOGUE_BGRADB
-                                                                      : CUBLASLT_EPILOGUE_DEFAULT;
+  const cublasLtEpilogue_t ep =
+      epilogue == GemmEpilogue::bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   // Leading dimensions (elements) of the row-major operands: A (M, K) or (K, M), B (K, N) or
   // (N, K), C (M, N).
   const int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N, ldc = N;
@@ -241,8 +310,14 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
   DINO_CHECK(M > 0 && N > 0 && K > 0 && batch >= 1, "[gemm] bad sizes M=", M, " N=", N, " K=", K,
              " batch=", batch);
   DINO_CHECK(epilogue == GemmEpilogue::none || bias, "[gemm] the epilogue needs a bias pointer");
-  DINO_CHECK(epilogue != GemmEpilogue::bias_grad || batch == 1,
-             "[gemm] the bias-gradient epilogue takes one matrix, not a batch of ", batch);
+  if (epilogue == GemmEpilogue::bias_grad) {
+    DINO_CHECK(batch == 1 && trans_a, "[gemm] the bias gradient is for dW = dy^T x: one matrix "
+               "(not a batch of ", batch, ") with trans_a (got ", trans_a, ")");
+    gemm(C, c_bf16, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, 1, 0, 0, 0,
+         stream);
+    bias_grad(bias, c_bf16, A, K, M, stream);
+    return;
+  }
   if (batch == 1) stride_a = stride_b = stride_c = 0;  // unused: keep them out of the cache key
   if (try_gemm_lt(C, c_bf16, A, B, bias, epilogue, M, N, K, trans_a, trans_b, batch, stride_a,
                   stride_b, stride_c, stream))
@@ -250,7 +325,7 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
   DINO_CHECK(epilogue != GemmEpilogue::none, "[gemm] cuBLASLt has no algorithm for M=", M, " N=",
              N, " K=", K, " trans_a=", trans_a, " trans_b=", trans_b, " out=",
              c_bf16 ? "bf16" : "f32", " batch=", batch);
-  // No algorithm with the fused epilogue: the plain product, then the epilogue as a kernel.
+  // No algorithm with the fused bias epilogue: the plain product, then the bias as a kernel.
   // (The heuristic's answer is cached, so this note prints once per problem.)
   DINO_CHECK(batch == 1 || stride_c == M * N, "[gemm] the unfused bias epilogue needs a packed "
              "batch of C (stride ", stride_c, ", M*N = ", M * N, ")");
@@ -260,36 +335,28 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
     std::lock_guard<std::mutex> lock(note_mutex);
     const GemmKey k = {M, N, K, trans_a, trans_b, c_bf16, int64_t(epilogue), batch, 0, 0, 0, 0};
     if (noted.insert(k).second)
-      std::fprintf(stderr, "[gemm] note: cuBLASLt has no algorithm with the %s epilogue for M=%lld "
-                   "N=%lld K=%lld (%s out); running it unfused\n",
-                   epilogue == GemmEpilogue::bias ? "bias" : "bias-gradient", (long long)M,
+      std::fprintf(stderr, "[gemm] note: cuBLASLt has no algorithm with the bias epilogue for "
+                   "M=%lld N=%lld K=%lld (%s out); running it unfused\n", (long long)M,
                    (long long)N, (long long)K, c_bf16 ? "bf16" : "f32");
   }
   const int64_t n = M * N * batch;
-  if (epilogue == GemmEpilogue::bias) {
-    float* tmp = c_bf16 ? static_cast<float*>(alloc(size_t(n) * sizeof(float)))
-                        : static_cast<float*>(C);
-    try {
-      gemm(tmp, false, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, batch,
-           stride_a, stride_b, batch == 1 ? 0 : M * N, stream);
-      if (c_bf16)
-        add_bias_bf16_kernel<<<grid_for(n), 256, 0, stream>>>(
-            static_cast<__nv_bfloat16*>(C), tmp, static_cast<const __nv_bfloat16*>(bias), n, N);
-      else
-        add_bias_f32_kernel<<<grid_for(n), 256, 0, stream>>>(
-            static_cast<float*>(C), tmp, static_cast<const float*>(bias), n, N);
-      CUDA_CHECK(cudaGetLastError());
-    } catch (...) {
-      if (c_bf16) free(tmp);
-      throw;
-    }
-    if (c_bf16) free(tmp);  // stream-ordered: after the kernel that reads it
-  } else {
-    gemm(C, c_bf16, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, 1, 0, 0, 0,
-         stream);
-    bias_grad_kernel<<<int((M + 255) / 256), 256, 0, stream>>>(bias, c_bf16, A, M, K, trans_a);
+  float* tmp = c_bf16 ? static_cast<float*>(alloc(size_t(n) * sizeof(float)))
+                      : static_cast<float*>(C);
+  try {
+    gemm(tmp, false, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, batch,
+         stride_a, stride_b, batch == 1 ? 0 : M * N, stream);
+    if (c_bf16)
+      add_bias_bf16_kernel<<<grid_for(n), 256, 0, stream>>>(
+          static_cast<__nv_bfloat16*>(C), tmp, static_cast<const __nv_bfloat16*>(bias), n, N);
+    else
+      add_bias_f32_kernel<<<grid_for(n), 256, 0, stream>>>(
+          static_cast<float*>(C), tmp, static_cast<const float*>(bias), n, N);
     CUDA_CHECK(cudaGetLastError());
+  } catch (...) {
+    if (c_bf16) free(tmp);
+    throw;
   }
+  if (c_bf16) free(tmp);  // stream-ordered: after the kernel that reads it
 }
 
 }  // namespace dino::kernels::cuda

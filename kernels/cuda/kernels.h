@@ -49,14 +49,16 @@ void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_col
 void dino_center_update(float* center, const float* teacher_colsum, int64_t rows, int K,
                         float momentum, cudaStream_t stream);
 
-// ---- gemm.cu: cuBLASLt products (bf16 in, fp32 accumulate, bias and bias-gradient epilogues)
+// ---- gemm.cu: cuBLASLt products (bf16 in, fp32 accumulate, bias epilogue) and bias gradient
 enum class GemmEpilogue { none, bias, bias_grad };
 // C (batch, M, N) = op(A) (M, K) @ op(B) (K, N), per batch entry; A is stored (M, K) or, when
 // trans_a, (K, M); B is stored (K, N) or, when trans_b, (N, K); C is bf16 (c_bf16) or fp32.
 // strides in elements between batch entries (ignored when batch == 1).
 // epilogue bias:      bias (N), C's type, is added to every row of C.
 // epilogue bias_grad: bias (M), C's type, is written with Σ_k op(A)[m, k]: with A = dy
-//                     (rows, out) and trans_a, that is the Linear's bias gradient; batch 1.
+//                     (rows, out) and trans_a, that is the Linear's bias gradient; batch 1
+//                     and trans_a only (a column-sum kernel after the product, not cuBLASLt's
+//                     BGRADB: see gemm.cu).
 // beta is 0: C's old contents are never read (NaN-poisoned outputs are fine). Any sizes,
 // pointers and strides with 2-byte alignment (the heuristic is told the real alignment).
 // Linear: y = x W^T + b is gemm(y, x, W, trans_b); dx = dy W is gemm(dx, dy, W);

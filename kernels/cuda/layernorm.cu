@@ -231,40 +231,17 @@ layernorm_backward_kernel(float* dx, float* dweight_partial, float* dbias_partia
   }
 }
 
-// dweight[c] = sum over blocks of dweight_partial[block][c]; dbias likewise. Block
-// (32 columns) x (32 lanes over the partial rows): lane y adds rows y, y + 32, ... in order,
-// then a fixed tree over y. Deterministic, and 32 loads in flight per column instead of a
-// serial walk over every partial row.
-constexpr int kReduceCols = 32, kReduceLanes = 32;
+// dweight[c] = sum over blocks of dweight_partial[block][c]; dbias likewise (fixed order).
 __global__ void layernorm_param_grad_reduce_kernel(float* dweight, float* dbias,
                                                    const float* dweight_partial,
                                                    const float* dbias_partial, int blocks,
                                                    int C) {
-  __shared__ float sw[kReduceLanes][kReduceCols + 1], sb[kReduceLanes][kReduceCols + 1];
-  const int tx = threadIdx.x % kReduceCols, ty = threadIdx.x / kReduceCols;
-  const int c = blockIdx.x * kReduceCols + tx;
-  float dw = 0.f, db = 0.f;
-  if (c < C) {
-#pragma unroll 4
-    for (int b = ty; b < blocks; b += kReduceLanes) {
-      dw += dweight_partial[int64_t(b) * C + c];
-      db += dbias_partial[int64_t(b) * C + c];
-    }
-  }
-  sw[ty][tx] = dw;
-  sb[ty][tx] = db;
-  __syncthreads();
-  for (int half = kReduceLanes / 2; half > 0; half /= 2) {
-    if (ty < half) {
-      sw[ty][tx] += sw[ty + half][tx];
-      sb[ty][tx] += sb[ty + half][tx];
-    }
-    __syncthreads();
-  }
-  if (ty == 0 && c < C) {
-    dweight[c] = sw[0][tx];
-    dbias[c] = sb[0][tx];
-  }
+  __shared__ float tree[32][33];
+  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  const float dw = sum_partial_column(dweight_partial, blocks, C, tree);
+  if (threadIdx.x < 32 && c < C) dweight[c] = dw;
+  const float db = sum_partial_column(dbias_partial, blocks, C, tree);
+  if (threadIdx.x < 32 && c < C) dbias[c] = db;
 }
 
 // launchers
@@ -334,8 +311,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bflo
   kernel<<<blocks, kThreads, 0, stream>>>(
       dx, dweight_partial, dbias_partial, dout, x, mean, rstd, weight, N, C, rows_per_block);
   CUDA_CHECK(cudaGetLastError());
-  layernorm_param_grad_reduce_kernel<<<(C + kReduceCols - 1) / kReduceCols,
-                                       kReduceCols * kReduceLanes, 0, stream>>>(
+  layernorm_param_grad_reduce_kernel<<<(C + 31) / 32, kPartialColumnThreads, 0, stream>>>(
       dweight, dbias, dweight_partial, dbias_partial, blocks, C);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaFreeAsync(partial, stream));

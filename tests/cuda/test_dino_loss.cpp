@@ -1,7 +1,9 @@
 // The fused DINO loss on the GPU against the CPU reference in float64 (DESIGN §4, §6).
 // Logits are cosines in [-1, 1] as with norm_last_layer (the teacher divides them by 0.04,
 // so scores reach ±25); sizes cover G = 1, odd B and K, K not a multiple of the 1024-column
-// chunk, and K = 65536 (a row larger than a block's shared memory). All float32 paths.
+// chunk, K = 65536 (a row larger than a block's shared memory) and K = 65537 (odd, so the
+// scalar path, with more column-chunk partials per row than a warp has lanes). All float32
+// paths.
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
 #include "tests/cuda/test_util.h"
@@ -27,7 +29,8 @@ std::vector<float> cosines(dino::Rng& rng, size_t n) {
 TEST_CASE("dino_loss_forward_backward matches the CPU reference", "[dino_loss]") {
   dino::Rng rng(31);
   const LossShape shapes[] = {{1, 2, 1, 33},   {2, 2, 1, 33},    {2, 4, 3, 1000},
-                              {3, 5, 37, 257}, {2, 10, 9, 4097}, {2, 6, 2, 65536}};
+                              {3, 5, 37, 257}, {2, 10, 9, 4097}, {2, 6, 2, 65536},
+                              {2, 3, 2, 65537}};
   const double tau_s = 0.1, tau_t = 0.04;
   for (const LossShape sh : shapes) {
     INFO("G = " << sh.G << ", V = " << sh.V << ", B = " << sh.B << ", K = " << sh.K);

@@ -136,10 +136,6 @@ cublasStatus_t check(const cublasLtMatmulDescOpaque_t* op, Layout a, Layout b, L
     case CUBLASLT_EPILOGUE_DEFAULT: return CUBLAS_STATUS_SUCCESS;
     case CUBLASLT_EPILOGUE_BIAS:
       return emulated_type(bias_type(op, d)) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
-    // One bias gradient for the whole product: a batch would need one per entry.
-    case CUBLASLT_EPILOGUE_BGRADB:
-      return emulated_type(bias_type(op, d)) && d->batch == 1 ? CUBLAS_STATUS_SUCCESS
-                                                              : CUBLAS_STATUS_NOT_SUPPORTED;
   }
   return CUBLAS_STATUS_NOT_SUPPORTED;
 }
@@ -339,12 +335,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
         const float* const b_row = &b[size_t(q * n)];
         for (int64_t j = 0; j < n; ++j) acc_row[j] += aiq * double(b_row[j]);
       }
-    }
-    if (epilogue == CUBLASLT_EPILOGUE_BGRADB) {  // bias[j] = Σ_q op(B)[q, j] (not scaled)
-      std::vector<double> sum(size_t(n), 0.0);
-      for (int64_t q = 0; q < k; ++q)
-        for (int64_t j = 0; j < n; ++j) sum[size_t(j)] += b[size_t(q * n + j)];
-      for (int64_t j = 0; j < n; ++j) store(bias_t, bias, j, sum[size_t(j)]);
     }
     for (int64_t j = 0; j < n; ++j)
       for (int64_t i = 0; i < m; ++i) {

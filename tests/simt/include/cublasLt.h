@@ -50,12 +50,10 @@ enum cublasLtMatmulDescAttributes_t {
   CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
   CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26,
 };
-// BIAS: D += bias (one per row of D, broadcast over its columns). BGRADB: D as DEFAULT, and
-// bias[c] = Σ_k op(B)[k, c], one per column of D.
+// BIAS: D += bias (one per row of D, broadcast over its columns).
 enum cublasLtEpilogue_t {
   CUBLASLT_EPILOGUE_DEFAULT = 1,
   CUBLASLT_EPILOGUE_BIAS = 4,
-  CUBLASLT_EPILOGUE_BGRADB = 512,
 };
 // BATCH_COUNT int32_t; STRIDED_BATCH_OFFSET int64_t, in elements.
 enum cublasLtMatrixLayoutAttribute_t {
