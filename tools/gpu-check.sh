@@ -14,7 +14,7 @@
 #
 # On the device machine (it has no Debian packages: carry the staged deps; it has no .git:
 # pass the commit):
-#   run(command="DINO_COMMIT=<sha> tools/gpu-check.sh $OUT", carry=[".deps"], timeout_s=420)
+#   run(command="DINO_COMMIT=<sha> tools/gpu-check.sh $OUT", carry=[".deps"], timeout_s=360)
 # OUTDIR gets at most 8 files (the device tool returns no more): summary.txt, info.log,
 # configure.log, build.log, tests.log (with the compute-sanitizer runs), check.log, bench.log
 # (with PyTorch's rows), train.log.
@@ -359,8 +359,8 @@ fi
 
 # ---- compute-sanitizer: races and memory errors in the kernels that use shared memory -------
 # What the host emulator cannot show (tests/simt/README.md): racecheck watches every
-# shared-memory access of the attention, LayerNorm and DINO-loss tests for hazards between
-# threads, memcheck every global access of the same tests. Last, in the time left: a run cut
+# shared-memory access of the attention, LayerNorm, DINO-loss and GEMM (bias gradient) tests
+# for hazards between threads, memcheck every global access of the same tests. Last, in the time left: a run cut
 # short by its limit is reported, not counted as a failure (it found nothing it could report).
 if [ $dry = 0 ]; then
   sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)"
@@ -369,7 +369,7 @@ if [ $dry = 0 ]; then
   else
     for tool in racecheck memcheck; do
       stage "sanitize $tool" 45 "$out/tests.log" "$sanitizer" --tool "$tool" --error-exitcode 1 \
-        "$tests_bin" "[attention],[layernorm],[dino_loss]"
+        "$tests_bin" "[attention],[layernorm],[dino_loss],[gemm]"
       rc=$?
       [ $rc = 0 ] || [ $rc = 124 ] || [ $rc = 137 ] || failures=$((failures + 1))
       tail -3 "$out/tests.log" | sed 's/^/            /' | tee -a "$summary"
