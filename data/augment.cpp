@@ -140,19 +140,25 @@ void to_grayscale(Image& img) {
   for (size_t i = 0, n = img.plane(); i < n; ++i) r[i] = g[i] = b[i] = luminance(r[i], g[i], b[i]);
 }
 
-void color_jitter(Image& img, const ColorJitterParams& p, Rng& rng) {
-  int order[4] = {0, 1, 2, 3};
+void draw_color_jitter(const ColorJitterParams& p, Rng& rng, ViewParams& view) {
+  int order[4] = {kBrightness, kContrast, kSaturation, kHue};
   for (int i = 3; i > 0; --i) std::swap(order[i], order[rng.below(uint64_t(i + 1))]);
+  for (int i = 0; i < 4; ++i) view.jitter_order[i] = uint8_t(order[i]);
   // A zero strength disables that adjustment without a draw, as torchvision's None does.
-  const float bf = p.brightness > 0 ? float(rng.uniform(1.0 - p.brightness, 1.0 + p.brightness)) : 1.f;
-  const float cf = p.contrast > 0 ? float(rng.uniform(1.0 - p.contrast, 1.0 + p.contrast)) : 1.f;
-  const float sf = p.saturation > 0 ? float(rng.uniform(1.0 - p.saturation, 1.0 + p.saturation)) : 1.f;
-  const float hf = p.hue > 0 ? float(rng.uniform(-p.hue, p.hue)) : 0.f;
-  for (int op : order) {
-    if (op == 0 && p.brightness > 0) adjust_brightness(img, bf);
-    if (op == 1 && p.contrast > 0) adjust_contrast(img, cf);
-    if (op == 2 && p.saturation > 0) adjust_saturation(img, sf);
-    if (op == 3 && p.hue > 0) adjust_hue(img, hf);
+  view.brightness = p.brightness > 0 ? float(rng.uniform(1.0 - p.brightness, 1.0 + p.brightness)) : 1.f;
+  view.contrast = p.contrast > 0 ? float(rng.uniform(1.0 - p.contrast, 1.0 + p.contrast)) : 1.f;
+  view.saturation = p.saturation > 0 ? float(rng.uniform(1.0 - p.saturation, 1.0 + p.saturation)) : 1.f;
+  view.hue = p.hue > 0 ? float(rng.uniform(-p.hue, p.hue)) : 0.f;
+}
+
+void color_jitter(Image& img, const ViewParams& view) {
+  // Skipping an identity factor changes nothing (x * 1 and 1 * x + 0 are exact), except that a
+  // hue of exactly 0 skips the HSV round trip, whose rounding torchvision would apply.
+  for (uint8_t op : view.jitter_order) {
+    if (op == kBrightness && view.brightness != 1.f) adjust_brightness(img, view.brightness);
+    if (op == kContrast && view.contrast != 1.f) adjust_contrast(img, view.contrast);
+    if (op == kSaturation && view.saturation != 1.f) adjust_saturation(img, view.saturation);
+    if (op == kHue && view.hue != 0.f) adjust_hue(img, view.hue);
   }
 }
 

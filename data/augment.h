@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "data/augment_params.h"
 #include "data/image.h"
 
 namespace dino::data {
@@ -19,9 +20,6 @@ Normalization resolve_normalization(const Normalization& norm, int channels);
 // (x - mean[c]) / std[c]; `norm` must already be resolved for img.channels.
 void normalize(Image& img, const Normalization& norm);
 
-struct CropBox {
-  int top = 0, left = 0, height = 0, width = 0;
-};
 // torchvision RandomResizedCrop.get_params: area fraction U(scale_min, scale_max), log-uniform
 // aspect ratio, 10 attempts, then a centre crop clamped to the ratio range.
 CropBox random_resized_crop_box(int height, int width, float scale_min, float scale_max, Rng& rng,
@@ -37,8 +35,11 @@ void to_grayscale(Image& img);             // keeps the channel count
 struct ColorJitterParams {
   float brightness = 0.4f, contrast = 0.4f, saturation = 0.2f, hue = 0.1f;
 };
-// torchvision ColorJitter: factors U(1-b, 1+b) etc., hue U(-h, h), applied in a random order.
-void color_jitter(Image& img, const ColorJitterParams& p, Rng& rng);
+// torchvision ColorJitter.get_params: a random order, then factors U(1-b, 1+b) etc. and hue
+// U(-h, h); a zero strength draws nothing and leaves that operation at its identity.
+void draw_color_jitter(const ColorJitterParams& p, Rng& rng, ViewParams& view);
+// The view's jitter operations in its order, identities skipped.
+void color_jitter(Image& img, const ViewParams& view);
 
 // Separable Gaussian with a kernel of radius ceil(3 sigma), edges replicated.
 void gaussian_blur(Image& img, float sigma);

@@ -23,22 +23,22 @@ struct ViewRecipe {
   float blur_p, solarize_p;
 };
 
-Image augment_view(const Image& img, const ViewRecipe& recipe, const MultiCropConfig& cfg,
-                   const Normalization& norm, Rng& rng) {
+ViewParams draw_view(int height, int width, const ViewRecipe& recipe, const MultiCropConfig& cfg,
+                     Rng& rng) {
   const CropGroup& g = *recipe.group;
-  const CropBox box = random_resized_crop_box(img.height, img.width, g.scale_min, g.scale_max, rng);
-  Image view = resized_crop(img, box.top, box.left, box.height, box.width, g.size, g.size);
-  if (rng.bernoulli(cfg.flip_p)) hflip(view);
+  ViewParams v;
+  v.size = g.size;
+  v.box = random_resized_crop_box(height, width, g.scale_min, g.scale_max, rng);
+  v.flip = rng.bernoulli(cfg.flip_p);
   if (rng.bernoulli(cfg.jitter_p))
-    color_jitter(view, {cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue}, rng);
-  if (rng.bernoulli(cfg.grayscale_p)) to_grayscale(view);
+    draw_color_jitter({cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue}, rng, v);
+  v.grayscale = rng.bernoulli(cfg.grayscale_p);
   if (rng.bernoulli(recipe.blur_p)) {
     const float scale = float(g.size) / 224.f;
-    gaussian_blur(view, scale * float(rng.uniform(cfg.blur_sigma_min, cfg.blur_sigma_max)));
+    v.blur_sigma = scale * float(rng.uniform(cfg.blur_sigma_min, cfg.blur_sigma_max));
   }
-  if (rng.bernoulli(recipe.solarize_p)) solarize(view, 0.5f);
-  normalize(view, norm);
-  return view;
+  v.solarize = rng.bernoulli(recipe.solarize_p);
+  return v;
 }
 
 }  // namespace
@@ -64,6 +64,37 @@ void validate(const MultiCropConfig& cfg) {
              ") must satisfy 0 < min <= max");
 }
 
+int view_count(const MultiCropConfig& cfg) { return cfg.global.count + cfg.local.count; }
+
+void draw_views(int height, int width, const MultiCropConfig& cfg, Rng& rng, ViewParams* out) {
+  DINO_CHECK(height > 0 && width > 0, "[multicrop] invalid image size ", height, "x", width);
+  for (int i = 0; i < cfg.global.count; ++i) {
+    const ViewRecipe r{&cfg.global, i == 0 ? cfg.blur_p_global1 : cfg.blur_p_global2,
+                       i == 0 ? 0.f : cfg.solarize_p_global2};
+    *out++ = draw_view(height, width, r, cfg, rng);
+  }
+  for (int i = 0; i < cfg.local.count; ++i)
+    *out++ = draw_view(height, width, {&cfg.local, cfg.blur_p_local, 0.f}, cfg, rng);
+}
+
+std::vector<ViewParams> draw_views(int height, int width, const MultiCropConfig& cfg, Rng& rng) {
+  std::vector<ViewParams> views(size_t(view_count(cfg)));
+  draw_views(height, width, cfg, rng, views.data());
+  return views;
+}
+
+Image apply_view(const Image& img, const ViewParams& p, const Normalization& norm) {
+  const CropBox& b = p.box;
+  Image view = resized_crop(img, b.top, b.left, b.height, b.width, p.size, p.size);
+  if (p.flip) hflip(view);
+  color_jitter(view, p);
+  if (p.grayscale) to_grayscale(view);
+  if (p.blur_sigma > 0.f) gaussian_blur(view, p.blur_sigma);
+  if (p.solarize) solarize(view, 0.5f);
+  normalize(view, norm);
+  return view;
+}
+
 std::vector<Image> multicrop(const Image& img, const MultiCropConfig& cfg, Rng& rng) {
   validate(cfg);
   DINO_CHECK(img.height > 0 && img.width > 0 &&
@@ -72,14 +103,8 @@ std::vector<Image> multicrop(const Image& img, const MultiCropConfig& cfg, Rng& 
              " does not match its ", img.pixels.size(), " pixels");
   const Normalization norm = resolve_normalization(cfg.norm, img.channels);
   std::vector<Image> views;
-  views.reserve(size_t(cfg.global.count + cfg.local.count));
-  for (int i = 0; i < cfg.global.count; ++i) {
-    const ViewRecipe r{&cfg.global, i == 0 ? cfg.blur_p_global1 : cfg.blur_p_global2,
-                       i == 0 ? 0.f : cfg.solarize_p_global2};
-    views.push_back(augment_view(img, r, cfg, norm, rng));
-  }
-  for (int i = 0; i < cfg.local.count; ++i)
-    views.push_back(augment_view(img, {&cfg.local, cfg.blur_p_local, 0.f}, cfg, norm, rng));
+  for (const ViewParams& p : draw_views(img.height, img.width, cfg, rng))
+    views.push_back(apply_view(img, p, norm));
   return views;
 }
 

@@ -6,6 +6,7 @@
 
 #include "core/rng.h"
 #include "data/augment.h"
+#include "data/augment_params.h"
 #include "data/image.h"
 
 namespace dino::data {
@@ -32,9 +33,21 @@ struct MultiCropConfig {
 // Throws dino::Error naming the offending field.
 void validate(const MultiCropConfig& cfg);
 
-// The views of one image in DINO's order: global crops first, then local crops, each CHW and
-// normalised. Global crops after the first follow DINO's second global recipe. All
-// randomness comes from `rng`, consumed in a fixed order.
+int view_count(const MultiCropConfig& cfg);  // global + local
+
+// Draws the parameters of every view of one height x width image, in DINO's order: global
+// crops first (the first with DINO's first global recipe, the others with its second), then
+// local crops. Per view the draws are: crop box, flip, jitter (order then factors), grayscale,
+// blur sigma, solarize. Only the image size is read, so parameters can be drawn before the
+// image is decoded. `out` holds view_count(cfg) entries.
+void draw_views(int height, int width, const MultiCropConfig& cfg, Rng& rng, ViewParams* out);
+std::vector<ViewParams> draw_views(int height, int width, const MultiCropConfig& cfg, Rng& rng);
+
+// One view of `img` (CHW in [0, 1]): its parameters applied in ViewParams' order, then
+// normalised with `norm` (resolved for img.channels).
+Image apply_view(const Image& img, const ViewParams& view, const Normalization& norm);
+
+// draw_views then apply_view on every view: each CHW and normalised.
 std::vector<Image> multicrop(const Image& img, const MultiCropConfig& cfg, Rng& rng);
 
 }  // namespace dino::data

@@ -557,6 +557,109 @@ TEST_CASE("multicrop applies DINO's per-crop blur and solarize probabilities", "
   }
 }
 
+TEST_CASE("view parameters are drawn before the pixels and applied as drawn", "[data]") {
+  MultiCropConfig cfg;
+  cfg.global.size = 40;
+  cfg.local = {6, 16, 0.05f, 0.4f};
+  const Image img = random_image(3, 37, 53, 12);
+  const Normalization norm = resolve_normalization(cfg.norm, 3);
+  for (int64_t index = 0; index < 40; ++index) {
+    Rng a = sample_rng(5, 0, index), b = sample_rng(5, 0, index);
+    const std::vector<Image> views = multicrop(img, cfg, a);
+    const std::vector<ViewParams> params = draw_views(img.height, img.width, cfg, b);
+    CHECK(a.state() == b.state());  // the draws are the whole of the stream multicrop uses
+    REQUIRE(params.size() == views.size());
+    for (size_t v = 0; v < views.size(); ++v) {
+      const ViewParams& p = params[v];
+      CHECK(p.size == (v < 2 ? 40 : 16));
+      CHECK(p.box.top + p.box.height <= img.height);
+      CHECK(p.box.left + p.box.width <= img.width);
+      CHECK((p.blur_sigma == 0.f || (p.blur_sigma >= 0.1f * p.size / 224.f &&
+                                     p.blur_sigma <= 2.f * p.size / 224.f)));
+      if (v != 1) CHECK_FALSE(p.solarize);  // only DINO's second global crop solarizes
+      std::set<int> ops(p.jitter_order, p.jitter_order + 4);
+      CHECK(ops == std::set<int>{0, 1, 2, 3});
+      REQUIRE(apply_view(img, p, norm).pixels == views[v].pixels);
+    }
+  }
+  // DINO's probabilities: flip 0.5, jitter 0.8, grayscale 0.2 per view; blur 1, 0.1, 0.5 and
+  // solarize 0, 0.2, 0 for the first global, second global and local views.
+  const int n = 400;
+  std::vector<double> flip(3), jitter(3), gray(3), blur(3), sol(3);
+  for (int64_t index = 0; index < n; ++index) {
+    Rng r = sample_rng(5, 1, index);
+    const std::vector<ViewParams> p = draw_views(64, 64, cfg, r);
+    for (size_t v = 0; v < p.size(); ++v) {
+      const size_t kind = std::min<size_t>(v, 2);
+      const double w = kind == 2 ? 1.0 / 6 : 1.0;
+      flip[kind] += w * p[v].flip / n;
+      jitter[kind] += w * !(p[v].brightness == 1.f && p[v].contrast == 1.f &&
+                            p[v].saturation == 1.f && p[v].hue == 0.f) / n;
+      gray[kind] += w * p[v].grayscale / n;
+      blur[kind] += w * (p[v].blur_sigma > 0.f) / n;
+      sol[kind] += w * p[v].solarize / n;
+    }
+  }
+  for (size_t k = 0; k < 3; ++k) {
+    CHECK(flip[k] == Approx(0.5).margin(0.08));
+    CHECK(jitter[k] == Approx(0.8).margin(0.07));
+    CHECK(gray[k] == Approx(0.2).margin(0.06));
+  }
+  CHECK(blur[0] == Approx(1.0));
+  CHECK(blur[1] == Approx(0.1).margin(0.05));
+  CHECK(blur[2] == Approx(0.5).margin(0.06));
+  CHECK(sol[0] == 0.0);
+  CHECK(sol[1] == Approx(0.2).margin(0.06));
+  CHECK(sol[2] == 0.0);
+}
+
+TEST_CASE("apply_view applies each drawn operation in its order", "[data]") {
+  const Image img = random_image(3, 20, 24, 7);
+  const Normalization unit{{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
+  ViewParams p;
+  p.size = 12;
+  p.box = {2, 3, 15, 18};
+  const Image base = resized_crop(img, 2, 3, 15, 18, 12, 12);
+  CHECK(apply_view(img, p, unit).pixels == base.pixels);
+
+  p.flip = true;
+  Image flipped = base;
+  hflip(flipped);
+  CHECK(apply_view(img, p, unit).pixels == flipped.pixels);
+
+  // Contrast then brightness differs from brightness then contrast once clamping bites.
+  p.flip = false;
+  p.brightness = 1.4f;
+  p.contrast = 0.6f;
+  p.hue = 0.1f;
+  const uint8_t bc[4] = {kBrightness, kContrast, kSaturation, kHue};
+  const uint8_t cb[4] = {kContrast, kHue, kBrightness, kSaturation};
+  std::copy(bc, bc + 4, p.jitter_order);
+  Image want = base;
+  adjust_brightness(want, 1.4f);
+  adjust_contrast(want, 0.6f);
+  adjust_hue(want, 0.1f);
+  CHECK(apply_view(img, p, unit).pixels == want.pixels);
+  std::copy(cb, cb + 4, p.jitter_order);
+  Image other = base;
+  adjust_contrast(other, 0.6f);
+  adjust_hue(other, 0.1f);
+  adjust_brightness(other, 1.4f);
+  CHECK(apply_view(img, p, unit).pixels == other.pixels);
+  CHECK(other.pixels != want.pixels);
+
+  p.grayscale = true;
+  p.blur_sigma = 0.7f;
+  p.solarize = true;
+  to_grayscale(other);
+  gaussian_blur(other, 0.7f);
+  solarize(other, 0.5f);
+  CHECK(apply_view(img, p, unit).pixels == other.pixels);
+  const Normalization norm = resolve_normalization({}, 3);
+  normalize(other, norm);
+  CHECK(apply_view(img, p, norm).pixels == other.pixels);
+}
+
 TEST_CASE("multicrop randomness depends only on (seed, epoch, index)", "[data]") {
   MultiCropConfig cfg;
   cfg.global.size = 24;
