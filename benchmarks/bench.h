@@ -1,5 +1,6 @@
 #pragma once
-// The GPU kernel benchmarks behind `dino bench attention|layernorm|dino-loss|gemm` (DESIGN §7).
+// The GPU kernel benchmarks behind `dino bench attention|layernorm|dino-loss|gemm`
+// (ARCHITECTURE §7).
 // Compiled into the CLI when the build has CUDA. Each run:
 //  - measures the machine's ceilings first (a large device-to-device copy: GB/s counting bytes
 //    read plus written; a large cuBLASLt bf16 GEMM on random data: TFLOP/s);

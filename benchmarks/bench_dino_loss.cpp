@@ -5,7 +5,7 @@
 // loss, the gradient of each student view's log-probabilities, the log-softmax backward, the
 // center update: eight launches, every intermediate (V*B, K) or (G*B, K) through memory.
 //
-// Minimum bytes (DESIGN §5): read the student (V*B*K*4) and teacher (G*B*K*4) logits once and
+// Minimum bytes (ARCHITECTURE §5): read the student (V*B*K*4) and teacher (G*B*K*4) logits once and
 // the center (K*4), write the student gradient (V*B*K*4) and the center (K*4) once. No FLOPs
 // counted (a few per element; memory-bound). Inputs rotate over sets of student + teacher.
 #include <cmath>

@@ -3,7 +3,7 @@
 // and a composite (a statistics kernel, then a normalise kernel; backward: per-row sums, dx,
 // then block-partial column sums for dweight/dbias), plus our fused residual-add + LayerNorm.
 //
-// Minimum bytes (DESIGN §5): forward reads x (4NC), weight and bias (8C) and writes y (2NC),
+// Minimum bytes (ARCHITECTURE §5): forward reads x (4NC), weight and bias (8C) and writes y (2NC),
 // mean and rstd (8N); the residual form also reads the bf16 branch (2NC) and writes the new
 // fp32 stream (4NC); backward reads dy (2NC), x (4NC), mean, rstd (8N), weight (4C) and writes
 // dx (4NC), dweight and dbias (8C). No FLOPs are counted: the op is memory-bound by ~100x.
@@ -25,7 +25,7 @@ namespace {
 
 namespace kc = dino::kernels::cuda;
 using bf16 = __nv_bfloat16;
-constexpr float kEps = 1e-6f;  // ViT's LayerNorm eps (DESIGN §4)
+constexpr float kEps = 1e-6f;  // ViT's LayerNorm eps (ARCHITECTURE §4)
 
 struct Shape {
   int N, C;

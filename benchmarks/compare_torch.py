@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch on the same card: the baselines `dino bench` is compared with (DESIGN §7, issue 6).
+"""PyTorch on the same card: the baselines `dino bench` is compared with (ARCHITECTURE §7).
 
     python3 benchmarks/compare_torch.py [--out FILE] [--only attention,layernorm,dino-loss,train-step]
                                         [--budget S] [--compile-timeout S] [--compile-train] [--quick]

@@ -1,5 +1,5 @@
 #pragma once
-// The composite baselines' kernels (DESIGN §7: "a plain composite implementation, cuBLAS +
+// The composite baselines' kernels (ARCHITECTURE §7: "a plain composite implementation, cuBLAS +
 // unfused kernels"), the benchmarks' device fills and their output comparison. They live here,
 // not in kernels/: each does one step the way an unfused framework would, one launch per op,
 // intermediates through device memory. Plain C++ header; composite.cu holds the kernels.

@@ -44,7 +44,7 @@ void accumulate_grad(const Tensor& t, const Tensor& g) {
 
 namespace {
 
-// On CUDA a gradient has its tensor's dtype (DESIGN §3: f32 master weights and residual
+// On CUDA a gradient has its tensor's dtype (ARCHITECTURE §3: f32 master weights and residual
 // stream, bf16 activations), so gradients arriving in the other float dtype are cast on the
 // device; accumulation (add) then sees equal dtypes. CPU gradients pass untouched.
 Tensor cuda_grad_in_dtype(const Tensor& g, const Tensor& t) {

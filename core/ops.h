@@ -78,7 +78,7 @@ Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h
 
 // ---- the DINO loss (ops_dino.cpp) ----
 // student (V*B, K) view-major, teacher (G*B, K) (no gradient flows into it), center (K) or (1, K).
-// Returns the scalar loss of DESIGN §4; q_out (optional) receives softmax((t - c) / tau_t).
+// Returns the scalar loss of ARCHITECTURE §4; q_out (optional) receives softmax((t - c) / tau_t).
 Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
                  double tau_s, double tau_t, Tensor* q_out = nullptr);
 

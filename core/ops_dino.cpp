@@ -1,4 +1,4 @@
-// The DINO loss as one fused op (DESIGN §4): the teacher's centred, sharpened softmax against
+// The DINO loss as one fused op (ARCHITECTURE §4): the teacher's centred, sharpened softmax against
 // the student's tempered log-softmax over every pair of different views, in one node.
 //
 // On CUDA (all three inputs f32 on the device) kernels/cuda/dino_loss.cu computes the loss AND
@@ -40,8 +40,8 @@ Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& cen
 
   if (on_cuda(student)) {
 #ifdef DINO_HAS_CUDA
-    DINO_CHECK(student.dtype() == DType::f32, "[dino_loss] logits must be f32 on CUDA (DESIGN "
-               "§3), got ", dtype_name(student.dtype()));
+    DINO_CHECK(student.dtype() == DType::f32, "[dino_loss] logits must be f32 on CUDA, got ",
+               dtype_name(student.dtype()));
     DINO_CHECK(student.numel() < (int64_t(1) << 31) && K < (int64_t(1) << 31),
                "[dino_loss] ", shape_str(student.shape()), " is too large for the CUDA kernel");
     Tensor loss = Tensor::empty({}, DType::f32, Device::cuda);

@@ -280,7 +280,7 @@ Tensor unary(const char* op, const Tensor& x, F f, DF df) {
 #ifdef DINO_HAS_CUDA
 namespace kg = kernels::cuda;
 
-// The CUDA forms (DESIGN §3): operands f32 or bf16, mixed allowed; the output is f32 when
+// The CUDA forms (ARCHITECTURE §3): operands f32 or bf16, mixed allowed; the output is f32 when
 // either operand is, else bf16; math in f32, one rounding per result.
 void check_cuda_float(const char* op, const Tensor& t, const char* name) {
   check_on_cuda(op, {&t});

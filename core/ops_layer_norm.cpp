@@ -1,6 +1,6 @@
 // LayerNorm, and LayerNorm fused with the residual add that precedes it in a pre-norm block.
 // Each norm is ONE autograd node with a fused backward (dx, dweight, dbias from the saved
-// row statistics). On CUDA (DESIGN §3) the norm reads the f32 residual stream and writes
+// row statistics). On CUDA (ARCHITECTURE §3) the norm reads the f32 residual stream and writes
 // bf16 for the next GEMM; the fused form also takes the bf16 branch a GEMM wrote.
 //
 // Why fuse the add: unfused, the add reads x (4 B/element) and the branch (2) and writes the

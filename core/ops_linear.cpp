@@ -1,7 +1,7 @@
 // GEMM-backed ops: matmul, linear, the weight-normalised linear of DINO's head, and the
 // patch embedding (im2col + GEMM).
 //
-// On CUDA (DESIGN §3, the plan's precision table) every product is a cuBLASLt GEMM with bf16
+// On CUDA (ARCHITECTURE §3) every product is a cuBLASLt GEMM with bf16
 // operands and fp32 accumulation (kernels/cuda/gemm.cu). Parameters are f32 master weights
 // and are read through their cached bf16 copy (Tensor::bf16_copy on the parameter's own
 // handle); f32 activations are cast to bf16 first. linear and matmul write bf16;
@@ -184,7 +184,7 @@ Tensor weight_norm_cuda(const Tensor& v, const Tensor& g, int64_t K, int64_t C) 
 }
 
 // DINO's last layer as ONE node on the GPU: w = g * v / ||v|| per row in f32, written
-// straight as the bf16 GEMM operand; logits (..., K) = x w^T in f32 (DESIGN §3: fp32 output).
+// straight as the bf16 GEMM operand; logits (..., K) = x w^T in f32 (ARCHITECTURE §3: fp32 output).
 // backward: dx = dy w (x's dtype); dw = dy^T x (fp32 GEMM) then the weight-norm backward
 // (dv, and dg only when g trains: with norm_last_layer it is frozen).
 Tensor weight_norm_linear_cuda(const Tensor& x, const Tensor& v, const Tensor& g) {

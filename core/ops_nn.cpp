@@ -1,7 +1,7 @@
 // Fused neural-network ops, each ONE autograd node with a fused backward: softmax,
 // log_softmax, l2_normalize, attention; plus drop_path and the bicubic grid resize
 // (LayerNorm: ops_layer_norm.cpp). On a CUDA tensor each op runs its kernels/cuda launcher
-// under the precision policy of DESIGN §3 (the *_cuda helpers below): softmax, log_softmax,
+// under the precision policy of ARCHITECTURE §3 (the *_cuda helpers below): softmax, log_softmax,
 // l2_normalize and drop_path keep their input's dtype (f32 or bf16) with f32 math; attention
 // runs on bf16 qkv; resize_bicubic is f32. A gradient has its input's dtype; an upstream
 // gradient of another float type is cast first.

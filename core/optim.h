@@ -4,7 +4,7 @@
 // step advances neither its step nor its moments. Gradient clipping per parameter (DINO's
 // utils.clip_gradients) and by global norm (torch's clip_grad_norm_).
 //
-// On CUDA (parameters f32 master weights on the device, DESIGN §3) a step is ONE launch of
+// On CUDA (parameters f32 master weights on the device, ARCHITECTURE §3) a step is ONE launch of
 // kernels/cuda/optimizer.cu's fused AdamW over every parameter with a gradient: the host builds
 // the per-tensor descriptors (pointers, lr, weight decay, step count) and uploads them; the
 // moments live on the device; the kernel also writes each parameter's bf16 copy, which is

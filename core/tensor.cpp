@@ -363,7 +363,7 @@ bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool on) {
   shape();
-  // bf16 activations (and their gradients) exist on CUDA only (DESIGN §3).
+  // bf16 activations (and their gradients) exist on CUDA only (ARCHITECTURE §3).
   DINO_CHECK(!on || dtype() == DType::f32 || dtype() == DType::f64 ||
                  (dtype() == DType::bf16 && device() == Device::cuda),
              "[requires_grad] only floating tensors can require gradients, not ",

@@ -75,7 +75,7 @@ class Tensor {
   // an existing tensor) call this after writing, so cached bf16 copies are redone.
   void mark_modified();
 
-  // ---- CUDA mixed precision (DESIGN §3) ----
+  // ---- CUDA mixed precision (ARCHITECTURE §3) ----
   // The bf16 copy of this f32 tensor that GEMMs read (a parameter's master weights). Cached
   // on the tensor; made again by a cast when the data changed since (mark_modified). The
   // fused AdamW and EMA kernels write the copy while they update the weights and hand it

@@ -24,7 +24,7 @@ struct MultiCropConfig {
   float jitter_p = 0.8f, brightness = 0.4f, contrast = 0.4f, saturation = 0.2f, hue = 0.1f;
   float grayscale_p = 0.2f;
   float blur_p_global1 = 1.0f, blur_p_global2 = 0.1f, blur_p_local = 0.5f;
-  // For 224-pixel crops; each crop scales them by its size / 224 (DESIGN §4).
+  // For 224-pixel crops; each crop scales them by its size / 224 (ARCHITECTURE §4).
   float blur_sigma_min = 0.1f, blur_sigma_max = 2.0f;
   float solarize_p_global2 = 0.2f;
   Normalization norm;

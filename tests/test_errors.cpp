@@ -1,4 +1,4 @@
-// User errors end in one message that names the op (DESIGN §2).
+// User errors end in one message that names the op (ARCHITECTURE §2).
 #include <catch2/catch.hpp>
 
 #include "core/ops.h"

@@ -1,4 +1,4 @@
-// `dino bench`: benchmarks (DESIGN §7).
+// `dino bench`: benchmarks (ARCHITECTURE §7).
 //  train-step: the time of one DINO optimisation step (train/step.h) on the CPU or the GPU,
 //    on fixed random crops shaped like the recipe's multi-crop batch, so the data loader is out
 //    of the measurement. `--dump DIR` writes the initial weights, the crops and the setting for
@@ -284,7 +284,9 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
                "`dino bench train-step` runs on the CPU too");
     DINO_CHECK(kernels::cuda::available(), "[bench] ", name, ": no usable CUDA device (",
                kernels::cuda::device_description(), ")");
-    if (k->reps < 50) std::fprintf(stderr, "bench: note: --reps %d is under the 50 of DESIGN §7\n", k->reps);
+    if (k->reps < 50)
+      std::fprintf(stderr, "bench: note: --reps %d is under the 50 of docs/ARCHITECTURE.md §7\n",
+                   k->reps);
     bench::Options opt;
     opt.reps = k->reps, opt.warmup = k->warmup, opt.budget_s = k->budget, opt.shapes = k->shapes;
     opt.custom = k->custom, opt.check = !k->no_check, opt.ceilings = !k->no_ceilings;

@@ -12,10 +12,11 @@
 #                                        .deps, and that the CUDA tests and `dino check` report
 #                                        "no GPU" as designed. Runs in CI.
 #
-# On the device machine (it has no Debian packages: carry the staged deps; it has no .git:
-# pass the commit):
-#   run(command="DINO_COMMIT=<sha> tools/gpu-check.sh $OUT", carry=[".deps"], timeout_s=360)
-# OUTDIR gets at most 8 files (the device tool returns no more): summary.txt, info.log,
+# On a GPU machine without Debian's packages: run tools/stage-deps.sh on a Debian machine, copy
+# the tree with its .deps/ there, and run (DINO_COMMIT names the commit when the copy is not a
+# git checkout):
+#   DINO_COMMIT=<sha> tools/gpu-check.sh OUTDIR
+# OUTDIR gets at most 8 files, so a copy of it back stays small: summary.txt, info.log,
 # configure.log, build.log, tests.log (with the compute-sanitizer runs), check.log, bench.log
 # (with PyTorch's rows), train.log.
 #
@@ -92,8 +93,8 @@ fi
 {
   echo "date        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "mode        $([ $dry = 1 ] && echo dry-run || echo gpu)"
-  # A DINO_COMMIT is taken as given: the device tool's copy of the tree is not a checkout whose
-  # status means anything (it reported "local changes" for a clean tree).
+  # A DINO_COMMIT is taken as given: the git status of a copied tree means nothing (a copy
+  # can report "local changes" for a clean tree).
   if [ -n "${DINO_COMMIT:-}" ]; then echo "commit      $DINO_COMMIT (DINO_COMMIT)"
   else echo "commit      $(git rev-parse HEAD 2>/dev/null || echo unknown)$(
     [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (+ local changes)')"; fi
@@ -278,7 +279,7 @@ else
 fi
 
 # ---- benchmarks ----------------------------------------------------------------------------
-# BENCH STAGE (DESIGN §7, issue 6): each kernel benchmark briefly (ceilings measured in each
+# BENCH STAGE (ARCHITECTURE §7): each kernel benchmark briefly (ceilings measured in each
 # run, median of 50 after 5 warm-ups, ours vs cuDNN vs a composite, outputs cross-checked),
 # PyTorch on the same card (benchmarks/compare_torch.py: SDPA flash/cuDNN, F.layer_norm, DINO's
 # loss eager and compiled, the whole ViT-S/16 step) and our whole step; every table and JSON

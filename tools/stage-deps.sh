@@ -8,8 +8,8 @@
 #   share/eigen3/cmake, share/cmake/nlohmann_json, lib/cmake/Catch2: the packages' CMake
 #             configs, which locate their headers relative to themselves (3 levels up)
 #   STAGED    where each piece came from, with the Debian package versions
-# Idempotent: builds a fresh copy beside .deps and swaps it in. .deps/ is git-ignored; to use it
-# on the device machine, name it in the call's `carry`.
+# Idempotent: builds a fresh copy beside .deps and swaps it in. .deps/ is git-ignored: copy it
+# to the GPU machine with the tree (tools/gpu-check.sh).
 #
 # Usage: tools/stage-deps.sh [DEST]   (default: .deps in the repository root)
 set -euo pipefail

@@ -1,5 +1,5 @@
 #pragma once
-// Training checkpoints (DESIGN §8): one safetensors file with the student and teacher under
+// Training checkpoints (ARCHITECTURE §8): one safetensors file with the student and teacher under
 // "student.backbone.", "student.head.", "teacher.backbone.", "teacher.head.", the loss center
 // "loss.center", AdamW state "optimizer.<name>.exp_avg|exp_avg_sq|step", and in the metadata
 // the merged config, the step, in_chans and every random state. Written atomically.

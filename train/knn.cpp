@@ -64,7 +64,7 @@ Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
     Tensor images = Tensor::from_vector(
         data::eval_batch(ds, size_t(begin), size_t(end), int(S), norm),
         {end - begin, vc.in_chans, S, S});
-    // On CUDA the final LayerNorm writes bf16 (DESIGN §3): cast to f32 on the device before
+    // On CUDA the final LayerNorm writes bf16 (ARCHITECTURE §3): cast to f32 on the device before
     // the normalisation, so only the features' own bf16 rounding remains. No-op on the CPU.
     const Tensor f = l2_normalize(model.forward(images.to(device)).to(DType::f32)).to(Device::cpu);
     DINO_CHECK(f.dtype() == DType::f32 && f.numel() == (end - begin) * D,

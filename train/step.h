@@ -34,7 +34,7 @@ struct StepOutputs {
 AdamW make_optimizer(const DinoModel& student);
 
 // crops: V tensors (B, C, S, S), the 2 global views first, on the models' device (on CUDA
-// f32 images; every op then runs there, DESIGN §3). Throws if the loss is not finite.
+// f32 images; every op then runs there, ARCHITECTURE §3). Throws if the loss is not finite.
 StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
                       const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
                       bool capture_grads = false);

@@ -1,6 +1,6 @@
 #pragma once
 // The accuracy oracle shared by the CUDA tests, `dino check` and the host-emulated kernel tests
-// (DESIGN §6): the ||got - ref|| / ||ref|| metric against a float64 reference, the error of
+// (ARCHITECTURE §6): the ||got - ref|| / ||ref|| metric against a float64 reference, the error of
 // rounding alone to bf16, and the plain bf16 attention composite whose error sets the attention
 // kernels' tolerance. Plain C++, so CPU-only builds have it too.
 #include <cstddef>

@@ -1,4 +1,4 @@
-// The DINO loss in the fused form of DESIGN §4: instead of one cross-entropy per
+// The DINO loss in the fused form of ARCHITECTURE §4: instead of one cross-entropy per
 // (teacher view, student view) pair, each student row needs only its own log-sum-exp and its
 // dot product with the sum of the teacher distributions of the other global views,
 //   L = 1/(n*B) sum_b sum_v [ m_v * lse(s_vb / tau_s) - (1/tau_s) (Q_b - [v<G] q_vb) . s_vb ].

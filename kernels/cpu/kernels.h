@@ -4,7 +4,7 @@
 // template over T in {float, double} (float for training, double for gradient checks and
 // references) and is explicitly instantiated for both in its .cpp file.
 //
-// Conventions (DESIGN §5): outputs first, then inputs, then sizes; all arrays contiguous,
+// Conventions (ARCHITECTURE §5): outputs first, then inputs, then sizes; all arrays contiguous,
 // row-major; kernels overwrite their outputs (never +=) unless the name says accumulate.
 // Kernels do not validate: core/ops.cpp has already checked shapes. Loops over rows may be
 // parallelised with OpenMP (static schedule only, so every reduction has a fixed order).
@@ -112,7 +112,7 @@ template <class T>
 void bicubic_resize_backward(T* din, const T* dout, int64_t Hi, int64_t Wi, int64_t Ho,
                              int64_t Wo, int64_t C, double scale_h, double scale_w);
 
-// ---- dino_loss.cpp: the DINO loss in its fused form (DESIGN §4) --------------------------
+// ---- dino_loss.cpp: the DINO loss in its fused form (ARCHITECTURE §4) --------------------------
 // Rows are view-major: student row v*B + b is view v of sample b; teacher row g*B + b is
 // global view g of sample b, and student views 0..G-1 are the same global crops.
 // q (G*B, K) <- teacher (G*B, K), center (K): q = softmax((t - center) / tau_t)

@@ -1,5 +1,5 @@
 #pragma once
-// Error checking for CUDA runtime, cuBLAS(Lt) and cuDNN calls (DESIGN §5). Every call goes
+// Error checking for CUDA runtime, cuBLAS(Lt) and cuDNN calls (ARCHITECTURE §5). Every call goes
 // through one of these macros, which throw dino::Error naming the call text, the file, the
 // line and the library's error string; library code never calls exit().
 //

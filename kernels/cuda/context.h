@@ -5,7 +5,7 @@
 // runs on by default, the memory-pool setup, the pinned staging blocks uploads go through,
 // the lazily created cuBLASLt handle with its
 // workspace, the cuBLASLt algorithm cache and the device properties kernels size themselves
-// by (never hard-coded: DESIGN §5).
+// by (never hard-coded: ARCHITECTURE §5).
 #include <array>
 #include <cstddef>
 #include <cstdint>

@@ -1,6 +1,6 @@
 #pragma once
 // Device-side helpers the element-wise, reduction and row kernels share: f32/bf16 loads and
-// stores that do their math in f32 (DESIGN §3), full-warp reductions and strided indexing.
+// stores that do their math in f32 (ARCHITECTURE §3), full-warp reductions and strided indexing.
 #include <cuda_bf16.h>
 
 #include <cstdint>

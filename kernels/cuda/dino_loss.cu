@@ -1,4 +1,4 @@
-// The DINO loss, forward and gradient fused, in the form of DESIGN §4:
+// The DINO loss, forward and gradient fused, in the form of ARCHITECTURE §4:
 //   p_vb = softmax(s_vb / τs)      q_gb = softmax((t_gb − c) / τt)      Q_b = Σ_g q_gb
 //   L    = 1/(n·B) Σ_b Σ_v [ m_v · lse(s_vb / τs) − (1/τs) · (Q_b − [v<G]·q_vb) · s_vb ]
 //   ∂L/∂s_vb = 1/(n·B·τs) · ( m_v · p_vb − (Q_b − [v<G]·q_vb) )

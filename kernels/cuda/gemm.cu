@@ -37,7 +37,7 @@
 // kernel adds the bias (from an fp32 product, one rounding), with a note on stderr once per
 // problem.
 //
-// The MLP's GELU is not fused here: cuBLASLt's GELU epilogue is the tanh form (DESIGN §3).
+// The MLP's GELU is not fused here: cuBLASLt's GELU epilogue is the tanh form (ARCHITECTURE §3).
 // fc1 runs with the bias epilogue and writes the bf16 pre-activation, which the exact-erf GELU
 // (elementwise.cu) reads and its backward keeps: 2 + 2 + 2 bytes per element. A separate
 // bias+GELU kernel after a bias-free GEMM would move 2 + 2 + 2 + 2 (it must also store the

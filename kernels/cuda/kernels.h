@@ -3,7 +3,7 @@
 // kernels/cpu/kernels.h. Included only by .cu files and the CUDA tests (it needs the CUDA
 // headers); the g++-compiled core sees kernels/cuda/runtime.h.
 //
-// Conventions (DESIGN §5): outputs first, then inputs, then sizes, then the stream; a shape
+// Conventions (ARCHITECTURE §5): outputs first, then inputs, then sizes, then the stream; a shape
 // comment on every pointer; all arrays contiguous, row-major; kernels overwrite their outputs
 // (never +=), so NaN-poisoned outputs reveal unwritten elements. Launchers assert only
 // launch preconditions (core/ops.cpp validates shapes) and check every launch. Reductions
@@ -34,7 +34,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bflo
                         const float* x, const float* mean, const float* rstd,
                         const float* weight, int N, int C, cudaStream_t stream);
 
-// ---- dino_loss.cu: the DINO loss and its gradient in one call (DESIGN §4) -----------------
+// ---- dino_loss.cu: the DINO loss and its gradient in one call (ARCHITECTURE §4) -----------------
 // Rows view-major: student row v*B + b, teacher row g*B + b; student views 0..G-1 are the
 // teacher's global crops. Needs G >= 1, V >= G, G*V - G > 0; any B, K.
 // loss (1), dstudent (V*B, K), teacher_colsum (K) <- student (V*B, K), teacher (G*B, K), center (K)

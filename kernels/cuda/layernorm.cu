@@ -1,5 +1,5 @@
 // LayerNorm over the last dim (C) of an fp32 residual stream, writing bf16 for the next
-// GEMM and keeping fp32 row statistics for the backward (DESIGN §3):
+// GEMM and keeping fp32 row statistics for the backward (ARCHITECTURE §3):
 //   out = (x - mean) * rstd * weight + bias,  rstd = 1 / sqrt(biased var + eps).
 //
 // Shape: one warp per row, the row held in registers (RowSlice: lane l owns columns

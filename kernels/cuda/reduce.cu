@@ -5,7 +5,7 @@
 // (R, C), a scalar-shaped (1) from anything).
 //
 // Every sum accumulates in f32 in a fixed order, with no float atomics, so the same input on
-// the same device gives bit-identical results (DESIGN §6):
+// the same device gives bit-identical results (ARCHITECTURE §6):
 // - sum_all: P blocks (P from the element count and the SM count) each add a fixed,
 //   strided slice per thread, reduce the block by a shuffle tree and write one partial; one
 //   block then adds the P partials in block order (a two-pass reduction, ~P*4 bytes scratch).

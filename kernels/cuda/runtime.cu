@@ -3,7 +3,7 @@
 //
 // Memory: cudaMallocAsync from the device's default pool with its release threshold raised
 // to UINT64_MAX, so freed blocks stay in the pool and a steady-state training step never
-// calls the driver (DESIGN §2). Uploads stage through pinned blocks the context keeps
+// calls the driver (ARCHITECTURE §2). Uploads stage through pinned blocks the context keeps
 // (copy_h2d), so they wait for neither the stream nor the transfer. Conversions are memory-bound grid-stride loops: f32 -> bf16
 // moves 6 bytes per element, bf16 -> f32 6 bytes, fill 4 bytes; no arithmetic to speak of.
 #include <cuda_bf16.h>

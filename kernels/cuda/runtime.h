@@ -21,7 +21,7 @@ std::string device_description();
 void* alloc(size_t bytes);
 void free(void* p);
 // Tests turn this on: every later alloc() fills its bytes with 0xFF (NaN in f32 and bf16), so
-// an op that leaves an element of a fresh output unwritten shows it (DESIGN §6).
+// an op that leaves an element of a fresh output unwritten shows it (ARCHITECTURE §6).
 void set_poison_allocations(bool on);
 
 // Copies on the context stream. copy_h2d stages the bytes in pinned memory and returns

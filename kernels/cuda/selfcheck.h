@@ -1,7 +1,7 @@
 #pragma once
 // The CUDA kernels against their CPU references, as a table: `dino check` prints it and
 // tests/cuda/test_selfcheck.cpp requires every row to pass. The metric and the tolerances are
-// the CUDA tests' (DESIGN §6; tests/cuda/test_util.h uses compare() and bf16_output_error()
+// the CUDA tests' (ARCHITECTURE §6; tests/cuda/test_util.h uses compare() and bf16_output_error()
 // from here): ||out - ref|| / ||ref|| against a float64 reference computed from the same
 // (bf16-rounded where the kernel reads bf16) fresh random inputs, outputs poisoned with NaN
 // before each run, any non-finite element a failure. Each family runs a few of its test's

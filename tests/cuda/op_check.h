@@ -1,9 +1,9 @@
 #pragma once
 // One harness for every op on the CUDA backend (after ggml's test-backend-ops): the same
 // function of Tensors runs on the CPU in float64 (the reference) and on the GPU under the
-// device's precision policy (DESIGN §3), forward and backward, on fresh random inputs, with
+// device's precision policy (ARCHITECTURE §3), forward and backward, on fresh random inputs, with
 // every fresh CUDA allocation poisoned with NaN (an element an op forgets to write shows).
-// The output and every input gradient are compared with ||got - ref|| / ||ref|| (DESIGN §6);
+// The output and every input gradient are compared with ||got - ref|| / ||ref|| (ARCHITECTURE §6);
 // the GPU output's dtype is checked against the policy the case states.
 //
 //   check_op({"layer_norm (197, 384)",
@@ -37,7 +37,7 @@ struct OpCase {
   std::string name;  // the op and its shapes, e.g. "linear x (37, 33) w (65, 33)"
   std::vector<OpInput> inputs;
   std::function<Tensor(const std::vector<Tensor>&)> fn;  // the same code on both devices
-  DType out_dtype = DType::f32;  // the dtype the GPU output must have (DESIGN §3)
+  DType out_dtype = DType::f32;  // the dtype the GPU output must have (ARCHITECTURE §3)
   // Tolerances on the relative L2 error: f32 results (output or gradient) f32_tol; bf16 results
   // bf16_mult x the error of merely rounding the exact result to bf16, plus bf16_floor.
   double f32_tol = 1e-5;

@@ -1,4 +1,4 @@
-// The fused DINO loss on the GPU against the CPU reference in float64 (DESIGN §4, §6).
+// The fused DINO loss on the GPU against the CPU reference in float64 (ARCHITECTURE §4, §6).
 // Logits are cosines in [-1, 1] as with norm_last_layer (the teacher divides them by 0.04,
 // so scores reach ±25); sizes cover G = 1, odd B and K, K not a multiple of the 1024-column
 // chunk, K = 65536 (a row larger than a block's shared memory) and K = 65537 (odd, so the

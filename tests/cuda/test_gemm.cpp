@@ -1,5 +1,5 @@
 // cuBLASLt GEMM wrapper and the bias + GELU kernels against the CPU reference in float64,
-// computed from the same bf16-rounded inputs (DESIGN §6). Covers the three products of a
+// computed from the same bf16-rounded inputs (ARCHITECTURE §6). Covers the three products of a
 // Linear layer (forward with the bias epilogue, input gradient, weight gradient with the
 // bias-gradient epilogue), a strided batch, bf16 and fp32 outputs (fp32 with an f32 bias),
 // odd sizes and pointers aligned to 2 bytes only.

@@ -1,4 +1,4 @@
-// LayerNorm CUDA kernels against the CPU reference in float64 (DESIGN §6). The input rows
+// LayerNorm CUDA kernels against the CPU reference in float64 (ARCHITECTURE §6). The input rows
 // sit on an offset (mean ~3, std ~1, like a residual stream) so a one-pass variance would
 // show; sizes cover a single row, odd row counts and C = 33 (the scalar path) next to
 // C % 4 == 0 (the float4 path).

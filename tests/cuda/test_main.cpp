@@ -1,4 +1,4 @@
-// The CUDA test executable's main (DESIGN §6). Catch2 v2 has no SKIP, so without a usable
+// The CUDA test executable's main (ARCHITECTURE §6). Catch2 v2 has no SKIP, so without a usable
 // GPU the executable prints why and exits with 77, which CTest (SKIP_RETURN_CODE 77) reports
 // as skipped rather than passed.
 #define CATCH_CONFIG_RUNNER

@@ -1,7 +1,7 @@
 // The GEMM-backed ops on CUDA (linear, matmul, weight_norm, weight_norm_linear, patchify)
 // against the CPU in float64, forward and backward, through tests/cuda/op_check.h.
 //
-// Precision (the plan's table, DESIGN §3): linear and matmul write bf16; weight_norm_linear
+// Precision (ARCHITECTURE §3): linear and matmul write bf16; weight_norm_linear
 // writes f32 logits; patchify writes the f32 residual stream. Every GEMM reads bf16, so the
 // f32 inputs a GEMM reads (weights, f32 activations, the images) are marked bf16_operand and
 // the reference multiplies the same rounded values; a product of exact bf16 values summed in

@@ -1,6 +1,6 @@
 // The neural-network ops on CUDA tensors against the CPU in float64 (tests/cuda/op_check.h):
 // layer_norm, add_layer_norm, softmax, log_softmax, l2_normalize, attention, drop_path, resize_bicubic and
-// dino_loss, forward and backward, under the precision policy of DESIGN §3; odd sizes (1, 37,
+// dino_loss, forward and backward, under the precision policy of ARCHITECTURE §3; odd sizes (1, 37,
 // 197 rows, C = 33) next to training sizes. Then the DinoLoss module on CUDA: its collapse
 // statistics and center update against the CPU.
 #include <cmath>

@@ -6,7 +6,7 @@
 // interpolate the position embeddings; head hidden 128, bottleneck 64, K = 512), so the CPU
 // side takes well under a second.
 //
-// Why the tolerances are what they are. The GPU runs as PyTorch's bf16 autocast (DESIGN §3):
+// Why the tolerances are what they are. The GPU runs as PyTorch's bf16 autocast (ARCHITECTURE §3):
 // every GEMM reads bf16-rounded operands (relative rounding error up to 2^-9 = 2e-3 per
 // element) and most activations are stored in bf16; the residual stream, the statistics and the
 // logits stay f32. Through the ~10 GEMMs of this model (forward) and twice that (backward),
@@ -459,7 +459,7 @@ TEST_CASE("dino train on CUDA: a short run with its k-NN, and a checkpoint the C
   CHECK(std::isfinite(rc.last_loss));
 }
 
-// DESIGN §6: reductions in a fixed order and the random state in the checkpoint, so a resumed
+// ARCHITECTURE §6: reductions in a fixed order and the random state in the checkpoint, so a resumed
 // run is bit-identical to an uninterrupted one; on the GPU this needs every kernel of the step
 // to be deterministic (no float atomics), which is what this test shows.
 TEST_CASE("dino train on CUDA: a resumed run is bit-identical to an uninterrupted one", "[train]") {

@@ -1,5 +1,5 @@
 #pragma once
-// Helpers shared by the CUDA-vs-CPU tests (DESIGN §6): device buffers poisoned with NaN
+// Helpers shared by the CUDA-vs-CPU tests (ARCHITECTURE §6): device buffers poisoned with NaN
 // before every run, fresh random inputs, bf16 rounding as the host does it, and the
 // ||got - ref|| / ||ref|| metric against a float64 reference, which prints the worst element
 // when a check fails.

@@ -2,9 +2,9 @@
 
 make_fixture runs two DINO steps of a small model in float32 through a second path: the
 model classes are shared with the reference, but the loss is the fused per-view form the
-engine's kernels use (DESIGN.md section 4), and clipping, AdamW and the EMA are written out
-by hand on name -> tensor maps instead of using torch.optim. A correct dump must pass the
-check; each PERTURBATION reproduces one plausible engine bug and its dump must fail.
+engine's kernels use (docs/ARCHITECTURE.md section 4), and clipping, AdamW and the EMA are
+written out by hand on name -> tensor maps instead of using torch.optim. A correct dump must
+pass the check; each PERTURBATION reproduces one plausible engine bug and its dump must fail.
 
 The fixture setting is the one the engine's own test must use (see the contract): lr > 0,
 weight decay > 0, the last layer trained in step 1 and frozen in step 2, a clip threshold
