@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "data/image_simd.h"
 
 namespace dino::data {
 namespace {
@@ -25,33 +26,32 @@ float grayscale_mean(const Image& img) {
   return float(sum / double(n));
 }
 
-// torchvision's _rgb2hsv / _hsv2rgb, for one pixel.
-void shift_hue(float& r, float& g, float& b, float shift) {
-  const float maxc = std::max(r, std::max(g, b)), minc = std::min(r, std::min(g, b));
-  const float range = maxc - minc;
-  if (range <= 0.f) return;  // grey pixels have no hue to shift
-  const float s = range / maxc;
-  const float rc = (maxc - r) / range, gc = (maxc - g) / range, bc = (maxc - b) / range;
-  float h;
-  if (maxc == r) h = bc - gc;
-  else if (maxc == g) h = 2.f + rc - bc;
-  else h = 4.f + gc - rc;
-  h = h / 6.f + 1.f + shift;
-  h -= std::floor(h);
-  const float v = maxc;
-  const float h6 = h * 6.f;
-  const int i = int(h6) % 6;
-  const float f = h6 - std::floor(h6);
-  const float p = clamp01(v * (1.f - s)), q = clamp01(v * (1.f - s * f)),
-              t = clamp01(v * (1.f - s * (1.f - f)));
-  switch (i) {
-    case 0: r = v; g = t; b = p; break;
-    case 1: r = q; g = v; b = p; break;
-    case 2: r = p; g = v; b = t; break;
-    case 3: r = p; g = q; b = v; break;
-    case 4: r = t; g = p; b = v; break;
-    default: r = v; g = p; b = q; break;
-  }
+// torchvision's _rgb2hsv / _hsv2rgb for eight pixels, branch-free: every lane computes each
+// case and keeps its own, with the scalar formula's operations (so results match it bit for
+// bit). Grey pixels (max == min) have no hue to shift and are returned unchanged.
+void shift_hue(simd::f8& r, simd::f8& g, simd::f8& b, float shift) {
+  using namespace simd;
+  const f8 maxc = max(r, max(g, b)), minc = min(r, min(g, b));
+  const f8 range = maxc - minc;
+  const auto grey = range <= splat(0.f);
+  const f8 s = range / maxc;
+  const f8 rc = (maxc - r) / range, gc = (maxc - g) / range, bc = (maxc - b) / range;
+  f8 h = maxc == r ? bc - gc : (maxc == g ? splat(2.f) + rc - bc : splat(4.f) + gc - rc);
+  h = h / splat(6.f) + splat(1.f) + splat(shift);
+  h -= __builtin_convertvector(__builtin_convertvector(h, i8), f8);  // floor: h > 0 here
+  const f8 v = maxc;
+  const f8 h6 = h * splat(6.f);
+  i8 sector = __builtin_convertvector(h6, i8);  // 0..6, where 6 (h rounded to 1) means 0
+  sector = sector == 6 ? i8{} : sector;
+  const f8 f = h6 - __builtin_convertvector(__builtin_convertvector(h6, i8), f8);
+  const f8 p = simd::clamp01(v * (splat(1.f) - s)), q = simd::clamp01(v * fma(-s, f, splat(1.f))),
+           t = simd::clamp01(v * fma(-s, splat(1.f) - f, splat(1.f)));
+  const f8 nr = sector == 0 || sector == 5 ? v : (sector == 1 ? q : (sector == 4 ? t : p));
+  const f8 ng = sector == 1 || sector == 2 ? v : (sector == 3 ? q : (sector == 0 ? t : p));
+  const f8 nb = sector == 3 || sector == 4 ? v : (sector == 5 ? q : (sector == 2 ? t : p));
+  r = grey ? r : nr;
+  g = grey ? g : ng;
+  b = grey ? b : nb;
 }
 
 }  // namespace
@@ -129,9 +129,25 @@ void adjust_saturation(Image& img, float factor) {
 }
 
 void adjust_hue(Image& img, float shift) {
+  using namespace simd;
   if (img.channels != 3) return;
-  float *r = img.channel(0), *g = img.channel(1), *b = img.channel(2);
-  for (size_t i = 0, n = img.plane(); i < n; ++i) shift_hue(r[i], g[i], b[i], shift);
+  float* planes[3] = {img.channel(0), img.channel(1), img.channel(2)};
+  const size_t n = img.plane();
+  for (size_t i = 0; i < n; i += kLanes) {
+    const size_t m = std::min<size_t>(kLanes, n - i);
+    f8 rgb[3];
+    if (m == kLanes) {
+      for (int c = 0; c < 3; ++c) rgb[c] = load(planes[c] + i);
+    } else {  // the last pixels, padded with grey ones, which shift_hue leaves alone
+      float part[3][kLanes] = {};
+      for (int c = 0; c < 3; ++c) std::copy(planes[c] + i, planes[c] + n, part[c]);
+      for (int c = 0; c < 3; ++c) rgb[c] = load(part[c]);
+    }
+    shift_hue(rgb[0], rgb[1], rgb[2], shift);
+    float out[3][kLanes];
+    for (int c = 0; c < 3; ++c) store(out[c], rgb[c]);
+    for (int c = 0; c < 3; ++c) std::copy(out[c], out[c] + m, planes[c] + i);
+  }
 }
 
 void to_grayscale(Image& img) {
@@ -162,40 +178,89 @@ void color_jitter(Image& img, const ViewParams& view) {
   }
 }
 
-void gaussian_blur(Image& img, float sigma) {
+void gaussian_blur(Image& img, float sigma, BlurScratch& scratch) {
+  using namespace simd;
   DINO_CHECK(sigma > 0.f, "[gaussian_blur] sigma must be positive, got ", sigma);
-  const int radius = int(std::ceil(3.f * sigma));
-  std::vector<float> kernel(2 * radius + 1);
+  const int radius = int(std::ceil(3.f * sigma)), taps = 2 * radius + 1;
+  std::vector<float>& kernel = scratch.kernel;
+  kernel.resize(size_t(taps));
   float total = 0.f;
   for (int k = -radius; k <= radius; ++k)
-    total += kernel[k + radius] = std::exp(-0.5f * float(k * k) / (sigma * sigma));
+    total += kernel[size_t(k + radius)] = std::exp(-0.5f * float(k * k) / (sigma * sigma));
   for (float& k : kernel) k /= total;
 
+  // Rows are processed in blocks of kLanes outputs, four blocks at a time (independent
+  // multiply-add chains); `stride` rounds the width up so every block is whole.
   const int H = img.height, W = img.width;
-  std::vector<float> padded(size_t(W) + 2 * radius), tmp(img.plane());
+  const int blocks = (W + kLanes - 1) / kLanes, stride = blocks * kLanes;
+  scratch.padded.resize(size_t(stride) + 2 * radius);
+  scratch.tmp.resize(size_t(H) * stride);
+  scratch.row.resize(size_t(stride));
+  float* padded = scratch.padded.data();
+  float* tmp = scratch.tmp.data();
   for (int c = 0; c < img.channels; ++c) {
     float* plane = img.channel(c);
     for (int y = 0; y < H; ++y) {  // horizontal pass, edges replicated through the padding
       const float* row = plane + size_t(y) * W;
-      for (int x = -radius; x < W + radius; ++x)
+      for (int x = -radius; x < stride + radius; ++x)
         padded[x + radius] = row[std::min(std::max(x, 0), W - 1)];
-      float* out = tmp.data() + size_t(y) * W;
-      for (int x = 0; x < W; ++x) {
-        float acc = 0.f;
-        for (int k = 0; k <= 2 * radius; ++k) acc += kernel[k] * padded[x + k];
-        out[x] = acc;
+      float* out = tmp + size_t(y) * stride;
+      int b = 0;
+      for (; b + 4 <= blocks; b += 4) {
+        f8 acc0 = splat(0.f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int k = 0; k < taps; ++k) {
+          const f8 wk = splat(kernel[size_t(k)]);
+          const float* in = padded + b * kLanes + k;
+          acc0 = fma(wk, load(in), acc0);
+          acc1 = fma(wk, load(in + kLanes), acc1);
+          acc2 = fma(wk, load(in + 2 * kLanes), acc2);
+          acc3 = fma(wk, load(in + 3 * kLanes), acc3);
+        }
+        store(out + b * kLanes, acc0);
+        store(out + (b + 1) * kLanes, acc1);
+        store(out + (b + 2) * kLanes, acc2);
+        store(out + (b + 3) * kLanes, acc3);
+      }
+      for (; b < blocks; ++b) {
+        f8 acc = splat(0.f);
+        for (int k = 0; k < taps; ++k) acc = fma(splat(kernel[size_t(k)]), load(padded + b * kLanes + k), acc);
+        store(out + b * kLanes, acc);
       }
     }
-    for (int y = 0; y < H; ++y) {  // vertical pass, row by row so the inner loop is contiguous
-      float* out = plane + size_t(y) * W;
-      std::fill(out, out + W, 0.f);
-      for (int k = -radius; k <= radius; ++k) {
-        const float* in = tmp.data() + size_t(std::min(std::max(y + k, 0), H - 1)) * W;
-        const float wk = kernel[k + radius];
-        for (int x = 0; x < W; ++x) out[x] += wk * in[x];
+    for (int y = 0; y < H; ++y) {  // vertical pass, edge rows replicated
+      float* out = scratch.row.data();
+      int b = 0;
+      for (; b + 4 <= blocks; b += 4) {
+        f8 acc0 = splat(0.f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int k = -radius; k <= radius; ++k) {
+          const f8 wk = splat(kernel[size_t(k + radius)]);
+          const float* in = tmp + size_t(std::min(std::max(y + k, 0), H - 1)) * stride + b * kLanes;
+          acc0 = fma(wk, load(in), acc0);
+          acc1 = fma(wk, load(in + kLanes), acc1);
+          acc2 = fma(wk, load(in + 2 * kLanes), acc2);
+          acc3 = fma(wk, load(in + 3 * kLanes), acc3);
+        }
+        store(out + b * kLanes, acc0);
+        store(out + (b + 1) * kLanes, acc1);
+        store(out + (b + 2) * kLanes, acc2);
+        store(out + (b + 3) * kLanes, acc3);
       }
+      for (; b < blocks; ++b) {
+        f8 acc = splat(0.f);
+        for (int k = -radius; k <= radius; ++k) {
+          const float* in = tmp + size_t(std::min(std::max(y + k, 0), H - 1)) * stride + b * kLanes;
+          acc = fma(splat(kernel[size_t(k + radius)]), load(in), acc);
+        }
+        store(out + b * kLanes, acc);
+      }
+      std::copy(out, out + W, plane + size_t(y) * W);
     }
   }
+}
+
+void gaussian_blur(Image& img, float sigma) {
+  BlurScratch scratch;
+  gaussian_blur(img, sigma, scratch);
 }
 
 void solarize(Image& img, float threshold) {

@@ -43,6 +43,10 @@ void color_jitter(Image& img, const ViewParams& view);
 
 // Separable Gaussian with a kernel of radius ceil(3 sigma), edges replicated.
 void gaussian_blur(Image& img, float sigma);
+struct BlurScratch {  // gaussian_blur's buffers, reused from one call to the next
+  std::vector<float> kernel, padded, tmp, row;
+};
+void gaussian_blur(Image& img, float sigma, BlurScratch& scratch);
 // PIL ImageOps.solarize: x -> 1 - x where x >= threshold.
 void solarize(Image& img, float threshold = 0.5f);
 

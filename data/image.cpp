@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "data/image_simd.h"
 
 namespace dino::data {
 
@@ -35,84 +36,161 @@ double bicubic(double x) {
   return 0.0;
 }
 
-// Per output position: the first input index and `count` normalised weights (stride `ksize`).
-struct Taps {
-  int ksize = 0;
-  std::vector<int> first, count;
-  std::vector<float> weight;
-};
-
 // Mirrors PIL's precompute_coeffs (Resample.c) over the region [in0, in0 + in_size).
-Taps make_taps(int in0, int in_size, int out_size) {
+void make_taps(int in0, int in_size, int out_size, ResizeTaps& t) {
   const double scale = double(in_size) / out_size;
   const double filter_scale = std::max(scale, 1.0);
   const double support = 2.0 * filter_scale;
-  Taps t;
   t.ksize = int(std::ceil(support)) * 2 + 1;
-  t.first.resize(out_size);
-  t.count.resize(out_size);
+  t.first.resize(size_t(out_size));
+  t.count.resize(size_t(out_size));
   t.weight.assign(size_t(out_size) * t.ksize, 0.f);
-  std::vector<double> w(t.ksize);
+  t.raw.resize(size_t(t.ksize));
   for (int o = 0; o < out_size; ++o) {
     const double center = (o + 0.5) * scale;
     const int lo = std::max(int(center - support + 0.5), 0);
     const int hi = std::min(int(center + support + 0.5), in_size);
     double total = 0.0;
     for (int x = lo; x < hi; ++x) {
-      w[x - lo] = bicubic((x - center + 0.5) / filter_scale);
-      total += w[x - lo];
+      t.raw[size_t(x - lo)] = bicubic((x - center + 0.5) / filter_scale);
+      total += t.raw[size_t(x - lo)];
     }
     for (int x = lo; x < hi; ++x)
-      t.weight[size_t(o) * t.ksize + (x - lo)] = float(total != 0.0 ? w[x - lo] / total : 0.0);
-    t.first[o] = in0 + lo;
-    t.count[o] = hi - lo;
+      t.weight[size_t(o) * t.ksize + (x - lo)] =
+          float(total != 0.0 ? t.raw[size_t(x - lo)] / total : 0.0);
+    t.first[size_t(o)] = in0 + lo;
+    t.count[size_t(o)] = hi - lo;
   }
-  return t;
+}
+
+// The horizontal taps regrouped per block of kLanes consecutive outputs: the block reads the
+// inputs [start, start + span) and holds a span x kLanes weight matrix that is zero wherever
+// an input is not one of that output's taps. Each output still sums its own taps in
+// increasing input order (the extra terms add an exact zero), so the result is the scalar
+// loop's, while a block costs span vector multiply-adds instead of kLanes x taps scalar ones.
+void make_bands(const ResizeTaps& t, int out_size, ResizeBands& bands) {
+  const int blocks = (out_size + simd::kLanes - 1) / simd::kLanes;
+  bands.start.resize(size_t(blocks));
+  bands.span.resize(size_t(blocks));
+  bands.offset.resize(size_t(blocks));
+  size_t total = 0;
+  for (int b = 0; b < blocks; ++b) {
+    const int o0 = b * simd::kLanes, o1 = std::min(o0 + simd::kLanes, out_size) - 1;
+    bands.start[size_t(b)] = t.first[size_t(o0)];  // taps move right with the output
+    bands.span[size_t(b)] = t.first[size_t(o1)] + t.count[size_t(o1)] - t.first[size_t(o0)];
+    bands.offset[size_t(b)] = total;
+    total += size_t(bands.span[size_t(b)]) * simd::kLanes;
+  }
+  bands.weight.assign(total, 0.f);
+  for (int o = 0; o < out_size; ++o) {
+    const int b = o / simd::kLanes, lane = o % simd::kLanes;
+    float* w = bands.weight.data() + bands.offset[size_t(b)];
+    const int shift = t.first[size_t(o)] - bands.start[size_t(b)];
+    for (int k = 0; k < t.count[size_t(o)]; ++k)
+      w[size_t(shift + k) * simd::kLanes + lane] = t.weight[size_t(o) * t.ksize + k];
+  }
 }
 
 }  // namespace
 
-Image resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
-                   int out_w) {
+void resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
+                  int out_w, Image& dst, ResizeScratch& scratch) {
+  using namespace simd;
   DINO_CHECK(top >= 0 && left >= 0 && height > 0 && width > 0 && top + height <= src.height &&
                  left + width <= src.width,
              "[resized_crop] region (", top, ", ", left, ", ", height, "x", width,
              ") outside a ", src.height, "x", src.width, " image");
   DINO_CHECK(out_h > 0 && out_w > 0, "[resized_crop] invalid output size ", out_h, "x", out_w);
-  const Taps tx = make_taps(left, width, out_w);
-  const Taps ty = make_taps(top, height, out_h);
+  make_taps(left, width, out_w, scratch.tx);
+  make_taps(top, height, out_h, scratch.ty);
+  make_bands(scratch.tx, out_w, scratch.bands);
+  const ResizeBands& bands = scratch.bands;
+  const ResizeTaps& ty = scratch.ty;
   const int C = src.channels;
-  // Horizontal pass over the region's rows only, then vertical: PIL's order.
-  std::vector<float> tmp(size_t(C) * height * out_w);
-  for (int c = 0; c < C; ++c) {
-    for (int y = 0; y < height; ++y) {
-      const float* row = src.channel(c) + size_t(top + y) * src.width;
-      float* out = tmp.data() + (size_t(c) * height + y) * out_w;
-      for (int x = 0; x < out_w; ++x) {
-        const float* w = &tx.weight[size_t(x) * tx.ksize];
-        const float* in = row + tx.first[x];
-        float acc = 0.f;
-        for (int k = 0; k < tx.count[x]; ++k) acc += w[k] * in[k];
-        out[x] = acc;
+  const int blocks = int(bands.start.size()), stride = blocks * kLanes;
+  // Horizontal pass over the region's rows only, then vertical: PIL's order. Four rows (then
+  // four column blocks) at a time: independent multiply-add chains that share each weight
+  // load, so the loops run at the FMA units' rate rather than at one chain's latency.
+  scratch.rows.resize(size_t(C) * height * stride);
+  for (int c = 0; c < C; ++c)
+    for (int y0 = 0; y0 < height; y0 += 4) {
+      const int rows = std::min(4, height - y0);
+      const float* in[4];
+      float* out[4];
+      for (int r = 0; r < 4; ++r) {  // missing rows repeat the last one and are not stored
+        const int y = y0 + std::min(r, rows - 1);
+        in[r] = src.channel(c) + size_t(top + y) * src.width;
+        out[r] = scratch.rows.data() + (size_t(c) * height + y) * stride;
+      }
+      for (int b = 0; b < blocks; ++b) {
+        const int start = bands.start[size_t(b)], span = bands.span[size_t(b)];
+        const float* w = bands.weight.data() + bands.offset[size_t(b)];
+        f8 acc0 = splat(0.f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int i = 0; i < span; ++i) {
+          const f8 wi = load(w + i * kLanes);
+          acc0 = fma(splat(in[0][start + i]), wi, acc0);
+          acc1 = fma(splat(in[1][start + i]), wi, acc1);
+          acc2 = fma(splat(in[2][start + i]), wi, acc2);
+          acc3 = fma(splat(in[3][start + i]), wi, acc3);
+        }
+        store(out[3] + b * kLanes, acc3);  // rows repeated at the end store the same values
+        store(out[2] + b * kLanes, acc2);
+        store(out[1] + b * kLanes, acc1);
+        store(out[0] + b * kLanes, acc0);
       }
     }
-  }
-  Image dst = make_image(C, out_h, out_w);
+  dst.channels = C;
+  dst.height = out_h;
+  dst.width = out_w;
+  dst.pixels.resize(size_t(C) * out_h * out_w);
+  float last[kLanes];
+  auto put = [&](float* out, int b, f8 acc) {
+    acc = clamp01(acc);
+    const int n = std::min(kLanes, out_w - b * kLanes);
+    if (n == kLanes) {
+      store(out + b * kLanes, acc);
+    } else {
+      store(last, acc);
+      std::copy(last, last + n, out + b * kLanes);
+    }
+  };
   for (int c = 0; c < C; ++c) {
-    const float* plane = tmp.data() + size_t(c) * height * out_w;
+    const float* plane = scratch.rows.data() + size_t(c) * height * stride;
     for (int y = 0; y < out_h; ++y) {
       float* out = dst.channel(c) + size_t(y) * out_w;
       const float* w = &ty.weight[size_t(y) * ty.ksize];
-      const int first = ty.first[y] - top;
-      std::fill(out, out + out_w, 0.f);
-      for (int k = 0; k < ty.count[y]; ++k) {
-        const float* in = plane + size_t(first + k) * out_w;
-        const float wk = w[k];
-        for (int x = 0; x < out_w; ++x) out[x] += wk * in[x];
+      const float* in = plane + size_t(ty.first[size_t(y)] - top) * stride;
+      const int count = ty.count[size_t(y)];
+      int b = 0;
+      for (; b + 4 <= blocks; b += 4) {
+        f8 acc0 = splat(0.f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int k = 0; k < count; ++k) {
+          const f8 wk = splat(w[k]);
+          const float* row = in + size_t(k) * stride + b * kLanes;
+          acc0 = fma(wk, load(row), acc0);
+          acc1 = fma(wk, load(row + kLanes), acc1);
+          acc2 = fma(wk, load(row + 2 * kLanes), acc2);
+          acc3 = fma(wk, load(row + 3 * kLanes), acc3);
+        }
+        put(out, b, acc0);
+        put(out, b + 1, acc1);
+        put(out, b + 2, acc2);
+        put(out, b + 3, acc3);
       }
-      for (int x = 0; x < out_w; ++x) out[x] = std::min(std::max(out[x], 0.f), 1.f);
+      for (; b < blocks; ++b) {
+        f8 acc = splat(0.f);
+        for (int k = 0; k < count; ++k) acc = fma(splat(w[k]), load(in + size_t(k) * stride + b * kLanes), acc);
+        put(out, b, acc);
+      }
     }
   }
+}
+
+Image resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
+                   int out_w) {
+  Image dst;
+  ResizeScratch scratch;
+  resized_crop(src, top, left, height, width, out_h, out_w, dst, scratch);
   return dst;
 }
 

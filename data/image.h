@@ -29,6 +29,30 @@ Image image_from_u8(const uint8_t* chw, int channels, int height, int width);
 // RandomResizedCrop does on the PIL images DINO feeds it. Results are clamped to [0, 1].
 Image resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
                    int out_w);
+
+// Per output position of one axis: the first input index and `count` normalised weights
+// (row stride `ksize`).
+struct ResizeTaps {
+  int ksize = 0;
+  std::vector<int> first, count;
+  std::vector<float> weight;
+  std::vector<double> raw;
+};
+struct ResizeBands {  // the horizontal taps regrouped for vector code (data/image.cpp)
+  std::vector<int> start, span;
+  std::vector<size_t> offset;
+  std::vector<float> weight;
+};
+// The buffers of resized_crop, kept from one call to the next so a warm caller allocates
+// nothing.
+struct ResizeScratch {
+  ResizeTaps tx, ty;
+  ResizeBands bands;
+  std::vector<float> rows;
+};
+// The same into `dst`, whose buffer is reused.
+void resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
+                  int out_w, Image& dst, ResizeScratch& scratch);
 Image resize(const Image& src, int out_h, int out_w);
 Image crop(const Image& src, int top, int left, int height, int width);
 void hflip(Image& img);

@@ -397,6 +397,117 @@ TEST_CASE("resized_crop matches PIL's bicubic resize", "[data]") {
   CHECK(resize(img, 5, 6).pixels == img.pixels);
 }
 
+namespace {
+
+// The data kernels' arithmetic, spelled out: each output is one multiply-add chain over its
+// taps in increasing input order, fused where the machine has FMA.
+float madd(float a, float b, float c) {
+#ifdef __FMA__
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// PIL's bicubic taps over [0, in) for `out` outputs, as data/image.cpp computes them.
+void pil_taps(int in, int out, std::vector<int>& first, std::vector<std::vector<float>>& w) {
+  const double scale = double(in) / out, fs = std::max(scale, 1.0), support = 2.0 * fs;
+  auto cubic = [](double x) {
+    x = std::fabs(x);
+    if (x < 1.0) return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * -0.5;
+    return 0.0;
+  };
+  first.assign(size_t(out), 0);
+  w.assign(size_t(out), {});
+  for (int o = 0; o < out; ++o) {
+    const double center = (o + 0.5) * scale;
+    const int lo = std::max(int(center - support + 0.5), 0);
+    const int hi = std::min(int(center + support + 0.5), in);
+    std::vector<double> raw;
+    double total = 0.0;
+    for (int x = lo; x < hi; ++x) total += raw.emplace_back(cubic((x - center + 0.5) / fs));
+    first[size_t(o)] = lo;
+    for (double r : raw) w[size_t(o)].push_back(float(total != 0.0 ? r / total : 0.0));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("resized_crop and gaussian_blur equal their scalar definitions at any size", "[data]") {
+  Rng rng(21);
+  for (int trial = 0; trial < 12; ++trial) {
+    const int H = 3 + int(rng.below(90)), W = 3 + int(rng.below(90));
+    const Image img = random_image(trial % 2 ? 3 : 1, H, W, uint64_t(trial));
+    const int h = 1 + int(rng.below(uint64_t(H))), w = 1 + int(rng.below(uint64_t(W)));
+    const int top = int(rng.below(uint64_t(H - h + 1))), left = int(rng.below(uint64_t(W - w + 1)));
+    // Down to a fortieth (dozens of taps per output) and up to 8x, odd sizes included.
+    const int oh = 1 + int(rng.below(uint64_t(std::min(8 * h, 70)))), ow = 1 + int(rng.below(70));
+    std::vector<int> fx, fy;
+    std::vector<std::vector<float>> wx, wy;
+    pil_taps(w, ow, fx, wx);
+    pil_taps(h, oh, fy, wy);
+    const Image got = resized_crop(img, top, left, h, w, oh, ow);
+    REQUIRE(got.height == oh);
+    REQUIRE(got.width == ow);
+    for (int c = 0; c < img.channels; ++c) {
+      std::vector<float> rows(size_t(h) * ow);
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < ow; ++x) {
+          float acc = 0.f;
+          for (size_t k = 0; k < wx[size_t(x)].size(); ++k)
+            acc = madd(img.at(c, top + y, left + fx[size_t(x)] + int(k)), wx[size_t(x)][k], acc);
+          rows[size_t(y) * ow + x] = acc;
+        }
+      for (int y = 0; y < oh; ++y)
+        for (int x = 0; x < ow; ++x) {
+          float acc = 0.f;
+          for (size_t k = 0; k < wy[size_t(y)].size(); ++k)
+            acc = madd(wy[size_t(y)][k], rows[size_t(fy[size_t(y)] + int(k)) * ow + x], acc);
+          REQUIRE(got.at(c, y, x) == std::min(std::max(acc, 0.f), 1.f));
+        }
+    }
+
+    const float sigma = float(rng.uniform(0.1, 2.5));
+    Image blurred = img;
+    gaussian_blur(blurred, sigma);
+    const int r = int(std::ceil(3.f * sigma));
+    std::vector<float> kernel;
+    float total = 0.f;
+    for (int k = -r; k <= r; ++k)
+      total += kernel.emplace_back(std::exp(-0.5f * float(k * k) / (sigma * sigma)));
+    for (float& k : kernel) k /= total;
+    for (int c = 0; c < img.channels; ++c) {
+      std::vector<float> tmp(img.plane());
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          float acc = 0.f;
+          for (int k = -r; k <= r; ++k)
+            acc = madd(kernel[size_t(k + r)], img.at(c, y, std::min(std::max(x + k, 0), W - 1)), acc);
+          tmp[size_t(y) * W + x] = acc;
+        }
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          float acc = 0.f;
+          for (int k = -r; k <= r; ++k)
+            acc = madd(kernel[size_t(k + r)], tmp[size_t(std::min(std::max(y + k, 0), H - 1)) * W + x], acc);
+          REQUIRE(blurred.at(c, y, x) == acc);
+        }
+    }
+  }
+  // Hue works on eight pixels at a time: a 1 x 13 image (one block and a padded tail) gives
+  // what 13 single pixels give.
+  const Image row = random_image(3, 1, 13, 5);
+  Image shifted = row;
+  adjust_hue(shifted, 0.23f);
+  for (int x = 0; x < 13; ++x) {
+    Image px = make_image(3, 1, 1);
+    for (int c = 0; c < 3; ++c) px.at(c, 0, 0) = row.at(c, 0, x);
+    adjust_hue(px, 0.23f);
+    for (int c = 0; c < 3; ++c) CHECK(shifted.at(c, 0, x) == px.at(c, 0, 0));
+  }
+}
+
 TEST_CASE("RandomResizedCrop boxes follow torchvision's sampling and fallback", "[data]") {
   Rng rng(1);
   double centre_x = 0.0, centre_y = 0.0;
