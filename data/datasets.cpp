@@ -6,6 +6,15 @@ namespace dino::data {
 
 const char* split_name(Split split) { return split == Split::train ? "train" : "test"; }
 
+void Dataset::load(size_t index, SourceImage& out, const ReductionPlan& plan) const {
+  out.f32 = get(index);
+  out.is_u8 = false;
+  out.channels = out.f32.channels;
+  out.height = out.full_height = out.f32.height;
+  out.width = out.full_width = out.f32.width;
+  plan(out.height, out.width);
+}
+
 U8Dataset::U8Dataset(std::string name, Split split, int channels, int side, int num_classes,
                      std::vector<uint8_t> pixels, std::vector<int> labels)
     : name_(std::move(name)),
@@ -25,6 +34,18 @@ Image U8Dataset::get(size_t index) const {
              labels_.size(), " images)");
   const size_t n = size_t(channels_) * side_ * side_;
   return image_from_u8(pixels_.data() + index * n, channels_, side_, side_);
+}
+
+void U8Dataset::load(size_t index, SourceImage& out, const ReductionPlan& plan) const {
+  DINO_CHECK(index < labels_.size(), "[", name_, "] index ", index, " out of range (",
+             labels_.size(), " images)");
+  const size_t n = size_t(channels_) * side_ * side_;
+  out.u8.assign(pixels_.begin() + ptrdiff_t(index * n), pixels_.begin() + ptrdiff_t((index + 1) * n));
+  out.is_u8 = true;
+  out.channels = channels_;
+  out.height = out.full_height = side_;
+  out.width = out.full_width = side_;
+  plan(side_, side_);
 }
 
 int U8Dataset::label(size_t index) const {

@@ -4,6 +4,7 @@
 // dispatches to. Every error a user can cause (missing or corrupt files, bad spec) is a
 // dino::Error whose message names the offending path or spec.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,12 +16,21 @@ namespace dino::data {
 enum class Split { train, test };
 const char* split_name(Split split);
 
+// Called by Dataset::load with an image's stored height and width before its pixels are
+// decoded; returns the largest factor by which the decoder may shrink it.
+using ReductionPlan = std::function<int(int height, int width)>;
+
 class Dataset {
  public:
   virtual ~Dataset() = default;
   virtual size_t size() const = 0;
   // Thread-safe; throws dino::Error naming the file for corrupt or unreadable images.
   virtual Image get(size_t index) const = 0;
+  // Image `index` as stored (8-bit or float), into out's buffers; calls `plan` exactly once,
+  // with the stored size, before decoding. JPEG files decode at 1/r for the largest r in
+  // {1, 2, 4, 8} that the plan allows (DCT-domain scaling); everything else at full size.
+  // Thread-safe; the default goes through get().
+  virtual void load(size_t index, SourceImage& out, const ReductionPlan& plan) const;
   virtual int label(size_t index) const = 0;  // -1 when the dataset has no labels
   virtual int num_classes() const = 0;        // 0 when unlabelled
   virtual int channels() const = 0;           // 1 or 3
@@ -64,6 +74,7 @@ class U8Dataset : public Dataset {
             std::vector<uint8_t> pixels, std::vector<int> labels);
   size_t size() const override { return labels_.size(); }
   Image get(size_t index) const override;
+  void load(size_t index, SourceImage& out, const ReductionPlan& plan) const override;
   int label(size_t index) const override;
   int num_classes() const override { return num_classes_; }
   int channels() const override { return channels_; }

@@ -26,6 +26,24 @@ Image image_from_u8(const uint8_t* chw, int channels, int height, int width) {
   return img;
 }
 
+void to_float(const SourceImage& src, Image& dst) {
+  if (!src.is_u8) {
+    dst.channels = src.f32.channels;
+    dst.height = src.f32.height;
+    dst.width = src.f32.width;
+    dst.pixels.assign(src.f32.pixels.begin(), src.f32.pixels.end());
+    return;
+  }
+  constexpr float kInv255 = 1.f / 255.f;
+  dst.channels = src.channels;
+  dst.height = src.height;
+  dst.width = src.width;
+  dst.pixels.resize(src.u8.size());
+  const uint8_t* in = src.u8.data();
+  float* out = dst.pixels.data();
+  for (size_t i = 0, n = src.u8.size(); i < n; ++i) out[i] = in[i] * kInv255;
+}
+
 namespace {
 
 double bicubic(double x) {

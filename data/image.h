@@ -19,7 +19,20 @@ struct Image {
   float at(int c, int y, int x) const { return channel(c)[size_t(y) * width + x]; }
 };
 
+// An image as a dataset stores it, before any augmentation: 8-bit (files, IDX, CIFAR) or float
+// in [0, 1] (procedural data), channel-planar either way. Loading reuses its buffers.
+struct SourceImage {
+  int channels = 0, height = 0, width = 0;  // as decoded
+  int full_height = 0, full_width = 0;      // as stored: larger when a JPEG was decoded reduced
+  bool is_u8 = true;
+  std::vector<uint8_t> u8;  // CHW, when is_u8
+  Image f32;                // when !is_u8
+  std::vector<uint8_t> file, interleaved;  // the decoder's buffers
+};
+
 Image make_image(int channels, int height, int width, float fill = 0.f);
+// The source as CHW floats in [0, 1] (bytes scaled by 1/255), into dst's buffer.
+void to_float(const SourceImage& src, Image& dst);
 // chw holds channels*height*width bytes, channel-planar; scaled by 1/255.
 Image image_from_u8(const uint8_t* chw, int channels, int height, int width);
 

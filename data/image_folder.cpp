@@ -1,11 +1,10 @@
-// ImageFolder layout: DIR/<class>/<image>, classes sorted by name, images decoded on demand
-// with stb_image. DIR/train and DIR/test, when both exist, hold the two splits with the
+// ImageFolder layout: DIR/<class>/<image>, classes sorted by name, images decoded on demand:
+// JPEG with libjpeg-turbo (data/image_jpeg.h), PNG and BMP with stb_image. DIR/train and DIR/test, when both exist, hold the two splits with the
 // class list taken from train so labels agree. A DIR with images and no subdirectories is
 // an unlabelled dataset.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC  // private copy: another TU may include its own implementation
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #include <stb/stb_image.h>
 
@@ -15,6 +14,7 @@
 
 #include "core/error.h"
 #include "data/datasets.h"
+#include "data/image_jpeg.h"
 
 namespace dino::data {
 namespace {
@@ -41,12 +41,15 @@ std::vector<fs::path> sorted_entries(const fs::path& dir, bool want_dirs) {
   return out;
 }
 
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+void read_bytes(const std::string& path, std::vector<uint8_t>& bytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   DINO_CHECK(in.good(), "[folder] cannot open ", path);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  DINO_CHECK(!in.bad(), "[folder] cannot read ", path);
-  return bytes;
+  const std::streamoff size = in.tellg();
+  DINO_CHECK(size >= 0, "[folder] cannot read ", path);
+  bytes.resize(size_t(size));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), size);
+  DINO_CHECK(in.good() || (in.eof() && in.gcount() == size), "[folder] cannot read ", path);
 }
 
 class ImageFolder : public Dataset {
@@ -90,18 +93,42 @@ class ImageFolder : public Dataset {
   }
 
   Image get(size_t index) const override {
+    SourceImage src;
+    load(index, src, [](int, int) { return 1; });
+    Image img;
+    to_float(src, img);
+    return img;
+  }
+
+  void load(size_t index, SourceImage& out, const ReductionPlan& plan) const override {
     check_index(index);
     const std::string path = files_[index].string();
-    const std::vector<uint8_t> bytes = read_bytes(path);
+    read_bytes(path, out.file);
+    const uint8_t* bytes = out.file.data();
+    const size_t size = out.file.size();
+    if (is_jpeg(bytes, size)) {
+      const JpegHeader header = read_jpeg_header(bytes, size, path);
+      const int allowed = plan(header.height, header.width);
+      int reduction = 1;
+      while (reduction < 8 && reduction * 2 <= allowed) reduction *= 2;
+      decode_jpeg(bytes, size, channels_, reduction, path, out);
+      return;
+    }
     int w = 0, h = 0, comp = 0;
-    uint8_t* data = stbi_load_from_memory(bytes.data(), int(bytes.size()), &w, &h, &comp, channels_);
+    DINO_CHECK(stbi_info_from_memory(bytes, int(size), &w, &h, &comp), "[folder] cannot decode ",
+               path, ": ", stbi_failure_reason());
+    plan(h, w);
+    uint8_t* data = stbi_load_from_memory(bytes, int(size), &w, &h, &comp, channels_);
     DINO_CHECK(data != nullptr, "[folder] cannot decode ", path, ": ", stbi_failure_reason());
-    Image img = make_image(channels_, h, w);
     const size_t plane = size_t(h) * w;
+    out.u8.resize(plane * channels_);
     for (int c = 0; c < channels_; ++c)
-      for (size_t i = 0; i < plane; ++i) img.pixels[c * plane + i] = data[i * channels_ + c] / 255.f;
+      for (size_t i = 0; i < plane; ++i) out.u8[c * plane + i] = data[i * channels_ + c];
     stbi_image_free(data);
-    return img;
+    out.is_u8 = true;
+    out.channels = channels_;
+    out.height = out.full_height = h;
+    out.width = out.full_width = w;
   }
 
   std::string describe() const override {
@@ -127,7 +154,12 @@ class ImageFolder : public Dataset {
       if (lab == last_label) continue;
       last_label = lab;
       const std::string path = files_[i].string();
-      const std::vector<uint8_t> bytes = read_bytes(path);
+      std::vector<uint8_t> bytes;
+      read_bytes(path, bytes);
+      if (is_jpeg(bytes.data(), bytes.size())) {
+        if (read_jpeg_header(bytes.data(), bytes.size(), path).channels == 3) return 3;
+        continue;
+      }
       int w = 0, h = 0, comp = 0;
       DINO_CHECK(stbi_info_from_memory(bytes.data(), int(bytes.size()), &w, &h, &comp),
                  "[folder] cannot decode ", path, ": ", stbi_failure_reason());

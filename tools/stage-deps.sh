@@ -3,8 +3,9 @@
 # machine: CUDA, a compiler and CMake, nothing else) from this Debian machine into .deps/, laid
 # out as an install prefix, so `cmake -DDINO_DEPS_DIR=$PWD/.deps` finds them all there:
 #   include/  eigen3, catch2 (v2), nlohmann, CLI, stb, fmt (use it header-only: FMT_HEADER_ONLY),
-#             zlib.h + zconf.h, cudnn*.h
-#   lib/      libz.a (static, so nothing is needed at run time) and libCatch2WithMain.a
+#             zlib.h + zconf.h, turbojpeg.h, cudnn*.h
+#   lib/      libz.a and libturbojpeg.a (static, so nothing is needed at run time) and
+#             libCatch2WithMain.a
 #   share/eigen3/cmake, share/cmake/nlohmann_json, lib/cmake/Catch2: the packages' CMake
 #             configs, which locate their headers relative to themselves (3 levels up)
 #   STAGED    where each piece came from, with the Debian package versions
@@ -36,11 +37,14 @@ need /usr/include/stb/stb_image.h libstb-dev
 need /usr/include/fmt/format.h libfmt-dev
 need /usr/include/zlib.h zlib1g-dev
 need "/usr/lib/$multiarch/libz.a" zlib1g-dev
+need /usr/include/turbojpeg.h libturbojpeg0-dev
+need "/usr/lib/$multiarch/libturbojpeg.a" libturbojpeg0-dev
 
 mkdir -p "$tmp/include" "$tmp/lib/cmake" "$tmp/share/eigen3" "$tmp/share/cmake"
 cp -r /usr/include/eigen3 /usr/include/catch2 /usr/include/nlohmann /usr/include/CLI \
-      /usr/include/stb /usr/include/fmt /usr/include/zlib.h /usr/include/zconf.h "$tmp/include/"
-cp "/usr/lib/$multiarch/libz.a" "$tmp/lib/"
+      /usr/include/stb /usr/include/fmt /usr/include/zlib.h /usr/include/zconf.h \
+      /usr/include/turbojpeg.h "$tmp/include/"
+cp "/usr/lib/$multiarch/libz.a" "/usr/lib/$multiarch/libturbojpeg.a" "$tmp/lib/"
 # Unused (tests/cuda has its own main), but Catch2's config checks that its target's file exists.
 cp /usr/lib/libCatch2WithMain.a "$tmp/lib/"
 cp -r /usr/share/eigen3/cmake "$tmp/share/eigen3/"
@@ -57,7 +61,8 @@ fi
 
 {
   echo "# staged by tools/stage-deps.sh on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  for p in libeigen3-dev catch2 nlohmann-json3-dev libcli11-dev libstb-dev libfmt-dev zlib1g-dev; do
+  for p in libeigen3-dev catch2 nlohmann-json3-dev libcli11-dev libstb-dev libfmt-dev zlib1g-dev \
+           libturbojpeg0-dev; do
     echo "$p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '(not from a package)')"
   done
   echo "cudnn headers $cudnn_note"
