@@ -72,12 +72,26 @@ Normalization resolve_normalization(const Normalization& norm, int channels) {
   return norm;
 }
 
-void normalize(Image& img, const Normalization& norm) {
+void normalize(Image& img, const Normalization& norm) { normalize(img, norm, img.pixels.data()); }
+
+void normalize(const Image& img, const Normalization& norm, float* out) {
   const size_t n = img.plane();
   for (int c = 0; c < img.channels; ++c) {
     const float m = norm.mean[c], inv = 1.f / norm.std[c];
-    float* p = img.channel(c);
-    for (size_t i = 0; i < n; ++i) p[i] = (p[i] - m) * inv;
+    const float* p = img.channel(c);
+    float* o = out + size_t(c) * n;
+    for (size_t i = 0; i < n; ++i) o[i] = (p[i] - m) * inv;
+  }
+}
+
+void normalize_bytes(const uint8_t* in, int channels, size_t plane, const Normalization& norm,
+                     float* out) {
+  constexpr float kInv255 = 1.f / 255.f;
+  for (int c = 0; c < channels; ++c) {
+    const float m = norm.mean[c], inv = 1.f / norm.std[c];
+    const uint8_t* p = in + size_t(c) * plane;
+    float* o = out + size_t(c) * plane;
+    for (size_t i = 0; i < plane; ++i) o[i] = (p[i] * kInv255 - m) * inv;
   }
 }
 

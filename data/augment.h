@@ -19,6 +19,12 @@ Normalization default_normalization(int channels);
 Normalization resolve_normalization(const Normalization& norm, int channels);
 // (x - mean[c]) / std[c]; `norm` must already be resolved for img.channels.
 void normalize(Image& img, const Normalization& norm);
+// The same written to `out` (img's layout).
+void normalize(const Image& img, const Normalization& norm, float* out);
+// Bytes x (0..255, `channels` planes of `plane` values) to (x / 255 - mean[c]) / std[c]: where
+// views handed over as bytes are normalised (on the CPU; a device kernel does the same).
+void normalize_bytes(const uint8_t* in, int channels, size_t plane, const Normalization& norm,
+                     float* out);
 
 // torchvision RandomResizedCrop.get_params: area fraction U(scale_min, scale_max), log-uniform
 // aspect ratio, 10 attempts, then a centre crop clamped to the ratio range.

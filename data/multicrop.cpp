@@ -1,5 +1,7 @@
 #include "data/multicrop.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace dino::data {
@@ -83,16 +85,67 @@ std::vector<ViewParams> draw_views(int height, int width, const MultiCropConfig&
   return views;
 }
 
-Image apply_view(const Image& img, const ViewParams& p, const Normalization& norm) {
+namespace {
+
+// Every operation of the view but the normalisation, into scratch.view.
+void augment(const Image& img, const ViewParams& p, ViewScratch& scratch) {
   const CropBox& b = p.box;
-  Image view = resized_crop(img, b.top, b.left, b.height, b.width, p.size, p.size);
+  Image& view = scratch.view;
+  resized_crop(img, b.top, b.left, b.height, b.width, p.size, p.size, view, scratch.resize);
   if (p.flip) hflip(view);
   color_jitter(view, p);
   if (p.grayscale) to_grayscale(view);
-  if (p.blur_sigma > 0.f) gaussian_blur(view, p.blur_sigma);
+  if (p.blur_sigma > 0.f) gaussian_blur(view, p.blur_sigma, scratch.blur);
   if (p.solarize) solarize(view, 0.5f);
-  normalize(view, norm);
-  return view;
+}
+
+}  // namespace
+
+void apply_view(const Image& img, const ViewParams& p, const Normalization& norm,
+                ViewScratch& scratch, float* out) {
+  augment(img, p, scratch);
+  normalize(scratch.view, norm, out);
+}
+
+void apply_view(const Image& img, const ViewParams& p, ViewScratch& scratch, uint8_t* out) {
+  augment(img, p, scratch);
+  const std::vector<float>& px = scratch.view.pixels;
+  for (size_t i = 0, n = px.size(); i < n; ++i)
+    out[i] = uint8_t(std::min(std::max(px[i] * 255.f + 0.5f, 0.f), 255.f));
+}
+
+Image apply_view(const Image& img, const ViewParams& p, const Normalization& norm) {
+  ViewScratch scratch;
+  augment(img, p, scratch);
+  Image out = scratch.view;
+  normalize(out, norm);
+  return out;
+}
+
+int max_reduction(const ViewParams* views, int count) {
+  int r = 1;
+  auto fits = [&](int f) {
+    for (int v = 0; v < count; ++v)
+      if (views[v].box.height < f * views[v].size || views[v].box.width < f * views[v].size)
+        return false;
+    return true;
+  };
+  while (r < 8 && fits(2 * r)) r *= 2;
+  return r;
+}
+
+void map_to_reduced(ViewParams* views, int count, int full_height, int full_width, int height,
+                    int width) {
+  auto map = [](int& start, int& extent, int full, int reduced) {
+    const int64_t lo = int64_t(start) * reduced / full;
+    const int64_t hi = std::min<int64_t>((int64_t(start + extent) * reduced + full - 1) / full, reduced);
+    start = int(lo);
+    extent = int(std::max<int64_t>(hi - lo, 1));
+  };
+  for (int v = 0; v < count; ++v) {
+    map(views[v].box.top, views[v].box.height, full_height, height);
+    map(views[v].box.left, views[v].box.width, full_width, width);
+  }
 }
 
 std::vector<Image> multicrop(const Image& img, const MultiCropConfig& cfg, Rng& rng) {

@@ -47,6 +47,27 @@ std::vector<ViewParams> draw_views(int height, int width, const MultiCropConfig&
 // normalised with `norm` (resolved for img.channels).
 Image apply_view(const Image& img, const ViewParams& view, const Normalization& norm);
 
+// The buffers apply_view needs, reused from one view to the next.
+struct ViewScratch {
+  Image view;
+  ResizeScratch resize;
+  BlurScratch blur;
+};
+// apply_view into `out` (C x size x size): normalised floats, or bytes round(255 x) of the
+// view before normalisation (normalize_bytes then gives the same floats to within the byte
+// rounding). Allocates nothing once the scratch has grown.
+void apply_view(const Image& img, const ViewParams& view, const Normalization& norm,
+                ViewScratch& scratch, float* out);
+void apply_view(const Image& img, const ViewParams& view, ViewScratch& scratch, uint8_t* out);
+
+// The largest factor (1, 2, 4 or 8) by which the source can be shrunk before cropping with
+// every view still resampled down (or 1:1), never up: each box at least r x its size.
+int max_reduction(const ViewParams* views, int count);
+// Maps the views' boxes from the stored full_height x full_width to a reduced decode of
+// height x width; each box grows to the reduced pixels it touches.
+void map_to_reduced(ViewParams* views, int count, int full_height, int full_width, int height,
+                    int width);
+
 // draw_views then apply_view on every view: each CHW and normalised.
 std::vector<Image> multicrop(const Image& img, const MultiCropConfig& cfg, Rng& rng);
 

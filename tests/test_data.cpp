@@ -105,10 +105,27 @@ MultiCropConfig identity_config(int global_size, int local_size) {
   return cfg;
 }
 
-bool same_batch(const MultiCropBatch& a, const MultiCropBatch& b) {
-  return a.batch == b.batch && a.view_sizes == b.view_sizes && a.views == b.views &&
-         a.labels == b.labels && a.indices == b.indices;
+// A loader batch copied out of its lent buffers (f32 views).
+struct BatchCopy {
+  int64_t epoch = 0, index = 0;
+  std::vector<int> view_sizes;
+  std::vector<std::vector<float>> views;
+  std::vector<int> labels;
+  std::vector<int64_t> indices;
+  bool operator==(const BatchCopy& o) const {
+    return epoch == o.epoch && index == o.index && view_sizes == o.view_sizes &&
+           views == o.views && labels == o.labels && indices == o.indices;
+  }
+};
+
+BatchCopy copy_batch(const MultiCropBatch& b) {
+  BatchCopy c{b.epoch, b.index, b.view_sizes, {}, b.labels, b.indices};
+  for (size_t v = 0; v < b.views.size(); ++v)
+    c.views.emplace_back(b.view_f32(v), b.view_f32(v) + b.view_values(v));
+  return c;
 }
+
+BatchCopy next_copy(MultiCropLoader& loader) { return copy_batch(*loader.next()); }
 
 // Wraps a dataset and fails on one index, like a corrupt file would.
 class FailingDataset : public Dataset {
@@ -797,12 +814,14 @@ TEST_CASE("loader is deterministic across thread counts, prefetch depths and res
   REQUIRE(one.batches_per_epoch() == 5);  // drop_last: 44 = 5 * 8 + 4
   one.start(2);
   three.start(2);
-  std::vector<MultiCropBatch> full;
+  std::vector<BatchCopy> full;
   std::set<int64_t> seen;
   for (int b = 0; b < 5; ++b) {
-    full.push_back(one.next());
-    const MultiCropBatch& x = full.back();
-    CHECK(same_batch(x, three.next()));
+    full.push_back(next_copy(one));
+    const BatchCopy& x = full.back();
+    CHECK(x == next_copy(three));
+    CHECK(x.epoch == 2);
+    CHECK(x.index == b);
     REQUIRE(x.views.size() == 6);
     CHECK(x.view_sizes == std::vector<int>{16, 16, 8, 8, 8, 8});
     CHECK(x.views[0].size() == size_t(8 * 16 * 16));
@@ -813,7 +832,10 @@ TEST_CASE("loader is deterministic across thread counts, prefetch depths and res
     }
   }
   CHECK(seen.size() == 40);
-  require_error_naming([&] { one.next(); }, "exhausted");
+  // The stream runs on into the next epoch; start() there keeps what was prefetched.
+  const BatchCopy after = next_copy(one);
+  CHECK(after.epoch == 3);
+  CHECK(after.index == 0);
 
   // Sample i of a batch is exactly multicrop of its image with sample_rng(seed, epoch, index).
   const int64_t idx = full[1].indices[3];
@@ -823,14 +845,67 @@ TEST_CASE("loader is deterministic across thread counts, prefetch depths and res
   CHECK(first == views[2].pixels);
 
   three.start(2, 3);  // resume mid-epoch
-  CHECK(same_batch(three.next(), full[3]));
-  CHECK(same_batch(three.next(), full[4]));
-  three.start(3);
-  const MultiCropBatch other = three.next();
-  CHECK(other.indices != full[0].indices);
+  CHECK(next_copy(three) == full[3]);
+  CHECK(next_copy(three) == full[4]);
+  three.start(3);  // where the stream already is
+  CHECK(next_copy(three) == after);
   three.start(2, 1);  // abandon epoch 3 mid-way
-  CHECK(same_batch(three.next(), full[1]));
+  CHECK(next_copy(three) == full[1]);
   CHECK(epoch_order(44, 11, 2) != epoch_order(44, 11, 3));
+
+  // Leases: the caller holds at most max_held batches; buffers come back when released.
+  MultiCropLoader::Lease a = three.next(), b = three.next();
+  require_error_naming([&] { three.next(); }, "max_held");
+  const BatchCopy kept = copy_batch(*b);
+  a.reset();
+  const BatchCopy c = next_copy(three);
+  CHECK(copy_batch(*b) == kept);  // a held batch is not overwritten while others are made
+  CHECK(c == full[4]);
+}
+
+TEST_CASE("loader hands views over as bytes, through a caller's allocator", "[data]") {
+  auto ds = open_dataset("synthetic:n=40,size=20,classes=4,channels=3", Split::train);
+  MultiCropConfig cfg;
+  cfg.global.size = 20;
+  cfg.local = {3, 12, 0.05f, 0.4f};
+  std::atomic<int> allocated{0}, released{0};
+  LoaderOptions opt;
+  opt.threads = 2;
+  opt.format = CropFormat::u8;
+  opt.allocator.allocate = [&](size_t bytes) {
+    ++allocated;
+    return ::operator new(bytes);
+  };
+  opt.allocator.release = [&](void* p) {
+    ++released;
+    ::operator delete(p);
+  };
+  {
+    MultiCropLoader bytes(*ds, cfg, 4, 5, opt);
+    MultiCropLoader floats(*ds, cfg, 4, 5, 1);
+    CHECK(allocated == bytes.prefetch() + opt.max_held);  // the whole pool, once
+    bytes.start(0);
+    floats.start(0);
+    for (int k = 0; k < 12; ++k) {  // more batches than the pool holds, across epochs
+      const MultiCropLoader::Lease u = bytes.next(), f = floats.next();
+      REQUIRE(u->format == CropFormat::u8);
+      require_error_naming([&] { u->view_f32(0); }, "u8");
+      CHECK(u->indices == f->indices);
+      for (size_t v = 0; v < u->views.size(); ++v) {
+        const size_t n = u->view_values(v), plane = size_t(u->view_sizes[v]) * u->view_sizes[v];
+        std::vector<float> normalised(n);
+        for (int i = 0; i < u->batch; ++i)
+          normalize_bytes(u->view_u8(v) + size_t(i) * 3 * plane, 3, plane, u->norm,
+                          normalised.data() + size_t(i) * 3 * plane);
+        double worst = 0.0;
+        for (size_t j = 0; j < n; ++j) worst = std::max(worst, double(std::fabs(normalised[j] - f->view_f32(v)[j])));
+        CHECK(worst <= 0.5 / 255 / 0.224 + 1e-5);  // half a byte step over the smallest std
+        CHECK(worst > 0.0);
+      }
+    }
+    CHECK(allocated == bytes.prefetch() + opt.max_held);
+  }
+  CHECK(released == allocated);
 }
 
 TEST_CASE("loader rethrows a worker's error in order and shuts down mid-epoch", "[data]") {
@@ -841,8 +916,8 @@ TEST_CASE("loader rethrows a worker's error in order and shuts down mid-epoch", 
   MultiCropConfig cfg = identity_config(12, 6);
   MultiCropLoader loader(ds, cfg, 8, 1, 2, 3);
   loader.start(0);
-  CHECK(loader.next().indices[0] == order[0]);
-  CHECK(loader.next().indices[0] == order[8]);
+  CHECK(loader.next()->indices[0] == order[0]);
+  CHECK(loader.next()->indices[0] == order[8]);
   require_error_naming([&] { loader.next(); }, str_cat("corrupt_", bad, ".png"));
 
   MultiCropLoader early(*inner, cfg, 8, 1, 2, 2);

@@ -109,9 +109,9 @@ std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) 
   for (size_t v = 0; v < b.views.size(); ++v) {
     const int64_t S = b.view_sizes[v];
     Tensor t = Tensor::empty({b.batch, b.channels, S, S}, DType::f32, device);
-    DINO_CHECK(size_t(t.numel()) == b.views[v].size(), "[train] view ", v, " holds ",
-               b.views[v].size(), " values for ", shape_str(t.shape()));
-    copy_bytes(t.raw_data(), device, b.views[v].data(), Device::cpu, t.nbytes());
+    DINO_CHECK(size_t(t.numel()) == b.view_values(v), "[train] view ", v, " holds ",
+               b.view_values(v), " values for ", shape_str(t.shape()));
+    copy_bytes(t.raw_data(), device, b.view_f32(v), Device::cpu, t.nbytes());
     crops.push_back(t);
   }
   return crops;
@@ -236,7 +236,7 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
   for (; step < total; ++step) {
     const int64_t epoch = step / ipe, in_epoch = step % ipe;
     if (step == start_step || in_epoch == 0) loader.start(epoch, in_epoch);
-    const data::MultiCropBatch b = loader.next();
+    const data::MultiCropLoader::Lease b = loader.next();
     StepSettings s;
     s.lr = lr.at(step);
     s.weight_decay = wd.at(step);
@@ -244,7 +244,7 @@ TrainResult train(const json& cfg_in, const TrainOptions& opt) {
     s.teacher_temp = loss.teacher_temp_at(step);
     s.clip_grad = clip;
     s.freeze_last_layer = double(step) < freeze_iters;
-    StepOutputs out = dino_step(*student, teacher, loss, optimizer, batch_tensors(b, device), s,
+    StepOutputs out = dino_step(*student, teacher, loss, optimizer, batch_tensors(*b, device), s,
                                 &drop_rng);
     const DinoLossStats& st = out.stats;
     result.collapse_warning = monitor.update(st);
