@@ -1,6 +1,11 @@
 #pragma once
 // safetensors read/write (8-byte little-endian header length, JSON header, raw data).
-// Writes go to "<path>.tmp" and are renamed into place, so a crash never leaves a torn file.
+// Writes are atomic (core/atomic_file.h): a crash or power loss never leaves a torn file.
+// Reads validate the whole header before allocating anything, as the format requires: known
+// dtypes, shapes whose byte size matches their offsets, offsets in order, not overlapping and
+// covering the data section exactly.
+#include <cstdint>
+#include <istream>
 #include <map>
 #include <string>
 #include <utility>
@@ -22,5 +27,7 @@ void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 SafeTensors load_safetensors(const std::string& path);
+// The same from a stream of `size` bytes; `name` stands for the file in errors.
+SafeTensors read_safetensors(std::istream& in, uint64_t size, const std::string& name);
 
 }  // namespace dino

@@ -113,12 +113,15 @@ Tensor VisionTransformer::interpolate_pos_encoding(int64_t h, int64_t w) const {
   const int64_t N = g * g;
   if ((h / P) * (w / P) == N && w == h) return pos_embed;
   Tensor table = pos_embed.reshape({N + 1, D});
+  // The patch tokens run row by row over an (h / P) x (w / P) grid, so the table is resampled
+  // to h / P rows and w / P columns. (DINO's prepare_tokens names the image's dims 2 and 3
+  // "w, h", so its interpolate_pos_encoding scales dim 2 by its "w0": the same rows.)
   // DINO's +0.1 avoids a floating-point error in the output size (dino#8); the scale factor
   // itself, not the output size, drives the sampling, as in F.interpolate(scale_factor=...).
-  const double w0 = double(w / P) + 0.1, h0 = double(h / P) + 0.1;
-  const double sh = w0 / double(g), sw = h0 / double(g);
+  const double h0 = double(h / P) + 0.1, w0 = double(w / P) + 0.1;
+  const double sh = h0 / double(g), sw = w0 / double(g);
   const int64_t rows = int64_t(std::floor(double(g) * sh)), cols = int64_t(std::floor(double(g) * sw));
-  DINO_CHECK(rows == w / P && cols == h / P, "[vit] position-embedding interpolation gave a ",
+  DINO_CHECK(rows == h / P && cols == w / P, "[vit] position-embedding interpolation gave a ",
              rows, "x", cols, " grid for a ", h / P, "x", w / P, " patch grid");
   Tensor patch = resize_bicubic(table.narrow(1, N).reshape({g, g, D}), rows, cols, sh, sw);
   return concat({table.narrow(0, 1), patch.reshape({rows * cols, D})}).reshape({1, 1 + rows * cols, D});

@@ -32,8 +32,8 @@ void require_unit_rows(const Tensor& f) {
   }
 }
 
-nlohmann::json tiny_config() {
-  return load_config("", {"data.dataset=synthetic:n=64,test=16,size=16,classes=4",
+Recipe tiny_config() {
+  return load_recipe("", {"data.dataset=synthetic:n=64,test=16,size=16,classes=4",
                           "model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
                           "head.out_dim=32", "head.hidden_dim=32", "head.bottleneck_dim=16",
                           "run.seed=7"});
@@ -144,12 +144,12 @@ TEST_CASE("knn: raw pixel features are unit rows of C*H*W", "[knn]") {
 }
 
 TEST_CASE("knn: the report's random-init control is the student's initial backbone", "[knn]") {
-  const nlohmann::json cfg = tiny_config();
-  const VitConfig vc = vit_config(cfg, 1);
+  const Recipe cfg = tiny_config();
+  const VitConfig vc = cfg.vit(1);
   // A "teacher" built from the run's seed is exactly the control, so they must score alike.
   Rng rng(7);
-  DinoModel same(vc, head_config(cfg, vc.embed_dim), rng);
-  const KnnReport r = knn_report(same.backbone, cfg, 1, "", 5, 0.07, 32);
+  DinoModel same(vc, cfg.head, rng);
+  const KnnReport r = knn_report(same.backbone, cfg, 1, "", {5, 0.07, 32});
   CHECK(r.trained.top1 == r.random_init.top1);
   CHECK(r.trained.top5 == r.random_init.top5);
   CHECK(r.trained.n_train == 64);
@@ -158,5 +158,30 @@ TEST_CASE("knn: the report's random-init control is the student's initial backbo
   CHECK(r.num_classes == 4);
   CHECK(r.seconds > 0);
 
-  CHECK_THROWS_AS(knn_report(same.backbone, cfg, 1, "no-such-dataset", 5, 0.07, 32), Error);
+  CHECK_THROWS_AS(knn_report(same.backbone, cfg, 1, "no-such-dataset", {5, 0.07, 32}), Error);
+}
+
+TEST_CASE("knn: non-finite features are refused, never scored", "[knn]") {
+  // A NaN query would otherwise tie every class at NaN votes and count as correct.
+  const Tensor bank = at_angles({0.0, 1.5});
+  Tensor query = at_angles({0.1, 1.4});
+  query.data<float>()[2] = std::nanf("");
+  CHECK_THROWS_WITH(knn_classify(bank, {0, 1}, query, {1, 0}, 2, 1, 0.07),
+                    Catch::Contains("test feature row 1 is not finite"));
+  Tensor bad_bank = at_angles({0.0, 1.5});
+  bad_bank.data<float>()[1] = INFINITY;
+  CHECK_THROWS_WITH(knn_classify(bad_bank, {0, 1}, at_angles({0.1}), {0}, 2, 1, 0.07),
+                    Catch::Contains("train feature row 0 is not finite"));
+
+  // A teacher with one NaN weight: its features are refused where they are extracted.
+  const auto ds = data::open_dataset("synthetic:n=16,test=4,size=16,classes=4", data::Split::train);
+  VitConfig vc = vit_preset("vit_micro");
+  vc.img_size = 16;
+  vc.patch_size = 4;
+  vc.in_chans = 1;
+  Rng rng(5);
+  VisionTransformer model(vc, rng);
+  model.cls_token.data<float>()[0] = std::nanf("");
+  CHECK_THROWS_WITH(extract_features(model, *ds, data::default_normalization(1), 8),
+                    Catch::Contains("features of image 0") && Catch::Contains("not finite"));
 }

@@ -185,14 +185,14 @@ TEST_CASE("resuming with a different recipe is refused", "[train][slow]") {
 }
 
 TEST_CASE("ViT-S/16 with 2x224 + 8x96 crops and K = 65536 runs a full training step", "[train][slow]") {
-  auto cfg = load_config("", {"optim.batch_size=2"});  // DINO's ViT-S/16 defaults otherwise
+  const Recipe cfg = load_recipe("", {"optim.batch_size=2"});  // DINO's ViT-S/16 defaults otherwise
   const int64_t B = 2;
   auto student = build_student(cfg, 3);
   VitConfig tv = student->backbone.config();
   tv.drop_path_rate = 0;
   Rng rng(5);
   DinoModel teacher(tv, student->head.config(), rng);
-  DinoLoss loss(loss_config(cfg), 1);
+  DinoLoss loss(cfg.loss, 1);
   AdamW opt = make_optimizer(*student);
   std::vector<Tensor> crops;
   for (int v = 0; v < 10; ++v) {

@@ -16,9 +16,9 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 
+#include "core/atomic_file.h"
 #include "core/autograd.h"
 #include "data/augment.h"
 #include "data/datasets.h"
@@ -92,16 +92,14 @@ std::array<float, 3> image_rgb(const data::Image& img, int x, int y, int up) {
 }
 
 void write_png_atomically(const std::string& path, const Canvas& canvas) {
-  const std::string tmp = path + ".tmp";
-  const int ok = stbi_write_png(tmp.c_str(), canvas.width, canvas.height, 3, canvas.rgb.data(),
-                                canvas.width * 3);
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw Error(str_cat("[attention] cannot write '", tmp, "' (does its folder exist?)"));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  DINO_CHECK(!ec, "[attention] cannot rename '", tmp, "' to '", path, "': ", ec.message());
+  std::string png;
+  auto append = [](void* context, void* data, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(data), size_t(size));
+  };
+  DINO_CHECK(stbi_write_png_to_func(append, &png, canvas.width, canvas.height, 3,
+                                    canvas.rgb.data(), canvas.width * 3),
+             "[attention] cannot encode the PNG for ", path);
+  write_file_atomically(path, png);
 }
 
 }  // namespace
@@ -135,6 +133,7 @@ void add_attention_command(CLI::App& app) {
     DINO_CHECK(args->threshold >= 0 && args->threshold <= 1, "[attention] --threshold must be in [0, 1], got ",
                args->threshold);
     DINO_CHECK(args->size >= 0, "[attention] --size must not be negative, got ", args->size);
+    check_output_file("attention", args->out, {args->checkpoint, args->image});
     const Checkpoint ck = open_checkpoint(args->checkpoint);
     const auto vit = load_teacher_backbone(ck);
     const int64_t P = vit->config().patch_size, C = ck.meta.in_chans;
@@ -148,7 +147,7 @@ void add_attention_command(CLI::App& app) {
       source = {{"image", args->image}};
     } else {
       const std::string spec = args->data.empty()
-                                   ? ck.meta.config.at("data").at("dataset").get<std::string>()
+                                   ? ck.recipe.data.dataset
                                    : args->data;
       const auto ds = data::open_dataset(spec, data::Split::test);
       DINO_CHECK(args->index >= 0 && size_t(args->index) < ds->size(), "[attention] --index ", args->index,
@@ -171,6 +170,9 @@ void add_attention_command(CLI::App& app) {
     }
     const int64_t H = probs.size(1), T = probs.size(2), g = S / P;
     const std::vector<float> all = probs.to_vector();
+    for (float p : all)
+      DINO_CHECK(std::isfinite(p), "[attention] the attention of ", ck.path,
+                 "'s teacher on this image is not finite (NaN or infinity); no map is drawn");
     std::vector<std::vector<float>> attn(static_cast<size_t>(H));  // attn[0, h, 0, 1:]
     for (int64_t h = 0; h < H; ++h)
       attn[size_t(h)].assign(all.begin() + h * T * T + 1, all.begin() + h * T * T + T);

@@ -68,13 +68,12 @@ Named prefixed(const Named& tensors, const std::string& prefix) {
   return out;
 }
 
-json run_loader(const json& cfg, const Args& a) {
-  const std::string spec = cfg.at("data").at("dataset").get<std::string>();
-  auto dataset = data::open_dataset(spec, data::Split::train);
-  const int batch = cfg.at("optim").at("batch_size").get<int>();
-  const int threads = std::max(1, cfg.at("data").at("loader_threads").get<int>());
-  data::MultiCropLoader loader(*dataset, multicrop_config(cfg, int(dataset->channels())), batch,
-                               cfg.at("run").at("seed").get<uint64_t>(), threads);
+json run_loader(const Recipe& recipe, const Args& a) {
+  auto dataset = data::open_dataset(recipe.data.dataset, data::Split::train);
+  const int batch = recipe.optim.batch_size;
+  const int threads = recipe.data.loader_threads;
+  data::MultiCropLoader loader(*dataset, recipe.crops_for(dataset->channels()), batch,
+                               recipe.run.seed, threads);
   DINO_CHECK(a.warmup + a.steps <= loader.batches_per_epoch(), "[bench] --warmup + --steps (",
              a.warmup + a.steps, ") exceed the ", loader.batches_per_epoch(), " batches of an epoch");
   loader.start(0);
@@ -92,21 +91,20 @@ json run_loader(const json& cfg, const Args& a) {
   return out;
 }
 
-json run_train_step(const json& cfg, const Args& a) {
+json run_train_step(const Recipe& recipe, const Args& a) {
   // The dataset fixes only the channel count here; no image is read.
-  const std::string spec = cfg.at("data").at("dataset").get<std::string>();
-  const int64_t in_chans = data::open_dataset(spec, data::Split::train)->channels();
-  const json& optim = cfg.at("optim");
-  const int64_t batch = optim.at("batch_size").get<int64_t>();
-  const uint64_t seed = cfg.at("run").at("seed").get<uint64_t>();
+  const int64_t in_chans = data::open_dataset(recipe.data.dataset, data::Split::train)->channels();
+  const OptimConfig& optim = recipe.optim;
+  const int64_t batch = optim.batch_size;
+  const uint64_t seed = recipe.run.seed;
 
   // Student, teacher, loss and optimizer as train() builds them: built on the CPU from the
   // seed, moved to the device, the optimizer made after the move.
   const bool cuda = a.device == "cuda";
-  auto student = build_student(cfg, in_chans);
+  auto student = build_student(recipe, in_chans);
   auto teacher_ptr = build_teacher(*student);
   DinoModel& teacher = *teacher_ptr;
-  const DinoLossConfig loss_cfg = loss_config(cfg);
+  const DinoLossConfig& loss_cfg = recipe.loss;
   DinoLoss loss(loss_cfg, 1);
   if (cuda) {
 #ifdef DINO_HAS_CUDA
@@ -116,7 +114,7 @@ json run_train_step(const json& cfg, const Args& a) {
     student->to(Device::cuda);
     teacher.to(Device::cuda);
     loss.to(Device::cuda);
-    kernels::cuda::set_attention_backend(cfg.at("model").at("attention").get<std::string>().c_str());
+    kernels::cuda::set_attention_backend(recipe.model.attention.c_str());
 #else
     throw Error("[bench] --device cuda: this build has no CUDA support");
 #endif
@@ -127,17 +125,15 @@ json run_train_step(const json& cfg, const Args& a) {
   // The setting of a step past warm-up and the last-layer freeze (every parameter updated),
   // which is what most of a run's steps cost; the values themselves do not change the work.
   StepSettings s;
-  s.lr = optim.at("lr").get<double>() * double(batch) / 256.0;
-  s.weight_decay = optim.at("weight_decay").get<double>();
-  s.teacher_momentum = optim.at("momentum_teacher").get<double>();
+  s.lr = optim.scaled_lr();
+  s.weight_decay = optim.weight_decay;
+  s.teacher_momentum = optim.momentum_teacher;
   s.teacher_temp = loss_cfg.teacher_temp;
-  s.clip_grad = optim.at("clip_grad").get<double>();
+  s.clip_grad = optim.clip_grad;
   s.freeze_last_layer = false;
 
-  const json& crops_cfg = cfg.at("crops");
-  const int64_t G = loss_cfg.global_crops, L = crops_cfg.at("local_crops").get<int64_t>();
-  const int64_t global = crops_cfg.at("global_size").get<int64_t>();
-  const int64_t local = crops_cfg.at("local_size").get<int64_t>();
+  const int64_t G = loss_cfg.global_crops, L = recipe.crops.local.count;
+  const int64_t global = recipe.crops.global.size, local = recipe.crops.local.size;
   Rng crop_rng = Rng::derive({seed, 0xbe7c4ull});
   std::vector<Tensor> crops;
   for (int64_t v = 0; v < G + L; ++v)
@@ -335,8 +331,8 @@ void add_bench_command(CLI::App& app) {
       config.clear();
       overrides.insert(overrides.begin(), "data.dataset=synthetic:channels=3,size=224");
     }
-    const json cfg = load_config(config, overrides);
-    json out = args->loader ? run_loader(cfg, *args) : run_train_step(cfg, *args);
+    const Recipe recipe = load_recipe(config, overrides);
+    json out = args->loader ? run_loader(recipe, *args) : run_train_step(recipe, *args);
     out["config"] = config.empty() ? "built-in defaults" : config;
     std::fflush(stdout);
     if (args->json) std::cout << out.dump() << std::endl;

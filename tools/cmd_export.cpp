@@ -22,10 +22,11 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--out", args->out, "Output .safetensors (written to OUT.tmp, then renamed)")->required();
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args] {
+    check_output_file("export", args->out, {args->checkpoint});
     const Checkpoint ck = open_checkpoint(args->checkpoint);
     const auto vit = load_teacher_backbone(ck);
     export_backbone(args->out, *vit,
-                    {{"arch", ck.meta.config.at("model").at("arch").get<std::string>()},
+                    {{"arch", ck.recipe.model.arch},
                      {"source_checkpoint", ck.path},
                      {"step", std::to_string(ck.meta.step)}});
     const auto tensors = vit->named_parameters();

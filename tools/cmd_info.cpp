@@ -35,9 +35,9 @@ nlohmann::json build_facts(const std::string& requested) {
   return out;
 }
 
-nlohmann::json recipe_facts(const nlohmann::json& cfg) {
+nlohmann::json recipe_facts(const Recipe& recipe) {
   nlohmann::json out;
-  const std::string spec = cfg.at("data").at("dataset").get<std::string>();
+  const std::string& spec = recipe.data.dataset;
   int64_t in_chans = 3;
   out["dataset_spec"] = spec;
   try {
@@ -51,13 +51,12 @@ nlohmann::json recipe_facts(const nlohmann::json& cfg) {
   out["in_chans"] = in_chans;
   out["in_chans_from_dataset"] = !out["dataset"].is_null();
 
-  const VitConfig vc = vit_config(cfg, in_chans);
+  const VitConfig vc = recipe.vit(in_chans);
   Rng rng(0);  // only the shapes matter
   const VisionTransformer vit(vc, rng);
-  const DinoHead head(head_config(cfg, vc.embed_dim), rng);
-  const int64_t global = cfg.at("crops").at("global_size").get<int64_t>();
-  const int64_t local = cfg.at("crops").at("local_size").get<int64_t>();
-  out["arch"] = cfg.at("model").at("arch");
+  const DinoHead head(recipe.head, rng);
+  const int64_t global = recipe.crops.global.size, local = recipe.crops.local.size;
+  out["arch"] = recipe.model.arch;
   out["vit"] = {{"img_size", vc.img_size}, {"patch_size", vc.patch_size}, {"embed_dim", vc.embed_dim},
                 {"depth", vc.depth}, {"num_heads", vc.num_heads}, {"mlp_ratio", vc.mlp_ratio}};
   out["head_out_dim"] = head.config().out_dim;
@@ -65,7 +64,7 @@ nlohmann::json recipe_facts(const nlohmann::json& cfg) {
   out["head_parameters"] = head.num_parameters();
   out["global_size"] = global;
   out["local_size"] = local;
-  out["local_crops"] = cfg.at("crops").at("local_crops");
+  out["local_crops"] = recipe.crops.local.count;
   out["backbone_flops_global"] = vit.flops_per_image(global);
   out["backbone_flops_local"] = vit.flops_per_image(local);
   return out;
@@ -90,7 +89,7 @@ void add_info_command(CLI::App& app) {
   cmd->callback([args] {
     std::vector<std::string> overrides = args->overrides;
     if (!args->data.empty()) overrides.push_back("data.dataset=\"" + args->data + "\"");
-    const nlohmann::json cfg = load_config(args->config, overrides);
+    const Recipe recipe = load_recipe(args->config, overrides);
     nlohmann::json out = build_facts(args->device);
     std::printf("dino-engine\n  CUDA in this build: %s\n  CUDA device: %s\n  --device auto: %s (%s)\n"
                 "  --device %s: %s\n",
@@ -98,7 +97,7 @@ void add_info_command(CLI::App& app) {
                 out["auto_device"].get<std::string>().c_str(), out["auto_device_reason"].get<std::string>().c_str(),
                 args->device.c_str(), out["device"].get<std::string>().c_str());
 
-    const nlohmann::json r = recipe_facts(cfg);
+    const nlohmann::json r = recipe_facts(recipe);
     out["recipe"] = r;
     out["recipe"]["config"] = args->config.empty() ? "defaults" : args->config;
     const nlohmann::json& v = r["vit"];

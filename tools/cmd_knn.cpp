@@ -39,8 +39,9 @@ void add_knn_command(CLI::App& app) {
     const Checkpoint ck = open_checkpoint(args->checkpoint);
     const auto teacher = load_teacher_backbone(ck);
     teacher->to(device);  // knn_report runs the random-init control where the teacher is
-    const KnnReport r = knn_report(*teacher, ck.meta.config, ck.meta.in_chans, args->data, args->k,
-                                   args->temperature, args->batch, progress_line("k-NN features"));
+    const KnnReport r = knn_report(*teacher, ck.recipe, ck.meta.in_chans, args->data,
+                                   {args->k, args->temperature, args->batch},
+                                   progress_line("k-NN features"));
     std::printf("k-NN of %s (step %ld) on %s\n", ck.path.c_str(), long(ck.meta.step), r.dataset.c_str());
     std::printf("k=%ld, T=%g, %ld train / %ld test images, %.1f s\n", long(r.trained.k),
                 r.trained.temperature, long(r.trained.n_train), long(r.trained.n_test), r.seconds);

@@ -1,5 +1,7 @@
 // `dino train`: the main job. Runs the recipe, then prints the k-NN result.
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "core/error.h"
@@ -22,12 +24,22 @@ void print_knn(const nlohmann::json& knn) {
   std::fflush(stdout);
 }
 
+// `text` as one shell word.
+std::string shell_quote(const std::string& text) {
+  if (!text.empty() && text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                              "0123456789-_./:=,+@%") == std::string::npos)
+    return text;
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 }  // namespace
 
 void add_train_command(CLI::App& app) {
   struct Args {
     std::string config, device = "auto", data, out = "runs/dino";
-    bool resume = false, json = false;
+    bool resume = false, force = false, json = false;
     std::vector<std::string> overrides;
   };
   auto args = std::make_shared<Args>();
@@ -41,17 +53,33 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--out", args->out, "Output folder: checkpoint.safetensors, metrics.jsonl, knn.json")
       ->capture_default_str();
   cmd->add_flag("--resume", args->resume, "Continue from OUT/checkpoint.safetensors exactly");
+  cmd->add_flag("--force", args->force, "Start a new run in an OUT that holds one, replacing it");
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line");
   cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value, e.g. optim.lr=1e-3");
   cmd->callback([args] {
     std::vector<std::string> overrides = args->overrides;
     if (!args->data.empty()) overrides.push_back("data.dataset=\"" + args->data + "\"");
-    const nlohmann::json cfg = load_config(args->config, overrides);
+    const Recipe recipe = load_recipe(args->config, overrides);
     TrainOptions opt;
     opt.out_dir = args->out;
     opt.resume = args->resume;
+    opt.force = args->force;
     opt.device = args->device;
-    const TrainResult r = train(cfg, opt);
+    opt.stop_on_signals = true;
+    const TrainResult r = train(recipe, opt);
+    if (r.stopped_by) {
+      std::string again = "dino train --out " + shell_quote(args->out) + " --resume";
+      if (!args->config.empty()) again += " --config " + shell_quote(args->config);
+      if (args->device != "auto") again += " --device " + shell_quote(args->device);
+      for (const std::string& o : overrides) again += " " + shell_quote(o);
+      std::printf("stopped by %s after step %ld (%.2f epochs); checkpoint: %s\nresume with: %s\n",
+                  r.stopped_by == SIGINT ? "Ctrl-C (SIGINT)" : "SIGTERM", long(r.steps), r.epochs,
+                  r.checkpoint.c_str(), again.c_str());
+      if (args->json) std::cout << r.to_json().dump() << std::endl;
+      std::fflush(stdout);
+      // The shell's convention for a program ended by a signal, so scripts see it did not finish.
+      std::exit(128 + r.stopped_by);
+    }
     std::printf("trained %ld steps (%.2f epochs) in %.1f s on %s, %.1f images/s; loss %.4f -> %.4f\n",
                 long(r.steps), r.epochs, r.seconds, r.device.c_str(), r.images_per_second,
                 r.first_loss, r.last_loss);

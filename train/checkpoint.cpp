@@ -1,8 +1,7 @@
 #include "train/checkpoint.h"
 
+#include <cmath>
 #include <sstream>
-
-#include "train/config.h"
 
 namespace dino {
 
@@ -19,15 +18,50 @@ std::string rng_to_string(const Rng::State& s) {
 Rng::State rng_from_string(const std::string& text, const std::string& path) {
   Rng::State s{};
   std::istringstream is(text);
-  for (auto& w : s) is >> w;
-  DINO_CHECK(!is.fail(), "[", path, "] corrupt random state in the metadata");
+  bool ok = text.find('-') == std::string::npos;  // >> would wrap a negative number around
+  for (auto& w : s) ok = ok && static_cast<bool>(is >> w);
+  is >> std::ws;
+  bool any = false;
+  for (uint64_t w : s) any |= w != 0;
+  DINO_CHECK(ok && is.eof() && any, "[", path, "] corrupt checkpoint metadata: drop_rng is '",
+             text, "', expected 4 unsigned integers, not all zero");
   return s;
 }
 
-}  // namespace
+const std::string& metadata_value(const SafeTensors& st, const std::string& key,
+                                  const std::string& path) {
+  auto it = st.metadata.find(key);
+  DINO_CHECK(it != st.metadata.end(), "[", path, "] corrupt checkpoint metadata: no '", key, "'");
+  return it->second;
+}
 
-void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const DinoModel& student,
-                     const DinoModel& teacher, const DinoLoss& loss, AdamW& optimizer) {
+int64_t parse_count(const std::string& text, const std::string& key, const std::string& path) {
+  size_t used = 0;
+  int64_t v = -1;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  DINO_CHECK(used == text.size() && !text.empty() && v >= 0, "[", path,
+             "] corrupt checkpoint metadata: ", key, " is '", text,
+             "', expected a non-negative integer");
+  return v;
+}
+
+template <class T>
+void count_non_finite(const T* p, int64_t n, int64_t& nan, int64_t& inf) {
+  for (int64_t i = 0; i < n; ++i) {
+    nan += std::isnan(double(p[i]));
+    inf += std::isinf(double(p[i]));
+  }
+}
+
+// Host copies of every tensor a checkpoint holds, in the order it writes them.
+std::vector<std::pair<std::string, Tensor>> checkpoint_tensors(const DinoModel& student,
+                                                               const DinoModel& teacher,
+                                                               const DinoLoss& loss,
+                                                               AdamW& optimizer) {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& kv : student.named_parameters("student.")) tensors.push_back(kv);
   for (auto& kv : teacher.named_parameters("teacher.")) tensors.push_back(kv);
@@ -38,6 +72,36 @@ void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const 
     // float64 holds any step count exactly and needs no 64-bit integer dtype.
     tensors.push_back({"optimizer." + name + ".step", Tensor::scalar(double(st.step), DType::f64)});
   }
+  for (auto& kv : tensors) kv.second = kv.second.to(Device::cpu);
+  return tensors;
+}
+
+}  // namespace
+
+std::string describe_non_finite(const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (t.dtype() != DType::f32 && t.dtype() != DType::f64 && t.dtype() != DType::bf16) continue;
+    const Tensor host = t.to(Device::cpu);
+    int64_t nan = 0, inf = 0;
+    if (host.dtype() == DType::f64) {
+      count_non_finite(host.data<double>(), host.numel(), nan, inf);
+    } else {
+      const Tensor f = host.to(DType::f32);
+      count_non_finite(f.data<float>(), f.numel(), nan, inf);
+    }
+    if (nan + inf > 0)
+      return str_cat("'", name, "' (", nan, " NaN, ", inf, " infinite of ", t.numel(), " values)");
+  }
+  return "";
+}
+
+void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const DinoModel& student,
+                     const DinoModel& teacher, const DinoLoss& loss, AdamW& optimizer) {
+  const auto tensors = checkpoint_tensors(student, teacher, loss, optimizer);
+  const std::string bad = describe_non_finite(tensors);
+  DINO_CHECK(bad.empty(), "[train] after step ", meta.step, " ", bad,
+             " is not finite: the update diverged. Not writing ", path,
+             " (a checkpoint already there is kept); lower optim.lr or check the data");
   save_safetensors(path, tensors,
                    {{"format", kFormat},
                     {"config", meta.config.dump()},
@@ -55,13 +119,16 @@ Checkpoint read_checkpoint(const std::string& path) {
   DINO_CHECK(it != md.end() && it->second == kFormat, "[", path,
              "] is not a dino-engine training checkpoint (no '", kFormat, "' format tag)");
   try {
-    ck.meta.config = nlohmann::json::parse(md.at("config"));
-    ck.meta.step = std::stoll(md.at("step"));
-    ck.meta.in_chans = std::stoll(md.at("in_chans"));
-  } catch (const std::exception& e) {
-    throw Error(str_cat("[", path, "] corrupt checkpoint metadata: ", e.what()));
+    ck.meta.config = nlohmann::json::parse(metadata_value(ck.tensors, "config", path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat("[", path, "] corrupt checkpoint metadata: config is not JSON: ", e.what()));
   }
-  ck.meta.drop_rng = rng_from_string(md.at("drop_rng"), path);
+  ck.recipe = parse_saved_recipe(ck.meta.config, path + " (its recipe)");
+  ck.meta.step = parse_count(metadata_value(ck.tensors, "step", path), "step", path);
+  ck.meta.in_chans = parse_count(metadata_value(ck.tensors, "in_chans", path), "in_chans", path);
+  DINO_CHECK(ck.meta.in_chans == 1 || ck.meta.in_chans == 3, "[", path,
+             "] corrupt checkpoint metadata: in_chans is ", ck.meta.in_chans, ", expected 1 or 3");
+  ck.meta.drop_rng = rng_from_string(metadata_value(ck.tensors, "drop_rng", path), path);
   return ck;
 }
 
@@ -70,9 +137,10 @@ void load_module(Module& m, const Checkpoint& ck, const std::string& prefix) {
     for (auto& [name, t] : entries) {
       const Tensor* src = ck.tensors.find(prefix + name);
       DINO_CHECK(src, "[", ck.path, "] checkpoint of another model: no tensor '", prefix + name, "'");
-      DINO_CHECK(src->shape() == t.shape(), "[", ck.path, "] checkpoint of another model: '",
-                 prefix + name, "' is ", shape_str(src->shape()), ", this model needs ",
-                 shape_str(t.shape()));
+      DINO_CHECK(src->shape() == t.shape() && src->dtype() == t.dtype(), "[", ck.path,
+                 "] checkpoint of another model: '", prefix + name, "' is ",
+                 shape_str(src->shape()), " ", dtype_name(src->dtype()), ", this model needs ",
+                 shape_str(t.shape()), " ", dtype_name(t.dtype()));
       t.copy_from(*src);
     }
   };
@@ -87,11 +155,17 @@ void load_optimizer(AdamW& optimizer, const Checkpoint& ck) {
     const Tensor* v = ck.tensors.find(base + ".exp_avg_sq");
     const Tensor* s = ck.tensors.find(base + ".step");
     DINO_CHECK(m && v && s, "[", ck.path, "] no optimizer state for '", name, "'");
-    DINO_CHECK(m->shape() == st.exp_avg.shape(), "[", ck.path, "] optimizer state '", name,
-               "' has the wrong shape");
+    DINO_CHECK(m->shape() == st.exp_avg.shape() && v->shape() == st.exp_avg_sq.shape() &&
+                   m->dtype() == st.exp_avg.dtype() && v->dtype() == st.exp_avg_sq.dtype(),
+               "[", ck.path, "] optimizer state '", name, "' has the wrong shape or dtype");
+    DINO_CHECK(s->numel() == 1 && s->dtype() == DType::f64, "[", ck.path, "] optimizer step of '",
+               name, "' is not a float64 scalar");
+    const double step = s->item();
+    DINO_CHECK(step >= 0 && step <= 9e15 && step == std::floor(step), "[", ck.path,
+               "] optimizer step of '", name, "' is ", step, ", not a step count");
     st.exp_avg.copy_from(*m);
     st.exp_avg_sq.copy_from(*v);
-    st.step = int64_t(s->item());
+    st.step = int64_t(step);
   }
 }
 
@@ -109,17 +183,10 @@ void export_backbone(const std::string& path, const VisionTransformer& vit,
   metadata["vit_config"] = config.dump();
   auto tensors = vit.named_parameters();
   for (auto& kv : vit.named_buffers()) tensors.push_back(kv);
+  for (auto& kv : tensors) kv.second = kv.second.to(Device::cpu);
+  const std::string bad = describe_non_finite(tensors);
+  DINO_CHECK(bad.empty(), "[export] ", bad, " is not finite; not writing ", path);
   save_safetensors(path, tensors, metadata);
-}
-
-std::unique_ptr<DinoModel> model_from_checkpoint(const Checkpoint& ck, const std::string& which) {
-  DINO_CHECK(which == "teacher" || which == "student", "[checkpoint] unknown model '", which, "'");
-  const VitConfig vc = vit_config(ck.meta.config, ck.meta.in_chans);
-  const HeadConfig hc = head_config(ck.meta.config, vc.embed_dim);
-  Rng rng(0);  // the weights are overwritten below
-  auto model = std::make_unique<DinoModel>(vc, hc, rng);
-  load_module(*model, ck, which + ".");
-  return model;
 }
 
 }  // namespace dino

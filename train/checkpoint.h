@@ -2,7 +2,8 @@
 // Training checkpoints (ARCHITECTURE §8): one safetensors file with the student and teacher under
 // "student.backbone.", "student.head.", "teacher.backbone.", "teacher.head.", the loss center
 // "loss.center", AdamW state "optimizer.<name>.exp_avg|exp_avg_sq|step", and in the metadata
-// the merged config, the step, in_chans and every random state. Written atomically.
+// the merged config, the step, in_chans and every random state. Written atomically, and never
+// with a NaN or an infinity in it.
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -12,26 +13,31 @@
 #include "core/safetensors.h"
 #include "losses/dino_loss.h"
 #include "models/multicrop.h"
+#include "train/config.h"
 
 namespace dino {
 
 struct CheckpointMeta {
-  nlohmann::json config;
+  nlohmann::json config;    // the run's merged recipe
   int64_t step = 0;         // optimizer steps done
   int64_t in_chans = 3;
   Rng::State drop_rng{};    // stochastic-depth generator
 };
 
+// Throws, writing nothing, when a tensor holds a NaN or an infinity (an update that diverged):
+// the checkpoint already on disk stays as it was.
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const DinoModel& student,
                      const DinoModel& teacher, const DinoLoss& loss, AdamW& optimizer);
 
 struct Checkpoint {
   std::string path;
   CheckpointMeta meta;
+  Recipe recipe;            // meta.config, read and validated
   SafeTensors tensors;
 };
 
-// Throws naming the file when it is missing, damaged or not a dino-engine checkpoint.
+// Throws naming the file (and the key or tensor) when it is missing, damaged or not a
+// dino-engine checkpoint.
 Checkpoint read_checkpoint(const std::string& path);
 
 // Copies "<prefix><name>" for every parameter and buffer of `m`; a missing name or a shape
@@ -42,11 +48,12 @@ void load_optimizer(AdamW& optimizer, const Checkpoint& ck);
 // `dino export`: a backbone alone under bare timm names (patch_embed.proj.weight, cls_token,
 // pos_embed, blocks.N..., norm.*), the file a timm-style ViT loads with strict=True; timm's
 // `head` is a classifier, so the DINO head stays out. The metadata carries the ViT config.
+// Throws, writing nothing, when a weight is not finite.
 void export_backbone(const std::string& path, const VisionTransformer& vit,
                      std::map<std::string, std::string> metadata = {});
 
-// The model described by a checkpoint's config, with the weights of `which` ("teacher" or
-// "student").
-std::unique_ptr<DinoModel> model_from_checkpoint(const Checkpoint& ck, const std::string& which);
+// The name of the first of `tensors` that holds a NaN or an infinity, with what it holds
+// ("'blocks.0.norm1.weight' (3 NaN, 0 infinite of 64 values)"), or "" when all are finite.
+std::string describe_non_finite(const std::vector<std::pair<std::string, Tensor>>& tensors);
 
 }  // namespace dino

@@ -1,6 +1,9 @@
 #include "train/config.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -61,8 +64,249 @@ void merge_into(json& base, const json& over, const std::string& origin, const s
                slot.type_name(), " like ", slot.dump(), ", got ", value.dump());
     DINO_CHECK(!slot.is_array() || slot.size() == value.size(), "[config] ", origin, ": '", key,
                "' expects ", slot.size(), " values, got ", value.dump());
+    for (size_t i = 0; slot.is_array() && i < value.size(); ++i)
+      DINO_CHECK(value[i].is_number(), "[config] ", origin, ": '", key, "' expects numbers, got ",
+                 value.dump());
     slot = value;
   }
+}
+
+// Every key of `defaults` must be in `cfg` (a saved recipe carries them all).
+void require_every_key(const json& defaults, const json& cfg, const std::string& origin,
+                       const std::string& path) {
+  DINO_CHECK(cfg.is_object(), "[config] ", origin, ": '", path.empty() ? "(top)" : path,
+             "' must be an object");
+  for (auto it = defaults.begin(); it != defaults.end(); ++it) {
+    const std::string key = path.empty() ? it.key() : path + "." + it.key();
+    DINO_CHECK(cfg.contains(it.key()), "[config] ", origin, ": the recipe has no '", key, "'");
+    if (it->is_object()) require_every_key(*it, cfg.at(it.key()), origin, key);
+  }
+}
+
+// An interval of allowed values, and how an error message says it.
+struct Range {
+  double lo, hi;
+  bool lo_open = false, hi_open = false;
+  bool contains(double v) const {
+    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  }
+  std::string describe() const {
+    if (std::isinf(hi)) return str_cat(lo_open ? "> " : ">= ", lo);
+    return str_cat("in ", lo_open ? "(" : "[", lo, ", ", hi, hi_open ? ")" : "]");
+  }
+};
+constexpr double kInf = std::numeric_limits<double>::infinity();
+const Range kPositive{0, kInf, true};
+const Range kNonNegative{0, kInf};
+const Range kProbability{0, 1};
+
+// Typed, range-checked reads of "group.key" from a merged recipe.
+class Reader {
+ public:
+  Reader(const json& cfg, const std::string& origin) : cfg_(cfg), origin_(origin) {}
+
+  [[noreturn]] void fail(const std::string& key, const std::string& expected) const {
+    throw Error(str_cat("[config] ", origin_, ": '", key, "' is ", value(key).dump(),
+                        "; expected ", expected));
+  }
+  const json& value(const std::string& key) const {
+    const size_t dot = key.find('.');
+    return cfg_.at(key.substr(0, dot)).at(key.substr(dot + 1));
+  }
+  int64_t integer(const std::string& key, int64_t lo, int64_t hi) const {
+    const json& v = value(key);
+    const std::string expected = hi == std::numeric_limits<int64_t>::max()
+                                     ? str_cat("an integer >= ", lo)
+                                     : str_cat("an integer in [", lo, ", ", hi, "]");
+    if (!v.is_number_integer()) fail(key, expected);
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+      fail(key, expected);
+    const int64_t x = v.get<int64_t>();
+    if (x < lo || x > hi) fail(key, expected);
+    return x;
+  }
+  double number(const std::string& key, const Range& range) const {
+    const json& v = value(key);
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || !range.contains(v.get<double>()))
+      fail(key, "a number " + range.describe());
+    return v.get<double>();
+  }
+  std::vector<double> numbers(const std::string& key, size_t n, const Range& range) const {
+    const json& v = value(key);
+    const std::string expected = str_cat(n, " numbers ", range.describe());
+    if (!v.is_array() || v.size() != n) fail(key, expected);
+    std::vector<double> out;
+    for (const json& x : v) {
+      if (!x.is_number() || !std::isfinite(x.get<double>()) || !range.contains(x.get<double>()))
+        fail(key, expected);
+      out.push_back(x.get<double>());
+    }
+    return out;
+  }
+  bool boolean(const std::string& key) const {
+    if (!value(key).is_boolean()) fail(key, "true or false");
+    return value(key).get<bool>();
+  }
+  std::string text(const std::string& key) const {
+    if (!value(key).is_string() || value(key).get<std::string>().empty()) fail(key, "a non-empty string");
+    return value(key).get<std::string>();
+  }
+  // Cross-key rules: `ok`, or an error naming both keys.
+  void require(bool ok, const std::string& key, const std::string& rule) const {
+    if (!ok) fail(key, rule);
+  }
+
+ private:
+  const json& cfg_;
+  const std::string& origin_;
+};
+
+constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
+// Upper bounds that no real recipe reaches but that keep every product of them (step counts,
+// buffer sizes) far from overflow.
+constexpr int64_t kMaxSide = 1 << 16;        // image and crop sides
+constexpr int64_t kMaxWidth = 1 << 16;       // embedding and head widths
+constexpr int64_t kMaxOutDim = 1 << 24;      // DINO head outputs (K)
+constexpr double kMaxEpochs = 1e6;
+
+DataConfig read_data(const Reader& r) {
+  DataConfig d;
+  d.dataset = r.text("data.dataset");
+  d.loader_threads = int(r.integer("data.loader_threads", 1, 1024));
+  return d;
+}
+
+ModelConfig read_model(const Reader& r) {
+  ModelConfig m;
+  const std::string arch = r.text("model.arch");
+  std::string known;
+  for (const std::string& name : vit_preset_names()) known += (known.empty() ? "" : ", ") + name;
+  bool preset = false;
+  for (const std::string& name : vit_preset_names()) preset |= name == arch;
+  if (!preset) r.fail("model.arch", "one of " + known);
+  m.arch = arch;
+  m.vit = vit_preset(arch);
+  m.vit.img_size = r.integer("model.img_size", 1, kMaxSide);
+  m.vit.patch_size = r.integer("model.patch_size", 1, kMaxSide);
+  r.require(m.vit.patch_size <= m.vit.img_size, "model.patch_size",
+            str_cat("at most model.img_size (", m.vit.img_size, ")"));
+  // 0 keeps the preset's value.
+  if (int64_t v = r.integer("model.embed_dim", 0, kMaxWidth)) m.vit.embed_dim = v;
+  if (int64_t v = r.integer("model.depth", 0, 1024)) m.vit.depth = v;
+  if (int64_t v = r.integer("model.num_heads", 0, kMaxWidth)) m.vit.num_heads = v;
+  r.require(m.vit.embed_dim % m.vit.num_heads == 0, "model.num_heads",
+            str_cat("a divisor of the embedding width ", m.vit.embed_dim, " (model.embed_dim or ",
+                    arch, "'s)"));
+  m.vit.drop_path_rate = r.number("model.drop_path_rate", Range{0, 1, false, true});
+  m.attention = r.text("model.attention");
+  if (m.attention != "ours" && m.attention != "cudnn") r.fail("model.attention", "\"ours\" or \"cudnn\"");
+  return m;
+}
+
+HeadConfig read_head(const Reader& r, int64_t embed_dim) {
+  HeadConfig h;
+  h.in_dim = embed_dim;
+  h.out_dim = r.integer("head.out_dim", 1, kMaxOutDim);
+  h.hidden_dim = r.integer("head.hidden_dim", 1, kMaxWidth);
+  h.bottleneck_dim = r.integer("head.bottleneck_dim", 1, kMaxWidth);
+  h.nlayers = r.integer("head.nlayers", 1, 64);
+  h.norm_last_layer = r.boolean("head.norm_last_layer");
+  return h;
+}
+
+data::MultiCropConfig read_crops(const Reader& r, int64_t patch_size) {
+  data::MultiCropConfig m;
+  const Range scale{0, 1, true, false};
+  const auto gs = r.numbers("crops.global_scale", 2, scale);
+  r.require(gs[0] <= gs[1], "crops.global_scale", "[min, max] with min <= max");
+  const int64_t global_size = r.integer("crops.global_size", 1, kMaxSide);
+  r.require(global_size >= patch_size, "crops.global_size",
+            str_cat("at least model.patch_size (", patch_size, ")"));
+  m.global = {2, int(global_size), float(gs[0]), float(gs[1])};
+  // DINO allows no local crops: the two global views are then each other's pair.
+  const int local_crops = int(r.integer("crops.local_crops", 0, 64));
+  const auto ls = r.numbers("crops.local_scale", 2, scale);
+  r.require(ls[0] <= ls[1], "crops.local_scale", "[min, max] with min <= max");
+  const int64_t local_size = r.integer("crops.local_size", 1, kMaxSide);
+  r.require(local_crops == 0 || local_size >= patch_size, "crops.local_size",
+            str_cat("at least model.patch_size (", patch_size, ") when crops.local_crops > 0"));
+  m.local = {local_crops, int(local_size), float(ls[0]), float(ls[1])};
+  m.flip_p = float(r.number("crops.flip_p", kProbability));
+  m.jitter_p = float(r.number("crops.jitter_p", kProbability));
+  m.brightness = float(r.number("crops.brightness", kProbability));
+  m.contrast = float(r.number("crops.contrast", kProbability));
+  m.saturation = float(r.number("crops.saturation", kProbability));
+  m.hue = float(r.number("crops.hue", Range{0, 0.5}));
+  m.grayscale_p = float(r.number("crops.grayscale_p", kProbability));
+  const auto blur = r.numbers("crops.blur_p", 3, kProbability);
+  m.blur_p_global1 = float(blur[0]);
+  m.blur_p_global2 = float(blur[1]);
+  m.blur_p_local = float(blur[2]);
+  const auto sigma = r.numbers("crops.blur_sigma", 2, Range{0, 100, true, false});
+  r.require(sigma[0] <= sigma[1], "crops.blur_sigma", "[min, max] with min <= max");
+  m.blur_sigma_min = float(sigma[0]);
+  m.blur_sigma_max = float(sigma[1]);
+  m.solarize_p_global2 = float(r.number("crops.solarize_p", kProbability));
+  return m;
+}
+
+OptimConfig read_optim(const Reader& r) {
+  OptimConfig o;
+  o.batch_size = int(r.integer("optim.batch_size", 1, 1 << 20));
+  o.epochs = r.number("optim.epochs", Range{0, kMaxEpochs, true, false});
+  o.lr = r.number("optim.lr", Range{0, 1, true, false});
+  o.min_lr = r.number("optim.min_lr", kNonNegative);
+  r.require(o.min_lr <= o.scaled_lr(), "optim.min_lr",
+            str_cat("at most the scaled learning rate optim.lr * optim.batch_size / 256 = ",
+                    o.scaled_lr()));
+  o.warmup_epochs = r.number("optim.warmup_epochs", Range{0, o.epochs});
+  o.weight_decay = r.number("optim.weight_decay", kProbability);
+  o.weight_decay_end = r.number("optim.weight_decay_end", kProbability);
+  o.clip_grad = r.number("optim.clip_grad", kNonNegative);
+  o.freeze_last_layer = r.number("optim.freeze_last_layer", kNonNegative);
+  o.momentum_teacher = r.number("optim.momentum_teacher", kProbability);
+  return o;
+}
+
+DinoLossConfig read_loss(const Reader& r, int64_t out_dim, double epochs) {
+  DinoLossConfig c;
+  c.out_dim = out_dim;
+  c.global_crops = 2;
+  const Range temperature{0, 10, true, false};
+  c.student_temp = r.number("loss.student_temp", temperature);
+  c.teacher_temp = r.number("loss.teacher_temp", temperature);
+  c.warmup_teacher_temp = r.number("loss.warmup_teacher_temp", temperature);
+  c.warmup_teacher_temp_epochs = r.number("loss.warmup_teacher_temp_epochs", Range{0, epochs});
+  c.center_momentum = r.number("loss.center_momentum", kProbability);
+  return c;
+}
+
+RunConfig read_run(const Reader& r) {
+  RunConfig c;
+  c.seed = uint64_t(r.integer("run.seed", 0, kMaxInt64));
+  c.max_steps = r.integer("run.max_steps", 0, kMaxInt64);
+  c.log_every = r.integer("run.log_every", 1, kMaxInt64);
+  c.checkpoint_every = r.integer("run.checkpoint_every", 0, kMaxInt64);
+  c.knn = r.boolean("run.knn");
+  c.knn_k = r.integer("run.knn_k", 1, kMaxInt);
+  c.knn_temperature = r.number("run.knn_temperature", Range{0, 10, true, false});
+  c.eval_batch = r.integer("run.eval_batch", 1, 1 << 20);
+  return c;
+}
+
+Recipe read_recipe(json merged, const std::string& origin) {
+  Recipe recipe;
+  const Reader r(merged, origin);
+  recipe.data = read_data(r);
+  recipe.model = read_model(r);
+  recipe.head = read_head(r, recipe.model.vit.embed_dim);
+  recipe.crops = read_crops(r, recipe.model.vit.patch_size);
+  recipe.optim = read_optim(r);
+  recipe.loss = read_loss(r, recipe.head.out_dim, recipe.optim.epochs);
+  recipe.run = read_run(r);
+  recipe.json = std::move(merged);
+  return recipe;
 }
 
 }  // namespace
@@ -76,6 +320,8 @@ void apply_override(json& cfg, const std::string& assignment) {
   DINO_CHECK(eq != std::string::npos && eq > 0, "[config] command line: '", assignment,
              "' is not group.key=value");
   const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  DINO_CHECK(key.front() != '.' && key.back() != '.' && key.find("..") == std::string::npos,
+             "[config] command line: '", key, "' is not a group.key name");
   json value;
   try {
     value = json::parse(text);
@@ -95,89 +341,59 @@ void apply_override(json& cfg, const std::string& assignment) {
   merge_config(cfg, patch, "command line");
 }
 
+json parse_config_text(const std::string& text, const std::string& origin) {
+  json file;
+  try {
+    file = json::parse(text, nullptr, true, true);
+  } catch (const json::exception& e) {
+    throw Error(str_cat("[config] ", origin, ": not valid JSON: ", e.what()));
+  }
+  json cfg = default_config();
+  merge_config(cfg, file, origin);
+  return cfg;
+}
+
 json load_config(const std::string& path, const std::vector<std::string>& overrides) {
   json cfg = default_config();
   if (!path.empty()) {
     std::ifstream f(path);
     DINO_CHECK(f, "[config] cannot open recipe '", path, "'");
-    json file;
-    try {
-      file = json::parse(f, nullptr, true, true);
-    } catch (const json::exception& e) {
-      throw Error(str_cat("[config] ", path, ": not valid JSON: ", e.what()));
-    }
-    merge_config(cfg, file, path);
+    std::ostringstream text;
+    text << f.rdbuf();
+    DINO_CHECK(!f.bad(), "[config] cannot read recipe '", path, "'");
+    cfg = parse_config_text(text.str(), path);
   }
   for (const std::string& o : overrides) apply_override(cfg, o);
   return cfg;
 }
 
-VitConfig vit_config(const json& cfg, int64_t in_chans) {
-  const json& m = cfg.at("model");
-  VitConfig v = vit_preset(m.at("arch").get<std::string>());
-  v.img_size = m.at("img_size").get<int64_t>();
-  v.patch_size = m.at("patch_size").get<int64_t>();
-  if (m.at("embed_dim").get<int64_t>() > 0) v.embed_dim = m.at("embed_dim").get<int64_t>();
-  if (m.at("depth").get<int64_t>() > 0) v.depth = m.at("depth").get<int64_t>();
-  if (m.at("num_heads").get<int64_t>() > 0) v.num_heads = m.at("num_heads").get<int64_t>();
-  v.drop_path_rate = m.at("drop_path_rate").get<double>();
+VitConfig Recipe::vit(int64_t in_chans) const {
+  VitConfig v = model.vit;
   v.in_chans = in_chans;
-  DINO_CHECK(v.drop_path_rate >= 0 && v.drop_path_rate < 1, "[config] model.drop_path_rate must be in [0, 1)");
   return v;
 }
 
-HeadConfig head_config(const json& cfg, int64_t embed_dim) {
-  const json& h = cfg.at("head");
-  HeadConfig c;
-  c.in_dim = embed_dim;
-  c.out_dim = h.at("out_dim").get<int64_t>();
-  c.hidden_dim = h.at("hidden_dim").get<int64_t>();
-  c.bottleneck_dim = h.at("bottleneck_dim").get<int64_t>();
-  c.nlayers = h.at("nlayers").get<int64_t>();
-  c.norm_last_layer = h.at("norm_last_layer").get<bool>();
-  return c;
-}
-
-DinoLossConfig loss_config(const json& cfg) {
-  const json& l = cfg.at("loss");
-  DinoLossConfig c;
-  c.out_dim = cfg.at("head").at("out_dim").get<int64_t>();
-  c.global_crops = 2;
-  c.student_temp = l.at("student_temp").get<double>();
-  c.teacher_temp = l.at("teacher_temp").get<double>();
-  c.warmup_teacher_temp = l.at("warmup_teacher_temp").get<double>();
-  c.warmup_teacher_temp_epochs = l.at("warmup_teacher_temp_epochs").get<double>();
-  c.center_momentum = l.at("center_momentum").get<double>();
-  DINO_CHECK(c.student_temp > 0 && c.teacher_temp > 0 && c.warmup_teacher_temp > 0,
-             "[config] temperatures must be positive");
-  return c;
-}
-
-data::MultiCropConfig multicrop_config(const json& cfg, int channels) {
-  const json& c = cfg.at("crops");
-  data::MultiCropConfig m;
-  const auto gs = c.at("global_scale").get<std::vector<float>>();
-  const auto ls = c.at("local_scale").get<std::vector<float>>();
-  m.global = {2, c.at("global_size").get<int>(), gs[0], gs[1]};
-  m.local = {c.at("local_crops").get<int>(), c.at("local_size").get<int>(), ls[0], ls[1]};
-  m.flip_p = c.at("flip_p").get<float>();
-  m.jitter_p = c.at("jitter_p").get<float>();
-  m.brightness = c.at("brightness").get<float>();
-  m.contrast = c.at("contrast").get<float>();
-  m.saturation = c.at("saturation").get<float>();
-  m.hue = c.at("hue").get<float>();
-  m.grayscale_p = c.at("grayscale_p").get<float>();
-  const auto blur = c.at("blur_p").get<std::vector<float>>();
-  m.blur_p_global1 = blur[0];
-  m.blur_p_global2 = blur[1];
-  m.blur_p_local = blur[2];
-  const auto sigma = c.at("blur_sigma").get<std::vector<float>>();
-  m.blur_sigma_min = sigma[0];
-  m.blur_sigma_max = sigma[1];
-  m.solarize_p_global2 = c.at("solarize_p").get<float>();
+data::MultiCropConfig Recipe::crops_for(int channels) const {
+  data::MultiCropConfig m = crops;
   m.norm = data::default_normalization(channels);
-  data::validate(m);
   return m;
+}
+
+Recipe parse_recipe(const json& cfg, const std::string& origin) {
+  json merged = default_config();
+  merge_config(merged, cfg, origin);
+  return read_recipe(std::move(merged), origin);
+}
+
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+  const std::string file = path.empty() ? "recipe" : path;
+  return parse_recipe(load_config(path, overrides),
+                      overrides.empty() ? file : file + " with the command line's overrides");
+}
+
+Recipe parse_saved_recipe(const json& cfg, const std::string& origin) {
+  require_every_key(default_config(), cfg, origin, "");
+  return parse_recipe(cfg, origin);
 }
 
 }  // namespace dino

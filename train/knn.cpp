@@ -32,10 +32,21 @@ void l2_normalize_rows(float* x, int64_t rows, int64_t cols) {
   }
 }
 
+// The first row of (rows, cols) that holds a NaN or an infinity, or -1.
+int64_t first_non_finite_row(const float* x, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      if (!std::isfinite(x[r * cols + c])) return r;
+  return -1;
+}
+
 void check_features(const Tensor& t, const char* what) {
   DINO_CHECK(t.defined() && t.dim() == 2 && t.dtype() == DType::f32 && t.device() == Device::cpu,
              "[knn] ", what, " features must be (n, D) f32 on the CPU, got ",
              t.defined() ? t.str() : "an undefined tensor");
+  const int64_t bad = first_non_finite_row(t.data<float>(), t.size(0), t.size(1));
+  DINO_CHECK(bad < 0, "[knn] ", what, " feature row ", bad, " is not finite; no accuracy is "
+             "computed from NaN or infinite features");
 }
 
 void check_labels(const std::vector<int>& labels, int64_t rows, int64_t num_classes,
@@ -69,6 +80,10 @@ Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
     const Tensor f = l2_normalize(model.forward(images.to(device)).to(DType::f32)).to(Device::cpu);
     DINO_CHECK(f.dtype() == DType::f32 && f.numel() == (end - begin) * D,
                "[knn] the model returned ", f.str(), " features for ", end - begin, " images");
+    const int64_t bad = first_non_finite_row(f.data<float>(), end - begin, D);
+    DINO_CHECK(bad < 0, "[knn] the model's features of image ", begin + bad, " of ", ds.describe(),
+               " are not finite (NaN or infinity): its weights are not finite or overflow; no "
+               "accuracy is computed from them");
     std::memcpy(out.data<float>() + begin * D, f.data<float>(), f.nbytes());
     if (progress) progress(end, n);
   }
@@ -168,11 +183,13 @@ KnnResult knn_classify(const Tensor& train_features, const std::vector<int>& tra
   return result;
 }
 
-KnnReport knn_report(const VisionTransformer& teacher, const nlohmann::json& cfg, int64_t in_chans,
-                     const std::string& data_spec, int64_t k, double temperature, int64_t batch,
+KnnReport knn_report(const VisionTransformer& teacher, const Recipe& recipe, int64_t in_chans,
+                     const std::string& data_spec, const KnnSettings& settings,
                      const ProgressFn& progress) {
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string spec = data_spec.empty() ? cfg.at("data").at("dataset").get<std::string>() : data_spec;
+  const std::string spec = data_spec.empty() ? recipe.data.dataset : data_spec;
+  const int64_t k = settings.k, batch = settings.batch;
+  const double temperature = settings.temperature;
   const auto train = data::open_dataset(spec, data::Split::train);
   const auto test = data::open_dataset(spec, data::Split::test);
   DINO_CHECK(train->num_classes() > 0, "[knn] ", train->describe(),
@@ -199,7 +216,7 @@ KnnReport knn_report(const VisionTransformer& teacher, const nlohmann::json& cfg
   report.trained = eval_model(teacher, 0);
   {
     // The student's initial weights, built as the trainer builds them.
-    const auto initial = build_student(cfg, in_chans);
+    const auto initial = build_student(recipe, in_chans);
     initial->backbone.to(teacher.cls_token.device());
     report.random_init = eval_model(initial->backbone, n_train + n_test);
   }

@@ -10,6 +10,7 @@
 #include "data/augment.h"
 #include "data/datasets.h"
 #include "models/vit.h"
+#include "train/config.h"
 
 namespace dino {
 
@@ -23,6 +24,8 @@ struct KnnResult {
 // Called with (done, total) while features are extracted.
 using ProgressFn = std::function<void(int64_t, int64_t)>;
 
+// Refused, with an error naming the images, when the model gives a NaN or an infinity: an
+// accuracy computed from non-finite features would be meaningless (NaN votes count as ties).
 // [CLS] after the final norm for every image of `ds` (eval_transform at the model's
 // img_size), L2-normalised: (n, D) f32 on the CPU. The forward runs batched, without autograd,
 // on the model's device (CUDA: bf16 features made f32 there, then copied to the host); the
@@ -34,7 +37,8 @@ Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
 Tensor raw_pixel_features(const data::Dataset& ds);
 std::vector<int> labels_of(const data::Dataset& ds);
 
-// Weighted k-NN of every test row against all train rows (features already L2-normalised).
+// Weighted k-NN of every test row against all train rows (features already L2-normalised and
+// finite: non-finite ones are refused).
 KnnResult knn_classify(const Tensor& train_features, const std::vector<int>& train_labels,
                        const Tensor& test_features, const std::vector<int>& test_labels,
                        int64_t num_classes, int64_t k, double temperature);
@@ -47,9 +51,14 @@ struct KnnReport {
   std::string dataset;  // the train split's describe()
   double seconds = 0;
 };
-// data_spec empty: cfg["data"]["dataset"]. Progress counts the images through either model.
-KnnReport knn_report(const VisionTransformer& teacher, const nlohmann::json& cfg, int64_t in_chans,
-                     const std::string& data_spec, int64_t k, double temperature, int64_t batch,
+struct KnnSettings {
+  int64_t k = 20;
+  double temperature = 0.07;
+  int64_t batch = 256;  // images per forward pass
+};
+// data_spec empty: the recipe's data.dataset. Progress counts the images through either model.
+KnnReport knn_report(const VisionTransformer& teacher, const Recipe& recipe, int64_t in_chans,
+                     const std::string& data_spec, const KnnSettings& settings,
                      const ProgressFn& progress = {});
 nlohmann::json to_json(const KnnResult& r);  // {"top1", "top5"}
 // {"trained", "random_init", "raw_pixels", "k", "temperature", "n_train", "n_test",

@@ -20,8 +20,9 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
                       const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
                       bool capture_grads) {
   const int64_t G = loss.config().global_crops;
-  DINO_CHECK(int64_t(crops.size()) > G, "[train] ", crops.size(), " views; DINO needs the ", G,
-             " global views and at least one more");
+  // With no local crops the global views are each other's pair, as DINO allows.
+  DINO_CHECK(int64_t(crops.size()) >= G && crops.size() >= 2, "[train] ", crops.size(),
+             " views; DINO needs the ", G, " global views");
   StepOutputs out;
   {
     NoGradGuard no_grad;

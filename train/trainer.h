@@ -1,24 +1,31 @@
 #pragma once
-// The DINO training job behind `dino train`: data, student and EMA teacher, per-iteration
-// schedules, the step of train/step.h, progress and JSONL metrics, atomic checkpoints, exact
-// resume, and the k-NN evaluation at the end.
+// The DINO training job behind `dino train`: the recipe validated and the run planned before
+// anything is written (train/run_plan.h), then data, student and EMA teacher
+// (train/train_state.h), the step loop (train/train_loop.h) with its per-step schedules,
+// metrics.jsonl and checkpoints, exact resume, and the k-NN evaluation at the end.
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
 #include "core/rng.h"
+#include "core/storage.h"
 #include "models/multicrop.h"
+#include "train/config.h"
 
 namespace dino {
 
 struct TrainOptions {
   std::string out_dir = "runs/dino";
-  bool resume = false;
+  bool resume = false;          // continue the run in out_dir from its checkpoint
+  bool force = false;           // start over in a folder that holds a run, replacing it
   // auto | cpu | cuda. The library default is the CPU, so a caller (the CPU tests) gets the
   // same numbers on any machine; `dino train` passes the user's choice (default auto).
   std::string device = "cpu";
   bool quiet = false;           // no progress lines (tests)
+  // Ctrl-C / SIGTERM stop the run at the next step boundary with a checkpoint
+  // (train/stop_signal.h); `dino train` sets it.
+  bool stop_on_signals = false;
 };
 
 // --device: "cpu", "cuda" (throws one clear error, naming `who`, when this build has no CUDA
@@ -37,13 +44,14 @@ struct TrainResult {
   double teacher_entropy = 0, batch_entropy = 0, kl = 0;  // last step
   std::optional<std::string> collapse_warning;  // active at the end of training
   std::string checkpoint;       // path of the final checkpoint
+  int stopped_by = 0;           // SIGINT or SIGTERM when a signal stopped the run early
   nlohmann::json knn;           // {} when not evaluated
   nlohmann::json to_json() const;
 };
 
-// The student as a run with this config and seed starts: Rng(run.seed) drawn in a fixed
-// order. `dino knn` builds its random-init control with the same function.
-std::unique_ptr<DinoModel> build_student(const nlohmann::json& cfg, int64_t in_chans);
+// The student as a run with this recipe starts: Rng(run.seed) drawn in a fixed order.
+// `dino knn` builds its random-init control with the same function.
+std::unique_ptr<DinoModel> build_student(const Recipe& recipe, int64_t in_chans);
 
 // The stochastic-depth generator of a run with this seed (its state is checkpointed).
 Rng drop_path_rng(uint64_t seed);
@@ -52,6 +60,8 @@ Rng drop_path_rng(uint64_t seed);
 // from the student's weights, no parameter requiring grad.
 std::unique_ptr<DinoModel> build_teacher(const DinoModel& student);
 
+TrainResult train(const Recipe& recipe, const TrainOptions& options);
+// `cfg` is read and validated with parse_recipe() first.
 TrainResult train(const nlohmann::json& cfg, const TrainOptions& options);
 
 }  // namespace dino

@@ -1,0 +1,42 @@
+// Position embeddings for inputs of another size than the model's: DINO's bicubic
+// interpolation of the patch grid, with the rows of the table following the image's rows.
+#include <catch2/catch.hpp>
+
+#include "core/rng.h"
+#include "models/vit.h"
+
+using namespace dino;
+
+TEST_CASE("pos_embed: a non-square input gets its rows from the table's rows", "[vit]") {
+  VitConfig cfg = vit_preset("vit_micro");
+  cfg.img_size = 16;
+  cfg.patch_size = 4;  // a 4 x 4 table
+  cfg.in_chans = 1;
+  Rng rng(2);
+  VisionTransformer vit(cfg, rng);
+  const int64_t g = cfg.grid(), D = cfg.embed_dim;
+  // A table that varies along its rows only: entry (i, j) holds 10 * i in every channel.
+  float* table = vit.pos_embed.data<float>();
+  for (int64_t i = 0; i < g; ++i)
+    for (int64_t j = 0; j < g; ++j)
+      for (int64_t d = 0; d < D; ++d) table[(1 + i * g + j) * D + d] = float(10 * i);
+
+  // 6 x 2 patches (24 x 8 pixels): tokens run row by row, 2 per row. Every token of a row
+  // must carry the same value, and the value must rise from each row to the next (4 table rows
+  // 10 apart spread over 6: about 5-7 per row). Transposed (a 2 x 6 grid read as 6 x 2), the
+  // first three rows would all carry the first table row's value.
+  const int64_t rows = 6, cols = 2;
+  const Tensor pe = vit.interpolate_pos_encoding(rows * cfg.patch_size, cols * cfg.patch_size);
+  REQUIRE(pe.shape() == Shape{1, 1 + rows * cols, D});
+  const float* p = pe.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    INFO("patch row " << r);
+    CHECK(p[(1 + r * cols + 0) * D] == Approx(p[(1 + r * cols + 1) * D]).margin(1e-4));
+    if (r > 0) CHECK(p[(1 + r * cols) * D] > p[(1 + (r - 1) * cols) * D] + 3);
+  }
+  CHECK(p[(1 + (rows - 1) * cols) * D] > p[1 * D] + 10);
+
+  // And through the model: a non-square image runs.
+  Tensor images = Tensor::randn({1, 1, rows * cfg.patch_size, cols * cfg.patch_size}, rng);
+  CHECK(vit.forward(images).shape() == Shape{1, D});
+}

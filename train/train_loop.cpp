@@ -1,0 +1,94 @@
+#include "train/train_loop.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace dino {
+
+namespace {
+
+// The batch's views as (B, C, S, S) f32 tensors on `device`, copied straight from the loader's
+// buffers (on CUDA one upload per view, with no host tensor in between).
+std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) {
+  std::vector<Tensor> crops;
+  for (size_t v = 0; v < b.views.size(); ++v) {
+    const int64_t S = b.view_sizes[v];
+    Tensor t = Tensor::empty({b.batch, b.channels, S, S}, DType::f32, device);
+    DINO_CHECK(size_t(t.numel()) == b.view_values(v), "[train] view ", v, " holds ",
+               b.view_values(v), " values for ", shape_str(t.shape()));
+    copy_bytes(t.raw_data(), device, b.view_f32(v), Device::cpu, t.nbytes());
+    crops.push_back(t);
+  }
+  return crops;
+}
+
+}  // namespace
+
+TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state,
+                     MetricsLog& metrics, bool quiet)
+    : recipe_(recipe),
+      plan_(plan),
+      state_(state),
+      metrics_(metrics),
+      loader_(*plan.train_set, recipe.crops_for(int(plan.in_chans)), recipe.optim.batch_size,
+              recipe.run.seed, recipe.data.loader_threads),
+      schedules_(recipe.optim, plan.iters_per_epoch),
+      policy_(recipe.run.checkpoint_every, plan.total_steps, state.step),
+      monitor_(recipe.loss.out_dim),
+      progress_(state.step, plan.total_steps, plan.iters_per_epoch, recipe.optim.batch_size,
+                recipe.run.log_every, quiet),
+      start_step_(state.step) {}
+
+StepRecord TrainLoop::run_step() {
+  const int64_t step = state_.step, ipe = plan_.iters_per_epoch;
+  const int64_t epoch = step / ipe, in_epoch = step % ipe;
+  if (step == start_step_ || in_epoch == 0) loader_.start(epoch, in_epoch);
+  const data::MultiCropLoader::Lease b = loader_.next();
+  StepRecord r;
+  r.settings = schedules_.at(step, *state_.loss);
+  // dino_step stops the run on a non-finite loss, before the update, as main_dino does.
+  const StepOutputs out = dino_step(*state_.student, *state_.teacher, *state_.loss,
+                                    *state_.optimizer, batch_tensors(*b, plan_.device), r.settings,
+                                    &state_.drop_rng);
+  state_.step = step + 1;
+  r.step = state_.step;
+  r.stats = out.stats;
+  return r;
+}
+
+void TrainLoop::on_step_known(const StepRecord& r) {
+  DINO_CHECK(std::isfinite(r.stats.loss), "[train] the loss of step ", r.step, " is ",
+             r.stats.loss, "; stopping");
+  collapse_warning_ = monitor_.update(r.stats);
+  metrics_.append(r, plan_.iters_per_epoch);
+  progress_.record(r, collapse_warning_);
+  policy_.confirm(r.step);
+}
+
+void TrainLoop::checkpoint() {
+  // metrics.jsonl first: once the checkpoint exists, every step it holds has its line on disk.
+  metrics_.sync();
+  state_.save(plan_.folder.checkpoint, recipe_);
+  policy_.saved(state_.step);
+}
+
+int TrainLoop::run(const StopSignals& stop) {
+  int signal = 0;
+  while (state_.step < plan_.total_steps && signal == 0) {
+    on_step_known(run_step());
+    signal = stop.requested();
+    if (policy_.due(state_.step, signal != 0)) checkpoint();
+  }
+  return signal;
+}
+
+void TrainLoop::summarize(TrainResult& result) const {
+  progress_.summarize(result);
+  result.collapse_warning = collapse_warning_;
+  result.steps = state_.step;
+  result.epochs = double(state_.step) / double(plan_.iters_per_epoch);
+}
+
+}  // namespace dino

@@ -1,0 +1,49 @@
+#pragma once
+// The step loop of a run: each iteration takes the next batch, runs one DINO step
+// (train/step.h) with the step's scheduled settings, and hands its statistics on once they
+// are known (on_step_known: metrics.jsonl, the collapse monitor, the progress line, and
+// the confirmation the checkpoint policy waits for); checkpoints follow CheckpointPolicy.
+#include <optional>
+#include <string>
+
+#include "data/loader.h"
+#include "losses/dino_loss.h"
+#include "train/checkpoint_policy.h"
+#include "train/metrics_log.h"
+#include "train/progress.h"
+#include "train/run_plan.h"
+#include "train/schedules.h"
+#include "train/stop_signal.h"
+#include "train/train_state.h"
+
+namespace dino {
+
+class TrainLoop {
+ public:
+  TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state, MetricsLog& metrics,
+            bool quiet);
+  // Runs until the plan's last step or a stop signal; returns the signal (0 when it ran to the
+  // end). A checkpoint holds the steps done either way.
+  int run(const StopSignals& stop);
+  // Loss means, last statistics, timing and the collapse warning of the steps run.
+  void summarize(TrainResult& result) const;
+
+ private:
+  StepRecord run_step();
+  void on_step_known(const StepRecord& r);
+  void checkpoint();
+
+  const Recipe& recipe_;
+  const RunPlan& plan_;
+  TrainState& state_;
+  MetricsLog& metrics_;
+  data::MultiCropLoader loader_;
+  StepSchedules schedules_;
+  CheckpointPolicy policy_;
+  CollapseMonitor monitor_;
+  std::optional<std::string> collapse_warning_;
+  Progress progress_;
+  const int64_t start_step_;
+};
+
+}  // namespace dino

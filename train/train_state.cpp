@@ -1,0 +1,71 @@
+#include "train/train_state.h"
+
+#include "train/checkpoint.h"
+#include "train/step.h"
+#include "train/trainer.h"
+
+namespace dino {
+
+namespace {
+
+using nlohmann::json;
+
+// Keys a resumed run may change: how long it runs and what it reports, not what it computes.
+bool resumable_difference(const std::string& key) {
+  return key == "max_steps" || key == "log_every" || key == "checkpoint_every" ||
+         key.rfind("knn", 0) == 0 || key == "eval_batch" || key == "loader_threads";
+}
+
+void check_same_recipe(const json& saved, const json& now, const std::string& path,
+                       const std::string& where = "") {
+  for (auto it = saved.begin(); it != saved.end(); ++it) {
+    const std::string key = where.empty() ? it.key() : where + "." + it.key();
+    if (it->is_object()) {
+      check_same_recipe(*it, now.at(it.key()), path, key);
+      continue;
+    }
+    DINO_CHECK(resumable_difference(it.key()) || *it == now.at(it.key()), "[train] --resume: ",
+               path, " was trained with ", key, " = ", it->dump(), ", this recipe says ",
+               now.at(it.key()).dump());
+  }
+}
+
+}  // namespace
+
+TrainState::TrainState(const Recipe& recipe, int64_t in_chans_, int64_t iters_per_epoch, Device device)
+    : student(build_student(recipe, in_chans_)),
+      teacher(build_teacher(*student)),
+      loss(std::make_unique<DinoLoss>(recipe.loss, iters_per_epoch)),
+      drop_rng(drop_path_rng(recipe.run.seed)),
+      in_chans(in_chans_) {
+  if (device != Device::cpu) {
+    student->to(device);
+    teacher->to(device);
+    loss->to(device);
+  }
+  optimizer = std::make_unique<AdamW>(make_optimizer(*student));
+}
+
+void TrainState::resume(const std::string& path, const Recipe& recipe) {
+  const Checkpoint ck = read_checkpoint(path);
+  check_same_recipe(ck.meta.config, recipe.json, path);
+  DINO_CHECK(ck.meta.in_chans == in_chans, "[train] --resume: ", path, " was trained on ",
+             ck.meta.in_chans, "-channel images, the dataset has ", in_chans);
+  load_module(*student, ck, "student.");
+  load_module(*teacher, ck, "teacher.");
+  load_module(*loss, ck, "loss.");
+  load_optimizer(*optimizer, ck);
+  step = ck.meta.step;
+  drop_rng.set_state(ck.meta.drop_rng);
+}
+
+void TrainState::save(const std::string& path, const Recipe& recipe) const {
+  CheckpointMeta meta;
+  meta.config = recipe.json;
+  meta.step = step;
+  meta.in_chans = in_chans;
+  meta.drop_rng = drop_rng.state();
+  save_checkpoint(path, meta, *student, *teacher, *loss, *optimizer);
+}
+
+}  // namespace dino
