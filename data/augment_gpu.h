@@ -1,0 +1,34 @@
+#pragma once
+// DINO's augmentations on the GPU, as the data layer calls them: a batch handed over as its
+// samples' source bytes and drawn view parameters (the loader's CropFormat::sources) becomes
+// the step's input, every view (B, C, S, S) f32 and normalised on the device, rendered by
+// the kernels of kernels/cuda/augment.cu. For the same parameters the views equal the CPU
+// path's (apply_view) to within a few float32 rounding steps (tests/cuda/test_augment.cpp).
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/augment.h"
+#include "data/augment_params.h"
+
+namespace dino::data {
+
+// One batch before augmentation. Buffers are reused from one batch to the next.
+struct SourceBatch {
+  int batch = 0, channels = 0;
+  std::vector<int> view_sizes;                   // per view v: square side
+  bool f32 = false;  // sources hold floats in [0, 1] (as SourceImage::f32) instead of bytes
+  std::vector<std::vector<uint8_t>> bytes;       // per sample: channels x height x width values,
+                                                 // planar, as bytes or as the floats' bytes
+  std::vector<int> heights, widths;              // per sample
+  std::vector<ViewParams> params;                // (batch, views) sample-major
+};
+
+// Checks the batch (sizes, every view's side and box inside its source), uploads it and
+// renders every view on the GPU: per view v a (batch, channels, S_v, S_v) f32 CUDA tensor,
+// normalised with `norm` (resolved for the channel count). Views of one size share one
+// allocation (view-major), so each returned tensor is a free narrow() of it. Throws
+// dino::Error naming the problem, or when the build has no CUDA backend.
+std::vector<Tensor> render_views_cuda(const SourceBatch& batch, const Normalization& norm);
+
+}  // namespace dino::data

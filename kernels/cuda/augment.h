@@ -1,0 +1,35 @@
+#pragma once
+// DINO's augmentations on the GPU (kernels/cuda/augment.cu): every view of a batch rendered
+// from the samples' source bytes and their drawn parameters (data/augment_params.h), the
+// same operations in the same order as the CPU reference (data/multicrop.h: apply_view). A
+// plain C++ header, so the g++-compiled data front end (data/augment_gpu.h) can call it.
+#include <cstdint>
+
+#include "data/augment_params.h"
+
+namespace dino::kernels::cuda {
+
+// Where one sample's source image lies in the batch's source buffer: C planes of
+// height x width values (channel-planar, as data::SourceImage holds them) starting at
+// element `offset`.
+struct AugmentSource {
+  int64_t offset = 0;
+  int height = 0, width = 0;
+};
+
+// out (V, B, C, S, S) f32, view-major: view v of sample b at out + (v * B + b) * C * S * S
+//   <- src (sample b's C x H_b x W_b planes at sources[b].offset; bytes, or floats in [0, 1]
+//      when src_f32, as data::SourceImage stores either), sources (B),
+//      params (B, views_per_sample) sample-major: this call renders each sample's views
+//      first_view .. first_view + V - 1, all of side S (their params' size must be S and
+//      their boxes inside their source, which the front end checks).
+// mean, std (C), host arrays: out = (x - mean[c]) * (1 / std[c]), x the augmented view in [0, 1].
+// max_box_height (host): at least every rendered view's box height; it sizes the scratch.
+// A view whose box is taller is written as NaN rather than read out of bounds.
+// stream: the cudaStream_t, as void*. C is 1 or 3. Scratch comes from the stream-ordered pool.
+void augment_views(float* out, const void* src, bool src_f32, const AugmentSource* sources,
+                   const data::ViewParams* params, int B, int views_per_sample, int first_view,
+                   int V, int C, int S, int max_box_height, const float* mean, const float* std,
+                   void* stream);
+
+}  // namespace dino::kernels::cuda
