@@ -21,17 +21,16 @@ void validate(const SourceBatch& sb, const Normalization& norm) {
   DINO_CHECK(norm.mean.size() == size_t(sb.channels) && norm.std.size() == size_t(sb.channels),
              "[augment_gpu] the normalisation has ", norm.mean.size(), " means for ",
              sb.channels, " channels (resolve it first)");
-  DINO_CHECK(sb.bytes.size() == B && sb.heights.size() == B && sb.widths.size() == B &&
-                 sb.params.size() == B * V,
-             "[augment_gpu] ", sb.bytes.size(), " sources, ", sb.heights.size(), " heights, ",
-             sb.widths.size(), " widths and ", sb.params.size(), " view parameters for ", B,
+  DINO_CHECK(sb.samples.size() == B && sb.params.size() == B * V, "[augment_gpu] ",
+             sb.samples.size(), " sources and ", sb.params.size(), " view parameters for ", B,
              " samples of ", V, " views");
   for (size_t b = 0; b < B; ++b) {
-    const int H = sb.heights[b], W = sb.widths[b];
-    const size_t value_bytes = sb.f32 ? sizeof(float) : 1;
-    DINO_CHECK(H > 0 && W > 0 && sb.bytes[b].size() == size_t(sb.channels) * H * W * value_bytes,
-               "[augment_gpu] sample ", b, " holds ", sb.bytes[b].size(), " bytes for a ",
-               sb.channels, "x", H, "x", W, sb.f32 ? " float" : " 8-bit", " image");
+    const SourceBatch::Sample& s = sb.samples[b];
+    const int H = s.height, W = s.width;
+    const size_t value_bytes = s.f32 ? sizeof(float) : 1;
+    DINO_CHECK(H > 0 && W > 0 && s.bytes.size() == size_t(sb.channels) * H * W * value_bytes,
+               "[augment_gpu] sample ", b, " holds ", s.bytes.size(), " bytes for a ",
+               sb.channels, "x", H, "x", W, s.f32 ? " float" : " 8-bit", " image");
     for (size_t v = 0; v < V; ++v) {
       const ViewParams& p = sb.params[b * V + v];
       const CropBox& box = p.box;
@@ -47,22 +46,32 @@ void validate(const SourceBatch& sb, const Normalization& norm) {
 
 }  // namespace
 
+void SourceBatch::set_source(int i, const SourceImage& src) {
+  Sample& s = samples.at(size_t(i));
+  s.height = src.height;
+  s.width = src.width;
+  s.f32 = !src.is_u8;
+  const uint8_t* p = src.is_u8 ? src.u8.data() : reinterpret_cast<const uint8_t*>(src.f32.pixels.data());
+  const size_t n = src.is_u8 ? src.u8.size() : src.f32.pixels.size() * sizeof(float);
+  s.bytes.assign(p, p + n);
+}
+
 std::vector<Tensor> render_views_cuda(const SourceBatch& sb, const Normalization& norm) {
   validate(sb, norm);
 #ifdef DINO_HAS_CUDA
   namespace cu = kernels::cuda;
   const int B = sb.batch, C = sb.channels, V = int(sb.view_sizes.size());
-  const int64_t value_bytes = sb.f32 ? int64_t(sizeof(float)) : 1;
   std::vector<cu::AugmentSource> where(static_cast<size_t>(B));
-  int64_t total = 0;  // bytes
+  int64_t total = 0;  // bytes, each source 4-byte aligned
   for (int b = 0; b < B; ++b) {
-    where[size_t(b)] = {total / value_bytes, sb.heights[size_t(b)], sb.widths[size_t(b)]};
-    total += int64_t(sb.bytes[size_t(b)].size());
+    const SourceBatch::Sample& s = sb.samples[size_t(b)];
+    where[size_t(b)] = {total, s.height, s.width, s.f32 ? 1 : 0};
+    total += (int64_t(s.bytes.size()) + 3) / 4 * 4;
   }
   Tensor src = Tensor::empty({total}, DType::u8, Device::cuda);
   for (int b = 0; b < B; ++b)
-    copy_bytes(static_cast<uint8_t*>(src.raw_data()) + where[size_t(b)].offset * value_bytes,
-               Device::cuda, sb.bytes[size_t(b)].data(), Device::cpu, sb.bytes[size_t(b)].size());
+    copy_bytes(static_cast<uint8_t*>(src.raw_data()) + where[size_t(b)].offset, Device::cuda,
+               sb.samples[size_t(b)].bytes.data(), Device::cpu, sb.samples[size_t(b)].bytes.size());
   Tensor dev_where = Tensor::empty({int64_t(where.size() * sizeof(cu::AugmentSource))}, DType::u8, Device::cuda);
   copy_bytes(dev_where.raw_data(), Device::cuda, where.data(), Device::cpu, dev_where.nbytes());
   Tensor dev_params = Tensor::empty({int64_t(sb.params.size() * sizeof(ViewParams))}, DType::u8, Device::cuda);
@@ -78,7 +87,7 @@ std::vector<Tensor> render_views_cuda(const SourceBatch& sb, const Normalization
       for (int v = first; v < first + count; ++v)
         max_box_height = std::max(max_box_height, sb.params[size_t(b) * V + v].box.height);
     Tensor out = Tensor::empty({int64_t(count) * B, C, S, S}, DType::f32, Device::cuda);
-    cu::augment_views(out.data<float>(), src.raw_data(), sb.f32,
+    cu::augment_views(out.data<float>(), static_cast<const uint8_t*>(src.raw_data()),
                       static_cast<const cu::AugmentSource*>(dev_where.raw_data()),
                       static_cast<const ViewParams*>(dev_params.raw_data()), B, V, first, count,
                       C, S, max_box_height, norm.mean.data(), norm.std.data(), cu::stream());

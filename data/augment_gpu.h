@@ -1,27 +1,34 @@
 #pragma once
 // DINO's augmentations on the GPU, as the data layer calls them: a batch handed over as its
-// samples' source bytes and drawn view parameters (the loader's CropFormat::sources) becomes
-// the step's input, every view (B, C, S, S) f32 and normalised on the device, rendered by
-// the kernels of kernels/cuda/augment.cu. For the same parameters the views equal the CPU
-// path's (apply_view) to within a few float32 rounding steps (tests/cuda/test_augment.cpp).
+// samples' source images and drawn view parameters (the loader's CropFormat::sources)
+// becomes the step's input, every view (B, C, S, S) f32 and normalised on the device,
+// rendered by the kernels of kernels/cuda/augment.cu. For the same parameters the views equal
+// the CPU path's (apply_view) to within a few float32 rounding steps
+// (tests/cuda/test_augment.cpp).
 #include <cstdint>
 #include <vector>
 
 #include "core/tensor.h"
 #include "data/augment.h"
 #include "data/augment_params.h"
+#include "data/image.h"
 
 namespace dino::data {
 
 // One batch before augmentation. Buffers are reused from one batch to the next.
 struct SourceBatch {
+  struct Sample {
+    int height = 0, width = 0;
+    bool f32 = false;            // floats in [0, 1] (SourceImage::f32) rather than bytes
+    std::vector<uint8_t> bytes;  // channels x height x width values, planar (a float's 4 bytes each)
+  };
   int batch = 0, channels = 0;
-  std::vector<int> view_sizes;                   // per view v: square side
-  bool f32 = false;  // sources hold floats in [0, 1] (as SourceImage::f32) instead of bytes
-  std::vector<std::vector<uint8_t>> bytes;       // per sample: channels x height x width values,
-                                                 // planar, as bytes or as the floats' bytes
-  std::vector<int> heights, widths;              // per sample
-  std::vector<ViewParams> params;                // (batch, views) sample-major
+  std::vector<int> view_sizes;     // per view v: square side
+  std::vector<Sample> samples;     // per sample
+  std::vector<ViewParams> params;  // (batch, views) sample-major
+
+  // Copies `src` (as a dataset loaded it) into sample i's buffer, reusing its memory.
+  void set_source(int i, const SourceImage& src);
 };
 
 // Checks the batch (sizes, every view's side and box inside its source), uploads it and

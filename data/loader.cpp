@@ -21,12 +21,16 @@ Rng sample_rng(uint64_t seed, int64_t epoch, int64_t index) {
 }
 
 const float* MultiCropBatch::view_f32(size_t v) const {
-  DINO_CHECK(format == CropFormat::f32, "[loader] the batch holds bytes (format u8), not floats");
+  DINO_CHECK(format == CropFormat::f32, "[loader] the batch holds ",
+             format == CropFormat::u8 ? "bytes (format u8)" : "sources (format sources)",
+             ", not floats");
   return static_cast<const float*>(views.at(v));
 }
 
 const uint8_t* MultiCropBatch::view_u8(size_t v) const {
-  DINO_CHECK(format == CropFormat::u8, "[loader] the batch holds floats (format f32), not bytes");
+  DINO_CHECK(format == CropFormat::u8, "[loader] the batch holds ",
+             format == CropFormat::f32 ? "floats (format f32)" : "sources (format sources)",
+             ", not bytes");
   return static_cast<const uint8_t*>(views.at(v));
 }
 
@@ -81,27 +85,37 @@ MultiCropLoader::MultiCropLoader(const Dataset& ds, MultiCropConfig cfg, int bat
   prefetch_ = opt_.prefetch > 0 ? opt_.prefetch
                                 : std::max(2, (opt_.threads + batch_size - 1) / batch_size + 1);
 
-  // One buffer per slot holds every view of a batch, each view 64-byte aligned.
+  // One buffer per slot holds every view of a batch, each view 64-byte aligned. With format
+  // sources there are no views: each sample's source grows its own buffer as needed.
   const int C = ds_.channels();
+  const bool views = opt_.format != CropFormat::sources;
   const size_t elem = opt_.format == CropFormat::f32 ? sizeof(float) : sizeof(uint8_t);
   std::vector<int> sizes(size_t(cfg_.global.count), cfg_.global.size);
   sizes.insert(sizes.end(), size_t(cfg_.local.count), cfg_.local.size);
   for (int S : sizes) {
     view_offset_.push_back(buffer_bytes_);
-    buffer_bytes_ += (size_t(batch_size) * C * S * S * elem + 63) / 64 * 64;
+    if (views) buffer_bytes_ += (size_t(batch_size) * C * S * S * elem + 63) / 64 * 64;
   }
   slots_.resize(size_t(prefetch_ + opt_.max_held));
   for (Slot& slot : slots_) {
-    slot.buffer = opt_.allocator.allocate ? opt_.allocator.allocate(buffer_bytes_)
-                                          : ::operator new(buffer_bytes_, std::align_val_t(64));
-    DINO_CHECK(slot.buffer != nullptr, "[loader] cannot allocate ", buffer_bytes_, " bytes for a batch");
     MultiCropBatch& d = slot.data;
     d.batch = batch_size;
     d.channels = C;
     d.format = opt_.format;
     d.norm = norm_;
     d.view_sizes = sizes;
-    for (size_t v = 0; v < sizes.size(); ++v)
+    if (!views) {
+      d.sources.batch = batch_size;
+      d.sources.channels = C;
+      d.sources.view_sizes = sizes;
+      d.sources.samples.resize(size_t(batch_size));
+      d.sources.params.resize(size_t(batch_size) * sizes.size());
+    } else {
+      slot.buffer = opt_.allocator.allocate ? opt_.allocator.allocate(buffer_bytes_)
+                                            : ::operator new(buffer_bytes_, std::align_val_t(64));
+      DINO_CHECK(slot.buffer != nullptr, "[loader] cannot allocate ", buffer_bytes_, " bytes for a batch");
+    }
+    for (size_t v = 0; v < sizes.size() && views; ++v)
       d.views.push_back(static_cast<uint8_t*>(slot.buffer) + view_offset_[v]);
     d.labels.assign(size_t(batch_size), -1);
     d.indices.assign(size_t(batch_size), 0);
@@ -117,6 +131,7 @@ MultiCropLoader::~MultiCropLoader() {
   work_cv_.notify_all();
   for (std::thread& t : workers_) t.join();
   for (Slot& slot : slots_) {
+    if (!slot.buffer) continue;
     if (opt_.allocator.release) opt_.allocator.release(slot.buffer);
     else ::operator delete(slot.buffer, std::align_val_t(64));
   }
@@ -232,6 +247,13 @@ void MultiCropLoader::fill_sample(WorkerState& state, Slot& slot, int i, int64_t
              " has ", src.channels, " channels, expected ", out.channels);
   if (src.height != src.full_height || src.width != src.full_width)
     map_to_reduced(state.views.data(), n, src.full_height, src.full_width, src.height, src.width);
+  out.labels[size_t(i)] = ds_.label(size_t(index));
+  out.indices[size_t(i)] = index;
+  if (out.format == CropFormat::sources) {  // the views are rendered where the batch goes
+    out.sources.set_source(i, src);
+    std::copy(state.views.begin(), state.views.end(), out.sources.params.begin() + ptrdiff_t(i) * n);
+    return;
+  }
   const Image* img = &src.f32;
   if (src.is_u8) {
     to_float(src, state.image);
@@ -246,8 +268,6 @@ void MultiCropLoader::fill_sample(WorkerState& state, Slot& slot, int i, int64_t
       apply_view(*img, state.views[size_t(v)], state.scratch,
                  static_cast<uint8_t*>(out.views[size_t(v)]) + size_t(i) * per_sample);
   }
-  out.labels[size_t(i)] = ds_.label(size_t(index));
-  out.indices[size_t(i)] = index;
 }
 
 void MultiCropLoader::worker() {

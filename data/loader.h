@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "data/augment_gpu.h"
 #include "data/datasets.h"
 #include "data/multicrop.h"
 
@@ -25,8 +26,10 @@ namespace dino::data {
 
 // f32: normalised floats, what the CPU step reads. u8: bytes of the views before
 // normalisation (a quarter of the bytes to move); normalize_bytes (data/augment.h) or the
-// first kernel that reads them applies cfg.norm.
-enum class CropFormat { f32, u8 };
+// first kernel that reads them applies cfg.norm. sources: no views at all, each sample's
+// source image as stored and its drawn view parameters (MultiCropBatch::sources), which
+// render_views_cuda (data/augment_gpu.h) turns into the views on the GPU.
+enum class CropFormat { f32, u8, sources };
 
 // Where batch buffers live. Empty functions: 64-byte aligned host memory.
 struct BufferAllocator {
@@ -56,6 +59,7 @@ struct MultiCropBatch {
   Normalization norm;            // resolved; already applied when format is f32
   std::vector<int> view_sizes;   // per view v (global count + local count): square side
   std::vector<void*> views;      // per view v: (batch, C, S, S) contiguous, f32 or u8
+  SourceBatch sources;           // format sources: what the views are rendered from
   std::vector<int> labels;       // per sample (or -1)
   std::vector<int64_t> indices;  // dataset index per sample
 

@@ -54,6 +54,8 @@ TEST_CASE("recipe: out-of-range values are refused, naming the key, value and ra
   CHECK_THAT(recipe_error({"run.max_steps=-5"}), Catch::Contains("'run.max_steps' is -5"));
   CHECK_THAT(recipe_error({"data.loader_threads=0"}), Catch::Contains("'data.loader_threads' is 0"));
   CHECK_THAT(recipe_error({"data.dataset=\"\""}), Catch::Contains("'data.dataset'"));
+  CHECK_THAT(recipe_error({"data.augment=gpus"}),
+             Catch::Contains("'data.augment' is \"gpus\"") && Catch::Contains("\"auto\""));
   CHECK_THAT(recipe_error({"model.arch=vit_huge"}),
              Catch::Contains("'model.arch' is \"vit_huge\"") && Catch::Contains("vit_small"));
   CHECK_THAT(recipe_error({"model.drop_path_rate=1"}), Catch::Contains("'model.drop_path_rate'"));

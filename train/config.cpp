@@ -14,7 +14,7 @@ using nlohmann::json;
 json default_config() {
   // facebookresearch/dino main_dino.py defaults for ViT-S/16; recipes override.
   return json{
-      {"data", {{"dataset", "fashion-mnist"}, {"loader_threads", 1}}},
+      {"data", {{"dataset", "fashion-mnist"}, {"loader_threads", 1}, {"augment", "auto"}}},
       {"model",
        {{"arch", "vit_small"}, {"img_size", 224}, {"patch_size", 16}, {"embed_dim", 0},
         {"depth", 0}, {"num_heads", 0}, {"drop_path_rate", 0.1}, {"attention", "ours"}}},
@@ -174,6 +174,9 @@ DataConfig read_data(const Reader& r) {
   DataConfig d;
   d.dataset = r.text("data.dataset");
   d.loader_threads = int(r.integer("data.loader_threads", 1, 1024));
+  d.augment = r.text("data.augment");
+  if (d.augment != "gpu" && d.augment != "cpu" && d.augment != "auto")
+    r.fail("data.augment", "\"gpu\", \"cpu\" or \"auto\"");
   return d;
 }
 

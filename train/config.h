@@ -32,6 +32,10 @@ nlohmann::json load_config(const std::string& path, const std::vector<std::strin
 struct DataConfig {
   std::string dataset;     // a data::open_dataset spec
   int loader_threads = 1;
+  // "gpu": the loader hands over source images and drawn view parameters, and the views are
+  // rendered on the device (data/augment_gpu.h); "cpu": the loader augments; "auto": gpu with
+  // --device cuda, cpu otherwise (RunPlan::crop_format).
+  std::string augment = "auto";
 };
 
 struct ModelConfig {

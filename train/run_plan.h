@@ -7,6 +7,7 @@
 
 #include "core/storage.h"
 #include "data/datasets.h"
+#include "data/loader.h"
 #include "train/config.h"
 #include "train/run_folder.h"
 #include "train/trainer.h"
@@ -17,6 +18,7 @@ struct RunPlan {
   Device device = Device::cpu;
   std::unique_ptr<data::Dataset> train_set;
   int64_t in_chans = 0;
+  data::CropFormat crop_format = data::CropFormat::f32;  // sources when data.augment is gpu
   int64_t iters_per_epoch = 0;   // whole batches per epoch (DINO's drop_last)
   int64_t total_steps = 0;       // optim.epochs of them, capped by run.max_steps
   bool knn = false;              // run.knn on a labelled dataset

@@ -10,8 +10,10 @@ namespace dino {
 namespace {
 
 // The batch's views as (B, C, S, S) f32 tensors on `device`, copied straight from the loader's
-// buffers (on CUDA one upload per view, with no host tensor in between).
+// buffers (on CUDA one upload per view, with no host tensor in between), or rendered on the
+// GPU from the sources the loader handed over (data.augment=gpu).
 std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) {
+  if (b.format == data::CropFormat::sources) return data::render_views_cuda(b.sources, b.norm);
   std::vector<Tensor> crops;
   for (size_t v = 0; v < b.views.size(); ++v) {
     const int64_t S = b.view_sizes[v];
@@ -24,6 +26,13 @@ std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) 
   return crops;
 }
 
+data::LoaderOptions loader_options(const Recipe& recipe, const RunPlan& plan) {
+  data::LoaderOptions o;
+  o.threads = recipe.data.loader_threads;
+  o.format = plan.crop_format;
+  return o;
+}
+
 }  // namespace
 
 TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state,
@@ -33,7 +42,7 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       state_(state),
       metrics_(metrics),
       loader_(*plan.train_set, recipe.crops_for(int(plan.in_chans)), recipe.optim.batch_size,
-              recipe.run.seed, recipe.data.loader_threads),
+              recipe.run.seed, loader_options(recipe, plan)),
       schedules_(recipe.optim, plan.iters_per_epoch),
       policy_(recipe.run.checkpoint_every, plan.total_steps, state.step),
       monitor_(recipe.loss.out_dim),

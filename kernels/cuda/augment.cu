@@ -191,16 +191,30 @@ __device__ __forceinline__ const ViewParams& pair_params(const ViewParams* param
 __device__ __forceinline__ float source_value(uint8_t x) { return float(x) * kInv255; }
 __device__ __forceinline__ float source_value(float x) { return x; }
 
+// Row r of the crop box of view `p` resampled horizontally to S columns, each channel one
+// multiply-add chain over its taps; T is the source's value type.
+template <class T, int C>
+__device__ __forceinline__ void resample_row(float* acc, const T* src, const AugmentSource& s,
+                                             const ViewParams& p, int r, const ResizeTaps& t) {
+  const int64_t plane = int64_t(s.height) * s.width;
+  const T* in = src + int64_t(p.box.top + r) * s.width + p.box.left + t.first;
+  for (int c = 0; c < C; ++c) acc[c] = 0.f;
+  for (int k = 0; k < t.count; ++k) {
+    const float w = t.weight(k);
+    for (int c = 0; c < C; ++c) acc[c] = fmaf(source_value(in[c * plane + k]), w, acc[c]);
+  }
+}
+
 }  // namespace
 
 // kernels
 
-// rows (P, C, R, S) <- src (T), sources (B), params (B, views_per_sample); P = V * B
+// rows (P, C, R, S) <- src (bytes), sources (B), params (B, views_per_sample); P = V * B
 // view-major pairs (pair = v * B + b). Row r < box.height of pair P: the box's row r
-// resampled horizontally to S columns (before the flip), not clamped.
-// C is a template argument so that the per-channel arrays live in registers.
-template <class T, int C>
-__global__ void augment_rows_kernel(float* rows, const T* src, const AugmentSource* sources,
+// resampled horizontally to S columns (before the flip), not clamped. C is a template
+// argument so that the per-channel arrays live in registers.
+template <int C>
+__global__ void augment_rows_kernel(float* rows, const uint8_t* src, const AugmentSource* sources,
                                     const ViewParams* params, int B, int views_per_sample,
                                     int first_view, int S, int R) {
   const int pair = blockIdx.x;
@@ -210,13 +224,11 @@ __global__ void augment_rows_kernel(float* rows, const T* src, const AugmentSour
   if (r >= R || r >= p.box.height) return;
   const AugmentSource s = sources[pair % B];
   const ResizeTaps t = resize_taps(x, p.box.width, S);
-  const int64_t plane = int64_t(s.height) * s.width;
-  const T* in = src + s.offset + int64_t(p.box.top + r) * s.width + p.box.left + t.first;
-  float acc[3] = {0.f, 0.f, 0.f};
-  for (int k = 0; k < t.count; ++k) {
-    const float w = t.weight(k);
-    for (int c = 0; c < C; ++c) acc[c] = fmaf(source_value(in[c * plane + k]), w, acc[c]);
-  }
+  float acc[C];
+  if (s.f32)
+    resample_row<float, C>(acc, reinterpret_cast<const float*>(src + s.offset), s, p, r, t);
+  else
+    resample_row<uint8_t, C>(acc, src + s.offset, s, p, r, t);
   for (int c = 0; c < C; ++c) rows[((int64_t(pair) * C + c) * R + r) * S + x] = acc[c];
 }
 
@@ -311,7 +323,7 @@ __global__ void __launch_bounds__(kViewThreads)
 
 // launchers
 
-void augment_views(float* out, const void* src, bool src_f32, const AugmentSource* sources,
+void augment_views(float* out, const uint8_t* src, const AugmentSource* sources,
                    const data::ViewParams* params, int B, int views_per_sample, int first_view,
                    int V, int C, int S, int max_box_height, const float* mean, const float* std,
                    void* stream_ptr) {
@@ -332,18 +344,12 @@ void augment_views(float* out, const void* src, bool src_f32, const AugmentSourc
   float* rows = nullptr;
   CUDA_CHECK(cudaMallocAsync(&rows, size_t(pairs) * C * R * S * sizeof(float), stream));
   const dim3 row_grid(unsigned(pairs), unsigned((int64_t(R) * S + kRowThreads - 1) / kRowThreads));
-  if (src_f32 && C == 3)
-    augment_rows_kernel<float, 3><<<row_grid, kRowThreads, 0, stream>>>(
-        rows, static_cast<const float*>(src), sources, params, B, views_per_sample, first_view, S, R);
-  else if (src_f32)
-    augment_rows_kernel<float, 1><<<row_grid, kRowThreads, 0, stream>>>(
-        rows, static_cast<const float*>(src), sources, params, B, views_per_sample, first_view, S, R);
-  else if (C == 3)
-    augment_rows_kernel<uint8_t, 3><<<row_grid, kRowThreads, 0, stream>>>(
-        rows, static_cast<const uint8_t*>(src), sources, params, B, views_per_sample, first_view, S, R);
+  if (C == 3)
+    augment_rows_kernel<3><<<row_grid, kRowThreads, 0, stream>>>(rows, src, sources, params, B,
+                                                                 views_per_sample, first_view, S, R);
   else
-    augment_rows_kernel<uint8_t, 1><<<row_grid, kRowThreads, 0, stream>>>(
-        rows, static_cast<const uint8_t*>(src), sources, params, B, views_per_sample, first_view, S, R);
+    augment_rows_kernel<1><<<row_grid, kRowThreads, 0, stream>>>(rows, src, sources, params, B,
+                                                                 views_per_sample, first_view, S, R);
   CUDA_CHECK(cudaGetLastError());
   if (C == 3)
     augment_view_kernel<3><<<pairs, kViewThreads, 0, stream>>>(out, rows, params, B, views_per_sample,

@@ -10,16 +10,16 @@
 namespace dino::kernels::cuda {
 
 // Where one sample's source image lies in the batch's source buffer: C planes of
-// height x width values (channel-planar, as data::SourceImage holds them) starting at
-// element `offset`.
+// height x width values (channel-planar, as data::SourceImage holds them) starting at byte
+// `offset` (a multiple of 4 for floats); bytes scaled by 1/255, or floats in [0, 1] when f32.
 struct AugmentSource {
   int64_t offset = 0;
   int height = 0, width = 0;
+  int f32 = 0;
 };
 
 // out (V, B, C, S, S) f32, view-major: view v of sample b at out + (v * B + b) * C * S * S
-//   <- src (sample b's C x H_b x W_b planes at sources[b].offset; bytes, or floats in [0, 1]
-//      when src_f32, as data::SourceImage stores either), sources (B),
+//   <- src (bytes; sample b's C x H_b x W_b planes at sources[b].offset), sources (B),
 //      params (B, views_per_sample) sample-major: this call renders each sample's views
 //      first_view .. first_view + V - 1, all of side S (their params' size must be S and
 //      their boxes inside their source, which the front end checks).
@@ -27,7 +27,7 @@ struct AugmentSource {
 // max_box_height (host): at least every rendered view's box height; it sizes the scratch.
 // A view whose box is taller is written as NaN rather than read out of bounds.
 // stream: the cudaStream_t, as void*. C is 1 or 3. Scratch comes from the stream-ordered pool.
-void augment_views(float* out, const void* src, bool src_f32, const AugmentSource* sources,
+void augment_views(float* out, const uint8_t* src, const AugmentSource* sources,
                    const data::ViewParams* params, int B, int views_per_sample, int first_view,
                    int V, int C, int S, int max_box_height, const float* mean, const float* std,
                    void* stream);

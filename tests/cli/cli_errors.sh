@@ -60,6 +60,10 @@ expect_error missing-recipe "cannot open recipe" \
   "$DINO" train --config "$TMP/none.json" --out "$TMP/run3"
 expect_error missing-checkpoint "$TMP/none.safetensors" \
   "$DINO" knn --checkpoint "$TMP/none.safetensors"
+expect_error augment-gpu-without-cuda "data.augment=gpu" \
+  "$DINO" train --device cpu --out "$TMP/run5" data.augment=gpu
+expect_error augment-unknown-value "'data.augment' is \"gpus\"" \
+  "$DINO" train --out "$TMP/run6" data.augment=gpus
 
 # A corrupt image inside an image folder is reported with its path.
 mkdir -p "$TMP/imgs/a" "$TMP/imgs/b"

@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "data/augment_gpu.h"
+#include "data/datasets.h"
+#include "data/loader.h"
 #include "data/multicrop.h"
 #include "kernels/cuda/augment.h"
 #include "tests/cuda/test_util.h"
@@ -59,7 +61,7 @@ Result render_and_compare(const std::vector<Source>& sources,
   std::vector<uint8_t> bytes;
   std::vector<cu::AugmentSource> where;
   for (const Source& s : sources) {
-    where.push_back({int64_t(bytes.size()), s.H, s.W});
+    where.push_back({int64_t(bytes.size()), s.H, s.W, 0});
     bytes.insert(bytes.end(), s.bytes.begin(), s.bytes.end());
   }
   if (max_box_height == 0)
@@ -75,7 +77,7 @@ Result render_and_compare(const std::vector<Source>& sources,
   const size_t per_view = size_t(C) * S * S;
   DeviceBuffer<float> out(size_t(V) * B * per_view);
   out.poison();
-  cu::augment_views(out.get(), d_bytes.get(), false,
+  cu::augment_views(out.get(), d_bytes.get(),
                     reinterpret_cast<const cu::AugmentSource*>(d_where.get()),
                     reinterpret_cast<const data::ViewParams*>(d_params.get()), B,
                     views_per_sample, first, V, C, S, max_box_height, norm.mean.data(),
@@ -116,31 +118,37 @@ data::ViewParams plain_view(int S, int top, int left, int h, int w) {
   return p;
 }
 
-// A source batch of 8-bit or float sources as the loader hands it over.
-data::SourceBatch source_batch(dino::Rng& rng, const data::MultiCropConfig& cfg, int C, bool f32,
+// A source batch as the loader hands it over: 8-bit sources, or with `mixed` a float one
+// between them; `images` gets the sources as the CPU path reads them.
+data::SourceBatch source_batch(dino::Rng& rng, const data::MultiCropConfig& cfg, int C, bool mixed,
                                std::vector<data::Image>& images) {
   const int sizes[][2] = {{33, 27}, {41, 52}, {29, 29}};
   data::SourceBatch sb;
   sb.batch = 3;
   sb.channels = C;
-  sb.f32 = f32;
   sb.view_sizes.assign(size_t(cfg.global.count), cfg.global.size);
   sb.view_sizes.insert(sb.view_sizes.end(), size_t(cfg.local.count), cfg.local.size);
+  sb.samples.resize(3);
   images.clear();
-  for (const auto& hw : sizes) {
-    const Source s = random_source(rng, C, hw[0], hw[1]);
-    data::Image img = data::image_from_u8(s.bytes.data(), C, hw[0], hw[1]);
-    if (f32) {  // values between the byte levels
-      for (float& x : img.pixels) x = float(rng.uniform(0.0, 1.0));
-      const uint8_t* raw = reinterpret_cast<const uint8_t*>(img.pixels.data());
-      sb.bytes.emplace_back(raw, raw + img.pixels.size() * sizeof(float));
+  for (int b = 0; b < 3; ++b) {
+    const int H = sizes[b][0], W = sizes[b][1];
+    const Source s = random_source(rng, C, H, W);
+    data::SourceImage src;
+    src.channels = C;
+    src.height = src.full_height = H;
+    src.width = src.full_width = W;
+    // The middle sample stored as floats between the byte levels (a procedural dataset's).
+    src.is_u8 = b != 1 || !mixed;
+    if (src.is_u8) {
+      src.u8 = s.bytes;
+      images.push_back(data::image_from_u8(s.bytes.data(), C, H, W));
     } else {
-      sb.bytes.push_back(s.bytes);
+      src.f32 = data::make_image(C, H, W);
+      for (float& x : src.f32.pixels) x = float(rng.uniform(0.0, 1.0));
+      images.push_back(src.f32);
     }
-    images.push_back(img);
-    sb.heights.push_back(hw[0]);
-    sb.widths.push_back(hw[1]);
-    const std::vector<data::ViewParams> v = data::draw_views(hw[0], hw[1], cfg, rng);
+    sb.set_source(b, src);
+    const std::vector<data::ViewParams> v = data::draw_views(H, W, cfg, rng);
     sb.params.insert(sb.params.end(), v.begin(), v.end());
   }
   return sb;
@@ -244,11 +252,11 @@ TEST_CASE("render_views_cuda renders a source batch as the step's view tensors",
   cfg.local = {3, 7, 0.05f, 0.4f};
   const int views = data::view_count(cfg);
   for (int C : {3, 1})
-    for (bool f32 : {false, true}) {
-      INFO("C = " << C << (f32 ? ", float sources" : ", 8-bit sources"));
+    for (bool mixed : {false, true}) {
+      INFO("C = " << C << (mixed ? ", a float source among 8-bit ones" : ", 8-bit sources"));
       const data::Normalization norm = data::resolve_normalization(cfg.norm, C);
       std::vector<data::Image> images;
-      const data::SourceBatch sb = source_batch(rng, cfg, C, f32, images);
+      const data::SourceBatch sb = source_batch(rng, cfg, C, mixed, images);
       dino::kernels::cuda::set_poison_allocations(true);
       const std::vector<dino::Tensor> got = data::render_views_cuda(sb, norm);
       dino::kernels::cuda::set_poison_allocations(false);
@@ -284,13 +292,55 @@ TEST_CASE("render_views_cuda refuses a malformed batch, naming the sample", "[au
   std::vector<data::Image> images;
   const data::SourceBatch sb = source_batch(rng, cfg, 3, false, images);
   data::SourceBatch bad = sb;
-  bad.params[4].box.left = sb.widths[0] - bad.params[4].box.width + 1;
+  bad.params[4].box.left = sb.samples[0].width - bad.params[4].box.width + 1;
   CHECK_THROWS_WITH(data::render_views_cuda(bad, norm),
                     Catch::Contains("view 4 of sample 0") && Catch::Contains("outside its 33x27 source"));
   bad = sb;
   bad.params[size_t(views) + 1].size = 9;
   CHECK_THROWS_WITH(data::render_views_cuda(bad, norm), Catch::Contains("view 1 of sample 1 has side 9"));
   bad = sb;
-  bad.bytes[2].pop_back();
+  bad.samples[2].bytes.pop_back();
   CHECK_THROWS_WITH(data::render_views_cuda(bad, norm), Catch::Contains("sample 2 holds 2522 bytes"));
+}
+
+TEST_CASE("the loader's sources rendered on the GPU equal its f32 views", "[augment]") {
+  // The same (seed, epoch, index) stream through both formats: the sources format must hand
+  // over exactly what the f32 format augments on the CPU.
+  data::SyntheticConfig sc;
+  sc.n = 12;
+  sc.size = 37;
+  sc.channels = 3;
+  const auto ds = data::open_synthetic(sc, data::Split::train);
+  data::MultiCropConfig cfg;
+  cfg.global = {2, 19, 0.4f, 1.f};
+  cfg.local = {2, 9, 0.05f, 0.4f};
+  data::LoaderOptions f32_opt, src_opt;
+  f32_opt.threads = src_opt.threads = 2;
+  src_opt.format = data::CropFormat::sources;
+  data::MultiCropLoader cpu(*ds, cfg, 4, 7, f32_opt), gpu(*ds, cfg, 4, 7, src_opt);
+  cpu.start(1, 1);
+  gpu.start(1, 1);
+  for (int step = 0; step < 2; ++step) {
+    const auto want = cpu.next();
+    const auto got = gpu.next();
+    REQUIRE(got->indices == want->indices);
+    CHECK_THROWS_WITH(got->view_f32(0), Catch::Contains("holds sources"));
+    const std::vector<dino::Tensor> views = data::render_views_cuda(got->sources, got->norm);
+    REQUIRE(views.size() == want->views.size());
+    for (size_t v = 0; v < views.size(); ++v) {
+      INFO("batch " << step << ", view " << v);
+      const std::vector<float> g = views[v].to_vector();
+      const float* ref = want->view_f32(v);
+      REQUIRE(g.size() == want->view_values(v));
+      double max_error = 0.0;
+      size_t non_finite = 0;
+      for (size_t i = 0; i < g.size(); ++i) {
+        if (!std::isfinite(g[i])) ++non_finite;
+        else max_error = std::max(max_error, std::fabs(double(g[i]) - double(ref[i])));
+      }
+      INFO("max abs error " << max_error);
+      CHECK(non_finite == 0);
+      CHECK(max_error <= kTolerance);
+    }
+  }
 }
