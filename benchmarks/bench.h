@@ -1,5 +1,5 @@
 #pragma once
-// The GPU kernel benchmarks behind `dino bench attention|layernorm|dino-loss|gemm`
+// The GPU kernel benchmarks behind `dino bench attention|layernorm|dino-loss|gemm|augment`
 // (ARCHITECTURE §7).
 // Compiled into the CLI when the build has CUDA. Each run:
 //  - measures the machine's ceilings first (a large device-to-device copy: GB/s counting bytes
@@ -127,6 +127,7 @@ json bench_attention(const Options& opt);
 json bench_layernorm(const Options& opt);
 json bench_dino_loss(const Options& opt);
 json bench_gemm(const Options& opt);
+json bench_augment(const Options& opt);
 
 // Elapsed seconds since `t0` (steady clock), for the --budget checks.
 double seconds_since_start();

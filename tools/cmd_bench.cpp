@@ -7,6 +7,7 @@
 //    default recipe is the built-in ViT-S/16 DINO one (2x224 + 8x96 crops, K 65536, batch 64).
 //  attention, layernorm, dino-loss, gemm: the GPU kernels against cuDNN and composite
 //    baselines, with the ceilings measured in the same run (benchmarks/bench.h).
+//  augment: the GPU augmentation of a batch against the CPU path on one thread.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -289,6 +290,7 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
     json out = name == "attention"   ? bench::bench_attention(opt)
                : name == "layernorm" ? bench::bench_layernorm(opt)
                : name == "dino-loss" ? bench::bench_dino_loss(opt)
+               : name == "augment"   ? bench::bench_augment(opt)
                                      : bench::bench_gemm(opt);
     std::fflush(stdout);
     if (k->json) std::cout << out.dump() << std::endl;
@@ -345,6 +347,8 @@ void add_bench_command(CLI::App& app) {
                    "Extra shape G,V,B,K (repeatable)");
   add_kernel_bench(*bench, "gemm", "GPU GEMMs of ViT-S/16 and the DINO head: our cuBLASLt wrapper vs plain cuBLASLt",
                    "Extra shape rows,in,out (repeatable)");
+  add_kernel_bench(*bench, "augment", "GPU augmentation of a batch's views vs the CPU path on one thread",
+                   "Extra shape B,C,H,W,global_size,local_crops,local_size (repeatable)");
 }
 
 }  // namespace dino::tools

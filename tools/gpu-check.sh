@@ -323,6 +323,7 @@ attention 35 --shapes vit --shape 4,4096,6,64
 layernorm 12
 dino-loss 8
 gemm 10
+augment 10
 EOF_BENCH
   if command -v python3 >/dev/null; then
     stage "bench torch" 60 "$bench_log" python3 benchmarks/compare_torch.py --out "$torch_rows" \
