@@ -36,6 +36,8 @@ class Dataset {
   virtual int channels() const = 0;           // 1 or 3
   virtual int native_size() const = 0;        // square side of stored images, 0 if variable
   virtual std::string describe() const = 0;
+  // The file an image is read from; empty for datasets held in memory.
+  virtual std::string path(size_t index) const { return {}; }
 };
 
 // Spec forms:
@@ -53,6 +55,10 @@ std::unique_ptr<Dataset> open_fashion_mnist(const std::string& dir, Split split)
 // cifar_classes: 10 or 100.
 std::unique_ptr<Dataset> open_cifar(const std::string& dir, int cifar_classes, Split split);
 std::unique_ptr<Dataset> open_image_folder(const std::string& dir, Split split);
+// The given image files in order, unlabelled, decoded to `channels` (1: greyscale, 3: RGB).
+std::unique_ptr<Dataset> open_image_files(const std::vector<std::string>& paths, int channels);
+// One PNG, JPEG or BMP file as `channels` channels in [0, 1]; throws naming the path.
+Image read_image_file(const std::string& path, int channels);
 
 struct SyntheticConfig {
   int64_t n = 2000;      // train images

@@ -52,6 +52,46 @@ void read_bytes(const std::string& path, std::vector<uint8_t>& bytes) {
   DINO_CHECK(in.good() || (in.eof() && in.gcount() == size), "[folder] cannot read ", path);
 }
 
+// One image file as stored (JPEG reduced by the largest power of 2, at most 8, that `plan`
+// allows); `who` names the caller in messages ("folder", "image").
+void load_source(const std::string& path, int channels, const ReductionPlan& plan, SourceImage& out,
+                 const char* who) {
+  read_bytes(path, out.file);
+  const uint8_t* bytes = out.file.data();
+  const size_t size = out.file.size();
+  if (is_jpeg(bytes, size)) {
+    const JpegHeader header = read_jpeg_header(bytes, size, path);
+    const int allowed = plan(header.height, header.width);
+    int reduction = 1;
+    while (reduction < 8 && reduction * 2 <= allowed) reduction *= 2;
+    decode_jpeg(bytes, size, channels, reduction, path, out);
+    return;
+  }
+  int w = 0, h = 0, comp = 0;
+  DINO_CHECK(stbi_info_from_memory(bytes, int(size), &w, &h, &comp), "[", who, "] cannot decode ",
+             path, ": ", stbi_failure_reason());
+  plan(h, w);
+  uint8_t* data = stbi_load_from_memory(bytes, int(size), &w, &h, &comp, channels);
+  DINO_CHECK(data != nullptr, "[", who, "] cannot decode ", path, ": ", stbi_failure_reason());
+  const size_t plane = size_t(h) * w;
+  out.u8.resize(plane * channels);
+  for (int c = 0; c < channels; ++c)
+    for (size_t i = 0; i < plane; ++i) out.u8[c * plane + i] = data[i * channels + c];
+  stbi_image_free(data);
+  out.is_u8 = true;
+  out.channels = channels;
+  out.height = out.full_height = h;
+  out.width = out.full_width = w;
+}
+
+Image decode(const std::string& path, int channels, const char* who) {
+  SourceImage src;
+  load_source(path, channels, [](int, int) { return 1; }, src, who);
+  Image img;
+  to_float(src, img);
+  return img;
+}
+
 class ImageFolder : public Dataset {
  public:
   ImageFolder(const std::string& dir, Split split) : root_(dir), split_(split) {
@@ -93,42 +133,18 @@ class ImageFolder : public Dataset {
   }
 
   Image get(size_t index) const override {
-    SourceImage src;
-    load(index, src, [](int, int) { return 1; });
-    Image img;
-    to_float(src, img);
-    return img;
+    check_index(index);
+    return decode(files_[index].string(), channels_, "folder");
   }
 
   void load(size_t index, SourceImage& out, const ReductionPlan& plan) const override {
     check_index(index);
-    const std::string path = files_[index].string();
-    read_bytes(path, out.file);
-    const uint8_t* bytes = out.file.data();
-    const size_t size = out.file.size();
-    if (is_jpeg(bytes, size)) {
-      const JpegHeader header = read_jpeg_header(bytes, size, path);
-      const int allowed = plan(header.height, header.width);
-      int reduction = 1;
-      while (reduction < 8 && reduction * 2 <= allowed) reduction *= 2;
-      decode_jpeg(bytes, size, channels_, reduction, path, out);
-      return;
-    }
-    int w = 0, h = 0, comp = 0;
-    DINO_CHECK(stbi_info_from_memory(bytes, int(size), &w, &h, &comp), "[folder] cannot decode ",
-               path, ": ", stbi_failure_reason());
-    plan(h, w);
-    uint8_t* data = stbi_load_from_memory(bytes, int(size), &w, &h, &comp, channels_);
-    DINO_CHECK(data != nullptr, "[folder] cannot decode ", path, ": ", stbi_failure_reason());
-    const size_t plane = size_t(h) * w;
-    out.u8.resize(plane * channels_);
-    for (int c = 0; c < channels_; ++c)
-      for (size_t i = 0; i < plane; ++i) out.u8[c * plane + i] = data[i * channels_ + c];
-    stbi_image_free(data);
-    out.is_u8 = true;
-    out.channels = channels_;
-    out.height = out.full_height = h;
-    out.width = out.full_width = w;
+    load_source(files_[index].string(), channels_, plan, out, "folder");
+  }
+
+  std::string path(size_t index) const override {
+    check_index(index);
+    return files_[index].string();
   }
 
   std::string describe() const override {
@@ -176,7 +192,47 @@ class ImageFolder : public Dataset {
   int channels_ = 3;
 };
 
+// Image files named one by one (`dino embed --image`): unlabelled, in the order given.
+class ImageFiles : public Dataset {
+ public:
+  ImageFiles(std::vector<std::string> paths, int channels) : paths_(std::move(paths)), channels_(channels) {
+    DINO_CHECK(!paths_.empty(), "[image] no image files given");
+    DINO_CHECK(channels == 1 || channels == 3, "[image] channels must be 1 or 3, got ", channels);
+    for (const std::string& p : paths_) {
+      std::error_code ec;
+      DINO_CHECK(fs::is_regular_file(p, ec), "[image] file not found: ", p);
+    }
+  }
+  size_t size() const override { return paths_.size(); }
+  Image get(size_t index) const override { return decode(path(index), channels_, "image"); }
+  int label(size_t index) const override { return -1; }
+  int num_classes() const override { return 0; }
+  int channels() const override { return channels_; }
+  int native_size() const override { return 0; }
+  std::string path(size_t index) const override {
+    DINO_CHECK(index < paths_.size(), "[image] index ", index, " out of range (", paths_.size(), " files)");
+    return paths_[index];
+  }
+  std::string describe() const override {
+    return str_cat(paths_.size(), " image file", paths_.size() == 1 ? "" : "s", " (", channels_,
+                   " channel", channels_ == 1 ? "" : "s", ")");
+  }
+
+ private:
+  std::vector<std::string> paths_;
+  int channels_;
+};
+
 }  // namespace
+
+std::unique_ptr<Dataset> open_image_files(const std::vector<std::string>& paths, int channels) {
+  return std::make_unique<ImageFiles>(paths, channels);
+}
+
+Image read_image_file(const std::string& path, int channels) {
+  DINO_CHECK(channels == 1 || channels == 3, "[image] channels must be 1 or 3, got ", channels);
+  return decode(path, channels, "image");
+}
 
 std::unique_ptr<Dataset> open_image_folder(const std::string& dir, Split split) {
   return std::make_unique<ImageFolder>(dir, split);

@@ -143,13 +143,13 @@ TEST_CASE("knn: raw pixel features are unit rows of C*H*W", "[knn]") {
   for (int l : labels) CHECK((l >= 0 && l < 4));
 }
 
-TEST_CASE("knn: the report's random-init control is the student's initial backbone", "[knn]") {
+TEST_CASE("knn: the report scores both models alike when they are the same, and keeps the trained features", "[knn]") {
   const Recipe cfg = tiny_config();
   const VitConfig vc = cfg.vit(1);
-  // A "teacher" built from the run's seed is exactly the control, so they must score alike.
   Rng rng(7);
   DinoModel same(vc, cfg.head, rng);
-  const KnnReport r = knn_report(same.backbone, cfg, 1, "", {5, 0.07, 32});
+  const std::string spec = cfg.data.dataset;
+  const KnnReport r = knn_report(same.backbone, same.backbone, spec, {5, 0.07, 32});
   CHECK(r.trained.top1 == r.random_init.top1);
   CHECK(r.trained.top5 == r.random_init.top5);
   CHECK(r.trained.n_train == 64);
@@ -157,8 +157,16 @@ TEST_CASE("knn: the report's random-init control is the student's initial backbo
   CHECK(r.raw_pixels.k == 5);
   CHECK(r.num_classes == 4);
   CHECK(r.seconds > 0);
+  // The features kept for --dump-features are the ones ranked: unit rows, one per image.
+  REQUIRE(r.train_features.shape() == Shape{64, vc.embed_dim});
+  REQUIRE(r.test_features.shape() == Shape{16, vc.embed_dim});
+  require_unit_rows(r.test_features);
+  const auto test = data::open_dataset(spec, data::Split::test);
+  CHECK(r.test_labels == labels_of(*test));
+  CHECK(r.test_features.to_vector() ==
+        extract_features(same.backbone, *test, data::default_normalization(1), 16).to_vector());
 
-  CHECK_THROWS_AS(knn_report(same.backbone, cfg, 1, "no-such-dataset", {5, 0.07, 32}), Error);
+  CHECK_THROWS_AS(knn_report(same.backbone, same.backbone, "no-such-dataset", {5, 0.07, 32}), Error);
 }
 
 TEST_CASE("knn: non-finite features are refused, never scored", "[knn]") {

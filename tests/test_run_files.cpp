@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/atomic_file.h"
+#include "train/backbone_file.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_policy.h"
 #include "train/metrics_log.h"

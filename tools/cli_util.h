@@ -1,30 +1,31 @@
 #pragma once
-// Pieces the evaluation subcommands (knn, attention, export) share.
+// Pieces the subcommands share.
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "models/vit.h"
-#include "train/checkpoint.h"
-#include "train/knn.h"
+#include "train/backbone_file.h"
+#include "train/embed.h"
 
 namespace dino::tools {
-
-// read_checkpoint, with plain messages for a path that is missing or a directory.
-Checkpoint open_checkpoint(const std::string& path);
-
-// The teacher backbone of a checkpoint, without its head: evaluation never runs the head, and
-// building the default 65536-way one would cost more than loading the backbone. Refuses a
-// checkpoint whose weights are not finite: nothing could be computed from them.
-std::unique_ptr<VisionTransformer> load_teacher_backbone(const Checkpoint& ck);
 
 // Checks an output file path before any work: not a folder, its folder exists, and it is
 // none of `inputs` (an output never replaces what the command reads).
 void check_output_file(const std::string& who, const std::string& out,
                        const std::vector<std::string>& inputs);
 
-// Redraws "<label> done/total (pct%)" on stderr, a few times a second and once at the end;
-// silent when stderr is not a terminal, so logs do not fill with carriage returns.
+// Redraws "<label> done/total (pct%) ETA h:mm:ss" on stderr a few times a second and once at
+// the end. When stderr is not a terminal (a log file), one line at each quarter instead, so
+// logs show progress without filling with carriage returns.
 ProgressFn progress_line(std::string label);
+
+// "h:mm:ss".
+std::string format_hms(double seconds);
+
+// The same architecture as `trained` at a random initialisation, on its device: the control
+// k-NN and `dino embed --random-init` compare against. For a training checkpoint it is the
+// student as the run started (same seed); for a backbone file, seed 0.
+std::unique_ptr<VisionTransformer> random_init_like(const Backbone& trained);
 
 }  // namespace dino::tools

@@ -2,12 +2,6 @@
 // facebookresearch/dino's visualize_attention.py computes it: attn[0, :, 0, 1:] reshaped to
 // the patch grid and upsampled x patch (nearest). With --threshold, DINO's masks: per head
 // the smallest set of patches that holds that fraction of the attention mass.
-#define STB_IMAGE_IMPLEMENTATION
-#define STB_IMAGE_STATIC  // private copies: data/ and the tests carry their own
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#include <stb/stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
 #include <stb/stb_image_write.h>
@@ -32,19 +26,6 @@ namespace {
 constexpr int kMinPanel = 96;  // pixels: a 28-pixel image panel is too small to read
 constexpr int kGap = 4;
 constexpr uint8_t kBackground = 32;
-
-data::Image read_image_file(const std::string& path, int channels) {
-  int w = 0, h = 0, comp = 0;
-  uint8_t* px = stbi_load(path.c_str(), &w, &h, &comp, channels);
-  DINO_CHECK(px != nullptr, "[attention] cannot read image '", path, "': ", stbi_failure_reason());
-  data::Image img = data::make_image(channels, h, w);
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < channels; ++c)
-        img.at(c, y, x) = float(px[(size_t(y) * w + x) * channels + c]) / 255.f;
-  stbi_image_free(px);
-  return img;
-}
 
 // Five stops of matplotlib's viridis, interpolated linearly.
 std::array<uint8_t, 3> viridis(float t) {
@@ -134,20 +115,22 @@ void add_attention_command(CLI::App& app) {
                args->threshold);
     DINO_CHECK(args->size >= 0, "[attention] --size must not be negative, got ", args->size);
     check_output_file("attention", args->out, {args->checkpoint, args->image});
-    const Checkpoint ck = open_checkpoint(args->checkpoint);
-    const auto vit = load_teacher_backbone(ck);
-    const int64_t P = vit->config().patch_size, C = ck.meta.in_chans;
+    const Backbone b = load_backbone(args->checkpoint);
+    const auto& vit = b.model;
+    const int64_t P = vit->config().patch_size, C = vit->config().in_chans;
     const int64_t S = (args->size > 0 ? args->size : vit->config().img_size) / P * P;
     DINO_CHECK(S >= P, "[attention] --size ", args->size, " is smaller than the patch (", P, ")");
 
     data::Image raw;
     nlohmann::json source;
     if (!args->image.empty()) {
-      raw = read_image_file(args->image, int(C));
+      raw = data::read_image_file(args->image, int(C));
       source = {{"image", args->image}};
     } else {
+      DINO_CHECK(!args->data.empty() || b.from_training_checkpoint, "[attention] ", args->checkpoint,
+                 " is a backbone file, which names no dataset: give --data with --index");
       const std::string spec = args->data.empty()
-                                   ? ck.recipe.data.dataset
+                                   ? b.recipe.data.dataset
                                    : args->data;
       const auto ds = data::open_dataset(spec, data::Split::test);
       DINO_CHECK(args->index >= 0 && size_t(args->index) < ds->size(), "[attention] --index ", args->index,
@@ -161,7 +144,7 @@ void add_attention_command(CLI::App& app) {
     const data::Image shown = data::eval_transform(
         raw, int(S), {std::vector<float>(size_t(C), 0.f), std::vector<float>(size_t(C), 1.f)});
     data::Image input = shown;
-    data::normalize(input, data::resolve_normalization(data::default_normalization(int(C)), int(C)));
+    data::normalize(input, b.norm);
 
     Tensor probs;
     {
@@ -171,8 +154,8 @@ void add_attention_command(CLI::App& app) {
     const int64_t H = probs.size(1), T = probs.size(2), g = S / P;
     const std::vector<float> all = probs.to_vector();
     for (float p : all)
-      DINO_CHECK(std::isfinite(p), "[attention] the attention of ", ck.path,
-                 "'s teacher on this image is not finite (NaN or infinity); no map is drawn");
+      DINO_CHECK(std::isfinite(p), "[attention] the attention of ", b.path,
+                 " on this image is not finite (NaN or infinity); no map is drawn");
     std::vector<std::vector<float>> attn(static_cast<size_t>(H));  // attn[0, h, 0, 1:]
     for (int64_t h = 0; h < H; ++h)
       attn[size_t(h)].assign(all.begin() + h * T * T + 1, all.begin() + h * T * T + T);

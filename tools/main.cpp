@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   dino::tools::add_knn_command(app);
   dino::tools::add_attention_command(app);
   dino::tools::add_export_command(app);
+  dino::tools::add_embed_command(app);
   dino::tools::add_info_command(app);
   dino::tools::add_check_command(app);
   dino::tools::add_bench_command(app);

@@ -110,10 +110,12 @@ void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const 
                     {"drop_rng", rng_to_string(meta.drop_rng)}});
 }
 
-Checkpoint read_checkpoint(const std::string& path) {
+Checkpoint read_checkpoint(const std::string& path) { return read_checkpoint_from(path, load_safetensors(path)); }
+
+Checkpoint read_checkpoint_from(const std::string& path, SafeTensors tensors) {
   Checkpoint ck;
   ck.path = path;
-  ck.tensors = load_safetensors(path);
+  ck.tensors = std::move(tensors);
   const auto& md = ck.tensors.metadata;
   auto it = md.find("format");
   DINO_CHECK(it != md.end() && it->second == kFormat, "[", path,
@@ -167,26 +169,6 @@ void load_optimizer(AdamW& optimizer, const Checkpoint& ck) {
     st.exp_avg_sq.copy_from(*v);
     st.step = int64_t(step);
   }
-}
-
-void export_backbone(const std::string& path, const VisionTransformer& vit,
-                     std::map<std::string, std::string> metadata) {
-  const VitConfig& c = vit.config();
-  const nlohmann::json config{{"img_size", c.img_size},   {"patch_size", c.patch_size},
-                              {"in_chans", c.in_chans},   {"embed_dim", c.embed_dim},
-                              {"depth", c.depth},         {"num_heads", c.num_heads},
-                              {"mlp_ratio", c.mlp_ratio}, {"qkv_bias", c.qkv_bias},
-                              {"ln_eps", c.ln_eps}};
-  // "format": "pt" is what safetensors.torch.save_file writes.
-  metadata["format"] = "pt";
-  metadata["dino_engine"] = "vit-backbone-v1";
-  metadata["vit_config"] = config.dump();
-  auto tensors = vit.named_parameters();
-  for (auto& kv : vit.named_buffers()) tensors.push_back(kv);
-  for (auto& kv : tensors) kv.second = kv.second.to(Device::cpu);
-  const std::string bad = describe_non_finite(tensors);
-  DINO_CHECK(bad.empty(), "[export] ", bad, " is not finite; not writing ", path);
-  save_safetensors(path, tensors, metadata);
 }
 
 }  // namespace dino

@@ -39,18 +39,13 @@ struct Checkpoint {
 // Throws naming the file (and the key or tensor) when it is missing, damaged or not a
 // dino-engine checkpoint.
 Checkpoint read_checkpoint(const std::string& path);
+// The same for a file already read (`tensors` is load_safetensors(path)).
+Checkpoint read_checkpoint_from(const std::string& path, SafeTensors tensors);
 
 // Copies "<prefix><name>" for every parameter and buffer of `m`; a missing name or a shape
 // that differs means the checkpoint is of another model, and the error says which tensor.
 void load_module(Module& m, const Checkpoint& ck, const std::string& prefix);
 void load_optimizer(AdamW& optimizer, const Checkpoint& ck);
-
-// `dino export`: a backbone alone under bare timm names (patch_embed.proj.weight, cls_token,
-// pos_embed, blocks.N..., norm.*), the file a timm-style ViT loads with strict=True; timm's
-// `head` is a classifier, so the DINO head stays out. The metadata carries the ViT config.
-// Throws, writing nothing, when a weight is not finite.
-void export_backbone(const std::string& path, const VisionTransformer& vit,
-                     std::map<std::string, std::string> metadata = {});
 
 // The name of the first of `tensors` that holds a NaN or an infinity, with what it holds
 // ("'blocks.0.norm1.weight' (3 NaN, 0 infinite of 64 values)"), or "" when all are finite.

@@ -5,11 +5,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "core/autograd.h"
-#include "core/ops.h"
 #include "data/loader.h"
 #include "kernels/cpu/kernels.h"
-#include "train/trainer.h"
 
 namespace dino {
 
@@ -62,32 +59,11 @@ void check_labels(const std::vector<int>& labels, int64_t rows, int64_t num_clas
 
 Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
                         const data::Normalization& norm, int64_t batch, const ProgressFn& progress) {
-  const VitConfig& vc = model.config();
-  DINO_CHECK(batch > 0, "[knn] batch size must be positive, got ", batch);
-  DINO_CHECK(ds.channels() == vc.in_chans, "[knn] ", ds.describe(), " has ", ds.channels(),
-             " channels, the model expects ", vc.in_chans);
-  NoGradGuard no_grad;
-  const int64_t n = int64_t(ds.size()), D = vc.embed_dim, S = vc.img_size;
-  const Device device = model.cls_token.device();
-  Tensor out = Tensor::empty({n, D});
-  for (int64_t begin = 0; begin < n; begin += batch) {
-    const int64_t end = std::min(n, begin + batch);
-    Tensor images = Tensor::from_vector(
-        data::eval_batch(ds, size_t(begin), size_t(end), int(S), norm),
-        {end - begin, vc.in_chans, S, S});
-    // On CUDA the final LayerNorm writes bf16 (ARCHITECTURE §3): cast to f32 on the device before
-    // the normalisation, so only the features' own bf16 rounding remains. No-op on the CPU.
-    const Tensor f = l2_normalize(model.forward(images.to(device)).to(DType::f32)).to(Device::cpu);
-    DINO_CHECK(f.dtype() == DType::f32 && f.numel() == (end - begin) * D,
-               "[knn] the model returned ", f.str(), " features for ", end - begin, " images");
-    const int64_t bad = first_non_finite_row(f.data<float>(), end - begin, D);
-    DINO_CHECK(bad < 0, "[knn] the model's features of image ", begin + bad, " of ", ds.describe(),
-               " are not finite (NaN or infinity): its weights are not finite or overflow; no "
-               "accuracy is computed from them");
-    std::memcpy(out.data<float>() + begin * D, f.data<float>(), f.nbytes());
-    if (progress) progress(end, n);
-  }
-  return out;
+  EmbedOptions options;
+  options.batch = batch;
+  options.l2_normalize = true;
+  options.progress = progress;
+  return embed(model, ds, norm, options).cls;
 }
 
 Tensor raw_pixel_features(const data::Dataset& ds) {
@@ -183,11 +159,10 @@ KnnResult knn_classify(const Tensor& train_features, const std::vector<int>& tra
   return result;
 }
 
-KnnReport knn_report(const VisionTransformer& teacher, const Recipe& recipe, int64_t in_chans,
-                     const std::string& data_spec, const KnnSettings& settings,
+KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& random_init,
+                     const std::string& spec, const KnnSettings& settings,
                      const ProgressFn& progress) {
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string spec = data_spec.empty() ? recipe.data.dataset : data_spec;
   const int64_t k = settings.k, batch = settings.batch;
   const double temperature = settings.temperature;
   const auto train = data::open_dataset(spec, data::Split::train);
@@ -200,26 +175,28 @@ KnnReport knn_report(const VisionTransformer& teacher, const Recipe& recipe, int
 
   const int64_t n_train = int64_t(train->size()), n_test = int64_t(test->size());
   const int64_t total = 2 * (n_train + n_test);
+  KnnReport report;
   auto eval_model = [&](const VisionTransformer& model, int64_t offset) {
     auto step = [&](int64_t base) -> ProgressFn {
       if (!progress) return {};
       return [&progress, base, total](int64_t done, int64_t) { progress(base + done, total); };
     };
-    const Tensor ftr = extract_features(model, *train, norm, batch, step(offset));
-    const Tensor fte = extract_features(model, *test, norm, batch, step(offset + n_train));
-    return knn_classify(ftr, train_labels, fte, test_labels, num_classes, k, temperature);
+    Tensor ftr = extract_features(model, *train, norm, batch, step(offset));
+    Tensor fte = extract_features(model, *test, norm, batch, step(offset + n_train));
+    const KnnResult r = knn_classify(ftr, train_labels, fte, test_labels, num_classes, k, temperature);
+    if (offset == 0) {
+      report.train_features = ftr;
+      report.test_features = fte;
+    }
+    return r;
   };
 
-  KnnReport report;
   report.num_classes = num_classes;
   report.dataset = train->describe();
-  report.trained = eval_model(teacher, 0);
-  {
-    // The student's initial weights, built as the trainer builds them.
-    const auto initial = build_student(recipe, in_chans);
-    initial->backbone.to(teacher.cls_token.device());
-    report.random_init = eval_model(initial->backbone, n_train + n_test);
-  }
+  report.train_labels = train_labels;
+  report.test_labels = test_labels;
+  report.trained = eval_model(trained, 0);
+  report.random_init = eval_model(random_init, n_train + n_test);
   report.raw_pixels = knn_classify(raw_pixel_features(*train), train_labels,
                                    raw_pixel_features(*test), test_labels, num_classes, k,
                                    temperature);

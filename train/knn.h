@@ -1,7 +1,6 @@
 #pragma once
 // DINO's weighted k-NN evaluation (eval_knn.py): L2-normalised features, cosine similarity
 // against the whole training split, the top k neighbours vote with weight exp(sim / T).
-#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -10,7 +9,7 @@
 #include "data/augment.h"
 #include "data/datasets.h"
 #include "models/vit.h"
-#include "train/config.h"
+#include "train/embed.h"
 
 namespace dino {
 
@@ -21,15 +20,11 @@ struct KnnResult {
   int64_t n_train = 0, n_test = 0;
 };
 
-// Called with (done, total) while features are extracted.
-using ProgressFn = std::function<void(int64_t, int64_t)>;
-
-// Refused, with an error naming the images, when the model gives a NaN or an infinity: an
-// accuracy computed from non-finite features would be meaningless (NaN votes count as ties).
 // [CLS] after the final norm for every image of `ds` (eval_transform at the model's
-// img_size), L2-normalised: (n, D) f32 on the CPU. The forward runs batched, without autograd,
-// on the model's device (CUDA: bf16 features made f32 there, then copied to the host); the
-// ranking (knn_classify) always runs on the CPU.
+// img_size), L2-normalised: (n, D) f32 on the CPU (embed() of train/embed.h); the ranking
+// (knn_classify) always runs on the CPU. Refused, with an error naming the image, when the
+// model gives a NaN or an infinity: an accuracy computed from non-finite features would be
+// meaningless (NaN votes count as ties).
 Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
                         const data::Normalization& norm, int64_t batch, const ProgressFn& progress = {});
 // Raw pixels in [0, 1] at the dataset's native size (datasets of mixed sizes: eval_transform
@@ -43,21 +38,26 @@ KnnResult knn_classify(const Tensor& train_features, const std::vector<int>& tra
                        const Tensor& test_features, const std::vector<int>& test_labels,
                        int64_t num_classes, int64_t k, double temperature);
 
-// The trained teacher beside two controls evaluated the same way: the same architecture at
-// the student's initial weights (build_student of train/trainer.h) and raw pixels. The whole train split is the bank, the test split the queries.
+// The trained model beside two controls evaluated the same way: the same architecture at its
+// initial weights (for a training run: the student as build_student of train/trainer.h
+// makes it) and raw pixels. The whole train split is the bank, the test split the queries.
 struct KnnReport {
   KnnResult trained, random_init, raw_pixels;
   int64_t num_classes = 0;
   std::string dataset;  // the train split's describe()
   double seconds = 0;
+  // The trained model's features and the labels, as eval_knn.py's --dump_features saves them.
+  Tensor train_features, test_features;
+  std::vector<int> train_labels, test_labels;
 };
 struct KnnSettings {
   int64_t k = 20;
   double temperature = 0.07;
   int64_t batch = 256;  // images per forward pass
 };
-// data_spec empty: the recipe's data.dataset. Progress counts the images through either model.
-KnnReport knn_report(const VisionTransformer& teacher, const Recipe& recipe, int64_t in_chans,
+// Progress counts the images through either model. `random_init` must be on the device
+// `trained` is on.
+KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& random_init,
                      const std::string& data_spec, const KnnSettings& settings,
                      const ProgressFn& progress = {});
 nlohmann::json to_json(const KnnResult& r);  // {"top1", "top5"}

@@ -104,7 +104,10 @@ json knn_json(const KnnResult& r) { return json{{"top1", r.top1}, {"top5", r.top
 
 json evaluate_knn(const Recipe& recipe, const RunPlan& plan, const TrainState& state) {
   const auto t0 = std::chrono::steady_clock::now();
-  const KnnReport r = knn_report(state.teacher->backbone, recipe, plan.in_chans, "",
+  // The control: the student's initial weights, built as TrainState builds them.
+  const auto initial = build_student(recipe, plan.in_chans);
+  initial->backbone.to(plan.device);
+  const KnnReport r = knn_report(state.teacher->backbone, initial->backbone, recipe.data.dataset,
                                  {recipe.run.knn_k, recipe.run.knn_temperature, recipe.run.eval_batch});
   json out{{"trained", knn_json(r.trained)},
            {"random_init", knn_json(r.random_init)},

@@ -136,8 +136,19 @@ expect_error export-into-a-folder "is a folder" "$DINO" export --checkpoint "$CK
 expect_error attention-into-a-folder "is a folder" \
   "$DINO" attention --checkpoint "$CK" --index 0 --out "$TMP/outdir"
 "$DINO" export --checkpoint "$CK" --out "$TMP/backbone.safetensors" >/dev/null || fail "export"
-expect_error not-a-checkpoint "not a dino-engine" \
+expect_error backbone-without-data "give --data" \
   "$DINO" knn --checkpoint "$TMP/backbone.safetensors"
+"$DINO" embed --checkpoint "$TMP/backbone.safetensors" --data synthetic:n=8,size=16 --out "$TMP/e.safetensors" >/dev/null 2>&1
+expect_error not-a-checkpoint "not a dino-engine" \
+  "$DINO" knn --checkpoint "$TMP/e.safetensors"
+expect_error embed-nothing "give --data SPEC or --image" \
+  "$DINO" embed --checkpoint "$TMP/backbone.safetensors" --out "$TMP/e.npy"
+expect_error embed-bad-extension "must end in .safetensors or .npy" \
+  "$DINO" embed --checkpoint "$TMP/backbone.safetensors" --data synthetic:n=8,size=16 --out "$TMP/e.txt"
+expect_error embed-over-input "is the input" \
+  "$DINO" embed --checkpoint "$TMP/backbone.safetensors" --data synthetic:n=8,size=16 --out "$TMP/backbone.safetensors"
+expect_error embed-missing-image "$TMP/none.png" \
+  "$DINO" embed --checkpoint "$TMP/backbone.safetensors" --image "$TMP/none.png" --out "$TMP/e.npy"
 expect_error damaged-checkpoint "metrics.jsonl" \
   "$DINO" knn --checkpoint "$TMP/ok/metrics.jsonl"
 

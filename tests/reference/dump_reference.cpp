@@ -16,6 +16,7 @@
 #include "core/autograd.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "train/backbone_file.h"
 #include "train/checkpoint.h"
 #include "train/step.h"
 
@@ -159,20 +160,14 @@ int run(const std::string& dir) {
   // The same function `dino export` runs.
   export_backbone(dir + "/export.safetensors", teacher.backbone);
 
-  // Features from the exported file, read back into a fresh backbone, so the check covers
-  // the file and not only the in-memory teacher.
-  Rng fresh(0);
-  VisionTransformer exported(vit, fresh);
-  Checkpoint file;
-  file.path = dir + "/export.safetensors";
-  file.tensors = load_safetensors(file.path);
-  load_module(exported, file, "");
-  exported.train(false);
+  // Features from the exported file, read back by the loader every evaluation uses, so the
+  // check covers the file and not only the in-memory teacher.
+  const Backbone exported = load_backbone(dir + "/export.safetensors");
   Tensor images = Tensor::randn({3, C, vit.img_size, vit.img_size}, rng);
   Tensor features;
   {
     NoGradGuard no_grad;
-    features = exported.forward(images);
+    features = exported.model->forward(images);
   }
   save_safetensors(dir + "/export_check.safetensors", {{"images", images}, {"features", features}});
 
