@@ -215,4 +215,29 @@ SafeTensors load_safetensors(const std::string& path) {
   return read_safetensors(f, uint64_t(size), path);
 }
 
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  DINO_CHECK(f, "[", path, "] cannot open file");
+  const uint64_t file_size = uint64_t(f.tellg());
+  f.seekg(0);
+  unsigned char len[8] = {};
+  f.read(reinterpret_cast<char*>(len), 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(len[i]) << (8 * i);
+  DINO_CHECK(f && n <= file_size - 8 && n <= (uint64_t(100) << 20), "[", path, "] corrupt header: "
+             "not a safetensors file");
+  std::string text(n, '\0');
+  f.read(text.data(), std::streamsize(n));
+  std::map<std::string, std::string> out;
+  try {
+    const auto header = nlohmann::json::parse(text);
+    if (header.contains("__metadata__"))
+      for (auto m = header.at("__metadata__").begin(); m != header.at("__metadata__").end(); ++m)
+        out[m.key()] = m->get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat("[", path, "] corrupt header: ", e.what()));
+  }
+  return out;
+}
+
 }  // namespace dino

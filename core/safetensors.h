@@ -29,5 +29,8 @@ void save_safetensors(const std::string& path,
 SafeTensors load_safetensors(const std::string& path);
 // The same from a stream of `size` bytes; `name` stands for the file in errors.
 SafeTensors read_safetensors(std::istream& in, uint64_t size, const std::string& name);
+// The metadata alone, read from the header without the tensors (a recipe from a large
+// checkpoint).
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);
 
 }  // namespace dino

@@ -64,8 +64,10 @@ std::unique_ptr<Dataset> open_cifar(const std::string& dir, int cifar_classes, S
   std::vector<int> labels;
   for (const std::string& f : files)
     read_records(locate(dir, subdir, f, name), ten ? 1 : 2, cifar_classes, name, pixels, labels);
+  std::vector<std::string> names;  // CIFAR-100's fine labels stay numbered
+  if (ten) names = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
   return std::make_unique<U8Dataset>(name, split, 3, 32, cifar_classes, std::move(pixels),
-                                     std::move(labels));
+                                     std::move(labels), std::move(names));
 }
 
 }  // namespace dino::data

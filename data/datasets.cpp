@@ -15,15 +15,19 @@ void Dataset::load(size_t index, SourceImage& out, const ReductionPlan& plan) co
   plan(out.height, out.width);
 }
 
+std::string Dataset::class_name(int label) const { return str_cat("class ", label); }
+
 U8Dataset::U8Dataset(std::string name, Split split, int channels, int side, int num_classes,
-                     std::vector<uint8_t> pixels, std::vector<int> labels)
+                     std::vector<uint8_t> pixels, std::vector<int> labels,
+                     std::vector<std::string> class_names)
     : name_(std::move(name)),
       split_(split),
       channels_(channels),
       side_(side),
       num_classes_(num_classes),
       pixels_(std::move(pixels)),
-      labels_(std::move(labels)) {
+      labels_(std::move(labels)),
+      class_names_(std::move(class_names)) {
   DINO_CHECK(pixels_.size() == labels_.size() * size_t(channels_) * side_ * side_, "[", name_,
              "] ", pixels_.size(), " pixel bytes do not match ", labels_.size(), " images of ",
              side_, "x", side_, "x", channels_);
@@ -52,6 +56,10 @@ int U8Dataset::label(size_t index) const {
   DINO_CHECK(index < labels_.size(), "[", name_, "] index ", index, " out of range (",
              labels_.size(), " images)");
   return labels_[index];
+}
+
+std::string U8Dataset::class_name(int label) const {
+  return label >= 0 && size_t(label) < class_names_.size() ? class_names_[size_t(label)] : Dataset::class_name(label);
 }
 
 std::string U8Dataset::describe() const {

@@ -38,6 +38,8 @@ class Dataset {
   virtual std::string describe() const = 0;
   // The file an image is read from; empty for datasets held in memory.
   virtual std::string path(size_t index) const { return {}; }
+  // A label's name ("Sneaker", a class folder's name); "class N" when the data has none.
+  virtual std::string class_name(int label) const;
 };
 
 // Spec forms:
@@ -77,7 +79,8 @@ std::unique_ptr<Dataset> open_synthetic(const SyntheticConfig& cfg, Split split)
 class U8Dataset : public Dataset {
  public:
   U8Dataset(std::string name, Split split, int channels, int side, int num_classes,
-            std::vector<uint8_t> pixels, std::vector<int> labels);
+            std::vector<uint8_t> pixels, std::vector<int> labels,
+            std::vector<std::string> class_names = {});
   size_t size() const override { return labels_.size(); }
   Image get(size_t index) const override;
   void load(size_t index, SourceImage& out, const ReductionPlan& plan) const override;
@@ -86,6 +89,7 @@ class U8Dataset : public Dataset {
   int channels() const override { return channels_; }
   int native_size() const override { return side_; }
   std::string describe() const override;
+  std::string class_name(int label) const override;
 
  private:
   std::string name_;
@@ -93,6 +97,7 @@ class U8Dataset : public Dataset {
   int channels_, side_, num_classes_;
   std::vector<uint8_t> pixels_;
   std::vector<int> labels_;
+  std::vector<std::string> class_names_;
 };
 
 }  // namespace dino::data

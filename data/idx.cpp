@@ -89,7 +89,10 @@ std::unique_ptr<Dataset> open_fashion_mnist(const std::string& dir, Split split)
   }
   images.erase(images.begin(), images.begin() + 16);
   return std::make_unique<U8Dataset>(kName, split, 1, int(rows), 10, std::move(images),
-                                     std::move(labels));
+                                     std::move(labels),
+                                     std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress",
+                                                              "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                                                              "Ankle boot"});
 }
 
 }  // namespace dino::data

@@ -147,6 +147,10 @@ class ImageFolder : public Dataset {
     return files_[index].string();
   }
 
+  std::string class_name(int label) const override {
+    return label >= 0 && size_t(label) < classes_.size() ? classes_[size_t(label)] : Dataset::class_name(label);
+  }
+
   std::string describe() const override {
     return str_cat("folder ", root_, " ", split_name(split_), " (", files_.size(),
                    " images, variable size, ", channels_, " channel", channels_ == 1 ? "" : "s",

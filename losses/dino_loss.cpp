@@ -111,12 +111,12 @@ std::optional<std::string> CollapseMonitor::update(const DinoLossStats& s) {
     hb += r.batch_entropy / window_;
     loss += r.loss / window_;
   }
-  if (h > 0.97 * log_k_)
+  if (h > kUniformCollapseFraction * log_k_)
     return str_cat("uniform collapse: teacher entropy ", h, " ~ ln K = ", log_k_, " (loss ", loss,
                    "). The centering wins over sharpening: lower the teacher temperature (or warm it up "
                    "more slowly), raise the center momentum, raise the teacher momentum, or lower the "
                    "learning rate");
-  if (hb < 0.1 * log_k_)
+  if (hb < kDominantCollapseFraction * log_k_)
     return str_cat("dominant-dimension collapse: the teacher's batch-mean distribution has entropy ",
                    hb, " (ln K = ", log_k_, "): one output dimension dominates. Sharpening wins over "
                    "centering: lower the center momentum (faster centering), raise the teacher "

@@ -53,6 +53,12 @@ class DinoLoss : public Module {
   LinearWarmup temp_;
 };
 
+// The collapse signatures, as fractions of ln K: the teacher's mean per-image entropy above
+// the first (its outputs near uniform), or the entropy of its batch-mean distribution below
+// the second (one output dimension dominates).
+constexpr double kUniformCollapseFraction = 0.97;
+constexpr double kDominantCollapseFraction = 0.1;
+
 // Watches the teacher over a window of steps and explains a collapse when it sees one.
 class CollapseMonitor {
  public:

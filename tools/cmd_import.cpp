@@ -32,7 +32,7 @@ void add_import_command(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args] {
     DINO_CHECK(args->num_heads >= 0, "[import] --num-heads must be positive, got ", args->num_heads);
-    check_not_input(args->out, args->in, "import");
+    check_output_file("import", args->out, {args->in});
     ImportOptions options;
     options.which = args->which;
     options.num_heads = args->num_heads;

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   dino::tools::add_export_command(app);
   dino::tools::add_embed_command(app);
   dino::tools::add_import_command(app);
+  dino::tools::add_plot_command(app);
   dino::tools::add_info_command(app);
   dino::tools::add_check_command(app);
   dino::tools::add_bench_command(app);

@@ -3,7 +3,7 @@
 // final norm (what DINO's k-NN and linear evaluations read) and, when asked, every patch
 // token. `dino embed`, `dino knn` and examples/embed.cpp all go through embed().
 //
-//   Backbone b = load_backbone("runs/fmnist/checkpoint.safetensors");   // train/backbone_file.h
+//   Backbone b = load_backbone("runs/fmnist/checkpoint.safetensors");
 //   auto images = data::open_image_files({"a.png", "b.png"}, int(b.model->config().in_chans));
 //   Embeddings e = embed(*b.model, *images, b.norm);                    // e.cls: (2, D)
 #include <functional>
@@ -15,6 +15,7 @@
 #include "data/augment.h"
 #include "data/datasets.h"
 #include "models/vit.h"
+#include "train/backbone_file.h"
 
 namespace dino {
 

@@ -19,6 +19,8 @@ struct StepRecord {
   int64_t step = 0;
   StepSettings settings;
   DinoLossStats stats;
+  // The batch over the step's wall time, the wait for the batch included.
+  double images_per_second = 0;
 };
 
 class MetricsLog {

@@ -48,7 +48,8 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       monitor_(recipe.loss.out_dim),
       progress_(state.step, plan.total_steps, plan.iters_per_epoch, recipe.optim.batch_size,
                 recipe.run.log_every, quiet),
-      start_step_(state.step) {}
+      start_step_(state.step),
+      last_step_end_(std::chrono::steady_clock::now()) {}
 
 StepRecord TrainLoop::run_step() {
   const int64_t step = state_.step, ipe = plan_.iters_per_epoch;
@@ -64,6 +65,10 @@ StepRecord TrainLoop::run_step() {
   state_.step = step + 1;
   r.step = state_.step;
   r.stats = out.stats;
+  const auto now = std::chrono::steady_clock::now();
+  r.images_per_second =
+      double(recipe_.optim.batch_size) / std::chrono::duration<double>(now - last_step_end_).count();
+  last_step_end_ = now;
   return r;
 }
 

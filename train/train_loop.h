@@ -3,6 +3,7 @@
 // (train/step.h) with the step's scheduled settings, and hands its statistics on once they
 // are known (on_step_known: metrics.jsonl, the collapse monitor, the progress line, and
 // the confirmation the checkpoint policy waits for); checkpoints follow CheckpointPolicy.
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -44,6 +45,7 @@ class TrainLoop {
   std::optional<std::string> collapse_warning_;
   Progress progress_;
   const int64_t start_step_;
+  std::chrono::steady_clock::time_point last_step_end_;
 };
 
 }  // namespace dino

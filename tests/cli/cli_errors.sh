@@ -224,6 +224,11 @@ rc=$?
 [ $rc -eq 143 ] && grep -q "stopped by SIGTERM" "$TMP/term.log" && echo "ok   sigterm" \
   || fail "sigterm: rc=$rc, output: $(cat "$TMP/term.log")"
 
+# ---- dino plot. ----------------------------------------------------------------------
+expect_error plot-not-a-run "not a run folder" "$DINO" plot "$TMP/none"
+mkdir -p "$TMP/empty-run"
+expect_error plot-no-metrics "no $TMP/empty-run/metrics.jsonl" "$DINO" plot "$TMP/empty-run"
+
 leftovers=$(find "$TMP" -name '*.tmp' | wc -l)
 [ "$leftovers" -eq 0 ] || fail "$leftovers temporary files left: $(find "$TMP" -name '*.tmp')"
 echo "$failures failures"
