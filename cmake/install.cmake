@@ -11,7 +11,8 @@ set(DINO_INSTALL_INCLUDE_DIR ${CMAKE_INSTALL_INCLUDEDIR}/dino_engine)
 set(DINO_INSTALL_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/dino_engine)
 
 target_include_directories(dino INTERFACE $<INSTALL_INTERFACE:${DINO_INSTALL_INCLUDE_DIR}>)
-install(TARGETS dino EXPORT dino_engine_targets
+# dino_turbojpeg carries the path of the libjpeg-turbo the build found.
+install(TARGETS dino dino_turbojpeg EXPORT dino_engine_targets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 # core/ops_util.h is the op front-ends' internal dispatch header (it includes the CUDA

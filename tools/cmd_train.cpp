@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -44,7 +45,9 @@ void add_train_command(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("train", "Train a ViT with DINO, then evaluate it with k-NN");
-  cmd->add_option("--config", args->config, "JSON recipe (configs/*.json); defaults are DINO's ViT-S/16");
+  cmd->footer("Every recipe key, its value and its meaning: dino config [--config F] [overrides]");
+  cmd->add_option("--config", args->config, "JSON recipe (configs/*.json); without it, the built-in "
+                  "defaults: DINO's ViT-S/16 recipe");
   cmd->add_option("--device", args->device, "auto (CUDA when a usable GPU is present, else the "
                   "CPU), cpu or cuda (an error without a GPU or in a build without CUDA)")
       ->capture_default_str();
@@ -60,12 +63,22 @@ void add_train_command(CLI::App& app) {
     std::vector<std::string> overrides = args->overrides;
     if (!args->data.empty()) overrides.push_back("data.dataset=\"" + args->data + "\"");
     const Recipe recipe = load_recipe(args->config, overrides);
+    const std::string with =
+        overrides.empty() ? "" : str_cat(" with ", overrides.size(), " override", overrides.size() == 1 ? "" : "s");
+    if (args->config.empty())
+      std::printf("recipe: no --config, so the built-in defaults: DINO's ViT-S/16 recipe (%ld px, %g "
+                  "epochs of %s; `dino config` lists every key)%s\n",
+                  long(recipe.model.vit.img_size), recipe.optim.epochs, recipe.data.dataset.c_str(), with.c_str());
+    else
+      std::printf("recipe: %s%s\n", args->config.c_str(), with.c_str());
+    std::fflush(stdout);
     TrainOptions opt;
     opt.out_dir = args->out;
     opt.resume = args->resume;
     opt.force = args->force;
     opt.device = args->device;
     opt.stop_on_signals = true;
+    opt.knn_progress = progress_line("k-NN features");
     const TrainResult r = train(recipe, opt);
     if (r.stopped_by) {
       std::string again = "dino train --out " + shell_quote(args->out) + " --resume";

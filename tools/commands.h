@@ -13,6 +13,7 @@ void add_export_command(CLI::App& app);
 void add_embed_command(CLI::App& app);
 void add_import_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
+void add_config_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_check_command(CLI::App& app);
 void add_bench_command(CLI::App& app);

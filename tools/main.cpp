@@ -1,9 +1,11 @@
 // The `dino` command line: one binary, one subcommand per job.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
 #include "core/error.h"
+#include "core/suggest.h"
 #include "tools/commands.h"
 
 int main(int argc, char** argv) {
@@ -16,9 +18,22 @@ int main(int argc, char** argv) {
   dino::tools::add_embed_command(app);
   dino::tools::add_import_command(app);
   dino::tools::add_plot_command(app);
+  dino::tools::add_config_command(app);
   dino::tools::add_info_command(app);
   dino::tools::add_check_command(app);
   dino::tools::add_bench_command(app);
+  // A mistyped subcommand: CLI11 would only say the argument was not expected.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+      std::string all;
+      for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
+      std::cerr << "dino: unknown command '" << argv[1] << "'" << dino::did_you_mean(argv[1], names)
+                << " (commands: " << all << "; dino --help)\n";
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

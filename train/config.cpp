@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/suggest.h"
 
 namespace dino {
 
@@ -42,6 +43,28 @@ json default_config() {
 
 namespace {
 
+// Every leaf key of a recipe, dotted ("optim.lr").
+void leaf_keys(const json& j, const std::string& path, std::vector<std::string>& out) {
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string key = path.empty() ? it.key() : path + "." + it.key();
+    if (it->is_object()) leaf_keys(*it, key, out);
+    else out.push_back(key);
+  }
+}
+
+// A typo of a key, or a key put in the wrong group ("model.lr" for "optim.lr").
+std::string key_suggestion(const std::string& key) {
+  std::vector<std::string> keys;
+  leaf_keys(default_config(), "", keys);
+  const std::string near = did_you_mean(key, keys);
+  if (!near.empty()) return near;
+  const std::string leaf = key.substr(key.rfind('.') + 1);
+  for (const std::string& k : keys)
+    if (k.size() > leaf.size() && k.compare(k.size() - leaf.size() - 1, std::string::npos, "." + leaf) == 0)
+      return "; did you mean '" + k + "'?";
+  return "";
+}
+
 bool same_kind(const json& a, const json& b) {
   if (a.is_number() && b.is_number()) return !(a.is_number_integer() && b.is_number_float());
   return a.type() == b.type();
@@ -52,7 +75,8 @@ void merge_into(json& base, const json& over, const std::string& origin, const s
              "' must be an object");
   for (auto it = over.begin(); it != over.end(); ++it) {
     const std::string key = path.empty() ? it.key() : path + "." + it.key();
-    DINO_CHECK(base.contains(it.key()), "[config] ", origin, ": unknown key '", key, "'");
+    DINO_CHECK(base.contains(it.key()), "[config] ", origin, ": unknown key '", key, "'",
+               key_suggestion(key), " (`dino config` lists every key)");
     json& slot = base[it.key()];
     if (slot.is_object()) {
       merge_into(slot, it.value(), origin, key);
@@ -354,6 +378,16 @@ json parse_config_text(const std::string& text, const std::string& origin) {
   json cfg = default_config();
   merge_config(cfg, file, origin);
   return cfg;
+}
+
+json read_recipe_file(const std::string& path) {
+  std::ifstream f(path);
+  DINO_CHECK(f, "[config] cannot open recipe '", path, "'");
+  try {
+    return json::parse(f, nullptr, true, true);
+  } catch (const json::exception& e) {
+    throw Error(str_cat("[config] ", path, ": not valid JSON: ", e.what()));
+  }
 }
 
 json load_config(const std::string& path, const std::vector<std::string>& overrides) {

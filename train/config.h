@@ -26,6 +26,8 @@ void apply_override(nlohmann::json& cfg, const std::string& assignment);
 // A recipe's JSON text (comments allowed) merged over default_config(); `origin` names it in
 // errors.
 nlohmann::json parse_config_text(const std::string& text, const std::string& origin);
+// A recipe file as JSON (comments allowed), not yet merged; throws naming the file.
+nlohmann::json read_recipe_file(const std::string& path);
 // default_config() <- file (if any) <- overrides.
 nlohmann::json load_config(const std::string& path, const std::vector<std::string>& overrides);
 

@@ -9,9 +9,9 @@ namespace dino {
 namespace {
 
 std::string format_duration(double seconds) {
-  const int64_t s = int64_t(seconds);
+  const int64_t s = int64_t(seconds + 0.5);
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%ld:%02ld", long(s / 60), long(s % 60));
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", long(s / 3600), long(s / 60 % 60), long(s % 60));
   return buf;
 }
 

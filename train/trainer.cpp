@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <iostream>
 
@@ -92,23 +93,36 @@ MetricsLog open_metrics(const RunPlan& plan, const TrainOptions& opt, int64_t st
 }
 
 void print_start(const Recipe& recipe, const RunPlan& plan, const TrainState& state) {
-  std::cout << "train: " << plan.train_set->describe() << "; " << plan.iters_per_epoch
-            << " steps/epoch, " << plan.total_steps << " steps (" << recipe.optim.epochs
-            << " epochs" << (recipe.run.max_steps > 0 ? ", capped by run.max_steps" : "")
-            << "), batch " << recipe.optim.batch_size << ", student "
-            << state.student->num_parameters() << " parameters, device "
-            << describe_device(plan.device) << std::endl;
+  const int64_t ipe = plan.iters_per_epoch, total = plan.total_steps;
+  const int64_t scheduled = std::llround(recipe.optim.epochs * double(ipe));
+  std::cout << "train: " << plan.train_set->describe() << "; " << ipe << " steps/epoch, " << total
+            << " steps (" << double(total) / double(ipe) << " epochs), batch "
+            << recipe.optim.batch_size << ", student " << state.student->num_parameters()
+            << " parameters, device " << describe_device(plan.device) << std::endl;
+  if (total < scheduled)
+    std::cout << "note: run.max_steps=" << recipe.run.max_steps << " stops the run after " << total
+              << " of the " << scheduled << " steps its schedules are laid out for (optim.epochs="
+              << recipe.optim.epochs << "): the learning rate, weight decay, teacher momentum and "
+                 "temperature follow the full schedule and are cut off, not compressed; to train a "
+                 "shorter schedule set optim.epochs" << std::endl;
+  const double uniform = std::log(double(recipe.loss.out_dim));
+  std::cout << "columns: epoch; steps done/total; loss (mean since the last line; ln K = " << uniform
+            << " is a uniform teacher); lr; tau_t (teacher temperature); m (teacher momentum); H(t) "
+               "(teacher entropy, nats; a collapse above " << kUniformCollapseFraction * uniform
+            << "); KL (teacher to student); images/s; ETA (h:mm:ss)" << std::endl;
 }
 
 json knn_json(const KnnResult& r) { return json{{"top1", r.top1}, {"top5", r.top5}}; }
 
-json evaluate_knn(const Recipe& recipe, const RunPlan& plan, const TrainState& state) {
+json evaluate_knn(const Recipe& recipe, const RunPlan& plan, const TrainState& state,
+                  const ProgressFn& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   // The control: the student's initial weights, built as TrainState builds them.
   const auto initial = build_student(recipe, plan.in_chans);
   initial->backbone.to(plan.device);
   const KnnReport r = knn_report(state.teacher->backbone, initial->backbone, recipe.data.dataset,
-                                 {recipe.run.knn_k, recipe.run.knn_temperature, recipe.run.eval_batch});
+                                 {recipe.run.knn_k, recipe.run.knn_temperature, recipe.run.eval_batch},
+                                 progress);
   json out{{"trained", knn_json(r.trained)},
            {"random_init", knn_json(r.random_init)},
            {"raw_pixels", knn_json(r.raw_pixels)},
@@ -146,7 +160,7 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opt) {
     result.stopped_by = loop.run(stop);
     loop.summarize(result);
   }
-  if (plan.knn && !result.stopped_by) result.knn = evaluate_knn(recipe, plan, state);
+  if (plan.knn && !result.stopped_by) result.knn = evaluate_knn(recipe, plan, state, opt.knn_progress);
   return result;
 }
 

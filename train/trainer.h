@@ -12,6 +12,7 @@
 #include "core/storage.h"
 #include "models/multicrop.h"
 #include "train/config.h"
+#include "train/embed.h"
 
 namespace dino {
 
@@ -26,6 +27,7 @@ struct TrainOptions {
   // Ctrl-C / SIGTERM stop the run at the next step boundary with a checkpoint
   // (train/stop_signal.h); `dino train` sets it.
   bool stop_on_signals = false;
+  ProgressFn knn_progress;      // called while the final k-NN extracts features
 };
 
 // --device: "cpu", "cuda" (throws one clear error, naming `who`, when this build has no CUDA

@@ -54,8 +54,10 @@ sys.exit(steps != list(range(1, int(sys.argv[2]) + 1)))' "$2" "$3" 2>/dev/null; 
 
 expect_error missing-dataset "/nonexistent" \
   "$DINO" train --data fashion-mnist:/nonexistent --out "$TMP/run1"
-expect_error unknown-config-key "unknown key 'optim.lrr'" \
+expect_error unknown-config-key "unknown key 'optim.lrr'; did you mean 'optim.lr'?" \
   "$DINO" train --out "$TMP/run2" optim.lrr=1
+expect_error key-in-wrong-group "did you mean 'optim.lr'?" "$DINO" config model.lr=1
+expect_error unknown-command "unknown command 'trian'; did you mean 'train'?" "$DINO" trian --out "$TMP/run2"
 expect_error missing-recipe "cannot open recipe" \
   "$DINO" train --config "$TMP/none.json" --out "$TMP/run3"
 expect_error missing-checkpoint "$TMP/none.safetensors" \
@@ -224,7 +226,12 @@ rc=$?
 [ $rc -eq 143 ] && grep -q "stopped by SIGTERM" "$TMP/term.log" && echo "ok   sigterm" \
   || fail "sigterm: rc=$rc, output: $(cat "$TMP/term.log")"
 
-# ---- dino plot. ----------------------------------------------------------------------
+
+# ---- dino config, dino plot. ----------------------------------------------------------
+expect_error config-of-backbone "holds no training recipe" \
+  "$DINO" config --checkpoint "$TMP/backbone.safetensors"
+"$DINO" config --checkpoint "$TMP/ok/checkpoint.safetensors" >"$TMP/config.txt" 2>&1
+grep -q '^\* model.arch  *= "vit_micro"' "$TMP/config.txt" || { echo "FAIL config of a checkpoint:"; cat "$TMP/config.txt"; failures=$((failures + 1)); }
 expect_error plot-not-a-run "not a run folder" "$DINO" plot "$TMP/none"
 mkdir -p "$TMP/empty-run"
 expect_error plot-no-metrics "no $TMP/empty-run/metrics.jsonl" "$DINO" plot "$TMP/empty-run"
