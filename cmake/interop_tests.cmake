@@ -10,3 +10,10 @@ foreach(check embed_vs_pytorch import_vs_pytorch)
   set_tests_properties(interop_${check} PROPERTIES LABELS interop SKIP_RETURN_CODE 77 TIMEOUT 300
                        ENVIRONMENT OMP_NUM_THREADS=1)
 endforeach()
+# The CUDA path of `dino embed`, on the host emulator (tests/simt), against the CPU.
+if(TARGET dino_simt_cli)
+  add_test(NAME "simt: dino embed"
+           COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/tests/interop/embed_cuda_vs_cpu.sh $<TARGET_FILE:dino_cli>
+                   $<TARGET_FILE:dino_simt_cli>)
+  set_tests_properties("simt: dino embed" PROPERTIES LABELS simt TIMEOUT 300)
+endif()
