@@ -39,9 +39,7 @@ if [ -x build-nonative/dino ]; then
 else
   echo "(no build-nonative/dino: skipping the row without -march=native)"
 fi
-# Batches are ~1000x cheaper than steps, and the first timed ones may be prefetched already;
-# 200 of them make that bias small.
-row loader ./build/dino bench train-step --loader --steps 200 --json
+row loader ./build/dino bench loader --config configs/fashion_mnist_cpu.json --images 12800 --json
 
 /usr/bin/python3 - "$results" <<'EOF'
 import json, sys
@@ -57,7 +55,7 @@ for name in ("engine-native", "engine-nonative", "pytorch"):
           f"{r['images_per_second']:9.1f} {gflops:8.1f} {torch_ms / r['median_ms']:8.2f}x")
 loader = rows["loader"]
 print(f"{'loader':16} {loader['ms_per_batch']:10.1f} {'':8} {'':8} {loader['images_per_second']:9.1f}"
-      f"   ({loader['loader_threads']} loader thread(s))")
+      f"   ({loader['threads']} loader thread(s))")
 print(f"GFLOP/s: the engine's count ({rows['engine-native']['gflop_per_step']:.2f} GFLOP per step: "
       f"{rows['engine-native']['flop_convention']}) over each row's median")
 EOF

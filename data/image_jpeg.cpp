@@ -10,16 +10,25 @@ namespace dino::data {
 namespace {
 
 // One TurboJPEG handle per thread: creating one allocates, and a handle is not thread-safe.
+struct Handle {
+  tjhandle h = tjInitDecompress();
+  ~Handle() {
+    if (h) tjDestroy(h);
+  }
+};
+thread_local Handle handle;
+
 tjhandle decoder() {
-  struct Handle {
-    tjhandle h = tjInitDecompress();
-    ~Handle() {
-      if (h) tjDestroy(h);
-    }
-  };
-  thread_local Handle handle;
   DINO_CHECK(handle.h != nullptr, "[jpeg] cannot create a libjpeg-turbo decoder: ", tjGetErrorStr2(nullptr));
   return handle.h;
+}
+
+// A failed call can leave the decoder mid-stream (a failed header read is not aborted), and
+// the next file would then read as corrupt: start the next one on a fresh handle.
+[[noreturn]] void fail(const std::string& path, const std::string& message) {
+  if (handle.h) tjDestroy(handle.h);
+  handle.h = tjInitDecompress();
+  throw Error(str_cat("[jpeg] cannot decode ", path, ": ", message));
 }
 
 }  // namespace
@@ -31,10 +40,10 @@ bool is_jpeg(const uint8_t* data, size_t size) {
 JpegHeader read_jpeg_header(const uint8_t* data, size_t size, const std::string& path) {
   tjhandle h = decoder();
   int width = 0, height = 0, subsamp = 0, colorspace = 0;
-  DINO_CHECK(tjDecompressHeader3(h, data, static_cast<unsigned long>(size), &width, &height,
-                                 &subsamp, &colorspace) == 0,
-             "[jpeg] cannot decode ", path, ": ", tjGetErrorStr2(h));
-  DINO_CHECK(width > 0 && height > 0, "[jpeg] cannot decode ", path, ": empty image");
+  if (tjDecompressHeader3(h, data, static_cast<unsigned long>(size), &width, &height, &subsamp,
+                          &colorspace) != 0)
+    fail(path, tjGetErrorStr2(h));
+  if (width <= 0 || height <= 0) fail(path, "empty image");
   return {height, width, colorspace == TJCS_GRAY ? 1 : 3};
 }
 
@@ -64,10 +73,11 @@ void decode_jpeg(const uint8_t* data, size_t size, int channels, int reduction,
   // not.
   const int rc = tjDecompress2(dec, data, static_cast<unsigned long>(size), dst, w, w * channels, h,
                                channels == 1 ? TJPF_GRAY : TJPF_RGB, 0);
-  const std::string message = rc == 0 ? "" : tjGetErrorStr2(dec);
-  DINO_CHECK(rc == 0 || (tjGetErrorCode(dec) == TJERR_WARNING &&
-                         message.find("Premature end") == std::string::npos),
-             "[jpeg] cannot decode ", path, ": ", message);
+  if (rc != 0) {
+    const std::string message = tjGetErrorStr2(dec);
+    if (tjGetErrorCode(dec) != TJERR_WARNING || message.find("Premature end") != std::string::npos)
+      fail(path, message);
+  }
   if (channels == 3) {
     out.u8.resize(plane * 3);
     uint8_t *r = out.u8.data(), *g = r + plane, *b = g + plane;

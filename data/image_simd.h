@@ -23,7 +23,7 @@ inline f8 load(const float* p) {
   return v;
 }
 inline void store(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
-inline f8 splat(float x) { return f8{} + x; }
+inline f8 splat(float x) { return f8{x, x, x, x, x, x, x, x}; }
 inline f8 fma(f8 a, f8 b, f8 c) {  // a * b + c, rounded once where the machine fuses
 #ifdef __FMA__
   return f8(_mm256_fmadd_ps(__m256(a), __m256(b), __m256(c)));

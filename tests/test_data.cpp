@@ -4,6 +4,7 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC  // private copy: the library or tools may carry their own
 #include <stb/stb_image_write.h>
+#include <turbojpeg.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -801,6 +802,134 @@ TEST_CASE("multicrop randomness depends only on (seed, epoch, index)", "[data]")
   for (size_t v = 0; v < va.size(); ++v) differ += va[v].pixels != vc[v].pixels;
   CHECK(differ == va.size());
   CHECK(va[0].pixels != va[1].pixels);  // two global crops of one image are distinct views
+}
+
+namespace {
+
+// A JPEG of `img` (CHW in [0, 1], 1 or 3 channels) through libjpeg-turbo's encoder at
+// quality 100 without chroma subsampling, so decoding gives back the pixels within a few
+// levels.
+std::vector<uint8_t> encode_jpeg(const Image& img) {
+  const int C = img.channels, H = img.height, W = img.width;
+  std::vector<uint8_t> px(size_t(C) * H * W);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x)
+      for (int c = 0; c < C; ++c)
+        px[(size_t(y) * W + x) * C + c] = uint8_t(std::lround(img.at(c, y, x) * 255.f));
+  tjhandle h = tjInitCompress();
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  REQUIRE(tjCompress2(h, px.data(), W, W * C, H, C == 1 ? TJPF_GRAY : TJPF_RGB, &buf, &size,
+                      C == 1 ? TJSAMP_GRAY : TJSAMP_444, 100, 0) == 0);
+  std::vector<uint8_t> out(buf, buf + size);
+  tjFree(buf);
+  tjDestroy(h);
+  return out;
+}
+
+// A smooth colour image: JPEG keeps it within a couple of levels.
+Image smooth_image(int c, int h, int w) {
+  Image img = make_image(c, h, w);
+  for (int k = 0; k < c; ++k)
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        img.at(k, y, x) = 0.5f + 0.4f * std::sin(0.05f * (x + 2 * k) + 0.03f * y * (k + 1));
+  return img;
+}
+
+}  // namespace
+
+TEST_CASE("folder JPEGs decode with libjpeg-turbo, reduced in the DCT domain on request", "[data]") {
+  TempDir dir;
+  fs::create_directories(dir.path / "a");
+  fs::create_directories(dir.path / "b");
+  const Image colour = smooth_image(3, 75, 100);
+  write_bytes(dir.str("a/0.jpg"), encode_jpeg(colour));
+  write_bytes(dir.str("b/1.JPEG"), encode_jpeg(smooth_image(3, 40, 33)));
+  std::vector<uint8_t> cut = encode_jpeg(colour);
+  cut.resize(cut.size() / 2);
+  write_bytes(dir.str("b/2_truncated.jpg"), cut);
+  auto ds = open_dataset("folder:" + dir.str(), Split::train);
+  REQUIRE(ds->size() == 3);
+  CHECK(ds->channels() == 3);
+
+  const Image full = ds->get(0);
+  REQUIRE(full.height == 75);
+  REQUIRE(full.width == 100);
+  double worst = 0.0;
+  for (size_t i = 0; i < full.pixels.size(); ++i)
+    worst = std::max(worst, double(std::fabs(full.pixels[i] - colour.pixels[i])));
+  CHECK(worst <= 5.0 / 255);
+
+  // The plan sees the stored size before decoding; a reduction of 2 halves it (rounded up)
+  // and gives about the 2x2 means of the full decode.
+  SourceImage half;
+  int seen_h = 0, seen_w = 0;
+  ds->load(0, half, [&](int h, int w) {
+    seen_h = h;
+    seen_w = w;
+    return 3;  // allows 2, not 4
+  });
+  CHECK(seen_h == 75);
+  CHECK(seen_w == 100);
+  REQUIRE(half.is_u8);
+  CHECK(half.height == 38);
+  CHECK(half.width == 50);
+  CHECK(half.full_height == 75);
+  CHECK(half.full_width == 100);
+  worst = 0.0;
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 37; ++y)
+      for (int x = 0; x < 50; ++x) {
+        const double mean = (full.at(c, 2 * y, 2 * x) + full.at(c, 2 * y, 2 * x + 1) +
+                             full.at(c, 2 * y + 1, 2 * x) + full.at(c, 2 * y + 1, 2 * x + 1)) / 4;
+        worst = std::max(worst, std::fabs(half.u8[(size_t(c) * 38 + y) * 50 + x] / 255.0 - mean));
+      }
+  CHECK(worst < 6.0 / 255);
+
+  require_error_naming([&] { ds->get(2); }, "2_truncated.jpg");
+  std::vector<uint8_t> garbage = encode_jpeg(colour);
+  for (size_t i = 200; i < garbage.size() - 2; i += 7) garbage[i] = uint8_t(i * 131);
+  write_bytes(dir.str("b/2_truncated.jpg"), garbage);
+  // Either an error naming the file, or an image of the stored size: never a crash. Either
+  // way the next file decodes (a failed call must not leave the decoder mid-stream).
+  int height = 0;
+  try {
+    height = ds->get(2).height;
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("2_truncated.jpg") != std::string::npos);
+    height = 75;
+  }
+  CHECK(height == 75);
+  CHECK(ds->get(0).pixels == full.pixels);
+
+  // Greyscale JPEGs make a 1-channel folder.
+  TempDir grey;
+  fs::create_directories(grey.path / "x");
+  write_bytes(grey.str("x/0.jpg"), encode_jpeg(smooth_image(1, 20, 30)));
+  auto g = open_dataset("folder:" + grey.str(), Split::train);
+  CHECK(g->channels() == 1);
+  CHECK(g->get(0).width == 30);
+}
+
+TEST_CASE("the loader decodes reduced only when every view still downsamples", "[data]") {
+  ViewParams v[2];
+  v[0].size = 20;
+  v[0].box = {0, 0, 90, 85};
+  v[1].size = 10;
+  v[1].box = {5, 7, 40, 45};
+  CHECK(max_reduction(v, 2) == 4);  // 85 >= 4 x 20, 40 >= 4 x 10
+  v[1].box.height = 39;
+  CHECK(max_reduction(v, 2) == 2);
+  v[0].box.width = 19;
+  CHECK(max_reduction(v, 2) == 1);
+  // Boxes map onto the reduced image covering the pixels they touch.
+  v[0].box = {3, 5, 10, 11};
+  map_to_reduced(v, 1, 75, 100, 38, 50);
+  CHECK(v[0].box.top == 1);
+  CHECK(v[0].box.left == 2);
+  CHECK(v[0].box.height == 6);  // rows 3..12 -> 1..6
+  CHECK(v[0].box.width == 6);   // columns 5..15 -> 2..7
 }
 
 TEST_CASE("loader is deterministic across thread counts, prefetch depths and resumption",

@@ -3,8 +3,12 @@
 //    on fixed random crops shaped like the recipe's multi-crop batch, so the data loader is out
 //    of the measurement. `--dump DIR` writes the initial weights, the crops and the setting for
 //    benchmarks/cpu_train_step.py, which times the same step in PyTorch on identical inputs.
-//    `--loader` times data::MultiCropLoader alone on the same recipe instead. On CUDA the
-//    default recipe is the built-in ViT-S/16 DINO one (2x224 + 8x96 crops, K 65536, batch 64).
+//    `--loop` then runs the training loop as `dino train` does (the real loader, the copy of
+//    the batch to the device, the step) and reports images/s and the time per step spent
+//    waiting for data, copying and stepping, next to the step alone. On CUDA the default
+//    recipe is the built-in ViT-S/16 DINO one (2x224 + 8x96 crops, K 65536, batch 64).
+//  loader: data::MultiCropLoader alone on a recipe (images/s, per thread and per CPU-second)
+//    and one thread's CPU time per image for each stage (decode, crop+resize, jitter, ...).
 //  attention, layernorm, dino-loss, gemm: the GPU kernels against cuDNN and composite
 //    baselines, with the ceilings measured in the same run (benchmarks/bench.h).
 //  augment: the GPU augmentation of a batch against the CPU path on one thread.
@@ -17,6 +21,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <omp.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include "core/safetensors.h"
 #include "data/loader.h"
@@ -43,7 +49,7 @@ struct Args {
   bool config_given = false;
   std::vector<std::string> overrides;
   int steps = 20, warmup = 3;
-  bool loader = false, json = false;
+  bool loop = false, json = false;
 };
 
 double seconds_since(Clock::time_point t0) {
@@ -69,31 +75,145 @@ Named prefixed(const Named& tensors, const std::string& prefix) {
   return out;
 }
 
-json run_loader(const Recipe& recipe, const Args& a) {
+double cpu_seconds() {  // this process, all threads
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+double thread_seconds() {  // this thread's CPU time: what a stage costs, whoever shares the cores
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// One thread's CPU time per image for each stage of the loader's work, the stages run one by
+// one as apply_view runs them, over the first `images` images of the dataset.
+json loader_stages(const data::Dataset& ds, const data::MultiCropConfig& mc, const data::LoaderOptions& opt,
+                   int images) {
+  const char* names[] = {"decode", "draw", "crop_resize", "flip", "jitter", "grayscale", "blur",
+                         "solarize", opt.format == data::CropFormat::f32 ? "normalize" : "to_bytes"};
+  constexpr int kStages = 9;
+  double t[kStages] = {};
+  const data::Normalization norm = data::resolve_normalization(mc.norm, ds.channels());
+  const int n = data::view_count(mc);
+  std::vector<data::ViewParams> views(static_cast<size_t>(n));
+  data::SourceImage src;
+  data::Image img, view;
+  data::ResizeScratch resize;
+  data::BlurScratch blur;
+  std::vector<float> out_f32;
+  std::vector<uint8_t> out_u8;
+  for (int i = 0; i < images; ++i) {
+    const size_t index = size_t(i) % ds.size();
+    Rng rng = data::sample_rng(0, 0, int64_t(index));
+    double draw = 0;
+    double t0 = thread_seconds();
+    ds.load(index, src, [&](int h, int w) {
+      const double d0 = thread_seconds();
+      data::draw_views(h, w, mc, rng, views.data());
+      draw = thread_seconds() - d0;
+      return opt.reduce_jpeg ? data::max_reduction(views.data(), n) : 1;
+    });
+    if (src.height != src.full_height || src.width != src.full_width)
+      data::map_to_reduced(views.data(), n, src.full_height, src.full_width, src.height, src.width);
+    const data::Image* in = &src.f32;
+    if (src.is_u8) {
+      data::to_float(src, img);
+      in = &img;
+    }
+    double t1 = thread_seconds();
+    t[0] += t1 - t0 - draw;
+    t[1] += draw;
+    for (const data::ViewParams& p : views) {
+      double s[kStages];
+      s[0] = thread_seconds();
+      data::resized_crop(*in, p.box.top, p.box.left, p.box.height, p.box.width, p.size, p.size, view, resize);
+      s[1] = thread_seconds();
+      if (p.flip) data::hflip(view);
+      s[2] = thread_seconds();
+      data::color_jitter(view, p);
+      s[3] = thread_seconds();
+      if (p.grayscale) data::to_grayscale(view);
+      s[4] = thread_seconds();
+      if (p.blur_sigma > 0.f) data::gaussian_blur(view, p.blur_sigma, blur);
+      s[5] = thread_seconds();
+      if (p.solarize) data::solarize(view, 0.5f);
+      s[6] = thread_seconds();
+      if (opt.format == data::CropFormat::f32) {
+        out_f32.resize(view.pixels.size());
+        data::normalize(view, norm, out_f32.data());
+      } else {
+        out_u8.resize(view.pixels.size());
+        for (size_t k = 0; k < view.pixels.size(); ++k)
+          out_u8[k] = uint8_t(std::min(std::max(view.pixels[k] * 255.f + 0.5f, 0.f), 255.f));
+      }
+      s[7] = thread_seconds();
+      for (int k = 0; k < 7; ++k) t[k + 2] += s[k + 1] - s[k];
+    }
+  }
+  json stages = json::object();
+  double total = 0;
+  for (int k = 0; k < kStages; ++k) {
+    stages[names[k]] = t[k] * 1e3 / images;
+    total += t[k];
+  }
+  stages["total"] = total * 1e3 / images;
+  return stages;
+}
+
+struct LoaderArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int threads = 0, images = 512, warmup = 1, stage_images = 64;
+  std::string format = "f32";
+  bool no_reduce = false, json = false;
+};
+
+json run_loader(const Recipe& recipe, const LoaderArgs& a) {
   auto dataset = data::open_dataset(recipe.data.dataset, data::Split::train);
   const int batch = recipe.optim.batch_size;
-  const int threads = recipe.data.loader_threads;
-  data::MultiCropLoader loader(*dataset, recipe.crops_for(dataset->channels()), batch,
-                               recipe.run.seed, threads);
-  DINO_CHECK(a.warmup + a.steps <= loader.batches_per_epoch(), "[bench] --warmup + --steps (",
-             a.warmup + a.steps, ") exceed the ", loader.batches_per_epoch(), " batches of an epoch");
+  data::LoaderOptions opt;
+  opt.threads = a.threads > 0 ? a.threads : recipe.data.loader_threads;
+  opt.format = a.format == "u8" ? data::CropFormat::u8 : data::CropFormat::f32;
+  opt.reduce_jpeg = !a.no_reduce;
+  const data::MultiCropConfig mc = recipe.crops_for(dataset->channels());
+  const int batches = std::max(1, (a.images + batch - 1) / batch);
+  json stages;
+  if (a.stage_images > 0) stages = loader_stages(*dataset, mc, opt, a.stage_images);
+
+  data::MultiCropLoader loader(*dataset, mc, batch, recipe.run.seed, opt);
   loader.start(0);
   for (int i = 0; i < a.warmup; ++i) loader.next();
-  // Per-batch times are meaningless with prefetching; the rate over the whole run is the figure.
+  // The rate over the whole run is the figure: per-batch times mean little with prefetching.
+  const double c0 = cpu_seconds();
   const auto t0 = Clock::now();
-  for (int i = 0; i < a.steps; ++i) loader.next();
-  const double s = seconds_since(t0);
-  const json out{{"bench", "loader"}, {"dataset", dataset->describe()}, {"batch", batch},
-                 {"loader_threads", threads}, {"batches", a.steps},
-                 {"images_per_second", double(a.steps) * batch / s}, {"ms_per_batch", s * 1e3 / a.steps}};
-  std::printf("loader: %s, batch %d, %d loader thread(s): %.1f images/s (%.1f ms per batch over %d batches)\n",
-              dataset->describe().c_str(), batch, threads, out["images_per_second"].get<double>(),
-              out["ms_per_batch"].get<double>(), a.steps);
+  for (int i = 0; i < batches; ++i) loader.next();
+  const double s = seconds_since(t0), cpu = cpu_seconds() - c0;
+  const double images = double(batches) * batch;
+  json out{{"bench", "loader"}, {"dataset", dataset->describe()}, {"batch", batch},
+           {"views", str_cat(mc.global.count, "x", mc.global.size, " + ", mc.local.count, "x", mc.local.size)},
+           {"format", a.format}, {"reduce_jpeg", opt.reduce_jpeg}, {"threads", opt.threads},
+           {"prefetch", loader.prefetch()}, {"batches", batches},
+           {"images_per_second", images / s}, {"images_per_second_per_thread", images / s / opt.threads},
+           {"images_per_cpu_second", images / cpu}, {"ms_per_batch", s * 1e3 / batches}};
+  std::printf("loader: %s, batch %d, views %s (%s), %d thread(s), prefetch %d\n", dataset->describe().c_str(),
+              batch, out["views"].get<std::string>().c_str(), a.format.c_str(), opt.threads, loader.prefetch());
+  std::printf("  %.1f images/s (%.1f per thread, %.1f per CPU-second), %.1f ms per batch over %d batches\n",
+              out["images_per_second"].get<double>(), out["images_per_second_per_thread"].get<double>(),
+              out["images_per_cpu_second"].get<double>(), out["ms_per_batch"].get<double>(), batches);
+  if (!stages.is_null()) {
+    out["stages_ms"] = stages;
+    out["decode_ms"] = stages["decode"];
+    std::printf("  one thread, CPU ms per image over %d images:", a.stage_images);
+    for (auto it = stages.begin(); it != stages.end(); ++it) std::printf(" %s %.3f", it.key().c_str(), it->get<double>());
+    std::printf("\n");
+  }
   return out;
 }
 
 json run_train_step(const Recipe& recipe, const Args& a) {
-  // The dataset fixes only the channel count here; no image is read.
+  // The dataset fixes the channel count; only --loop reads images.
   const int64_t in_chans = data::open_dataset(recipe.data.dataset, data::Split::train)->channels();
   const OptimConfig& optim = recipe.optim;
   const int64_t batch = optim.batch_size;
@@ -193,6 +313,51 @@ json run_train_step(const Recipe& recipe, const Args& a) {
     last_loss = out.stats.loss;
   }
 
+  json loop;
+  if (a.loop) {
+    // The loop of `dino train`: each step waits for the loader's next batch, copies it to the
+    // device (batch_tensors) and steps; the device is synchronised after the copy and after
+    // the step so each part's time is its own.
+    auto dataset = data::open_dataset(recipe.data.dataset, data::Split::train);
+    data::LoaderOptions lo;
+    lo.threads = recipe.data.loader_threads;
+    data::MultiCropLoader loader(*dataset, recipe.crops_for(int(in_chans)), int(batch), seed, lo);
+    loader.start(0);
+    const Device dev = cuda ? Device::cuda : Device::cpu;
+    for (int i = 0; i < a.warmup; ++i) {
+      const data::MultiCropLoader::Lease b = loader.next();
+      dino_step(*student, teacher, loss, optimizer, batch_tensors(*b, dev), s, &drop_rng);
+    }
+    sync();
+    std::vector<double> wait_ms, copy_ms, step_ms;
+    const auto l0 = Clock::now();
+    for (int i = 0; i < a.steps; ++i) {
+      const auto t0 = Clock::now();
+      data::MultiCropLoader::Lease b = loader.next();
+      const auto t1 = Clock::now();
+      std::vector<Tensor> views = batch_tensors(*b, dev);
+      sync();
+      const auto t2 = Clock::now();
+      dino_step(*student, teacher, loss, optimizer, views, s, &drop_rng);
+      sync();
+      const auto t3 = Clock::now();
+      wait_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      copy_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+      step_ms.push_back(std::chrono::duration<double, std::milli>(t3 - t2).count());
+    }
+    const double total = seconds_since(l0);
+    auto mean = [](const std::vector<double>& v) {
+      double m = 0;
+      for (double x : v) m += x / double(v.size());
+      return m;
+    };
+    loop = json{{"images_per_second", double(a.steps) * double(batch) / total},
+                {"loader_threads", lo.threads}, {"prefetch", loader.prefetch()},
+                {"data_wait_ms", mean(wait_ms)}, {"copy_ms", mean(copy_ms)}, {"step_ms", mean(step_ms)},
+                {"data_wait_fraction", mean(wait_ms) * a.steps / (total * 1e3)},
+                {"dataset", dataset->describe()}};
+  }
+
   // FLOPs: forward of the student over all crops x3 (backward ~ 2x forward) plus the teacher's
   // forward over the global crops; backbone from flops_per_image, head from its linear layers.
   const double student_fwd = double(batch) * (double(G) * student->backbone.flops_per_image(global) +
@@ -242,6 +407,17 @@ json run_train_step(const Recipe& recipe, const Args& a) {
               out["images_per_second"].get<double>(), out["gflops"].get<double>(), flops / 1e9);
   std::printf("  FLOPs: %s\n", out["flop_convention"].get<std::string>().c_str());
   if (!a.dump.empty()) std::printf("  initial weights, crops and setting written to %s\n", a.dump.c_str());
+  if (!loop.is_null()) {
+    loop["fraction_of_step"] = loop["images_per_second"].get<double>() / out["images_per_second"].get<double>();
+    out["loop"] = loop;
+    std::printf("loop (%s, %d loader thread(s), prefetch %d): %.1f images/s = %.0f%% of the step alone; per step "
+                "%.1f ms waiting for data, %.1f ms copying, %.1f ms in the step (data wait %.0f%% of the loop)\n",
+                loop["dataset"].get<std::string>().c_str(), loop["loader_threads"].get<int>(),
+                loop["prefetch"].get<int>(), loop["images_per_second"].get<double>(),
+                100 * loop["fraction_of_step"].get<double>(), loop["data_wait_ms"].get<double>(),
+                loop["copy_ms"].get<double>(), loop["step_ms"].get<double>(),
+                100 * loop["data_wait_fraction"].get<double>());
+  }
   return out;
 }
 
@@ -323,7 +499,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--dump", args->dump, "Write init.safetensors, crops.safetensors and config.json here "
                   "(for benchmarks/cpu_train_step.py)");
-  cmd->add_flag("--loader", args->loader, "Time data::MultiCropLoader on the recipe instead (batches, not steps)");
+  cmd->add_flag("--loop", args->loop, "Also run the training loop (loader, copy, step) and report its "
+                "images/s and data wait next to the step's");
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args, cmd] {
     std::string config = args->config;
@@ -334,10 +511,34 @@ void add_bench_command(CLI::App& app) {
       overrides.insert(overrides.begin(), "data.dataset=synthetic:channels=3,size=224");
     }
     const Recipe recipe = load_recipe(config, overrides);
-    json out = args->loader ? run_loader(recipe, *args) : run_train_step(recipe, *args);
+    json out = run_train_step(recipe, *args);
     out["config"] = config.empty() ? "built-in defaults" : config;
     std::fflush(stdout);
     if (args->json) std::cout << out.dump() << std::endl;
+  });
+  auto la = std::make_shared<LoaderArgs>();
+  auto* lcmd = bench->add_subcommand(
+      "loader", "Time the multi-crop data loader alone, and one thread's cost per stage");
+  lcmd->add_option("--config", la->config, "JSON recipe (default: the built-in ViT-S/16 DINO recipe)");
+  lcmd->add_option("overrides", la->overrides, "Recipe overrides group.key=value, e.g. data.dataset=folder:DIR");
+  lcmd->add_option("--threads", la->threads, "Loader threads (default: data.loader_threads)")
+      ->check(CLI::NonNegativeNumber);
+  lcmd->add_option("--images", la->images, "Images timed (rounded up to whole batches)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  lcmd->add_option("--warmup", la->warmup, "Untimed batches first")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  lcmd->add_option("--stage-images", la->stage_images, "Images for the per-stage breakdown (0: skip it)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  lcmd->add_option("--format", la->format, "Crops as normalised floats (f32) or bytes (u8)")
+      ->capture_default_str()->check(CLI::IsMember({"f32", "u8"}));
+  lcmd->add_flag("--no-reduce", la->no_reduce, "Always decode JPEGs at full size");
+  lcmd->add_flag("--json", la->json, "Print one JSON object with the results as the last line of stdout");
+  lcmd->callback([la] {
+    const Recipe recipe = load_recipe(la->config, la->overrides);
+    json out = run_loader(recipe, *la);
+    out["config"] = la->config.empty() ? "built-in defaults" : la->config;
+    std::fflush(stdout);
+    if (la->json) std::cout << out.dump() << std::endl;
   });
   add_kernel_bench(*bench, "attention", "GPU attention: ours vs cuDNN SDPA vs a cuBLAS composite",
                    "Extra shape B,N,H,Dh (repeatable)");

@@ -93,9 +93,10 @@ void add_train_command(CLI::App& app) {
       // The shell's convention for a program ended by a signal, so scripts see it did not finish.
       std::exit(128 + r.stopped_by);
     }
-    std::printf("trained %ld steps (%.2f epochs) in %.1f s on %s, %.1f images/s; loss %.4f -> %.4f\n",
+    std::printf("trained %ld steps (%.2f epochs) in %.1f s on %s, %.1f images/s (%.1f%% of the time "
+                "waiting for data); loss %.4f -> %.4f\n",
                 long(r.steps), r.epochs, r.seconds, r.device.c_str(), r.images_per_second,
-                r.first_loss, r.last_loss);
+                100.0 * r.data_wait_fraction, r.first_loss, r.last_loss);
     if (r.collapse_warning) std::printf("warning at the end of training: %s\n", r.collapse_warning->c_str());
     std::printf("checkpoint: %s\n", r.checkpoint.c_str());
     print_knn(r.knn);

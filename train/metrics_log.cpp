@@ -78,7 +78,8 @@ void MetricsLog::append(const StepRecord& r, int64_t iters_per_epoch) {
                      {"loss", st.loss}, {"lr", s.lr}, {"weight_decay", s.weight_decay},
                      {"teacher_temp", s.teacher_temp}, {"teacher_momentum", s.teacher_momentum},
                      {"teacher_entropy", st.teacher_entropy}, {"batch_entropy", st.batch_entropy},
-                     {"kl", st.kl}, {"images_per_second", r.images_per_second}}
+                     {"kl", st.kl}, {"images_per_second", r.images_per_second},
+                     {"data_wait_ms", r.data_wait_ms}}
           .dump() +
       "\n";
   // O_APPEND and one write() per line: a line is in the file whole or not at all.

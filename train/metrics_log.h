@@ -21,6 +21,7 @@ struct StepRecord {
   DinoLossStats stats;
   // The batch over the step's wall time, the wait for the batch included.
   double images_per_second = 0;
+  double data_wait_ms = 0;  // time the loop waited for this step's batch
 };
 
 class MetricsLog {

@@ -28,6 +28,7 @@ double Progress::elapsed() const {
 
 void Progress::record(const StepRecord& r, const std::optional<std::string>& collapse_warning) {
   losses_.push_back(r.stats.loss);
+  data_wait_ms_ += r.data_wait_ms;
   last_ = r;
   const int64_t done = r.step - start_;
   if (quiet_ || (done % log_every_ != 0 && r.step != total_)) return;
@@ -40,10 +41,11 @@ void Progress::record(const StepRecord& r, const std::optional<std::string>& col
   char line[320];
   std::snprintf(line, sizeof line,
                 "epoch %.2f step %ld/%ld  loss %.4f  lr %.2e  tau_t %.3f  m %.4f  H(t) %.3f  "
-                "KL %.3f  %.1f img/s  ETA %s",
+                "KL %.3f  %.1f img/s  data wait %.0f%%  ETA %s",
                 double(r.step) / double(ipe_), long(r.step), long(total_), mean_loss,
                 r.settings.lr, r.settings.teacher_temp, r.settings.teacher_momentum,
-                r.stats.teacher_entropy, r.stats.kl, ips, format_duration(eta).c_str());
+                r.stats.teacher_entropy, r.stats.kl, ips, 0.1 * data_wait_ms_ / seconds,
+                format_duration(eta).c_str());
   std::cout << line << std::endl;
   if (collapse_warning) std::cout << "warning: " << *collapse_warning << std::endl;
 }
@@ -58,6 +60,7 @@ void Progress::summarize(TrainResult& result) const {
   result.seconds = elapsed();
   const int64_t steps = int64_t(losses_.size());
   result.images_per_second = result.seconds > 0 ? double(steps * batch_) / result.seconds : 0;
+  result.data_wait_fraction = result.seconds > 0 ? data_wait_ms_ * 1e-3 / result.seconds : 0;
   result.teacher_entropy = last_.stats.teacher_entropy;
   result.batch_entropy = last_.stats.batch_entropy;
   result.kl = last_.stats.kl;

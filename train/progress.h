@@ -31,6 +31,7 @@ class Progress {
   std::chrono::steady_clock::time_point t0_;
   std::vector<double> losses_;
   StepRecord last_;
+  double data_wait_ms_ = 0;  // summed over the steps recorded
 };
 
 }  // namespace dino

@@ -1,17 +1,14 @@
 #include "train/train_loop.h"
 
+#include <chrono>
 #include <cmath>
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "train/trainer.h"
 
 namespace dino {
 
-namespace {
-
-// The batch's views as (B, C, S, S) f32 tensors on `device`, copied straight from the loader's
-// buffers (on CUDA one upload per view, with no host tensor in between), or rendered on the
-// GPU from the sources the loader handed over (data.augment=gpu).
 std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) {
   if (b.format == data::CropFormat::sources) return data::render_views_cuda(b.sources, b.norm);
   std::vector<Tensor> crops;
@@ -25,6 +22,8 @@ std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) 
   }
   return crops;
 }
+
+namespace {
 
 data::LoaderOptions loader_options(const Recipe& recipe, const RunPlan& plan) {
   data::LoaderOptions o;
@@ -55,8 +54,10 @@ StepRecord TrainLoop::run_step() {
   const int64_t step = state_.step, ipe = plan_.iters_per_epoch;
   const int64_t epoch = step / ipe, in_epoch = step % ipe;
   if (step == start_step_ || in_epoch == 0) loader_.start(epoch, in_epoch);
+  const auto wait0 = std::chrono::steady_clock::now();
   const data::MultiCropLoader::Lease b = loader_.next();
   StepRecord r;
+  r.data_wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wait0).count();
   r.settings = schedules_.at(step, *state_.loss);
   // dino_step stops the run on a non-finite loss, before the update, as main_dino does.
   const StepOutputs out = dino_step(*state_.student, *state_.teacher, *state_.loss,

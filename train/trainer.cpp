@@ -23,7 +23,8 @@ using nlohmann::json;
 
 nlohmann::json TrainResult::to_json() const {
   json j{{"steps", steps}, {"epochs", epochs}, {"seconds", seconds},
-         {"images_per_second", images_per_second}, {"first_loss", first_loss},
+         {"images_per_second", images_per_second}, {"data_wait_fraction", data_wait_fraction},
+         {"first_loss", first_loss},
          {"last_loss", last_loss}, {"teacher_entropy", teacher_entropy},
          {"batch_entropy", batch_entropy}, {"kl", kl}, {"checkpoint", checkpoint},
          {"device", device},

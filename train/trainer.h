@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "core/storage.h"
+#include "data/loader.h"
 #include "models/multicrop.h"
 #include "train/config.h"
 #include "train/embed.h"
@@ -41,6 +42,7 @@ struct TrainResult {
   double epochs = 0;            // epochs reached
   double seconds = 0;           // wall time of the training loop (this invocation)
   double images_per_second = 0;
+  double data_wait_fraction = 0;  // share of `seconds` the loop waited for the data loader
   std::string device = "cpu";   // where the training ran
   double first_loss = 0, last_loss = 0;  // mean over the first / last tenth (<= 50 steps)
   double teacher_entropy = 0, batch_entropy = 0, kl = 0;  // last step
@@ -61,6 +63,11 @@ Rng drop_path_rng(uint64_t seed);
 // The EMA teacher of `student`: the same architecture without stochastic depth, starting
 // from the student's weights, no parameter requiring grad.
 std::unique_ptr<DinoModel> build_teacher(const DinoModel& student);
+
+// The batch's views as (B, C, S, S) f32 tensors on `device`, copied straight from the loader's
+// buffers (on CUDA one upload per view, with no host tensor in between), or rendered on the
+// GPU from the sources the loader handed over (data.augment=gpu).
+std::vector<Tensor> batch_tensors(const data::MultiCropBatch& batch, Device device);
 
 TrainResult train(const Recipe& recipe, const TrainOptions& options);
 // `cfg` is read and validated with parse_recipe() first.
