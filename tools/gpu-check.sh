@@ -301,6 +301,15 @@ if [ $dry = 1 ]; then
   else
     failures=$((failures + 1)); note "            dino bench attention without a GPU: unexpected output (bench.log)"
   fi
+  # The loop stage's command, on the CPU and a tiny ViT: its options parse and the loop runs.
+  if stage "bench loop (cpu)" 10 "$bench_log" "$dino_bin" bench train-step --device cpu --steps 2 \
+       --warmup 1 --loop --json --config configs/vit_small_gpu_check.json model.arch=vit_micro \
+       model.img_size=32 model.patch_size=8 head.out_dim=256 head.hidden_dim=64 \
+       head.bottleneck_dim=32 crops.global_size=32 crops.local_size=16 crops.local_crops=2 \
+       optim.batch_size=2 data.dataset=synthetic:channels=3,size=32 data.loader_threads="$(nproc)"; then :
+  else
+    failures=$((failures + 1))
+  fi
   if python3 -c "import ast, sys; ast.parse(open(sys.argv[1]).read())" benchmarks/compare_torch.py &&
      python3 benchmarks/compare_torch.py --join "$bench_log" >>"$bench_log" 2>&1; then
     note "            compare_torch.py compiles and joins"
@@ -344,6 +353,13 @@ EOF_BENCH
   # The same step with cuDNN's attention in place of ours: what our kernel costs the step.
   stage "bench step+cudnn" 25 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 10 \
     --warmup 2 --json model.attention=cudnn || failures=$((failures + 1))
+  # The training loop against the step alone, in one run on one recipe (the built-in ViT-S/16
+  # one): the real loader on every core, u8 crops uploaded on the copy stream, the statistics
+  # read one step late. It prints the step's images/s (--step), the loop's, and the loop's time
+  # per step waiting for data, handing the batch over and stepping.
+  stage "bench loop" 45 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 20 \
+    --warmup 3 --loop --json data.loader_threads="$(nproc)" || failures=$((failures + 1))
+  grep -E '^loop \(' "$bench_log" | tail -1 | sed 's/^/  /' >>"$summary"
   # The joined table: ours / cuDNN / composite / PyTorch, time over ours, % of the floor.
   if command -v python3 >/dev/null; then
     # The torch rows go into bench.log too, so that the log alone rebuilds every table
