@@ -5,11 +5,8 @@
 
 #include "core/autograd.h"
 #include "core/rng.h"
+#include "core/backend.h"
 #include "core/storage.h"
-#ifdef DINO_HAS_CUDA
-#include "kernels/cuda/kernels.h"
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace dino {
 
@@ -300,14 +297,8 @@ void Tensor::copy_from(const Tensor& src) {
     copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
     return;
   }
-#ifdef DINO_HAS_CUDA
-  if (device() == Device::cuda && src.device() == Device::cuda) {
-    if (dtype() == DType::bf16 && src.dtype() == DType::f32)
-      return kernels::cuda::convert_f32_to_bf16(raw_data(), src.raw_data(), numel());
-    if (dtype() == DType::f32 && src.dtype() == DType::bf16)
-      return kernels::cuda::convert_bf16_to_f32(raw_data(), src.raw_data(), numel());
-  }
-#endif
+  if (device() == src.device() && backend(device(), "copy_from", false).convert(*this, src))
+    return;
   Tensor hs = src.to(Device::cpu);
   Tensor hd = device() == Device::cpu ? *this : empty(shape(), dtype(), Device::cpu);
   convert_host(hd.raw_data(), dtype(), hs.raw_data(), hs.dtype(), numel());
@@ -317,13 +308,7 @@ void Tensor::copy_from(const Tensor& src) {
 void Tensor::fill(double value) {
   const int64_t n = numel();
   mark_modified();
-#ifdef DINO_HAS_CUDA
-  if (device() == Device::cuda && dtype() == DType::f32)
-    return kernels::cuda::fill_f32(raw_data(), float(value), n);
-  if (device() == Device::cuda && dtype() == DType::bf16)
-    return kernels::cuda::fill_bf16(static_cast<__nv_bfloat16*>(raw_data()), float(value), n,
-                                    static_cast<cudaStream_t>(kernels::cuda::stream()));
-#endif
+  if (backend(device(), "fill", false).fill(*this, value)) return;
   if (device() == Device::cpu) {
     if (dtype() == DType::f32) {
       float* p = data<float>();

@@ -14,7 +14,13 @@
 
 #include <cstdint>
 
+#include "core/op_codes.h"
+
 namespace dino::kernels::cuda {
+
+using ::dino::BinaryOp;
+using ::dino::RowReduce;
+using ::dino::UnaryOp;
 
 // ---- layernorm.cu: fp32 residual stream in, bf16 out, fp32 statistics ---------------------
 // out (N, C), mean (N), rstd (N) <- x (N, C), weight (C), bias (C)
@@ -152,7 +158,6 @@ struct StridedDims {
   int64_t stride[5] = {};
 };
 
-enum class BinaryOp : int { add, sub, mul, div };
 // The output index space of a broadcast binary op (1..5 dims, collapsed on the host) and each
 // operand's element strides along it (0 along the dims it is broadcast over).
 struct BroadcastGeom {
@@ -165,8 +170,6 @@ struct BroadcastGeom {
 void broadcast_binary(void* out, bool out_bf16, const void* a, bool a_bf16, const void* b,
                       bool b_bf16, const BroadcastGeom& geom, BinaryOp op, cudaStream_t stream);
 
-// scale: s * x; add_scalar: x + s; exp, log, sqrt; gelu: exact erf form.
-enum class UnaryOp : int { scale, add_scalar, exp, log, sqrt, gelu };
 // out (n) <- x (n), both f32 or both bf16
 void unary_forward(void* out, const void* x, bool bf16, int64_t n, UnaryOp op, float s,
                    cudaStream_t stream);
@@ -180,7 +183,6 @@ void fill_bf16(__nv_bfloat16* dst, float value, int64_t n, cudaStream_t stream);
 // block adds them in block order (stream-ordered scratch of a few KB).
 void sum_all(void* out, bool out_bf16, const void* x, bool x_bf16, int64_t n, float divisor,
              cudaStream_t stream);
-enum class RowReduce : int { sum, max };
 // out (R) <- x (R, C), same dtype: each row's sum / divisor, or its max (divisor unused)
 void reduce_rows(void* out, const void* x, bool bf16, int64_t R, int64_t C, RowReduce op,
                  float divisor, cudaStream_t stream);

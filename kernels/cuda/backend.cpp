@@ -1,0 +1,54 @@
+// The CUDA backend's memory, copies and conversions (kernels/cuda/runtime.h), and the table
+// itself: cuda_backend() is what links this backend into a build (core/backend.h).
+#include "kernels/cuda/backend.h"
+
+namespace dino {
+
+namespace kernels::cuda {
+
+void* CudaBackend::alloc(size_t bytes) const { return cuda::alloc(bytes == 0 ? 64 : bytes); }
+
+void CudaBackend::free(void* p, size_t) const { cuda::free(p); }
+
+void CudaBackend::copy(void* dst, Device dst_device, const void* src, Device src_device,
+                       size_t bytes) const {
+  if (dst_device == Device::cuda && src_device == Device::cpu)
+    copy_h2d(dst, src, bytes);
+  else if (dst_device == Device::cpu)
+    copy_d2h(dst, src, bytes);
+  else
+    copy_d2d(dst, src, bytes);
+}
+
+bool CudaBackend::convert(const Tensor& dst, const Tensor& src) const {
+  if (dst.dtype() == DType::bf16 && src.dtype() == DType::f32) {
+    convert_f32_to_bf16(dst.raw_data(), src.raw_data(), dst.numel());
+    return true;
+  }
+  if (dst.dtype() == DType::f32 && src.dtype() == DType::bf16) {
+    convert_bf16_to_f32(dst.raw_data(), src.raw_data(), dst.numel());
+    return true;
+  }
+  return false;
+}
+
+bool CudaBackend::fill(const Tensor& t, double value) const {
+  if (t.dtype() == DType::f32) {
+    fill_f32(t.raw_data(), float(value), t.numel());
+    return true;
+  }
+  if (t.dtype() == DType::bf16) {
+    fill_bf16(bf16_ptr(t), float(value), t.numel(), op_stream());
+    return true;
+  }
+  return false;
+}
+
+}  // namespace kernels::cuda
+
+const Backend* cuda_backend() {
+  static const kernels::cuda::CudaBackend* b = new kernels::cuda::CudaBackend;  // never destroyed
+  return b;
+}
+
+}  // namespace dino
