@@ -87,6 +87,20 @@ class Backend {
   virtual void select_token(const Tensor& out, const Tensor& x, int64_t i) const = 0;
   // dx (B, N, D) <- dout (B, D): dout at token i, zero elsewhere
   virtual void select_token_backward(const Tensor& dx, const Tensor& dout, int64_t i) const = 0;
+
+  // ---- layer norm (core/ops_layer_norm.cpp) -----------------------------------------------
+  // out (N, C), mean (N), rstd (N) <- x (N, C), weight (C), bias (C); statistics in x's dtype
+  virtual void layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                          const Tensor& x, const Tensor& weight, const Tensor& bias,
+                          double eps) const = 0;
+  // sum (N, C) <- x + branch, then out, mean, rstd as layer_norm of sum, in one pass
+  virtual void add_layer_norm(const Tensor& sum, const Tensor& out, const Tensor& mean,
+                              const Tensor& rstd, const Tensor& x, const Tensor& branch,
+                              const Tensor& weight, const Tensor& bias, double eps) const = 0;
+  // dx (N, C), dweight (C), dbias (C) <- dout (N, C), x (N, C), mean (N), rstd (N), weight (C)
+  virtual void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                                   const Tensor& dout, const Tensor& x, const Tensor& mean,
+                                   const Tensor& rstd, const Tensor& weight) const = 0;
 };
 
 // The CPU backend (kernels/cpu/backend.cpp).

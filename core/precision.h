@@ -30,6 +30,14 @@ void require_f32_on_cuda(const char* op, const Tensor& t, const char* name, cons
 DType promote(DType a, DType b);
 // The dtype a product that is summed afterwards is formed in: bf16 widened to f32.
 DType accumulation(DType t);
+// LayerNorm's x and statistics (norm_input) and its output (norm_output): x's dtype on the
+// CPU; on CUDA the f32 residual stream in (a bf16 x is widened, its gradient narrowed back)
+// and bf16 out, for the GEMM that reads it.
+DType norm_input(const Tensor& x);
+DType norm_output(const Tensor& x);
+// Whether the fused add + LayerNorm takes x and branch as they are: on CUDA the f32 stream
+// and a bf16 branch (what a GEMM writes); other pairs add first, then normalise.
+bool fuses_add_norm(const Tensor& x, const Tensor& branch);
 // sum and mean of all elements: x's dtype on the CPU, an f32 scalar on CUDA.
 DType full_reduction(const Tensor& x);
 

@@ -70,6 +70,15 @@ class CpuBackend final : public Backend {
                               const Tensor& dout) const override;
   void select_token(const Tensor& out, const Tensor& x, int64_t i) const override;
   void select_token_backward(const Tensor& dx, const Tensor& dout, int64_t i) const override;
+
+  void layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                  const Tensor& weight, const Tensor& bias, double eps) const override;
+  void add_layer_norm(const Tensor& sum, const Tensor& out, const Tensor& mean,
+                      const Tensor& rstd, const Tensor& x, const Tensor& branch,
+                      const Tensor& weight, const Tensor& bias, double eps) const override;
+  void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                           const Tensor& dout, const Tensor& x, const Tensor& mean,
+                           const Tensor& rstd, const Tensor& weight) const override;
 };
 
 }  // namespace dino::kernels::cpu
