@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "losses/koleo.h"
 
 namespace dino {
 
@@ -33,6 +34,19 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
   out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, &out.stats);
   DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss,
              "; stopping (main_dino does the same). Lower the learning rate or check the data");
+  if (s.koleo_weight > 0) {
+    // One term per global view, over that view's batch (DINOv2: the CLS chunked by crop).
+    const int64_t B = crops[0].size(0);
+    Tensor koleo;
+    for (int64_t g = 0; g < G; ++g) {
+      Tensor term = koleo_loss(out.student_cls.narrow(g * B, B));
+      koleo = koleo.defined() ? add(koleo, term) : term;
+    }
+    out.koleo = koleo.item();
+    DINO_CHECK(std::isfinite(out.koleo), "[train] the KoLeo term is ", out.koleo,
+               "; stopping. Lower the learning rate or loss.koleo_weight");
+    out.loss = add(out.loss, scale(koleo, s.koleo_weight));
+  }
 
   student.zero_grad();
   out.loss.backward();

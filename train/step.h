@@ -18,11 +18,15 @@ struct StepSettings {
   double teacher_temp = 0.04, teacher_momentum = 0.996;
   double clip_grad = 3.0;           // 0 disables clipping
   bool freeze_last_layer = false;   // drop the head.last_layer gradients this step
+  // DINOv2's KoLeo term: weight x the sum over the global views of koleo_loss (losses/koleo.h)
+  // on the student's backbone CLS of that view's batch. 0 (DINO's recipe) leaves it out.
+  double koleo_weight = 0;
 };
 
 struct StepOutputs {
-  Tensor loss;                          // scalar
-  DinoLossStats stats;
+  Tensor loss;                          // scalar: the DINO loss plus the weighted KoLeo term
+  DinoLossStats stats;                  // stats.loss: the DINO loss alone
+  double koleo = 0;                     // the unweighted KoLeo term (0 when its weight is 0)
   Tensor student_cls, teacher_cls;      // (V*B, D), (G*B, D)
   Tensor student_logits, teacher_logits;// (V*B, K), (G*B, K)
   // Student gradients as backward produced them, before clipping (only with capture_grads).

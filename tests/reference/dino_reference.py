@@ -27,7 +27,7 @@ DIR/config.json
    "loss":  {"student_temp", "center_momentum"},
    "crops": {"global": G, "views": V, "global_size", "local_size", "batch": B},
    "steps": [{"lr", "weight_decay", "teacher_temp", "teacher_momentum", "clip_grad",
-              "freeze_last_layer": bool}, {...}],
+              "freeze_last_layer": bool, optional "koleo_weight" (0 if absent)}, {...}],
    "adamw": {"betas": [0.9, 0.999], "eps": 1e-8}}
 DIR/init.safetensors
   student.backbone.*, student.head.*, teacher.backbone.*, teacher.head.*, loss.center [1, K]
@@ -37,7 +37,8 @@ DIR/step1.safetensors, DIR/step2.safetensors, for step s:
   out.teacher_cls      [G*B, D]
   out.student_logits   [V*B, K]  head outputs before any temperature
   out.teacher_logits   [G*B, K]
-  out.loss             [1]
+  out.loss             [1]       the DINO loss plus koleo_weight x DINOv2's KoLeo term summed
+                                 over the G global views' student CLS (one term per view)
   out.center_after     [1, K]    the center after this step's update
   grad.<student name>  gradient as backward produced it, BEFORE clipping, for every trainable
                        student parameter (e.g. grad.backbone.blocks.0.attn.qkv.weight);
@@ -334,6 +335,18 @@ class DINOLoss(nn.Module):
                        + batch_center * (1 - self.center_momentum))
 
 
+def koleo(x, eps=1e-8):
+    """DINOv2's KoLeoLoss (dinov2/loss/koleo_loss.py): nearest other row by dot product of the
+    normalised rows (no gradient through the search), PairwiseDistance with eps inside."""
+    z = F.normalize(x, eps=eps, p=2, dim=-1)
+    with torch.no_grad():
+        dots = z @ z.t()
+        dots.view(-1)[::z.shape[0] + 1].fill_(-1)
+        nearest = dots.max(dim=1).indices
+    distances = nn.PairwiseDistance(2, eps=eps)(z, z[nearest])
+    return -torch.log(distances + eps).mean()
+
+
 def get_params_groups(model):
     regularized, not_regularized = [], []
     for name, param in model.named_parameters():
@@ -465,6 +478,10 @@ def run_reference(cfg, init, batches):
             teacher_cls, teacher_logits = teacher(images[:crops["global"]])
         student_cls, student_logits = student(images)
         loss = dino_loss(student_logits, teacher_logits, settings["teacher_temp"])
+        koleo_weight = settings.get("koleo_weight", 0)
+        if koleo_weight:
+            loss = loss + koleo_weight * sum(
+                koleo(c) for c in student_cls[:crops["global"] * crops["batch"]].chunk(crops["global"]))
         optimizer.zero_grad()
         loss.backward()
         grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}

@@ -74,7 +74,8 @@ int run(const std::string& dir) {
       {"steps", {{{"lr", 5e-4}, {"weight_decay", 0.3}, {"teacher_temp", 0.04},
                   {"teacher_momentum", 0.9}, {"clip_grad", 3.0}, {"freeze_last_layer", false}},
                  {{"lr", 4e-4}, {"weight_decay", 0.4}, {"teacher_temp", 0.05},
-                  {"teacher_momentum", 0.8}, {"clip_grad", 3.0}, {"freeze_last_layer", true}}}},
+                  {"teacher_momentum", 0.8}, {"clip_grad", 3.0}, {"freeze_last_layer", true},
+                  {"koleo_weight", 0.5}}}},
       {"adamw", {{"betas", {0.9, 0.999}}, {"eps", 1e-8}}}};
 
   const auto& m = cfg["model"];
@@ -136,6 +137,7 @@ int run(const std::string& dir) {
     s.teacher_momentum = js["teacher_momentum"];
     s.clip_grad = js["clip_grad"];
     s.freeze_last_layer = js["freeze_last_layer"];
+    s.koleo_weight = js.value("koleo_weight", 0.0);
     std::vector<Tensor> views;
     for (int64_t v = 0; v < V; ++v) {
       const int64_t size = v < G ? global : local;

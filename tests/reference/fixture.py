@@ -28,6 +28,7 @@ PERTURBATIONS = {
     "clip-global": "gradients clipped by their global norm instead of one by one",
     "frozen-decay": "the frozen last layer still gets weight decay",
     "center-early": "the loss uses the center already updated with this batch",
+    "koleo-all-views": "the KoLeo term runs over every view's CLS, not the global views'",
 }
 
 CONFIG = {
@@ -41,7 +42,7 @@ CONFIG = {
         {"lr": 5e-4, "weight_decay": 0.3, "teacher_temp": 0.04, "teacher_momentum": 0.9,
          "clip_grad": 3.0, "freeze_last_layer": False},
         {"lr": 4e-4, "weight_decay": 0.4, "teacher_temp": 0.05, "teacher_momentum": 0.8,
-         "clip_grad": 3.0, "freeze_last_layer": True},
+         "clip_grad": 3.0, "freeze_last_layer": True, "koleo_weight": 0.5},
     ],
     "adamw": {"betas": [0.9, 0.999], "eps": 1e-8},
 }
@@ -60,6 +61,18 @@ def fused_dino_loss(student_logits, teacher_logits, center, cfg, teacher_temp, s
         total = total + (m_v * torch.logsumexp(s[v], -1) - ((Q - own) * s[v]).sum(-1)).sum()
     pairs = G * V if same_view else G * V - G
     return total / (pairs * B)
+
+
+def koleo_by_distance(x, eps=1e-8):
+    """KoLeo the second way: the neighbour as the smallest Euclidean distance between the
+    normalised rows (the largest dot product's row), the distance written out."""
+    z = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    with torch.no_grad():
+        d = torch.cdist(z, z)
+        d.fill_diagonal_(float("inf"))
+        nearest = d.argmin(dim=1)
+    diff = z - z[nearest] + eps
+    return -torch.log(diff.pow(2).sum(-1).sqrt() + eps).mean()
 
 
 def make_fixture(directory, perturb=None):
@@ -111,6 +124,10 @@ def make_fixture(directory, perturb=None):
         loss = fused_dino_loss(student_logits, teacher_logits,
                                center_after if perturb == "center-early" else center, cfg,
                                settings["teacher_temp"], same_view=perturb == "pair-rule")
+        if settings.get("koleo_weight", 0):
+            views_with_koleo = crops["views"] if perturb == "koleo-all-views" else crops["global"]
+            per_view = student_cls[:views_with_koleo * crops["batch"]].split(crops["batch"])
+            loss = loss + settings["koleo_weight"] * sum(koleo_by_distance(c) for c in per_view)
         student.zero_grad(set_to_none=True)
         loss.backward()
         raw = {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}

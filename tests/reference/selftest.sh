@@ -25,7 +25,8 @@ job() {  # job NAME [PERTURBATION]
     echo fixture >"$tmp/$1.rc"
   fi
 }
-perturbations="pair-rule gelu-tanh interp-offset wd-bias clip-global frozen-decay center-early"
+perturbations="pair-rule gelu-tanh interp-offset wd-bias clip-global frozen-decay center-early
+koleo-all-views"
 set -- clean $perturbations
 while [ $# -gt 0 ]; do
   if [ "$1" = clean ]; then job clean & else job "$1" "$1" & fi
