@@ -27,6 +27,7 @@ struct DinoLossConfig {
   double center_momentum = 0.9;
   double warmup_teacher_temp = 0.04, teacher_temp = 0.04;
   double warmup_teacher_temp_epochs = 0;  // fractional epochs allowed
+  double koleo_weight = 0;  // DINOv2's KoLeo term added by the step (train/step.h); 0: off
 };
 
 struct DinoLossStats {

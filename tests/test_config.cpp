@@ -69,6 +69,7 @@ TEST_CASE("recipe: out-of-range values are refused, naming the key, value and ra
   CHECK_THAT(recipe_error({"crops.local_crops=-1"}), Catch::Contains("'crops.local_crops' is -1"));
   CHECK_THAT(recipe_error({"loss.teacher_temp=0"}), Catch::Contains("'loss.teacher_temp' is 0"));
   CHECK_THAT(recipe_error({"loss.center_momentum=1.1"}), Catch::Contains("'loss.center_momentum'"));
+  CHECK_THAT(recipe_error({"loss.koleo_weight=-1"}), Catch::Contains("'loss.koleo_weight' is -1"));
   CHECK_THAT(recipe_error({"optim.weight_decay=-0.1"}), Catch::Contains("'optim.weight_decay'"));
   CHECK_THAT(recipe_error({"optim.clip_grad=-3"}), Catch::Contains("'optim.clip_grad' is -3"));
   CHECK_THAT(recipe_error({"optim.batch_size=0"}), Catch::Contains("'optim.batch_size' is 0"));

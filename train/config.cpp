@@ -34,7 +34,7 @@ json default_config() {
         {"clip_grad", 3.0}, {"freeze_last_layer", 1.0}, {"momentum_teacher", 0.996}}},
       {"loss",
        {{"student_temp", 0.1}, {"teacher_temp", 0.04}, {"warmup_teacher_temp", 0.04},
-        {"warmup_teacher_temp_epochs", 0.0}, {"center_momentum", 0.9}}},
+        {"warmup_teacher_temp_epochs", 0.0}, {"center_momentum", 0.9}, {"koleo_weight", 0.0}}},
       {"run",
        {{"seed", 0}, {"max_steps", 0}, {"log_every", 10}, {"checkpoint_every", 0},
         {"knn", true}, {"knn_k", 20}, {"knn_temperature", 0.07}, {"eval_batch", 256}}},
@@ -306,6 +306,7 @@ DinoLossConfig read_loss(const Reader& r, int64_t out_dim, double epochs) {
   c.warmup_teacher_temp = r.number("loss.warmup_teacher_temp", temperature);
   c.warmup_teacher_temp_epochs = r.number("loss.warmup_teacher_temp_epochs", Range{0, epochs});
   c.center_momentum = r.number("loss.center_momentum", kProbability);
+  c.koleo_weight = r.number("loss.koleo_weight", kNonNegative);
   return c;
 }
 

@@ -73,15 +73,15 @@ MetricsLog::~MetricsLog() {
 void MetricsLog::append(const StepRecord& r, int64_t iters_per_epoch) {
   const StepSettings& s = r.settings;
   const DinoLossStats& st = r.stats;
-  const std::string line =
+  nlohmann::json fields =
       nlohmann::json{{"step", r.step}, {"epoch", double(r.step) / double(iters_per_epoch)},
                      {"loss", st.loss}, {"lr", s.lr}, {"weight_decay", s.weight_decay},
                      {"teacher_temp", s.teacher_temp}, {"teacher_momentum", s.teacher_momentum},
                      {"teacher_entropy", st.teacher_entropy}, {"batch_entropy", st.batch_entropy},
                      {"kl", st.kl}, {"images_per_second", r.images_per_second},
-                     {"data_wait_ms", r.data_wait_ms}}
-          .dump() +
-      "\n";
+                     {"data_wait_ms", r.data_wait_ms}};
+  if (s.koleo_weight > 0) fields["koleo"] = r.koleo;
+  const std::string line = fields.dump() + "\n";
   // O_APPEND and one write() per line: a line is in the file whole or not at all.
   const ssize_t n = ::write(fd_, line.data(), line.size());
   if (n != ssize_t(line.size())) {

@@ -22,6 +22,7 @@ struct StepRecord {
   // The batch over the step's wall time, the wait for the batch included.
   double images_per_second = 0;
   double data_wait_ms = 0;  // time the loop waited for this step's batch
+  double koleo = 0;  // the step's unweighted KoLeo term; logged when its weight is not 0
 };
 
 class MetricsLog {

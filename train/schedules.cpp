@@ -17,6 +17,7 @@ StepSettings StepSchedules::at(int64_t step, const DinoLoss& loss) const {
   s.teacher_temp = loss.teacher_temp_at(step);
   s.clip_grad = clip_grad_;
   s.freeze_last_layer = double(step) < freeze_iters_;
+  s.koleo_weight = loss.config().koleo_weight;
   return s;
 }
 

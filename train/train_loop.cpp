@@ -66,6 +66,7 @@ StepRecord TrainLoop::run_step() {
   state_.step = step + 1;
   r.step = state_.step;
   r.stats = out.stats;
+  r.koleo = out.koleo;
   const auto now = std::chrono::steady_clock::now();
   r.images_per_second =
       double(recipe_.optim.batch_size) / std::chrono::duration<double>(now - last_step_end_).count();
