@@ -2,8 +2,11 @@
 // must agree with, before a run does any work.
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <functional>
 
+#include "train/backbone_file.h"
 #include "train/config.h"
+#include "train/train_state.h"
 #include "train/trainer.h"
 #include "train_fixtures.h"
 
@@ -111,6 +114,73 @@ TEST_CASE("recipe: a saved recipe must hold every key", "[config]") {
                     Catch::Contains("ck.safetensors") && Catch::Contains("has no 'model.arch'"));
   CHECK_THROWS_WITH(parse_saved_recipe(nlohmann::json::array(), "ck.safetensors"),
                     Catch::Contains("must be an object"));
+}
+
+TEST_CASE("recipe: every key has a one-line meaning for `dino config`, and no meaning lacks its key", "[config]") {
+  std::vector<std::string> keys;
+  std::function<void(const nlohmann::json&, const std::string&)> walk = [&](const nlohmann::json& j,
+                                                                            const std::string& path) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const std::string key = path.empty() ? it.key() : path + "." + it.key();
+      if (it->is_object()) walk(*it, key);
+      else keys.push_back(key);
+    }
+  };
+  walk(default_config(), "");
+  const auto& meanings = recipe_key_meanings();
+  for (const std::string& key : keys) {
+    INFO(key);
+    CHECK((meanings.count(key) == 1 && !meanings.at(key).empty()));
+  }
+  CHECK(meanings.size() == keys.size());
+}
+
+TEST_CASE("recipe: a checkpoint written before data.augment and model.init_from still loads", "[config]") {
+  nlohmann::json saved = default_config();
+  saved["data"].erase("augment");
+  saved["model"].erase("init_from");
+  const Recipe r = parse_saved_recipe(saved, "old.safetensors");
+  CHECK(r.data.augment == "cpu");
+  CHECK(r.model.init_from.empty());
+}
+
+TEST_CASE("model.init_from: student and teacher backbones start from the file, heads as seeded", "[config][train]") {
+  const std::string dir = (std::filesystem::temp_directory_path() / "dino_init_from_test").string();
+  std::filesystem::create_directories(dir);
+  const std::vector<std::string> tiny{"model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
+                                      "head.out_dim=32", "head.hidden_dim=32", "head.bottleneck_dim=8"};
+  const Recipe fresh = load_recipe("", tiny);
+  // The weights to start from: another seed, so they differ from the recipe's own.
+  Rng rng(123);
+  DinoModel other(fresh.vit(1), fresh.head, rng);
+  const std::string file = dir + "/backbone.safetensors";
+  export_backbone(file, other.backbone);
+
+  std::vector<std::string> with = tiny;
+  with.push_back("model.init_from=" + file);
+  const Recipe recipe = load_recipe("", with);
+  TrainState state(recipe, 1, 4, Device::cpu);
+  TrainState plain(fresh, 1, 4, Device::cpu);
+  state.init_backbones_from(recipe.model.init_from);
+  const auto want = other.backbone.named_parameters();
+  const auto student = state.student->backbone.named_parameters();
+  const auto teacher = state.teacher->backbone.named_parameters();
+  REQUIRE(student.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    CHECK(student[i].second.to_vector() == want[i].second.to_vector());
+    CHECK(teacher[i].second.to_vector() == want[i].second.to_vector());
+  }
+  const auto head = state.student->head.named_parameters(), seeded = plain.student->head.named_parameters();
+  for (size_t i = 0; i < head.size(); ++i) CHECK(head[i].second.to_vector() == seeded[i].second.to_vector());
+
+  std::vector<std::string> wider = with;
+  wider.push_back("model.embed_dim=32");
+  wider.push_back("model.num_heads=2");
+  const Recipe mismatch = load_recipe("", wider);
+  TrainState other_shape(mismatch, 1, 4, Device::cpu);
+  CHECK_THROWS_WITH(other_shape.init_backbones_from(file),
+                    Catch::Contains("model.init_from=") && Catch::Contains("model.embed_dim"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("recipe: what needs the dataset is checked before the run writes anything", "[config][train]") {

@@ -29,8 +29,8 @@ void add_config_command(CLI::App& app) {
     bool json = false;
   };
   auto args = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("config", "Print the merged recipe: every key and its value ('*': "
-                                           "differs from the built-in default)");
+  auto* cmd = app.add_subcommand("config", "Print the merged recipe: every key, its value ('*': "
+                                           "differs from the built-in default) and its meaning");
   cmd->add_option("--checkpoint", args->checkpoint, "Start from the recipe a training checkpoint was trained with");
   cmd->add_option("--config", args->config, "JSON recipe merged over the defaults (or the checkpoint's recipe)");
   cmd->add_option("overrides", args->overrides, "group.key=value, as `dino train` takes them");
@@ -58,17 +58,24 @@ void add_config_command(CLI::App& app) {
     }
     for (const std::string& o : args->overrides) apply_override(cfg, o);
     if (!args->overrides.empty()) origin += str_cat(", then ", args->overrides.size(), " override(s)");
+    parse_recipe(cfg, origin);  // the checks `dino train` makes before it starts
 
     std::vector<std::pair<std::string, nlohmann::json>> rows, base;
     flatten(cfg, "", rows);
     flatten(defaults, "", base);
-    size_t width = 0;
-    for (const auto& r : rows) width = std::max(width, r.first.size());
+    size_t width = 0, value_width = 0;
+    for (const auto& r : rows) {
+      width = std::max(width, r.first.size());
+      value_width = std::max(value_width, r.second.dump().size());
+    }
+    const auto& meanings = recipe_key_meanings();
     std::printf("# %s; '*' marks a value that differs from the default\n", origin.c_str());
     for (size_t i = 0; i < rows.size(); ++i) {
       const bool changed = rows[i].second != base[i].second;
-      std::printf("%c %-*s = %s\n", changed ? '*' : ' ', int(width), rows[i].first.c_str(),
-                  rows[i].second.dump().c_str());
+      const auto meaning = meanings.find(rows[i].first);
+      std::printf("%c %-*s = %-*s  # %s\n", changed ? '*' : ' ', int(width), rows[i].first.c_str(),
+                  int(value_width), rows[i].second.dump().c_str(),
+                  meaning == meanings.end() ? "" : meaning->second.c_str());
     }
     if (args->json) std::cout << cfg.dump() << std::endl;
   });

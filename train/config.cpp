@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
@@ -18,7 +20,7 @@ json default_config() {
       {"data", {{"dataset", "fashion-mnist"}, {"loader_threads", 1}, {"augment", "auto"}}},
       {"model",
        {{"arch", "vit_small"}, {"img_size", 224}, {"patch_size", 16}, {"embed_dim", 0},
-        {"depth", 0}, {"num_heads", 0}, {"drop_path_rate", 0.1}, {"attention", "ours"}}},
+        {"depth", 0}, {"num_heads", 0}, {"drop_path_rate", 0.1}, {"attention", "ours"}, {"init_from", ""}}},
       {"head",
        {{"out_dim", 65536}, {"hidden_dim", 2048}, {"bottleneck_dim", 256}, {"nlayers", 3},
         {"norm_last_layer", true}}},
@@ -39,6 +41,67 @@ json default_config() {
        {{"seed", 0}, {"max_steps", 0}, {"log_every", 10}, {"checkpoint_every", 0},
         {"knn", true}, {"knn_k", 20}, {"knn_temperature", 0.07}, {"eval_batch", 256}}},
   };
+}
+
+const std::map<std::string, std::string>& recipe_key_meanings() {
+  static const std::map<std::string, std::string> meanings{
+      {"data.dataset", "training data: fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, folder:DIR, synthetic:OPTS"},
+      {"data.loader_threads", "CPU threads that decode and augment images ahead of the step"},
+      {"data.augment", "where the multi-crop augmentation runs: gpu, cpu, or auto (gpu with --device cuda)"},
+      {"model.arch", "ViT preset (vit_micro, vit_cpu, vit_tiny, vit_small, vit_base...): width, depth, heads"},
+      {"model.img_size", "side of the global crops the position embedding is laid out for, in pixels"},
+      {"model.patch_size", "side of a patch token in pixels (DINO: 16 or 8)"},
+      {"model.embed_dim", "token width; 0 keeps the preset's"},
+      {"model.depth", "transformer blocks; 0 keeps the preset's"},
+      {"model.num_heads", "attention heads per block; 0 keeps the preset's"},
+      {"model.drop_path_rate", "stochastic depth of the student (the teacher has none)"},
+      {"model.attention", "attention kernels on the GPU: ours, or cudnn (cuDNN's SDPA)"},
+      {"model.init_from", "backbone file or checkpoint whose ViT weights student and teacher start from; \"\": random"},
+      {"head.out_dim", "K, the prototypes of the DINO head's softmax (DINO: 65536)"},
+      {"head.hidden_dim", "width of the head's MLP"},
+      {"head.bottleneck_dim", "width of the L2-normalised bottleneck before the last layer"},
+      {"head.nlayers", "layers of the head's MLP"},
+      {"head.norm_last_layer", "weight-normalise the last layer with its norm fixed at 1"},
+      {"crops.global_size", "side of the two global crops, in pixels"},
+      {"crops.global_scale", "[min, max] area fraction of the image a global crop covers"},
+      {"crops.local_crops", "number of small local crops per image (0: global crops only)"},
+      {"crops.local_size", "side of a local crop, in pixels"},
+      {"crops.local_scale", "[min, max] area fraction of the image a local crop covers"},
+      {"crops.flip_p", "probability of a horizontal flip"},
+      {"crops.jitter_p", "probability of colour jitter"},
+      {"crops.brightness", "colour jitter: brightness factor range 1 +- this"},
+      {"crops.contrast", "colour jitter: contrast factor range 1 +- this"},
+      {"crops.saturation", "colour jitter: saturation factor range 1 +- this"},
+      {"crops.hue", "colour jitter: hue shift range +- this (of a full turn)"},
+      {"crops.grayscale_p", "probability of turning a crop grey"},
+      {"crops.blur_p", "probability of Gaussian blur: [first global, second global, local]"},
+      {"crops.blur_sigma", "[min, max] sigma of the Gaussian blur, in pixels"},
+      {"crops.solarize_p", "probability of solarizing the second global crop"},
+      {"optim.batch_size", "images per step"},
+      {"optim.epochs", "length of the run; every schedule is laid out over it"},
+      {"optim.lr", "peak learning rate at batch 256 (scaled linearly by batch_size / 256)"},
+      {"optim.min_lr", "learning rate at the end of the cosine decay"},
+      {"optim.warmup_epochs", "epochs of linear learning-rate warmup"},
+      {"optim.weight_decay", "AdamW weight decay at the start (cosine schedule)"},
+      {"optim.weight_decay_end", "AdamW weight decay at the end"},
+      {"optim.clip_grad", "per-parameter gradient norm clip (0: none)"},
+      {"optim.freeze_last_layer", "epochs during which the head's last layer is not updated"},
+      {"optim.momentum_teacher", "EMA momentum of the teacher at the start, rising to 1 (cosine)"},
+      {"loss.student_temp", "softmax temperature of the student's outputs"},
+      {"loss.teacher_temp", "softmax temperature of the teacher after its warmup"},
+      {"loss.warmup_teacher_temp", "teacher temperature at the start of its warmup"},
+      {"loss.warmup_teacher_temp_epochs", "epochs of linear teacher-temperature warmup"},
+      {"loss.center_momentum", "EMA momentum of the center subtracted from the teacher's outputs"},
+      {"run.seed", "seed of the weights, the augmentations and stochastic depth"},
+      {"run.max_steps", "stop after this many steps (0: all); the schedules are cut, not compressed"},
+      {"run.log_every", "steps between progress lines"},
+      {"run.checkpoint_every", "steps between checkpoints (0: only at the end)"},
+      {"run.knn", "run the k-NN evaluation on the test split after training"},
+      {"run.knn_k", "neighbours that vote in the k-NN evaluation"},
+      {"run.knn_temperature", "k-NN vote weight exp(cosine / T)"},
+      {"run.eval_batch", "images per forward pass while extracting k-NN features"},
+  };
+  return meanings;
 }
 
 namespace {
@@ -175,6 +238,11 @@ class Reader {
     if (!value(key).is_string() || value(key).get<std::string>().empty()) fail(key, "a non-empty string");
     return value(key).get<std::string>();
   }
+  // A string that may be empty (a path that is optional).
+  std::string optional_text(const std::string& key) const {
+    if (!value(key).is_string()) fail(key, "a string (\"\" for none)");
+    return value(key).get<std::string>();
+  }
   // Cross-key rules: `ok`, or an error naming both keys.
   void require(bool ok, const std::string& key, const std::string& rule) const {
     if (!ok) fail(key, rule);
@@ -226,6 +294,7 @@ ModelConfig read_model(const Reader& r) {
             str_cat("a divisor of the embedding width ", m.vit.embed_dim, " (model.embed_dim or ",
                     arch, "'s)"));
   m.vit.drop_path_rate = r.number("model.drop_path_rate", Range{0, 1, false, true});
+  m.init_from = r.optional_text("model.init_from");
   m.attention = r.text("model.attention");
   if (m.attention != "ours" && m.attention != "cudnn") r.fail("model.attention", "\"ours\" or \"cudnn\"");
   return m;
@@ -429,7 +498,17 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
                       overrides.empty() ? file : file + " with the command line's overrides");
 }
 
-Recipe parse_saved_recipe(const json& cfg, const std::string& origin) {
+Recipe parse_saved_recipe(const json& saved, const std::string& origin) {
+  // Keys added after checkpoints were first written, with the value every run before them
+  // had: such a checkpoint still loads, and a key missing for any other reason is an error.
+  static const std::pair<const char*, const char*> added[] = {
+      {"data", "augment"}, {"model", "init_from"}};
+  static const json before[] = {"cpu", ""};
+  json cfg = saved;
+  for (size_t i = 0; i < std::size(added); ++i)
+    if (cfg.contains(added[i].first) && cfg[added[i].first].is_object() &&
+        !cfg[added[i].first].contains(added[i].second))
+      cfg[added[i].first][added[i].second] = before[i];
   require_every_key(default_config(), cfg, origin, "");
   return parse_recipe(cfg, origin);
 }

@@ -6,6 +6,7 @@
 // range) and the keys that must agree with each other, so a bad recipe stops before any work
 // starts; what needs the dataset (batch size, step count, the k-NN test split) is checked by
 // the trainer right after the dataset opens (train/run_plan.h).
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -18,6 +19,8 @@
 namespace dino {
 
 nlohmann::json default_config();
+// One line on what each key of default_config() means, by its dotted name ("optim.lr").
+const std::map<std::string, std::string>& recipe_key_meanings();
 // Merges `overrides` into `base` key by key; unknown keys or mismatched types throw, naming
 // the key and `origin` (a file path or "command line").
 void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const std::string& origin);
@@ -44,6 +47,9 @@ struct ModelConfig {
   std::string arch;        // a vit_preset name
   VitConfig vit;           // in_chans is the dataset's: see Recipe::vit()
   std::string attention;   // on the GPU: "ours" or "cudnn"
+  // A backbone (`dino export`, `dino import`) or training checkpoint whose ViT weights the
+  // student and teacher start from; empty: random initialisation from run.seed.
+  std::string init_from;
 };
 
 struct OptimConfig {

@@ -1,5 +1,6 @@
 #include "train/train_state.h"
 
+#include "train/backbone_file.h"
 #include "train/checkpoint.h"
 #include "train/step.h"
 #include "train/trainer.h"
@@ -57,6 +58,13 @@ void TrainState::resume(const std::string& path, const Recipe& recipe) {
   load_optimizer(*optimizer, ck);
   step = ck.meta.step;
   drop_rng.set_state(ck.meta.drop_rng);
+}
+
+void TrainState::init_backbones_from(const std::string& path) {
+  init_backbone_from(student->backbone, path);
+  auto src = student->backbone.named_parameters();
+  auto dst = teacher->backbone.named_parameters();
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_from(src[i].second);
 }
 
 void TrainState::save(const std::string& path, const Recipe& recipe) const {

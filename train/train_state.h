@@ -23,6 +23,10 @@ struct TrainState {
   // Continues from the checkpoint at `path`, refusing one whose recipe differs from `recipe`
   // in anything but how long the run lasts and what it reports.
   void resume(const std::string& path, const Recipe& recipe);
+  // Starts the student's and the teacher's backbones from the ViT weights in `path`
+  // (model.init_from); the file's ViT must have the recipe's shape, and an error names the
+  // key that differs. The heads stay as initialised.
+  void init_backbones_from(const std::string& path);
   // Writes the checkpoint at `path` (atomically; refused when a tensor is not finite).
   void save(const std::string& path, const Recipe& recipe) const;
 

@@ -147,7 +147,13 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opt) {
   if (plan.device == Device::cuda) kernels::cuda::set_attention_backend(recipe.model.attention.c_str());
 #endif
   TrainState state(recipe, plan.in_chans, plan.iters_per_epoch, plan.device);
-  if (opt.resume) state.resume(plan.folder.checkpoint, recipe);
+  if (opt.resume) {
+    state.resume(plan.folder.checkpoint, recipe);
+  } else if (!recipe.model.init_from.empty()) {
+    state.init_backbones_from(recipe.model.init_from);
+    if (!opt.quiet)
+      std::cout << "init: student and teacher backbones from " << recipe.model.init_from << std::endl;
+  }
   create_run_folder(plan.folder);
   MetricsLog metrics = open_metrics(plan, opt, state.step);
   if (!opt.quiet) print_start(recipe, plan, state);

@@ -231,7 +231,7 @@ rc=$?
 expect_error config-of-backbone "holds no training recipe" \
   "$DINO" config --checkpoint "$TMP/backbone.safetensors"
 "$DINO" config --checkpoint "$TMP/ok/checkpoint.safetensors" >"$TMP/config.txt" 2>&1
-grep -q '^\* model.arch  *= "vit_micro"' "$TMP/config.txt" || { echo "FAIL config of a checkpoint:"; cat "$TMP/config.txt"; failures=$((failures + 1)); }
+grep -q '^\* model.arch  *= "vit_micro" *# ViT preset' "$TMP/config.txt" || { echo "FAIL config of a checkpoint:"; cat "$TMP/config.txt"; failures=$((failures + 1)); }
 expect_error plot-not-a-run "not a run folder" "$DINO" plot "$TMP/none"
 mkdir -p "$TMP/empty-run"
 expect_error plot-no-metrics "no $TMP/empty-run/metrics.jsonl" "$DINO" plot "$TMP/empty-run"

@@ -103,6 +103,21 @@ def main():
         torch.save(model.state_dict(), f"{tmp}/dino_vit.pth")
         compare(dino, tmp, f"{tmp}/dino_vit.pth", model, "state dict")
 
+        # Training and evaluation start from the imported weights (model.init_from, knn).
+        data = "synthetic:n=16,test=8,size=32,classes=2,channels=3"
+        r = run(dino, "train", "--out", f"{tmp}/run", "--data", data, "model.arch=vit_micro",
+                "model.img_size=32", "model.patch_size=8", "model.embed_dim=128", "model.depth=2",
+                "model.num_heads=2", "crops.global_size=32", "crops.local_crops=0", "head.out_dim=32",
+                "head.hidden_dim=32", "head.bottleneck_dim=8", "optim.batch_size=8", "run.max_steps=1",
+                "run.knn=false", f"model.init_from={tmp}/imported.safetensors")
+        started = f"init: student and teacher backbones from {tmp}/imported.safetensors" in r.stdout
+        print(f"{'ok  ' if started else 'FAIL'} model.init_from: a run starts from the imported backbone")
+        if not started:
+            failures.append("model.init_from: no 'init:' line in " + r.stdout)
+        r = run(dino, "knn", "--checkpoint", f"{tmp}/imported.safetensors", "--data", data, "--k", "3")
+        print("  knn of the imported backbone: " + " ".join(
+            line.split() and " ".join(line.split()) for line in r.stdout.splitlines() if "trained" in line))
+
         # 2. Four heads where width / 64 says two: --num-heads decides.
         model4 = vit(num_heads=4)
         torch.save(model4.state_dict(), f"{tmp}/heads4.pth")
