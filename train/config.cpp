@@ -92,6 +92,7 @@ const std::map<std::string, std::string>& recipe_key_meanings() {
       {"loss.warmup_teacher_temp", "teacher temperature at the start of its warmup"},
       {"loss.warmup_teacher_temp_epochs", "epochs of linear teacher-temperature warmup"},
       {"loss.center_momentum", "EMA momentum of the center subtracted from the teacher's outputs"},
+      {"loss.koleo_weight", "weight of DINOv2's KoLeo term on the student's global-view CLS; 0: off"},
       {"run.seed", "seed of the weights, the augmentations and stochastic depth"},
       {"run.max_steps", "stop after this many steps (0: all); the schedules are cut, not compressed"},
       {"run.log_every", "steps between progress lines"},
@@ -502,8 +503,8 @@ Recipe parse_saved_recipe(const json& saved, const std::string& origin) {
   // Keys added after checkpoints were first written, with the value every run before them
   // had: such a checkpoint still loads, and a key missing for any other reason is an error.
   static const std::pair<const char*, const char*> added[] = {
-      {"data", "augment"}, {"model", "init_from"}};
-  static const json before[] = {"cpu", ""};
+      {"data", "augment"}, {"model", "init_from"}, {"loss", "koleo_weight"}};
+  static const json before[] = {"cpu", "", 0.0};
   json cfg = saved;
   for (size_t i = 0; i < std::size(added); ++i)
     if (cfg.contains(added[i].first) && cfg[added[i].first].is_object() &&
