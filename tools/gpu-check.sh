@@ -149,7 +149,7 @@ if [ $dry = 1 ]; then
     if [ -f "$build/build.ninja" ]; then ninja -C "$build" -t deps
     else find "$build" -name '*.o.d' -exec cat {} +; fi
   }
-  leaked="$(deps_text | tr ' ' '\n' | grep -E '^/usr/include/(eigen3|catch2|nlohmann|CLI|stb|fmt)/|^/usr/include/(zlib|zconf)\.h|/cudnn[a-z_0-9]*\.h$' | grep -v "^$root/.deps/" | sort -u)"
+  leaked="$(deps_text | tr ' ' '\n' | grep -E '^/usr/include/(eigen3|catch2|nlohmann|CLI|stb|fmt)/|^/usr/include/(zlib|zconf)\.h|/cudnn[a-z_0-9]*\.h$' | grep -vE "^($root/|(\.\./)+)\.deps/" | sort -u)"
   if [ -n "$leaked" ]; then
     failures=$((failures + 1))
     note "$(printf '%-18s FAIL: headers from outside .deps:' provenance)"
