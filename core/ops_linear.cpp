@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/ops_util.h"
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 namespace dino {
@@ -49,7 +50,7 @@ Tensor bias_grad(const Tensor& g, int64_t R, int64_t C) {
   Tensor out = Tensor::empty({C}, g.dtype(), g.device());
   dispatch_float("bias_grad", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    column_sums<double>(out.data<T>(), g.data<T>(), R, C, true);
+    kernels::cpu::column_sums<double>(out.data<T>(), g.data<T>(), R, C, true);
   });
   return out;
 }

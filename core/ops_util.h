@@ -85,25 +85,6 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 // Sums g (of a broadcast shape) down to `shape`. Not recorded.
 Tensor sum_to(const Tensor& g, const Shape& shape);
 
-// out (C) = the column sums of g (R, C): each column's rows added in order into an Acc, and
-// threads (when `parallel`) share out blocks of columns, so the result does not depend on the
-// thread count.
-template <class Acc, class T>
-void column_sums(T* out, const T* g, int64_t R, int64_t C, bool parallel) {
-  constexpr int64_t kBlock = 64;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-    const int64_t n = std::min(kBlock, C - c0);
-    Acc acc[kBlock] = {};
-    for (int64_t r = 0; r < R; ++r) {
-      const T* row = g + r * C + c0;
-#pragma omp simd
-      for (int64_t c = 0; c < n; ++c) acc[c] += Acc(row[c]);
-    }
-    for (int64_t c = 0; c < n; ++c) out[c0 + c] = T(acc[c]);
-  }
-}
-
 // Rows and columns of a tensor seen as (numel / last, last).
 inline int64_t rows_of(const Tensor& t) { return t.dim() ? t.numel() / t.size(-1) : 1; }
 inline int64_t cols_of(const Tensor& t) { return t.dim() ? t.size(-1) : 1; }
