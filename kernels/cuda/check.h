@@ -19,10 +19,6 @@
                                           " (", cudaGetErrorString(dino_cuda_err_), ")"));  \
   } while (0)
 
-// After a kernel launch: reports launch-configuration errors (and any earlier asynchronous
-// error) at the launch that exposed it.
-#define CUDA_CHECK_LAST() CUDA_CHECK(cudaGetLastError())
-
 #define CUBLAS_CHECK(call)                                                                  \
   do {                                                                                      \
     const cublasStatus_t dino_cublas_st_ = (call);                                          \
