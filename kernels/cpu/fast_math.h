@@ -22,9 +22,12 @@ inline float exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t bits;
+  // 2^k into the exponent field, in unsigned arithmetic: shifting a negative int is undefined
+  // in C++17, and so is converting a NaN to int (a NaN x gives a NaN p whatever k is); UBSan
+  // reports both. The bits are the same as before for every finite x.
+  uint32_t bits;
   std::memcpy(&bits, &p, 4);
-  bits += int32_t(k) << 23;
+  bits += uint32_t(k == k ? int32_t(k) : 0) << 23;
   std::memcpy(&p, &bits, 4);
   return p;
 }
