@@ -306,7 +306,8 @@ if [ $dry = 1 ]; then
        --warmup 1 --loop --json --config configs/vit_small_gpu_check.json model.arch=vit_micro \
        model.img_size=32 model.patch_size=8 head.out_dim=256 head.hidden_dim=64 \
        head.bottleneck_dim=32 crops.global_size=32 crops.local_size=16 crops.local_crops=2 \
-       optim.batch_size=2 data.dataset=synthetic:channels=3,size=32 data.loader_threads="$(nproc)"; then :
+       optim.batch_size=2 data.dataset=synthetic:channels=3,size=32 data.augment=cpu \
+       data.loader_threads="$(nproc)"; then :
   else
     failures=$((failures + 1))
   fi
@@ -354,12 +355,16 @@ EOF_BENCH
   stage "bench step+cudnn" 25 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 10 \
     --warmup 2 --json model.attention=cudnn || failures=$((failures + 1))
   # The training loop against the step alone, in one run on one recipe (the built-in ViT-S/16
-  # one): the real loader on every core, u8 crops uploaded on the copy stream, the statistics
-  # read one step late. It prints the step's images/s (--step), the loop's, and the loop's time
-  # per step waiting for data, handing the batch over and stepping.
-  stage "bench loop" 45 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 20 \
-    --warmup 3 --loop --json data.loader_threads="$(nproc)" || failures=$((failures + 1))
-  grep -E '^loop \(' "$bench_log" | tail -1 | sed 's/^/  /' >>"$summary"
+  # one), once per augmentation path: the views made on the GPU from the decoded sources
+  # (data.augment=gpu) and made by the loader threads on every core (data.augment=cpu). Each
+  # prints the step's images/s (--step), the loop's, and the loop's time per step waiting for
+  # data, handing the batch over and stepping.
+  for aug in gpu cpu; do
+    stage "bench loop ($aug aug)" 40 "$bench_log" "$dino_bin" bench train-step --device cuda \
+      --steps 20 --warmup 3 --loop --json data.augment=$aug data.loader_threads="$(nproc)" ||
+      failures=$((failures + 1))
+    grep -E '^loop \(' "$bench_log" | tail -1 | sed "s/^/  augment=$aug: /" >>"$summary"
+  done
   # The joined table: ours / cuDNN / composite / PyTorch, time over ours, % of the floor.
   if command -v python3 >/dev/null; then
     # The torch rows go into bench.log too, so that the log alone rebuilds every table

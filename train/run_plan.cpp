@@ -31,16 +31,20 @@ void check_knn_split(const Recipe& recipe, const data::Dataset& train) {
 
 }  // namespace
 
+data::CropFormat crop_format_for(const Recipe& recipe, Device device) {
+  DINO_CHECK(recipe.data.augment != "gpu" || device == Device::cuda,
+             "[config] data.augment=gpu renders the views on the GPU: it needs --device cuda");
+  const bool gpu_augment = recipe.data.augment == "gpu" ||
+                           (recipe.data.augment == "auto" && device == Device::cuda);
+  return gpu_augment ? data::CropFormat::sources : data::CropFormat::f32;
+}
+
 RunPlan plan_run(const Recipe& recipe, const TrainOptions& opt) {
   RunPlan plan;
   plan.device = resolve_device(opt.device, "train");
   DINO_CHECK(recipe.model.attention == "ours" || plan.device == Device::cuda,
              "[config] model.attention=cudnn needs the GPU (--device cuda): cuDNN has no CPU kernels");
-  DINO_CHECK(recipe.data.augment != "gpu" || plan.device == Device::cuda,
-             "[config] data.augment=gpu renders the views on the GPU: it needs --device cuda");
-  const bool gpu_augment = recipe.data.augment == "gpu" ||
-                           (recipe.data.augment == "auto" && plan.device == Device::cuda);
-  plan.crop_format = gpu_augment ? data::CropFormat::sources : data::CropFormat::f32;
+  plan.crop_format = crop_format_for(recipe, plan.device);
   plan.folder = check_run_folder(opt.out_dir, opt.resume, opt.force);
 
   plan.train_set = data::open_dataset(recipe.data.dataset, data::Split::train);

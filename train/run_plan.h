@@ -25,6 +25,10 @@ struct RunPlan {
   RunFolder folder;
 };
 
+// What the loader hands over for data.augment on this device: the decoded sources when the
+// views are rendered on the GPU, finished f32 views otherwise.
+data::CropFormat crop_format_for(const Recipe& recipe, Device device);
+
 RunPlan plan_run(const Recipe& recipe, const TrainOptions& options);
 
 }  // namespace dino
