@@ -40,3 +40,35 @@ TEST_CASE("pos_embed: a non-square input gets its rows from the table's rows", "
   Tensor images = Tensor::randn({1, 1, rows * cfg.patch_size, cols * cfg.patch_size}, rng);
   CHECK(vit.forward(images).shape() == Shape{1, D});
 }
+
+TEST_CASE("pos_embed: a non-square input gets DINO's interpolate_pos_encoding values", "[vit]") {
+  VitConfig cfg = vit_preset("vit_micro");
+  cfg.img_size = 16;
+  cfg.patch_size = 4;  // a 4 x 4 table
+  cfg.in_chans = 1;
+  Rng rng(3);
+  VisionTransformer vit(cfg, rng);
+  const int64_t g = cfg.grid(), D = cfg.embed_dim;
+  // Entry (i, j) holds 4 i + j^2 in every channel: it varies along both axes, unevenly, so a
+  // transposed grid or swapped scale factors give other values.
+  float* table = vit.pos_embed.data<float>();
+  for (int64_t i = 0; i < g; ++i)
+    for (int64_t j = 0; j < g; ++j)
+      for (int64_t d = 0; d < D; ++d) table[(1 + i * g + j) * D + d] = float(4 * i + j * j);
+
+  // facebookresearch/dino's interpolate_pos_encoding for a 24 x 8 image (x.shape[2:] = 24, 8),
+  // that is F.interpolate(table (1, 1, 4, 4), scale_factor=(6.1 / 4, 2.1 / 4), mode="bicubic")
+  // flattened row by row, as computed by PyTorch:
+  const float dino[6][2] = {{-0.15959281f, 5.6818838f}, {1.7582495f, 7.5997257f},
+                            {4.9247136f, 10.766190f},   {7.1823502f, 13.023827f},
+                            {10.381155f, 16.222630f},   {12.449499f, 18.290970f}};
+  const Tensor pe = vit.interpolate_pos_encoding(24, 8);
+  REQUIRE(pe.shape() == Shape{1, 1 + 12, D});
+  const float* p = pe.data<float>();
+  for (int64_t r = 0; r < 6; ++r)
+    for (int64_t c = 0; c < 2; ++c)
+      for (const int64_t d : {int64_t(0), D - 1}) {
+        INFO("patch row " << r << ", column " << c << ", channel " << d);
+        CHECK(p[(1 + r * 2 + c) * D + d] == Approx(dino[r][c]).margin(1e-4));
+      }
+}

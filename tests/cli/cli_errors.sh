@@ -202,6 +202,17 @@ step=$(checkpoint_step "$TMP/crash/checkpoint.safetensors")
   || fail "resume after kill -9"
 metrics_ok metrics-after-kill-9 "$TMP/crash/metrics.jsonl" $((step + 3))
 
+# --resume from an older checkpoint (a copy put back): the steps after it are cut, not repeated.
+# shellcheck disable=SC2086
+"$DINO" train --out "$TMP/older" $SMALL run.max_steps=3 >/dev/null 2>&1 || fail "older: first run"
+cp "$TMP/older/checkpoint.safetensors" "$TMP/older-step3.st"
+# shellcheck disable=SC2086
+"$DINO" train --out "$TMP/older" --resume $SMALL run.max_steps=6 >/dev/null 2>&1 || fail "older: resume to 6"
+cp "$TMP/older-step3.st" "$TMP/older/checkpoint.safetensors"
+# shellcheck disable=SC2086
+"$DINO" train --out "$TMP/older" --resume $SMALL run.max_steps=5 >/dev/null 2>&1 || fail "older: resume from 3"
+metrics_ok metrics-after-older-checkpoint "$TMP/older/metrics.jsonl" 5
+
 # Ctrl-C: a checkpoint at the next step boundary, a clean exit that says how to resume.
 # shellcheck disable=SC2086
 python3 "$HERE/signal_run.py" INT 6 "$TMP/int/metrics.jsonl" "$TMP/int.log" -- \
