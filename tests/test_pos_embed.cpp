@@ -7,19 +7,36 @@
 
 using namespace dino;
 
-TEST_CASE("pos_embed: a non-square input gets its rows from the table's rows", "[vit]") {
+namespace {
+
+// vit_micro on 16 x 16 single-channel images with 4 px patches: a 4 x 4 position table.
+VitConfig micro_config() {
   VitConfig cfg = vit_preset("vit_micro");
   cfg.img_size = 16;
-  cfg.patch_size = 4;  // a 4 x 4 table
+  cfg.patch_size = 4;
   cfg.in_chans = 1;
-  Rng rng(2);
-  VisionTransformer vit(cfg, rng);
-  const int64_t g = cfg.grid(), D = cfg.embed_dim;
-  // A table that varies along its rows only: entry (i, j) holds 10 * i in every channel.
+  return cfg;
+}
+
+// Sets the position table's entry (i, j) to value(i, j) in every channel.
+template <class Value>
+void fill_pos_table(VisionTransformer& vit, Value value) {
+  const int64_t g = vit.config().grid(), D = vit.config().embed_dim;
   float* table = vit.pos_embed.data<float>();
   for (int64_t i = 0; i < g; ++i)
     for (int64_t j = 0; j < g; ++j)
-      for (int64_t d = 0; d < D; ++d) table[(1 + i * g + j) * D + d] = float(10 * i);
+      for (int64_t d = 0; d < D; ++d) table[(1 + i * g + j) * D + d] = value(i, j);
+}
+
+}  // namespace
+
+TEST_CASE("pos_embed: a non-square input gets its rows from the table's rows", "[vit]") {
+  // A table that varies along its rows only: entry (i, j) holds 10 * i.
+  const VitConfig cfg = micro_config();
+  Rng rng(2);
+  VisionTransformer vit(cfg, rng);
+  fill_pos_table(vit, [](int64_t i, int64_t) { return float(10 * i); });
+  const int64_t D = cfg.embed_dim;
 
   // 6 x 2 patches (24 x 8 pixels): tokens run row by row, 2 per row. Every token of a row
   // must carry the same value, and the value must rise from each row to the next (4 table rows
@@ -42,19 +59,13 @@ TEST_CASE("pos_embed: a non-square input gets its rows from the table's rows", "
 }
 
 TEST_CASE("pos_embed: a non-square input gets DINO's interpolate_pos_encoding values", "[vit]") {
-  VitConfig cfg = vit_preset("vit_micro");
-  cfg.img_size = 16;
-  cfg.patch_size = 4;  // a 4 x 4 table
-  cfg.in_chans = 1;
+  // Entry (i, j) holds 4 i + j^2: it varies along both axes, unevenly, so a transposed grid
+  // or swapped scale factors give other values.
+  const VitConfig cfg = micro_config();
   Rng rng(3);
   VisionTransformer vit(cfg, rng);
-  const int64_t g = cfg.grid(), D = cfg.embed_dim;
-  // Entry (i, j) holds 4 i + j^2 in every channel: it varies along both axes, unevenly, so a
-  // transposed grid or swapped scale factors give other values.
-  float* table = vit.pos_embed.data<float>();
-  for (int64_t i = 0; i < g; ++i)
-    for (int64_t j = 0; j < g; ++j)
-      for (int64_t d = 0; d < D; ++d) table[(1 + i * g + j) * D + d] = float(4 * i + j * j);
+  fill_pos_table(vit, [](int64_t i, int64_t j) { return float(4 * i + j * j); });
+  const int64_t D = cfg.embed_dim;
 
   // facebookresearch/dino's interpolate_pos_encoding for a 24 x 8 image (x.shape[2:] = 24, 8),
   // that is F.interpolate(table (1, 1, 4, 4), scale_factor=(6.1 / 4, 2.1 / 4), mode="bicubic")

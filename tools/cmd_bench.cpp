@@ -5,8 +5,8 @@
 //    benchmarks/cpu_train_step.py, which times the same step in PyTorch on identical inputs.
 //    `--loop` then runs the training loop as `dino train` does (the real loader, its views made
 //    where data.augment says, the copy of the batch to the device, the step) and reports
-//    images/s and the time per step spent
-//    waiting for data, copying and stepping, next to the step alone. On CUDA the default
+//    images/s and the time per step spent waiting for data, copying and stepping, next to the
+//    step alone. On CUDA the default
 //    recipe is the built-in ViT-S/16 DINO one (2x224 + 8x96 crops, K 65536, batch 64).
 //  loader: data::MultiCropLoader alone on a recipe (images/s, per thread and per CPU-second)
 //    and one thread's CPU time per image for each stage (decode, crop+resize, jitter, ...).
@@ -323,10 +323,10 @@ json run_train_step(const Recipe& recipe, const Args& a) {
     auto dataset = data::open_dataset(recipe.data.dataset, data::Split::train);
     data::LoaderOptions lo;
     lo.threads = recipe.data.loader_threads;
-    lo.format = crop_format_for(recipe, cuda ? Device::cuda : Device::cpu);
+    const Device dev = cuda ? Device::cuda : Device::cpu;
+    lo.format = crop_format_for(recipe, dev);
     data::MultiCropLoader loader(*dataset, recipe.crops_for(int(in_chans)), int(batch), seed, lo);
     loader.start(0);
-    const Device dev = cuda ? Device::cuda : Device::cpu;
     for (int i = 0; i < a.warmup; ++i) {
       const data::MultiCropLoader::Lease b = loader.next();
       dino_step(*student, teacher, loss, optimizer, batch_tensors(*b, dev), s, &drop_rng);
