@@ -101,6 +101,42 @@ class Backend {
   virtual void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
                                    const Tensor& dout, const Tensor& x, const Tensor& mean,
                                    const Tensor& rstd, const Tensor& weight) const = 0;
+
+  // ---- products (core/ops_linear.cpp) -----------------------------------------------------
+  // Operands in the dtype precision::gemm_operand chose; each output's dtype says what the
+  // product is rounded to. A gradient left undefined is not wanted.
+  // out (nb, M, N) <- a (nb, M, K) @ b: b (K, N) shared by every batch entry, or b (nb, K, N)
+  virtual void matmul(const Tensor& out, const Tensor& a, const Tensor& b) const = 0;
+  // da (a's shape), db (b's shape) <- dout (nb, M, N), a, b; a shared b's sums the batch
+  virtual void matmul_backward(const Tensor& da, const Tensor& db, const Tensor& dout,
+                               const Tensor& a, const Tensor& b) const = 0;
+  // out (R, O) <- x (R, I) @ weight (O, I)^T + bias (O; undefined: none, else out's dtype)
+  virtual void linear(const Tensor& out, const Tensor& x, const Tensor& weight,
+                      const Tensor& bias) const = 0;
+  // dx (R, I), dweight (O, I), dbias (O; dweight's dtype) <- dout (R, O), x (R, I), weight
+  virtual void linear_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                               const Tensor& dout, const Tensor& x,
+                               const Tensor& weight) const = 0;
+  // w (K, C), vnorm (K) <- v (K, C), g (K): w = g * v / ||v row|| (w may be a GEMM operand)
+  virtual void weight_norm(const Tensor& w, const Tensor& vnorm, const Tensor& v,
+                           const Tensor& g) const = 0;
+  // dv (K, C), dg (K) <- dw (K, C), v (K, C), g (K), vnorm (K)
+  virtual void weight_norm_backward(const Tensor& dv, const Tensor& dg, const Tensor& dw,
+                                    const Tensor& v, const Tensor& g,
+                                    const Tensor& vnorm) const = 0;
+  // cols (B*Gh*Gw, C*P*P) <- img (B, C, H, W): kernels/cpu/kernels.h's patch layout
+  virtual void im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const = 0;
+  // dimg (B, C, H, W) <- dcols (B*Gh*Gw, C*P*P); pixels outside whole patches get zero
+  virtual void col2im_patches(const Tensor& dimg, const Tensor& dcols, int64_t P) const = 0;
+
+  // ---- attention (core/ops_nn.cpp) --------------------------------------------------------
+  // out (B, N, H*Dh), lse (B, H, N), probs (B, H, N, N; undefined: not wanted)
+  //   <- qkv (B, N, 3*H*Dh), q, k, v head-major (kernels/cpu/kernels.h)
+  virtual void attention(const Tensor& out, const Tensor& lse, const Tensor& probs,
+                         const Tensor& qkv, int64_t heads) const = 0;
+  // dqkv (B, N, 3*H*Dh) <- dout (B, N, H*Dh), qkv, out, lse
+  virtual void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
+                                  const Tensor& out, const Tensor& lse, int64_t heads) const = 0;
 };
 
 // The CPU backend (kernels/cpu/backend.cpp).

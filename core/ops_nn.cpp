@@ -1,14 +1,17 @@
 // Fused neural-network ops, each ONE autograd node with a fused backward: softmax,
 // log_softmax, l2_normalize, attention; plus drop_path and the bicubic grid resize
-// (LayerNorm: ops_layer_norm.cpp). On a CUDA tensor each op runs its kernels/cuda launcher
-// under the precision policy of ARCHITECTURE §3 (the *_cuda helpers below): softmax, log_softmax,
-// l2_normalize and drop_path keep their input's dtype (f32 or bf16) with f32 math; attention
-// runs on bf16 qkv; resize_bicubic is f32. A gradient has its input's dtype; an upstream
-// gradient of another float type is cast first.
+// (LayerNorm: ops_layer_norm.cpp). Attention runs on the tensors' backend (core/backend.h);
+// the others, on a CUDA tensor, run their kernels/cuda launcher in a *_cuda helper below.
+// Precision (ARCHITECTURE §3): softmax, log_softmax, l2_normalize and drop_path keep their
+// input's dtype (f32 or bf16) with f32 math; attention runs on bf16 qkv; resize_bicubic is
+// f32. A gradient has its input's dtype; an upstream gradient of another float type is cast
+// first.
 #include <cstdint>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/ops_util.h"
+#include "core/precision.h"
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
 
@@ -21,8 +24,6 @@ namespace kc = kernels::cpu;
 namespace {
 
 namespace kg = kernels::cuda;
-
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
 
 Tensor softmax_like_cuda(const char* op, const Tensor& x, bool log_space, int64_t N, int64_t C64) {
   check_float(op, x, "x");
@@ -90,41 +91,6 @@ Tensor l2_normalize_cuda(const Tensor& x, double eps, int64_t N, int64_t C64) {
         kg::l2_normalize_backward(f32_ptr(dx), f32_ptr(gd), f32_ptr(xd), f32_ptr(norm), N, C, eps,
                                   cuda_stream());
       return std::vector<Tensor>{dx};
-    });
-  }
-  return out;
-}
-
-Tensor attention_cuda(const Tensor& qkv, int64_t heads, Tensor* probs, int64_t B, int64_t N,
-                      int64_t Dh) {
-  DINO_CHECK(!probs, "[attention] the attention probabilities (probs) are not available on "
-             "CUDA: the fused kernel never forms the N x N matrix; run with --device cpu");
-  check_float("attention", qkv, "qkv");
-  DINO_CHECK(Dh == 32 || Dh == 64 || Dh == 128, "[attention] head dim ", Dh,
-             " is not supported on CUDA (32, 64 or 128); run with --device cpu");
-  const int64_t D = heads * Dh, D3 = 3 * D;
-  const int Bi = as_int("attention", B, "batch"), Ni = as_int("attention", N, "tokens"),
-            Hi = as_int("attention", heads, "heads");
-  // The kernels read bf16 qkv with 16-byte loads: cast an f32 qkv, copy a misaligned view.
-  Tensor q = in_dtype(qkv, DType::bf16);
-  if (!aligned16(q)) q = q.clone();
-  Tensor out = Tensor::empty({B, N, D}, DType::bf16, Device::cuda);
-  Tensor lse = Tensor::empty({B, heads, N}, DType::f32, Device::cuda);
-  // `model.attention=cudnn` swaps in cuDNN's SDPA (same layout and lse), the in-binary baseline.
-  const bool use_cudnn = kg::attention_backend() == kg::AttentionBackend::cudnn;
-  (use_cudnn ? kg::cudnn_attention_forward : kg::attention_forward)(
-      bf16_ptr(out), f32_ptr(lse), bf16_ptr(q), Bi, Ni, Hi, int(Dh), cuda_stream());
-  if (needs_grad({qkv})) {
-    Tensor qd = q.detach(), od = out.detach();
-    const DType qkv_dtype = qkv.dtype();
-    record(out, "attention", {qkv}, [=](const Tensor& g) {
-      Tensor gb = in_dtype(g, DType::bf16);
-      if (!aligned16(gb)) gb = gb.clone();
-      Tensor dqkv = Tensor::empty({B, N, D3}, DType::bf16, Device::cuda);
-      (use_cudnn ? kg::cudnn_attention_backward : kg::attention_backward)(
-          bf16_ptr(dqkv), bf16_ptr(gb), bf16_ptr(qd), bf16_ptr(od), f32_ptr(lse), Bi, Ni, Hi,
-          int(Dh), cuda_stream());
-      return std::vector<Tensor>{in_dtype(dqkv, qkv_dtype)};
     });
   }
   return out;
@@ -255,36 +221,31 @@ Tensor l2_normalize(const Tensor& x, double eps) {
   return out;
 }
 
+// qkv (B, N, 3*H*Dh) -> out (B, N, H*Dh); probs (B, H, N, N) on request, where the backend
+// forms them (the CPU's). On CUDA qkv, out and dqkv are bf16 (the GEMMs' operands around it),
+// lse f32; the backward recomputes the probabilities from qkv and lse.
 Tensor attention(const Tensor& qkv, int64_t heads, Tensor* probs) {
   check_defined("attention", qkv, "qkv");
+  precision::check_float_operands("attention", {{&qkv, "qkv"}});
   DINO_CHECK(qkv.dim() == 3, "[attention] qkv must be (B, N, 3*D), got ", shape_str(qkv.shape()));
   const int64_t B = qkv.size(0), N = qkv.size(1), D3 = qkv.size(2);
   DINO_CHECK(heads > 0 && D3 % (3 * heads) == 0, "[attention] last dim ", D3,
              " is not 3 * heads * head_dim for ", heads, " heads");
-  const int64_t Dh = D3 / (3 * heads), D = D3 / 3;
-  if (on_cuda(qkv)) {
-#ifdef DINO_HAS_CUDA
-    return attention_cuda(qkv, heads, probs, B, N, Dh);
-#endif
-  }
-  Tensor out = Tensor::empty({B, N, D}, qkv.dtype(), qkv.device());
-  Tensor lse = Tensor::empty({B, heads, N}, qkv.dtype(), qkv.device());
-  if (probs) *probs = Tensor::empty({B, heads, N, N}, qkv.dtype(), qkv.device());
-  dispatch_float("attention", qkv.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kc::attention_forward<T>(out.data<T>(), lse.data<T>(), probs ? probs->data<T>() : nullptr,
-                             qkv.data<T>(), B, N, heads, Dh);
-  });
+  const Backend& be = backend(qkv.device(), "attention");
+  const DType dt = precision::gemm_operand(qkv);
+  const Tensor q = qkv.dtype() == dt ? qkv.detach() : qkv.to(dt);
+  Tensor out = Tensor::empty({B, N, D3 / 3}, dt, qkv.device());
+  Tensor lse = Tensor::empty({B, heads, N}, precision::gemm_accumulator(qkv), qkv.device());
+  Tensor p = probs ? Tensor::empty({B, heads, N, N}, dt, qkv.device()) : Tensor();
+  be.attention(out, lse, p, q, heads);
+  if (probs) *probs = p;
   if (needs_grad({qkv})) {
-    Tensor qd = qkv.detach(), od = out.detach();
+    const Tensor od = out.detach();
+    const DType qkv_dtype = qkv.dtype();
     record(out, "attention", {qkv}, [=](const Tensor& g) {
-      Tensor dqkv = Tensor::empty({B, N, D3}, g.dtype(), g.device());
-      dispatch_float("attention", g.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kc::attention_backward<T>(dqkv.data<T>(), g.data<T>(), qd.data<T>(), od.data<T>(),
-                                  lse.data<T>(), B, N, heads, Dh);
-      });
-      return std::vector<Tensor>{dqkv};
+      Tensor dq = Tensor::empty(q.shape(), dt, q.device());
+      backend(q.device()).attention_backward(dq, g.to(dt), q, od, lse, heads);
+      return std::vector<Tensor>{dq.to(qkv_dtype)};
     });
   }
   return out;

@@ -78,4 +78,12 @@ DType full_reduction(const Tensor& x) {
   return x.device() == Device::cuda ? DType::f32 : x.dtype();
 }
 
+DType gemm_operand(const Tensor& t) {
+  return t.device() == Device::cuda ? DType::bf16 : t.dtype();
+}
+
+DType gemm_accumulator(const Tensor& t) {
+  return t.device() == Device::cuda ? DType::f32 : t.dtype();
+}
+
 }  // namespace dino::precision

@@ -40,5 +40,12 @@ DType norm_output(const Tensor& x);
 bool fuses_add_norm(const Tensor& x, const Tensor& branch);
 // sum and mean of all elements: x's dtype on the CPU, an f32 scalar on CUDA.
 DType full_reduction(const Tensor& x);
+// The products (matmul, linear, the patch embedding, DINO's last layer, attention): operands
+// in gemm_operand (bf16 on CUDA, t's dtype on the CPU); a result that the next GEMM or a
+// bf16 activation takes in gemm_operand too; logits, the residual stream's patch tokens, the
+// attention's lse and weight gradients in gemm_accumulator (f32 on CUDA, t's dtype on the
+// CPU: an fp32-output GEMM).
+DType gemm_operand(const Tensor& t);
+DType gemm_accumulator(const Tensor& t);
 
 }  // namespace dino::precision

@@ -2,7 +2,7 @@
 // The CPU backend (core/backend.h): the reference kernels of kernels/cpu/kernels.h behind the
 // kernel table, templated on the op's one dtype, f32 (training) or f64 (gradient checks).
 // Methods are defined next to their op family: backend.cpp (memory), backend_elementwise.cpp,
-// backend_shape.cpp.
+// backend_shape.cpp, backend_layer_norm.cpp, backend_linear.cpp, backend_attention.cpp.
 #include <algorithm>
 
 #include "core/backend.h"
@@ -79,6 +79,24 @@ class CpuBackend final : public Backend {
   void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
                            const Tensor& dout, const Tensor& x, const Tensor& mean,
                            const Tensor& rstd, const Tensor& weight) const override;
+  void matmul(const Tensor& out, const Tensor& a, const Tensor& b) const override;
+  void matmul_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a,
+                       const Tensor& b) const override;
+  void linear(const Tensor& out, const Tensor& x, const Tensor& weight,
+              const Tensor& bias) const override;
+  void linear_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                       const Tensor& dout, const Tensor& x, const Tensor& weight) const override;
+  void weight_norm(const Tensor& w, const Tensor& vnorm, const Tensor& v,
+                   const Tensor& g) const override;
+  void weight_norm_backward(const Tensor& dv, const Tensor& dg, const Tensor& dw, const Tensor& v,
+                            const Tensor& g, const Tensor& vnorm) const override;
+  void im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const override;
+  void col2im_patches(const Tensor& dimg, const Tensor& dcols, int64_t P) const override;
+
+  void attention(const Tensor& out, const Tensor& lse, const Tensor& probs, const Tensor& qkv,
+                 int64_t heads) const override;
+  void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
+                          const Tensor& out, const Tensor& lse, int64_t heads) const override;
 };
 
 }  // namespace dino::kernels::cpu
