@@ -44,6 +44,25 @@ void to_float(const SourceImage& src, Image& dst) {
   for (size_t i = 0, n = src.u8.size(); i < n; ++i) out[i] = in[i] * kInv255;
 }
 
+void to_bytes(const Image& img, uint8_t* out) {
+  using namespace simd;
+  typedef uint8_t u8x8 __attribute__((vector_size(8)));
+  const float* in = img.pixels.data();
+  const size_t n = img.pixels.size();
+  // x * 255 + 0.5 (one fused multiply-add, as the compiler makes of the scalar form), clamped
+  // to [0, 255] and truncated: round half up.
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const f8 x = min(max(fma(load(in + i), splat(255.f), splat(0.5f)), splat(0.f)), splat(255.f));
+    const u8x8 bytes = __builtin_convertvector(__builtin_convertvector(x, i8), u8x8);
+    std::memcpy(out + i, &bytes, sizeof bytes);
+  }
+  for (; i < n; ++i) {
+    const float x = std::fma(in[i], 255.f, 0.5f);
+    out[i] = uint8_t(std::min(std::max(x, 0.f), 255.f));
+  }
+}
+
 namespace {
 
 double bicubic(double x) {

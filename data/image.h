@@ -33,6 +33,8 @@ struct SourceImage {
 Image make_image(int channels, int height, int width, float fill = 0.f);
 // The source as CHW floats in [0, 1] (bytes scaled by 1/255), into dst's buffer.
 void to_float(const SourceImage& src, Image& dst);
+// The image as bytes round(255 x), x clamped to [0, 1] (values written in img's layout).
+void to_bytes(const Image& img, uint8_t* out);
 // chw holds channels*height*width bytes, channel-planar; scaled by 1/255.
 Image image_from_u8(const uint8_t* chw, int channels, int height, int width);
 

@@ -109,9 +109,7 @@ void apply_view(const Image& img, const ViewParams& p, const Normalization& norm
 
 void apply_view(const Image& img, const ViewParams& p, ViewScratch& scratch, uint8_t* out) {
   augment(img, p, scratch);
-  const std::vector<float>& px = scratch.view.pixels;
-  for (size_t i = 0, n = px.size(); i < n; ++i)
-    out[i] = uint8_t(std::min(std::max(px[i] * 255.f + 0.5f, 0.f), 255.f));
+  to_bytes(scratch.view, out);
 }
 
 Image apply_view(const Image& img, const ViewParams& p, const Normalization& norm) {

@@ -526,6 +526,27 @@ TEST_CASE("resized_crop and gaussian_blur equal their scalar definitions at any 
   }
 }
 
+TEST_CASE("to_bytes equals round-half-up of 255 x, clamped, at any size", "[data]") {
+  Rng rng(23);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int C = trial % 2 ? 3 : 1, H = 1 + int(rng.below(40)), W = 1 + int(rng.below(41));
+    Image img = make_image(C, H, W);
+    for (float& x : img.pixels) {  // out of range, exact half steps, NaN-free
+      const uint64_t kind = rng.below(4);
+      x = kind == 0 ? float(rng.uniform(-0.3, 1.3))
+                    : kind == 1 ? (float(rng.below(511)) - 0.5f) / 255.f : float(rng.uniform());
+    }
+    std::vector<uint8_t> got(img.pixels.size() + 1, 0xAB);  // one guard byte after the end
+    to_bytes(img, got.data());
+    for (size_t i = 0; i < img.pixels.size(); ++i) {
+      const float y = std::min(std::max(madd(img.pixels[i], 255.f, 0.5f), 0.f), 255.f);
+      INFO("trial " << trial << " value " << img.pixels[i]);
+      REQUIRE(got[i] == uint8_t(y));
+    }
+    CHECK(got.back() == 0xAB);
+  }
+}
+
 TEST_CASE("RandomResizedCrop boxes follow torchvision's sampling and fallback", "[data]") {
   Rng rng(1);
   double centre_x = 0.0, centre_y = 0.0;

@@ -147,8 +147,7 @@ json loader_stages(const data::Dataset& ds, const data::MultiCropConfig& mc, con
         data::normalize(view, norm, out_f32.data());
       } else {
         out_u8.resize(view.pixels.size());
-        for (size_t k = 0; k < view.pixels.size(); ++k)
-          out_u8[k] = uint8_t(std::min(std::max(view.pixels[k] * 255.f + 0.5f, 0.f), 255.f));
+        data::to_bytes(view, out_u8.data());
       }
       s[7] = thread_seconds();
       for (int k = 0; k < 7; ++k) t[k + 2] += s[k + 1] - s[k];
