@@ -137,6 +137,27 @@ class Backend {
   // dqkv (B, N, 3*H*Dh) <- dout (B, N, H*Dh), qkv, out, lse
   virtual void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
                                   const Tensor& out, const Tensor& lse, int64_t heads) const = 0;
+
+  // ---- row-wise and grid ops (core/ops_nn.cpp) --------------------------------------------
+  // out (N, C), lse (N) <- x (N, C): softmax of each row, or log_softmax with `log_space`;
+  // lse (its log-sum-exp) for a backward that reads it (CUDA's; the CPU's leaves it unwritten)
+  virtual void softmax(const Tensor& out, const Tensor& lse, const Tensor& x,
+                       bool log_space) const = 0;
+  // dx (N, C) <- dout (N, C) and x with lse, or out, whichever this backend reads
+  virtual void softmax_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                                const Tensor& out, const Tensor& lse, bool log_space) const = 0;
+  // out (N, C), norm (N) <- x (N, C): each row divided by max(||row||, eps) (F.normalize)
+  virtual void l2_normalize(const Tensor& out, const Tensor& norm, const Tensor& x,
+                            double eps) const = 0;
+  // dx (N, C) <- dout (N, C), x (N, C), norm (N)
+  virtual void l2_normalize_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                                     const Tensor& norm, double eps) const = 0;
+  // out (Ho, Wo, C) <- grid (Hi, Wi, C): bicubic, PyTorch's align_corners=False with scales
+  virtual void resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
+                              double scale_w) const = 0;
+  // dgrid (Hi, Wi, C) <- dout (Ho, Wo, C)
+  virtual void resize_bicubic_backward(const Tensor& dgrid, const Tensor& dout, double scale_h,
+                                       double scale_w) const = 0;
 };
 
 // The CPU backend (kernels/cpu/backend.cpp).

@@ -45,7 +45,7 @@ LinearGrads linear_grads(const Tensor& g, const Tensor& x, const Tensor& w, bool
                          DType dx_dtype, bool want_dw, bool want_db) {
   const Tensor gd = operand(g);
   const int64_t I = cols_of(x), O = cols_of(g);
-  const DType acc = precision::gemm_accumulator(g);
+  const DType acc = precision::accumulator(g);
   LinearGrads r;
   if (want_dx) r.dx = Tensor::empty(x.shape(), dx_dtype, x.device());
   if (want_dw) r.dw = Tensor::empty({O, I}, acc, x.device());
@@ -164,7 +164,7 @@ Tensor weight_norm(const Tensor& v, const Tensor& g) {
 }
 
 // DINO's last layer as ONE node: w = g * v / ||v|| per row (on CUDA written straight as the
-// bf16 GEMM operand), logits (..., K) = x w^T in gemm_accumulator (f32 on CUDA). Backward:
+// bf16 GEMM operand), logits (..., K) = x w^T in precision::accumulator (f32 on CUDA). Backward:
 // dx = dy w; dw = dy^T x (fp32-output GEMM), then the weight-norm backward (dv, and dg only
 // when g trains: with norm_last_layer it is frozen).
 Tensor weight_norm_linear(const Tensor& x, const Tensor& v, const Tensor& g) {
@@ -181,7 +181,7 @@ Tensor weight_norm_linear(const Tensor& x, const Tensor& v, const Tensor& g) {
   be.weight_norm(w, vnorm, v, g);
   Shape so = x.shape();
   so.back() = K;
-  Tensor out = Tensor::empty(so, precision::gemm_accumulator(x), x.device());
+  Tensor out = Tensor::empty(so, precision::accumulator(x), x.device());
   be.linear(out, xo, w, Tensor());
   if (needs_grad({x, v, g})) {
     const bool gx = x.requires_grad(), gv = v.requires_grad(), gg = g.requires_grad();
@@ -223,7 +223,7 @@ Tensor patchify(const Tensor& img, const Tensor& weight, const Tensor& bias) {
                                     img.device());
   be.im2col_patches(cols, img, P);
   const Tensor wo = parameter_as(weight, precision::gemm_operand(weight));
-  Tensor out = Tensor::empty({B, Np, D}, precision::gemm_accumulator(img), img.device());
+  Tensor out = Tensor::empty({B, Np, D}, precision::accumulator(img), img.device());
   be.linear(out, cols, wo, parameter_as(bias, out.dtype()));
   if (needs_grad({img, weight, bias})) {
     const bool gi = img.requires_grad(), gw = weight.requires_grad();

@@ -1,7 +1,7 @@
 // Fused neural-network ops, each ONE autograd node with a fused backward: softmax,
 // log_softmax, l2_normalize, attention; plus drop_path and the bicubic grid resize
-// (LayerNorm: ops_layer_norm.cpp). Attention runs on the tensors' backend (core/backend.h);
-// the others, on a CUDA tensor, run their kernels/cuda launcher in a *_cuda helper below.
+// (LayerNorm: ops_layer_norm.cpp). All but drop_path run on the tensors' backend
+// (core/backend.h); drop_path, on a CUDA tensor, runs its kernels/cuda launcher below.
 // Precision (ARCHITECTURE §3): softmax, log_softmax, l2_normalize and drop_path keep their
 // input's dtype (f32 or bf16) with f32 math; attention runs on bf16 qkv; resize_bicubic is
 // f32. A gradient has its input's dtype; an upstream gradient of another float type is cast
@@ -13,88 +13,15 @@
 #include "core/ops_util.h"
 #include "core/precision.h"
 #include "core/rng.h"
-#include "kernels/cpu/kernels.h"
 
 namespace dino {
 
 using namespace detail;
-namespace kc = kernels::cpu;
 
 #ifdef DINO_HAS_CUDA
 namespace {
 
 namespace kg = kernels::cuda;
-
-Tensor softmax_like_cuda(const char* op, const Tensor& x, bool log_space, int64_t N, int64_t C64) {
-  check_float(op, x, "x");
-  const int C = as_int(op, C64, "columns");
-  const bool bf = x.dtype() == DType::bf16;
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  Tensor lse = Tensor::empty({N}, DType::f32, Device::cuda);
-  if (bf) {
-    if (log_space)
-      kg::log_softmax_forward(bf16_ptr(out), f32_ptr(lse), bf16_ptr(x), N, C, cuda_stream());
-    else
-      kg::softmax_forward(bf16_ptr(out), f32_ptr(lse), bf16_ptr(x), N, C, cuda_stream());
-  } else {
-    if (log_space)
-      kg::log_softmax_forward(f32_ptr(out), f32_ptr(lse), f32_ptr(x), N, C, cuda_stream());
-    else
-      kg::softmax_forward(f32_ptr(out), f32_ptr(lse), f32_ptr(x), N, C, cuda_stream());
-  }
-  if (needs_grad({x})) {
-    // The backward recomputes the probabilities from x and the fp32 lse (kernels/cuda/softmax.cu).
-    Tensor xd = x.detach();
-    record(out, op, {x}, [=](const Tensor& g) {
-      const Tensor gd = in_dtype(g, xd.dtype());
-      Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), Device::cuda);
-      if (bf) {
-        if (log_space)
-          kg::log_softmax_backward(bf16_ptr(dx), bf16_ptr(gd), bf16_ptr(xd), f32_ptr(lse), N, C,
-                                   cuda_stream());
-        else
-          kg::softmax_backward(bf16_ptr(dx), bf16_ptr(gd), bf16_ptr(xd), f32_ptr(lse), N, C,
-                               cuda_stream());
-      } else {
-        if (log_space)
-          kg::log_softmax_backward(f32_ptr(dx), f32_ptr(gd), f32_ptr(xd), f32_ptr(lse), N, C,
-                                   cuda_stream());
-        else
-          kg::softmax_backward(f32_ptr(dx), f32_ptr(gd), f32_ptr(xd), f32_ptr(lse), N, C,
-                               cuda_stream());
-      }
-      return std::vector<Tensor>{dx};
-    });
-  }
-  return out;
-}
-
-Tensor l2_normalize_cuda(const Tensor& x, double eps, int64_t N, int64_t C64) {
-  check_float("l2_normalize", x, "x");
-  const int C = as_int("l2_normalize", C64, "columns");
-  const bool bf = x.dtype() == DType::bf16;
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  Tensor norm = Tensor::empty({N}, DType::f32, Device::cuda);
-  if (bf)
-    kg::l2_normalize_forward(bf16_ptr(out), f32_ptr(norm), bf16_ptr(x), N, C, eps, cuda_stream());
-  else
-    kg::l2_normalize_forward(f32_ptr(out), f32_ptr(norm), f32_ptr(x), N, C, eps, cuda_stream());
-  if (needs_grad({x})) {
-    Tensor xd = x.detach();
-    record(out, "l2_normalize", {x}, [=](const Tensor& g) {
-      const Tensor gd = in_dtype(g, xd.dtype());
-      Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), Device::cuda);
-      if (bf)
-        kg::l2_normalize_backward(bf16_ptr(dx), bf16_ptr(gd), bf16_ptr(xd), f32_ptr(norm), N, C,
-                                  eps, cuda_stream());
-      else
-        kg::l2_normalize_backward(f32_ptr(dx), f32_ptr(gd), f32_ptr(xd), f32_ptr(norm), N, C, eps,
-                                  cuda_stream());
-      return std::vector<Tensor>{dx};
-    });
-  }
-  return out;
-}
 
 // keep (B): the per-sample draws, made by the caller exactly as the CPU path makes them.
 Tensor drop_path_cuda(const Tensor& x, double p, const std::vector<uint8_t>& keep) {
@@ -123,63 +50,24 @@ Tensor drop_path_cuda(const Tensor& x, double p, const std::vector<uint8_t>& kee
   return out;
 }
 
-Tensor resize_bicubic_cuda(const Tensor& grid, int64_t Ho64, int64_t Wo64, double scale_h,
-                           double scale_w) {
-  DINO_CHECK(grid.dtype() == DType::f32, "[resize_bicubic] grid must be f32 on CUDA, got ",
-             dtype_name(grid.dtype()));
-  const int Hi = as_int("resize_bicubic", grid.size(0), "rows"),
-            Wi = as_int("resize_bicubic", grid.size(1), "columns"),
-            C = as_int("resize_bicubic", grid.size(2), "channels"),
-            Ho = as_int("resize_bicubic", Ho64, "output rows"),
-            Wo = as_int("resize_bicubic", Wo64, "output columns");
-  Tensor out = Tensor::empty({Ho64, Wo64, int64_t(C)}, DType::f32, Device::cuda);
-  kg::bicubic_resize_forward(f32_ptr(out), f32_ptr(grid), Hi, Wi, Ho, Wo, C, scale_h, scale_w,
-                             cuda_stream());
-  if (needs_grad({grid})) {
-    record(out, "resize_bicubic", {grid}, [=](const Tensor& g) {
-      const Tensor gd = in_dtype(g, DType::f32);
-      Tensor din = Tensor::empty({int64_t(Hi), int64_t(Wi), int64_t(C)}, DType::f32, Device::cuda);
-      kg::bicubic_resize_backward(f32_ptr(din), f32_ptr(gd), Hi, Wi, Ho, Wo, C, scale_h, scale_w,
-                                  cuda_stream());
-      return std::vector<Tensor>{din};
-    });
-  }
-  return out;
-}
-
 }  // namespace
 #endif  // DINO_HAS_CUDA
 
 namespace {
 
+// The softmax node's backward reads x and lse, or out: whichever the backend's does.
 Tensor softmax_like(const char* op, const Tensor& x, bool log_space) {
   check_defined(op, x, "x");
+  precision::check_float_operands(op, {{&x, "x"}});
   DINO_CHECK(x.dim() >= 1, "[", op, "] x needs at least one dim");
-  const int64_t N = rows_of(x), C = cols_of(x);
-  if (on_cuda(x)) {
-#ifdef DINO_HAS_CUDA
-    return softmax_like_cuda(op, x, log_space, N, C);
-#endif
-  }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_float(op, x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    if (log_space)
-      kc::log_softmax_forward<T>(out.data<T>(), x.data<T>(), N, C);
-    else
-      kc::softmax_forward<T>(out.data<T>(), x.data<T>(), N, C);
-  });
+  Tensor lse = Tensor::empty({rows_of(x)}, precision::accumulator(x), x.device());
+  backend(x.device(), op).softmax(out, lse, x, log_space);
   if (needs_grad({x})) {
-    Tensor yd = out.detach();
+    const Tensor xd = x.detach(), od = out.detach();
     record(out, op, {x}, [=](const Tensor& g) {
-      Tensor dx = Tensor::empty(g.shape(), g.dtype(), g.device());
-      dispatch_float(op, g.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        if (log_space)
-          kc::log_softmax_backward<T>(dx.data<T>(), g.data<T>(), yd.data<T>(), N, C);
-        else
-          kc::softmax_backward<T>(dx.data<T>(), g.data<T>(), yd.data<T>(), N, C);
-      });
+      Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
+      backend(xd.device()).softmax_backward(dx, g.to(xd.dtype()), xd, od, lse, log_space);
       return std::vector<Tensor>{dx};
     });
   }
@@ -193,28 +81,16 @@ Tensor log_softmax(const Tensor& x) { return softmax_like("log_softmax", x, true
 
 Tensor l2_normalize(const Tensor& x, double eps) {
   check_defined("l2_normalize", x, "x");
+  precision::check_float_operands("l2_normalize", {{&x, "x"}});
   DINO_CHECK(x.dim() >= 1, "[l2_normalize] x needs at least one dim");
-  const int64_t N = rows_of(x), C = cols_of(x);
-  if (on_cuda(x)) {
-#ifdef DINO_HAS_CUDA
-    return l2_normalize_cuda(x, eps, N, C);
-#endif
-  }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor norm = Tensor::empty({N}, x.dtype(), x.device());
-  dispatch_float("l2_normalize", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kc::l2_normalize_forward<T>(out.data<T>(), norm.data<T>(), x.data<T>(), N, C, eps);
-  });
+  Tensor norm = Tensor::empty({rows_of(x)}, precision::accumulator(x), x.device());
+  backend(x.device(), "l2_normalize").l2_normalize(out, norm, x, eps);
   if (needs_grad({x})) {
-    Tensor xd = x.detach();
+    const Tensor xd = x.detach();
     record(out, "l2_normalize", {x}, [=](const Tensor& g) {
-      Tensor dx = Tensor::empty(g.shape(), g.dtype(), g.device());
-      dispatch_float("l2_normalize", g.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kc::l2_normalize_backward<T>(dx.data<T>(), g.data<T>(), xd.data<T>(), norm.data<T>(), N,
-                                     C, eps);
-      });
+      Tensor dx = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
+      backend(xd.device()).l2_normalize_backward(dx, g.to(xd.dtype()), xd, norm, eps);
       return std::vector<Tensor>{dx};
     });
   }
@@ -235,7 +111,7 @@ Tensor attention(const Tensor& qkv, int64_t heads, Tensor* probs) {
   const DType dt = precision::gemm_operand(qkv);
   const Tensor q = qkv.dtype() == dt ? qkv.detach() : qkv.to(dt);
   Tensor out = Tensor::empty({B, N, D3 / 3}, dt, qkv.device());
-  Tensor lse = Tensor::empty({B, heads, N}, precision::gemm_accumulator(qkv), qkv.device());
+  Tensor lse = Tensor::empty({B, heads, N}, precision::accumulator(qkv), qkv.device());
   Tensor p = probs ? Tensor::empty({B, heads, N, N}, dt, qkv.device()) : Tensor();
   be.attention(out, lse, p, q, heads);
   if (probs) *probs = p;
@@ -278,31 +154,21 @@ Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
 
 Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h, double scale_w) {
   check_defined("resize_bicubic", grid, "grid");
+  precision::check_float_operands("resize_bicubic", {{&grid, "grid"}});
+  precision::require_f32_on_cuda("resize_bicubic", grid, "grid", "the position grid");
   DINO_CHECK(grid.dim() == 3, "[resize_bicubic] grid must be (H, W, C), got ",
              shape_str(grid.shape()));
   DINO_CHECK(Ho > 0 && Wo > 0 && scale_h > 0 && scale_w > 0,
              "[resize_bicubic] output size and scales must be positive");
-  if (on_cuda(grid)) {
-#ifdef DINO_HAS_CUDA
-    return resize_bicubic_cuda(grid, Ho, Wo, scale_h, scale_w);
-#endif
-  }
-  const int64_t Hi = grid.size(0), Wi = grid.size(1), C = grid.size(2);
-  Tensor out = Tensor::empty({Ho, Wo, C}, grid.dtype(), grid.device());
-  dispatch_float("resize_bicubic", grid.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kc::bicubic_resize_forward<T>(out.data<T>(), grid.data<T>(), Hi, Wi, Ho, Wo, C, scale_h,
-                                  scale_w);
-  });
+  Tensor out = Tensor::empty({Ho, Wo, grid.size(2)}, grid.dtype(), grid.device());
+  backend(grid.device(), "resize_bicubic").resize_bicubic(out, grid, scale_h, scale_w);
   if (needs_grad({grid})) {
+    const Shape shape = grid.shape();
+    const DType dt = grid.dtype();
     record(out, "resize_bicubic", {grid}, [=](const Tensor& g) {
-      Tensor din = Tensor::empty({Hi, Wi, C}, g.dtype(), g.device());
-      dispatch_float("resize_bicubic", g.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kc::bicubic_resize_backward<T>(din.data<T>(), g.data<T>(), Hi, Wi, Ho, Wo, C, scale_h,
-                                       scale_w);
-      });
-      return std::vector<Tensor>{din};
+      Tensor dgrid = Tensor::empty(shape, dt, g.device());
+      backend(g.device()).resize_bicubic_backward(dgrid, g.to(dt), scale_h, scale_w);
+      return std::vector<Tensor>{dgrid};
     });
   }
   return out;

@@ -41,7 +41,7 @@ Tensor reduce_all(const char* op, const Tensor& x, bool average) {
   precision::check_float_operands(op, {{&x, "x"}});
   const int64_t n = x.numel();
   const double divisor = average ? double(std::max<int64_t>(n, 1)) : 1.0;
-  Tensor out = Tensor::empty({}, precision::full_reduction(x), x.device());
+  Tensor out = Tensor::empty({}, precision::accumulator(x), x.device());
   backend(x.device()).sum_all(out, x, divisor);
   record_expand(out, op, x, 1.0 / divisor);
   return out;

@@ -74,15 +74,11 @@ bool fuses_add_norm(const Tensor& x, const Tensor& branch) {
          (x.dtype() == DType::f32 && branch.dtype() == DType::bf16);
 }
 
-DType full_reduction(const Tensor& x) {
-  return x.device() == Device::cuda ? DType::f32 : x.dtype();
-}
-
 DType gemm_operand(const Tensor& t) {
   return t.device() == Device::cuda ? DType::bf16 : t.dtype();
 }
 
-DType gemm_accumulator(const Tensor& t) {
+DType accumulator(const Tensor& t) {
   return t.device() == Device::cuda ? DType::f32 : t.dtype();
 }
 

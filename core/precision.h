@@ -38,14 +38,13 @@ DType norm_output(const Tensor& x);
 // Whether the fused add + LayerNorm takes x and branch as they are: on CUDA the f32 stream
 // and a bf16 branch (what a GEMM writes); other pairs add first, then normalise.
 bool fuses_add_norm(const Tensor& x, const Tensor& branch);
-// sum and mean of all elements: x's dtype on the CPU, an f32 scalar on CUDA.
-DType full_reduction(const Tensor& x);
 // The products (matmul, linear, the patch embedding, DINO's last layer, attention): operands
-// in gemm_operand (bf16 on CUDA, t's dtype on the CPU); a result that the next GEMM or a
-// bf16 activation takes in gemm_operand too; logits, the residual stream's patch tokens, the
-// attention's lse and weight gradients in gemm_accumulator (f32 on CUDA, t's dtype on the
-// CPU: an fp32-output GEMM).
+// in gemm_operand (bf16 on CUDA, t's dtype on the CPU), and so is a result the next GEMM or a
+// bf16 activation takes.
 DType gemm_operand(const Tensor& t);
-DType gemm_accumulator(const Tensor& t);
+// What sums are kept in: f32 on CUDA, t's dtype on the CPU. Sums and means of all elements
+// (an f32 scalar on CUDA), row statistics (softmax's lse, the rows' L2 norms), and the results
+// of fp32-output GEMMs (logits, the residual stream's patch tokens, weight gradients).
+DType accumulator(const Tensor& t);
 
 }  // namespace dino::precision

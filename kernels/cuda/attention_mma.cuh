@@ -3,8 +3,7 @@
 // style: scores, probabilities and accumulators stay in registers; only the bf16 Q/K/V/dO
 // tiles go through shared memory (cp.async, double-buffered, read with ldmatrix).
 //
-// Include after the primitives (kernels/cuda/mma_sm80.cuh; on the host emulator of tests/simt
-// its stand-in in tests/simt/include).
+// Include after the primitives (kernels/cuda/mma_sm80.cuh).
 //
 // Layout: packed qkv (B, N, 3*H*Dh) bf16 (timm: q, k, v along the last dim, each (H, Dh)
 // head-major), out (B, N, H*Dh) bf16, lse (B, H, N) f32, scale 1/sqrt(Dh).

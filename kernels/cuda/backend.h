@@ -4,7 +4,7 @@
 // checks what only the device limits (int extents, head dims) and names the op when it refuses.
 // Methods are defined next to their op family: backend.cpp (memory, copies, conversions),
 // backend_elementwise.cpp, backend_shape.cpp, backend_layer_norm.cpp, backend_linear.cpp,
-// backend_attention.cpp.
+// backend_attention.cpp, backend_rows.cpp.
 #include <climits>
 
 #include "core/backend.h"
@@ -85,6 +85,18 @@ class CudaBackend final : public Backend {
                  int64_t heads) const override;
   void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
                           const Tensor& out, const Tensor& lse, int64_t heads) const override;
+  void softmax(const Tensor& out, const Tensor& lse, const Tensor& x,
+               bool log_space) const override;
+  void softmax_backward(const Tensor& dx, const Tensor& dout, const Tensor& x, const Tensor& out,
+                        const Tensor& lse, bool log_space) const override;
+  void l2_normalize(const Tensor& out, const Tensor& norm, const Tensor& x,
+                    double eps) const override;
+  void l2_normalize_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                             const Tensor& norm, double eps) const override;
+  void resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
+                      double scale_w) const override;
+  void resize_bicubic_backward(const Tensor& dgrid, const Tensor& dout, double scale_h,
+                               double scale_w) const override;
 };
 
 }  // namespace dino::kernels::cuda

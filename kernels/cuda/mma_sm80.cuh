@@ -1,9 +1,12 @@
 #pragma once
 // Warp-level tensor-core primitives (sm_80 and later, so sm_90 too) as PTX: ldmatrix,
 // mma.sync m16n8k16 bf16 -> f32, 16-byte cp.async with zero fill, bf16 pair packing.
-// tests/simt/include/kernels/cuda/mma_sm80.cuh emulates exactly these signatures on the host,
-// which is how the kernels that use them (kernels/cuda/attention_mma.cuh) are tested without a
-// GPU.
+// The host emulator (DINO_SIMT, tests/simt) has no PTX: it declares exactly these signatures
+// in tests/simt/mma_sm80_emulated.h, which is how the kernels that use them
+// (kernels/cuda/attention_mma.cuh) are tested without a GPU.
+#ifdef DINO_SIMT
+#include "tests/simt/mma_sm80_emulated.h"
+#else
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -66,3 +69,4 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 }
 
 }  // namespace dino::kernels::cuda
+#endif  // DINO_SIMT
