@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "kernels/cuda/mma_sm80.cuh"  // the emulated declarations (tests/simt/include)
+#include "tests/simt/mma_sm80_emulated.h"
 #include "tests/simt/simt.h"
 
 using dino::simt::lane_id;

@@ -1,10 +1,13 @@
 #pragma once
-// Emulated stand-ins for kernels/cuda/mma_sm80.cuh (same signatures), found first on the
-// include path of host-emulated builds (tests/simt/README.md). Implemented in
-// tests/simt/device_emu.cpp from the PTX ISA's fragment layouts.
+// The host emulator's declarations of kernels/cuda/mma_sm80.cuh's primitives (same
+// signatures), which that header includes instead of its PTX when DINO_SIMT is defined (the
+// dino_simt build only; tests/simt/README.md). Implemented in tests/simt/device_emu.cpp from
+// the PTX ISA's fragment layouts.
 #include <cuda_bf16.h>
 
 #include <cstdint>
+
+#include "tests/simt/simt.h"
 
 namespace dino::kernels::cuda {
 
