@@ -1,5 +1,5 @@
-// Matrix products through cuBLASLt, the bias gradient, and the fused bias + exact-GELU of the
-// MLP.
+// Matrix products through cuBLASLt and the bias gradient (the MLP's GELU is not fused: see
+// below).
 //
 // GEMM: bf16 operands, fp32 accumulation (CUBLAS_COMPUTE_32F), bf16 or fp32 output,
 // optionally the bias epilogue (forward), strided batched; the weight product's bias
@@ -35,7 +35,7 @@
 // Should the heuristic find no algorithm with the bias epilogue (not expected on sm_90, but
 // this code has not met every cuBLASLt version), the product runs without it and a small
 // kernel adds the bias (from an fp32 product, one rounding), with a note on stderr once per
-// problem.
+// problem (tested on the emulator: tests/simt/test_gemm_unfused.cpp).
 //
 // The MLP's GELU is not fused here: cuBLASLt's GELU epilogue is the tanh form (ARCHITECTURE §3).
 // fc1 runs with the bias epilogue and writes the bf16 pre-activation, which the exact-erf GELU

@@ -141,6 +141,7 @@ cublasStatus_t check(const cublasLtMatmulDescOpaque_t* op, Layout a, Layout b, L
 }
 
 cublasLtContext the_context;
+bool bias_epilogue_available = true;
 
 }  // namespace
 
@@ -267,6 +268,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
   Problem p;
   const cublasStatus_t st = check(operationDesc, Adesc, Bdesc, Cdesc, Ddesc, &p);
   if (st != CUBLAS_STATUS_SUCCESS) return st;
+  if (operationDesc->epilogue == CUBLASLT_EPILOGUE_BIAS && !bias_epilogue_available)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   // No kernel reads a matrix in pieces smaller than its elements: a promised alignment below
   // the element size leaves no algorithm.
   const Layout layouts[4] = {Adesc, Bdesc, Cdesc, Ddesc};
@@ -345,4 +348,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
       }
   }
   return CUBLAS_STATUS_SUCCESS;
+}
+
+void dino::simt::set_cublaslt_bias_epilogue(bool available) {
+  bias_epilogue_available = available;
 }

@@ -101,6 +101,12 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
     cublasLtMatrixLayout_t Ddesc, cublasLtMatmulPreference_t preference, int requestedAlgoCount,
     cublasLtMatmulHeuristicResult_t heuristicResultsArray[], int* returnAlgoCount);
 
+namespace dino::simt {
+// Whether the heuristic offers algorithms with the bias epilogue (true unless a test of
+// kernels/cuda/gemm.cu's unfused fallback turns it off; tests/simt/test_gemm_unfused.cpp).
+void set_cublaslt_bias_epilogue(bool available);
+}  // namespace dino::simt
+
 // D = alpha op(A) op(B) + beta C, then the epilogue; alpha and beta are host floats. Runs to
 // completion before returning (the emulated stream is always complete).
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t computeDesc,
