@@ -1,6 +1,9 @@
 // `dino info`: what this build can do, what device it would use, and what a recipe builds:
 // the model's size and cost and whether its dataset opens.
+#include <omp.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -28,6 +31,12 @@ nlohmann::json build_facts(const std::string& requested) {
   out["cuda_device"] = "none (built without CUDA)";
 #endif
   out["cuda_usable"] = cuda_available();
+  // How the CPU kernels' threads wait for each other (tools/omp_wait_policy.h).
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  out["cpu_threads"] = omp_get_max_threads();
+  out["omp_wait"] = policy ? std::string("OMP_WAIT_POLICY=") + policy
+                           : spin ? std::string("GOMP_SPINCOUNT=") + spin : std::string("runtime default");
   // What `--device auto` picks (train, knn), and the device this command was asked about.
   out["auto_device"] = cuda_available() ? "cuda" : "cpu";
   out["auto_device_reason"] = cuda_available() ? "a usable CUDA device" : "no usable CUDA device";
@@ -92,10 +101,11 @@ void add_info_command(CLI::App& app) {
     const Recipe recipe = load_recipe(args->config, overrides);
     nlohmann::json out = build_facts(args->device);
     std::printf("dino-engine\n  CUDA in this build: %s\n  CUDA device: %s\n  --device auto: %s (%s)\n"
-                "  --device %s: %s\n",
+                "  --device %s: %s\n  CPU threads (OpenMP): %d, waiting: %s\n",
                 out["cuda_build"].get<bool>() ? "yes" : "no", out["cuda_device"].get<std::string>().c_str(),
                 out["auto_device"].get<std::string>().c_str(), out["auto_device_reason"].get<std::string>().c_str(),
-                args->device.c_str(), out["device"].get<std::string>().c_str());
+                args->device.c_str(), out["device"].get<std::string>().c_str(), out["cpu_threads"].get<int>(),
+                out["omp_wait"].get<std::string>().c_str());
 
     const nlohmann::json r = recipe_facts(recipe);
     out["recipe"] = r;

@@ -7,8 +7,10 @@
 #include "core/error.h"
 #include "core/suggest.h"
 #include "tools/commands.h"
+#include "tools/omp_wait_policy.h"
 
 int main(int argc, char** argv) {
+  dino::tools::prefer_passive_omp_wait(argv);
   CLI::App app{"dino: train Vision Transformers with DINO self-distillation"};
   app.require_subcommand(1);
   dino::tools::add_train_command(app);

@@ -247,6 +247,14 @@ expect_error plot-not-a-run "not a run folder" "$DINO" plot "$TMP/none"
 mkdir -p "$TMP/empty-run"
 expect_error plot-no-metrics "no $TMP/empty-run/metrics.jsonl" "$DINO" plot "$TMP/empty-run"
 
+# ---- OpenMP threads sleep while they wait, unless the user chose how. -----------------
+omp_wait() { env "$@" "$DINO" info 2>&1 | grep -o 'waiting: .*'; }
+[ "$(omp_wait)" = "waiting: OMP_WAIT_POLICY=PASSIVE" ] || fail "default OpenMP waiting: $(omp_wait)"
+[ "$(omp_wait OMP_WAIT_POLICY=active)" = "waiting: OMP_WAIT_POLICY=active" ] ||
+  fail "OMP_WAIT_POLICY=active not kept: $(omp_wait OMP_WAIT_POLICY=active)"
+[ "$(omp_wait GOMP_SPINCOUNT=1000)" = "waiting: GOMP_SPINCOUNT=1000" ] ||
+  fail "GOMP_SPINCOUNT=1000 not kept: $(omp_wait GOMP_SPINCOUNT=1000)"
+
 leftovers=$(find "$TMP" -name '*.tmp' | wc -l)
 [ "$leftovers" -eq 0 ] || fail "$leftovers temporary files left: $(find "$TMP" -name '*.tmp')"
 echo "$failures failures"
