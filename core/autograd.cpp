@@ -33,6 +33,22 @@ void record(Tensor& output, const std::string& op, std::vector<Tensor> inputs,
   output.set_grad_fn(std::move(node));
 }
 
+struct GradHooks {
+  std::vector<GradReadyHook> fns;
+};
+
+void add_grad_ready_hook(const Tensor& leaf, GradReadyHook hook) {
+  DINO_CHECK(leaf.defined() && !leaf.grad_fn(), "[backward] a grad-ready hook goes on a leaf "
+             "tensor (a parameter), not on an op's output");
+  std::shared_ptr<GradHooks>& hooks = leaf.impl()->grad_hooks;
+  if (!hooks) hooks = std::make_shared<GradHooks>();
+  hooks->fns.push_back(std::move(hook));
+}
+
+void clear_grad_ready_hooks(const Tensor& leaf) {
+  if (leaf.defined()) leaf.impl()->grad_hooks.reset();
+}
+
 void accumulate_grad(const Tensor& t, const Tensor& g) {
   DINO_CHECK(g.shape() == t.shape(), "[backward] gradient ", shape_str(g.shape()),
              " does not match tensor ", shape_str(t.shape()));
@@ -72,6 +88,47 @@ std::vector<Node*> reverse_topological(Node* root) {
   return {order.rbegin(), order.rend()};
 }
 
+bool has_grad_ready_hooks(const Tensor& t) {
+  return t.defined() && !t.grad_fn() && t.impl()->grad_hooks && !t.impl()->grad_hooks->fns.empty();
+}
+
+void call_grad_ready_hooks(const Tensor& leaf) {
+  const std::shared_ptr<GradHooks> hooks = leaf.impl()->grad_hooks;  // a hook may clear them
+  for (const GradReadyHook& fn : hooks->fns) fn(leaf);
+}
+
+// The hooked leaves of a walk, each with the number of its edges from the walk's nodes that
+// have not passed their gradient (or their lack of one) yet.
+class GradReadyCounter {
+ public:
+  explicit GradReadyCounter(const std::vector<Node*>& order) {
+    for (Node* node : order)
+      for (const Tensor& in : node->inputs)
+        if (has_grad_ready_hooks(in)) {
+          Leaf& l = leaves_[in.impl()];
+          l.tensor = in;
+          ++l.edges;
+        }
+  }
+  // One edge into `in` is done; `delivered`: it passed a gradient.
+  void edge_done(const Tensor& in, bool delivered) {
+    if (leaves_.empty() || !in.defined()) return;
+    auto it = leaves_.find(in.impl());
+    if (it == leaves_.end()) return;
+    Leaf& l = it->second;
+    l.got |= delivered;
+    if (--l.edges == 0 && l.got) call_grad_ready_hooks(l.tensor);
+  }
+
+ private:
+  struct Leaf {
+    Tensor tensor;
+    int edges = 0;
+    bool got = false;
+  };
+  std::unordered_map<TensorImpl*, Leaf> leaves_;
+};
+
 }  // namespace
 
 void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) {
@@ -89,12 +146,18 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
   NoGradGuard no_grad;
   if (!root.grad_fn()) {
     accumulate_grad(root, seed);
+    if (has_grad_ready_hooks(root)) call_grad_ready_hooks(root);
     return;
   }
   std::unordered_map<Node*, Tensor> pending{{root.grad_fn().get(), seed}};
-  for (Node* node : reverse_topological(root.grad_fn().get())) {
+  const std::vector<Node*> order = reverse_topological(root.grad_fn().get());
+  GradReadyCounter ready(order);
+  for (Node* node : order) {
     auto it = pending.find(node);
-    if (it == pending.end()) continue;  // no gradient reached this node
+    if (it == pending.end()) {  // no gradient reached this node
+      for (const Tensor& in : node->inputs) ready.edge_done(in, false);
+      continue;
+    }
     Tensor g = std::move(it->second);
     pending.erase(it);
     DINO_CHECK(!node->released, "[backward] second backward through '", node->op,
@@ -104,7 +167,11 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
                grads.size(), " gradients for ", node->inputs.size(), " inputs");
     for (size_t i = 0; i < grads.size(); ++i) {
       const Tensor& in = node->inputs[i];
-      if (!grads[i].defined() || !in.requires_grad()) continue;
+      const bool delivers = grads[i].defined() && in.requires_grad();
+      if (!delivers) {
+        ready.edge_done(in, false);
+        continue;
+      }
       DINO_CHECK(grads[i].shape() == in.shape(), "[backward] '", node->op, "' gave a gradient ",
                  shape_str(grads[i].shape()), " for input ", i, " of shape ",
                  shape_str(in.shape()));
@@ -114,6 +181,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
         slot = slot.defined() ? add(slot, grads[i]) : grads[i];
       } else {
         accumulate_grad(in, grads[i]);
+        ready.edge_done(in, true);
       }
     }
     if (!retain_graph) {

@@ -50,4 +50,14 @@ void accumulate_grad(const Tensor& t, const Tensor& g);
 
 void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph);
 
+// Called by a backward walk as soon as `leaf`'s .grad is final for that walk: every node of
+// the walk that passes a gradient to the leaf has run (the walk counts them first). It runs
+// on the walking thread under NoGradGuard, once per walk that reaches the leaf, in the order
+// the leaves complete; the data-parallel gradient reducer (dist/reducer.h) starts a bucket's
+// all-reduce from it while the rest of the backward is still being issued, as DDP does with
+// PyTorch's post-accumulate-grad hooks. Leaves only (a parameter, not an op's output).
+using GradReadyHook = std::function<void(const Tensor& leaf)>;
+void add_grad_ready_hook(const Tensor& leaf, GradReadyHook hook);
+void clear_grad_ready_hooks(const Tensor& leaf);
+
 }  // namespace dino

@@ -13,6 +13,7 @@
 namespace dino {
 
 class Rng;
+struct GradHooks;
 struct Node;
 struct Storage;
 
@@ -113,6 +114,7 @@ struct TensorImpl {
   bool requires_grad = false;
   Tensor grad;
   std::shared_ptr<Node> grad_fn;
+  std::shared_ptr<GradHooks> grad_hooks;  // autograd.h: add_grad_ready_hook
   Tensor bf16_copy;              // see Tensor::bf16_copy
   uint64_t bf16_copy_version = 0;  // the storage version bf16_copy was made from
   static Tensor wrap(std::shared_ptr<TensorImpl> impl) { return Tensor(std::move(impl)); }

@@ -98,3 +98,45 @@ TEST_CASE("detach cuts history but shares data", "[autograd]") {
   CHECK_FALSE(d.requires_grad());
   CHECK(d.item() == 2.0);
 }
+
+TEST_CASE("a grad-ready hook fires once, after the leaf's last gradient has arrived", "[autograd]") {
+  // x feeds two branches; w only the second. The walk reaches w's only edge before x's last.
+  Tensor x = leaf({1.0, 2.0}), w = leaf({3.0, -1.0}), unused = leaf({5.0});
+  std::vector<std::string> fired;
+  std::vector<double> x_grad_seen;
+  add_grad_ready_hook(x, [&](const Tensor& t) {
+    fired.push_back("x");
+    x_grad_seen = {t.grad().data<double>()[0], t.grad().data<double>()[1]};
+  });
+  add_grad_ready_hook(w, [&](const Tensor&) { fired.push_back("w"); });
+  add_grad_ready_hook(unused, [&](const Tensor&) { fired.push_back("unused"); });
+  Tensor a = mul(x, x);                    // d/dx: 2x
+  Tensor b = mul(exp(scale(x, 0.5)), w);   // d/dx: 0.5 e^{x/2} w
+  sum(add(a, b)).backward();
+  REQUIRE(fired == std::vector<std::string>{"w", "x"});
+  // The hook saw the complete gradient, not a partial sum.
+  CHECK(x_grad_seen[0] == Approx(2 * 1.0 + 0.5 * std::exp(0.5) * 3.0).epsilon(1e-14));
+  CHECK(x_grad_seen[1] == Approx(2 * 2.0 - 0.5 * std::exp(1.0)).epsilon(1e-14));
+  // Once per walk; a second backward fires again; cleared hooks do not.
+  sum(mul(w, w)).backward();
+  CHECK(fired.size() == 3);
+  clear_grad_ready_hooks(w);
+  sum(mul(w, w)).backward();
+  CHECK(fired.size() == 3);
+}
+
+TEST_CASE("a grad-ready hook does not fire for a leaf whose edges passed no gradient", "[autograd]") {
+  // An op whose backward gives x nothing (as the DINO loss gives its teacher input).
+  Tensor x = leaf({1.0, 4.0}), y = leaf({2.0});
+  int x_fired = 0, y_fired = 0;
+  add_grad_ready_hook(x, [&](const Tensor&) { ++x_fired; });
+  add_grad_ready_hook(y, [&](const Tensor&) { ++y_fired; });
+  Tensor out = Tensor::from_vector(std::vector<double>{2.0}, {1});
+  record(out, "only_y", {x, y}, [](const Tensor& g) { return std::vector<Tensor>{Tensor(), g}; });
+  sum(out).backward();
+  CHECK_FALSE(x.grad().defined());
+  CHECK(x_fired == 0);
+  CHECK(y_fired == 1);
+  CHECK_THROWS_WITH(add_grad_ready_hook(scale(x, 2.0), [](const Tensor&) {}),
+                    Catch::Contains("leaf"));
+}
