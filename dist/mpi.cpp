@@ -53,8 +53,10 @@ void scale_in_place(const Tensor& t, double s) {
 
 class MpiCommunicator;
 
-// Polls `req` until it completes; past the timeout the job is aborted as hung. Spins for the
-// first millisecond (a step's small reductions), then sleeps between polls.
+// Polls `req` until it completes; past the timeout the job is aborted as hung. MPI moves a
+// large message along only inside its calls, so it polls without pause (yielding the core),
+// as MPI_Wait itself would; after a few seconds (a peer busy writing a checkpoint, or dead)
+// it sleeps between polls.
 void wait_request(MPI_Request& req, const MpiCommunicator& comm, const char* what, size_t bytes);
 
 class MpiPending : public Pending {
@@ -134,7 +136,7 @@ class MpiCommunicator : public Communicator {
 void wait_request(MPI_Request& req, const MpiCommunicator& comm, const char* what, size_t bytes) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  for (int polls = 0;; ++polls) {
+  for (;;) {
     int done = 0;
     MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
     if (done) return;
@@ -142,7 +144,8 @@ void wait_request(MPI_Request& req, const MpiCommunicator& comm, const char* wha
     if (waited > comm.timeout_s())
       abort_job(str_cat("MPI ", what, " (", bytes, " bytes) has not completed after ",
                         comm.timeout_s(), " s: another rank has died or stopped; aborting the job"));
-    if (waited > 1e-3) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (waited > 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    else std::this_thread::yield();
   }
 }
 

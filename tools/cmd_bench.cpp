@@ -32,6 +32,7 @@
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 #endif
+#include "tools/bench_dist.h"
 #include "tools/commands.h"
 #include "train/config.h"
 #include "train/run_plan.h"
@@ -542,6 +543,7 @@ void add_bench_command(CLI::App& app) {
     std::fflush(stdout);
     if (la->json) std::cout << out.dump() << std::endl;
   });
+  add_allreduce_bench(*bench);
   add_kernel_bench(*bench, "attention", "GPU attention: ours vs cuDNN SDPA vs a cuBLAS composite",
                    "Extra shape B,N,H,Dh (repeatable)");
   add_kernel_bench(*bench, "layernorm", "GPU LayerNorm: ours vs cuDNN vs a composite",
