@@ -81,8 +81,10 @@ MultiCropLoader::MultiCropLoader(const Dataset& ds, MultiCropConfig cfg, int bat
   DINO_CHECK(opt_.max_held > 0, "[loader] max_held must be positive, got ", opt_.max_held);
   DINO_CHECK(bool(opt_.allocator.allocate) == bool(opt_.allocator.release),
              "[loader] an allocator needs both allocate and release");
+  DINO_CHECK(opt_.ranks > 0 && opt_.rank >= 0 && opt_.rank < opt_.ranks, "[loader] rank ", opt_.rank,
+             " of ", opt_.ranks, " ranks");
   DINO_CHECK(batches_per_epoch() > 0, "[loader] ", ds_.describe(), " has fewer images than one batch of ",
-             batch_size);
+             batch_size, opt_.ranks > 1 ? str_cat(" on each of ", opt_.ranks, " ranks") : "");
   prefetch_ = opt_.prefetch > 0 ? opt_.prefetch
                                 : std::max(2, (opt_.threads + batch_size - 1) / batch_size + 1);
 
@@ -140,7 +142,15 @@ MultiCropLoader::~MultiCropLoader() {
   }
 }
 
-int64_t MultiCropLoader::batches_per_epoch() const { return int64_t(ds_.size()) / batch_size_; }
+int64_t MultiCropLoader::batches_per_epoch() const {
+  return int64_t(ds_.size()) / opt_.ranks / batch_size_;
+}
+
+std::vector<int64_t> shard_order(const std::vector<int64_t>& order, int rank, int ranks) {
+  std::vector<int64_t> mine(order.size() / size_t(ranks));
+  for (size_t j = 0; j < mine.size(); ++j) mine[j] = order[size_t(rank) + j * size_t(ranks)];
+  return mine;
+}
 
 int MultiCropLoader::find_slot(int64_t batch) const {
   for (size_t s = 0; s < slots_.size(); ++s)
@@ -163,7 +173,8 @@ void MultiCropLoader::ensure_order(int64_t first_epoch) {
         if (!orders_.count(e)) missing = e;
     }
     if (missing < 0) return;
-    auto order = std::make_shared<const std::vector<int64_t>>(epoch_order(ds_.size(), seed_, missing));
+    auto order = std::make_shared<const std::vector<int64_t>>(
+        shard_order(epoch_order(ds_.size(), seed_, missing), opt_.rank, opt_.ranks));
     {
       std::lock_guard<std::mutex> lk(mu_);
       orders_.emplace(missing, std::move(order));

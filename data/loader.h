@@ -49,6 +49,11 @@ struct LoaderOptions {
   // 8x) its output size (data/image_jpeg.h); off: always at full size.
   bool reduce_jpeg = true;
   BufferAllocator allocator;
+  // Data-parallel training, as DistributedSampler with drop_last: this loader reads the
+  // positions rank, rank + ranks, rank + 2 ranks, ... of each epoch's order (cut to a multiple
+  // of ranks), so batch b of the ranks together is batch b of one loader with ranks times the
+  // batch size, sample for sample.
+  int rank = 0, ranks = 1;
 };
 
 struct MultiCropBatch {
@@ -72,6 +77,8 @@ struct MultiCropBatch {
 
 // The permutation of [0, n) that epoch `epoch` visits, from (seed, epoch) alone.
 std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch);
+// Rank `rank`'s share of an epoch's order (LoaderOptions::rank).
+std::vector<int64_t> shard_order(const std::vector<int64_t>& order, int rank, int ranks);
 // The generator for one sample's augmentations.
 Rng sample_rng(uint64_t seed, int64_t epoch, int64_t index);
 

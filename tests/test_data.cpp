@@ -1013,6 +1013,57 @@ TEST_CASE("loader is deterministic across thread counts, prefetch depths and res
   CHECK(c == full[4]);
 }
 
+TEST_CASE("sharded loaders together draw one loader's batches of ranks x the batch size",
+          "[data]") {
+  // 47 images over 3 ranks: each rank's share is 15 (drop_last cuts 2), 3 batches of 4 each;
+  // one loader with batch 12 also has 47 / 12 = 3.
+  auto ds = open_dataset("synthetic:n=47,size=16,classes=4", Split::train);
+  MultiCropConfig cfg;
+  cfg.global.size = 16;
+  cfg.local = {2, 8, 0.05f, 0.4f};
+  const int ranks = 3, per_rank = 4;
+  MultiCropLoader whole(*ds, cfg, ranks * per_rank, 5, 2);
+  std::vector<std::unique_ptr<MultiCropLoader>> shards;
+  for (int r = 0; r < ranks; ++r) {
+    LoaderOptions o;
+    o.threads = 1 + r;  // the stream does not depend on it
+    o.rank = r;
+    o.ranks = ranks;
+    shards.push_back(std::make_unique<MultiCropLoader>(*ds, cfg, per_rank, 5, o));
+    REQUIRE(shards.back()->batches_per_epoch() == 3);
+  }
+  REQUIRE(whole.batches_per_epoch() == 3);
+  for (int epoch : {0, 1}) {
+    whole.start(epoch);
+    for (auto& s : shards) s->start(epoch);
+    for (int b = 0; b < 3; ++b) {
+      const BatchCopy w = next_copy(whole);
+      for (int r = 0; r < ranks; ++r) {
+        const BatchCopy x = next_copy(*shards[size_t(r)]);
+        CHECK(x.epoch == epoch);
+        CHECK(x.index == b);
+        // Sample i of rank r is sample r + ranks * i of the whole batch, views and all.
+        for (int i = 0; i < per_rank; ++i) {
+          const size_t g = size_t(r + ranks * i);
+          REQUIRE(x.indices[size_t(i)] == w.indices[g]);
+          CHECK(x.labels[size_t(i)] == w.labels[g]);
+          for (size_t v = 0; v < x.views.size(); ++v) {
+            const size_t n = x.views[v].size() / per_rank;
+            CHECK(std::equal(x.views[v].begin() + ptrdiff_t(i * n), x.views[v].begin() + ptrdiff_t((i + 1) * n),
+                             w.views[v].begin() + ptrdiff_t(g * n)));
+          }
+        }
+      }
+    }
+  }
+  LoaderOptions bad;
+  bad.rank = 3;
+  bad.ranks = 3;
+  require_error_naming([&] { MultiCropLoader(*ds, cfg, 4, 5, bad); }, "rank 3 of 3");
+  bad.rank = 0;
+  require_error_naming([&] { MultiCropLoader(*ds, cfg, 16, 5, bad); }, "on each of 3 ranks");
+}
+
 TEST_CASE("loader hands views over as bytes, through a caller's allocator", "[data]") {
   auto ds = open_dataset("synthetic:n=40,size=20,classes=4,channels=3", Split::train);
   MultiCropConfig cfg;
