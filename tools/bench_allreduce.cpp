@@ -85,14 +85,14 @@ json run(const AllreduceArgs& a) {
 
   std::vector<std::string> overrides = a.overrides;
   overrides.insert(overrides.begin(), "data.dataset=synthetic:channels=3,size=224");
-  const json cfg = load_config(a.config, overrides);
-  auto student = build_student(cfg, 3);
+  const Recipe recipe = load_recipe(a.config, overrides);
+  auto student = build_student(recipe, 3);
   if (device != Device::cpu) student->to(device);
   std::vector<std::pair<std::string, Tensor>> params;
   for (auto& [name, p] : student->named_parameters())
     if (p.requires_grad()) params.push_back({name, p});
   dist::GradReducer reducer(*comm, params, int64_t(a.bucket_mb * double(1 << 20)));
-  const int64_t K = cfg.at("head").at("out_dim").get<int64_t>();
+  const int64_t K = recipe.head.out_dim;
 
   json rows = json::array();
   std::vector<Tensor> all;
