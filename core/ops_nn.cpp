@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/batch_shard.h"
 #include "core/ops_util.h"
 #include "core/precision.h"
 #include "core/rng.h"
@@ -133,19 +134,23 @@ Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
   if (p == 0 || !training) return x;
   DINO_CHECK(x.dim() >= 1, "[drop_path] x needs a batch dim");
   const int64_t B = x.size(0);
+  // One draw per sample of the whole batch (every rank's rows in a data-parallel step), in
+  // sample order, so the masks depend only on the generator state (core/batch_shard.h).
+  const BatchShard shard = current_batch_shard();
+  std::vector<uint8_t> keep(size_t(B), 0);
+  for (int64_t g = 0; g < B * shard.ranks; ++g) {
+    const bool k = rng.bernoulli(1 - p);
+    if (g % shard.ranks == shard.rank) keep[size_t(g / shard.ranks)] = k ? 1 : 0;
+  }
   if (on_cuda(x)) {
 #ifdef DINO_HAS_CUDA
-    // The same draws as below, in the same order; the kernel applies them.
-    std::vector<uint8_t> keep(size_t(B), 0);
-    for (int64_t b = 0; b < B; ++b) keep[size_t(b)] = rng.bernoulli(1 - p) ? 1 : 0;
     return drop_path_cuda(x, p, keep);
 #endif
   }
-  // One draw per sample, in sample order, so the masks depend only on the generator state.
   Tensor mask = Tensor::empty({B}, x.dtype());
   dispatch_float("drop_path", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    for (int64_t b = 0; b < B; ++b) mask.data<T>()[b] = rng.bernoulli(1 - p) ? T(1 / (1 - p)) : T(0);
+    for (int64_t b = 0; b < B; ++b) mask.data<T>()[b] = keep[size_t(b)] ? T(1 / (1 - p)) : T(0);
   });
   Shape ms(size_t(x.dim()), 1);
   ms[0] = B;

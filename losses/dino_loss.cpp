@@ -4,6 +4,7 @@
 
 #include "core/autograd.h"
 #include "core/ops_util.h"
+#include "dist/communicator.h"
 #include "kernels/cpu/kernels.h"
 
 namespace dino {
@@ -42,8 +43,109 @@ Tensor forward_cuda(const Tensor& student, const Tensor& teacher, Tensor& center
   return loss;
 }
 
+// forward_cuda over several ranks: one all-reduce (sum) of the teacher's column sums, q's column
+// sums and the local statistics, packed into one buffer on the device; then the center update
+// with every rank's rows, and the batch-mean entropy from the global column means of q.
+Tensor forward_cuda_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
+                                const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
+                                dist::Communicator& comm) {
+  DINO_CHECK(center.device() == Device::cuda && center.dtype() == DType::f32,
+             "[dino_loss] the center must be an f32 CUDA tensor with CUDA logits (move the loss "
+             "module to the device), got ", center.str());
+  Tensor q, colsum;
+  Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, &q, &colsum);
+  NoGradGuard no_grad;
+  const int64_t R = teacher.size(0), K = teacher.size(1), W = comm.size();
+  Tensor local = Tensor::empty({3}, DType::f32, Device::cuda);
+  kernels::cuda::dino_teacher_stats(detail::f32_ptr(local), detail::f32_ptr(loss), detail::f32_ptr(q),
+                                    int(R), int(K), detail::cuda_stream());
+  // [teacher column sums (K), q column sums (K), local stats (3), per rank: loss - loss (W)]:
+  // the last slots are 0 except a NaN where a rank's loss is not finite.
+  Tensor sums = Tensor::empty({2 * K + 3 + W}, DType::f32, Device::cuda);
+  sums.narrow(0, K).copy_from(colsum.reshape({K}));
+  sums.narrow(K, K).copy_from(sum_last(transpose_last2(q), false));
+  sums.narrow(2 * K, 3).copy_from(local);
+  sums.narrow(2 * K + 3, W).fill(0);
+  sums.narrow(2 * K + 3 + comm.rank(), 1).copy_from(sub(local.narrow(0, 1), local.narrow(0, 1)));
+  comm.all_reduce(sums, dist::ReduceOp::sum);
+  kernels::cuda::dino_center_update(detail::f32_ptr(center), detail::f32_ptr(sums), R * W, int(K),
+                                    float(cfg.center_momentum), detail::cuda_stream());
+  center.mark_modified();
+  if (stats) {
+    // -sum m log m; the 1e-30 only keeps log finite where m is 0 (0 log 0 = 0).
+    const Tensor m = scale(sums.narrow(K, K), 1.0 / double(R * W));
+    const Tensor batch_entropy = scale(sum(mul(m, log(add_scalar(m, 1e-30)))), -1.0);
+    const std::vector<float> v =
+        concat({sums.narrow(2 * K, 2), batch_entropy.reshape({1}), sums.narrow(2 * K + 3, W)}).to_vector();
+    stats->loss = v[0] / double(W);
+    stats->teacher_entropy = v[1] / double(W);
+    stats->batch_entropy = v[2];
+    for (int64_t r = 0; r < W; ++r)
+      if (!std::isfinite(v[size_t(3 + r)])) stats->nonfinite_ranks.push_back(int(r));
+    stats->kl = stats->loss - stats->teacher_entropy;
+    stats->teacher_temp = tau_t;
+  }
+  return loss;
+}
+
 }  // namespace
 #endif
+
+namespace {
+
+// The CPU form over several ranks: the sums of the loss, the rows' teacher entropies, q's
+// column means and the teacher's column sums, in f64, through one all-reduce; then the center
+// update with every rank's rows. With one rank every figure is computed as the
+// single-process path computes it, bit for bit.
+template <class T>
+Tensor forward_cpu_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
+                               const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
+                               dist::Communicator& comm) {
+  Tensor q;
+  Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, &q);
+  NoGradGuard no_grad;
+  const int64_t R = teacher.size(0), K = teacher.size(1), W = comm.size();
+  const double rows = double(R * W);
+  // [loss, Σ H(q_r), q column means (K), teacher column sums (K), per rank: loss - loss (W)]:
+  // the last slots are 0 except a NaN where a rank's loss is not finite.
+  Tensor sums = Tensor::zeros({2 * K + 2 + W}, DType::f64);
+  double* s = sums.data<double>();
+  s[0] = loss.item();
+  s[2 + 2 * K + comm.rank()] = s[0] - s[0];
+  const Tensor qh = q.to(DType::f64);
+  const double* pq = qh.data<double>();
+  const T* pt = teacher.data<T>();
+  for (int64_t r = 0; r < R; ++r) {
+    double h = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double v = pq[r * K + k];
+      if (v > 0) h -= v * std::log(v);
+      s[2 + k] += v / rows;
+      s[2 + K + k] += double(pt[r * K + k]);
+    }
+    s[1] += h;
+  }
+  comm.all_reduce(sums, dist::ReduceOp::sum);
+  T* c = center.data<T>();
+  for (int64_t k = 0; k < K; ++k)
+    c[k] = T(cfg.center_momentum * double(c[k]) + (1 - cfg.center_momentum) * s[2 + K + k] / rows);
+  center.mark_modified();
+  if (stats) {
+    double hb = 0;
+    for (int64_t k = 0; k < K; ++k)
+      if (s[2 + k] > 0) hb -= s[2 + k] * std::log(s[2 + k]);
+    stats->loss = s[0] / double(W);
+    stats->teacher_entropy = s[1] / rows;
+    stats->batch_entropy = hb;
+    for (int64_t r = 0; r < W; ++r)
+      if (!std::isfinite(s[2 + 2 * K + r])) stats->nonfinite_ranks.push_back(int(r));
+    stats->kl = stats->loss - stats->teacher_entropy;
+    stats->teacher_temp = tau_t;
+  }
+  return loss;
+}
+
+}  // namespace
 
 DinoLoss::DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch) : cfg_(cfg) {
   DINO_CHECK(cfg.out_dim > 0 && cfg.global_crops >= 1, "[dino_loss] bad out_dim or global_crops");
@@ -59,8 +161,15 @@ Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double ta
                          DinoLossStats* stats) {
   if (student.device() == Device::cuda || teacher.device() == Device::cuda) {
 #ifdef DINO_HAS_CUDA
+    if (comm_) return forward_cuda_distributed(student, teacher, center, cfg_, tau_t, stats, *comm_);
     return forward_cuda(student, teacher, center, cfg_, tau_t, stats);
 #endif
+  }
+  if (comm_) {
+    DINO_CHECK(comm_->device() == Device::cpu, "[dino_loss] CPU logits need a host communicator");
+    return teacher.dtype() == DType::f64
+               ? forward_cpu_distributed<double>(student, teacher, center, cfg_, tau_t, stats, *comm_)
+               : forward_cpu_distributed<float>(student, teacher, center, cfg_, tau_t, stats, *comm_);
   }
   Tensor q;
   Tensor loss = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp, tau_t, &q);

@@ -6,12 +6,17 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/module.h"
 #include "core/ops.h"
 #include "core/schedule.h"
 
 namespace dino {
+
+namespace dist {
+class Communicator;
+}
 
 // The dino_loss op (core/ops.h) that also hands back, on CUDA, the column sums (K) of the raw
 // teacher logits that its fused kernel computes, the center update's input (undefined on the
@@ -36,6 +41,7 @@ struct DinoLossStats {
   double batch_entropy = 0;    // H(mean over rows of q): near 0 when one dimension dominates
   double kl = 0;               // KL(teacher || student) averaged over the loss's pairs
   double teacher_temp = 0;
+  std::vector<int> nonfinite_ranks;  // data-parallel: the ranks whose own loss is not finite
 };
 
 class DinoLoss : public Module {
@@ -46,11 +52,18 @@ class DinoLoss : public Module {
   Tensor forward(const Tensor& student, const Tensor& teacher, double tau_t, DinoLossStats* stats);
   double teacher_temp_at(int64_t it) const { return temp_.at(it); }
   const DinoLossConfig& config() const { return cfg_; }
+  // Data-parallel training (DDP's update_center): the teacher's column sums and the collapse
+  // statistics' sums go through one all-reduce over comm's ranks per step, so every rank
+  // keeps the same center and the statistics are those of the whole batch (stats->loss: the
+  // mean of the ranks' losses). The returned loss stays this rank's; the gradient reducer
+  // averages its gradient with the others'. nullptr (the default): a world of one.
+  void set_communicator(dist::Communicator* comm) { comm_ = comm; }
 
   Tensor center;  // (1, K)
 
  private:
   DinoLossConfig cfg_;
+  dist::Communicator* comm_ = nullptr;
   LinearWarmup temp_;
 };
 

@@ -32,7 +32,10 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
   }
   out.student_logits = student.forward(crops, drop_rng, &out.student_cls);
   out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, &out.stats);
-  DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss,
+  std::string where;
+  for (int r : out.stats.nonfinite_ranks) where += str_cat(where.empty() ? " (not finite on rank " : ", ", r);
+  if (!where.empty()) where += ")";
+  DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss, where,
              "; stopping (main_dino does the same). Lower the learning rate or check the data");
   if (s.koleo_weight > 0) {
     // One term per global view, over that view's batch (DINOv2: the CLS chunked by crop).
