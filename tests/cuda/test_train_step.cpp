@@ -136,7 +136,7 @@ double norm(const std::vector<double>& v) {
   return std::sqrt(s);
 }
 
-double dist(const std::vector<double>& a, const std::vector<double>& b) {
+double l2_distance(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
   return std::sqrt(s);
@@ -351,9 +351,9 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
         CHECK(problem.empty());
       }
       const std::vector<double> got = host(pg), want = host(ps);
-      const double update = dist(want, before_student[i].second);
-      INFO("distance " << dist(got, want) << ", update " << update << ", |p| " << norm(want));
-      CHECK(dist(got, want) <= kShadowTol * update + kUlps * norm(want));
+      const double update = l2_distance(want, before_student[i].second);
+      INFO("distance " << l2_distance(got, want) << ", update " << update << ", |p| " << norm(want));
+      CHECK(l2_distance(got, want) <= kShadowTol * update + kUlps * norm(want));
     }
     for (auto& [name, st] : gpu.opt->state()) {
       INFO("optimizer state of " << name);
@@ -362,16 +362,16 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
       // The last layer was frozen in step 1: it has had one step fewer.
       CHECK(st.step == (name.rfind("head.last_layer.", 0) == 0 ? step : step + 1));
       const std::vector<double> m = host(sh.exp_avg), v = host(sh.exp_avg_sq);
-      CHECK(dist(host(st.exp_avg), m) <= 1e-5 * norm(m) + 1e-30);
-      CHECK(dist(host(st.exp_avg_sq), v) <= 1e-5 * norm(v) + 1e-30);
+      CHECK(l2_distance(host(st.exp_avg), m) <= 1e-5 * norm(m) + 1e-30);
+      CHECK(l2_distance(host(st.exp_avg_sq), v) <= 1e-5 * norm(v) + 1e-30);
     }
     const auto tg = gpu.teacher->named_parameters(), ts = shadow.teacher->named_parameters();
     for (size_t i = 0; i < tg.size(); ++i) {
       INFO("teacher " << tg[i].first << " against the shadow");
       const std::vector<double> got = host(tg[i].second), want = host(ts[i].second);
-      const double update = dist(want, before_teacher[i].second);
-      INFO("distance " << dist(got, want) << ", update " << update << ", |p| " << norm(want));
-      CHECK(dist(got, want) <= 1e-3 * update + kUlps * norm(want));
+      const double update = l2_distance(want, before_teacher[i].second);
+      INFO("distance " << l2_distance(got, want) << ", update " << update << ", |p| " << norm(want));
+      CHECK(l2_distance(got, want) <= 1e-3 * update + kUlps * norm(want));
       const std::string problem = bf16_copy_problem(tg[i].second);  // the EMA wrote them all
       INFO("bf16 copy: " << problem);
       CHECK(problem.empty());
@@ -398,10 +398,10 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
         const std::vector<double> da = minus(a, init[i].second), db = minus(b, init[i].second);
         const double nb = norm(db), na = norm(da);
         if (nb <= kUlps * norm(b)) {  // not moved on the CPU (frozen; weight_g): nor on the GPU
-          CHECK(dist(a, b) <= kUlps * norm(b) + 1e-30);
+          CHECK(l2_distance(a, b) <= kUlps * norm(b) + 1e-30);
           continue;
         }
-        diff2 += dist(a, b) * dist(a, b);
+        diff2 += l2_distance(a, b) * l2_distance(a, b);
         update2 += nb * nb;
         double dot = 0;
         for (size_t k = 0; k < da.size(); ++k) dot += da[k] * db[k];
