@@ -165,6 +165,10 @@ void MpiPending::finish() {
 
 }  // namespace
 
+namespace {
+int g_abort_step = -1;  // MPI_Abort, between mpi_init and mpi_finalize
+}  // namespace
+
 MpiWorld mpi_init() {
   int initialized = 0;
   MPI_CHECK(MPI_Initialized(&initialized));
@@ -180,11 +184,14 @@ MpiWorld mpi_init() {
   MPI_CHECK(MPI_Comm_size(node, &w.local_size));
   MPI_CHECK(MPI_Comm_rank(node, &w.local_rank));
   MPI_Comm_free(&node);
-  add_abort_step([] { MPI_Abort(MPI_COMM_WORLD, 1); });
+  g_abort_step = add_abort_step([] { MPI_Abort(MPI_COMM_WORLD, 1); });
   return w;
 }
 
 void mpi_finalize() {
+  // After MPI_Finalize an abort can only exit this process (the launcher then stops the rest).
+  if (g_abort_step >= 0) remove_abort_step(g_abort_step);
+  g_abort_step = -1;
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();

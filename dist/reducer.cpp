@@ -21,13 +21,6 @@ constexpr int64_t kAlignElements = 64;
 
 int64_t round_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 
-uint64_t fnv1a(const std::vector<size_t>& v) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t x : v)
-    for (int b = 0; b < 8; ++b) h = (h ^ ((uint64_t(x) >> (8 * b)) & 0xff)) * 0x100000001b3ull;
-  return h;
-}
-
 }  // namespace
 
 struct GradReducer::Timing {
@@ -112,7 +105,6 @@ void GradReducer::prepare() {
 void GradReducer::on_ready(size_t param) {
   if (ready_[param]) return;
   ready_[param] = true;
-  if (!rebuilt_) observed_order_.push_back(param);
   --waiting_[bucket_of_[param]];
   while (next_launch_ < buckets_.size() && waiting_[next_launch_] == 0) launch(next_launch_++);
   for (size_t b = 0; b < next_launch_; ++b)
@@ -163,27 +155,6 @@ void GradReducer::finish() {
       CUDA_CHECK(cudaEventRecord(timing_state_->reduced, static_cast<cudaStream_t>(kernels::cuda::stream())));
 #endif
   }
-  if (!rebuilt_) {
-    // From now on the buckets follow the order this backward made the gradients final in.
-    rebuilt_ = true;
-    if (observed_order_.size() == params_.size()) {
-      check_same_order_on_every_rank(observed_order_);
-      build_buckets(observed_order_);
-    }
-    observed_order_.clear();
-  }
-}
-
-void GradReducer::check_same_order_on_every_rank(const std::vector<size_t>& order) {
-  const uint64_t mine = fnv1a(order);
-  Tensor h = Tensor::empty({8}, DType::u8);
-  std::memcpy(h.raw_data(), &mine, 8);
-  Tensor on_device = h.to(comm_.device());
-  comm_.broadcast(on_device, 0);
-  uint64_t root = 0;
-  std::memcpy(&root, on_device.to(Device::cpu).raw_data(), 8);
-  DINO_CHECK(root == mine, "[dist] the backward made the gradients final in a different order "
-             "on rank ", comm_.rank(), " than on rank 0: the ranks run different models or code");
 }
 
 void GradReducer::set_timing(bool on) {

@@ -1,9 +1,11 @@
 #pragma once
 // Data-parallel gradient averaging overlapped with the backward, as PyTorch's DDP and llm.c
-// do it. The parameters are grouped into buckets of about bucket_bytes in the order the
-// backward makes their gradients final (first step: reverse registration order, the usual
-// approximation; from the second step on: the order observed in the first, the same on every
-// rank); a grad-ready hook (core/autograd.h) per parameter counts the bucket down, and each
+// do it. The parameters are grouped into buckets of about bucket_bytes in reverse
+// registration order, the order a ViT's backward makes them final (the head first, then the
+// blocks from the last; within a block fc2 to norm1). Unlike DDP the buckets are never rebuilt
+// from an observed order: a fixed bucketing keeps each collective's size, and so the
+// reduction's summation order, the same in every run, which a bit-identical resume needs.
+// A grad-ready hook (core/autograd.h) per parameter counts the bucket down, and each
 // bucket's all-reduce (mean) starts as soon as all its gradients are final, while the backward
 // is still running. Buckets start in index order on every rank, because NCCL and MPI need the
 // same sequence of collectives everywhere. After finish(), every parameter's .grad is a view
@@ -51,7 +53,6 @@ class GradReducer {
   void build_buckets(const std::vector<size_t>& order);
   void on_ready(size_t param);
   void launch(size_t bucket);
-  void check_same_order_on_every_rank(const std::vector<size_t>& order);
 
   Communicator& comm_;
   std::vector<std::pair<std::string, Tensor>> params_;
@@ -62,8 +63,6 @@ class GradReducer {
   std::vector<bool> ready_;            // per parameter, this step
   std::vector<std::unique_ptr<Pending>> in_flight_;  // per bucket
   size_t next_launch_ = 0;
-  std::vector<size_t> observed_order_;
-  bool rebuilt_ = false;
   bool timing_ = false;
   struct Timing;
   std::unique_ptr<Timing> timing_state_;

@@ -5,6 +5,8 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "dist/abort.h"
+#include "dist/world.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "train/config.h"
@@ -35,6 +37,30 @@ std::string shell_quote(const std::string& text) {
   return out + "'";
 }
 
+// DINO_DIST_TIMEOUT: seconds a collective may wait for the other ranks before the job is
+// stopped as hung (a rank stopped or lost without its launcher noticing); default 60.
+dist::WorldOptions world_options() {
+  dist::WorldOptions o;
+  if (const char* text = std::getenv("DINO_DIST_TIMEOUT")) {
+    char* end = nullptr;
+    o.timeout_s = std::strtod(text, &end);
+    DINO_CHECK(end != text && *end == '\0' && o.timeout_s > 0, "[train] DINO_DIST_TIMEOUT is '", text,
+               "'; expected a number of seconds above 0");
+  }
+  return o;
+}
+
+// One rank's error stops every rank at once, naming it: the others may be waiting in a
+// collective this rank will never join (dist/abort.h).
+TrainResult train_or_stop_the_job(dist::World& world, const Recipe& recipe, const TrainOptions& opt) {
+  try {
+    return train(recipe, opt);
+  } catch (const std::exception& e) {
+    if (world.size() > 1) dist::abort_job(e.what());
+    throw;
+  }
+}
+
 }  // namespace
 
 void add_train_command(CLI::App& app) {
@@ -60,18 +86,23 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line");
   cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value, e.g. optim.lr=1e-3");
   cmd->callback([args] {
+    // Started by mpirun or srun: one rank of a data-parallel job (dist/world.h); rank 0 prints.
+    auto world = std::make_unique<dist::World>(world_options());
+    const bool root = world->rank() == 0;
     std::vector<std::string> overrides = args->overrides;
     if (!args->data.empty()) overrides.push_back("data.dataset=\"" + args->data + "\"");
     const Recipe recipe = load_recipe(args->config, overrides);
     const std::string with =
         overrides.empty() ? "" : str_cat(" with ", overrides.size(), " override", overrides.size() == 1 ? "" : "s");
-    if (args->config.empty())
-      std::printf("recipe: no --config, so the built-in defaults: DINO's ViT-S/16 recipe (%ld px, %g "
-                  "epochs of %s; `dino config` lists every key)%s\n",
-                  long(recipe.model.vit.img_size), recipe.optim.epochs, recipe.data.dataset.c_str(), with.c_str());
-    else
-      std::printf("recipe: %s%s\n", args->config.c_str(), with.c_str());
-    std::fflush(stdout);
+    if (root) {
+      if (args->config.empty())
+        std::printf("recipe: no --config, so the built-in defaults: DINO's ViT-S/16 recipe (%ld px, %g "
+                    "epochs of %s; `dino config` lists every key)%s\n",
+                    long(recipe.model.vit.img_size), recipe.optim.epochs, recipe.data.dataset.c_str(), with.c_str());
+      else
+        std::printf("recipe: %s%s\n", args->config.c_str(), with.c_str());
+      std::fflush(stdout);
+    }
     TrainOptions opt;
     opt.out_dir = args->out;
     opt.resume = args->resume;
@@ -79,9 +110,16 @@ void add_train_command(CLI::App& app) {
     opt.device = args->device;
     opt.stop_on_signals = true;
     opt.knn_progress = progress_line("k-NN features");
-    const TrainResult r = train(recipe, opt);
+    opt.world = world.get();
+    const TrainResult r = train_or_stop_the_job(*world, recipe, opt);
+    world.reset();  // every rank is done with its collectives
+    if (!root) {
+      if (r.stopped_by) std::exit(128 + r.stopped_by);
+      return;
+    }
     if (r.stopped_by) {
-      std::string again = "dino train --out " + shell_quote(args->out) + " --resume";
+      std::string again = (r.ranks > 1 ? str_cat("mpirun -np ", r.ranks, " ") : std::string()) +
+                          "dino train --out " + shell_quote(args->out) + " --resume";
       if (!args->config.empty()) again += " --config " + shell_quote(args->config);
       if (args->device != "auto") again += " --device " + shell_quote(args->device);
       for (const std::string& o : overrides) again += " " + shell_quote(o);

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/suggest.h"
+#include "dist/abort.h"
 #include "tools/commands.h"
 #include "tools/omp_wait_policy.h"
 
@@ -41,9 +42,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const dino::Error& e) {
+    // One rank of several: its error stops the whole job, naming the rank (dist/abort.h).
+    if (!dino::dist::rank_prefix().empty()) dino::dist::abort_job(e.what());
     std::cerr << "dino: " << e.what() << "\n";
     return 1;
   } catch (const std::exception& e) {
+    if (!dino::dist::rank_prefix().empty()) dino::dist::abort_job(dino::str_cat("unexpected error: ", e.what()));
     std::cerr << "dino: unexpected error: " << e.what() << "\n";
     return 2;
   }

@@ -107,7 +107,8 @@ void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const 
                     {"config", meta.config.dump()},
                     {"step", std::to_string(meta.step)},
                     {"in_chans", std::to_string(meta.in_chans)},
-                    {"drop_rng", rng_to_string(meta.drop_rng)}});
+                    {"drop_rng", rng_to_string(meta.drop_rng)},
+                    {"ranks", std::to_string(meta.ranks)}});
 }
 
 Checkpoint read_checkpoint(const std::string& path) { return read_checkpoint_from(path, load_safetensors(path)); }
@@ -131,6 +132,9 @@ Checkpoint read_checkpoint_from(const std::string& path, SafeTensors tensors) {
   DINO_CHECK(ck.meta.in_chans == 1 || ck.meta.in_chans == 3, "[", path,
              "] corrupt checkpoint metadata: in_chans is ", ck.meta.in_chans, ", expected 1 or 3");
   ck.meta.drop_rng = rng_from_string(metadata_value(ck.tensors, "drop_rng", path), path);
+  // Checkpoints from before data-parallel training have no "ranks": one process made them.
+  if (md.count("ranks")) ck.meta.ranks = parse_count(md.at("ranks"), "ranks", path);
+  DINO_CHECK(ck.meta.ranks >= 1, "[", path, "] corrupt checkpoint metadata: ranks is ", ck.meta.ranks);
   return ck;
 }
 

@@ -53,14 +53,14 @@ struct ModelConfig {
 };
 
 struct OptimConfig {
-  int batch_size = 64;
+  int batch_size = 64;                // per rank (DINO's batch_size_per_gpu)
   double epochs = 100, lr = 5e-4, min_lr = 1e-6, warmup_epochs = 10;
   double weight_decay = 0.04, weight_decay_end = 0.4;
   double clip_grad = 3.0;             // 0 disables clipping
   double freeze_last_layer = 1.0;     // epochs
   double momentum_teacher = 0.996;
-  // DINO's linear scaling rule: lr * batch_size / 256.
-  double scaled_lr() const { return lr * double(batch_size) / 256.0; }
+  // DINO's linear scaling rule on the global batch: lr * batch_size * ranks / 256.
+  double scaled_lr(int ranks = 1) const { return lr * double(batch_size) * double(ranks) / 256.0; }
 };
 
 struct RunConfig {

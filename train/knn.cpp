@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "data/loader.h"
+#include "dist/communicator.h"
 #include "kernels/cpu/kernels.h"
 
 namespace dino {
@@ -55,15 +56,54 @@ void check_labels(const std::vector<int>& labels, int64_t rows, int64_t num_clas
                " at row ", i, " is outside [0, ", num_classes, ")");
 }
 
+// Images [begin, end) of another dataset: one rank's share of the k-NN feature extraction.
+class DatasetRange : public data::Dataset {
+ public:
+  DatasetRange(const data::Dataset& ds, size_t begin, size_t end) : ds_(ds), begin_(begin), end_(end) {}
+  size_t size() const override { return end_ - begin_; }
+  data::Image get(size_t i) const override { return ds_.get(begin_ + i); }
+  void load(size_t i, data::SourceImage& out, const data::ReductionPlan& plan) const override {
+    ds_.load(begin_ + i, out, plan);
+  }
+  int label(size_t i) const override { return ds_.label(begin_ + i); }
+  int num_classes() const override { return ds_.num_classes(); }
+  int channels() const override { return ds_.channels(); }
+  int native_size() const override { return ds_.native_size(); }
+  std::string describe() const override { return ds_.describe(); }
+  std::string path(size_t i) const override { return ds_.path(begin_ + i); }
+  std::string class_name(int label) const override { return ds_.class_name(label); }
+
+ private:
+  const data::Dataset& ds_;
+  size_t begin_, end_;
+};
+
 }  // namespace
 
 Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
-                        const data::Normalization& norm, int64_t batch, const ProgressFn& progress) {
+                        const data::Normalization& norm, int64_t batch, const ProgressFn& progress,
+                        dist::Communicator* comm) {
   EmbedOptions options;
   options.batch = batch;
   options.l2_normalize = true;
   options.progress = progress;
-  return embed(model, ds, norm, options).cls;
+  const int ranks = comm ? comm->size() : 1;
+  if (ranks == 1) return embed(model, ds, norm, options).cls;
+  // Each rank a whole number of batches, so every batch is the one a single process makes.
+  DINO_CHECK(batch > 0, "[knn] batch size must be positive, got ", batch);
+  const int64_t n = int64_t(ds.size()), batches = (n + batch - 1) / batch;
+  const int64_t share = (batches + ranks - 1) / ranks * batch;
+  const int64_t begin = std::min(n, comm->rank() * share), end = std::min(n, begin + share);
+  if (progress) options.progress = [&progress, ranks, n](int64_t done, int64_t) {
+    progress(std::min(n, done * ranks), n);  // every rank goes at about this pace
+  };
+  const Tensor mine = embed(model, DatasetRange(ds, size_t(begin), size_t(end)), norm, options).cls;
+  const int64_t D = model.config().embed_dim;
+  Tensor padded = Tensor::zeros({share, D});
+  if (end > begin) std::memcpy(padded.data<float>(), mine.data<float>(), mine.nbytes());
+  Tensor all = Tensor::empty({share * ranks, D});
+  comm->all_gather(all, padded);
+  return all.narrow(0, n);
 }
 
 Tensor raw_pixel_features(const data::Dataset& ds) {
@@ -161,7 +201,7 @@ KnnResult knn_classify(const Tensor& train_features, const std::vector<int>& tra
 
 KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& random_init,
                      const std::string& spec, const KnnSettings& settings,
-                     const ProgressFn& progress) {
+                     const ProgressFn& progress, dist::Communicator* comm) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t k = settings.k, batch = settings.batch;
   const double temperature = settings.temperature;
@@ -181,8 +221,8 @@ KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& 
       if (!progress) return {};
       return [&progress, base, total](int64_t done, int64_t) { progress(base + done, total); };
     };
-    Tensor ftr = extract_features(model, *train, norm, batch, step(offset));
-    Tensor fte = extract_features(model, *test, norm, batch, step(offset + n_train));
+    Tensor ftr = extract_features(model, *train, norm, batch, step(offset), comm);
+    Tensor fte = extract_features(model, *test, norm, batch, step(offset + n_train), comm);
     const KnnResult r = knn_classify(ftr, train_labels, fte, test_labels, num_classes, k, temperature);
     if (offset == 0) {
       report.train_features = ftr;

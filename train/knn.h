@@ -13,6 +13,10 @@
 
 namespace dino {
 
+namespace dist {
+class Communicator;
+}
+
 struct KnnResult {
   double top1 = 0, top5 = 0;  // percent
   int64_t k = 20;
@@ -25,8 +29,12 @@ struct KnnResult {
 // (knn_classify) always runs on the CPU. Refused, with an error naming the image, when the
 // model gives a NaN or an infinity: an accuracy computed from non-finite features would be
 // meaningless (NaN votes count as ties).
+// With a host communicator of several ranks, each rank extracts its share (whole batches,
+// each the batch one process makes) and every rank receives all the rows (all-gather): the
+// features one process extracts, bit for bit.
 Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
-                        const data::Normalization& norm, int64_t batch, const ProgressFn& progress = {});
+                        const data::Normalization& norm, int64_t batch, const ProgressFn& progress = {},
+                        dist::Communicator* comm = nullptr);
 // Raw pixels in [0, 1] at the dataset's native size (datasets of mixed sizes: eval_transform
 // to 64 x 64 without normalisation), flattened and L2-normalised (n, C*H*W).
 Tensor raw_pixel_features(const data::Dataset& ds);
@@ -56,10 +64,12 @@ struct KnnSettings {
   int64_t batch = 256;  // images per forward pass
 };
 // Progress counts the images through either model. `random_init` must be on the device
-// `trained` is on.
+// `trained` is on. `comm`: the ranks of a data-parallel job share the feature extraction
+// (extract_features), and every rank votes on the same features, so each report equals one
+// process's.
 KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& random_init,
                      const std::string& data_spec, const KnnSettings& settings,
-                     const ProgressFn& progress = {});
+                     const ProgressFn& progress = {}, dist::Communicator* comm = nullptr);
 nlohmann::json to_json(const KnnResult& r);  // {"top1", "top5"}
 // {"trained", "random_init", "raw_pixels", "k", "temperature", "n_train", "n_test",
 //  "num_classes", "dataset", "seconds"}

@@ -79,7 +79,8 @@ void MetricsLog::append(const StepRecord& r, int64_t iters_per_epoch) {
                      {"teacher_temp", s.teacher_temp}, {"teacher_momentum", s.teacher_momentum},
                      {"teacher_entropy", st.teacher_entropy}, {"batch_entropy", st.batch_entropy},
                      {"kl", st.kl}, {"images_per_second", r.images_per_second},
-                     {"data_wait_ms", r.data_wait_ms}};
+                     {"data_wait_ms", r.data_wait_ms}, {"ranks", r.ranks},
+                     {"global_batch", r.global_batch}};
   if (s.koleo_weight > 0) fields["koleo"] = r.koleo;
   const std::string line = fields.dump() + "\n";
   // O_APPEND and one write() per line: a line is in the file whole or not at all.

@@ -8,13 +8,18 @@ namespace dino {
 
 namespace fs = std::filesystem;
 
+RunFolder run_folder_paths(const std::string& dir) {
+  const fs::path d(dir);
+  return {dir, (d / "checkpoint.safetensors").string(), (d / "metrics.jsonl").string(),
+          (d / "knn.json").string()};
+}
+
 RunFolder check_run_folder(const std::string& dir, bool resume, bool force) {
   DINO_CHECK(!dir.empty(), "[train] --out is empty; give the run's folder");
   DINO_CHECK(!(resume && force), "[train] --resume continues the run in ", dir,
              ", --force starts it over: give one of them");
+  const RunFolder f = run_folder_paths(dir);
   const fs::path d(dir);
-  RunFolder f{dir, (d / "checkpoint.safetensors").string(), (d / "metrics.jsonl").string(),
-              (d / "knn.json").string()};
   std::error_code ec;
   const fs::file_status st = fs::status(d, ec);
   DINO_CHECK(!fs::exists(st) || fs::is_directory(st), "[train] --out ", dir,

@@ -13,6 +13,9 @@ struct RunFolder {
 // unless `resume` (continue that run: its checkpoint must be there) or `force` (start over:
 // the new run replaces its files as it writes them).
 RunFolder check_run_folder(const std::string& dir, bool resume, bool force);
+// The paths of the folder's files, with no check (the ranks other than rank 0 of a
+// data-parallel run, which read the checkpoint rank 0 checked and write nothing).
+RunFolder run_folder_paths(const std::string& dir);
 
 // Creates the folder and its parents, and removes a knn.json left there by an earlier state
 // of the run; throws naming the folder.

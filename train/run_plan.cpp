@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "dist/world.h"
 
 namespace dino {
 
@@ -45,15 +46,21 @@ RunPlan plan_run(const Recipe& recipe, const TrainOptions& opt) {
   DINO_CHECK(recipe.model.attention == "ours" || plan.device == Device::cuda,
              "[config] model.attention=cudnn needs the GPU (--device cuda): cuDNN has no CPU kernels");
   plan.crop_format = crop_format_for(recipe, plan.device);
-  plan.folder = check_run_folder(opt.out_dir, opt.resume, opt.force);
+  if (opt.world && opt.world->active()) {
+    plan.rank = opt.world->rank();
+    plan.ranks = opt.world->size();
+  }
+  plan.folder = plan.root() ? check_run_folder(opt.out_dir, opt.resume, opt.force)
+                            : run_folder_paths(opt.out_dir);
 
   plan.train_set = data::open_dataset(recipe.data.dataset, data::Split::train);
   plan.in_chans = plan.train_set->channels();
-  const int batch = recipe.optim.batch_size;
-  DINO_CHECK(size_t(batch) <= plan.train_set->size(), "[config] 'optim.batch_size' is ", batch,
+  plan.global_batch = int64_t(recipe.optim.batch_size) * plan.ranks;
+  DINO_CHECK(uint64_t(plan.global_batch) <= plan.train_set->size(), "[config] 'optim.batch_size' is ",
+             recipe.optim.batch_size, plan.ranks > 1 ? str_cat(" per rank, ", plan.global_batch, " over the ", plan.ranks, " ranks") : std::string(),
              "; expected at most the ", plan.train_set->size(), " images of ",
              plan.train_set->describe());
-  plan.iters_per_epoch = int64_t(plan.train_set->size()) / batch;
+  plan.iters_per_epoch = int64_t(plan.train_set->size()) / plan.global_batch;
   // optim.epochs <= 1e6 and at most 2^32 batches per epoch: the product fits easily.
   const double steps = std::round(recipe.optim.epochs * double(plan.iters_per_epoch));
   DINO_CHECK(steps >= 1, "[config] 'optim.epochs' is ", recipe.optim.epochs, "; with ",

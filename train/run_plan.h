@@ -16,10 +16,15 @@ namespace dino {
 
 struct RunPlan {
   Device device = Device::cpu;
+  // Data-parallel: this process is rank `rank` of `ranks`; each draws optim.batch_size images
+  // per step, global_batch in all. Rank 0 alone writes the folder's files.
+  int rank = 0, ranks = 1;
+  int64_t global_batch = 0;
+  bool root() const { return rank == 0; }
   std::unique_ptr<data::Dataset> train_set;
   int64_t in_chans = 0;
   data::CropFormat crop_format = data::CropFormat::f32;  // sources when data.augment is gpu
-  int64_t iters_per_epoch = 0;   // whole batches per epoch (DINO's drop_last)
+  int64_t iters_per_epoch = 0;   // whole global batches per epoch (DINO's drop_last)
   int64_t total_steps = 0;       // optim.epochs of them, capped by run.max_steps
   bool knn = false;              // run.knn on a labelled dataset
   RunFolder folder;

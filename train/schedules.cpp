@@ -2,8 +2,8 @@
 
 namespace dino {
 
-StepSchedules::StepSchedules(const OptimConfig& o, int64_t ipe)
-    : lr_{o.scaled_lr(), o.min_lr, 0.0, o.warmup_epochs, o.epochs, ipe},
+StepSchedules::StepSchedules(const OptimConfig& o, int64_t ipe, int ranks)
+    : lr_{o.scaled_lr(ranks), o.min_lr, 0.0, o.warmup_epochs, o.epochs, ipe},
       weight_decay_{o.weight_decay, o.weight_decay_end, 0.0, 0.0, o.epochs, ipe},
       momentum_{o.momentum_teacher, 1.0, 0.0, 0.0, o.epochs, ipe},
       freeze_iters_(o.freeze_last_layer * double(ipe)),

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "dist/reducer.h"
 #include "losses/koleo.h"
 
 namespace dino {
@@ -19,7 +20,7 @@ AdamW make_optimizer(const DinoModel& student) {
 
 StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
                       const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
-                      bool capture_grads) {
+                      bool capture_grads, dist::GradReducer* reducer) {
   const int64_t G = loss.config().global_crops;
   // With no local crops the global views are each other's pair, as DINO allows.
   DINO_CHECK(int64_t(crops.size()) >= G && crops.size() >= 2, "[train] ", crops.size(),
@@ -52,7 +53,9 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
   }
 
   student.zero_grad();
+  if (reducer) reducer->prepare();
   out.loss.backward();
+  if (reducer) reducer->finish();
   if (capture_grads)
     for (auto& [name, p] : student.named_parameters())
       if (p.grad().defined()) out.grads.push_back({name, p.grad().clone()});

@@ -13,6 +13,10 @@
 
 namespace dino {
 
+namespace dist {
+class GradReducer;
+}
+
 struct StepSettings {
   double lr = 0, weight_decay = 0;  // weight decay of the regularised group
   double teacher_temp = 0.04, teacher_momentum = 0.996;
@@ -39,9 +43,12 @@ AdamW make_optimizer(const DinoModel& student);
 
 // crops: V tensors (B, C, S, S), the 2 global views first, on the models' device (on CUDA
 // f32 images; every op then runs there, ARCHITECTURE §3). Throws if the loss is not finite.
+// Data-parallel: `reducer` averages the gradients over the ranks as the backward makes them
+// final, before clipping (DDP's order); the loss's communicator (DinoLoss::set_communicator)
+// keeps the center global.
 StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
                       const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
-                      bool capture_grads = false);
+                      bool capture_grads = false, dist::GradReducer* reducer = nullptr);
 
 // The part of dino_step after the backward, on the gradients the student's parameters hold:
 // per-parameter clipping, the last-layer freeze, AdamW with this step's lr and weight decay,

@@ -2,7 +2,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 
+#include "core/batch_shard.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "train/trainer.h"
@@ -29,23 +31,37 @@ data::LoaderOptions loader_options(const Recipe& recipe, const RunPlan& plan) {
   data::LoaderOptions o;
   o.threads = recipe.data.loader_threads;
   o.format = plan.crop_format;
+  o.rank = plan.rank;
+  o.ranks = plan.ranks;
   return o;
+}
+
+// What the gradient reducer averages: every parameter AdamW trains.
+std::vector<std::pair<std::string, Tensor>> trainable(const DinoModel& model) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [name, p] : model.named_parameters())
+    if (p.requires_grad()) out.push_back({name, p});
+  return out;
 }
 
 }  // namespace
 
 TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state,
-                     MetricsLog& metrics, bool quiet)
+                     MetricsLog* metrics, bool quiet, dist::World* world)
     : recipe_(recipe),
       plan_(plan),
       state_(state),
       metrics_(metrics),
+      host_(world && world->active() ? world->host() : nullptr),
+      reducer_(world && world->active()
+                   ? std::make_unique<dist::GradReducer>(*world->comm(plan.device), trainable(*state.student))
+                   : nullptr),
       loader_(*plan.train_set, recipe.crops_for(int(plan.in_chans)), recipe.optim.batch_size,
               recipe.run.seed, loader_options(recipe, plan)),
-      schedules_(recipe.optim, plan.iters_per_epoch),
+      schedules_(recipe.optim, plan.iters_per_epoch, plan.ranks),
       policy_(recipe.run.checkpoint_every, plan.total_steps, state.step),
       monitor_(recipe.loss.out_dim),
-      progress_(state.step, plan.total_steps, plan.iters_per_epoch, recipe.optim.batch_size,
+      progress_(state.step, plan.total_steps, plan.iters_per_epoch, int(plan.global_batch),
                 recipe.run.log_every, quiet),
       start_step_(state.step),
       last_step_end_(std::chrono::steady_clock::now()) {}
@@ -59,17 +75,20 @@ StepRecord TrainLoop::run_step() {
   StepRecord r;
   r.data_wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wait0).count();
   r.settings = schedules_.at(step, *state_.loss);
+  const BatchShardScope shard(plan_.rank, plan_.ranks);
   // dino_step stops the run on a non-finite loss, before the update, as main_dino does.
   const StepOutputs out = dino_step(*state_.student, *state_.teacher, *state_.loss,
                                     *state_.optimizer, batch_tensors(*b, plan_.device), r.settings,
-                                    &state_.drop_rng);
+                                    &state_.drop_rng, false, reducer_.get());
   state_.step = step + 1;
   r.step = state_.step;
   r.stats = out.stats;
   r.koleo = out.koleo;
+  r.ranks = plan_.ranks;
+  r.global_batch = plan_.global_batch;
   const auto now = std::chrono::steady_clock::now();
   r.images_per_second =
-      double(recipe_.optim.batch_size) / std::chrono::duration<double>(now - last_step_end_).count();
+      double(plan_.global_batch) / std::chrono::duration<double>(now - last_step_end_).count();
   last_step_end_ = now;
   return r;
 }
@@ -78,23 +97,35 @@ void TrainLoop::on_step_known(const StepRecord& r) {
   DINO_CHECK(std::isfinite(r.stats.loss), "[train] the loss of step ", r.step, " is ",
              r.stats.loss, "; stopping");
   collapse_warning_ = monitor_.update(r.stats);
-  metrics_.append(r, plan_.iters_per_epoch);
+  if (metrics_) metrics_->append(r, plan_.iters_per_epoch);
   progress_.record(r, collapse_warning_);
   policy_.confirm(r.step);
 }
 
 void TrainLoop::checkpoint() {
-  // metrics.jsonl first: once the checkpoint exists, every step it holds has its line on disk.
-  metrics_.sync();
-  state_.save(plan_.folder.checkpoint, recipe_);
+  if (plan_.root()) {
+    // metrics.jsonl first: once the checkpoint exists, every step it holds has its line on disk.
+    metrics_->sync();
+    state_.save(plan_.folder.checkpoint, recipe_, plan_.ranks);
+  }
   policy_.saved(state_.step);
+}
+
+int TrainLoop::agreed_stop(int signal) {
+  if (!host_) return signal;
+  Tensor flags = Tensor::zeros({2}, DType::f64);
+  flags.data<double>()[0] = signal == SIGINT;
+  flags.data<double>()[1] = signal == SIGTERM;
+  host_->all_reduce(flags, dist::ReduceOp::sum);
+  if (flags.data<double>()[0] > 0) return SIGINT;
+  return flags.data<double>()[1] > 0 ? SIGTERM : 0;
 }
 
 int TrainLoop::run(const StopSignals& stop) {
   int signal = 0;
   while (state_.step < plan_.total_steps && signal == 0) {
     on_step_known(run_step());
-    signal = stop.requested();
+    signal = agreed_stop(stop.requested());
     if (policy_.due(state_.step, signal != 0)) checkpoint();
   }
   return signal;

@@ -3,11 +3,19 @@
 // (train/step.h) with the step's scheduled settings, and hands its statistics on once they
 // are known (on_step_known: metrics.jsonl, the collapse monitor, the progress line, and
 // the confirmation the checkpoint policy waits for); checkpoints follow CheckpointPolicy.
+//
+// Data-parallel (a world launched by MPI): each rank loads its shard of every global batch
+// (data/loader.h), draws the stochastic-depth masks of the whole batch and keeps its rows
+// (core/batch_shard.h), averages the gradients over the ranks during the backward
+// (dist/reducer.h), and agrees with the others after each step on whether a stop signal
+// arrived, so every rank stops at the same step. Rank 0 alone writes metrics and checkpoints.
 #include <chrono>
 #include <optional>
 #include <string>
 
 #include "data/loader.h"
+#include "dist/reducer.h"
+#include "dist/world.h"
 #include "losses/dino_loss.h"
 #include "train/checkpoint_policy.h"
 #include "train/metrics_log.h"
@@ -21,8 +29,9 @@ namespace dino {
 
 class TrainLoop {
  public:
-  TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state, MetricsLog& metrics,
-            bool quiet);
+  // metrics: nullptr on the ranks other than 0. world: nullptr or inactive for a world of one.
+  TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state, MetricsLog* metrics,
+            bool quiet, dist::World* world);
   // Runs until the plan's last step or a stop signal; returns the signal (0 when it ran to the
   // end). A checkpoint holds the steps done either way.
   int run(const StopSignals& stop);
@@ -33,11 +42,16 @@ class TrainLoop {
   StepRecord run_step();
   void on_step_known(const StepRecord& r);
   void checkpoint();
+  // The stop signal every rank acts on: any rank's (a signal may reach the ranks at
+  // different steps).
+  int agreed_stop(int signal);
 
   const Recipe& recipe_;
   const RunPlan& plan_;
   TrainState& state_;
-  MetricsLog& metrics_;
+  MetricsLog* metrics_;
+  dist::Communicator* host_ = nullptr;  // active world: every rank's agreement on stopping
+  std::unique_ptr<dist::GradReducer> reducer_;
   data::MultiCropLoader loader_;
   StepSchedules schedules_;
   CheckpointPolicy policy_;

@@ -47,9 +47,21 @@ TrainState::TrainState(const Recipe& recipe, int64_t in_chans_, int64_t iters_pe
   optimizer = std::make_unique<AdamW>(make_optimizer(*student));
 }
 
-void TrainState::resume(const std::string& path, const Recipe& recipe) {
+void TrainState::resume(const std::string& path, const Recipe& recipe, int ranks) {
   const Checkpoint ck = read_checkpoint(path);
-  check_same_recipe(ck.meta.config, recipe.json, path);
+  const int64_t saved_batch = ck.recipe.optim.batch_size * ck.meta.ranks;
+  const int64_t batch = int64_t(recipe.optim.batch_size) * ranks;
+  DINO_CHECK(saved_batch == batch, "[train] --resume: ", path, " was trained with a global batch of ",
+             saved_batch, " (optim.batch_size = ", ck.recipe.optim.batch_size, " on ", ck.meta.ranks,
+             ck.meta.ranks == 1 ? " rank" : " ranks", "), this run's is ", batch, " (",
+             recipe.optim.batch_size, " on ", ranks, ranks == 1 ? " rank" : " ranks",
+             "): the schedules and the data order follow the global batch, so a resumed run keeps it",
+             saved_batch % ranks == 0
+                 ? str_cat("; on ", ranks, ranks == 1 ? " rank" : " ranks", " set optim.batch_size=", saved_batch / ranks)
+                 : str_cat("; ", saved_batch, " images do not divide among ", ranks, " ranks"));
+  nlohmann::json saved_config = ck.meta.config;
+  saved_config["optim"]["batch_size"] = recipe.optim.batch_size;  // compared as the global batch above
+  check_same_recipe(saved_config, recipe.json, path);
   DINO_CHECK(ck.meta.in_chans == in_chans, "[train] --resume: ", path, " was trained on ",
              ck.meta.in_chans, "-channel images, the dataset has ", in_chans);
   load_module(*student, ck, "student.");
@@ -67,8 +79,9 @@ void TrainState::init_backbones_from(const std::string& path) {
   for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_from(src[i].second);
 }
 
-void TrainState::save(const std::string& path, const Recipe& recipe) const {
+void TrainState::save(const std::string& path, const Recipe& recipe, int ranks) const {
   CheckpointMeta meta;
+  meta.ranks = ranks;
   meta.config = recipe.json;
   meta.step = step;
   meta.in_chans = in_chans;

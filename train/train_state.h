@@ -21,14 +21,15 @@ struct TrainState {
   TrainState(const Recipe& recipe, int64_t in_chans, int64_t iters_per_epoch, Device device);
 
   // Continues from the checkpoint at `path`, refusing one whose recipe differs from `recipe`
-  // in anything but how long the run lasts and what it reports.
-  void resume(const std::string& path, const Recipe& recipe);
+  // in anything but how long the run lasts and what it reports. `ranks` may differ from the
+  // checkpoint's when the global batch (optim.batch_size x ranks) stays the same.
+  void resume(const std::string& path, const Recipe& recipe, int ranks);
   // Starts the student's and the teacher's backbones from the ViT weights in `path`
   // (model.init_from); the file's ViT must have the recipe's shape, and an error names the
   // key that differs. The heads stay as initialised.
   void init_backbones_from(const std::string& path);
   // Writes the checkpoint at `path` (atomically; refused when a tensor is not finite).
-  void save(const std::string& path, const Recipe& recipe) const;
+  void save(const std::string& path, const Recipe& recipe, int ranks) const;
 
   std::unique_ptr<DinoModel> student, teacher;
   std::unique_ptr<DinoLoss> loss;

@@ -17,6 +17,10 @@
 
 namespace dino {
 
+namespace dist {
+class World;
+}
+
 struct TrainOptions {
   std::string out_dir = "runs/dino";
   bool resume = false;          // continue the run in out_dir from its checkpoint
@@ -29,6 +33,10 @@ struct TrainOptions {
   // (train/stop_signal.h); `dino train` sets it.
   bool stop_on_signals = false;
   ProgressFn knn_progress;      // called while the final k-NN extracts features
+  // The data-parallel job this process is a rank of (dist/world.h); nullptr or an inactive
+  // world: a world of one. optim.batch_size is per rank, the global batch is that times the
+  // ranks; rank 0 alone writes the run's files and prints.
+  dist::World* world = nullptr;
 };
 
 // --device: "cpu", "cuda" (throws one clear error, naming `who`, when this build has no CUDA
@@ -44,6 +52,8 @@ struct TrainResult {
   double images_per_second = 0;
   double data_wait_fraction = 0;  // share of `seconds` the loop waited for the data loader
   std::string device = "cpu";   // where the training ran
+  int ranks = 1;                // data-parallel ranks
+  int64_t global_batch = 0;     // images per step over every rank
   double first_loss = 0, last_loss = 0;  // mean over the first / last tenth (<= 50 steps)
   double teacher_entropy = 0, batch_entropy = 0, kl = 0;  // last step
   std::optional<std::string> collapse_warning;  // active at the end of training

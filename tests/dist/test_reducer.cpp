@@ -1,8 +1,7 @@
 // The gradient reducer on any number of ranks: a small MLP whose ranks see different batches;
 // after finish() every rank's gradients equal the average of the gradients every rank's batch
-// gives alone (computed here, rank by rank), over several steps (the buckets are rebuilt from
-// the observed order after the first) and with buckets small enough that some start during
-// the backward.
+// gives alone (computed here, rank by rank), over several steps, with buckets small enough
+// that some start during the backward.
 #include <catch2/catch.hpp>
 
 #include "core/autograd.h"
