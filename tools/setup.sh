@@ -7,6 +7,8 @@ PACKAGES=(
   build-essential cmake
   libeigen3-dev catch2 nlohmann-json3-dev libcli11-dev libfmt-dev zlib1g-dev libstb-dev
   libturbojpeg0-dev
+  # Data-parallel training: mpirun launches the ranks, MPI carries the host collectives.
+  openmpi-bin libopenmpi-dev
   # tools/sanitize-check.sh: clang with libFuzzer and the sanitizer runtimes, and its OpenMP.
   clang-14 libclang-rt-14-dev libomp-14-dev
   dataset-fashion-mnist

@@ -16,10 +16,14 @@
 #      (SIGSTOP) is found by the collective timeout (DINO_DIST_TIMEOUT) and the job stops with
 #      a message naming the rank.
 #   6. A rank launched with another recipe is refused before training.
-# Usage: train_data_parallel.sh MPIEXEC PATH/TO/dino
+#   7. With the emulated CUDA build (tests/simt, NCCL stood in for by MPI host collectives):
+#      2 emulated GPUs x batch B run the real NCCL-calling code and agree with 1 emulated GPU
+#      x 2B to 1e-5, and their per-step losses with the CPU's to 2e-2 (bf16 activations).
+# Usage: train_data_parallel.sh MPIEXEC PATH/TO/dino [PATH/TO/dino_simt_cli]
 set -u
 MPIEXEC=$1
 DINO=$2
+SIMT=${3:-}
 TMP=$(mktemp -d)
 HERE=$(cd "$(dirname "$0")" && pwd)
 trap 'pkill -KILL -f "dino train --device cpu --out $TMP" 2>/dev/null; rm -rf "$TMP"' EXIT
@@ -109,6 +113,20 @@ grep -q "\[rank 0 of 2\].*has not completed after 5 s" "$TMP/stopped.log" || fai
   : -np 1 "$DINO" train --device cpu --out "$TMP/mixed" $RECIPE optim.batch_size=8 optim.lr=1e-3 \
   >"$TMP/mixed.log" 2>&1 && fail "ranks with different recipes were accepted"
 grep -q "\[rank 1 of 2\] \[train\] this rank's recipe differs from rank 0's" "$TMP/mixed.log" || fail "the refusal of a different recipe: $(grep dino: "$TMP/mixed.log" | head -2)"
+
+# ---- 7. the CUDA path on two emulated GPUs --------------------------------------------------
+if [ -n "$SIMT" ]; then
+  # shellcheck disable=SC2086
+  "$SIMT" train --device cuda --out "$TMP/gpu1" $RECIPE optim.batch_size=16 run.max_steps=4 run.knn=false >"$TMP/gpu1.log" 2>&1 \
+    || fail "1 emulated GPU: $(tail -2 "$TMP/gpu1.log")"
+  # shellcheck disable=SC2086
+  mpi 2 "$SIMT" train --device cuda --out "$TMP/gpu2" $RECIPE optim.batch_size=8 run.max_steps=4 run.knn=false >"$TMP/gpu2.log" 2>&1 \
+    || fail "2 emulated GPUs: $(tail -2 "$TMP/gpu2.log")"
+  grep -q "MPI + NCCL" "$TMP/gpu2.log" || fail "the 2-GPU run did not reduce through NCCL: $(grep data-parallel "$TMP/gpu2.log")"
+  python3 "$HERE/compare_runs.py" "$TMP/gpu1" "$TMP/gpu2" --tol 1e-5 || fail "2 emulated GPUs x 8 differ from 1 x 16"
+  python3 "$HERE/compare_runs.py" "$TMP/one" "$TMP/gpu2" --metrics-only --first-steps 4 --tol 2e-2 \
+    || fail "2 emulated GPUs differ from the CPU"
+fi
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures failure(s)"
