@@ -1,5 +1,7 @@
 // Recipes: every key read into its typed section and validated, alone and against the keys it
 // must agree with, before a run does any work.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <functional>
@@ -145,7 +147,8 @@ TEST_CASE("recipe: a checkpoint written before data.augment and model.init_from 
 }
 
 TEST_CASE("model.init_from: student and teacher backbones start from the file, heads as seeded", "[config][train]") {
-  const std::string dir = (std::filesystem::temp_directory_path() / "dino_init_from_test").string();
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("dino_init_from_test-" + std::to_string(::getpid()))).string();
   std::filesystem::create_directories(dir);
   const std::vector<std::string> tiny{"model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
                                       "head.out_dim=32", "head.hidden_dim=32", "head.bottleneck_dim=8"};

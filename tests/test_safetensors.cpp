@@ -1,4 +1,6 @@
 // safetensors round trip, atomic writes, and clear errors on damaged files.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -13,7 +15,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string temp_path(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / "dino_tests";
+  fs::path dir = fs::temp_directory_path() / ("dino_tests-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   return (dir / name).string();
 }

@@ -2,6 +2,8 @@
 // What the CPU and CUDA training tests share: a scratch folder per test, the small, fast
 // recipe (vit_micro on 16-pixel synthetic images, patch 4 so 16 + 1 and 4 + 1 tokens, K = 256,
 // 16 steps per epoch) and the resume experiment.
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -14,10 +16,11 @@
 
 namespace dino::test {
 
-// An empty folder <tmp>/<suite>/<name>, removed first if it exists.
+// An empty folder <tmp>/<suite>-<pid>/<name>, removed first if it exists. The process id
+// keeps test runs of two build folders at the same time out of each other's files.
 inline std::string fresh_dir(const std::string& suite, const std::string& name) {
   namespace fs = std::filesystem;
-  const fs::path d = fs::temp_directory_path() / suite / name;
+  const fs::path d = fs::temp_directory_path() / (suite + "-" + std::to_string(::getpid())) / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d.string();
