@@ -14,7 +14,8 @@
 #   5. A rank killed with SIGKILL stops its partner within 60 s, the job fails, and the last
 #      checkpoint is intact (a 2-rank run resumes from it); a rank that stops answering
 #      (SIGSTOP) is found by the collective timeout (DINO_DIST_TIMEOUT) and the job stops with
-#      a message naming the rank.
+#      a message naming the rank. SIGTERM to one rank stops every rank at the same step with
+#      a checkpoint.
 #   6. A rank launched with another recipe is refused before training.
 #   7. With the emulated CUDA build (tests/simt, NCCL stood in for by MPI host collectives):
 #      2 emulated GPUs x batch B run the real NCCL-calling code and agree with 1 emulated GPU
@@ -106,6 +107,20 @@ wait $! && fail "the job with a stopped rank exited 0"
 kill -KILL $victim 2>/dev/null
 [ "$took" -le 30 ] || fail "a stopped rank was not found within 30 s with DINO_DIST_TIMEOUT=5 (took $took s)"
 grep -q "\[rank 0 of 2\].*has not completed after 5 s" "$TMP/stopped.log" || fail "the hung job's message: $(grep dino: "$TMP/stopped.log" | head -2)"
+
+# SIGTERM to one rank (as a scheduler's cancel): every rank stops at the same step, rank 0
+# writes the checkpoint and prints how to resume, the job exits 143.
+# shellcheck disable=SC2086
+train2 "$TMP/termed" $LONG >"$TMP/termed.log" 2>&1 &
+victim=$(rank1_of "$TMP/termed")
+kill -TERM $victim 2>/dev/null
+wait $!
+status=$?
+[ "$status" -eq 143 ] || fail "SIGTERM to rank 1: exit status $status, expected 143"
+step=$(sed -n 's/^stopped by SIGTERM after step \([0-9]*\) .*/\1/p' "$TMP/termed.log")
+lines=$(wc -l <"$TMP/termed/metrics.jsonl")
+[ -n "$step" ] && [ "$step" = "$lines" ] || fail "SIGTERM to rank 1: stopped after step '$step', metrics.jsonl has $lines lines"
+grep -q "resume with: mpirun -np 2 dino train" "$TMP/termed.log" || fail "SIGTERM: no resume command"
 
 # ---- 6. every rank must run the same recipe --------------------------------------------------
 # shellcheck disable=SC2086
