@@ -25,6 +25,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "core/batch_shard.h"
 #include "core/safetensors.h"
 #include "data/loader.h"
 #ifdef DINO_HAS_CUDA
@@ -32,6 +33,8 @@
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 #endif
+#include "dist/reducer.h"
+#include "dist/world.h"
 #include "tools/bench_dist.h"
 #include "tools/commands.h"
 #include "train/config.h"
@@ -214,12 +217,19 @@ json run_loader(const Recipe& recipe, const LoaderArgs& a) {
   return out;
 }
 
-json run_train_step(const Recipe& recipe, const Args& a) {
+// world: launched by mpirun, each rank times the step of its per-rank batch with the gradient
+// reducer and the center's all-reduce, as dino train runs it, and reports the bytes each step
+// communicates and the reduction time the backward did not hide (rank 0 prints).
+json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   // The dataset fixes the channel count; only --loop reads images.
   const int64_t in_chans = data::open_dataset(recipe.data.dataset, data::Split::train)->channels();
   const OptimConfig& optim = recipe.optim;
   const int64_t batch = optim.batch_size;
   const uint64_t seed = recipe.run.seed;
+  const bool parallel = world.active();
+  DINO_CHECK(!parallel || !a.loop, "[bench] --loop times one process's loader and step; run it "
+             "without mpirun");
+  if (parallel) world.bind(a.device == "cuda" ? Device::cuda : Device::cpu);
 
   // Student, teacher, loss and optimizer as train() builds them: built on the CPU from the
   // seed, moved to the device, the optimizer made after the move.
@@ -244,6 +254,17 @@ json run_train_step(const Recipe& recipe, const Args& a) {
   }
   AdamW optimizer = make_optimizer(*student);
   Rng drop_rng = drop_path_rng(seed);
+  std::unique_ptr<dist::GradReducer> reducer;
+  if (parallel) {
+    dist::Communicator* comm = world.comm(cuda ? Device::cuda : Device::cpu);
+    std::vector<std::pair<std::string, Tensor>> trained;
+    for (auto& [name, p] : student->named_parameters())
+      if (p.requires_grad()) trained.push_back({name, p});
+    reducer = std::make_unique<dist::GradReducer>(*comm, trained);
+    reducer->set_timing(true);
+    loss.set_communicator(comm);
+  }
+  const BatchShardScope shard(parallel ? world.rank() : 0, parallel ? world.size() : 1);
 
   // The setting of a step past warm-up and the last-layer freeze (every parameter updated),
   // which is what most of a run's steps cost; the values themselves do not change the work.
@@ -303,15 +324,17 @@ json run_train_step(const Recipe& recipe, const Args& a) {
     if (cuda) kernels::cuda::synchronize();
 #endif
   };
-  for (int i = 0; i < a.warmup; ++i) dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng);
+  for (int i = 0; i < a.warmup; ++i)
+    dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng, false, reducer.get());
   sync();
-  std::vector<double> ms;
+  std::vector<double> ms, exposed_ms;
   double last_loss = 0;
   for (int i = 0; i < a.steps; ++i) {
     const auto t0 = Clock::now();
-    StepOutputs out = dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng);
+    StepOutputs out = dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng, false, reducer.get());
     sync();
     ms.push_back(seconds_since(t0) * 1e3);
+    if (reducer) exposed_ms.push_back(reducer->last_exposed_ms());
     last_loss = out.stats.loss;
   }
 
@@ -369,7 +392,7 @@ json run_train_step(const Recipe& recipe, const Args& a) {
   const double teacher_fwd = double(batch) * double(G) *
                              (teacher.backbone.flops_per_image(global) + student->head.flops_per_row());
   const double flops = 3.0 * student_fwd + teacher_fwd;
-  json out = time_summary(ms, batch);
+  json out = time_summary(ms, parallel ? batch * world.size() : batch);
   out["bench"] = "train-step";
   out["engine"] = "dino-engine";
   // The keys benchmarks/compare_torch.py joins on; a step with cuDNN's attention is its own row.
@@ -410,6 +433,19 @@ json run_train_step(const Recipe& recipe, const Args& a) {
               out["images_per_second"].get<double>(), out["gflops"].get<double>(), flops / 1e9);
   std::printf("  FLOPs: %s\n", out["flop_convention"].get<std::string>().c_str());
   if (!a.dump.empty()) std::printf("  initial weights, crops and setting written to %s\n", a.dump.c_str());
+  if (parallel) {
+    std::sort(exposed_ms.begin(), exposed_ms.end());
+    const int64_t center_bytes = (2 * hc.out_dim + 3 + world.size()) * 4;  // losses/dino_loss.cpp's one buffer
+    out["data_parallel"] = json{{"ranks", world.size()}, {"world", world.describe()},
+                                {"gradient_bytes_per_step", reducer->bytes_per_step()},
+                                {"buckets", reducer->buckets().size()},
+                                {"center_bytes_per_step", center_bytes},
+                                {"exposed_allreduce_median_ms", exposed_ms[exposed_ms.size() / 2]}};
+    std::printf("  data-parallel, %s: images/s over all ranks; per step %.1f MB of gradients in %zu "
+                "buckets + %ld B for the center, %.2f ms of all-reduce not hidden by the backward (median)\n",
+                world.describe().c_str(), double(reducer->bytes_per_step()) / 1e6, reducer->buckets().size(),
+                long(center_bytes), exposed_ms[exposed_ms.size() / 2]);
+  }
   if (!loop.is_null()) {
     loop["fraction_of_step"] = loop["images_per_second"].get<double>() / out["images_per_second"].get<double>();
     out["loop"] = loop;
@@ -514,7 +550,12 @@ void add_bench_command(CLI::App& app) {
       overrides.insert(overrides.begin(), "data.dataset=synthetic:channels=3,size=224");
     }
     const Recipe recipe = load_recipe(config, overrides);
-    json out = run_train_step(recipe, *args);
+    dist::World world;
+    // Under mpirun every rank steps; rank 0 alone prints.
+    if (world.rank() != 0)
+      DINO_CHECK(std::freopen("/dev/null", "w", stdout), "[bench] cannot silence rank ", world.rank());
+    json out = run_train_step(recipe, *args, world);
+    if (world.rank() != 0) return;
     out["config"] = config.empty() ? "built-in defaults" : config;
     std::fflush(stdout);
     if (args->json) std::cout << out.dump() << std::endl;
