@@ -22,6 +22,22 @@
 
 namespace dino::dist {
 
+WorldOptions world_options_from_environment() {
+  WorldOptions o;
+  if (const char* text = std::getenv("DINO_DIST_TIMEOUT")) {
+    char* end = nullptr;
+    o.timeout_s = std::strtod(text, &end);
+    DINO_CHECK(end != text && *end == '\0' && o.timeout_s > 0, "[dist] DINO_DIST_TIMEOUT is '", text,
+               "'; expected a number of seconds above 0");
+  }
+  if (const char* text = std::getenv("DINO_DIST_COLLECTIVES")) {
+    o.collectives = text;
+    DINO_CHECK(o.collectives == "auto" || o.collectives == "always", "[dist] DINO_DIST_COLLECTIVES is '",
+               text, "'; expected auto or always");
+  }
+  return o;
+}
+
 World::World(const WorldOptions& options) : timeout_s_(options.timeout_s) {
   DINO_CHECK(options.collectives == "auto" || options.collectives == "always",
              "[dist] --collectives must be auto or always, got '", options.collectives, "'");

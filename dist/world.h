@@ -17,6 +17,13 @@ struct WorldOptions {
   double timeout_s = 60;             // a collective waiting longer aborts the job
 };
 
+// The options a user sets for `dino train` and `dino bench train-step` in the environment:
+// DINO_DIST_TIMEOUT (seconds a collective may wait for the other ranks before the job is
+// stopped as hung: a rank stopped or lost without its launcher noticing; default 60) and
+// DINO_DIST_COLLECTIVES (auto, or always: the data-parallel path in a world of one, to measure
+// what it costs). Throws naming the variable for a bad value.
+WorldOptions world_options_from_environment();
+
 class World {
  public:
   explicit World(const WorldOptions& options = {});

@@ -104,8 +104,10 @@ json run(const AllreduceArgs& a) {
     rows.push_back(row(str_cat("bucket ", b, " (", bk.params.size(), " tensors, from ",
                                params[bk.params.front()].first, ")"), bk.bytes, s, comm->size()));
   }
-  Tensor center = Tensor::zeros({1, K}, DType::f32, device);
-  rows.push_back(row(str_cat("DINO center column sums (K = ", K, ")"), int64_t(center.nbytes()),
+  // The loss's one all-reduce per step (losses/dino_loss.cpp): the teacher's and q's column
+  // sums, 3 statistics and one slot per rank.
+  Tensor center = Tensor::zeros({2 * K + 3 + comm->size()}, DType::f32, device);
+  rows.push_back(row(str_cat("DINO center and statistics (2 K + 3 + ranks, K = ", K, ")"), int64_t(center.nbytes()),
                      time_reductions(*comm, *host, {center}, a), comm->size()));
   const double step_s = time_reductions(*comm, *host, all, a);
   rows.push_back(row("all buckets of one step, back to back", reducer.bytes_per_step(), step_s, comm->size()));

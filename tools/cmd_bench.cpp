@@ -550,7 +550,7 @@ void add_bench_command(CLI::App& app) {
       overrides.insert(overrides.begin(), "data.dataset=synthetic:channels=3,size=224");
     }
     const Recipe recipe = load_recipe(config, overrides);
-    dist::World world;
+    dist::World world(dist::world_options_from_environment());
     // Under mpirun every rank steps; rank 0 alone prints.
     if (world.rank() != 0)
       DINO_CHECK(std::freopen("/dev/null", "w", stdout), "[bench] cannot silence rank ", world.rank());

@@ -37,19 +37,6 @@ std::string shell_quote(const std::string& text) {
   return out + "'";
 }
 
-// DINO_DIST_TIMEOUT: seconds a collective may wait for the other ranks before the job is
-// stopped as hung (a rank stopped or lost without its launcher noticing); default 60.
-dist::WorldOptions world_options() {
-  dist::WorldOptions o;
-  if (const char* text = std::getenv("DINO_DIST_TIMEOUT")) {
-    char* end = nullptr;
-    o.timeout_s = std::strtod(text, &end);
-    DINO_CHECK(end != text && *end == '\0' && o.timeout_s > 0, "[train] DINO_DIST_TIMEOUT is '", text,
-               "'; expected a number of seconds above 0");
-  }
-  return o;
-}
-
 // One rank's error stops every rank at once, naming it: the others may be waiting in a
 // collective this rank will never join (dist/abort.h).
 TrainResult train_or_stop_the_job(dist::World& world, const Recipe& recipe, const TrainOptions& opt) {
@@ -87,7 +74,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value, e.g. optim.lr=1e-3");
   cmd->callback([args] {
     // Started by mpirun or srun: one rank of a data-parallel job (dist/world.h); rank 0 prints.
-    auto world = std::make_unique<dist::World>(world_options());
+    auto world = std::make_unique<dist::World>(dist::world_options_from_environment());
     const bool root = world->rank() == 0;
     std::vector<std::string> overrides = args->overrides;
     if (!args->data.empty()) overrides.push_back("data.dataset=\"" + args->data + "\"");

@@ -365,6 +365,20 @@ EOF_BENCH
       failures=$((failures + 1))
     grep -E '^loop \(' "$bench_log" | tail -1 | sed "s/^/  augment=$aug: /" >>"$summary"
   done
+  # Data-parallel training's cost in a world of one: the gradient all-reduce at ViT-S/16's
+  # bucket sizes through NCCL (bus bandwidth as nccl-tests reports it), and the step with the
+  # reducer and the center all-reduce (DINO_DIST_COLLECTIVES=always) against the step without,
+  # run just before it (goal: under 2%).
+  stage "bench allreduce" 25 "$bench_log" "$dino_bin" bench allreduce --device cuda --json ||
+    failures=$((failures + 1))
+  stage "bench step+nccl" 25 "$bench_log" env DINO_DIST_COLLECTIVES=always "$dino_bin" bench \
+    train-step --device cuda --steps 10 --warmup 2 --json || failures=$((failures + 1))
+  step_rows="$(grep -E '^\{"bench":"train-step"|^\{.*"bench":"train-step"' "$bench_log" | grep -v '"loop"')"
+  plain_ms="$(echo "$step_rows" | grep -v data_parallel | grep '"attention_backend":"ours"' | tail -1 | sed -n 's/.*"median_ms":\([0-9.eE+-]*\).*/\1/p')"
+  nccl_ms="$(echo "$step_rows" | grep data_parallel | tail -1 | sed -n 's/.*"median_ms":\([0-9.eE+-]*\).*/\1/p')"
+  if [ -n "$plain_ms" ] && [ -n "$nccl_ms" ]; then
+    note "$(awk -v a="$plain_ms" -v b="$nccl_ms" 'BEGIN {printf "%-18s step %.2f ms alone, %.2f ms with the NCCL reducer and center all-reduce in a world of one: %+.1f%%", "data-parallel x1", a, b, 100 * (b / a - 1)}')"
+  fi
   # The joined table: ours / cuDNN / composite / PyTorch, time over ours, % of the floor.
   if command -v python3 >/dev/null; then
     # The torch rows go into bench.log too, so that the log alone rebuilds every table
