@@ -52,6 +52,20 @@ void read_bytes(const std::string& path, std::vector<uint8_t>& bytes) {
   DINO_CHECK(in.good() || (in.eof() && in.gcount() == size), "[folder] cannot read ", path);
 }
 
+// A header may claim any size: a damaged file, or a few hundred bytes made to claim millions
+// of pixels (a decompression bomb), would take seconds and gigabytes to decode. No format stb
+// reads packs more than ~8,256 pixels into a byte (PNG: deflate's ~1,032:1 of 1-bit pixels;
+// RLE and LZW less), and no training image is wider or taller than JPEG's 65,535.
+void check_claimed_size(int w, int h, size_t file_bytes, const std::string& path, const char* who) {
+  constexpr double kMaxPixelsPerByte = 8256;
+  constexpr int kMaxSide = 65535;
+  DINO_CHECK(w > 0 && h > 0 && w <= kMaxSide && h <= kMaxSide, "[", who, "] ", path, " claims ", w,
+             " x ", h, " pixels; at most ", kMaxSide, " per side are read");
+  DINO_CHECK(double(w) * double(h) <= kMaxPixelsPerByte * double(file_bytes), "[", who, "] ", path,
+             " claims ", w, " x ", h, " pixels, more than its ", file_bytes,
+             " bytes can hold: the file is damaged");
+}
+
 // One image file as stored (JPEG reduced by the largest power of 2, at most 8, that `plan`
 // allows); `who` names the caller in messages ("folder", "image").
 void load_source(const std::string& path, int channels, const ReductionPlan& plan, SourceImage& out,
@@ -70,6 +84,7 @@ void load_source(const std::string& path, int channels, const ReductionPlan& pla
   int w = 0, h = 0, comp = 0;
   DINO_CHECK(stbi_info_from_memory(bytes, int(size), &w, &h, &comp), "[", who, "] cannot decode ",
              path, ": ", stbi_failure_reason());
+  check_claimed_size(w, h, size, path, who);
   plan(h, w);
   uint8_t* data = stbi_load_from_memory(bytes, int(size), &w, &h, &comp, channels);
   DINO_CHECK(data != nullptr, "[", who, "] cannot decode ", path, ": ", stbi_failure_reason());

@@ -324,6 +324,25 @@ TEST_CASE("image folder reads generated PNGs and names a corrupt file", "[data]"
                        "/nonexistent/images");
 }
 
+TEST_CASE("an image whose header claims more pixels than its bytes can hold is refused quickly", "[data]") {
+  // 151 bytes of BMP claiming 16,646,150 x 5 pixels (found by fuzz/fuzz_image.cpp: decoding it
+  // took over 10 s under the sanitizers), and one claiming 60,000 x 60.
+  TempDir dir;
+  fs::create_directories(dir.path / "a");
+  std::vector<uint8_t> bomb(151, 0);
+  const uint8_t header[] = {'B', 'M', 0x97, 0, 0, 0, 0, 0, 0, 0, 0x36, 0, 0, 0, 0x28, 0, 0, 0,
+                            0x06, 0x00, 0xfe, 0x00, 0x05, 0, 0, 0, 0x01, 0, 0x18, 0};
+  std::copy(std::begin(header), std::end(header), bomb.begin());
+  write_bytes(dir.str("a/bomb.bmp"), bomb);
+  auto ds = open_dataset("folder:" + dir.str(), Split::train);
+  require_error_naming([&] { ds->get(0); }, "claims 16646150 x 5 pixels; at most 65535 per side");
+  // 60,000 x 60: within the side limit, but 3.6 M pixels in 151 bytes.
+  const uint8_t size[] = {0x60, 0xea, 0x00, 0x00, 0x3c, 0x00, 0x00, 0x00};
+  std::copy(std::begin(size), std::end(size), bomb.begin() + 18);
+  write_bytes(dir.str("a/bomb.bmp"), bomb);
+  require_error_naming([&] { ds->get(0); }, "more than its 151 bytes can hold");
+}
+
 TEST_CASE("image folder uses train/ and test/ per split and detects greyscale", "[data]") {
   TempDir dir;
   for (const char* rel : {"train/b", "train/a", "test/b"}) fs::create_directories(dir.path / rel);
