@@ -54,8 +54,9 @@ void read_bytes(const std::string& path, std::vector<uint8_t>& bytes) {
 
 // A header may claim any size: a damaged file, or a few hundred bytes made to claim millions
 // of pixels (a decompression bomb), would take seconds and gigabytes to decode. No format stb
-// reads packs more than ~8,256 pixels into a byte (PNG: deflate's ~1,032:1 of 1-bit pixels;
-// RLE and LZW less), and no training image is wider or taller than JPEG's 65,535.
+// or libjpeg-turbo reads packs more than ~8,256 pixels into a byte (PNG: deflate's ~1,032:1 of
+// 1-bit pixels; RLE, LZW and JPEG's Huffman-coded blocks less), and no training image is wider
+// or taller than JPEG's 65,535.
 void check_claimed_size(int w, int h, size_t file_bytes, const std::string& path, const char* who) {
   constexpr double kMaxPixelsPerByte = 8256;
   constexpr int kMaxSide = 65535;
@@ -75,6 +76,7 @@ void load_source(const std::string& path, int channels, const ReductionPlan& pla
   const size_t size = out.file.size();
   if (is_jpeg(bytes, size)) {
     const JpegHeader header = read_jpeg_header(bytes, size, path);
+    check_claimed_size(header.width, header.height, size, path, who);
     const int allowed = plan(header.height, header.width);
     int reduction = 1;
     while (reduction < 8 && reduction * 2 <= allowed) reduction *= 2;
