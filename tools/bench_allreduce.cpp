@@ -15,6 +15,7 @@
 #include "dist/world.h"
 #include "tools/bench_dist.h"
 #include "train/config.h"
+#include "train/step.h"
 #include "train/trainer.h"
 #ifdef DINO_HAS_CUDA
 #include "kernels/cuda/runtime.h"
@@ -88,9 +89,7 @@ json run(const AllreduceArgs& a) {
   const Recipe recipe = load_recipe(a.config, overrides);
   auto student = build_student(recipe, 3);
   if (device != Device::cpu) student->to(device);
-  std::vector<std::pair<std::string, Tensor>> params;
-  for (auto& [name, p] : student->named_parameters())
-    if (p.requires_grad()) params.push_back({name, p});
+  const auto params = trainable_parameters(*student);
   dist::GradReducer reducer(*comm, params, int64_t(a.bucket_mb * double(1 << 20)));
   const int64_t K = recipe.head.out_dim;
 

@@ -257,10 +257,7 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   std::unique_ptr<dist::GradReducer> reducer;
   if (parallel) {
     dist::Communicator* comm = world.comm(cuda ? Device::cuda : Device::cpu);
-    std::vector<std::pair<std::string, Tensor>> trained;
-    for (auto& [name, p] : student->named_parameters())
-      if (p.requires_grad()) trained.push_back({name, p});
-    reducer = std::make_unique<dist::GradReducer>(*comm, trained);
+    reducer = std::make_unique<dist::GradReducer>(*comm, trainable_parameters(*student));
     reducer->set_timing(true);
     loss.set_communicator(comm);
   }

@@ -216,6 +216,8 @@ KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& 
   const int64_t n_train = int64_t(train->size()), n_test = int64_t(test->size());
   const int64_t total = 2 * (n_train + n_test);
   KnnReport report;
+  // Several ranks share the feature extraction; rank 0 alone votes and computes the controls.
+  const bool votes = !comm || comm->rank() == 0;
   auto eval_model = [&](const VisionTransformer& model, int64_t offset) {
     auto step = [&](int64_t base) -> ProgressFn {
       if (!progress) return {};
@@ -223,7 +225,8 @@ KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& 
     };
     Tensor ftr = extract_features(model, *train, norm, batch, step(offset), comm);
     Tensor fte = extract_features(model, *test, norm, batch, step(offset + n_train), comm);
-    const KnnResult r = knn_classify(ftr, train_labels, fte, test_labels, num_classes, k, temperature);
+    const KnnResult r =
+        votes ? knn_classify(ftr, train_labels, fte, test_labels, num_classes, k, temperature) : KnnResult{};
     if (offset == 0) {
       report.train_features = ftr;
       report.test_features = fte;
@@ -237,9 +240,10 @@ KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& 
   report.test_labels = test_labels;
   report.trained = eval_model(trained, 0);
   report.random_init = eval_model(random_init, n_train + n_test);
-  report.raw_pixels = knn_classify(raw_pixel_features(*train), train_labels,
-                                   raw_pixel_features(*test), test_labels, num_classes, k,
-                                   temperature);
+  if (votes)
+    report.raw_pixels = knn_classify(raw_pixel_features(*train), train_labels,
+                                     raw_pixel_features(*test), test_labels, num_classes, k,
+                                     temperature);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }

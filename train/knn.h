@@ -65,8 +65,8 @@ struct KnnSettings {
 };
 // Progress counts the images through either model. `random_init` must be on the device
 // `trained` is on. `comm`: the ranks of a data-parallel job share the feature extraction
-// (extract_features), and every rank votes on the same features, so each report equals one
-// process's.
+// (extract_features); rank 0 alone votes and computes the raw-pixel control, and its report
+// equals one process's (the other ranks' hold the features and no accuracies).
 KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& random_init,
                      const std::string& data_spec, const KnnSettings& settings,
                      const ProgressFn& progress = {}, dist::Communicator* comm = nullptr);

@@ -8,10 +8,16 @@
 
 namespace dino {
 
+std::vector<std::pair<std::string, Tensor>> trainable_parameters(const DinoModel& student) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [name, p] : student.named_parameters())
+    if (p.requires_grad()) out.push_back({name, p});
+  return out;
+}
+
 AdamW make_optimizer(const DinoModel& student) {
   ParamGroup regularized, not_regularized;
-  for (auto& [name, p] : student.named_parameters()) {
-    if (!p.requires_grad()) continue;  // weight_g under norm_last_layer: stored, never trained
+  for (auto& [name, p] : trainable_parameters(student)) {
     const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
     (is_bias || p.dim() == 1 ? not_regularized : regularized).params.push_back({name, p});
   }

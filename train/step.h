@@ -37,6 +37,11 @@ struct StepOutputs {
   std::vector<std::pair<std::string, Tensor>> grads;
 };
 
+// The parameters the student trains (requires_grad): all but head.last_layer.weight_g under
+// norm_last_layer, which is stored and never trained. What AdamW updates and what the
+// data-parallel gradient reducer averages.
+std::vector<std::pair<std::string, Tensor>> trainable_parameters(const DinoModel& student);
+
 // AdamW over the student's trainable parameters: group 0 regularised (weight decay), group 1
 // biases and 1-D parameters (none), as utils.get_params_groups.
 AdamW make_optimizer(const DinoModel& student);

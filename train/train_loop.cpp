@@ -36,14 +36,6 @@ data::LoaderOptions loader_options(const Recipe& recipe, const RunPlan& plan) {
   return o;
 }
 
-// What the gradient reducer averages: every parameter AdamW trains.
-std::vector<std::pair<std::string, Tensor>> trainable(const DinoModel& model) {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (auto& [name, p] : model.named_parameters())
-    if (p.requires_grad()) out.push_back({name, p});
-  return out;
-}
-
 }  // namespace
 
 TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state,
@@ -54,7 +46,7 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       metrics_(metrics),
       host_(world && world->active() ? world->host() : nullptr),
       reducer_(world && world->active()
-                   ? std::make_unique<dist::GradReducer>(*world->comm(plan.device), trainable(*state.student))
+                   ? std::make_unique<dist::GradReducer>(*world->comm(plan.device), trainable_parameters(*state.student))
                    : nullptr),
       loader_(*plan.train_set, recipe.crops_for(int(plan.in_chans)), recipe.optim.batch_size,
               recipe.run.seed, loader_options(recipe, plan)),

@@ -230,7 +230,6 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opt) {
     result.stopped_by = loop.run(stop);
     loop.summarize(result);
   }
-  state.loss->set_communicator(nullptr);
   if (plan.knn && !result.stopped_by)
     result.knn = evaluate_knn(recipe, plan, state, plan.root() ? opt.knn_progress : ProgressFn(),
                               world ? world->host() : nullptr);

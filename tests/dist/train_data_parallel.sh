@@ -47,12 +47,12 @@ train "$TMP/one" optim.batch_size=16 run.max_steps=30 run.knn=false >"$TMP/one.l
 train2 "$TMP/two" optim.batch_size=8 run.max_steps=30 >"$TMP/two.log" 2>&1 || fail "2-rank run: $(tail -3 "$TMP/two.log")"
 grep -q "batch 8 per rank x 2 ranks = 16" "$TMP/two.log" || fail "the header names the per-rank and global batch"
 grep -q '"ranks":2,' "$TMP/two/metrics.jsonl" && grep -q '"global_batch":16' "$TMP/two/metrics.jsonl" || fail "metrics.jsonl names ranks and global batch"
-python3 "$HERE/compare_runs.py" "$TMP/one" "$TMP/two" --tol 1e-5 || fail "2 ranks x 8 differ from 1 x 16"
+/usr/bin/python3 "$HERE/compare_runs.py" "$TMP/one" "$TMP/two" --tol 1e-5 || fail "2 ranks x 8 differ from 1 x 16"
 
 # ---- 2. a 2-rank resume is bit-identical ---------------------------------------------------
 train2 "$TMP/resumed" optim.batch_size=8 run.max_steps=12 run.knn=false >/dev/null 2>&1 || fail "2-rank run to step 12"
 train2 "$TMP/resumed" --resume optim.batch_size=8 run.max_steps=30 >"$TMP/resumed.log" 2>&1 || fail "2-rank resume: $(tail -3 "$TMP/resumed.log")"
-python3 "$HERE/compare_runs.py" "$TMP/two" "$TMP/resumed" --exact || fail "a resumed 2-rank run is not bit-identical"
+/usr/bin/python3 "$HERE/compare_runs.py" "$TMP/two" "$TMP/resumed" --exact || fail "a resumed 2-rank run is not bit-identical"
 
 # ---- 3. resuming on another number of ranks -------------------------------------------------
 mkdir -p "$TMP/moved" && cp "$TMP/resumed/checkpoint.safetensors" "$TMP/moved/"
@@ -138,8 +138,8 @@ if [ -n "$SIMT" ]; then
   mpi 2 "$SIMT" train --device cuda --out "$TMP/gpu2" $RECIPE optim.batch_size=8 run.max_steps=4 run.knn=false >"$TMP/gpu2.log" 2>&1 \
     || fail "2 emulated GPUs: $(tail -2 "$TMP/gpu2.log")"
   grep -q "MPI + NCCL" "$TMP/gpu2.log" || fail "the 2-GPU run did not reduce through NCCL: $(grep data-parallel "$TMP/gpu2.log")"
-  python3 "$HERE/compare_runs.py" "$TMP/gpu1" "$TMP/gpu2" --tol 1e-5 || fail "2 emulated GPUs x 8 differ from 1 x 16"
-  python3 "$HERE/compare_runs.py" "$TMP/one" "$TMP/gpu2" --metrics-only --first-steps 4 --tol 2e-2 \
+  /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/gpu1" "$TMP/gpu2" --tol 1e-5 || fail "2 emulated GPUs x 8 differ from 1 x 16"
+  /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/one" "$TMP/gpu2" --metrics-only --first-steps 4 --tol 2e-2 \
     || fail "2 emulated GPUs differ from the CPU"
 fi
 
