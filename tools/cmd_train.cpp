@@ -99,11 +99,14 @@ void add_train_command(CLI::App& app) {
     opt.knn_progress = progress_line("k-NN features");
     opt.world = world.get();
     const TrainResult r = train_or_stop_the_job(*world, recipe, opt);
-    world.reset();  // every rank is done with its collectives
-    if (!root) {
+    // A rank that exits with a non-zero status makes mpirun kill the others: after a stop
+    // signal every rank waits until rank 0 has written its checkpoint and said how to resume.
+    auto end_job = [&] {
+      if (r.stopped_by && world->host()) world->host()->barrier();
+      world.reset();  // every rank is done with its collectives
       if (r.stopped_by) std::exit(128 + r.stopped_by);
-      return;
-    }
+    };
+    if (!root) return end_job();
     if (r.stopped_by) {
       std::string again = (r.ranks > 1 ? str_cat("mpirun -np ", r.ranks, " ") : std::string()) +
                           "dino train --out " + shell_quote(args->out) + " --resume";
@@ -116,8 +119,9 @@ void add_train_command(CLI::App& app) {
       if (args->json) std::cout << r.to_json().dump() << std::endl;
       std::fflush(stdout);
       // The shell's convention for a program ended by a signal, so scripts see it did not finish.
-      std::exit(128 + r.stopped_by);
+      end_job();
     }
+    end_job();
     std::printf("trained %ld steps (%.2f epochs) in %.1f s on %s, %.1f images/s (%.1f%% of the time "
                 "waiting for data); loss %.4f -> %.4f\n",
                 long(r.steps), r.epochs, r.seconds, r.device.c_str(), r.images_per_second,
