@@ -1,8 +1,8 @@
 # Tests of the files other programs read and write (included from CMakeLists.txt under
 # BUILD_TESTING), against Debian's torch under /usr/bin/python3 (exit 77, skipped, without it):
 # `dino embed` against tools/load_export.py in plain PyTorch on a Fashion-MNIST checkpoint
-# (skipped without Fashion-MNIST), and `dino import` of DINO- and timm-named weights made by an
-# independent PyTorch ViT (tests/interop/dino_vit.py).
+# (skipped without Fashion-MNIST), and `dino import` of DINO- and timm-named weights made by the
+# PyTorch ViT of the training cross-check (tests/reference/dino_reference.py).
 foreach(check embed_vs_pytorch import_vs_pytorch)
   add_test(NAME interop_${check}
            COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/tests/interop/${check}.py

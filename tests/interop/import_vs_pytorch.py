@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""`dino import` against the PyTorch ViT that made the weights (tests/interop/dino_vit.py).
+"""`dino import` against the PyTorch ViT that made the weights (tests/reference/dino_reference.py,
+facebookresearch/dino's module layout and names).
 
 Files written here with Debian's torch, in DINO's naming:
   - a backbone state dict (`dino_vits16`-style), one with 4 heads where width / 64 says 2
@@ -32,7 +33,8 @@ except ImportError as e:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import dino_vit  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+import dino_reference as reference  # noqa: E402
 import safetensors_min  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -76,9 +78,15 @@ def compare(dino, tmp, weights, model, label, *import_args):
 
 
 def vit(**kw):
-    cfg = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=128, depth=2, num_heads=2)
+    cfg = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=128, depth=2, num_heads=2, mlp_ratio=4.0)
     cfg.update(kw)
-    return dino_vit.VisionTransformer(**cfg)
+    model = reference.VisionTransformer(**cfg)
+    with torch.no_grad():  # LayerNorm off 1 and 0, so a swapped weight and bias shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.normal_(1.0, 0.1)
+                m.bias.normal_(0.0, 0.1)
+    return model
 
 
 def main():
@@ -100,8 +108,8 @@ def main():
 
         # 1. A backbone state dict, as DINO's hub files hold it.
         model = vit()
-        torch.save(model.state_dict(), f"{tmp}/dino_vit.pth")
-        compare(dino, tmp, f"{tmp}/dino_vit.pth", model, "state dict")
+        torch.save(model.state_dict(), f"{tmp}/backbone.pth")
+        compare(dino, tmp, f"{tmp}/backbone.pth", model, "state dict")
 
         # Training and evaluation start from the imported weights (model.init_from, knn).
         data = "synthetic:n=16,test=8,size=32,classes=2,channels=3"
@@ -150,8 +158,9 @@ def main():
 
         # 4. A full training checkpoint as main_dino.py saves it.
         def wrapper():
-            return dino_vit.MultiCropWrapper(vit(embed_dim=192, num_heads=3),
-                                             dino_vit.DINOHead(192, 64, hidden_dim=32, bottleneck_dim=16))
+            return reference.MultiCropWrapper(vit(embed_dim=192, num_heads=3),
+                                              reference.DINOHead(192, 64, hidden_dim=32, bottleneck_dim=16,
+                                                                 nlayers=3, norm_last_layer=True))
         student, teacher = wrapper(), wrapper()
         student_ddp = torch.nn.Module()
         student_ddp.module = student  # DistributedDataParallel's naming: module.backbone.*
@@ -183,13 +192,13 @@ def main():
         torch.save(model.state_dict(), f"{tmp}/legacy.pth", _use_new_zipfile_serialization=False)
         expect_error("pre-1.6 format", "pre-1.6", dino, "import", f"{tmp}/legacy.pth", "--out", f"{tmp}/x.safetensors")
         torch.save(model, f"{tmp}/module.pth")
-        expect_error("pickled module", "dino_vit.VisionTransformer", dino, "import", f"{tmp}/module.pth",
+        expect_error("pickled module", "dino_reference.VisionTransformer", dino, "import", f"{tmp}/module.pth",
                      "--out", f"{tmp}/x.safetensors")
         tensors["blocks.0.ls1.gamma"] = np.ones(128, np.float32)
         safetensors_min.write(f"{tmp}/layerscale.safetensors", tensors)
         expect_error("LayerScale", "blocks.0.ls1.gamma (LayerScale)", dino, "import",
                      f"{tmp}/layerscale.safetensors", "--out", f"{tmp}/x.safetensors")
-        raw = open(f"{tmp}/dino_vit.pth", "rb").read()
+        raw = open(f"{tmp}/backbone.pth", "rb").read()
         for cut in (len(raw) // 2, len(raw) - 30, 100):
             open(f"{tmp}/cut.pth", "wb").write(raw[:cut])
             expect_error(f"truncated at {cut}", "cut.pth", dino, "import", f"{tmp}/cut.pth",

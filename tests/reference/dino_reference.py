@@ -222,14 +222,18 @@ class VisionTransformer(nn.Module):
         return torch.cat((self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)),
                          dim=1)
 
-    def forward(self, x):
+    def forward_tokens(self, x):
+        """Every token after the final norm: [CLS] first, then the patches."""
         B, _, w, h = x.shape
         x = self.patch_embed(x)
         x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
         x = x + self.interpolate_pos_encoding(x.shape[1] - 1, w, h)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)[:, 0]
+        return self.norm(x)
+
+    def forward(self, x):
+        return self.forward_tokens(x)[:, 0]
 
 
 def _init_linear(m):
