@@ -41,62 +41,9 @@ class CudaBackend final : public Backend {
   bool convert(const Tensor& dst, const Tensor& src) const override;
   bool fill(const Tensor& t, double value) const override;
 
-  void binary(const Tensor& out, BinaryOp op, const Tensor& a, const Tensor& b) const override;
-  void unary(const Tensor& out, UnaryOp op, const Tensor& x, double s) const override;
-  void unary_backward(const Tensor& dx, UnaryOp op, const Tensor& dout, const Tensor& x,
-                      const Tensor& y, double s) const override;
-  void sum_to(const Tensor& out, const Tensor& g) const override;
-  void sum_all(const Tensor& out, const Tensor& x, double divisor) const override;
-  void reduce_rows(const Tensor& out, const Tensor& x, RowReduce op,
-                   double divisor) const override;
-  void expand_rows(const Tensor& out, const Tensor& g, double factor) const override;
-
-  void permute(const Tensor& out, const Tensor& x,
-               const std::vector<int64_t>& dims) const override;
-  void prepend_token(const Tensor& out, const Tensor& x, const Tensor& token) const override;
-  void prepend_token_backward(const Tensor& dx, const Tensor& dtoken,
-                              const Tensor& dout) const override;
-  void select_token(const Tensor& out, const Tensor& x, int64_t i) const override;
-  void select_token_backward(const Tensor& dx, const Tensor& dout, int64_t i) const override;
-
-  void layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x,
-                  const Tensor& weight, const Tensor& bias, double eps) const override;
-  void add_layer_norm(const Tensor& sum, const Tensor& out, const Tensor& mean,
-                      const Tensor& rstd, const Tensor& x, const Tensor& branch,
-                      const Tensor& weight, const Tensor& bias, double eps) const override;
-  void layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
-                           const Tensor& dout, const Tensor& x, const Tensor& mean,
-                           const Tensor& rstd, const Tensor& weight) const override;
-  void matmul(const Tensor& out, const Tensor& a, const Tensor& b) const override;
-  void matmul_backward(const Tensor& da, const Tensor& db, const Tensor& dout, const Tensor& a,
-                       const Tensor& b) const override;
-  void linear(const Tensor& out, const Tensor& x, const Tensor& weight,
-              const Tensor& bias) const override;
-  void linear_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
-                       const Tensor& dout, const Tensor& x, const Tensor& weight) const override;
-  void weight_norm(const Tensor& w, const Tensor& vnorm, const Tensor& v,
-                   const Tensor& g) const override;
-  void weight_norm_backward(const Tensor& dv, const Tensor& dg, const Tensor& dw, const Tensor& v,
-                            const Tensor& g, const Tensor& vnorm) const override;
-  void im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const override;
-  void col2im_patches(const Tensor& dimg, const Tensor& dcols, int64_t P) const override;
-
-  void attention(const Tensor& out, const Tensor& lse, const Tensor& probs, const Tensor& qkv,
-                 int64_t heads) const override;
-  void attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
-                          const Tensor& out, const Tensor& lse, int64_t heads) const override;
-  void softmax(const Tensor& out, const Tensor& lse, const Tensor& x,
-               bool log_space) const override;
-  void softmax_backward(const Tensor& dx, const Tensor& dout, const Tensor& x, const Tensor& out,
-                        const Tensor& lse, bool log_space) const override;
-  void l2_normalize(const Tensor& out, const Tensor& norm, const Tensor& x,
-                    double eps) const override;
-  void l2_normalize_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
-                             const Tensor& norm, double eps) const override;
-  void resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
-                      double scale_w) const override;
-  void resize_bicubic_backward(const Tensor& dgrid, const Tensor& dout, double scale_h,
-                               double scale_w) const override;
+#define DINO_KERNEL(name, params) void name params const override;
+#include "core/kernel_table.def"
+#undef DINO_KERNEL
 };
 
 }  // namespace dino::kernels::cuda
