@@ -15,6 +15,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/tensor.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cuda/selfcheck.h"
 
@@ -70,6 +71,11 @@ inline std::vector<bf16> to_bf16(const std::vector<float>& v) {
   std::vector<bf16> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = bf16(v[i]);
   return out;
+}
+
+inline std::vector<double> host_doubles(const Tensor& t) {
+  const std::vector<float> f = t.to_vector();
+  return std::vector<double>(f.begin(), f.end());
 }
 
 inline std::vector<double> to_double(const std::vector<float>& v) {

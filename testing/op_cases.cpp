@@ -1,0 +1,71 @@
+// The table's registry (testing/op_cases.h): the families' cases in one list, names checked
+// unique, and the look-ups the tests, `dino check` and the benchmarks use.
+#include "testing/op_cases.h"
+
+#include <algorithm>
+#include <set>
+
+#include "core/error.h"
+
+namespace dino::testing {
+
+OpCase op_case(const std::string& op, std::vector<OpInput> inputs, OpFn fn, DType out_dtype,
+               const std::string& detail) {
+  OpCase c;
+  c.op = op;
+  c.name = op;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    c.name += str_cat(i ? ", " : " ", shape_str(inputs[i].shape), " ", dtype_name(inputs[i].dtype),
+                      inputs[i].grad ? "" : " (no grad)");
+  if (!detail.empty()) c.name += " " + detail;
+  c.inputs = std::move(inputs);
+  c.fn = std::move(fn);
+  c.out_dtype = out_dtype;
+  return c;
+}
+
+const std::vector<OpCase>& op_cases() {
+  static const std::vector<OpCase> table = [] {
+    std::vector<OpCase> c;
+    add_elementwise_cases(c);
+    add_shape_cases(c);
+    add_linear_cases(c);
+    add_nn_cases(c);
+    std::set<std::string> names;
+    for (const OpCase& k : c)
+      DINO_CHECK(names.insert(k.name).second, "[op table] two cases are named '", k.name, "'");
+    return c;
+  }();
+  return table;
+}
+
+std::vector<std::string> op_names() {
+  std::vector<std::string> ops;
+  for (const OpCase& c : op_cases())
+    if (std::find(ops.begin(), ops.end(), c.op) == ops.end()) ops.push_back(c.op);
+  return ops;
+}
+
+std::vector<const OpCase*> cases_of(const std::string& op, bool with_bench) {
+  std::vector<const OpCase*> out;
+  for (const OpCase& c : op_cases())
+    if ((op.empty() || c.op == op) && (c.check || with_bench)) out.push_back(&c);
+  return out;
+}
+
+std::vector<const OpCase*> bench_cases(const std::vector<std::string>& ops, const std::string& set) {
+  std::vector<const OpCase*> out;
+  for (const OpCase& c : op_cases())
+    if (!c.bench.empty() && (set == "all" || c.bench == set) &&
+        std::find(ops.begin(), ops.end(), c.op) != ops.end())
+      out.push_back(&c);
+  return out;
+}
+
+uint64_t case_seed(const OpCase& c) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (const unsigned char ch : c.name) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace dino::testing
