@@ -1,5 +1,5 @@
 // `dino bench attention`: our flash attention (kernels/cuda/attention.cu) against cuDNN's SDPA
-// (kernels/cuda/cudnn_attention.cpp) and a composite (split heads, cuBLASLt batched Q K^T with
+// (benchmarks/cudnn/cudnn_attention.cpp) and a composite (split heads, cuBLASLt batched Q K^T with
 // the scale as alpha, a softmax kernel, cuBLASLt P V, merge heads; the backward from the saved
 // P: dV = P^T dO, dP = dO V^T, a softmax-backward kernel, dQ = dS K, dK = dS^T Q), forward and
 // backward, on packed qkv (B, N, 3*H*Dh) bf16.
@@ -16,6 +16,7 @@
 
 #include "benchmarks/bench.h"
 #include "benchmarks/composite.h"
+#include "benchmarks/cudnn/baselines.h"
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
@@ -145,10 +146,10 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
     }
     try {
       DeviceBuffer out2(size_t(2 * o_n)), lse2(size_t(4 * lse_n));
-      kc::cudnn_attention_forward(out2.as<bf16>(), lse2.as<float>(), qkv0, B, N, H, Dh, s);
+      cudnn_attention_forward(out2.as<bf16>(), lse2.as<float>(), qkv0, B, N, H, Dh, s);
       checks["cudnn"]["forward"] = rel_diff(out2.as(), true, c_out.as(), true, o_n);
       checks["cudnn"]["lse_vs_ours"] = rel_diff(lse2.as(), false, s0.lse.as(), false, lse_n);
-      kc::cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, out2.as<bf16>(), lse2.as<float>(), B, N, H, Dh, s);
+      cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, out2.as<bf16>(), lse2.as<float>(), B, N, H, Dh, s);
       checks["cudnn"]["backward"] = rel_diff(dqkv.as(), true, c_dqkv.as(), true, qkv_n);
     } catch (const std::exception& e) {
       checks["cudnn"]["error"] = e.what();
@@ -190,18 +191,18 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   }, bwd, json::object());
 
   // ---- cuDNN -------------------------------------------------------------------------------
-  if (!kc::cudnn_available()) {
+  if (!cudnn_available()) {
     for (const char* pass : {"forward", "backward"})
-      report.add(error_row("attention", shape, pass, "cudnn", kc::cudnn_version()));
+      report.add(error_row("attention", shape, pass, "cudnn", cudnn_version()));
   } else {
     for (const bool backward : {false, true}) {
       const char* pass = backward ? "backward" : "forward";
       json extra;
       try {  // build the plan outside the timing, and record it
-        if (!backward) kc::cudnn_attention_forward(s0.out.as<bf16>(), s0.lse.as<float>(), qkv0, B, N, H, Dh, s);
-        else kc::cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, s0.out.as<bf16>(), s0.lse.as<float>(), B, N, H, Dh, s);
-        const kc::CudnnPlanInfo p = kc::cudnn_last_plan();
-        extra = {{"cudnn_version", kc::cudnn_version()}, {"cudnn_graph", p.path}, {"engine", p.engine},
+        if (!backward) cudnn_attention_forward(s0.out.as<bf16>(), s0.lse.as<float>(), qkv0, B, N, H, Dh, s);
+        else cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, s0.out.as<bf16>(), s0.lse.as<float>(), B, N, H, Dh, s);
+        const CudnnPlanInfo p = cudnn_last_plan();
+        extra = {{"cudnn_version", cudnn_version()}, {"cudnn_graph", p.path}, {"engine", p.engine},
                  {"workspace_bytes", p.workspace_bytes}, {"plan_build_s", p.build_seconds}};
       } catch (const std::exception& e) {
         report.add(error_row("attention", shape, pass, "cudnn", e.what()));
@@ -210,12 +211,12 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       if (!backward) {
         add(pass, "cudnn", [&](int i) {
           Set& x = set_of(i);
-          kc::cudnn_attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh, s);
+          cudnn_attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh, s);
         }, fwd, extra);
       } else {
         add(pass, "cudnn", [&](int i) {
           Set& x = set_of(i);
-          kc::cudnn_attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(), x.out.as<bf16>(),
+          cudnn_attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(), x.out.as<bf16>(),
                                        x.lse.as<float>(), B, N, H, Dh, s);
         }, bwd, extra);
       }
@@ -246,7 +247,7 @@ json bench_attention(const Options& opt) {
   const std::vector<Shape> shapes = shapes_for(opt);
   const Ceilings c = measure_ceilings(opt);
   std::cout << c.to_json().dump() << std::endl;
-  std::printf("attention: %s; cuDNN %s\n", c.describe().c_str(), kc::cudnn_version());
+  std::printf("attention: %s; cuDNN %s\n", c.describe().c_str(), cudnn_version());
   Report report("attention");
   for (const Shape& sh : shapes) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {

@@ -1,5 +1,5 @@
 // `dino bench layernorm`: our LayerNorm (kernels/cuda/layernorm.cu: fp32 residual stream in,
-// bf16 out, fp32 statistics) against cuDNN's norm operations (kernels/cuda/cudnn_layernorm.cpp)
+// bf16 out, fp32 statistics) against cuDNN's norm operations (benchmarks/cudnn/cudnn_layernorm.cpp)
 // and a composite (a statistics kernel, then a normalise kernel; backward: per-row sums, dx,
 // then block-partial column sums for dweight/dbias), plus our fused residual-add + LayerNorm.
 //
@@ -15,6 +15,7 @@
 
 #include "benchmarks/bench.h"
 #include "benchmarks/composite.h"
+#include "benchmarks/cudnn/baselines.h"
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
@@ -118,11 +119,11 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
     }, [&] {
       kc::layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), s0.dout.as<bf16>(), s0.x.as<float>(), m2.as<float>(), r2.as<float>(), w.as<float>(), N, C, s);
     });
-    if (kc::cudnn_available()) {
+    if (cudnn_available()) {
       check("cudnn", [&] {
-        kc::cudnn_layernorm_forward(y.as<bf16>(), m2.as<float>(), r2.as<float>(), s0.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
+        cudnn_layernorm_forward(y.as<bf16>(), m2.as<float>(), r2.as<float>(), s0.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
       }, [&] {
-        kc::cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), s0.dout.as<bf16>(), s0.x.as<float>(), m2.as<float>(), r2.as<float>(), w.as<float>(), N, C, s);
+        cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), s0.dout.as<bf16>(), s0.x.as<float>(), m2.as<float>(), r2.as<float>(), w.as<float>(), N, C, s);
       });
     }
     CUDA_CHECK(cudaStreamSynchronize(s));
@@ -168,9 +169,9 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   }, bwd, json::object());
 
   // ---- cuDNN: the mixed form first, else all-f32 activations ------------------------------------
-  if (!kc::cudnn_available()) {
+  if (!cudnn_available()) {
     for (const char* pass : {"forward", "backward"})
-      report.add(error_row("layernorm", shape, pass, "cudnn", kc::cudnn_version()));
+      report.add(error_row("layernorm", shape, pass, "cudnn", cudnn_version()));
   } else {
     DeviceBuffer y32;
     for (const bool backward : {false, true}) {
@@ -180,16 +181,16 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       auto run = [&](int i) {
         Set& x = set_of(i);
         if (!backward && mixed)
-          kc::cudnn_layernorm_forward(y.as<bf16>(), x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
+          cudnn_layernorm_forward(y.as<bf16>(), x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
         else if (!backward)
-          kc::cudnn_layernorm_forward_io(y32.as(), kc::CudnnIo::f32, x.mean.as<float>(), x.rstd.as<float>(), x.x.as(), kc::CudnnIo::f32,
+          cudnn_layernorm_forward_io(y32.as(), CudnnIo::f32, x.mean.as<float>(), x.rstd.as<float>(), x.x.as(), CudnnIo::f32,
                                          w.as<float>(), b.as<float>(), N, C, kEps, s);
         else if (mixed)
-          kc::cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), x.dout.as<bf16>(), x.x.as<float>(),
+          cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), x.dout.as<bf16>(), x.x.as<float>(),
                                        x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C, s);
         else
-          kc::cudnn_layernorm_backward_io(dx.as(), kc::CudnnIo::f32, dw.as<float>(), db.as<float>(), x.dout_f32.as(), kc::CudnnIo::f32,
-                                          x.x.as(), kc::CudnnIo::f32, x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C, s);
+          cudnn_layernorm_backward_io(dx.as(), CudnnIo::f32, dw.as<float>(), db.as<float>(), x.dout_f32.as(), CudnnIo::f32,
+                                          x.x.as(), CudnnIo::f32, x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C, s);
       };
       try {
         run(0);  // builds (and caches) the plan outside the timing
@@ -211,8 +212,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
           continue;
         }
       }
-      const kc::CudnnPlanInfo p = kc::cudnn_last_plan();
-      json extra{{"cudnn_version", kc::cudnn_version()}, {"engine", p.engine},
+      const CudnnPlanInfo p = cudnn_last_plan();
+      json extra{{"cudnn_version", cudnn_version()}, {"engine", p.engine},
                  {"workspace_bytes", p.workspace_bytes}, {"plan_build_s", p.build_seconds},
                  {"io", mixed ? "as ours (x f32, y/dy bf16, dx f32)" : "all f32 (no engine for the mixed form)"}};
       if (!mixed) extra["mixed_form_error"] = why.substr(0, 300);
@@ -244,7 +245,7 @@ json bench_layernorm(const Options& opt) {
   const std::vector<Shape> shapes = shapes_for(opt);
   const Ceilings c = measure_ceilings(opt);
   std::cout << c.to_json().dump() << std::endl;
-  std::printf("layernorm: %s; cuDNN %s\n", c.describe().c_str(), kc::cudnn_version());
+  std::printf("layernorm: %s; cuDNN %s\n", c.describe().c_str(), cudnn_version());
   Report report("layernorm");
   for (const Shape& sh : shapes) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {

@@ -82,17 +82,4 @@ Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h
 Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
                  double tau_s, double tau_t, Tensor* q_out = nullptr);
 
-// Composite forms of the fused ops, built from the primitives above; tests hold the fused
-// ops equal to these (composite.cpp).
-namespace composite {
-Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
-AddNorm add_layer_norm(const Tensor& x, const Tensor& branch, const Tensor& weight,
-                       const Tensor& bias, double eps);
-Tensor softmax(const Tensor& x);
-Tensor log_softmax(const Tensor& x);
-Tensor attention(const Tensor& qkv, int64_t heads);
-Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
-                 double tau_s, double tau_t);
-}  // namespace composite
-
 }  // namespace dino

@@ -1,4 +1,5 @@
 // Each fused op equals its composite form (values and gradients), in float64 on the CPU.
+#include "testing/composite.h"
 #include "tests/gradcheck.h"
 
 using namespace dino;

@@ -1,6 +1,6 @@
 // `dino check`: every CUDA kernel against its CPU reference on this machine's GPU, as a table
 // (kernel, shape, output, relative error, tolerance, pass), using the CUDA tests' references
-// and tolerances (kernels/cuda/selfcheck.h). Exits 0 when every row passes, 1 when one fails,
+// and tolerances (testing/cuda/selfcheck.h). Exits 0 when every row passes, 1 when one fails,
 // and 77 (the code CTest reads as "skipped") with the reason when no GPU is usable.
 #include <cmath>
 #include <cstdio>
@@ -14,7 +14,7 @@
 #include "tools/commands.h"
 #ifdef DINO_HAS_CUDA
 #include "kernels/cuda/runtime.h"
-#include "kernels/cuda/selfcheck.h"
+#include "testing/cuda/selfcheck.h"
 #endif
 
 namespace dino::tools {

@@ -9,9 +9,15 @@
 #include "dist/abort.h"
 #include "tools/commands.h"
 #include "tools/omp_wait_policy.h"
+#ifdef DINO_HAS_CUDA
+#include "benchmarks/cudnn/baselines.h"
+#endif
 
 int main(int argc, char** argv) {
   dino::tools::prefer_passive_omp_wait(argv);
+#ifdef DINO_HAS_CUDA
+  dino::bench::register_cudnn_attention();  // model.attention=cudnn, in train and bench
+#endif
   CLI::App app{"dino: train Vision Transformers with DINO self-distillation"};
   app.require_subcommand(1);
   dino::tools::add_train_command(app);

@@ -1,8 +1,11 @@
-// The CUDA backend's attention (core/ops_nn.cpp) on kernels/cuda/attention.cu, or cuDNN's SDPA
-// when model.attention=cudnn (the in-binary baseline, same layout and lse): bf16 qkv, out and
+// The CUDA backend's attention (core/ops_nn.cpp) on kernels/cuda/attention.cu, or on registered
+// kernels of the same layout and lse selected by name (model.attention=cudnn: cuDNN's SDPA,
+// benchmarks/cudnn/): bf16 qkv, out and
 // gradients, f32 lse; head dims 32, 64, 128. The fused kernel never forms the N x N matrix, so
 // it has no probabilities to give.
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "kernels/cuda/backend.h"
 
@@ -27,9 +30,44 @@ AttentionSizes attention_sizes(const Tensor& qkv, int64_t heads) {
           as_int("attention", heads, "heads"), int(Dh)};
 }
 
-bool use_cudnn() { return attention_backend() == AttentionBackend::cudnn; }
+const AttentionKernels kOurs{"ours", [] { return std::string(); }, attention_forward,
+                             attention_backward};
+
+std::vector<AttentionKernels>& registered() {
+  static std::vector<AttentionKernels> kernels{kOurs};
+  return kernels;
+}
+
+AttentionKernels g_selected = kOurs;
 
 }  // namespace
+
+void register_attention_kernels(const AttentionKernels& kernels) {
+  for (AttentionKernels& k : registered())
+    if (std::string(k.name) == kernels.name) {
+      k = kernels;
+      return;
+    }
+  registered().push_back(kernels);
+}
+
+void set_attention_backend(const char* name) {
+  const std::string n = name ? name : "";
+  std::string known;
+  for (const AttentionKernels& k : registered()) {
+    if (n == k.name) {
+      const std::string why = k.unavailable();
+      DINO_CHECK(why.empty(), "[attention] attention=", n, " cannot run here: ", why);
+      g_selected = k;
+      return;
+    }
+    known += str_cat(known.empty() ? "" : ", ", k.name);
+  }
+  throw Error(str_cat("[attention] unknown attention backend '", n, "' (this program has: ", known,
+                      n == "cudnn" ? "; cuDNN's comes with the dino CLI" : "", ")"));
+}
+
+const char* attention_backend_name() { return g_selected.name; }
 
 void CudaBackend::attention(const Tensor& out, const Tensor& lse, const Tensor& probs,
                             const Tensor& qkv, int64_t heads) const {
@@ -38,17 +76,15 @@ void CudaBackend::attention(const Tensor& out, const Tensor& lse, const Tensor& 
              "--device cpu");
   const AttentionSizes s = attention_sizes(qkv, heads);
   const Tensor q = aligned16(qkv);
-  (use_cudnn() ? cudnn_attention_forward : attention_forward)(
-      bf16_ptr(out), f32_ptr(lse), bf16_ptr(q), s.B, s.N, s.H, s.Dh, op_stream());
+  g_selected.forward(bf16_ptr(out), f32_ptr(lse), bf16_ptr(q), s.B, s.N, s.H, s.Dh, op_stream());
 }
 
 void CudaBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
                                      const Tensor& out, const Tensor& lse, int64_t heads) const {
   const AttentionSizes s = attention_sizes(qkv, heads);
   const Tensor q = aligned16(qkv), g = aligned16(dout);
-  (use_cudnn() ? cudnn_attention_backward : cuda::attention_backward)(
-      bf16_ptr(dqkv), bf16_ptr(g), bf16_ptr(q), bf16_ptr(out), f32_ptr(lse), s.B, s.N, s.H, s.Dh,
-      op_stream());
+  g_selected.backward(bf16_ptr(dqkv), bf16_ptr(g), bf16_ptr(q), bf16_ptr(out), f32_ptr(lse), s.B,
+                      s.N, s.H, s.Dh, op_stream());
 }
 
 }  // namespace dino::kernels::cuda

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "core/op_codes.h"
 
@@ -215,55 +216,25 @@ void select_token_forward(void* out, const void* x, int elem_size, int64_t B, in
 void select_token_backward(void* dx, const void* dout, int elem_size, int64_t B, int64_t N,
                            int64_t D, int64_t i, cudaStream_t stream);
 
-// ---- cudnn_attention.cpp, cudnn_layernorm.cpp: cuDNN 9 graph-API baselines ----------------
-// Our launchers' signatures run through cuDNN's backend operations (graph_cudnn.h): SDPA as
-// cudnn-frontend builds it (the composite matmul/pointwise/reduction graph, or the unified
-// SDPA operation where the library has it; cudnn_attention.cpp says which when) and the
-// layer-norm forward/backward operations. Plans are built once per shape and device (kernel compilation included) and
-// cached. Always declared; in a build without cuDNN (no DINO_HAS_CUDNN) each throws saying so.
-// Packed qkv is given to cuDNN as strided (B, H, N, Dh) views: no copies.
-bool cudnn_available();       // built with cuDNN and the library answers cudnnGetVersion
-const char* cudnn_version();  // "9.19.0", or "none (...)"
-// Which attention kernels core/ops_nn.cpp's attention runs on CUDA: ours (default) or cuDNN's.
-enum class AttentionBackend { ours, cudnn };
-// name "ours" or "cudnn"; throws dino::Error for another name, or "cudnn" without cuDNN.
-void set_attention_backend(const char* name);
-AttentionBackend attention_backend();
-const char* attention_backend_name();
-// As attention_forward / attention_backward (head dims 32, 64, 128; lse is cuDNN's softmax
-// statistics, the natural log-sum-exp of the scaled scores, interchangeable with ours).
-void cudnn_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B,
-                             int N, int H, int Dh, cudaStream_t stream);
-void cudnn_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
-                              const __nv_bfloat16* qkv, const __nv_bfloat16* out,
-                              const float* lse, int B, int N, int H, int Dh, cudaStream_t stream);
-// As layernorm_forward / layernorm_backward (x f32, out and dout bf16, dx f32).
-void cudnn_layernorm_forward(__nv_bfloat16* out, float* mean, float* rstd, const float* x,
-                             const float* weight, const float* bias, int N, int C, float eps,
-                             cudaStream_t stream);
-void cudnn_layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bfloat16* dout,
-                              const float* x, const float* mean, const float* rstd,
-                              const float* weight, int N, int C, cudaStream_t stream);
-// The same with the activations' types chosen (the benchmark falls back to all-bf16 or all-f32
-// activations if cuDNN has no engine for the mixed f32-in / bf16-out form).
-enum class CudnnIo { f32, bf16 };
-void cudnn_layernorm_forward_io(void* out, CudnnIo out_type, float* mean, float* rstd,
-                                const void* x, CudnnIo x_type, const float* weight,
-                                const float* bias, int N, int C, float eps, cudaStream_t stream);
-void cudnn_layernorm_backward_io(void* dx, CudnnIo dx_type, float* dweight, float* dbias,
-                                 const void* dout, CudnnIo dout_type, const void* x,
-                                 CudnnIo x_type, const float* mean, const float* rstd,
-                                 const float* weight, int N, int C, cudaStream_t stream);
-// The plan the latest cudnn_* call on this thread ran: engine index, device scratch (cuDNN's
-// workspace plus the graph's own scratch tensors), build time (0 when it came from the cache)
-// and which graph it is (e.g. "composite" or "unified" SDPA; see cudnn_attention.cpp), for the
-// benchmark's report and the tests.
-struct CudnnPlanInfo {
-  long long engine = -1, workspace_bytes = 0;
-  double build_seconds = 0;
-  const char* path = "";
+// ---- backend_attention.cpp: which attention kernels the CUDA backend runs ---------------
+// Ours (attention.cu) unless another implementation with the same signatures was registered
+// and selected by name (model.attention): the cuDNN baseline (benchmarks/cudnn/baselines.h)
+// registers itself as "cudnn" in the programs that link dino_bench (the dino CLI).
+struct AttentionKernels {
+  const char* name;
+  // Empty when it can run here, else why not (e.g. "this build has no cuDNN").
+  std::string (*unavailable)();
+  void (*forward)(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N, int H,
+                  int Dh, cudaStream_t stream);
+  void (*backward)(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
+                   const __nv_bfloat16* out, const float* lse, int B, int N, int H, int Dh,
+                   cudaStream_t stream);
 };
-CudnnPlanInfo cudnn_last_plan();
+void register_attention_kernels(const AttentionKernels& kernels);
+// name "ours" or a registered one; throws dino::Error for another name, or for one that
+// cannot run here (saying why).
+void set_attention_backend(const char* name);
+const char* attention_backend_name();
 
 
 // ---- softmax.cu, l2_normalize.cu, drop_path.cu, resize.cu, dino_loss.cu extras ------

@@ -8,7 +8,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "kernels/cpu/bf16_oracle.h"
+#include "testing/bf16_oracle.h"
 #include "kernels/cuda/runtime.h"
 
 namespace dino::testing {
@@ -41,8 +41,8 @@ void compare_result(CaseCheck& out, const std::string& what, const Tensor& got, 
   const std::vector<double> r = host_doubles(ref);
   const Tolerance& t = out.c->tol;
   const double tol =
-      got.dtype() == DType::bf16 ? t.bf16_mult * cpu::bf16_output_error(r) + t.bf16_floor : t.f32;
-  const cpu::Comparison cmp = cpu::compare(host_doubles(got), r);
+      got.dtype() == DType::bf16 ? t.bf16_mult * bf16_output_error(r) + t.bf16_floor : t.f32;
+  const Comparison cmp = compare(host_doubles(got), r);
   const bool pass = cmp.non_finite == 0 && cmp.rel_l2 <= tol;
   out.results.push_back({str_cat(what, " ", dtype_name(got.dtype())), cmp.rel_l2, tol, cmp.non_finite,
                          pass, pass ? "" : cmp.worst});

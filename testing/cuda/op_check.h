@@ -2,7 +2,7 @@
 // Runs one case of the op table (testing/op_cases.h) on the CUDA backend and on the CPU in
 // float64, forward and backward, on fresh random inputs, with every fresh CUDA allocation
 // poisoned with NaN (an element an op forgets to write shows). The output and every input
-// gradient are compared with ||got - ref|| / ||ref|| (kernels/cpu/bf16_oracle.h) against the
+// gradient are compared with ||got - ref|| / ||ref|| (testing/bf16_oracle.h) against the
 // case's tolerance rule; the GPU output's dtype against the case's. No test framework: the
 // CUDA tests (tests/cuda/test_op_table.cpp) require every result to pass, `dino check` prints
 // them as a table.

@@ -1,7 +1,7 @@
 // Flash attention on the GPU against the CPU reference in float64 from the same bf16 qkv
 // (ARCHITECTURE §6). The tolerance is twice the error of a plain bf16 composite (every GEMM output
 // rounded to bf16, as cuBLAS + unfused kernels would store it) plus a floor of 1e-3; the
-// composite is simulated on the host (kernels/cuda/selfcheck.h, shared with `dino check`).
+// composite is simulated on the host (testing/cuda/selfcheck.h, shared with `dino check`).
 // Sizes cover N = 1, N not a multiple of the 64-row tile (37, 65, 197) and every supported
 // head dim.
 #include <cmath>

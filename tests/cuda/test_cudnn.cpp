@@ -1,4 +1,4 @@
-// The cuDNN baselines (kernels/cuda/cudnn_attention.cpp, cudnn_layernorm.cpp) against the
+// The cuDNN baselines (benchmarks/cudnn/cudnn_attention.cpp, cudnn_layernorm.cpp) against the
 // same float64 CPU references and tolerances as our kernels' tests (test_attention.cpp,
 // test_layernorm.cpp), so `attention=cudnn` training and the benchmarks' cuDNN rows rest on a
 // checked path. A build without cuDNN, or a cuDNN that has no engine for an operation (see
@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 
+#include "benchmarks/cudnn/baselines.h"
 #include "core/error.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
@@ -15,6 +16,7 @@
 
 namespace cpu = dino::kernels::cpu;
 namespace cu = dino::kernels::cuda;
+namespace bench = dino::bench;
 using namespace dino::test;
 
 namespace {
@@ -27,18 +29,18 @@ bool cudnn_runs(const std::string& what, F&& f) {
     cu::synchronize();
     return true;
   } catch (const dino::Error& e) {
-    WARN("cuDNN " << cu::cudnn_version() << " cannot run " << what << ": " << e.what());
+    WARN("cuDNN " << bench::cudnn_version() << " cannot run " << what << ": " << e.what());
     return false;
   }
 }
 
 // Reports the graph the latest cuDNN call ran when it differs from the one reported before.
 void report_path(const char* what, std::string& reported) {
-  const cu::CudnnPlanInfo p = cu::cudnn_last_plan();
+  const bench::CudnnPlanInfo p = bench::cudnn_last_plan();
   CHECK(std::string(p.path) != "");
   if (reported == p.path) return;
   reported = p.path;
-  WARN("cuDNN " << cu::cudnn_version() << " ran " << what << " as the " << p.path
+  WARN("cuDNN " << bench::cudnn_version() << " ran " << what << " as the " << p.path
                 << " graph (engine " << p.engine << ")");
 }
 
@@ -50,8 +52,8 @@ __nv_bfloat16* bfm(DeviceBuffer<dino::bf16>& b) { return reinterpret_cast<__nv_b
 }  // namespace
 
 TEST_CASE("cuDNN attention matches the CPU reference", "[cudnn]") {
-  if (!cu::cudnn_available()) {
-    WARN("no cuDNN in this build: " << cu::cudnn_version());
+  if (!bench::cudnn_available()) {
+    WARN("no cuDNN in this build: " << bench::cudnn_version());
     return;
   }
   struct S {
@@ -76,14 +78,14 @@ TEST_CASE("cuDNN attention matches the CPU reference", "[cudnn]") {
     cu::selfcheck::attention_bf16_composite(comp_out, comp_dqkv, qkv_r, dout_r, s.B, s.N, s.H, s.Dh);
 
     if (!cudnn_runs("the SDPA forward", [&] {
-          cu::cudnn_attention_forward(bfm(out), lse.get(), bf(dqkv_in), s.B, s.N, s.H, s.Dh, test_stream());
+          bench::cudnn_attention_forward(bfm(out), lse.get(), bf(dqkv_in), s.B, s.N, s.H, s.Dh, test_stream());
         }))
       return;
     report_path("the SDPA forward", forward_path);
     expect_close("out", to_double(out.download()), ref_out, 2 * compare(comp_out, ref_out).rel_l2 + 1e-3);
     expect_close("lse", to_double(lse.download()), ref_lse, 1e-4);
     if (!cudnn_runs("the SDPA backward", [&] {
-          cu::cudnn_attention_backward(bfm(dqkv), bf(ddout), bf(dqkv_in), bf(out), lse.get(), s.B, s.N,
+          bench::cudnn_attention_backward(bfm(dqkv), bf(ddout), bf(dqkv_in), bf(out), lse.get(), s.B, s.N,
                                        s.H, s.Dh, test_stream());
         }))
       continue;
@@ -93,22 +95,22 @@ TEST_CASE("cuDNN attention matches the CPU reference", "[cudnn]") {
 }
 
 TEST_CASE("the attention backend switch", "[cudnn]") {
-  CHECK(cu::attention_backend() == cu::AttentionBackend::ours);
+  CHECK(std::string(cu::attention_backend_name()) == "ours");
   CHECK_THROWS_AS(cu::set_attention_backend("flash"), dino::Error);
-  if (cu::cudnn_available()) {
+  bench::register_cudnn_attention();
+  if (bench::cudnn_available()) {
     cu::set_attention_backend("cudnn");
-    CHECK(cu::attention_backend() == cu::AttentionBackend::cudnn);
     CHECK(std::string(cu::attention_backend_name()) == "cudnn");
   } else {
     CHECK_THROWS_AS(cu::set_attention_backend("cudnn"), dino::Error);
   }
   cu::set_attention_backend("ours");
-  CHECK(cu::attention_backend() == cu::AttentionBackend::ours);
+  CHECK(std::string(cu::attention_backend_name()) == "ours");
 }
 
 TEST_CASE("cuDNN layer norm matches the CPU reference", "[cudnn]") {
-  if (!cu::cudnn_available()) {
-    WARN("no cuDNN in this build: " << cu::cudnn_version());
+  if (!bench::cudnn_available()) {
+    WARN("no cuDNN in this build: " << bench::cudnn_version());
     return;
   }
   constexpr float kEps = 1e-6f;
@@ -130,7 +132,7 @@ TEST_CASE("cuDNN layer norm matches the CPU reference", "[cudnn]") {
     cpu::layernorm_forward<double>(ref.data(), ref_mean.data(), ref_rstd.data(), to_double(x).data(),
                                    to_double(w).data(), to_double(b).data(), s.N, s.C, kEps);
     if (!cudnn_runs("the layer-norm forward (x f32, y bf16)", [&] {
-          cu::cudnn_layernorm_forward(bfm(out), mean.get(), rstd.get(), dx_in.get(), dw.get(), db.get(), s.N,
+          bench::cudnn_layernorm_forward(bfm(out), mean.get(), rstd.get(), dx_in.get(), dw.get(), db.get(), s.N,
                                       s.C, kEps, test_stream());
         }))
       return;
@@ -139,7 +141,7 @@ TEST_CASE("cuDNN layer norm matches the CPU reference", "[cudnn]") {
     expect_close("rstd", to_double(rstd.download()), ref_rstd, 1e-4);
 
     if (!cudnn_runs("the layer-norm backward (dy bf16, x f32, dx f32)", [&] {
-          cu::cudnn_layernorm_backward(dx.get(), dweight.get(), dbias.get(), bf(ddout), dx_in.get(), mean.get(),
+          bench::cudnn_layernorm_backward(dx.get(), dweight.get(), dbias.get(), bf(ddout), dx_in.get(), mean.get(),
                                        rstd.get(), dw.get(), s.N, s.C, test_stream());
         }))
       return;

@@ -1,4 +1,4 @@
-// `dino check`'s table (kernels/cuda/selfcheck.h): every row passes. Its comparisons use the
+// `dino check`'s table (testing/cuda/selfcheck.h): every row passes. Its comparisons use the
 // same references and tolerances as the per-kernel tests here; this keeps the command's
 // verdict and the tests' in step.
 #include "tests/cuda/test_util.h"

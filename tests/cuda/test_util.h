@@ -17,7 +17,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "kernels/cuda/runtime.h"
-#include "kernels/cuda/selfcheck.h"
+#include "testing/cuda/selfcheck.h"
 
 namespace dino::test {
 
@@ -98,7 +98,7 @@ inline std::vector<double> bf16_rounded(const std::vector<double>& v) {
   return out;
 }
 
-// The metric and the bf16 floor are shared with `dino check` (kernels/cuda/selfcheck.h).
+// The metric and the bf16 floor are shared with `dino check` (testing/cuda/selfcheck.h).
 using ::dino::kernels::cuda::selfcheck::bf16_output_error;
 using ::dino::kernels::cuda::selfcheck::compare;
 using ::dino::kernels::cuda::selfcheck::Comparison;

@@ -1,5 +1,5 @@
 // See bf16_oracle.h.
-#include "kernels/cpu/bf16_oracle.h"
+#include "testing/bf16_oracle.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 
-namespace dino::kernels::cpu {
+namespace dino::testing {
 
 Comparison compare(const std::vector<double>& got, const std::vector<double>& ref) {
   Comparison c;
@@ -101,4 +101,4 @@ void attention_bf16_composite(std::vector<double>& out, std::vector<double>& dqk
   }
 }
 
-}  // namespace dino::kernels::cpu
+}  // namespace dino::testing

@@ -13,13 +13,13 @@
 #include <string>
 #include <tuple>
 
+#include "benchmarks/cudnn/baselines.h"
 #include "core/error.h"
-#include "kernels/cuda/kernels.h"
 #ifdef DINO_HAS_CUDNN
-#include "kernels/cuda/graph_cudnn.h"
+#include "benchmarks/cudnn/graph_cudnn.h"
 #endif
 
-namespace dino::kernels::cuda {
+namespace dino::bench {
 
 #ifdef DINO_HAS_CUDNN
 
@@ -159,4 +159,4 @@ void cudnn_layernorm_backward(float* dx, float* dweight, float* dbias, const __n
                               CudnnIo::f32, mean, rstd, weight, N, C, stream);
 }
 
-}  // namespace dino::kernels::cuda
+}  // namespace dino::bench

@@ -15,8 +15,8 @@
 #include "core/rng.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
-#include "kernels/cuda/selfcheck.h"
-#include "kernels/cuda/selfcheck_util.h"
+#include "testing/cuda/selfcheck.h"
+#include "testing/cuda/selfcheck_util.h"
 
 namespace dino::kernels::cuda::selfcheck {
 

@@ -1,7 +1,7 @@
 // cuDNN 9 graph-API helpers (see graph_cudnn.h). Compiled to nothing without cuDNN.
 #ifdef DINO_HAS_CUDNN
 
-#include "kernels/cuda/graph_cudnn.h"
+#include "benchmarks/cudnn/graph_cudnn.h"
 
 #include <chrono>
 #include <mutex>
@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 
-namespace dino::kernels::cuda::cudnn {
+namespace dino::bench::cudnn {
 
 int runtime_version() { return int(cudnnGetVersion()); }
 
@@ -371,6 +371,6 @@ void execute(const Plan& plan, const std::vector<int64_t>& uids, const std::vect
   CUDA_CHECK(cudaGetLastError());
 }
 
-}  // namespace dino::kernels::cuda::cudnn
+}  // namespace dino::bench::cudnn
 
 #endif  // DINO_HAS_CUDNN

@@ -12,15 +12,15 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/bf16_oracle.h"
+#include "testing/bf16_oracle.h"
 
 namespace dino::kernels::cuda::selfcheck {
 
-// The metric, the bf16 floor and the attention composite (kernels/cpu/bf16_oracle.h).
-using cpu::attention_bf16_composite;
-using cpu::bf16_output_error;
-using cpu::compare;
-using cpu::Comparison;
+// The metric, the bf16 floor and the attention composite (testing/bf16_oracle.h).
+using ::dino::testing::attention_bf16_composite;
+using ::dino::testing::bf16_output_error;
+using ::dino::testing::compare;
+using ::dino::testing::Comparison;
 
 struct Row {
   std::string kernel;  // the launcher, e.g. "layernorm_forward"
@@ -36,19 +36,19 @@ struct Row {
 // becomes a failing row saying so; the rest still run.
 std::vector<Row> run_all(uint64_t seed = 1);
 
-// Rows of the nn kernels (kernels/cuda/selfcheck_nn.cpp): softmax, log-softmax, l2-normalize, drop path,
+// Rows of the nn kernels (testing/cuda/selfcheck_nn.cpp): softmax, log-softmax, l2-normalize, drop path,
 // bicubic resize and the DINO loss extras (q, the scaled gradient, the teacher statistics).
 void check_nn(std::vector<Row>& rows, uint64_t seed);
 
-// Rows of the GEMM-side kernels (kernels/cuda/selfcheck_linear.cpp): im2col_patches, weight_norm forward and
+// Rows of the GEMM-side kernels (testing/cuda/selfcheck_linear.cpp): im2col_patches, weight_norm forward and
 // backward, the fp32-output GEMM with an f32 bias (patchify) and the bf16 strided batch (matmul).
 void check_linear(std::vector<Row>& rows, uint64_t seed);
 
-// Rows of the element-wise kernels (kernels/cuda/selfcheck_elementwise.cpp): the mixed-dtype broadcast binary op,
+// Rows of the element-wise kernels (testing/cuda/selfcheck_elementwise.cpp): the mixed-dtype broadcast binary op,
 // GELU forward/backward, the deterministic all-sum, row reductions, sum_to, the tiled transpose.
 void check_elementwise(std::vector<Row>& rows, uint64_t seed);
 
-// Rows of the optimizer's clipping (kernels/cuda/selfcheck_optimizer.cpp): the clipping launch scale_by_norms
+// Rows of the optimizer's clipping (testing/cuda/selfcheck_optimizer.cpp): the clipping launch scale_by_norms
 // (per tensor and global) after grad_norms.
 void check_optimizer_clip(std::vector<Row>& rows, uint64_t seed);
 

@@ -1,6 +1,6 @@
 // `dino check`'s comparisons (see selfcheck.h): each family's launchers on a few shapes of its
 // CUDA test, against the same float64 CPU references with the same tolerances.
-#include "kernels/cuda/selfcheck.h"
+#include "testing/cuda/selfcheck.h"
 
 #include <cmath>
 #include <cstring>
@@ -12,7 +12,7 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
-#include "kernels/cuda/selfcheck_util.h"
+#include "testing/cuda/selfcheck_util.h"
 
 namespace dino::kernels::cuda::selfcheck {
 

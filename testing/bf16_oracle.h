@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace dino::kernels::cpu {
+namespace dino::testing {
 
 struct Comparison {
   double rel_l2 = 0;   // ||got - ref|| / ||ref|| (NaN if any element of got is not finite)
@@ -26,4 +26,4 @@ void attention_bf16_composite(std::vector<double>& out, std::vector<double>& dqk
                               const std::vector<double>& qkv, const std::vector<double>& dout,
                               int B, int N, int H, int Dh);
 
-}  // namespace dino::kernels::cpu
+}  // namespace dino::testing

@@ -1,10 +1,8 @@
-// Composite forms of the fused ops, written with primitive ops only. They are slow and
-// allocate many intermediates; their job is to be obviously right, so tests can hold the
-// fused ops to them.
+// See composite.h.
 #include <cmath>
 
 #include "core/autograd.h"
-#include "core/ops.h"
+#include "testing/composite.h"
 
 namespace dino::composite {
 

@@ -1,6 +1,6 @@
 // Scaled-dot-product attention through cuDNN 9's backend (graph) API, on our packed qkv: the
-// baseline that `dino bench attention` measures ours against, and a backend training can select
-// (`set_attention_backend("cudnn")`, config `attention=cudnn`). bf16 I/O, fp32 compute, no mask,
+// baseline that `dino bench attention` measures ours against, and attention kernels training can
+// select (register_cudnn_attention(), then config `model.attention=cudnn`). bf16 I/O, fp32 compute, no mask,
 // no dropout, scale 1/sqrt(Dh), Stats the fp32 (B, H, N, 1) natural log-sum-exp of the scaled
 // scores (our lse).
 //
@@ -49,37 +49,21 @@
 #include <tuple>
 #include <vector>
 
+#include "benchmarks/cudnn/baselines.h"
 #include "core/error.h"
 #include "kernels/cuda/kernels.h"
 #ifdef DINO_HAS_CUDNN
+#include "benchmarks/cudnn/graph_cudnn.h"
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/graph_cudnn.h"
 #endif
 
-namespace dino::kernels::cuda {
+namespace dino::bench {
 
-namespace {
-
-AttentionBackend g_attention_backend = AttentionBackend::ours;
-
-}  // namespace
-
-void set_attention_backend(const char* name) {
-  const std::string n = name ? name : "";
-  if (n == "ours") {
-    g_attention_backend = AttentionBackend::ours;
-  } else if (n == "cudnn") {
-    DINO_CHECK(cudnn_available(), "[attention] attention=cudnn needs cuDNN: ", cudnn_version());
-    g_attention_backend = AttentionBackend::cudnn;
-  } else {
-    throw Error(str_cat("[attention] unknown attention backend '", n, "' (ours or cudnn)"));
-  }
-}
-
-AttentionBackend attention_backend() { return g_attention_backend; }
-
-const char* attention_backend_name() {
-  return g_attention_backend == AttentionBackend::cudnn ? "cudnn" : "ours";
+void register_cudnn_attention() {
+  kernels::cuda::register_attention_kernels(
+      {"cudnn",
+       [] { return cudnn_available() ? std::string() : str_cat("cuDNN ", cudnn_version()); },
+       cudnn_attention_forward, cudnn_attention_backward});
 }
 
 CudnnPlanInfo cudnn_last_plan() {
@@ -467,4 +451,4 @@ void cudnn_attention_backward(__nv_bfloat16*, const __nv_bfloat16*, const __nv_b
 
 #endif  // DINO_HAS_CUDNN
 
-}  // namespace dino::kernels::cuda
+}  // namespace dino::bench

@@ -1,5 +1,5 @@
 #pragma once
-// What every `dino check` family (kernels/cuda/selfcheck*.cpp) shares: NaN-poisoned device
+// What every `dino check` family (testing/cuda/selfcheck*.cpp) shares: NaN-poisoned device
 // arrays, fresh random inputs, bf16 rounding as the host does it, the bf16 tolerance and the
 // table a family adds its rows to (a thrown CUDA error becomes a failing row).
 // CUDA-side only (it needs cuda_runtime.h).
@@ -15,7 +15,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/cuda/runtime.h"
-#include "kernels/cuda/selfcheck.h"
+#include "testing/cuda/selfcheck.h"
 
 namespace dino::kernels::cuda::selfcheck {
 

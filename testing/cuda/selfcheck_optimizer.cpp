@@ -9,7 +9,7 @@
 #include "core/rng.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
-#include "kernels/cuda/selfcheck.h"
+#include "testing/cuda/selfcheck.h"
 
 namespace dino::kernels::cuda::selfcheck {
 

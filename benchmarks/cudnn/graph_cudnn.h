@@ -30,7 +30,7 @@
 
 #include "kernels/cuda/kernels.h"
 
-namespace dino::kernels::cuda::cudnn {
+namespace dino::bench::cudnn {
 
 // cudnnGetVersion() of the library loaded at run time (e.g. 91900 for 9.19.0).
 int runtime_version();
@@ -150,4 +150,4 @@ CudnnPlanInfo noted_plan();
 void execute(const Plan& plan, const std::vector<int64_t>& uids, const std::vector<void*>& ptrs,
              cudaStream_t stream);
 
-}  // namespace dino::kernels::cuda::cudnn
+}  // namespace dino::bench::cudnn
