@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cuda/kernels.h"
+#include "benchmarks/cudnn/baselines.h"
 
 namespace dino::bench::cudnn {
 
