@@ -14,7 +14,6 @@
 namespace dino::testing {
 
 namespace cu = ::dino::kernels::cuda;
-namespace cpu = ::dino::kernels::cpu;
 
 namespace {
 
