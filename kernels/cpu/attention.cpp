@@ -15,6 +15,7 @@
 // Precision: the row sum of exp is accumulated in double. The probabilities are formed as
 // exp(s - lse) with lse already rounded to T, in both passes, so the backward recomputes
 // exactly the probabilities the forward produced.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <Eigen/Core>
@@ -147,5 +148,26 @@ template void attention_backward<float>(float*, const float*, const float*, cons
                                         const float*, int64_t, int64_t, int64_t, int64_t);
 template void attention_backward<double>(double*, const double*, const double*, const double*,
                                          const double*, int64_t, int64_t, int64_t, int64_t);
+
+
+void CpuBackend::attention(const Tensor& out, const Tensor& lse, const Tensor& probs,
+                           const Tensor& qkv, int64_t heads) const {
+  const int64_t B = qkv.size(0), N = qkv.size(1), Dh = qkv.size(2) / (3 * heads);
+  dispatch_float("attention", qkv.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    attention_forward<T>(out.data<T>(), lse.data<T>(), probs.defined() ? probs.data<T>() : nullptr,
+                         qkv.data<T>(), B, N, heads, Dh);
+  });
+}
+
+void CpuBackend::attention_backward(const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
+                                    const Tensor& out, const Tensor& lse, int64_t heads) const {
+  const int64_t B = qkv.size(0), N = qkv.size(1), Dh = qkv.size(2) / (3 * heads);
+  dispatch_float("attention", dout.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::attention_backward<T>(dqkv.data<T>(), dout.data<T>(), qkv.data<T>(), out.data<T>(),
+                               lse.data<T>(), B, N, heads, Dh);
+  });
+}
 
 }  // namespace dino::kernels::cpu

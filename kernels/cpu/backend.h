@@ -1,9 +1,9 @@
 #pragma once
 // The CPU backend (core/backend.h): the reference kernels of kernels/cpu/kernels.h behind the
 // kernel table, templated on the op's one dtype, f32 (training) or f64 (gradient checks).
-// Methods are defined next to their op family: backend.cpp (memory), backend_elementwise.cpp,
-// backend_shape.cpp, backend_layer_norm.cpp, backend_linear.cpp, backend_attention.cpp,
-// backend_rows.cpp.
+// Each method is defined in its kernel's file, after the kernels it calls (softmax.cpp holds
+// softmax_forward and CpuBackend::softmax); backend.cpp holds memory and copies,
+// elementwise.cpp and shape.cpp the maps, reductions and copies that are their own kernels.
 #include <algorithm>
 
 #include "core/backend.h"

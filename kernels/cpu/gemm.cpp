@@ -17,6 +17,7 @@
 //
 // beta == 0 assigns instead of scaling, so NaN in the old C cannot leak through. A bias is
 // written as each tile's starting value, so a Linear layer makes no extra pass over its output.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <Eigen/Core>
@@ -116,5 +117,72 @@ template void linear_forward<float>(float*, const float*, const float*, const fl
                                     int64_t, int64_t);
 template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t,
                                      int64_t, int64_t);
+
+
+namespace {
+
+// T* of a tensor, or nullptr when it is undefined (a missing bias).
+template <class T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+}  // namespace
+
+void CpuBackend::matmul(const Tensor& out, const Tensor& a, const Tensor& b) const {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1), nb = a.numel() / (M * K);
+  const bool shared_b = b.dim() == 2;
+  dispatch_float("matmul", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    for (int64_t i = 0; i < nb; ++i)
+      gemm<T>(out.data<T>() + i * M * N, a.data<T>() + i * M * K,
+              b.data<T>() + (shared_b ? 0 : i * K * N), M, N, K, false, false, T(1), T(0));
+  });
+}
+
+void CpuBackend::matmul_backward(const Tensor& da, const Tensor& db, const Tensor& dout,
+                                 const Tensor& a, const Tensor& b) const {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1), nb = a.numel() / (M * K);
+  const bool shared_b = b.dim() == 2;
+  dispatch_float("matmul", dout.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* g = dout.data<T>();
+    if (da.defined())  // da = g @ b^T
+      for (int64_t i = 0; i < nb; ++i)
+        gemm<T>(da.data<T>() + i * M * K, g + i * M * N, b.data<T>() + (shared_b ? 0 : i * K * N),
+                M, K, N, false, true, T(1), T(0));
+    if (!db.defined()) return;
+    if (shared_b)  // the batch folds into the GEMM's inner dim: db = a^T @ g over all rows
+      gemm<T>(db.data<T>(), a.data<T>(), g, K, N, nb * M, true, false, T(1), T(0));
+    else
+      for (int64_t i = 0; i < nb; ++i)
+        gemm<T>(db.data<T>() + i * K * N, a.data<T>() + i * M * K, g + i * M * N, K, N, M, true,
+                false, T(1), T(0));
+  });
+}
+
+void CpuBackend::linear(const Tensor& out, const Tensor& x, const Tensor& weight,
+                        const Tensor& bias) const {
+  dispatch_float("linear", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    linear_forward<T>(out.data<T>(), x.data<T>(), weight.data<T>(), data_or_null<T>(bias),
+                      rows_of(x), cols_of(x), cols_of(out));
+  });
+}
+
+void CpuBackend::linear_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                                 const Tensor& dout, const Tensor& x,
+                                 const Tensor& weight) const {
+  const int64_t R = rows_of(x), I = cols_of(x), O = cols_of(dout);
+  dispatch_float("linear", dout.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    if (dx.defined())
+      gemm<T>(dx.data<T>(), dout.data<T>(), weight.data<T>(), R, I, O, false, false, T(1), T(0));
+    if (dweight.defined())
+      gemm<T>(dweight.data<T>(), dout.data<T>(), x.data<T>(), O, I, R, true, false, T(1), T(0));
+    // In double, whatever T: R can be every token of the batch.
+    if (dbias.defined()) column_sums<double>(dbias.data<T>(), dout.data<T>(), R, O, true);
+  });
+}
 
 }  // namespace dino::kernels::cpu

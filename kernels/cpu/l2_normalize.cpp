@@ -1,5 +1,6 @@
 // Row-wise L2 normalisation as F.normalize does it: out = x / max(||x||, eps).
 // The squared norm and the backward's dot product are accumulated in double.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <algorithm>
@@ -52,5 +53,24 @@ template void l2_normalize_backward<float>(float*, const float*, const float*, c
                                            int64_t, int64_t, double);
 template void l2_normalize_backward<double>(double*, const double*, const double*,
                                             const double*, int64_t, int64_t, double);
+
+
+void CpuBackend::l2_normalize(const Tensor& out, const Tensor& norm, const Tensor& x,
+                              double eps) const {
+  dispatch_float("l2_normalize", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    l2_normalize_forward<T>(out.data<T>(), norm.data<T>(), x.data<T>(), rows_of(x), cols_of(x),
+                            eps);
+  });
+}
+
+void CpuBackend::l2_normalize_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                                       const Tensor& norm, double eps) const {
+  dispatch_float("l2_normalize", dout.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::l2_normalize_backward<T>(dx.data<T>(), dout.data<T>(), x.data<T>(), norm.data<T>(),
+                                  rows_of(x), cols_of(x), eps);
+  });
+}
 
 }  // namespace dino::kernels::cpu

@@ -9,6 +9,7 @@
 // Parallelism: rows are independent and split across threads. dweight and dbias are sums
 // over rows, so they are split by column blocks instead: each column is summed over rows
 // 0..N-1 in order by one thread, whatever the thread count.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <algorithm>
@@ -125,5 +126,38 @@ template void layernorm_backward<float>(float*, float*, float*, const float*, co
 template void layernorm_backward<double>(double*, double*, double*, const double*,
                                          const double*, const double*, const double*,
                                          const double*, int64_t, int64_t);
+
+
+void CpuBackend::layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                            const Tensor& x, const Tensor& weight, const Tensor& bias,
+                            double eps) const {
+  dispatch_float("layer_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    layernorm_forward<T>(out.data<T>(), mean.data<T>(), rstd.data<T>(), x.data<T>(),
+                         weight.data<T>(), bias.data<T>(), rows_of(x), cols_of(x), eps);
+  });
+}
+
+void CpuBackend::add_layer_norm(const Tensor& sum, const Tensor& out, const Tensor& mean,
+                                const Tensor& rstd, const Tensor& x, const Tensor& branch,
+                                const Tensor& weight, const Tensor& bias, double eps) const {
+  dispatch_float("add_layer_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    residual_layernorm_forward<T>(sum.data<T>(), out.data<T>(), mean.data<T>(), rstd.data<T>(),
+                                  x.data<T>(), branch.data<T>(), weight.data<T>(),
+                                  bias.data<T>(), rows_of(x), cols_of(x), eps);
+  });
+}
+
+void CpuBackend::layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                                     const Tensor& dout, const Tensor& x, const Tensor& mean,
+                                     const Tensor& rstd, const Tensor& weight) const {
+  dispatch_float("layer_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    layernorm_backward<T>(dx.data<T>(), dweight.data<T>(), dbias.data<T>(), dout.data<T>(),
+                          x.data<T>(), mean.data<T>(), rstd.data<T>(), weight.data<T>(),
+                          rows_of(x), cols_of(x));
+  });
+}
 
 }  // namespace dino::kernels::cpu

@@ -2,6 +2,7 @@
 // against the (D, C*P*P) flattened weight. Patches do not overlap, so every pixel belongs to
 // at most one column entry: col2im is a plain copy back, with no accumulation, and pixels
 // outside the whole patches are set to zero.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <algorithm>
@@ -51,5 +52,22 @@ template void col2im_patches<float>(float*, const float*, int64_t, int64_t, int6
                                     int64_t);
 template void col2im_patches<double>(double*, const double*, int64_t, int64_t, int64_t, int64_t,
                                      int64_t);
+
+
+void CpuBackend::im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const {
+  dispatch_float("patchify", img.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::im2col_patches<T>(cols.data<T>(), img.data<T>(), img.size(0), img.size(1), img.size(2),
+                           img.size(3), P);
+  });
+}
+
+void CpuBackend::col2im_patches(const Tensor& dimg, const Tensor& dcols, int64_t P) const {
+  dispatch_float("patchify", dcols.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::col2im_patches<T>(dimg.data<T>(), dcols.data<T>(), dimg.size(0), dimg.size(1),
+                           dimg.size(2), dimg.size(3), P);
+  });
+}
 
 }  // namespace dino::kernels::cpu

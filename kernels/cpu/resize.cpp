@@ -14,6 +14,7 @@
 // and make the adjoint obvious. The big row pass goes through gemm (fixed summation order
 // whatever the thread count); the small per-row column passes are single-threaded Eigen
 // products inside the parallel loop.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <Eigen/Core>
@@ -95,5 +96,24 @@ template void bicubic_resize_backward<float>(float*, const float*, int64_t, int6
                                              int64_t, int64_t, double, double);
 template void bicubic_resize_backward<double>(double*, const double*, int64_t, int64_t, int64_t,
                                               int64_t, int64_t, double, double);
+
+
+void CpuBackend::resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
+                                double scale_w) const {
+  dispatch_float("resize_bicubic", grid.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    bicubic_resize_forward<T>(out.data<T>(), grid.data<T>(), grid.size(0), grid.size(1),
+                              out.size(0), out.size(1), grid.size(2), scale_h, scale_w);
+  });
+}
+
+void CpuBackend::resize_bicubic_backward(const Tensor& dgrid, const Tensor& dout, double scale_h,
+                                         double scale_w) const {
+  dispatch_float("resize_bicubic", dout.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    bicubic_resize_backward<T>(dgrid.data<T>(), dout.data<T>(), dgrid.size(0), dgrid.size(1),
+                               dout.size(0), dout.size(1), dgrid.size(2), scale_h, scale_w);
+  });
+}
 
 }  // namespace dino::kernels::cpu

@@ -4,6 +4,7 @@
 // elementwise and the costly part), while the row sums that normalise it, and the dot
 // products of the backward, are accumulated in double so a wide row (K = 65536) keeps full
 // float accuracy. Rows are independent and split across threads.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <cmath>
@@ -87,5 +88,24 @@ template void log_softmax_forward<double>(double*, const double*, int64_t, int64
 template void log_softmax_backward<float>(float*, const float*, const float*, int64_t, int64_t);
 template void log_softmax_backward<double>(double*, const double*, const double*, int64_t,
                                            int64_t);
+
+
+void CpuBackend::softmax(const Tensor& out, const Tensor&, const Tensor& x,
+                         bool log_space) const {
+  dispatch_float(log_space ? "log_softmax" : "softmax", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    (log_space ? log_softmax_forward<T> : softmax_forward<T>)(out.data<T>(), x.data<T>(),
+                                                              rows_of(x), cols_of(x));
+  });
+}
+
+void CpuBackend::softmax_backward(const Tensor& dx, const Tensor& dout, const Tensor&,
+                                  const Tensor& out, const Tensor&, bool log_space) const {
+  dispatch_float(log_space ? "log_softmax" : "softmax", dout.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    (log_space ? log_softmax_backward<T> : cpu::softmax_backward<T>)(
+        dx.data<T>(), dout.data<T>(), out.data<T>(), rows_of(out), cols_of(out));
+  });
+}
 
 }  // namespace dino::kernels::cpu

@@ -1,5 +1,6 @@
 // Weight normalisation along dim 0 (torch.nn.utils.weight_norm, as DINO's last layer uses
 // it): row k of w is g[k] * v[k, :] / ||v[k, :]||. Norms and dots accumulate in double.
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 #include <cmath>
@@ -47,5 +48,35 @@ template void weight_norm_backward<float>(float*, float*, const float*, const fl
                                           const float*, const float*, int64_t, int64_t);
 template void weight_norm_backward<double>(double*, double*, const double*, const double*,
                                            const double*, const double*, int64_t, int64_t);
+
+
+namespace {
+
+// A weight-norm gradient not wanted still needs room: the kernel writes both.
+Tensor or_scratch(const Tensor& t, const Shape& shape, const Tensor& like) {
+  return t.defined() ? t : Tensor::empty(shape, like.dtype(), like.device());
+}
+
+}  // namespace
+
+void CpuBackend::weight_norm(const Tensor& w, const Tensor& vnorm, const Tensor& v,
+                             const Tensor& g) const {
+  dispatch_float("weight_norm", v.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    weight_norm_forward<T>(w.data<T>(), vnorm.data<T>(), v.data<T>(), g.data<T>(), v.size(0),
+                           v.size(1));
+  });
+}
+
+void CpuBackend::weight_norm_backward(const Tensor& dv, const Tensor& dg, const Tensor& dw,
+                                      const Tensor& v, const Tensor& g,
+                                      const Tensor& vnorm) const {
+  const Tensor dv_out = or_scratch(dv, v.shape(), dw), dg_out = or_scratch(dg, g.shape(), dw);
+  dispatch_float("weight_norm", dw.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::weight_norm_backward<T>(dv_out.data<T>(), dg_out.data<T>(), dw.data<T>(), v.data<T>(),
+                                 g.data<T>(), vnorm.data<T>(), v.size(0), v.size(1));
+  });
+}
 
 }  // namespace dino::kernels::cpu

@@ -2,9 +2,8 @@
 // The CUDA backend (core/backend.h): the launchers of kernels/cuda/kernels.h behind the kernel
 // table, on the context's stream. Front ends hand it the dtypes core/precision.h chose; it
 // checks what only the device limits (int extents, head dims) and names the op when it refuses.
-// Methods are defined next to their op family: backend.cpp (memory, copies, conversions),
-// backend_elementwise.cpp, backend_shape.cpp, backend_layer_norm.cpp, backend_linear.cpp,
-// backend_attention.cpp, backend_rows.cpp.
+// Each method is defined in its kernel's file, after the kernels and launchers it calls
+// (softmax.cu ends with CudaBackend::softmax); backend.cpp holds memory, copies, conversions.
 #include <climits>
 
 #include "core/backend.h"
@@ -27,6 +26,27 @@ inline int as_int(const char* op, int64_t v, const char* what) {
   DINO_CHECK(v <= INT_MAX, "[", op, "] ", what, " = ", v, " is too large for the CUDA kernels");
   return int(v);
 }
+
+// An empty GEMM operand is refused, naming the op (cuBLASLt has no empty layouts).
+inline void check_not_empty(const char* op, const Tensor& a, const Tensor& b) {
+  DINO_CHECK(a.numel() > 0 && b.numel() > 0, "[", op, "] empty operands ", shape_str(a.shape()),
+             " and ", shape_str(b.shape()), " are not supported on CUDA");
+}
+
+// Row ops on f32 or bf16 rows: f gets x's typed device pointer (float* or __nv_bfloat16*), and
+// same_type(t, p) reads another tensor of the op as that type.
+template <class F>
+void with_rows(const Tensor& x, F&& f) {
+  if (is_bf16(x))
+    f(bf16_ptr(x));
+  else
+    f(f32_ptr(x));
+}
+template <class P>
+P* same_type(const Tensor& t, P*) {
+  return reinterpret_cast<P*>(t.raw_data());
+}
+inline int columns(const char* op, const Tensor& x) { return as_int(op, x.size(-1), "columns"); }
 
 class CudaBackend final : public Backend {
  public:

@@ -17,7 +17,9 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <array>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
@@ -202,6 +204,71 @@ void fill_bf16(__nv_bfloat16* dst, float value, int64_t n, cudaStream_t stream) 
   if (n <= 0) return;
   fill_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, __float2bfloat16_rn(value), n);
   CUDA_CHECK(cudaGetLastError());
+}
+
+
+namespace {
+
+constexpr int kMaxDims = 5;
+
+// Strides (in elements) of `shape` read as if it had `out`'s rank, 0 along broadcast dims.
+std::array<int64_t, kMaxDims> broadcast_strides(const Shape& shape, const Shape& out) {
+  std::array<int64_t, kMaxDims> st{};
+  int64_t stride = 1;
+  const size_t off = out.size() - shape.size();
+  for (size_t i = out.size(); i-- > 0;) {
+    const int64_t d = i < off ? 1 : shape[i - off];
+    st[i] = d == 1 ? 0 : stride;
+    stride *= d;
+  }
+  return st;
+}
+
+// The broadcast's output index space with size-1 dims dropped and adjacent dims merged where
+// both operands stay contiguous across them (same shapes collapse to one dim).
+BroadcastGeom broadcast_geom(const Shape& sa, const Shape& sb, const Shape& so) {
+  const auto st_a = broadcast_strides(sa, so), st_b = broadcast_strides(sb, so);
+  BroadcastGeom g;
+  int nd = 0;
+  for (size_t d = 0; d < so.size(); ++d) {
+    if (so[d] == 1) continue;
+    if (nd > 0 && g.stride_a[nd - 1] == st_a[d] * so[d] && g.stride_b[nd - 1] == st_b[d] * so[d]) {
+      g.size[nd - 1] *= so[d];
+      g.stride_a[nd - 1] = st_a[d];
+      g.stride_b[nd - 1] = st_b[d];
+    } else {
+      g.size[nd] = so[d];
+      g.stride_a[nd] = st_a[d];
+      g.stride_b[nd] = st_b[d];
+      ++nd;
+    }
+  }
+  if (nd == 0) {  // one element
+    g.size[0] = 1;
+    g.stride_a[0] = g.stride_b[0] = 0;
+    nd = 1;
+  }
+  g.nd = nd;
+  return g;
+}
+
+}  // namespace
+
+void CudaBackend::binary(const Tensor& out, BinaryOp op, const Tensor& a, const Tensor& b) const {
+  broadcast_binary(out.raw_data(), is_bf16(out), a.raw_data(), is_bf16(a), b.raw_data(),
+                   is_bf16(b), broadcast_geom(a.shape(), b.shape(), out.shape()), op,
+                   op_stream());
+}
+
+void CudaBackend::unary(const Tensor& out, UnaryOp op, const Tensor& x, double s) const {
+  unary_forward(out.raw_data(), x.raw_data(), is_bf16(x), x.numel(), op, float(s), op_stream());
+}
+
+void CudaBackend::unary_backward(const Tensor& dx, UnaryOp op, const Tensor& dout,
+                                 const Tensor& x, const Tensor&, double s) const {
+  // The derivative reads x (not y), except for scale and add_scalar, which read neither.
+  cuda::unary_backward(dx.raw_data(), dout.raw_data(), x.raw_data(), is_bf16(dx), dout.numel(),
+                       op, float(s), op_stream());
 }
 
 }  // namespace dino::kernels::cuda

@@ -50,6 +50,7 @@
 #include <set>
 #include <utility>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/device_util.cuh"
@@ -357,6 +358,87 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
     throw;
   }
   if (c_bf16) free(tmp);  // stream-ordered: after the kernel that reads it
+}
+
+
+namespace {
+
+const __nv_bfloat16* operand(const char* op, const Tensor& t, const char* name) {
+  DINO_CHECK(is_bf16(t), "[", op, "] ", name, " must be a bf16 GEMM operand on CUDA, got ",
+             dtype_name(t.dtype()));
+  return bf16_ptr(t);
+}
+
+void* data_or_null(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+
+}  // namespace
+
+void CudaBackend::matmul(const Tensor& out, const Tensor& a, const Tensor& b) const {
+  check_not_empty("matmul", a, b);
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1), nb = a.numel() / (M * K);
+  const __nv_bfloat16 *pa = operand("matmul", a, "a"), *pb = operand("matmul", b, "b");
+  if (b.dim() == 2)  // a shared b folds the batch into the rows: one GEMM
+    gemm(out.raw_data(), is_bf16(out), pa, pb, nullptr, GemmEpilogue::none, nb * M, N, K, false,
+         false, 1, 0, 0, 0, op_stream());
+  else
+    gemm(out.raw_data(), is_bf16(out), pa, pb, nullptr, GemmEpilogue::none, M, N, K, false, false,
+         as_int("matmul", nb, "batch"), M * K, K * N, M * N, op_stream());
+}
+
+void CudaBackend::matmul_backward(const Tensor& da, const Tensor& db, const Tensor& dout,
+                                  const Tensor& a, const Tensor& b) const {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1), nb = a.numel() / (M * K);
+  const bool shared_b = b.dim() == 2;
+  const int batch = as_int("matmul", nb, "batch");
+  const __nv_bfloat16* g = operand("matmul", dout, "dout");
+  if (da.defined()) {  // da = g @ b^T
+    const __nv_bfloat16* pb = operand("matmul", b, "b");
+    if (shared_b)
+      gemm(da.raw_data(), is_bf16(da), g, pb, nullptr, GemmEpilogue::none, nb * M, K, N, false,
+           true, 1, 0, 0, 0, op_stream());
+    else
+      gemm(da.raw_data(), is_bf16(da), g, pb, nullptr, GemmEpilogue::none, M, K, N, false, true,
+           batch, M * N, K * N, M * K, op_stream());
+  }
+  if (db.defined()) {  // db = a^T @ g; a shared b sums over every row of the batch
+    const __nv_bfloat16* pa = operand("matmul", a, "a");
+    if (shared_b)
+      gemm(db.raw_data(), is_bf16(db), pa, g, nullptr, GemmEpilogue::none, K, N, nb * M, true,
+           false, 1, 0, 0, 0, op_stream());
+    else
+      gemm(db.raw_data(), is_bf16(db), pa, g, nullptr, GemmEpilogue::none, K, N, M, true, false,
+           batch, M * K, M * N, K * N, op_stream());
+  }
+}
+
+void CudaBackend::linear(const Tensor& out, const Tensor& x, const Tensor& weight,
+                         const Tensor& bias) const {
+  check_not_empty("linear", x, weight);
+  const int64_t R = x.numel() / x.size(-1), I = x.size(-1), O = out.size(-1);
+  // cuBLASLt's bias has the output's type (autocast casts the bias too).
+  gemm(out.raw_data(), is_bf16(out), operand("linear", x, "x"),
+       operand("linear", weight, "weight"), data_or_null(bias),
+       bias.defined() ? GemmEpilogue::bias : GemmEpilogue::none, R, O, I, false, true, 1, 0, 0,
+       0, op_stream());
+}
+
+void CudaBackend::linear_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                                  const Tensor& dout, const Tensor& x,
+                                  const Tensor& weight) const {
+  const int64_t R = x.numel() / x.size(-1), I = x.size(-1), O = dout.size(-1);
+  const __nv_bfloat16* g = operand("linear", dout, "dout");
+  if (dx.defined())  // dx = dout W
+    gemm(dx.raw_data(), is_bf16(dx), g, operand("linear", weight, "weight"), nullptr,
+         GemmEpilogue::none, R, I, O, false, false, 1, 0, 0, 0, op_stream());
+  if (!dweight.defined() && !dbias.defined()) return;
+  // dW = dout^T x with db from the epilogue. Without a weight gradient the product still runs
+  // for its db (a bias trained under a frozen weight: rare, so no separate column sum).
+  const Tensor dw = dweight.defined()
+                        ? dweight
+                        : Tensor::empty({O, I}, dbias.dtype(), Device::cuda);
+  gemm(dw.raw_data(), is_bf16(dw), g, operand("linear", x, "x"), data_or_null(dbias),
+       dbias.defined() ? GemmEpilogue::bias_grad : GemmEpilogue::none, O, I, R, true, false, 1,
+       0, 0, 0, op_stream());
 }
 
 }  // namespace dino::kernels::cuda

@@ -10,6 +10,7 @@
 // memory-bound.
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
@@ -123,6 +124,26 @@ void l2_normalize_backward(float* dx, const float* dout, const float* x, const f
 void l2_normalize_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
                            const float* norm, int64_t N, int C, double eps, cudaStream_t stream) {
   launch_backward<__nv_bfloat16>(dx, dout, x, norm, N, C, eps, stream);
+}
+
+
+void CudaBackend::l2_normalize(const Tensor& out, const Tensor& norm, const Tensor& x,
+                               double eps) const {
+  const int64_t N = x.numel() / x.size(-1);
+  const int C = columns("l2_normalize", x);
+  with_rows(x, [&](auto* px) {
+    l2_normalize_forward(same_type(out, px), f32_ptr(norm), px, N, C, eps, op_stream());
+  });
+}
+
+void CudaBackend::l2_normalize_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                                        const Tensor& norm, double eps) const {
+  const int64_t N = x.numel() / x.size(-1);
+  const int C = columns("l2_normalize", x);
+  with_rows(x, [&](auto* px) {
+    cuda::l2_normalize_backward(same_type(dx, px), same_type(dout, px), px, f32_ptr(norm), N, C,
+                                eps, op_stream());
+  });
 }
 
 }  // namespace dino::kernels::cuda

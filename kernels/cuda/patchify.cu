@@ -12,6 +12,7 @@
 // batches of large images). No backward: images never need a gradient.
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
@@ -53,6 +54,23 @@ void im2col_patches(__nv_bfloat16* cols, const float* img, int64_t B, int C, int
   im2col_patches_kernel<<<int(blocks < cap ? blocks : cap), threads, 0, stream>>>(
       cols, img, n, C, H, W, P, Gh, Gw);
   CUDA_CHECK(cudaGetLastError());
+}
+
+
+void CudaBackend::im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const {
+  DINO_CHECK(!img.requires_grad(), "[patchify] img requires grad, but on CUDA patchify computes "
+             "no image gradient (images never need one): detach the images, or run on --device "
+             "cpu");
+  DINO_CHECK(cols.numel() > 0, "[patchify] empty batch ", shape_str(img.shape()),
+             " is not supported on CUDA");
+  cuda::im2col_patches(bf16_ptr(cols), f32_ptr(img), img.size(0),
+                       as_int("patchify", img.size(1), "channels"),
+                       as_int("patchify", img.size(2), "rows"),
+                       as_int("patchify", img.size(3), "columns"), int(P), op_stream());
+}
+
+void CudaBackend::col2im_patches(const Tensor&, const Tensor&, int64_t) const {
+  throw Error("[patchify] no image gradient on CUDA (images never need one)");
 }
 
 }  // namespace dino::kernels::cuda

@@ -22,8 +22,10 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
@@ -267,6 +269,65 @@ void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom,
     sum_to_tile_kernel<<<grid, block, 0, stream>>>(static_cast<float*>(out),
                                                    static_cast<const float*>(g), geom, M, L);
   CUDA_CHECK(cudaGetLastError());
+}
+
+
+namespace {
+constexpr int kMaxDims = 5;  // StridedDims (kernels.h) holds at most 5
+}  // namespace
+
+void CudaBackend::sum_to(const Tensor& out, const Tensor& g) const {
+  const Shape& so = g.shape();
+  const Shape& shape = out.shape();
+  const int nd = int(so.size());
+  const size_t off = so.size() - shape.size();
+  std::array<int64_t, kMaxDims> gstride{};
+  int64_t s = 1;
+  for (int d = nd - 1; d >= 0; --d) {
+    gstride[size_t(d)] = s;
+    s *= so[size_t(d)];
+  }
+  SumToGeom geom;
+  int prev = -1;  // kind of the last non-1 dim: 0 kept, 1 reduced
+  for (int d = 0; d < nd; ++d) {
+    const int64_t n = so[size_t(d)];
+    const int64_t t = size_t(d) < off ? 1 : shape[size_t(d) - off];
+    if (n == 1) continue;
+    const int kind = t == 1 ? 1 : 0;
+    StridedDims& sd = kind ? geom.red : geom.keep;
+    if (kind == prev) {  // contiguous g: the outer dim's stride is inner stride x inner size
+      sd.size[sd.nd - 1] *= n;
+      sd.stride[sd.nd - 1] = gstride[size_t(d)];
+    } else {
+      sd.size[sd.nd] = n;
+      sd.stride[sd.nd] = gstride[size_t(d)];
+      ++sd.nd;
+    }
+    prev = kind;
+  }
+  if (geom.red.nd == 0) {  // only size-1 dims summed: the same elements
+    copy_d2d(out.raw_data(), g.raw_data(), out.nbytes());
+    return;
+  }
+  sum_to_shape(out.raw_data(), g.raw_data(), is_bf16(g), geom, op_stream());
+}
+
+void CudaBackend::sum_all(const Tensor& out, const Tensor& x, double divisor) const {
+  cuda::sum_all(out.raw_data(), is_bf16(out), x.raw_data(), is_bf16(x), x.numel(),
+                float(divisor), op_stream());
+}
+
+void CudaBackend::reduce_rows(const Tensor& out, const Tensor& x, RowReduce op,
+                              double divisor) const {
+  const int64_t C = x.dim() ? x.size(-1) : 1, R = C ? x.numel() / C : 0;
+  cuda::reduce_rows(out.raw_data(), x.raw_data(), is_bf16(x), R, C, op, float(divisor),
+                    op_stream());
+}
+
+void CudaBackend::expand_rows(const Tensor& out, const Tensor& g, double factor) const {
+  const int64_t R = g.numel(), C = R ? out.numel() / R : 0;
+  cuda::expand_rows(out.raw_data(), is_bf16(out), g.raw_data(), is_bf16(g), R, C, float(factor),
+                    op_stream());
 }
 
 }  // namespace dino::kernels::cuda

@@ -18,6 +18,7 @@
 // FLOPs: 2·(Ho·Hi·Wi + Ho·Wo·Wi)·C forward, the same backward.
 #include <cmath>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
@@ -139,6 +140,24 @@ void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int 
   // din (1, Hi, Wi*C) = Wy^T (Hi, Ho) · rows (1, Ho, Wi*C)
   apply(din, s.wy, s.rows, 1, Hi, Ho, int64_t(Wi) * C, true, stream);
   CUDA_CHECK(cudaFreeAsync(s.base, stream));
+}
+
+
+void CudaBackend::resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
+                                 double scale_w) const {
+  bicubic_resize_forward(f32_ptr(out), f32_ptr(grid), as_int("resize_bicubic", grid.size(0), "rows"),
+                         as_int("resize_bicubic", grid.size(1), "columns"),
+                         as_int("resize_bicubic", out.size(0), "output rows"),
+                         as_int("resize_bicubic", out.size(1), "output columns"),
+                         as_int("resize_bicubic", grid.size(2), "channels"), scale_h, scale_w,
+                         op_stream());
+}
+
+void CudaBackend::resize_bicubic_backward(const Tensor& dgrid, const Tensor& dout, double scale_h,
+                                          double scale_w) const {
+  bicubic_resize_backward(f32_ptr(dgrid), f32_ptr(dout), int(dgrid.size(0)), int(dgrid.size(1)),
+                          int(dout.size(0)), int(dout.size(1)), int(dgrid.size(2)), scale_h,
+                          scale_w, op_stream());
 }
 
 }  // namespace dino::kernels::cuda

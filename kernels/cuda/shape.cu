@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "core/error.h"
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
@@ -297,6 +298,35 @@ void select_token_backward(void* dx, const void* dout, int elem_size, int64_t B,
     select_token_backward_kernel<<<grid_for(n), kThreads, 0, stream>>>(
         static_cast<uint32_t*>(dx), static_cast<const uint32_t*>(dout), B, N, D, i);
   CUDA_CHECK(cudaGetLastError());
+}
+
+
+void CudaBackend::permute(const Tensor& out, const Tensor& x,
+                          const std::vector<int64_t>& dims) const {
+  permute_elements(out.raw_data(), x.raw_data(), int(dtype_size(x.dtype())), x.shape().data(),
+                   dims.data(), int(x.dim()), op_stream());
+}
+
+void CudaBackend::prepend_token(const Tensor& out, const Tensor& x, const Tensor& token) const {
+  prepend_token_forward(out.raw_data(), x.raw_data(), token.raw_data(),
+                        int(dtype_size(x.dtype())), x.size(0), x.size(1), x.size(2),
+                        op_stream());
+}
+
+void CudaBackend::prepend_token_backward(const Tensor& dx, const Tensor& dtoken,
+                                         const Tensor& dout) const {
+  cuda::prepend_token_backward(dx.raw_data(), dtoken.raw_data(), dout.raw_data(), is_bf16(dout),
+                               dx.size(0), dx.size(1), dx.size(2), op_stream());
+}
+
+void CudaBackend::select_token(const Tensor& out, const Tensor& x, int64_t i) const {
+  select_token_forward(out.raw_data(), x.raw_data(), int(dtype_size(x.dtype())), x.size(0),
+                       x.size(1), x.size(2), i, op_stream());
+}
+
+void CudaBackend::select_token_backward(const Tensor& dx, const Tensor& dout, int64_t i) const {
+  cuda::select_token_backward(dx.raw_data(), dout.raw_data(), int(dtype_size(dout.dtype())),
+                              dx.size(0), dx.size(1), dx.size(2), i, op_stream());
 }
 
 }  // namespace dino::kernels::cuda

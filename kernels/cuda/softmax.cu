@@ -17,6 +17,7 @@
 // memory-bound.
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
@@ -154,6 +155,33 @@ void log_softmax_backward(float* dx, const float* dout, const float* x, const fl
 void log_softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
                           const float* lse, int64_t N, int C, cudaStream_t stream) {
   launch_backward<__nv_bfloat16, true>(dx, dout, x, lse, N, C, stream);
+}
+
+
+void CudaBackend::softmax(const Tensor& out, const Tensor& lse, const Tensor& x,
+                          bool log_space) const {
+  const int64_t N = x.numel() / x.size(-1);
+  const int C = columns(log_space ? "log_softmax" : "softmax", x);
+  with_rows(x, [&](auto* px) {
+    if (log_space)
+      log_softmax_forward(same_type(out, px), f32_ptr(lse), px, N, C, op_stream());
+    else
+      softmax_forward(same_type(out, px), f32_ptr(lse), px, N, C, op_stream());
+  });
+}
+
+void CudaBackend::softmax_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                                   const Tensor&, const Tensor& lse, bool log_space) const {
+  const int64_t N = x.numel() / x.size(-1);
+  const int C = columns(log_space ? "log_softmax" : "softmax", x);
+  with_rows(x, [&](auto* px) {
+    if (log_space)
+      log_softmax_backward(same_type(dx, px), same_type(dout, px), px, f32_ptr(lse), N, C,
+                           op_stream());
+    else
+      cuda::softmax_backward(same_type(dx, px), same_type(dout, px), px, f32_ptr(lse), N, C,
+                             op_stream());
+  });
 }
 
 }  // namespace dino::kernels::cuda

@@ -15,6 +15,7 @@
 // 65,536 x 256.
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/device_util.cuh"
@@ -94,6 +95,25 @@ void weight_norm_backward(float* dv, float* dg, const float* dw, const float* v,
   weight_norm_backward_kernel<<<row_blocks(K), kThreads, 0, stream>>>(dv, dg, dw, v, g, vnorm, K,
                                                                        C);
   CUDA_CHECK(cudaGetLastError());
+}
+
+
+void CudaBackend::weight_norm(const Tensor& w, const Tensor& vnorm, const Tensor& v,
+                              const Tensor& g) const {
+  check_not_empty("weight_norm", v, g);
+  // w in f32, or straight as the bf16 GEMM operand of DINO's last layer
+  cuda::weight_norm_forward(is_bf16(w) ? nullptr : f32_ptr(w), is_bf16(w) ? bf16_ptr(w) : nullptr,
+                            f32_ptr(vnorm), f32_ptr(v), f32_ptr(g), v.size(0),
+                            as_int("weight_norm", v.size(1), "columns"), op_stream());
+}
+
+void CudaBackend::weight_norm_backward(const Tensor& dv, const Tensor& dg, const Tensor& dw,
+                                       const Tensor& v, const Tensor& g,
+                                       const Tensor& vnorm) const {
+  cuda::weight_norm_backward(dv.defined() ? f32_ptr(dv) : nullptr,
+                             dg.defined() ? f32_ptr(dg) : nullptr, f32_ptr(dw), f32_ptr(v),
+                             f32_ptr(g), f32_ptr(vnorm), v.size(0),
+                             as_int("weight_norm", v.size(1), "columns"), op_stream());
 }
 
 }  // namespace dino::kernels::cuda
