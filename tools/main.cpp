@@ -14,7 +14,7 @@
 #endif
 
 int main(int argc, char** argv) {
-  dino::tools::prefer_passive_omp_wait(argv);
+  dino::tools::keep_omp_wait_policy_in_environment();
 #ifdef DINO_HAS_CUDA
   dino::bench::register_cudnn_attention();  // model.attention=cudnn, in train and bench
 #endif

@@ -254,6 +254,13 @@ omp_wait() { env "$@" "$DINO" info 2>&1 | grep -o 'waiting: .*'; }
   fail "OMP_WAIT_POLICY=active not kept: $(omp_wait OMP_WAIT_POLICY=active)"
 [ "$(omp_wait GOMP_SPINCOUNT=1000)" = "waiting: GOMP_SPINCOUNT=1000" ] ||
   fail "GOMP_SPINCOUNT=1000 not kept: $(omp_wait GOMP_SPINCOUNT=1000)"
+# What the OpenMP runtime itself uses (it prints its settings at start-up): the policy, and
+# the user's other OpenMP variables still read.
+omp_runtime() { env OMP_DISPLAY_ENV=true "$@" "$DINO" info 2>&1 | grep -E "^ *OMP_(WAIT_POLICY|NUM_THREADS) =" | tr -d " '" | tr '\n' ' '; }
+[ "$(omp_runtime OMP_NUM_THREADS=1)" = "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE " ] ||
+  fail "the OpenMP runtime did not get PASSIVE and OMP_NUM_THREADS=1: $(omp_runtime OMP_NUM_THREADS=1)"
+[ "$(omp_runtime OMP_NUM_THREADS=1 OMP_WAIT_POLICY=active)" = "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=ACTIVE " ] ||
+  fail "the OpenMP runtime did not keep OMP_WAIT_POLICY=active: $(omp_runtime OMP_NUM_THREADS=1 OMP_WAIT_POLICY=active)"
 
 leftovers=$(find "$TMP" -name '*.tmp' | wc -l)
 [ "$leftovers" -eq 0 ] || fail "$leftovers temporary files left: $(find "$TMP" -name '*.tmp')"
