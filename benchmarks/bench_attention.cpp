@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
+#include "testing/op_cases.h"
 
 namespace dino::bench {
 
@@ -36,16 +37,9 @@ struct Shape {
 
 std::vector<Shape> shapes_for(const Options& opt) {
   std::vector<Shape> s;
-  const bool all = opt.shapes == "all";
-  if (all || opt.shapes == "vit") {
-    // ViT-S/16: 6 heads of 64; 37 tokens for a 96-px crop, 197 for a 224-px crop; B*H >= 1536.
-    s.push_back({512, 37, 6, 64, "vit-s local"});
-    s.push_back({256, 197, 6, 64, "vit-s global"});
-  }
-  if (all || opt.shapes == "long") {
-    // Long sequences: 16k tokens per batch, 6 heads of 64.
-    for (int n : {1024, 2048, 4096, 8192}) s.push_back({16384 / n, n, 6, 64, "long"});
-  }
+  // The op table's attention cases of the set (testing/op_cases_nn.cpp): B, N, H, Dh.
+  for (const testing::OpCase* c : testing::bench_cases({"attention"}, opt.shapes))
+    s.push_back({int(c->dims[0]), int(c->dims[1]), int(c->dims[2]), int(c->dims[3]), c->label});
   for (const std::string& c : opt.custom) {
     Shape x{0, 0, 0, 0, "custom"};
     char sep;

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
+#include "testing/op_cases.h"
 
 namespace dino::bench {
 
@@ -34,10 +35,9 @@ struct Shape {
 
 std::vector<Shape> shapes_for(const Options& opt) {
   std::vector<Shape> s;
-  if (opt.shapes == "all" || opt.shapes == "vit") {
-    s.push_back({2, 10, 64, 65536, "dino vit-s/16: 2+8 crops, K 65536, batch 64"});
-    s.push_back({2, 8, 64, 4096, "cpu recipe: 2+6 crops, K 4096, batch 64"});
-  }
+  // The op table's dino_loss cases of the set (testing/op_cases_nn.cpp): G, V, B, K.
+  for (const testing::OpCase* c : testing::bench_cases({"dino_loss"}, opt.shapes))
+    s.push_back({int(c->dims[0]), int(c->dims[1]), int(c->dims[2]), int(c->dims[3]), c->label});
   for (const std::string& c : opt.custom) {
     Shape x{0, 0, 0, 0, "custom"};
     char sep;

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
+#include "testing/op_cases.h"
 
 namespace dino::bench {
 
@@ -33,16 +34,11 @@ struct Layer {
 
 std::vector<Layer> layers_for(const Options& opt) {
   std::vector<Layer> s;
-  const int64_t tok = 64 * 197, crops = 64 * 10;
-  if (opt.shapes == "all" || opt.shapes == "vit") {
-    s.push_back({"qkv", tok, 384, 1152});
-    s.push_back({"proj", tok, 384, 384});
-    s.push_back({"fc1", tok, 384, 1536});
-    s.push_back({"fc2", tok, 1536, 384});
-    s.push_back({"head.mlp0", crops, 384, 2048});
-    s.push_back({"head.mlp2", crops, 2048, 2048});
-    s.push_back({"head.mlp4", crops, 2048, 256});
-    s.push_back({"last_layer", crops, 256, 65536, false, true});
+  // The op table's GEMM cases of the set (testing/op_cases_linear.cpp): rows, in, out; a
+  // Linear with its bias, or the head's last layer (weight_norm_linear: no bias, f32 logits).
+  for (const testing::OpCase* c : testing::bench_cases({"linear", "weight_norm_linear"}, opt.shapes)) {
+    const bool last = c->op == "weight_norm_linear";
+    s.push_back({c->label, c->dims[0], c->dims[1], c->dims[2], !last, last});
   }
   for (const std::string& c : opt.custom) {
     Layer x{"custom", 0, 0, 0};

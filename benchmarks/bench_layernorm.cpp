@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
+#include "testing/op_cases.h"
 
 namespace dino::bench {
 
@@ -36,12 +37,9 @@ struct Shape {
 
 std::vector<Shape> shapes_for(const Options& opt) {
   std::vector<Shape> s;
-  if (opt.shapes == "all" || opt.shapes == "vit") {
-    s.push_back({64 * 2 * 197, 384, "vit-s 2x224 crops, batch 64"});
-    s.push_back({64 * (2 * 197 + 8 * 37), 384, "vit-s 2x224+8x96 crops, batch 64"});
-    s.push_back({131072, 384, "131k rows"});
-    s.push_back({262144, 384, "262k rows"});
-  }
+  // The op table's layer_norm cases of the set (testing/op_cases_nn.cpp): N, C.
+  for (const testing::OpCase* c : testing::bench_cases({"layer_norm"}, opt.shapes))
+    s.push_back({int(c->dims[0]), int(c->dims[1]), c->label});
   for (const std::string& c : opt.custom) {
     Shape x{0, 0, "custom"};
     char sep;

@@ -3,10 +3,11 @@
 
     python3 benchmarks/compare_torch.py [--out FILE] [--only attention,layernorm,dino-loss,train-step]
                                         [--budget S] [--compile-timeout S] [--compile-train] [--quick]
-                                        [--smoke]
+                                        [--smoke] [--dino PATH]
     python3 benchmarks/compare_torch.py --join BENCH_LOG [BENCH_LOG ...]
 
-Measures, with the shapes and the shape strings of `dino bench`:
+Measures, with the shapes and the shape strings of `dino bench` (the op table's benchmark sets, read
+from `dino check --list --bench all --json` of the CLI given by --dino):
   attention   F.scaled_dot_product_attention on timm's packed-qkv views (B, N, 3, H, Dh) ->
               (B, H, N, Dh), output merged back to (B, N, H*Dh), with each back end forced through
               torch.nn.attention.sdpa_kernel: flash, cuDNN, memory-efficient, and math (the
@@ -125,12 +126,31 @@ def ceilings(torch, dev, smoke):
 
 # ---- attention ---------------------------------------------------------------------------------
 
-def attention_shapes(smoke, quick=False):
-    if smoke:
-        return [(2, 37, 2, 32), (2, 50, 2, 64)]
-    if quick:  # what tools/gpu-check.sh runs `dino bench attention` on
-        return [(512, 37, 6, 64), (256, 197, 6, 64), (4, 4096, 6, 64)]
-    return [(512, 37, 6, 64), (256, 197, 6, 64)] + [(16384 // n, n, 6, 64) for n in (1024, 2048, 4096, 8192)]
+TABLE = None
+
+
+def table_shapes(args, op, sets):
+    """The op table's benchmark shapes of `op` in `sets` (testing/op_cases.h), each case's sizes in
+    its benchmark's order, as `dino check --list --bench all --json` prints them."""
+    global TABLE
+    if TABLE is None:
+        cmd = [args.dino, "check", "--list", "--bench", "all", "--json"]
+        try:
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True).stdout
+            TABLE = json.loads(out.strip().splitlines()[-1])["cases"]
+        except (OSError, subprocess.CalledProcessError, ValueError, KeyError, IndexError) as e:
+            sys.exit(f"compare_torch: cannot read the op table's shapes with `{' '.join(cmd)}` ({e}); "
+                     "build the CLI (cmake --build build --target dino_cli) or pass --dino PATH")
+    return [tuple(c["dims"]) for c in TABLE if c["op"] == op and c["bench"] in sets]
+
+
+def attention_shapes(args):
+    if args.smoke:
+        return table_shapes(args, "attention", ("smoke",))
+    if args.quick:  # what tools/gpu-check.sh runs `dino bench attention` on
+        return table_shapes(args, "attention", ("vit",)) + [s for s in table_shapes(args, "attention", ("long",))
+                                                           if s[1] == 4096]
+    return table_shapes(args, "attention", ("vit", "long"))
 
 
 def sdpa_backends(torch):
@@ -158,7 +178,7 @@ def bench_attention(torch, dev, args, ceil):
     cuda = dev.type == "cuda"
     F = torch.nn.functional
     dt = torch.bfloat16 if cuda else torch.float32
-    for (B, N, H, Dh) in attention_shapes(args.smoke, args.quick):
+    for (B, N, H, Dh) in attention_shapes(args):
         shape = f"B={B} N={N} H={H} Dh={Dh}"
         if over_budget(args):
             emit(error_row("attention", shape, "forward+backward", "torch", "skipped: past --budget"))
@@ -221,10 +241,7 @@ def bench_attention(torch, dev, args, ceil):
 def bench_layernorm(torch, dev, args, ceil):
     cuda = dev.type == "cuda"
     F = torch.nn.functional
-    shapes = [(64 * 2 * 197, 384), (64 * (2 * 197 + 8 * 37), 384), (131072, 384), (262144, 384)]
-    if args.smoke:
-        shapes = [(1000, 384)]
-    for N, C in shapes:
+    for N, C in table_shapes(args, "layer_norm", ("smoke",) if args.smoke else ("vit",)):
         shape = f"N={N} C={C}"
         if over_budget(args):
             emit(error_row("layernorm", shape, "forward+backward", "torch", "skipped: past --budget"))
@@ -284,14 +301,14 @@ def dino_loss_step(torch, student_output, teacher_output, center, ncrops, tau_s,
     return total_loss, new_center
 
 
-def dino_loss_shapes(smoke):
-    return [(2, 4, 4, 256)] if smoke else [(2, 10, 64, 65536), (2, 8, 64, 4096)]
+def dino_loss_shapes(args):
+    return table_shapes(args, "dino_loss", ("smoke",) if args.smoke else ("vit",))
 
 
 def bench_dino_loss(torch, dev, args, ceil, compiled):
     cuda = dev.type == "cuda"
     impl = "torch-compile" if compiled else "torch-eager"
-    for G, V, B, K in dino_loss_shapes(args.smoke):
+    for G, V, B, K in dino_loss_shapes(args):
         shape = f"G={G} V={V} B={B} K={K}"
         if over_budget(args):
             emit(error_row("dino-loss", shape, "forward+backward", impl, "skipped: past --budget"))
@@ -540,7 +557,7 @@ def over_budget(args):
 def run_child(args, what, timeout):
     """torch.compile measurements in a child process, killed after `timeout` seconds."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", what, "--out", args.out, "--device", args.device,
-           "--reps", str(args.reps), "--warmup", str(args.warmup)] + (["--smoke"] if args.smoke else [])
+           "--reps", str(args.reps), "--warmup", str(args.warmup), "--dino", args.dino] + (["--smoke"] if args.smoke else [])
     OUT.flush()
     try:
         r = subprocess.run(cmd, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -659,6 +676,8 @@ def main(argv):
     ap.add_argument("--quick", action="store_true", help="attention: the ViT-S shapes and N = 4096 only "
                     "(tools/gpu-check.sh's set)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dino", default=os.environ.get("DINO_BIN", "build/dino"),
+                    help="the dino CLI whose op table gives the shapes (default: $DINO_BIN or build/dino)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--join", nargs="+", metavar="FILE")
     ap.add_argument("--markdown", action="store_true", help="--join prints a markdown table")
@@ -707,7 +726,7 @@ def main(argv):
         bench_train_step(torch, dev, args, ceil, compiled=False)
     if "dino-loss" in only:
         if not can_compile:
-            for G, V, B, K in dino_loss_shapes(args.smoke):
+            for G, V, B, K in dino_loss_shapes(args):
                 emit(error_row("dino-loss", f"G={G} V={V} B={B} K={K}", "forward+backward", "torch-compile",
                                "not run: " + ("--no-compile" if args.no_compile else f"torch {torch.__version__} has no torch.compile")))
         elif over_budget(args):

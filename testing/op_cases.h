@@ -55,7 +55,7 @@ struct OpCase {
   // Run by the CUDA tests and `dino check`. Off for a benchmark-only shape (too large to
   // compare in float64 on every test run); `dino check --bench SET` still compares those.
   bool check = true;
-  // The kernel benchmark shape set the case belongs to ("vit", "long"; empty: none), its sizes
+  // The kernel benchmark shape set the case belongs to ("smoke", "vit", "long"; empty: none), its sizes
   // in that benchmark's order (attention B, N, H, Dh) and what they stand for.
   std::string bench;
   std::vector<int64_t> dims;
@@ -72,7 +72,8 @@ const std::vector<OpCase>& op_cases();
 std::vector<std::string> op_names();
 // The cases of one op (all of them when op is empty), checked ones only unless with_bench.
 std::vector<const OpCase*> cases_of(const std::string& op, bool with_bench = false);
-// The benchmark shapes of the given ops in shape set `set` ("vit", "long", or "all").
+// The benchmark shapes of the given ops in shape set `set` ("smoke", "vit", "long", or "all":
+// every set but "smoke").
 std::vector<const OpCase*> bench_cases(const std::vector<std::string>& ops, const std::string& set);
 // A stable seed for the case's random inputs (a hash of its name).
 uint64_t case_seed(const OpCase& c);

@@ -133,6 +133,13 @@ void add_patchify(std::vector<OpCase>& c) {
 // `dino bench gemm`'s ViT-S/16 layers at batch 64: the blocks' Linears over 64 x 197 tokens,
 // the head's over 64 x 10 crops, and the last layer (weight_norm_linear, f32 logits).
 void add_gemm_bench(std::vector<OpCase>& c) {
+  {
+    // The emulated benchmark run's one small shape (set "smoke": checked like any case).
+    OpCase k = linear_case({50, 64}, 96, H, true);
+    k.bench = "smoke", k.dims = {50, 64, 96}, k.label = "smoke";
+    k.name += " [bench smoke]";
+    c.push_back(std::move(k));
+  }
   const int64_t tok = 64 * 197, crops = 64 * 10;
   const std::tuple<const char*, int64_t, int64_t, int64_t> layers[] = {
       {"qkv", tok, 384, 1152},          {"proj", tok, 384, 384},

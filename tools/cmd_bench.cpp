@@ -474,8 +474,10 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
   auto k = std::make_shared<KernelArgs>();
   cmd->add_option("--device", k->device, "Device; the kernel benchmarks run on cuda only")
       ->capture_default_str();
-  cmd->add_option("--shapes", k->shapes, "Shape set: vit, long (attention), all, none (only --shape)")
-      ->capture_default_str()->check(CLI::IsMember({"vit", "long", "all", "none"}));
+  // The sets are the op table's (testing/op_cases.h): vit, long (attention), smoke (one small
+  // shape each, the emulated runs'), all (every set but smoke).
+  cmd->add_option("--shapes", k->shapes, "Shape set: vit, long (attention), smoke, all, none (only --shape)")
+      ->capture_default_str()->check(CLI::IsMember({"vit", "long", "smoke", "all", "none"}));
   cmd->add_option("--shape", k->custom, shape_help);
   cmd->add_option("--reps", k->reps, "Timed repetitions per measurement (median reported)")
       ->capture_default_str()->check(CLI::Range(1, 100000));

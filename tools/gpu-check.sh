@@ -196,10 +196,10 @@ else
   [ $passed = 0 ] && failures=$((failures + 1))
 fi
 
-# ---- dino check: the kernel / shape / error / tolerance table ------------------------------
+# ---- dino check: the op table's cases and the optimizer rows (case / error / tolerance) ---
 dino_bin="$build/dino"
 if "$dino_bin" --help 2>/dev/null | grep -E '^ +check' >/dev/null; then
-  stage check 60 "$out/check.log" "$dino_bin" check
+  stage check 90 "$out/check.log" "$dino_bin" check
   rc=$?
   if [ $dry = 1 ]; then
     # Without a GPU `dino check` must say so and exit 77.
@@ -337,7 +337,7 @@ augment 10
 EOF_BENCH
   if command -v python3 >/dev/null; then
     stage "bench torch" 60 "$bench_log" python3 benchmarks/compare_torch.py --out "$torch_rows" \
-      --quick --budget 35 --compile-timeout 30
+      --dino "$dino_bin" --quick --budget 35 --compile-timeout 30
     # torch.compile of the whole step takes minutes, more than the 6-minute run allows: only
     # when asked, with DINO_COMPILE_STEP_S seconds for it (and a DINO_GPU_BUDGET to match).
     if [ "${DINO_COMPILE_STEP_S:-0}" -gt 0 ]; then

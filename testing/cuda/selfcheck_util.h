@@ -1,7 +1,7 @@
 #pragma once
-// What every `dino check` family (testing/cuda/selfcheck*.cpp) shares: NaN-poisoned device
-// arrays, fresh random inputs, bf16 rounding as the host does it, the bf16 tolerance and the
-// table a family adds its rows to (a thrown CUDA error becomes a failing row).
+// What `dino check`'s optimizer comparisons (testing/cuda/selfcheck*.cpp) share: NaN-poisoned
+// device arrays, fresh random inputs and the table they add their rows to (a thrown CUDA error
+// becomes a failing row).
 // CUDA-side only (it needs cuda_runtime.h).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -57,27 +57,6 @@ inline std::vector<float> randn(Rng& rng, size_t n, double scale = 1.0, double s
   for (auto& x : v) x = float(shift + scale * rng.normal());
   return v;
 }
-// Uniform in [-1, 1): cosine logits, as DINO's head gives with norm_last_layer.
-inline std::vector<float> cosines(Rng& rng, size_t n) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(rng.uniform(-1.0, 1.0));
-  return v;
-}
-inline std::vector<bf16> to_bf16(const std::vector<float>& v) {
-  std::vector<bf16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16(v[i]);
-  return out;
-}
-inline std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-// The bf16-rounded values, in double: the inputs a bf16 kernel actually sees.
-inline std::vector<double> bf16_rounded(const std::vector<float>& v) {
-  std::vector<double> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = double(float(bf16(v[i])));
-  return out;
-}
-// A bf16 output: twice the error of rounding the exact result once, plus a small floor.
-inline double bf16_tol(const std::vector<double>& ref) { return 2 * bf16_output_error(ref) + 1e-4; }
-
 struct Table {
   std::vector<Row>& rows;
   void add(const std::string& kernel, const std::string& shape, const std::string& output,

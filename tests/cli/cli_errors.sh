@@ -62,6 +62,11 @@ expect_error missing-recipe "cannot open recipe" \
   "$DINO" train --config "$TMP/none.json" --out "$TMP/run3"
 expect_error missing-checkpoint "$TMP/none.safetensors" \
   "$DINO" knn --checkpoint "$TMP/none.safetensors"
+expect_error check-unknown-op "--op 'layer_nrom' is not in the op table" "$DINO" check --op layer_nrom
+# The op table lists without a GPU; its benchmark shapes only when asked for.
+expect_ok check-list "$DINO" check --list --op layer_norm
+grep -q "^layer_norm  *layer_norm (37, 33) bf16" "$TMP/out" || fail "check --list: no layer_norm (37, 33) bf16 case"
+grep -q "benchmark shape" "$TMP/out" && fail "check --list: benchmark shapes without --bench"
 expect_error augment-gpu-without-cuda "data.augment=gpu" \
   "$DINO" train --device cpu --out "$TMP/run5" data.augment=gpu
 expect_error augment-unknown-value "'data.augment' is \"gpus\"" \
