@@ -45,17 +45,6 @@ template <class T>
 void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* mean,
                         const T* rstd, const T* weight, int64_t N, int64_t C);
 
-// ---- softmax.cpp: over the last dim ------------------------------------------------------
-// out (N, C) <- x (N, C)
-template <class T> void softmax_forward(T* out, const T* x, int64_t N, int64_t C);
-// dx (N, C) <- dout (N, C), out (N, C): dx = out * (dout - sum(dout * out))
-template <class T> void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C);
-// out (N, C) <- x (N, C)
-template <class T> void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C);
-// dx (N, C) <- dout (N, C), out (N, C) (the log-probabilities): dx = dout - exp(out) * sum(dout)
-template <class T>
-void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C);
-
 // ---- attention.cpp: multi-head softmax attention on packed qkv ---------------------------
 // qkv (B, N, 3*H*Dh) holds q, k, v in that order along the last dim, each (H, Dh) head-major
 // (timm's layout: qkv.reshape(B, N, 3, H, Dh)). scale = 1/sqrt(Dh).
@@ -69,48 +58,6 @@ void attention_forward(T* out, T* lse, T* probs, const T* qkv, int64_t B, int64_
 template <class T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse,
                         int64_t B, int64_t N, int64_t H, int64_t Dh);
-
-// ---- l2_normalize.cpp: rows divided by max(||row||, eps) (F.normalize) -------------------
-// out (N, C), norm (N) (the unclamped L2 norm) <- x (N, C)
-template <class T>
-void l2_normalize_forward(T* out, T* norm, const T* x, int64_t N, int64_t C, double eps);
-// dx (N, C) <- dout (N, C), x (N, C), norm (N)
-template <class T>
-void l2_normalize_backward(T* dx, const T* dout, const T* x, const T* norm, int64_t N, int64_t C,
-                           double eps);
-
-// ---- weight_norm.cpp: w = g * v / ||v_row|| (torch weight_norm, dim=0) --------------------
-// w (K, C), vnorm (K) <- v (K, C), g (K)
-template <class T>
-void weight_norm_forward(T* w, T* vnorm, const T* v, const T* g, int64_t K, int64_t C);
-// dv (K, C), dg (K) <- dw (K, C), v (K, C), g (K), vnorm (K)
-template <class T>
-void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, const T* vnorm,
-                          int64_t K, int64_t C);
-
-// ---- patchify.cpp: the strided patch-embedding conv as im2col + GEMM ----------------------
-// Patches are non-overlapping P x P squares in row-major patch order; pixels right or below
-// the last whole patch are ignored (as Conv2d with stride P does). Gh = H / P, Gw = W / P.
-// cols (B * Gh * Gw, C * P * P) <- img (B, C, H, W); a column is ordered (c, py, px), which is
-// the layout of a Conv2d weight (D, C, P, P) flattened to (D, C*P*P).
-template <class T>
-void im2col_patches(T* cols, const T* img, int64_t B, int64_t C, int64_t H, int64_t W, int64_t P);
-// dimg (B, C, H, W) <- dcols (B * Gh * Gw, C * P * P); ignored pixels get zero
-template <class T>
-void col2im_patches(T* dimg, const T* dcols, int64_t B, int64_t C, int64_t H, int64_t W, int64_t P);
-
-// ---- resize.cpp: bicubic resize of a channels-last grid (position embeddings) ------------
-// PyTorch's F.interpolate(mode="bicubic", align_corners=False) with an explicit scale factor:
-// src = (dst + 0.5) / scale - 0.5, cubic convolution with A = -0.75, taps clamped to the
-// border. Passing scale_h = Ho / Hi reproduces the size-based call.
-// out (Ho, Wo, C) <- in (Hi, Wi, C)
-template <class T>
-void bicubic_resize_forward(T* out, const T* in, int64_t Hi, int64_t Wi, int64_t Ho, int64_t Wo,
-                            int64_t C, double scale_h, double scale_w);
-// din (Hi, Wi, C) <- dout (Ho, Wo, C), with the same taps
-template <class T>
-void bicubic_resize_backward(T* din, const T* dout, int64_t Hi, int64_t Wi, int64_t Ho,
-                             int64_t Wo, int64_t C, double scale_h, double scale_w);
 
 // ---- dino_loss.cpp: the DINO loss in its fused form (ARCHITECTURE §4) --------------------------
 // Rows are view-major: student row v*B + b is view v of sample b; teacher row g*B + b is

@@ -1,13 +1,15 @@
 // Row-wise L2 normalisation as F.normalize does it: out = x / max(||x||, eps).
 // The squared norm and the backward's dot product are accumulated in double.
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace dino::kernels::cpu {
 
+namespace {
+
+// out (N, C), norm (N) (the unclamped L2 norm) <- x (N, C)
 template <class T>
 void l2_normalize_forward(T* out, T* norm, const T* x, int64_t N, int64_t C, double eps) {
 #pragma omp parallel for schedule(static)
@@ -23,6 +25,7 @@ void l2_normalize_forward(T* out, T* norm, const T* x, int64_t N, int64_t C, dou
   }
 }
 
+// dx (N, C) <- dout (N, C), x (N, C), norm (N)
 // Above eps, with y = x / n: dx = (dout - y * dot(dout, y)) / n. At or below eps the
 // divisor is the constant eps, so dx = dout / eps (clamp_min passes no gradient to n).
 template <class T>
@@ -45,15 +48,7 @@ void l2_normalize_backward(T* dx, const T* dout, const T* x, const T* norm, int6
   }
 }
 
-template void l2_normalize_forward<float>(float*, float*, const float*, int64_t, int64_t,
-                                          double);
-template void l2_normalize_forward<double>(double*, double*, const double*, int64_t, int64_t,
-                                           double);
-template void l2_normalize_backward<float>(float*, const float*, const float*, const float*,
-                                           int64_t, int64_t, double);
-template void l2_normalize_backward<double>(double*, const double*, const double*,
-                                            const double*, int64_t, int64_t, double);
-
+}  // namespace
 
 void CpuBackend::l2_normalize(const Tensor& out, const Tensor& norm, const Tensor& x,
                               double eps) const {

@@ -3,12 +3,17 @@
 // at most one column entry: col2im is a plain copy back, with no accumulation, and pixels
 // outside the whole patches are set to zero.
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
 
 #include <algorithm>
 
 namespace dino::kernels::cpu {
 
+namespace {
+
+// Patches are non-overlapping P x P squares in row-major patch order; pixels right or below
+// the last whole patch are ignored (as Conv2d with stride P does). Gh = H / P, Gw = W / P.
+// cols (B * Gh * Gw, C * P * P) <- img (B, C, H, W); a column is ordered (c, py, px), which is
+// the layout of a Conv2d weight (D, C, P, P) flattened to (D, C*P*P).
 template <class T>
 void im2col_patches(T* cols, const T* img, int64_t B, int64_t C, int64_t H, int64_t W,
                     int64_t P) {
@@ -25,6 +30,7 @@ void im2col_patches(T* cols, const T* img, int64_t B, int64_t C, int64_t H, int6
   }
 }
 
+// dimg (B, C, H, W) <- dcols (B * Gh * Gw, C * P * P); ignored pixels get zero
 // Split over (b, c) planes: each plane is written by one thread, with no overlap.
 template <class T>
 void col2im_patches(T* dimg, const T* dcols, int64_t B, int64_t C, int64_t H, int64_t W,
@@ -44,15 +50,7 @@ void col2im_patches(T* dimg, const T* dcols, int64_t B, int64_t C, int64_t H, in
   }
 }
 
-template void im2col_patches<float>(float*, const float*, int64_t, int64_t, int64_t, int64_t,
-                                    int64_t);
-template void im2col_patches<double>(double*, const double*, int64_t, int64_t, int64_t, int64_t,
-                                     int64_t);
-template void col2im_patches<float>(float*, const float*, int64_t, int64_t, int64_t, int64_t,
-                                    int64_t);
-template void col2im_patches<double>(double*, const double*, int64_t, int64_t, int64_t, int64_t,
-                                     int64_t);
-
+}  // namespace
 
 void CpuBackend::im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const {
   dispatch_float("patchify", img.dtype(), [&](auto tag) {

@@ -54,8 +54,10 @@ RowMat<T> interp_matrix(int64_t in, int64_t out, double scale) {
   return w;
 }
 
-}  // namespace
-
+// PyTorch's F.interpolate(mode="bicubic", align_corners=False) with an explicit scale factor:
+// src = (dst + 0.5) / scale - 0.5, cubic convolution with A = -0.75, taps clamped to the
+// border. Passing scale_h = Ho / Hi reproduces the size-based call.
+// out (Ho, Wo, C) <- in (Hi, Wi, C)
 template <class T>
 void bicubic_resize_forward(T* out, const T* in, int64_t Hi, int64_t Wi, int64_t Ho, int64_t Wo,
                             int64_t C, double scale_h, double scale_w) {
@@ -72,6 +74,7 @@ void bicubic_resize_forward(T* out, const T* in, int64_t Hi, int64_t Wi, int64_t
   }
 }
 
+// din (Hi, Wi, C) <- dout (Ho, Wo, C), with the same taps
 template <class T>
 void bicubic_resize_backward(T* din, const T* dout, int64_t Hi, int64_t Wi, int64_t Ho,
                              int64_t Wo, int64_t C, double scale_h, double scale_w) {
@@ -88,15 +91,7 @@ void bicubic_resize_backward(T* din, const T* dout, int64_t Hi, int64_t Wi, int6
   gemm<T>(din, wy.data(), rows.data(), Hi, Wi * C, Ho, true, false, T(1), T(0));
 }
 
-template void bicubic_resize_forward<float>(float*, const float*, int64_t, int64_t, int64_t,
-                                            int64_t, int64_t, double, double);
-template void bicubic_resize_forward<double>(double*, const double*, int64_t, int64_t, int64_t,
-                                             int64_t, int64_t, double, double);
-template void bicubic_resize_backward<float>(float*, const float*, int64_t, int64_t, int64_t,
-                                             int64_t, int64_t, double, double);
-template void bicubic_resize_backward<double>(double*, const double*, int64_t, int64_t, int64_t,
-                                              int64_t, int64_t, double, double);
-
+}  // namespace
 
 void CpuBackend::resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
                                 double scale_w) const {

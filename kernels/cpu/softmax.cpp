@@ -5,7 +5,6 @@
 // products of the backward, are accumulated in double so a wide row (K = 65536) keeps full
 // float accuracy. Rows are independent and split across threads.
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
 
 #include <cmath>
 
@@ -20,8 +19,7 @@ T row_max(const T* x, int64_t C) {
   return m;
 }
 
-}  // namespace
-
+// out (N, C) <- x (N, C)
 template <class T>
 void softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
 #pragma omp parallel for schedule(static)
@@ -39,6 +37,7 @@ void softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
   }
 }
 
+// dx (N, C) <- dout (N, C), out (N, C): dx = out * (dout - sum(dout * out))
 template <class T>
 void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
 #pragma omp parallel for schedule(static)
@@ -52,6 +51,7 @@ void softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) 
   }
 }
 
+// out (N, C) <- x (N, C)
 template <class T>
 void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
 #pragma omp parallel for schedule(static)
@@ -66,6 +66,7 @@ void log_softmax_forward(T* out, const T* x, int64_t N, int64_t C) {
   }
 }
 
+// dx (N, C) <- dout (N, C), out (N, C) (the log-probabilities): dx = dout - exp(out) * sum(dout)
 template <class T>
 void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t C) {
 #pragma omp parallel for schedule(static)
@@ -79,16 +80,7 @@ void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t
   }
 }
 
-template void softmax_forward<float>(float*, const float*, int64_t, int64_t);
-template void softmax_forward<double>(double*, const double*, int64_t, int64_t);
-template void softmax_backward<float>(float*, const float*, const float*, int64_t, int64_t);
-template void softmax_backward<double>(double*, const double*, const double*, int64_t, int64_t);
-template void log_softmax_forward<float>(float*, const float*, int64_t, int64_t);
-template void log_softmax_forward<double>(double*, const double*, int64_t, int64_t);
-template void log_softmax_backward<float>(float*, const float*, const float*, int64_t, int64_t);
-template void log_softmax_backward<double>(double*, const double*, const double*, int64_t,
-                                           int64_t);
-
+}  // namespace
 
 void CpuBackend::softmax(const Tensor& out, const Tensor&, const Tensor& x,
                          bool log_space) const {

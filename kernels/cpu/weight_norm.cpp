@@ -1,12 +1,14 @@
 // Weight normalisation along dim 0 (torch.nn.utils.weight_norm, as DINO's last layer uses
 // it): row k of w is g[k] * v[k, :] / ||v[k, :]||. Norms and dots accumulate in double.
 #include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
 
 #include <cmath>
 
 namespace dino::kernels::cpu {
 
+namespace {
+
+// w (K, C), vnorm (K) <- v (K, C), g (K)
 template <class T>
 void weight_norm_forward(T* w, T* vnorm, const T* v, const T* g, int64_t K, int64_t C) {
 #pragma omp parallel for schedule(static)
@@ -22,6 +24,7 @@ void weight_norm_forward(T* w, T* vnorm, const T* v, const T* g, int64_t K, int6
   }
 }
 
+// dv (K, C), dg (K) <- dw (K, C), v (K, C), g (K), vnorm (K)
 // dg = dot(dw, v) / ||v||,  dv = g / ||v|| * (dw - dot(dw, v) / ||v||^2 * v)
 template <class T>
 void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, const T* vnorm,
@@ -39,18 +42,6 @@ void weight_norm_backward(T* dv, T* dg, const T* dw, const T* v, const T* g, con
     dg[k] = T(dot / nrm);
   }
 }
-
-template void weight_norm_forward<float>(float*, float*, const float*, const float*, int64_t,
-                                         int64_t);
-template void weight_norm_forward<double>(double*, double*, const double*, const double*,
-                                          int64_t, int64_t);
-template void weight_norm_backward<float>(float*, float*, const float*, const float*,
-                                          const float*, const float*, int64_t, int64_t);
-template void weight_norm_backward<double>(double*, double*, const double*, const double*,
-                                           const double*, const double*, int64_t, int64_t);
-
-
-namespace {
 
 // A weight-norm gradient not wanted still needs room: the kernel writes both.
 Tensor or_scratch(const Tensor& t, const Shape& shape, const Tensor& like) {

@@ -237,7 +237,7 @@ void set_attention_backend(const char* name);
 const char* attention_backend_name();
 
 
-// ---- softmax.cu, l2_normalize.cu, drop_path.cu, resize.cu, dino_loss.cu extras ------
+// ---- softmax.cu, drop_path.cu, resize.cu, dino_loss.cu extras --------------------------
 // Rows of the last dim, f32 or bf16 data (the same type in and out), fp32 math; row statistics
 // fp32. N rows of C; every launcher has an f32 and a bf16 form.
 // out (N, C), lse (N) <- x (N, C): out = softmax(x), lse = log-sum-exp of each row
@@ -262,17 +262,6 @@ void log_softmax_backward(float* dx, const float* dout, const float* x, const fl
 void log_softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
                           const float* lse, int64_t N, int C, cudaStream_t stream);
 
-// F.normalize over rows: out = x / max(||x||, eps).
-// out (N, C), norm (N) (the unclamped norm) <- x (N, C)
-void l2_normalize_forward(float* out, float* norm, const float* x, int64_t N, int C, double eps,
-                          cudaStream_t stream);
-void l2_normalize_forward(__nv_bfloat16* out, float* norm, const __nv_bfloat16* x, int64_t N,
-                          int C, double eps, cudaStream_t stream);
-// dx (N, C) <- dout (N, C), x (N, C), norm (N)
-void l2_normalize_backward(float* dx, const float* dout, const float* x, const float* norm,
-                           int64_t N, int C, double eps, cudaStream_t stream);
-void l2_normalize_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
-                           const float* norm, int64_t N, int C, double eps, cudaStream_t stream);
 
 // Drop path, forward and backward alike: out[b, :] = x[b, :] * (keep[b] ? scale : 0).
 // out (B, S) <- x (B, S); keep (B) is a HOST array (0/1), passed in the launch parameters (no

@@ -87,6 +87,7 @@ __global__ void l2_normalize_backward_kernel(T* dx, const T* dout, const T* x, c
 
 namespace {
 
+// out (N, C), norm (N) (the unclamped norm) <- x (N, C)
 template <class T>
 void launch_forward(T* out, float* norm, const T* x, int64_t N, int C, double eps,
                     cudaStream_t stream) {
@@ -97,6 +98,7 @@ void launch_forward(T* out, float* norm, const T* x, int64_t N, int C, double ep
   CUDA_CHECK(cudaGetLastError());
 }
 
+// dx (N, C) <- dout (N, C), x (N, C), norm (N)
 template <class T>
 void launch_backward(T* dx, const T* dout, const T* x, const float* norm, int64_t N, int C,
                      double eps, cudaStream_t stream) {
@@ -109,30 +111,12 @@ void launch_backward(T* dx, const T* dout, const T* x, const float* norm, int64_
 
 }  // namespace
 
-void l2_normalize_forward(float* out, float* norm, const float* x, int64_t N, int C, double eps,
-                          cudaStream_t stream) {
-  launch_forward<float>(out, norm, x, N, C, eps, stream);
-}
-void l2_normalize_forward(__nv_bfloat16* out, float* norm, const __nv_bfloat16* x, int64_t N,
-                          int C, double eps, cudaStream_t stream) {
-  launch_forward<__nv_bfloat16>(out, norm, x, N, C, eps, stream);
-}
-void l2_normalize_backward(float* dx, const float* dout, const float* x, const float* norm,
-                           int64_t N, int C, double eps, cudaStream_t stream) {
-  launch_backward<float>(dx, dout, x, norm, N, C, eps, stream);
-}
-void l2_normalize_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
-                           const float* norm, int64_t N, int C, double eps, cudaStream_t stream) {
-  launch_backward<__nv_bfloat16>(dx, dout, x, norm, N, C, eps, stream);
-}
-
-
 void CudaBackend::l2_normalize(const Tensor& out, const Tensor& norm, const Tensor& x,
                                double eps) const {
   const int64_t N = x.numel() / x.size(-1);
   const int C = columns("l2_normalize", x);
   with_rows(x, [&](auto* px) {
-    l2_normalize_forward(same_type(out, px), f32_ptr(norm), px, N, C, eps, op_stream());
+    launch_forward(same_type(out, px), f32_ptr(norm), px, N, C, eps, op_stream());
   });
 }
 
@@ -141,8 +125,8 @@ void CudaBackend::l2_normalize_backward(const Tensor& dx, const Tensor& dout, co
   const int64_t N = x.numel() / x.size(-1);
   const int C = columns("l2_normalize", x);
   with_rows(x, [&](auto* px) {
-    cuda::l2_normalize_backward(same_type(dx, px), same_type(dout, px), px, f32_ptr(norm), N, C,
-                                eps, op_stream());
+    launch_backward(same_type(dx, px), same_type(dout, px), px, f32_ptr(norm), N, C, eps,
+                    op_stream());
   });
 }
 
