@@ -1,6 +1,7 @@
 #include "data/augment_gpu.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/storage.h"
@@ -56,27 +57,70 @@ void SourceBatch::set_source(int i, const SourceImage& src) {
   s.bytes.assign(p, p + n);
 }
 
-std::vector<Tensor> render_views_cuda(const SourceBatch& sb, const Normalization& norm) {
+namespace {
+
+// The packed layout: the placements (B AugmentSource), the view parameters (B x V), then the
+// sources from byte `sources_at`, each at a multiple of 4.
+struct PackedLayout {
+  size_t params_at = 0, sources_at = 0, bytes = 0;
+  std::vector<int64_t> source_offset;  // per sample, from sources_at
+};
+
+#ifdef DINO_HAS_CUDA
+PackedLayout packed_layout(const SourceBatch& sb) {
+  namespace cu = kernels::cuda;
+  auto align16 = [](size_t n) { return (n + 15) / 16 * 16; };
+  PackedLayout l;
+  l.params_at = align16(sb.samples.size() * sizeof(cu::AugmentSource));
+  l.sources_at = align16(l.params_at + sb.params.size() * sizeof(ViewParams));
+  size_t total = 0;
+  for (const SourceBatch::Sample& s : sb.samples) {
+    l.source_offset.push_back(int64_t(total));
+    total += (s.bytes.size() + 3) / 4 * 4;
+  }
+  l.bytes = l.sources_at + total;
+  return l;
+}
+#endif
+
+}  // namespace
+
+size_t packed_sources_bytes(const SourceBatch& sb, const Normalization& norm) {
   validate(sb, norm);
 #ifdef DINO_HAS_CUDA
-  namespace cu = kernels::cuda;
-  const int B = sb.batch, C = sb.channels, V = int(sb.view_sizes.size());
-  std::vector<cu::AugmentSource> where(static_cast<size_t>(B));
-  int64_t total = 0;  // bytes, each source 4-byte aligned
-  for (int b = 0; b < B; ++b) {
-    const SourceBatch::Sample& s = sb.samples[size_t(b)];
-    where[size_t(b)] = {total, s.height, s.width, s.f32 ? 1 : 0};
-    total += (int64_t(s.bytes.size()) + 3) / 4 * 4;
-  }
-  Tensor src = Tensor::empty({total}, DType::u8, Device::cuda);
-  for (int b = 0; b < B; ++b)
-    copy_bytes(static_cast<uint8_t*>(src.raw_data()) + where[size_t(b)].offset, Device::cuda,
-               sb.samples[size_t(b)].bytes.data(), Device::cpu, sb.samples[size_t(b)].bytes.size());
-  Tensor dev_where = Tensor::empty({int64_t(where.size() * sizeof(cu::AugmentSource))}, DType::u8, Device::cuda);
-  copy_bytes(dev_where.raw_data(), Device::cuda, where.data(), Device::cpu, dev_where.nbytes());
-  Tensor dev_params = Tensor::empty({int64_t(sb.params.size() * sizeof(ViewParams))}, DType::u8, Device::cuda);
-  copy_bytes(dev_params.raw_data(), Device::cuda, sb.params.data(), Device::cpu, dev_params.nbytes());
+  return packed_layout(sb).bytes;
+#else
+  throw Error("[augment_gpu] this build has no CUDA backend: use data.augment=cpu");
+#endif
+}
 
+void pack_sources(const SourceBatch& sb, void* dst) {
+#ifdef DINO_HAS_CUDA
+  namespace cu = kernels::cuda;
+  const PackedLayout l = packed_layout(sb);
+  auto* out = static_cast<uint8_t*>(dst);
+  std::vector<cu::AugmentSource> where(sb.samples.size());
+  for (size_t b = 0; b < where.size(); ++b) {
+    const SourceBatch::Sample& s = sb.samples[b];
+    where[b] = {l.source_offset[b], s.height, s.width, s.f32 ? 1 : 0};
+    std::memcpy(out + l.sources_at + size_t(l.source_offset[b]), s.bytes.data(), s.bytes.size());
+  }
+  std::memcpy(out, where.data(), where.size() * sizeof(cu::AugmentSource));
+  std::memcpy(out + l.params_at, sb.params.data(), sb.params.size() * sizeof(ViewParams));
+#else
+  (void)sb;
+  (void)dst;
+  throw Error("[augment_gpu] this build has no CUDA backend: use data.augment=cpu");
+#endif
+}
+
+std::vector<Tensor> render_packed_views_cuda(const SourceBatch& sb, const void* device_packed,
+                                             const Normalization& norm) {
+#ifdef DINO_HAS_CUDA
+  namespace cu = kernels::cuda;
+  const PackedLayout l = packed_layout(sb);
+  const auto* packed = static_cast<const uint8_t*>(device_packed);
+  const int B = sb.batch, C = sb.channels, V = int(sb.view_sizes.size());
   std::vector<Tensor> views;
   for (int first = 0; first < V;) {  // runs of views of one size: one launch each
     const int S = sb.view_sizes[size_t(first)];
@@ -87,17 +131,28 @@ std::vector<Tensor> render_views_cuda(const SourceBatch& sb, const Normalization
       for (int v = first; v < first + count; ++v)
         max_box_height = std::max(max_box_height, sb.params[size_t(b) * V + v].box.height);
     Tensor out = Tensor::empty({int64_t(count) * B, C, S, S}, DType::f32, Device::cuda);
-    cu::augment_views(out.data<float>(), static_cast<const uint8_t*>(src.raw_data()),
-                      static_cast<const cu::AugmentSource*>(dev_where.raw_data()),
-                      static_cast<const ViewParams*>(dev_params.raw_data()), B, V, first, count,
+    cu::augment_views(out.data<float>(), packed + l.sources_at,
+                      reinterpret_cast<const cu::AugmentSource*>(packed),
+                      reinterpret_cast<const ViewParams*>(packed + l.params_at), B, V, first, count,
                       C, S, max_box_height, norm.mean.data(), norm.std.data(), cu::stream());
     for (int v = 0; v < count; ++v) views.push_back(out.narrow(int64_t(v) * B, B));
     first += count;
   }
   return views;
 #else
+  (void)sb;
+  (void)device_packed;
+  (void)norm;
   throw Error("[augment_gpu] this build has no CUDA backend: use data.augment=cpu");
 #endif
+}
+
+std::vector<Tensor> render_views_cuda(const SourceBatch& sb, const Normalization& norm) {
+  std::vector<uint8_t> packed(packed_sources_bytes(sb, norm));
+  pack_sources(sb, packed.data());
+  Tensor dev = Tensor::empty({int64_t(packed.size())}, DType::u8, Device::cuda);
+  copy_bytes(dev.raw_data(), Device::cuda, packed.data(), Device::cpu, packed.size());
+  return render_packed_views_cuda(sb, dev.raw_data(), norm);
 }
 
 }  // namespace dino::data

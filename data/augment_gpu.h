@@ -31,6 +31,19 @@ struct SourceBatch {
   void set_source(int i, const SourceImage& src);
 };
 
+// What the GPU reads of a batch, packed into one buffer so one copy uploads it: each sample's
+// placement (kernels/cuda/augment.h AugmentSource) and view parameters, then the sources, each
+// 4-byte aligned. packed_sources_bytes checks the batch (sizes, every view's side and box
+// inside its source) and returns the buffer's size; pack_sources writes it to `dst` (host
+// memory of that size, e.g. pinned for an asynchronous upload).
+size_t packed_sources_bytes(const SourceBatch& batch, const Normalization& norm);
+void pack_sources(const SourceBatch& batch, void* dst);
+// Renders every view of `batch` from its packed copy at `device_packed` (a CUDA buffer that
+// pack_sources' bytes reach before the kernels queued on the context stream run): per view v
+// a (batch, channels, S_v, S_v) f32 CUDA tensor, as render_views_cuda below.
+std::vector<Tensor> render_packed_views_cuda(const SourceBatch& batch, const void* device_packed,
+                                             const Normalization& norm);
+
 // Checks the batch (sizes, every view's side and box inside its source), uploads it and
 // renders every view on the GPU: per view v a (batch, channels, S_v, S_v) f32 CUDA tensor,
 // normalised with `norm` (resolved for the channel count). Views of one size share one

@@ -9,33 +9,56 @@
 
 namespace dino {
 
+DinoLossStats DeviceLossStats::decode(const float* v) const {
+  DinoLossStats s;
+  const double W = ranks > 0 ? double(ranks) : 1.0;
+  s.loss = v[0] / W;
+  s.teacher_entropy = v[1] / W;
+  s.batch_entropy = v[2];
+  for (int64_t r = 0; r < ranks; ++r)
+    if (!std::isfinite(v[size_t(3 + r)])) s.nonfinite_ranks.push_back(int(r));
+  s.kl = s.loss - s.teacher_entropy;
+  s.teacher_temp = teacher_temp;
+  return s;
+}
+
 #ifdef DINO_HAS_CUDA
 namespace {
+
+// Hands the statistics over: read back now into *stats (the host waits for the device), or
+// left on the device in *later.
+void deliver(const Tensor& values, int64_t ranks, double tau_t, DinoLossStats* stats,
+             DeviceLossStats* later) {
+  DeviceLossStats d{values, ranks, tau_t};
+  if (later) {
+    *later = d;
+  } else if (stats) {
+    const std::vector<float> v = values.to_vector();  // the step's one read-back
+    *stats = d.decode(v.data());
+  }
+}
 
 // The CUDA form of DinoLoss::forward: the fused loss kernel also gives the teacher's column
 // sums (the center update's input) and q; the collapse statistics are reduced from q on the
 // device and read back with the loss as three floats (the one host synchronisation of the
-// loss); the center is updated on the device after the loss has read it.
+// loss, or none when the caller takes them `later`); the center is updated on the device
+// after the loss has read it.
 Tensor forward_cuda(const Tensor& student, const Tensor& teacher, Tensor& center,
-                    const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats) {
+                    const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
+                    DeviceLossStats* later) {
   DINO_CHECK(center.device() == Device::cuda && center.dtype() == DType::f32,
              "[dino_loss] the center must be an f32 CUDA tensor with CUDA logits (move the loss "
              "module to the device), got ", center.str());
   Tensor q, colsum;
   Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t,
-                          stats ? &q : nullptr, &colsum);
+                          stats || later ? &q : nullptr, &colsum);
   NoGradGuard no_grad;
   const int64_t R = teacher.size(0), K = teacher.size(1);
-  if (stats) {
+  if (stats || later) {
     Tensor dev = Tensor::empty({3}, DType::f32, Device::cuda);
     kernels::cuda::dino_teacher_stats(detail::f32_ptr(dev), detail::f32_ptr(loss),
                                       detail::f32_ptr(q), int(R), int(K), detail::cuda_stream());
-    const std::vector<float> v = dev.to_vector();  // the step's one read-back
-    stats->loss = v[0];
-    stats->teacher_entropy = v[1];
-    stats->batch_entropy = v[2];
-    stats->kl = stats->loss - stats->teacher_entropy;
-    stats->teacher_temp = tau_t;
+    deliver(dev, 0, tau_t, stats, later);
   }
   kernels::cuda::dino_center_update(detail::f32_ptr(center), detail::f32_ptr(colsum), R, int(K),
                                     float(cfg.center_momentum), detail::cuda_stream());
@@ -48,7 +71,7 @@ Tensor forward_cuda(const Tensor& student, const Tensor& teacher, Tensor& center
 // with every rank's rows, and the batch-mean entropy from the global column means of q.
 Tensor forward_cuda_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
                                 const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
-                                dist::Communicator& comm) {
+                                DeviceLossStats* later, dist::Communicator& comm) {
   DINO_CHECK(center.device() == Device::cuda && center.dtype() == DType::f32,
              "[dino_loss] the center must be an f32 CUDA tensor with CUDA logits (move the loss "
              "module to the device), got ", center.str());
@@ -71,19 +94,12 @@ Tensor forward_cuda_distributed(const Tensor& student, const Tensor& teacher, Te
   kernels::cuda::dino_center_update(detail::f32_ptr(center), detail::f32_ptr(sums), R * W, int(K),
                                     float(cfg.center_momentum), detail::cuda_stream());
   center.mark_modified();
-  if (stats) {
+  if (stats || later) {
     // -sum m log m; the 1e-30 only keeps log finite where m is 0 (0 log 0 = 0).
     const Tensor m = scale(sums.narrow(K, K), 1.0 / double(R * W));
     const Tensor batch_entropy = scale(sum(mul(m, log(add_scalar(m, 1e-30)))), -1.0);
-    const std::vector<float> v =
-        concat({sums.narrow(2 * K, 2), batch_entropy.reshape({1}), sums.narrow(2 * K + 3, W)}).to_vector();
-    stats->loss = v[0] / double(W);
-    stats->teacher_entropy = v[1] / double(W);
-    stats->batch_entropy = v[2];
-    for (int64_t r = 0; r < W; ++r)
-      if (!std::isfinite(v[size_t(3 + r)])) stats->nonfinite_ranks.push_back(int(r));
-    stats->kl = stats->loss - stats->teacher_entropy;
-    stats->teacher_temp = tau_t;
+    deliver(concat({sums.narrow(2 * K, 2), batch_entropy.reshape({1}), sums.narrow(2 * K + 3, W)}),
+            W, tau_t, stats, later);
   }
   return loss;
 }
@@ -158,13 +174,15 @@ DinoLoss::DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch) : cfg_(cf
 }
 
 Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double tau_t,
-                         DinoLossStats* stats) {
+                         DinoLossStats* stats, DeviceLossStats* later) {
   if (student.device() == Device::cuda || teacher.device() == Device::cuda) {
 #ifdef DINO_HAS_CUDA
-    if (comm_) return forward_cuda_distributed(student, teacher, center, cfg_, tau_t, stats, *comm_);
-    return forward_cuda(student, teacher, center, cfg_, tau_t, stats);
+    if (comm_)
+      return forward_cuda_distributed(student, teacher, center, cfg_, tau_t, stats, later, *comm_);
+    return forward_cuda(student, teacher, center, cfg_, tau_t, stats, later);
 #endif
   }
+  DINO_CHECK(!later, "[dino_loss] statistics stay on the device only with CUDA logits");
   if (comm_) {
     DINO_CHECK(comm_->device() == Device::cpu, "[dino_loss] CPU logits need a host communicator");
     return teacher.dtype() == DType::f64

@@ -44,12 +44,27 @@ struct DinoLossStats {
   std::vector<int> nonfinite_ranks;  // data-parallel: the ranks whose own loss is not finite
 };
 
+// A loss's statistics still on the device (DinoLoss::forward with `later`, CUDA only), so the
+// host can queue more work before it reads them. values: f32 on the device, [loss, teacher
+// entropy, batch entropy] (data-parallel: the first two summed over the ranks, then one slot
+// per rank, NaN where that rank's loss is not finite).
+struct DeviceLossStats {
+  Tensor values;
+  int64_t ranks = 0;  // 0: one process, no per-rank slots
+  double teacher_temp = 0;
+  // The statistics from `values` read back to the host (values.numel() floats).
+  DinoLossStats decode(const float* host_values) const;
+};
+
 class DinoLoss : public Module {
  public:
   DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch);
   // student (V*B, K), teacher (G*B, K) with teacher temperature tau_t (teacher_temp_at(it)
-  // in training). Returns the scalar loss, fills stats, then updates the center.
-  Tensor forward(const Tensor& student, const Tensor& teacher, double tau_t, DinoLossStats* stats);
+  // in training). Returns the scalar loss, fills stats, then updates the center. With `later`
+  // and CUDA logits the statistics stay on the device, in *later (stats is left alone): no
+  // host synchronisation.
+  Tensor forward(const Tensor& student, const Tensor& teacher, double tau_t, DinoLossStats* stats,
+                 DeviceLossStats* later = nullptr);
   double teacher_temp_at(int64_t it) const { return temp_.at(it); }
   const DinoLossConfig& config() const { return cfg_; }
   // Data-parallel training (DDP's update_center): the teacher's column sums and the collapse

@@ -187,3 +187,21 @@ TEST_CASE("checkpoint policy: saves only steps confirmed finite", "[files]") {
   CHECK_FALSE(never.due(4, false));
   CHECK_FALSE(never.due(2, true));  // nothing new since the resumed checkpoint
 }
+
+TEST_CASE("checkpoint policy: says which unconfirmed steps a checkpoint waits for", "[files]") {
+  // A loop that learns a step's loss one step late asks wanted() right after queueing the
+  // step, waits for its statistics when the answer is yes, and only then may save.
+  CheckpointPolicy p(4, 10, 0);
+  p.confirm(3);
+  CHECK_FALSE(p.wanted(3, false));
+  CHECK(p.wanted(4, false));       // the periodic checkpoint
+  CHECK_FALSE(p.due(4, false));    // not before step 4 is confirmed
+  CHECK(p.wanted(5, true));        // a stop signal
+  CHECK_FALSE(p.due(5, true));
+  CHECK(p.wanted(10, false));      // the final checkpoint
+  CHECK_FALSE(p.due(10, false));
+  p.confirm(10);
+  CHECK(p.due(10, false));
+  p.saved(10);
+  CHECK_FALSE(p.wanted(10, true));
+}

@@ -4,9 +4,10 @@
 //    of the measurement. `--dump DIR` writes the initial weights, the crops and the setting for
 //    benchmarks/cpu_train_step.py, which times the same step in PyTorch on identical inputs.
 //    `--loop` then runs the training loop as `dino train` does (the real loader, its views made
-//    where data.augment says, the copy of the batch to the device, the step) and reports
-//    images/s and the time per step spent waiting for data, copying and stepping, next to the
-//    step alone. On CUDA the default
+//    where data.augment says, the upload of the batch, the step; on CUDA pipelined: the upload
+//    on the copy stream and the statistics read back one step late) and reports images/s and
+//    the time per step spent waiting for data, queueing the upload and in the step, next to
+//    the step alone. On CUDA the default
 //    recipe is the built-in ViT-S/16 DINO one (2x224 + 8x96 crops, K 65536, batch 64).
 //  loader: data::MultiCropLoader alone on a recipe (images/s, per thread and per CPU-second)
 //    and one thread's CPU time per image for each stage (decode, crop+resize, jitter, ...).
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <omp.h>
 #include <sys/resource.h>
@@ -37,8 +39,10 @@
 #include "dist/world.h"
 #include "tools/bench_dist.h"
 #include "tools/commands.h"
+#include "train/batch_upload.h"
 #include "train/config.h"
 #include "train/run_plan.h"
+#include "train/stats_readback.h"
 #include "train/step.h"
 #include "train/trainer.h"
 
@@ -337,37 +341,67 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
 
   json loop;
   if (a.loop) {
-    // The loop of `dino train`: each step waits for the loader's next batch, copies it to the
-    // device (batch_tensors) and steps; the device is synchronised after the copy and after
-    // the step so each part's time is its own.
+    // The loop of `dino train` (train/train_loop.h): the loader's next batch, its upload (on
+    // CUDA on the copy stream, overlapping the step the device still runs), the step, then on
+    // CUDA the previous step's statistics, read back while this step runs. Timed per step on
+    // the host: the wait for the loader, queueing the upload, and the step (queueing it plus,
+    // on CUDA, waiting for the device to finish the one before); images/s over the whole loop.
     auto dataset = data::open_dataset(recipe.data.dataset, data::Split::train);
     data::LoaderOptions lo;
     lo.threads = recipe.data.loader_threads;
     const Device dev = cuda ? Device::cuda : Device::cpu;
     lo.format = crop_format_for(recipe, dev);
+    if (lo.format == data::CropFormat::f32) lo.allocator = BatchUploader::allocator(dev);
     data::MultiCropLoader loader(*dataset, recipe.crops_for(int(in_chans)), int(batch), seed, lo);
-    loader.start(0);
-    for (int i = 0; i < a.warmup; ++i) {
-      const data::MultiCropLoader::Lease b = loader.next();
-      dino_step(*student, teacher, loss, optimizer, batch_tensors(*b, dev), s, &drop_rng);
-    }
-    sync();
-    std::vector<double> wait_ms, copy_ms, step_ms;
-    const auto l0 = Clock::now();
-    for (int i = 0; i < a.steps; ++i) {
+    BatchUploader uploader(dev);
+    StatsReadback readbacks[2];
+    int next_readback = 0;
+    StepSettings ls = s;
+    ls.defer_stats = cuda;
+    struct InFlight {
+      data::MultiCropLoader::Lease batch;
+      BatchUploader::Upload upload;
+      StatsReadback* readback = nullptr;
+    };
+    std::optional<InFlight> previous;
+    auto finish = [&](InFlight& f) {
+      if (f.readback) {
+        const double l = f.readback->wait().stats.loss;
+        DINO_CHECK(std::isfinite(l), "[bench] the loop's loss is ", l);
+      }
+      uploader.copied(f.upload);
+      f.batch.reset();
+    };
+    std::vector<double> wait_ms, upload_ms, step_ms;
+    auto iteration = [&](bool timed) {
       const auto t0 = Clock::now();
-      data::MultiCropLoader::Lease b = loader.next();
+      InFlight f;
+      f.batch = loader.next();
       const auto t1 = Clock::now();
-      std::vector<Tensor> views = batch_tensors(*b, dev);
-      sync();
+      f.upload = uploader.upload(*f.batch);
       const auto t2 = Clock::now();
-      dino_step(*student, teacher, loss, optimizer, views, s, &drop_rng);
-      sync();
+      StepOutputs out = dino_step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop_rng);
+      f.upload.views.clear();
+      if (cuda) {
+        f.readback = &readbacks[next_readback];
+        next_readback = 1 - next_readback;
+        f.readback->start(out.pending);
+      }
+      if (previous) finish(*previous);
+      previous = std::move(f);
       const auto t3 = Clock::now();
+      if (!timed) return;
       wait_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-      copy_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+      upload_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
       step_ms.push_back(std::chrono::duration<double, std::milli>(t3 - t2).count());
-    }
+    };
+    loader.start(0);
+    for (int i = 0; i < a.warmup; ++i) iteration(false);
+    const auto l0 = Clock::now();
+    for (int i = 0; i < a.steps; ++i) iteration(true);
+    if (previous) finish(*previous);
+    previous.reset();
+    sync();
     const double total = seconds_since(l0);
     auto mean = [](const std::vector<double>& v) {
       double m = 0;
@@ -375,8 +409,8 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       return m;
     };
     loop = json{{"images_per_second", double(a.steps) * double(batch) / total},
-                {"loader_threads", lo.threads}, {"prefetch", loader.prefetch()},
-                {"data_wait_ms", mean(wait_ms)}, {"copy_ms", mean(copy_ms)}, {"step_ms", mean(step_ms)},
+                {"loader_threads", lo.threads}, {"prefetch", loader.prefetch()}, {"pipelined", cuda},
+                {"data_wait_ms", mean(wait_ms)}, {"upload_ms", mean(upload_ms)}, {"step_ms", mean(step_ms)},
                 {"data_wait_fraction", mean(wait_ms) * a.steps / (total * 1e3)},
                 {"dataset", dataset->describe()}};
   }
@@ -446,12 +480,12 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   if (!loop.is_null()) {
     loop["fraction_of_step"] = loop["images_per_second"].get<double>() / out["images_per_second"].get<double>();
     out["loop"] = loop;
-    std::printf("loop (%s, %d loader thread(s), prefetch %d): %.1f images/s = %.0f%% of the step alone; per step "
-                "%.1f ms waiting for data, %.1f ms copying, %.1f ms in the step (data wait %.0f%% of the loop)\n",
+    std::printf("loop (%s, %d loader thread(s), prefetch %d%s): %.1f images/s = %.0f%% of the step alone; per step "
+                "%.1f ms waiting for data, %.1f ms queueing the upload, %.1f ms in the step (data wait %.0f%% of the loop)\n",
                 loop["dataset"].get<std::string>().c_str(), loop["loader_threads"].get<int>(),
-                loop["prefetch"].get<int>(), loop["images_per_second"].get<double>(),
+                loop["prefetch"].get<int>(), cuda ? ", pipelined" : "", loop["images_per_second"].get<double>(),
                 100 * loop["fraction_of_step"].get<double>(), loop["data_wait_ms"].get<double>(),
-                loop["copy_ms"].get<double>(), loop["step_ms"].get<double>(),
+                loop["upload_ms"].get<double>(), loop["step_ms"].get<double>(),
                 100 * loop["data_wait_fraction"].get<double>());
   }
   return out;
@@ -537,8 +571,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--dump", args->dump, "Write init.safetensors, crops.safetensors and config.json here "
                   "(for benchmarks/cpu_train_step.py)");
-  cmd->add_flag("--loop", args->loop, "Also run the training loop (loader, copy, step) and report its "
-                "images/s and data wait next to the step's");
+  cmd->add_flag("--loop", args->loop, "Also run the training loop (loader, upload, step; pipelined on "
+                "CUDA) and report its images/s and data wait next to the step's");
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args, cmd] {
     std::string config = args->config;

@@ -357,8 +357,10 @@ EOF_BENCH
   # The training loop against the step alone, in one run on one recipe (the built-in ViT-S/16
   # one), once per augmentation path: the views made on the GPU from the decoded sources
   # (data.augment=gpu) and made by the loader threads on every core (data.augment=cpu). Each
-  # prints the step's images/s (--step), the loop's, and the loop's time per step waiting for
-  # data, handing the batch over and stepping.
+  # prints the step's images/s (--step), the loop's (pipelined: each batch's upload on the copy
+  # stream during the step before it, the statistics read back one step late; goal: 95% of the
+  # step's images/s or more), and the loop's time per step waiting for data, queueing the
+  # upload and in the step.
   for aug in gpu cpu; do
     stage "bench loop ($aug aug)" 40 "$bench_log" "$dino_bin" bench train-step --device cuda \
       --steps 20 --warmup 3 --loop --json data.augment=$aug data.loader_threads="$(nproc)" ||

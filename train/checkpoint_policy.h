@@ -19,7 +19,12 @@ class CheckpointPolicy {
 
   // Whether to write a checkpoint of the first `steps` steps now.
   bool due(int64_t steps, bool stop_requested) const {
-    if (steps != confirmed_ || steps == saved_) return false;
+    return steps == confirmed_ && wanted(steps, stop_requested);
+  }
+  // Whether a checkpoint of the first `steps` steps is wanted once they are confirmed: a loop
+  // that confirms a step late waits for it before it queues another.
+  bool wanted(int64_t steps, bool stop_requested) const {
+    if (steps == saved_) return false;
     return stop_requested || steps == total_ || (every_ > 0 && steps % every_ == 0);
   }
   void saved(int64_t steps) { saved_ = steps; }

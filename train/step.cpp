@@ -38,12 +38,19 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
     out.teacher_logits = teacher.forward(globals, nullptr, &out.teacher_cls);
   }
   out.student_logits = student.forward(crops, drop_rng, &out.student_cls);
-  out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, &out.stats);
-  std::string where;
-  for (int r : out.stats.nonfinite_ranks) where += str_cat(where.empty() ? " (not finite on rank " : ", ", r);
-  if (!where.empty()) where += ")";
-  DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss, where,
-             "; stopping (main_dino does the same). Lower the learning rate or check the data");
+  if (s.defer_stats) {
+    DINO_CHECK(out.student_logits.device() == Device::cuda, "[train] statistics stay on the device "
+               "only on CUDA; the CPU step reads them at once");
+    out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, nullptr,
+                            &out.pending.loss);
+  } else {
+    out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, &out.stats);
+    std::string where;
+    for (int r : out.stats.nonfinite_ranks) where += str_cat(where.empty() ? " (not finite on rank " : ", ", r);
+    if (!where.empty()) where += ")";
+    DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss, where,
+               "; stopping (main_dino does the same). Lower the learning rate or check the data");
+  }
   if (s.koleo_weight > 0) {
     // One term per global view, over that view's batch (DINOv2: the CLS chunked by crop).
     const int64_t B = crops[0].size(0);
@@ -52,9 +59,13 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
       Tensor term = koleo_loss(out.student_cls.narrow(g * B, B));
       koleo = koleo.defined() ? add(koleo, term) : term;
     }
-    out.koleo = koleo.item();
-    DINO_CHECK(std::isfinite(out.koleo), "[train] the KoLeo term is ", out.koleo,
-               "; stopping. Lower the learning rate or loss.koleo_weight");
+    if (s.defer_stats) {
+      out.pending.koleo = koleo.detach().reshape({1});
+    } else {
+      out.koleo = koleo.item();
+      DINO_CHECK(std::isfinite(out.koleo), "[train] the KoLeo term is ", out.koleo,
+                 "; stopping. Lower the learning rate or loss.koleo_weight");
+    }
     out.loss = add(out.loss, scale(koleo, s.koleo_weight));
   }
 

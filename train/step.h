@@ -25,12 +25,24 @@ struct StepSettings {
   // DINOv2's KoLeo term: weight x the sum over the global views of koleo_loss (losses/koleo.h)
   // on the student's backbone CLS of that view's batch. 0 (DINO's recipe) leaves it out.
   double koleo_weight = 0;
+  // Leave the step's statistics on the device (StepOutputs::pending; CUDA only): no host
+  // synchronisation, so the host can queue the next step before this one has run. The caller
+  // then checks the loss when the statistics arrive, after this step's update
+  // (train/stats_readback.h); by default dino_step reads them back and stops before it.
+  bool defer_stats = false;
+};
+
+// A step's statistics still on the device (StepSettings::defer_stats).
+struct PendingStepStats {
+  DeviceLossStats loss;
+  Tensor koleo;  // the unweighted KoLeo term, (1) f32 on the device; undefined when its weight is 0
 };
 
 struct StepOutputs {
   Tensor loss;                          // scalar: the DINO loss plus the weighted KoLeo term
-  DinoLossStats stats;                  // stats.loss: the DINO loss alone
+  DinoLossStats stats;                  // stats.loss: the DINO loss alone (unset with defer_stats)
   double koleo = 0;                     // the unweighted KoLeo term (0 when its weight is 0)
+  PendingStepStats pending;             // with defer_stats: stats and koleo, on the device
   Tensor student_cls, teacher_cls;      // (V*B, D), (G*B, D)
   Tensor student_logits, teacher_logits;// (V*B, K), (G*B, K)
   // Student gradients as backward produced them, before clipping (only with capture_grads).
@@ -47,7 +59,8 @@ std::vector<std::pair<std::string, Tensor>> trainable_parameters(const DinoModel
 AdamW make_optimizer(const DinoModel& student);
 
 // crops: V tensors (B, C, S, S), the 2 global views first, on the models' device (on CUDA
-// f32 images; every op then runs there, ARCHITECTURE §3). Throws if the loss is not finite.
+// f32 images; every op then runs there, ARCHITECTURE §3). Throws if the loss is not finite
+// (unless s.defer_stats: then the caller checks it when the statistics arrive).
 // Data-parallel: `reducer` averages the gradients over the ranks as the backward makes them
 // final, before clipping (DDP's order); the loss's communicator (DinoLoss::set_communicator)
 // keeps the center global.

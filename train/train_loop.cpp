@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <optional>
 
 #include "core/batch_shard.h"
 #include "core/error.h"
@@ -11,24 +12,13 @@
 
 namespace dino {
 
-std::vector<Tensor> batch_tensors(const data::MultiCropBatch& b, Device device) {
-  if (b.format == data::CropFormat::sources) return data::render_views_cuda(b.sources, b.norm);
-  std::vector<Tensor> crops;
-  for (size_t v = 0; v < b.views.size(); ++v) {
-    const int64_t S = b.view_sizes[v];
-    Tensor t = Tensor::empty({b.batch, b.channels, S, S}, DType::f32, device);
-    DINO_CHECK(size_t(t.numel()) == b.view_values(v), "[train] view ", v, " holds ",
-               b.view_values(v), " values for ", shape_str(t.shape()));
-    copy_bytes(t.raw_data(), device, b.view_f32(v), Device::cpu, t.nbytes());
-    crops.push_back(t);
-  }
-  return crops;
-}
-
 namespace {
 
 data::LoaderOptions loader_options(const Recipe& recipe, const RunPlan& plan) {
   data::LoaderOptions o;
+  // On CUDA the copy stream reads the batches from pinned memory (f32 views; sources are
+  // packed into the uploader's own pinned buffers).
+  if (plan.crop_format == data::CropFormat::f32) o.allocator = BatchUploader::allocator(plan.device);
   o.threads = recipe.data.loader_threads;
   o.format = plan.crop_format;
   o.rank = plan.rank;
@@ -39,7 +29,7 @@ data::LoaderOptions loader_options(const Recipe& recipe, const RunPlan& plan) {
 }  // namespace
 
 TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& state,
-                     MetricsLog* metrics, bool quiet, dist::World* world)
+                     MetricsLog* metrics, bool quiet, dist::World* world, LoopOptions options)
     : recipe_(recipe),
       plan_(plan),
       state_(state),
@@ -48,8 +38,10 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       reducer_(world && world->active()
                    ? std::make_unique<dist::GradReducer>(*world->comm(plan.device), trainable_parameters(*state.student))
                    : nullptr),
+      options_(options),
       loader_(*plan.train_set, recipe.crops_for(int(plan.in_chans)), recipe.optim.batch_size,
               recipe.run.seed, loader_options(recipe, plan)),
+      uploader_(plan.device),
       schedules_(recipe.optim, plan.iters_per_epoch, plan.ranks),
       policy_(recipe.run.checkpoint_every, plan.total_steps, state.step),
       monitor_(recipe.loss.out_dim),
@@ -58,31 +50,71 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       start_step_(state.step),
       last_step_end_(std::chrono::steady_clock::now()) {}
 
-StepRecord TrainLoop::run_step() {
+TrainLoop::~TrainLoop() = default;
+
+TrainLoop::PendingStep TrainLoop::run_step() {
   const int64_t step = state_.step, ipe = plan_.iters_per_epoch;
   const int64_t epoch = step / ipe, in_epoch = step % ipe;
   if (step == start_step_ || in_epoch == 0) loader_.start(epoch, in_epoch);
+  PendingStep p;
   const auto wait0 = std::chrono::steady_clock::now();
-  const data::MultiCropLoader::Lease b = loader_.next();
-  StepRecord r;
+  p.batch = loader_.next();
+  StepRecord& r = p.record;
   r.data_wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wait0).count();
   r.settings = schedules_.at(step, *state_.loss);
+  r.settings.defer_stats = options_.pipelined;
+  p.upload = uploader_.upload(*p.batch);
   const BatchShardScope shard(plan_.rank, plan_.ranks);
-  // dino_step stops the run on a non-finite loss, before the update, as main_dino does.
-  const StepOutputs out = dino_step(*state_.student, *state_.teacher, *state_.loss,
-                                    *state_.optimizer, batch_tensors(*b, plan_.device), r.settings,
-                                    &state_.drop_rng, false, reducer_.get());
+  // Not pipelined, dino_step stops the run on a non-finite loss before the update, as
+  // main_dino does; pipelined, finish() stops it once the statistics arrive.
+  StepOutputs out = dino_step(*state_.student, *state_.teacher, *state_.loss, *state_.optimizer,
+                              p.upload.views, r.settings, &state_.drop_rng, false, reducer_.get());
+  p.upload.views.clear();  // the device tensors return to the pool in stream order
   state_.step = step + 1;
   r.step = state_.step;
-  r.stats = out.stats;
-  r.koleo = out.koleo;
   r.ranks = plan_.ranks;
   r.global_batch = plan_.global_batch;
+  if (options_.pipelined) {
+    p.readback = &readbacks_[next_readback_];
+    next_readback_ = 1 - next_readback_;
+    p.readback->start(out.pending);
+  } else {
+    r.stats = out.stats;
+    r.koleo = out.koleo;
+  }
+  return p;
+}
+
+void TrainLoop::finish(PendingStep& p) {
+  StepRecord& r = p.record;
+  if (p.readback) {
+    const StatsReadback::Result got = p.readback->wait();
+    r.stats = got.stats;
+    r.koleo = got.koleo;
+    std::string where;
+    for (int rank : r.stats.nonfinite_ranks) where += str_cat(where.empty() ? " (not finite on rank " : ", ", rank);
+    if (!where.empty()) where += ")";
+    const bool loss_ok = std::isfinite(r.stats.loss), koleo_ok = std::isfinite(r.koleo);
+    if (!loss_ok || !koleo_ok) {
+      // The statistics arrive one step late: say where the run stands.
+      const std::string late =
+          state_.step > r.step
+              ? str_cat("; stopping at step ", state_.step, ", queued before step ", r.step,
+                        "'s loss arrived (on CUDA the loss is read back one step late)")
+              : "; stopping";
+      throw Error(str_cat("[train] the ", loss_ok ? "KoLeo term" : "loss", " of step ", r.step, " is ",
+                          loss_ok ? r.koleo : r.stats.loss, loss_ok ? "" : where, late,
+                          ". No checkpoint holds step ", r.step, " or later. Lower the learning rate",
+                          loss_ok ? " or loss.koleo_weight" : " or check the data"));
+    }
+  }
+  uploader_.copied(p.upload);
+  p.batch.reset();
   const auto now = std::chrono::steady_clock::now();
   r.images_per_second =
       double(plan_.global_batch) / std::chrono::duration<double>(now - last_step_end_).count();
   last_step_end_ = now;
-  return r;
+  on_step_known(r);
 }
 
 void TrainLoop::on_step_known(const StepRecord& r) {
@@ -115,11 +147,21 @@ int TrainLoop::agreed_stop(int signal) {
 
 int TrainLoop::run(const StopSignals& stop) {
   int signal = 0;
+  std::optional<PendingStep> previous;
   while (state_.step < plan_.total_steps && signal == 0) {
-    on_step_known(run_step());
+    PendingStep current = run_step();
+    // Pipelined: the previous step's statistics, while the device runs this one.
+    if (previous) finish(*previous);
+    previous = std::move(current);
     signal = agreed_stop(stop.requested());
+    // A checkpoint holds only confirmed steps: when one is wanted now, wait for this step.
+    if (!options_.pipelined || policy_.wanted(state_.step, signal != 0)) {
+      finish(*previous);
+      previous.reset();
+    }
     if (policy_.due(state_.step, signal != 0)) checkpoint();
   }
+  if (previous) finish(*previous);
   return signal;
 }
 

@@ -225,7 +225,9 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opt) {
   result.ranks = plan.ranks;
   result.global_batch = plan.global_batch;
   {
-    TrainLoop loop(recipe, plan, state, metrics ? &*metrics : nullptr, quiet, world);
+    LoopOptions loop_options;
+    loop_options.pipelined = plan.device == Device::cuda;
+    TrainLoop loop(recipe, plan, state, metrics ? &*metrics : nullptr, quiet, world, loop_options);
     const StopSignals stop(opt.stop_on_signals);
     result.stopped_by = loop.run(stop);
     loop.summarize(result);

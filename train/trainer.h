@@ -74,11 +74,6 @@ Rng drop_path_rng(uint64_t seed);
 // from the student's weights, no parameter requiring grad.
 std::unique_ptr<DinoModel> build_teacher(const DinoModel& student);
 
-// The batch's views as (B, C, S, S) f32 tensors on `device`, copied straight from the loader's
-// buffers (on CUDA one upload per view, with no host tensor in between), or rendered on the
-// GPU from the sources the loader handed over (data.augment=gpu).
-std::vector<Tensor> batch_tensors(const data::MultiCropBatch& batch, Device device);
-
 TrainResult train(const Recipe& recipe, const TrainOptions& options);
 // `cfg` is read and validated with parse_recipe() first.
 TrainResult train(const nlohmann::json& cfg, const TrainOptions& options);

@@ -26,6 +26,8 @@ using GemmKey = std::array<int64_t, 12>;
 struct Context {
   int device = 0;
   cudaStream_t stream = nullptr;
+  // Uploads of the next batch (train/batch_upload.h), ordered against `stream` by events.
+  cudaStream_t copy_stream = nullptr;
   std::string name;
   int cc_major = 0, cc_minor = 0;
   int sm_count = 0;

@@ -57,6 +57,7 @@ Context* create_context(int device) {
   ctx->smem_per_block_optin = prop.sharedMemPerBlockOptin;
   ctx->total_global_mem = prop.totalGlobalMem;
   CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->copy_stream, cudaStreamNonBlocking));
   cudaMemPool_t pool;
   CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
   uint64_t threshold = UINT64_MAX;
@@ -206,6 +207,53 @@ void copy_d2d(void* dst, const void* src, size_t bytes) {
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
 
 void* stream() { return static_cast<void*>(context().stream); }
+
+void* copy_stream() { return static_cast<void*>(context().copy_stream); }
+
+void* alloc_pinned(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  context();  // the device's primary context exists before the driver pins anything
+  void* p = nullptr;
+  CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocDefault));
+  return p;
+}
+
+void free_pinned(void* p) {
+  if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
+void* event_create() {
+  context();
+  cudaEvent_t e = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return static_cast<void*>(e);
+}
+
+void event_destroy(void* event) {
+  if (event) CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event)));
+}
+
+void event_record(void* event, void* stream) {
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)));
+}
+
+void stream_wait_event(void* stream, void* event) {
+  CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
+}
+
+void event_synchronize(void* event) { CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
+
+void copy_h2d_async(void* dst, const void* pinned_src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, pinned_src, bytes, cudaMemcpyHostToDevice,
+                             static_cast<cudaStream_t>(stream)));
+}
+
+void copy_d2h_async(void* pinned_dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(pinned_dst, src, bytes, cudaMemcpyDeviceToHost,
+                             static_cast<cudaStream_t>(stream)));
+}
 
 void convert_f32_to_bf16(void* dst, const void* src, int64_t n) {
   if (n <= 0) return;

@@ -34,6 +34,25 @@ void synchronize();
 // The context's cudaStream_t, as void*.
 void* stream();
 
+// Overlapping transfers with the step. The copy stream is the context's second stream: a
+// batch's upload runs there while the context stream computes the step before it, and events
+// order the two (streams and events as void*: their cudaStream_t and cudaEvent_t). Pinned
+// (page-locked) host memory is what a copy runs from, and lands in, without staging and
+// without waiting. An event never recorded counts as complete.
+void* copy_stream();
+void* alloc_pinned(size_t bytes);
+void free_pinned(void* p);
+void* event_create();
+void event_destroy(void* event);
+void event_record(void* event, void* stream);
+// Later work on `stream` waits for the work queued before the event's last record.
+void stream_wait_event(void* stream, void* event);
+void event_synchronize(void* event);
+// Queued on `stream`, not waited for: the pinned host side must stay untouched until an event
+// recorded on `stream` after the copy has completed.
+void copy_h2d_async(void* dst, const void* pinned_src, size_t bytes, void* stream);
+void copy_d2h_async(void* pinned_dst, const void* src, size_t bytes, void* stream);
+
 // Element-wise conversions on the device, n elements, on the context stream.
 // f32 -> bf16 rounds to nearest even (as dino::bf16 does on the host).
 void convert_f32_to_bf16(void* dst, const void* src, int64_t n);

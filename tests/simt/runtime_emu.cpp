@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 namespace {
 
@@ -24,6 +26,19 @@ template <class T>
 T* handle() {
   static char h;
   return reinterpret_cast<T*>(&h);
+}
+
+std::mutex g_log_mutex;
+bool g_log_on = false;
+std::vector<dino::simt::StreamOp> g_log;
+std::map<const char*, size_t> g_pinned;  // cudaHostAlloc blocks: start -> bytes
+
+void log_op(dino::simt::StreamOp::Kind kind, cudaStream_t stream, cudaEvent_t event) {
+  dino::simt::StreamOp op;
+  op.kind = kind;
+  op.stream = stream;
+  op.event = event;
+  dino::simt::log_stream_op(op);
 }
 
 }  // namespace
@@ -89,13 +104,18 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
-  *stream = handle<CUstream_st>();
+  // Distinct handles, so the stream log tells the streams apart; never destroyed (as the
+  // context's streams are not).
+  *stream = reinterpret_cast<cudaStream_t>(new char);
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 // Every call has completed when it returns, so every event has been reached already.
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  log_op(dino::simt::StreamOp::wait, stream, event);
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
   *pool = handle<CUmemPoolHandle_st>();
   return cudaSuccess;
@@ -113,11 +133,31 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) {
-  return cudaMallocAsync(p, bytes, nullptr);
+  const cudaError_t e = cudaMallocAsync(p, bytes, nullptr);
+  if (e == cudaSuccess) {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    g_pinned[static_cast<const char*>(*p)] = bytes;
+  }
+  return e;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
-                            cudaStream_t) {
+cudaError_t cudaFreeHost(void* p) {
+  {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    g_pinned.erase(static_cast<const char*>(p));
+  }
+  return cudaFreeAsync(p, nullptr);
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
   if (bytes) std::memmove(dst, src, bytes);
+  dino::simt::StreamOp op;
+  op.kind = dino::simt::StreamOp::copy;
+  op.stream = stream;
+  op.direction = kind;
+  op.dst = dst;
+  op.src = src;
+  op.bytes = bytes;
+  dino::simt::log_stream_op(op);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
@@ -143,18 +183,47 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete event;
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   event->recorded = std::chrono::steady_clock::now();
+  log_op(dino::simt::StreamOp::record, stream, event);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  log_op(dino::simt::StreamOp::sync_event, nullptr, event);
+  return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
   *ms = std::chrono::duration<float, std::milli>(stop->recorded - start->recorded).count();
   return cudaSuccess;
 }
 
 namespace dino::simt {
+
+void set_stream_log(bool on) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  g_log_on = on;
+  g_log.clear();
+}
+
+std::vector<StreamOp> stream_log() {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  return g_log;
+}
+
+void log_stream_op(const StreamOp& op) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  if (g_log_on) g_log.push_back(op);
+}
+
+bool is_pinned(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  const char* c = static_cast<const char*>(p);
+  auto it = g_pinned.upper_bound(c);
+  if (it == g_pinned.begin()) return false;
+  --it;
+  return c + bytes <= it->first + it->second;
+}
 
 bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes) {
   const unsigned long long threads = 1ull * block.x * block.y * block.z;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "tests/simt/simt.h"
 
@@ -83,6 +84,7 @@ enum cudaMemcpyKind {
   cudaMemcpyHostToDevice = 1,
   cudaMemcpyDeviceToHost = 2,
   cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
@@ -123,6 +125,7 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, vo
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream);
 cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned flags);
+cudaError_t cudaFreeHost(void* p);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream);
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream);
@@ -139,6 +142,25 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop);
 
 namespace dino::simt {
+// The order in which the host queued work on the streams. Every call completes before it
+// returns here, so a test of stream ordering checks this order instead: which stream each copy
+// and kernel went to, which events were recorded after them and which streams waited on those
+// events before their next work. Off (and empty) until a test turns it on.
+struct StreamOp {
+  enum Kind { copy, kernel, record, wait, sync_event } kind;
+  cudaStream_t stream = nullptr;  // copy, kernel, record, wait
+  cudaEvent_t event = nullptr;    // record, wait, sync_event
+  cudaMemcpyKind direction = cudaMemcpyDefault;  // copy
+  const void* dst = nullptr;
+  const void* src = nullptr;
+  size_t bytes = 0;
+};
+void set_stream_log(bool on);  // clears the log either way
+std::vector<StreamOp> stream_log();
+void log_stream_op(const StreamOp& op);
+// Whether [p, p + bytes) lies inside one block from cudaHostAlloc not yet freed.
+bool is_pinned(const void* p, size_t bytes);
+
 // Checks a launch as the runtime would (block size, grid limits, dynamic shared memory within
 // the device's per-block maximum); a bad one becomes the sticky last error and does not run.
 // Not checked: the per-kernel opt-in above 48 KiB (the launch does not know which kernel
@@ -150,17 +172,22 @@ bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes);
 // makes the call, converting the arguments to the kernel's parameters as a launch does.
 class Launch {
  public:
-  Launch(dim3 grid, dim3 block, size_t shared = 0, cudaStream_t = nullptr)
-      : grid_(grid), block_(block), shared_(shared) {}
+  Launch(dim3 grid, dim3 block, size_t shared = 0, cudaStream_t stream = nullptr)
+      : grid_(grid), block_(block), shared_(shared), stream_(stream) {}
   template <class Body>
   void run(const Body& body) const {
     if (!accept_launch(grid_, block_, shared_)) return;
+    StreamOp op;
+    op.kind = StreamOp::kernel;
+    op.stream = stream_;
+    log_stream_op(op);
     launch(Dim3{grid_.x, grid_.y, grid_.z}, Dim3{block_.x, block_.y, block_.z}, shared_, body);
   }
 
  private:
   dim3 grid_, block_;
   size_t shared_;
+  cudaStream_t stream_;
 };
 
 }  // namespace dino::simt
