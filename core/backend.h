@@ -31,6 +31,12 @@ struct AdamWUpdate {
   int64_t step = 0;  // this update's step count: 1 on the parameter's first update
 };
 
+// One teacher parameter following its student parameter (the EMA): teacher updated in place;
+// teacher_bf16 (undefined: none) is written with bf16(teacher) after the update.
+struct EmaUpdate {
+  Tensor teacher, student, teacher_bf16;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -1,7 +1,6 @@
 // Fused neural-network ops, each ONE autograd node with a fused backward: softmax,
-// log_softmax, l2_normalize, attention; plus drop_path and the bicubic grid resize
-// (LayerNorm: ops_layer_norm.cpp). All but drop_path run on the tensors' backend
-// (core/backend.h); drop_path, on a CUDA tensor, runs its kernels/cuda launcher below.
+// log_softmax, l2_normalize, attention, drop_path, and the bicubic grid resize (LayerNorm:
+// ops_layer_norm.cpp), each on the backend of its tensors' device (core/backend.h).
 // Precision (ARCHITECTURE §3): softmax, log_softmax, l2_normalize and drop_path keep their
 // input's dtype (f32 or bf16) with f32 math; attention runs on bf16 qkv; resize_bicubic is
 // f32. A gradient has its input's dtype; an upstream gradient of another float type is cast
@@ -18,41 +17,6 @@
 namespace dino {
 
 using namespace detail;
-
-#ifdef DINO_HAS_CUDA
-namespace {
-
-namespace kg = kernels::cuda;
-
-// keep (B): the per-sample draws, made by the caller exactly as the CPU path makes them.
-Tensor drop_path_cuda(const Tensor& x, double p, const std::vector<uint8_t>& keep) {
-  check_float("drop_path", x, "x");
-  const int64_t B = x.size(0), S = B ? x.numel() / B : 0;
-  const float scale = float(1 / (1 - p));  // the CPU path's T(1 / (1 - p)) for T = float
-  const bool bf = x.dtype() == DType::bf16;
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  if (bf)
-    kg::drop_path_apply(bf16_ptr(out), bf16_ptr(x), keep.data(), scale, B, S, cuda_stream());
-  else
-    kg::drop_path_apply(f32_ptr(out), f32_ptr(x), keep.data(), scale, B, S, cuda_stream());
-  if (needs_grad({x})) {
-    const Shape shape = x.shape();
-    const DType dt = x.dtype();
-    record(out, "drop_path", {x}, [=](const Tensor& g) {
-      const Tensor gd = in_dtype(g, dt);
-      Tensor dx = Tensor::empty(shape, dt, Device::cuda);
-      if (bf)
-        kg::drop_path_apply(bf16_ptr(dx), bf16_ptr(gd), keep.data(), scale, B, S, cuda_stream());
-      else
-        kg::drop_path_apply(f32_ptr(dx), f32_ptr(gd), keep.data(), scale, B, S, cuda_stream());
-      return std::vector<Tensor>{dx};
-    });
-  }
-  return out;
-}
-
-}  // namespace
-#endif  // DINO_HAS_CUDA
 
 namespace {
 
@@ -132,6 +96,7 @@ Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
   check_defined("drop_path", x, "x");
   DINO_CHECK(p >= 0 && p < 1, "[drop_path] probability must be in [0, 1), got ", p);
   if (p == 0 || !training) return x;
+  precision::check_float_operands("drop_path", {{&x, "x"}});
   DINO_CHECK(x.dim() >= 1, "[drop_path] x needs a batch dim");
   const int64_t B = x.size(0);
   // One draw per sample of the whole batch (every rank's rows in a data-parallel step), in
@@ -142,19 +107,18 @@ Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
     const bool k = rng.bernoulli(1 - p);
     if (g % shard.ranks == shard.rank) keep[size_t(g / shard.ranks)] = k ? 1 : 0;
   }
-  if (on_cuda(x)) {
-#ifdef DINO_HAS_CUDA
-    return drop_path_cuda(x, p, keep);
-#endif
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  backend(x.device(), "drop_path").drop_path(out, x, keep, p);
+  if (needs_grad({x})) {
+    const Shape shape = x.shape();
+    const DType dt = x.dtype();
+    record(out, "drop_path", {x}, [=](const Tensor& g) {
+      Tensor dx = Tensor::empty(shape, dt, g.device());
+      backend(g.device()).drop_path(dx, g.to(dt), keep, p);
+      return std::vector<Tensor>{dx};
+    });
   }
-  Tensor mask = Tensor::empty({B}, x.dtype());
-  dispatch_float("drop_path", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    for (int64_t b = 0; b < B; ++b) mask.data<T>()[b] = keep[size_t(b)] ? T(1 / (1 - p)) : T(0);
-  });
-  Shape ms(size_t(x.dim()), 1);
-  ms[0] = B;
-  return mul(x, mask.to(x.device()).reshape(ms));
+  return out;
 }
 
 Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h, double scale_w) {

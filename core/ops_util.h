@@ -6,10 +6,6 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
-#ifdef DINO_HAS_CUDA
-#include "kernels/cuda/kernels.h"
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace dino::detail {
 
@@ -41,44 +37,7 @@ inline void check_same(const char* op, std::initializer_list<const Tensor*> ts) 
   }
 }
 
-// For code paths that only exist on the CPU (a CPU-only build, or the CPU branch of an op whose
-// inputs should all be on the CPU): a CUDA tensor reaching one is a device mix-up.
-inline void require_cpu(const char* op, const Tensor& t) {
-  DINO_CHECK(t.device() == Device::cpu, "[", op, "] got a CUDA tensor on its CPU path: its "
-             "inputs are on different devices, or this build has no CUDA support");
-}
-
 inline bool on_cuda(const Tensor& t) { return t.device() == Device::cuda; }
-
-#ifdef DINO_HAS_CUDA
-// The one stream every op runs on (kernels/cuda/context.h).
-inline cudaStream_t cuda_stream() { return static_cast<cudaStream_t>(kernels::cuda::stream()); }
-// Typed device pointers for the launchers (kernels/cuda/kernels.h).
-inline float* f32_ptr(const Tensor& t) { return t.data<float>(); }
-inline __nv_bfloat16* bf16_ptr(const Tensor& t) {
-  return reinterpret_cast<__nv_bfloat16*>(t.data<bf16>());
-}
-
-inline void check_on_cuda(const char* op, std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts)
-    DINO_CHECK(t->device() == Device::cuda, "[", op, "] mixes cuda and ", device_name(t->device()),
-               " tensors");
-}
-
-inline void check_float(const char* op, const Tensor& t, const char* name) {
-  DINO_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::bf16, "[", op, "] ", name,
-             " must be f32 or bf16 on CUDA, got ", dtype_name(t.dtype()));
-}
-
-// The kernels index with int; a larger extent is a clear error, not an overflow.
-inline int as_int(const char* op, int64_t v, const char* what) {
-  DINO_CHECK(v <= INT_MAX, "[", op, "] ", what, " = ", v, " is too large for the CUDA kernels");
-  return int(v);
-}
-
-// t in dtype dt (a cast on the device when it is the other float type).
-inline Tensor in_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
-#endif
 
 // Numpy broadcasting of two shapes; throws naming the op when they are incompatible.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);

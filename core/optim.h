@@ -4,12 +4,12 @@
 // step advances neither its step nor its moments. Gradient clipping per parameter (DINO's
 // utils.clip_gradients) and by global norm (torch's clip_grad_norm_).
 //
-// On CUDA (parameters f32 master weights on the device, ARCHITECTURE §3) a step is ONE launch of
-// kernels/cuda/optimizer.cu's fused AdamW over every parameter with a gradient: the host builds
-// the per-tensor descriptors (pointers, lr, weight decay, step count) and uploads them; the
-// moments live on the device; the kernel also writes each parameter's bf16 copy, which is
-// handed to the parameter (Tensor::set_bf16_copy) so the next forward's GEMMs cast nothing.
-// Clipping is grad_norms plus one scaling launch, with no norm read back to the host.
+// A step is one call of the backend (core/backend.h: adamw) over every parameter with a
+// gradient. On CUDA (parameters f32 master weights on the device, ARCHITECTURE §3) that is ONE
+// launch of kernels/cuda/optimizer.cu's fused AdamW; the moments live on the device; the kernel
+// also writes each parameter's bf16 copy, which is handed to the parameter
+// (Tensor::set_bf16_copy) so the next forward's GEMMs cast nothing. Clipping there is
+// grad_norms plus one scaling launch, with no norm read back to the host.
 #include <map>
 #include <string>
 #include <vector>
@@ -40,12 +40,9 @@ class AdamW {
   std::map<std::string, AdamWState>& state() { return state_; }
 
  private:
-  void step_cuda();
-
   std::vector<ParamGroup> groups_;
   double beta1_, beta2_, eps_;
   std::map<std::string, AdamWState> state_;
-  Tensor cuda_descriptors_;  // CUDA: the device array of the fused step's descriptors (bytes)
 };
 
 // Scales each gradient to norm <= max_norm on its own; returns the norms before clipping (one

@@ -82,4 +82,8 @@ DType accumulator(const Tensor& t) {
   return t.device() == Device::cuda ? DType::f32 : t.dtype();
 }
 
+DType column_sums(const Tensor& t) {
+  return t.device() == Device::cuda ? DType::f32 : DType::f64;
+}
+
 }  // namespace dino::precision

@@ -46,5 +46,8 @@ DType gemm_operand(const Tensor& t);
 // (an f32 scalar on CUDA), row statistics (softmax's lse, the rows' L2 norms), and the results
 // of fp32-output GEMMs (logits, the residual stream's patch tokens, weight gradients).
 DType accumulator(const Tensor& t);
+// The DINO loss's teacher column sums (the center update's input, added over ranks): f32 on
+// CUDA (the fused loss kernel's), f64 on the CPU.
+DType column_sums(const Tensor& t);
 
 }  // namespace dino::precision

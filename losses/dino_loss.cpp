@@ -3,9 +3,10 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/backend.h"
 #include "core/ops_util.h"
+#include "core/precision.h"
 #include "dist/communicator.h"
-#include "kernels/cpu/kernels.h"
 
 namespace dino {
 
@@ -22,10 +23,9 @@ DinoLossStats DeviceLossStats::decode(const float* v) const {
   return s;
 }
 
-#ifdef DINO_HAS_CUDA
 namespace {
 
-// Hands the statistics over: read back now into *stats (the host waits for the device), or
+// Hands device statistics over: read back now into *stats (the host waits for the device), or
 // left on the device in *later.
 void deliver(const Tensor& values, int64_t ranks, double tau_t, DinoLossStats* stats,
              DeviceLossStats* later) {
@@ -38,61 +38,31 @@ void deliver(const Tensor& values, int64_t ranks, double tau_t, DinoLossStats* s
   }
 }
 
-// The CUDA form of DinoLoss::forward: the fused loss kernel also gives the teacher's column
-// sums (the center update's input) and q; the collapse statistics are reduced from q on the
-// device and read back with the loss as three floats (the one host synchronisation of the
-// loss, or none when the caller takes them `later`); the center is updated on the device
-// after the loss has read it.
-Tensor forward_cuda(const Tensor& student, const Tensor& teacher, Tensor& center,
-                    const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
-                    DeviceLossStats* later) {
-  DINO_CHECK(center.device() == Device::cuda && center.dtype() == DType::f32,
-             "[dino_loss] the center must be an f32 CUDA tensor with CUDA logits (move the loss "
-             "module to the device), got ", center.str());
-  Tensor q, colsum;
-  Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t,
-                          stats || later ? &q : nullptr, &colsum);
-  NoGradGuard no_grad;
-  const int64_t R = teacher.size(0), K = teacher.size(1);
-  if (stats || later) {
-    Tensor dev = Tensor::empty({3}, DType::f32, Device::cuda);
-    kernels::cuda::dino_teacher_stats(detail::f32_ptr(dev), detail::f32_ptr(loss),
-                                      detail::f32_ptr(q), int(R), int(K), detail::cuda_stream());
-    deliver(dev, 0, tau_t, stats, later);
-  }
-  kernels::cuda::dino_center_update(detail::f32_ptr(center), detail::f32_ptr(colsum), R, int(K),
-                                    float(cfg.center_momentum), detail::cuda_stream());
-  center.mark_modified();
-  return loss;
-}
-
-// forward_cuda over several ranks: one all-reduce (sum) of the teacher's column sums, q's column
-// sums and the local statistics, packed into one buffer on the device; then the center update
-// with every rank's rows, and the batch-mean entropy from the global column means of q.
-Tensor forward_cuda_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
-                                const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
-                                DeviceLossStats* later, dist::Communicator& comm) {
-  DINO_CHECK(center.device() == Device::cuda && center.dtype() == DType::f32,
-             "[dino_loss] the center must be an f32 CUDA tensor with CUDA logits (move the loss "
-             "module to the device), got ", center.str());
+// Over several ranks on a device with a device communicator (NCCL): one all-reduce (sum) of the
+// teacher's column sums, q's column sums and the local statistics, packed into one buffer on
+// the device; then the center update with every rank's rows, and the batch-mean entropy from
+// the global column means of q.
+Tensor forward_device_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
+                                  const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
+                                  DeviceLossStats* later, dist::Communicator& comm) {
   Tensor q, colsum;
   Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, &q, &colsum);
   NoGradGuard no_grad;
+  const Backend& be = backend(teacher.device(), "dino_loss");
   const int64_t R = teacher.size(0), K = teacher.size(1), W = comm.size();
-  Tensor local = Tensor::empty({3}, DType::f32, Device::cuda);
-  kernels::cuda::dino_teacher_stats(detail::f32_ptr(local), detail::f32_ptr(loss), detail::f32_ptr(q),
-                                    int(R), int(K), detail::cuda_stream());
+  const DType dt = precision::column_sums(teacher);
+  Tensor local = Tensor::empty({3}, dt, teacher.device());
+  be.dino_teacher_stats(local, loss, q);
   // [teacher column sums (K), q column sums (K), local stats (3), per rank: loss - loss (W)]:
   // the last slots are 0 except a NaN where a rank's loss is not finite.
-  Tensor sums = Tensor::empty({2 * K + 3 + W}, DType::f32, Device::cuda);
+  Tensor sums = Tensor::empty({2 * K + 3 + W}, dt, teacher.device());
   sums.narrow(0, K).copy_from(colsum.reshape({K}));
   sums.narrow(K, K).copy_from(sum_last(transpose_last2(q), false));
   sums.narrow(2 * K, 3).copy_from(local);
   sums.narrow(2 * K + 3, W).fill(0);
   sums.narrow(2 * K + 3 + comm.rank(), 1).copy_from(sub(local.narrow(0, 1), local.narrow(0, 1)));
   comm.all_reduce(sums, dist::ReduceOp::sum);
-  kernels::cuda::dino_center_update(detail::f32_ptr(center), detail::f32_ptr(sums), R * W, int(K),
-                                    float(cfg.center_momentum), detail::cuda_stream());
+  be.dino_center_update(center, sums.narrow(0, K), R * W, cfg.center_momentum);
   center.mark_modified();
   if (stats || later) {
     // -sum m log m; the 1e-30 only keeps log finite where m is 0 (0 log 0 = 0).
@@ -103,11 +73,6 @@ Tensor forward_cuda_distributed(const Tensor& student, const Tensor& teacher, Te
   }
   return loss;
 }
-
-}  // namespace
-#endif
-
-namespace {
 
 // The CPU form over several ranks: the sums of the loss, the rows' teacher entropies, q's
 // column means and the teacher's column sums, in f64, through one all-reduce; then the center
@@ -175,56 +140,47 @@ DinoLoss::DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch) : cfg_(cf
 
 Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double tau_t,
                          DinoLossStats* stats, DeviceLossStats* later) {
-  if (student.device() == Device::cuda || teacher.device() == Device::cuda) {
-#ifdef DINO_HAS_CUDA
-    if (comm_)
-      return forward_cuda_distributed(student, teacher, center, cfg_, tau_t, stats, later, *comm_);
-    return forward_cuda(student, teacher, center, cfg_, tau_t, stats, later);
-#endif
-  }
-  DINO_CHECK(!later, "[dino_loss] statistics stay on the device only with CUDA logits");
+  DINO_CHECK(center.device() == teacher.device() && center.dtype() == teacher.dtype(),
+             "[dino_loss] the center is ", center.str(), ", the teacher logits ", teacher.str(),
+             ": move the loss module to the logits' device");
+  DINO_CHECK(!later || teacher.device() != Device::cpu,
+             "[dino_loss] statistics stay on the device only with CUDA logits");
   if (comm_) {
-    DINO_CHECK(comm_->device() == Device::cpu, "[dino_loss] CPU logits need a host communicator");
+    DINO_CHECK(comm_->device() == teacher.device(), "[dino_loss] ", device_name(teacher.device()),
+               " logits need a ", device_name(teacher.device()), " communicator");
+    if (teacher.device() != Device::cpu)
+      return forward_device_distributed(student, teacher, center, cfg_, tau_t, stats, later, *comm_);
     return teacher.dtype() == DType::f64
                ? forward_cpu_distributed<double>(student, teacher, center, cfg_, tau_t, stats, *comm_)
                : forward_cpu_distributed<float>(student, teacher, center, cfg_, tau_t, stats, *comm_);
   }
-  Tensor q;
-  Tensor loss = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp, tau_t, &q);
+  // One process: the statistics reduced by the backend (on CUDA on the device, read back with
+  // the loss as three floats, the loss's one host synchronisation, or left there in *later);
+  // the center updated after the loss has read it.
+  Tensor q, colsum;
+  Tensor loss = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp, tau_t,
+                          stats || later ? &q : nullptr, &colsum);
   NoGradGuard no_grad;
-  if (stats) {
-    const Tensor qh = q.to(Device::cpu).to(DType::f64);
-    const int64_t R = qh.size(0), K = qh.size(1);
-    const double* p = qh.data<double>();
-    std::vector<double> mean_q(size_t(K), 0.0);
-    double h_sum = 0;
-    for (int64_t r = 0; r < R; ++r) {
-      double h = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double v = p[r * K + k];
-        if (v > 0) h -= v * std::log(v);
-        mean_q[size_t(k)] += v / double(R);
-      }
-      h_sum += h;
-    }
-    double hb = 0;
-    for (double v : mean_q)
-      if (v > 0) hb -= v * std::log(v);
-    stats->loss = loss.item();
-    stats->teacher_entropy = h_sum / double(R);
-    stats->batch_entropy = hb;
+  const Backend& be = backend(teacher.device(), "dino_loss");
+  if (later) {
+    Tensor dev = Tensor::empty({3}, precision::column_sums(teacher), teacher.device());
+    be.dino_teacher_stats(dev, loss, q);
+    *later = DeviceLossStats{dev, 0, tau_t};
+  } else if (stats) {
+    Tensor dev = Tensor::empty({3}, precision::column_sums(teacher), teacher.device());
+    be.dino_teacher_stats(dev, loss, q);
+    const Tensor v = dev.to(Device::cpu).to(DType::f64);
+    const double* p = v.data<double>();
+    stats->loss = p[0];
+    stats->teacher_entropy = p[1];
+    stats->batch_entropy = p[2];
     // Each teacher view pairs with the same number of student views, so the mean entropy over
     // pairs is the mean over teacher rows: KL = cross-entropy - entropy.
     stats->kl = stats->loss - stats->teacher_entropy;
     stats->teacher_temp = tau_t;
   }
-  const int64_t K = teacher.size(1);
-  if (teacher.dtype() == DType::f64)
-    kernels::cpu::dino_center_update(center.data<double>(), teacher.data<double>(), teacher.size(0), K,
-                                     cfg_.center_momentum);
-  else
-    kernels::cpu::dino_center_update(center.data<float>(), teacher.data<float>(), teacher.size(0), K,
-                                     cfg_.center_momentum);
+  be.dino_center_update(center, colsum, teacher.size(0), cfg_.center_momentum);
+  center.mark_modified();
   return loss;
 }
 

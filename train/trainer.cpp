@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/atomic_file.h"
+#include "core/backend.h"
 #include "dist/world.h"
 #include "train/knn.h"
 #include "train/metrics_log.h"
@@ -15,10 +16,6 @@
 #include "train/stop_signal.h"
 #include "train/train_loop.h"
 #include "train/train_state.h"
-#ifdef DINO_HAS_CUDA
-#include "kernels/cuda/kernels.h"
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace dino {
 
@@ -47,21 +44,17 @@ Device resolve_device(const std::string& requested, const std::string& who) {
              "] --device must be auto, cpu or cuda, got '", requested, "'");
   if (requested == "cpu") return Device::cpu;
   if (requested == "auto") return cuda_available() ? Device::cuda : Device::cpu;
-#ifdef DINO_HAS_CUDA
-  // device_description() says why: "no CUDA device (cudaErrorInsufficientDriver: ...)".
-  DINO_CHECK(kernels::cuda::available(), "[", who, "] --device cuda: ",
-             kernels::cuda::device_description(), "; use --device cpu or auto");
+  const Backend* cuda = cuda_backend();
+  DINO_CHECK(cuda, "[", who, "] --device cuda: this build has no CUDA support (configure with "
+             "-DDINO_CUDA=ON on a machine with the CUDA toolkit); use --device cpu or auto");
+  // description() says why: "no CUDA device (cudaErrorInsufficientDriver: ...)".
+  DINO_CHECK(cuda->available(), "[", who, "] --device cuda: ", cuda->description(),
+             "; use --device cpu or auto");
   return Device::cuda;
-#else
-  throw Error(str_cat("[", who, "] --device cuda: this build has no CUDA support (configure with "
-                      "-DDINO_CUDA=ON on a machine with the CUDA toolkit); use --device cpu or auto"));
-#endif
 }
 
 std::string describe_device(Device device) {
-#ifdef DINO_HAS_CUDA
-  if (device == Device::cuda) return "cuda: " + kernels::cuda::device_description();
-#endif
+  if (device == Device::cuda && cuda_backend()) return "cuda: " + cuda_backend()->description();
   return device_name(device);
 }
 
@@ -192,10 +185,8 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opt) {
   dist::World* world = opt.world && opt.world->active() ? opt.world : nullptr;
   // This rank's GPU (or its share of the cores) before anything is allocated.
   if (world) world->bind(plan.device);
-#ifdef DINO_HAS_CUDA
   // The attention kernels on the GPU: ours, or cuDNN's SDPA as the in-binary baseline.
-  if (plan.device == Device::cuda) kernels::cuda::set_attention_backend(recipe.model.attention.c_str());
-#endif
+  backend(plan.device, "train").select_attention(recipe.model.attention);
   TrainState state(recipe, plan.in_chans, plan.iters_per_epoch, plan.device);
   if (opt.resume) {
     state.resume(plan.folder.checkpoint, recipe, plan.ranks);

@@ -150,6 +150,12 @@ template void attention_backward<double>(double*, const double*, const double*, 
                                          const double*, int64_t, int64_t, int64_t, int64_t);
 
 
+// The reference kernels are the CPU's only attention.
+void CpuBackend::select_attention(const std::string& name) const {
+  DINO_CHECK(name == "ours", "[attention] attention=", name, " runs only on the GPU; the CPU "
+             "has its reference kernels (attention=ours)");
+}
+
 void CpuBackend::attention(const Tensor& out, const Tensor& lse, const Tensor& probs,
                            const Tensor& qkv, int64_t heads) const {
   const int64_t B = qkv.size(0), N = qkv.size(1), Dh = qkv.size(2) / (3 * heads);

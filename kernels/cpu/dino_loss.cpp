@@ -18,6 +18,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/fast_math.h"
 
 namespace dino::kernels::cpu {
@@ -133,7 +134,7 @@ void dino_loss_backward(T* dstudent, const T* student, const T* q, int64_t G, in
 // Column sums over the R teacher rows, by blocks of columns so each column is summed in row
 // order by a single thread.
 template <class T>
-void dino_center_update(T* center, const T* teacher, int64_t R, int64_t K, double momentum) {
+void dino_teacher_colsum(double* colsum, const T* teacher, int64_t R, int64_t K) {
   constexpr int64_t kBlock = 64;
   const int64_t nblocks = (K + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static)
@@ -142,9 +143,35 @@ void dino_center_update(T* center, const T* teacher, int64_t R, int64_t K, doubl
     double acc[kBlock] = {};
     for (int64_t r = 0; r < R; ++r)
       for (int64_t k = k0; k < k1; ++k) acc[k - k0] += teacher[r * K + k];
-    for (int64_t k = k0; k < k1; ++k)
-      center[k] = T(momentum * double(center[k]) + (1 - momentum) * acc[k - k0] / double(R));
+    for (int64_t k = k0; k < k1; ++k) colsum[k] = acc[k - k0];
   }
+}
+
+template <class T>
+void dino_center_update(T* center, const double* colsum, int64_t rows, int64_t K,
+                        double momentum) {
+  for (int64_t k = 0; k < K; ++k)
+    center[k] = T(momentum * double(center[k]) + (1 - momentum) * colsum[k] / double(rows));
+}
+
+void dino_teacher_stats(double* stats, double loss, const double* q, int64_t R, int64_t K) {
+  std::vector<double> mean_q(size_t(K), 0.0);
+  double h_sum = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    double h = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double v = q[r * K + k];
+      if (v > 0) h -= v * std::log(v);
+      mean_q[size_t(k)] += v / double(R);
+    }
+    h_sum += h;
+  }
+  double hb = 0;
+  for (double v : mean_q)
+    if (v > 0) hb -= v * std::log(v);
+  stats[0] = loss;
+  stats[1] = h_sum / double(R);
+  stats[2] = hb;
 }
 
 template float dino_loss_forward<float>(float*, const float*, const float*, const float*,
@@ -155,7 +182,55 @@ template void dino_loss_backward<float>(float*, const float*, const float*, int6
                                         int64_t, int64_t, double, double);
 template void dino_loss_backward<double>(double*, const double*, const double*, int64_t,
                                          int64_t, int64_t, int64_t, double, double);
-template void dino_center_update<float>(float*, const float*, int64_t, int64_t, double);
+template void dino_teacher_colsum<float>(double*, const float*, int64_t, int64_t);
+template void dino_teacher_colsum<double>(double*, const double*, int64_t, int64_t);
+template void dino_center_update<float>(float*, const double*, int64_t, int64_t, double);
 template void dino_center_update<double>(double*, const double*, int64_t, int64_t, double);
+
+// ---- the CPU backend's DINO loss (core/ops_dino.cpp, losses/dino_loss.cpp): logits in the
+// op's one dtype; the teacher's column sums and the collapse statistics in double. The backward
+// reads the teacher probabilities q the forward kept, and the upstream gradient from the host.
+void CpuBackend::dino_loss(const Tensor& loss, const Tensor& q, const Tensor& teacher_colsum,
+                           Tensor& saved, const Tensor& student, const Tensor& teacher,
+                           const Tensor& center, int64_t G, double tau_s, double tau_t) const {
+  const int64_t K = student.size(1), B = teacher.size(0) / G, V = student.size(0) / B;
+  const Tensor probs = q.defined() ? q : Tensor::empty({G * B, K}, student.dtype());
+  dispatch_float("dino_loss", student.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    *loss.data<T>() = dino_loss_forward<T>(probs.data<T>(), student.data<T>(), teacher.data<T>(),
+                                           center.data<T>(), G, V, B, K, tau_s, tau_t);
+    if (teacher_colsum.defined())
+      dino_teacher_colsum<T>(teacher_colsum.data<double>(), teacher.data<T>(), G * B, K);
+  });
+  saved = probs;
+}
+
+void CpuBackend::dino_loss_backward(const Tensor& dstudent, const Tensor& dloss,
+                                    const Tensor& saved, const Tensor& student, int64_t G,
+                                    double tau_s) const {
+  const int64_t K = student.size(1), B = saved.size(0) / G, V = student.size(0) / B;
+  const double g = dloss.item();
+  dispatch_float("dino_loss", student.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::dino_loss_backward<T>(dstudent.data<T>(), student.data<T>(), saved.data<T>(), G, V, B,
+                               K, tau_s, g);
+  });
+}
+
+void CpuBackend::dino_teacher_stats(const Tensor& stats, const Tensor& loss,
+                                    const Tensor& q) const {
+  const Tensor qh = q.to(DType::f64);
+  cpu::dino_teacher_stats(stats.data<double>(), loss.item(), qh.data<double>(), q.size(0),
+                          q.size(1));
+}
+
+void CpuBackend::dino_center_update(const Tensor& center, const Tensor& teacher_colsum,
+                                    int64_t rows, double momentum) const {
+  dispatch_float("dino_loss", center.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::dino_center_update<T>(center.data<T>(), teacher_colsum.data<double>(), rows,
+                               center.numel(), momentum);
+  });
+}
 
 }  // namespace dino::kernels::cpu

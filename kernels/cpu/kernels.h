@@ -73,8 +73,20 @@ T dino_loss_forward(T* q, const T* student, const T* teacher, const T* center, i
 template <class T>
 void dino_loss_backward(T* dstudent, const T* student, const T* q, int64_t G, int64_t V,
                         int64_t B, int64_t K, double tau_s, double dloss);
-// center (K) <- momentum * center + (1 - momentum) * mean over rows of teacher (R, K)
+// colsum (K) <- the column sums of teacher (R, K), rows added in order in double
 template <class T>
-void dino_center_update(T* center, const T* teacher, int64_t R, int64_t K, double momentum);
+void dino_teacher_colsum(double* colsum, const T* teacher, int64_t R, int64_t K);
+// center (K) <- momentum * center + (1 - momentum) * colsum (K) / rows
+template <class T>
+void dino_center_update(T* center, const double* colsum, int64_t rows, int64_t K,
+                        double momentum);
+// stats (3) <- {loss, mean over rows of H(q_r), H(mean over rows of q)} from q (R, K), in
+// double (natural log; 0 log 0 = 0)
+void dino_teacher_stats(double* stats, double loss, const double* q, int64_t R, int64_t K);
+
+// ---- drop_path.cpp ----------------------------------------------------------------------------
+// out (B, S) <- x (B, S): out[b, :] = x[b, :] * (keep[b] ? scale : 0), forward and backward alike
+template <class T>
+void drop_path_apply(T* out, const T* x, const uint8_t* keep, T scale, int64_t B, int64_t S);
 
 }  // namespace dino::kernels::cpu

@@ -69,6 +69,10 @@ void set_attention_backend(const char* name) {
 
 const char* attention_backend_name() { return g_selected.name; }
 
+void CudaBackend::select_attention(const std::string& name) const {
+  set_attention_backend(name.c_str());
+}
+
 void CudaBackend::attention(const Tensor& out, const Tensor& lse, const Tensor& probs,
                             const Tensor& qkv, int64_t heads) const {
   DINO_CHECK(!probs.defined(), "[attention] the attention probabilities (probs) are not "

@@ -52,6 +52,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/device_util.cuh"
@@ -574,6 +575,51 @@ void dino_center_update(float* center, const float* teacher_colsum, int64_t rows
   dino_center_update_kernel<<<(K + 255) / 256, 256, 0, stream>>>(center, teacher_colsum, K,
                                                                  momentum, float(1.0 / double(rows)));
   CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- the CUDA backend's DINO loss (core/ops_dino.cpp, losses/dino_loss.cpp): f32 logits. One
+// launch gives the loss, the student gradient for an upstream gradient of 1 (what the backward
+// scales on the device: no host synchronisation), the teacher's column sums and, on request, q.
+void CudaBackend::dino_loss(const Tensor& loss, const Tensor& q, const Tensor& teacher_colsum,
+                            Tensor& saved, const Tensor& student, const Tensor& teacher,
+                            const Tensor& center, int64_t G, double tau_s, double tau_t) const {
+  const int64_t K = student.size(1), B = teacher.size(0) / G, V = student.size(0) / B;
+  Tensor ds = Tensor::empty(student.shape(), DType::f32, Device::cuda);
+  // The kernel always forms the column sums: scratch when they are not wanted.
+  const Tensor colsum =
+      teacher_colsum.defined() ? teacher_colsum : Tensor::empty({K}, DType::f32, Device::cuda);
+  const int g = as_int("dino_loss", G, "global views"), v = as_int("dino_loss", V, "views"),
+            b = as_int("dino_loss", B, "batch"), k = as_int("dino_loss", K, "outputs");
+  if (q.defined())
+    dino_loss_forward_backward_q(f32_ptr(loss), f32_ptr(ds), f32_ptr(colsum), f32_ptr(q),
+                                 f32_ptr(student), f32_ptr(teacher), f32_ptr(center), g, v, b, k,
+                                 float(tau_s), float(tau_t), op_stream());
+  else
+    dino_loss_forward_backward(f32_ptr(loss), f32_ptr(ds), f32_ptr(colsum), f32_ptr(student),
+                               f32_ptr(teacher), f32_ptr(center), g, v, b, k, float(tau_s),
+                               float(tau_t), op_stream());
+  saved = ds;
+}
+
+void CudaBackend::dino_loss_backward(const Tensor& dstudent, const Tensor& dloss,
+                                     const Tensor& saved, const Tensor&, int64_t,
+                                     double) const {
+  dino_loss_scale_grad(f32_ptr(dstudent), f32_ptr(saved), f32_ptr(dloss), saved.numel(),
+                       op_stream());
+}
+
+void CudaBackend::dino_teacher_stats(const Tensor& stats, const Tensor& loss,
+                                     const Tensor& q) const {
+  cuda::dino_teacher_stats(f32_ptr(stats), f32_ptr(loss), f32_ptr(q),
+                           as_int("dino_loss", q.size(0), "teacher rows"),
+                           as_int("dino_loss", q.size(1), "outputs"), op_stream());
+}
+
+void CudaBackend::dino_center_update(const Tensor& center, const Tensor& teacher_colsum,
+                                     int64_t rows, double momentum) const {
+  cuda::dino_center_update(f32_ptr(center), f32_ptr(teacher_colsum), rows,
+                           as_int("dino_loss", center.numel(), "outputs"), float(momentum),
+                           op_stream());
 }
 
 }  // namespace dino::kernels::cuda

@@ -12,6 +12,7 @@
 // Bytes (minimum, per element, s = dtype size): read x, write out: 2s. Memory-bound.
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
@@ -77,6 +78,18 @@ void drop_path_apply(float* out, const float* x, const uint8_t* keep, float scal
 void drop_path_apply(__nv_bfloat16* out, const __nv_bfloat16* x, const uint8_t* keep, float scale,
                      int64_t B, int64_t S, cudaStream_t stream) {
   launch<__nv_bfloat16>(out, x, keep, scale, B, S, stream);
+}
+
+// The CUDA backend's drop path (core/ops_nn.cpp): keep (B), the host's per-sample draws, passed
+// in the launch parameters.
+void CudaBackend::drop_path(const Tensor& out, const Tensor& x, const std::vector<uint8_t>& keep,
+                            double p) const {
+  const int64_t B = x.size(0), S = B ? x.numel() / B : 0;
+  const float scale = float(1 / (1 - p));  // the CPU's T(1 / (1 - p)) for T = float
+  if (is_bf16(x))
+    drop_path_apply(bf16_ptr(out), bf16_ptr(x), keep.data(), scale, B, S, op_stream());
+  else
+    drop_path_apply(f32_ptr(out), f32_ptr(x), keep.data(), scale, B, S, op_stream());
 }
 
 }  // namespace dino::kernels::cuda

@@ -33,6 +33,10 @@
 // norms (a few hundred bytes) and scales only the tensors that need it, in double as
 // core/optim.cpp does: coef = max_norm / (norm + 1e-6), g = float(g * coef) when coef < 1. It
 // reads and writes a clipped gradient once (8 bytes per element) and touches no other.
+#include <cmath>
+#include <vector>
+
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/device_util.cuh"
@@ -350,6 +354,68 @@ void scale_by_norms(const TensorSpan* tensors, const float* norms, int n, double
   scale_by_norms_kernel<<<multi_tensor_grid(scale_by_norms_kernel), kThreads, 0, stream>>>(
       tensors, norms, n, max_norm, global ? 1 : 0);
   CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- the CUDA backend's optimizer steps (core/optim.cpp, models/multicrop.cpp): each one
+// launch over every tensor, from a device array of per-tensor descriptors the host builds and
+// uploads (freed stream-ordered after the launch that reads it).
+namespace {
+
+// The descriptors in device memory, for one launch.
+template <class D>
+Tensor upload(const std::vector<D>& desc) {
+  const size_t bytes = desc.size() * sizeof(D);
+  Tensor t = Tensor::empty({int64_t(bytes)}, DType::u8, Device::cuda);
+  copy_h2d(t.raw_data(), desc.data(), bytes);
+  return t;
+}
+
+__nv_bfloat16* bf16_or_null(const Tensor& t) { return t.defined() ? bf16_ptr(t) : nullptr; }
+
+}  // namespace
+
+void CudaBackend::adamw(const std::vector<AdamWUpdate>& updates, double beta1, double beta2,
+                        double eps) const {
+  std::vector<AdamWTensor> desc;
+  for (const AdamWUpdate& u : updates)
+    desc.push_back(AdamWTensor{f32_ptr(u.param), f32_ptr(u.grad), f32_ptr(u.exp_avg),
+                               f32_ptr(u.exp_avg_sq), bf16_or_null(u.param_bf16), u.param.numel(),
+                               u.lr, u.weight_decay, u.step, 0});
+  const Tensor d = upload(desc);
+  adamw_step(static_cast<const AdamWTensor*>(d.raw_data()), int(desc.size()), beta1, beta2, eps,
+             op_stream());
+}
+
+void CudaBackend::ema(const std::vector<EmaUpdate>& updates, double momentum) const {
+  std::vector<EmaTensor> desc;
+  for (const EmaUpdate& u : updates)
+    desc.push_back({f32_ptr(u.teacher), f32_ptr(u.student), bf16_or_null(u.teacher_bf16),
+                    u.teacher.numel()});
+  const Tensor d = upload(desc);
+  ema_update(static_cast<const EmaTensor*>(d.raw_data()), int(desc.size()), momentum,
+             op_stream());
+}
+
+// The norms (one launch) and the clipping (one launch) on the device; the norms come to the
+// host only when asked for (the global norm always: it is the result).
+void CudaBackend::clip_grads(std::vector<double>& out, const std::vector<Tensor>& grads,
+                             double max_norm, bool global, bool read_norms) const {
+  out.clear();
+  std::vector<TensorSpan> spans;
+  for (const Tensor& g : grads) spans.push_back({f32_ptr(g), g.numel()});
+  const Tensor d = upload(spans);
+  Tensor norms = Tensor::empty({int64_t(spans.size())}, DType::f32, Device::cuda);
+  const auto* dd = static_cast<const TensorSpan*>(d.raw_data());
+  grad_norms(f32_ptr(norms), dd, int(spans.size()), op_stream());
+  scale_by_norms(dd, f32_ptr(norms), int(spans.size()), max_norm, global, op_stream());
+  if (global) {
+    // The same sum the kernel forms for its coefficient, from the same float norms.
+    double total = 0;
+    for (float v : norms.to_vector()) total += double(v) * double(v);
+    out.push_back(std::sqrt(total));
+  } else if (read_norms) {
+    for (float v : norms.to_vector()) out.push_back(v);
+  }
 }
 
 }  // namespace dino::kernels::cuda

@@ -94,7 +94,9 @@ TEST_CASE("dino_center_update matches the CPU reference", "[dino_loss]") {
       DeviceBuffer<float> dcenter(c), dcolsum(colsum);
       cu::dino_center_update(dcenter.get(), dcolsum.get(), R, K, 0.9f, test_stream());
       std::vector<double> ref = to_double(c);
-      cpu::dino_center_update<double>(ref.data(), to_double(t).data(), R, K, 0.9);
+      std::vector<double> ref_colsum(static_cast<size_t>(K));
+      cpu::dino_teacher_colsum<double>(ref_colsum.data(), to_double(t).data(), R, K);
+      cpu::dino_center_update<double>(ref.data(), ref_colsum.data(), R, K, 0.9);
       expect_close("center", to_double(dcenter.download()), ref, 1e-6);
     }
   }
