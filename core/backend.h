@@ -23,6 +23,11 @@
 
 namespace dino {
 
+// Rows and columns of a tensor seen as (numel / last, last): how the row ops (softmax, the
+// norms, the row reductions) and their kernels see it.
+inline int64_t rows_of(const Tensor& t) { return t.dim() ? t.numel() / t.size(-1) : 1; }
+inline int64_t cols_of(const Tensor& t) { return t.dim() ? t.size(-1) : 1; }
+
 // One parameter's AdamW update (torch.optim.AdamW): param, exp_avg, exp_avg_sq updated in place
 // from grad; param_bf16 (undefined: none) is written with bf16(param) after the update.
 struct AdamWUpdate {

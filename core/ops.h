@@ -78,8 +78,19 @@ Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h
 
 // ---- the DINO loss (ops_dino.cpp) ----
 // student (V*B, K) view-major, teacher (G*B, K) (no gradient flows into it), center (K) or (1, K).
-// Returns the scalar loss of ARCHITECTURE §4; q_out (optional) receives softmax((t - c) / tau_t).
+// Returns the scalar loss of ARCHITECTURE §4.
 Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
-                 double tau_s, double tau_t, Tensor* q_out = nullptr);
+                 double tau_s, double tau_t);
+// The same loss and, on request, what the one pass also gives: the teacher probabilities
+// q = softmax((t - c) / tau_t) (G*B, K), for the collapse statistics, and the column sums of the
+// raw teacher logits (K, precision::column_sums), the center update's input.
+struct DinoLossRequest {
+  bool q = false, teacher_colsum = false;
+};
+struct DinoLossResult {
+  Tensor loss, q, teacher_colsum;  // q and teacher_colsum undefined unless requested
+};
+DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center,
+                         int64_t G, double tau_s, double tau_t, DinoLossRequest request);
 
 }  // namespace dino

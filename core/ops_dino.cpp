@@ -13,8 +13,8 @@ namespace dino {
 
 using namespace detail;
 
-Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
-                 double tau_s, double tau_t, Tensor* q_out, Tensor* teacher_colsum_out) {
+DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center,
+                         int64_t G, double tau_s, double tau_t, DinoLossRequest request) {
   check_defined("dino_loss", student, "student");
   check_defined("dino_loss", teacher, "teacher");
   check_defined("dino_loss", center, "center");
@@ -43,14 +43,12 @@ Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& cen
   }
   const Backend& be = backend(student.device(), "dino_loss");
   Tensor loss = Tensor::empty({}, student.dtype(), student.device());
-  Tensor q = q_out ? Tensor::empty({G * B, K}, student.dtype(), student.device()) : Tensor();
-  Tensor colsum = teacher_colsum_out
+  Tensor q = request.q ? Tensor::empty({G * B, K}, student.dtype(), student.device()) : Tensor();
+  Tensor colsum = request.teacher_colsum
                       ? Tensor::empty({K}, precision::column_sums(teacher), teacher.device())
                       : Tensor();
   Tensor saved;
   be.dino_loss(loss, q, colsum, saved, student, teacher, center, G, tau_s, tau_t);
-  if (q_out) *q_out = q;
-  if (teacher_colsum_out) *teacher_colsum_out = colsum;
   if (needs_grad({student})) {
     const Tensor sd = student.detach();
     record(loss, "dino_loss", {student}, [=](const Tensor& g) {
@@ -59,12 +57,12 @@ Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& cen
       return std::vector<Tensor>{ds};
     });
   }
-  return loss;
+  return {loss, q, colsum};
 }
 
 Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
-                 double tau_s, double tau_t, Tensor* q_out) {
-  return dino_loss(student, teacher, center, G, tau_s, tau_t, q_out, nullptr);
+                 double tau_s, double tau_t) {
+  return dino_loss(student, teacher, center, G, tau_s, tau_t, DinoLossRequest{}).loss;
 }
 
 }  // namespace dino

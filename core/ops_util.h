@@ -5,17 +5,10 @@
 #include <climits>
 
 #include "core/autograd.h"
+#include "core/backend.h"
 #include "core/ops.h"
 
 namespace dino::detail {
-
-// Calls f(T{}) with T = float or double for the tensor's dtype; other dtypes are an error.
-template <class F>
-void dispatch_float(const char* op, DType t, F&& f) {
-  if (t == DType::f32) return f(float{});
-  if (t == DType::f64) return f(double{});
-  throw Error(str_cat("[", op, "] expects f32 or f64 tensors, got ", dtype_name(t)));
-}
 
 inline void check_defined(const char* op, const Tensor& t, const char* name) {
   DINO_CHECK(t.defined(), "[", op, "] ", name, " is undefined");
@@ -43,9 +36,5 @@ inline bool on_cuda(const Tensor& t) { return t.device() == Device::cuda; }
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 // Sums g (of a broadcast shape) down to `shape`. Not recorded.
 Tensor sum_to(const Tensor& g, const Shape& shape);
-
-// Rows and columns of a tensor seen as (numel / last, last).
-inline int64_t rows_of(const Tensor& t) { return t.dim() ? t.numel() / t.size(-1) : 1; }
-inline int64_t cols_of(const Tensor& t) { return t.dim() ? t.size(-1) : 1; }
 
 }  // namespace dino::detail

@@ -45,8 +45,9 @@ void deliver(const Tensor& values, int64_t ranks, double tau_t, DinoLossStats* s
 Tensor forward_device_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
                                   const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
                                   DeviceLossStats* later, dist::Communicator& comm) {
-  Tensor q, colsum;
-  Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, &q, &colsum);
+  const DinoLossResult r = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp,
+                                     tau_t, {true, true});
+  const Tensor &loss = r.loss, &q = r.q;
   NoGradGuard no_grad;
   const Backend& be = backend(teacher.device(), "dino_loss");
   const int64_t R = teacher.size(0), K = teacher.size(1), W = comm.size();
@@ -56,7 +57,7 @@ Tensor forward_device_distributed(const Tensor& student, const Tensor& teacher, 
   // [teacher column sums (K), q column sums (K), local stats (3), per rank: loss - loss (W)]:
   // the last slots are 0 except a NaN where a rank's loss is not finite.
   Tensor sums = Tensor::empty({2 * K + 3 + W}, dt, teacher.device());
-  sums.narrow(0, K).copy_from(colsum.reshape({K}));
+  sums.narrow(0, K).copy_from(r.teacher_colsum.reshape({K}));
   sums.narrow(K, K).copy_from(sum_last(transpose_last2(q), false));
   sums.narrow(2 * K, 3).copy_from(local);
   sums.narrow(2 * K + 3, W).fill(0);
@@ -82,8 +83,9 @@ template <class T>
 Tensor forward_cpu_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
                                const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
                                dist::Communicator& comm) {
-  Tensor q;
-  Tensor loss = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, &q);
+  const DinoLossResult r = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp,
+                                     tau_t, {true, false});
+  const Tensor &loss = r.loss, &q = r.q;
   NoGradGuard no_grad;
   const int64_t R = teacher.size(0), K = teacher.size(1), W = comm.size();
   const double rows = double(R * W);
@@ -157,18 +159,18 @@ Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double ta
   // One process: the statistics reduced by the backend (on CUDA on the device, read back with
   // the loss as three floats, the loss's one host synchronisation, or left there in *later);
   // the center updated after the loss has read it.
-  Tensor q, colsum;
-  Tensor loss = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp, tau_t,
-                          stats || later ? &q : nullptr, &colsum);
+  const DinoLossResult r = dino_loss(student, teacher, center, cfg_.global_crops,
+                                     cfg_.student_temp, tau_t, {stats || later, true});
+  const Tensor& loss = r.loss;
   NoGradGuard no_grad;
   const Backend& be = backend(teacher.device(), "dino_loss");
   if (later) {
     Tensor dev = Tensor::empty({3}, precision::column_sums(teacher), teacher.device());
-    be.dino_teacher_stats(dev, loss, q);
+    be.dino_teacher_stats(dev, loss, r.q);
     *later = DeviceLossStats{dev, 0, tau_t};
   } else if (stats) {
     Tensor dev = Tensor::empty({3}, precision::column_sums(teacher), teacher.device());
-    be.dino_teacher_stats(dev, loss, q);
+    be.dino_teacher_stats(dev, loss, r.q);
     const Tensor v = dev.to(Device::cpu).to(DType::f64);
     const double* p = v.data<double>();
     stats->loss = p[0];
@@ -179,7 +181,7 @@ Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double ta
     stats->kl = stats->loss - stats->teacher_entropy;
     stats->teacher_temp = tau_t;
   }
-  be.dino_center_update(center, colsum, teacher.size(0), cfg_.center_momentum);
+  be.dino_center_update(center, r.teacher_colsum, teacher.size(0), cfg_.center_momentum);
   center.mark_modified();
   return loss;
 }

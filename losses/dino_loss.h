@@ -18,13 +18,6 @@ namespace dist {
 class Communicator;
 }
 
-// The dino_loss op (core/ops.h) that also hands back, on CUDA, the column sums (K) of the raw
-// teacher logits that its fused kernel computes, the center update's input (undefined on the
-// CPU, where the update sums the teacher itself). Defined in core/ops_dino.cpp; declared here
-// for its one user, DinoLoss.
-Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
-                 double tau_s, double tau_t, Tensor* q_out, Tensor* teacher_colsum_out);
-
 struct DinoLossConfig {
   int64_t out_dim = 65536;
   int64_t global_crops = 2;

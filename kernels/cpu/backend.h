@@ -18,10 +18,6 @@ void dispatch_float(const char* op, DType t, F&& f) {
   throw Error(str_cat("[", op, "] expects f32 or f64 tensors on the cpu, got ", dtype_name(t)));
 }
 
-// Rows and columns of a tensor seen as (numel / last, last).
-inline int64_t rows_of(const Tensor& t) { return t.dim() ? t.numel() / t.size(-1) : 1; }
-inline int64_t cols_of(const Tensor& t) { return t.dim() ? t.size(-1) : 1; }
-
 // out (C) = the column sums of g (R, C): each column's rows added in order into an Acc, and
 // threads (when `parallel`) share out blocks of columns, so the result does not depend on the
 // thread count.

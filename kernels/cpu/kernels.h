@@ -6,7 +6,7 @@
 //
 // Conventions (ARCHITECTURE §5): outputs first, then inputs, then sizes; all arrays contiguous,
 // row-major; kernels overwrite their outputs (never +=) unless the name says accumulate.
-// Kernels do not validate: core/ops.cpp has already checked shapes. Loops over rows may be
+// Kernels do not validate: the op front ends (core/ops_*.cpp) have checked shapes. Loops over rows may be
 // parallelised with OpenMP (static schedule only, so every reduction has a fixed order).
 #include <cstdint>
 
