@@ -149,7 +149,6 @@ template void attention_backward<float>(float*, const float*, const float*, cons
 template void attention_backward<double>(double*, const double*, const double*, const double*,
                                          const double*, int64_t, int64_t, int64_t, int64_t);
 
-
 // The reference kernels are the CPU's only attention.
 void CpuBackend::select_attention(const std::string& name) const {
   DINO_CHECK(name == "ours", "[attention] attention=", name, " runs only on the GPU; the CPU "

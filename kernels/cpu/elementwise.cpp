@@ -7,27 +7,13 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/broadcast.h"
 #include "kernels/cpu/backend.h"
 #include "kernels/cpu/kernels.h"
 
 namespace dino::kernels::cpu {
 
 namespace {
-
-constexpr int kMaxDims = 5;
-
-// Strides (in elements) of `shape` read as if it had `out`'s rank, 0 along broadcast dims.
-std::array<int64_t, kMaxDims> broadcast_strides(const Shape& shape, const Shape& out) {
-  std::array<int64_t, kMaxDims> st{};
-  int64_t stride = 1;
-  const size_t off = out.size() - shape.size();
-  for (size_t i = out.size(); i-- > 0;) {
-    const int64_t d = i < off ? 1 : shape[i - off];
-    st[i] = d == 1 ? 0 : stride;
-    stride *= d;
-  }
-  return st;
-}
 
 // Below this many elements an elementwise loop runs on one thread: a parallel region's fork
 // and barrier would cost more than the loop.

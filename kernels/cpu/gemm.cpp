@@ -118,7 +118,6 @@ template void linear_forward<float>(float*, const float*, const float*, const fl
 template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t,
                                      int64_t, int64_t);
 
-
 namespace {
 
 // T* of a tensor, or nullptr when it is undefined (a missing bias).

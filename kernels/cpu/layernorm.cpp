@@ -127,7 +127,6 @@ template void layernorm_backward<double>(double*, double*, double*, const double
                                          const double*, const double*, const double*,
                                          const double*, int64_t, int64_t);
 
-
 void CpuBackend::layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                             const Tensor& x, const Tensor& weight, const Tensor& bias,
                             double eps) const {

@@ -29,7 +29,6 @@ struct KeepBits {
   uint32_t w[kMaxSamples / 32];
 };
 
-
 }  // namespace
 
 // kernels

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 
+#include "kernels/broadcast.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
@@ -30,7 +31,6 @@ namespace dino::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
 
 // Blocks for a grid-stride loop over n elements: enough to fill the device, at least one.
 int grid_for(int64_t n) {
@@ -206,23 +206,7 @@ void fill_bf16(__nv_bfloat16* dst, float value, int64_t n, cudaStream_t stream) 
   CUDA_CHECK(cudaGetLastError());
 }
 
-
 namespace {
-
-constexpr int kMaxDims = 5;
-
-// Strides (in elements) of `shape` read as if it had `out`'s rank, 0 along broadcast dims.
-std::array<int64_t, kMaxDims> broadcast_strides(const Shape& shape, const Shape& out) {
-  std::array<int64_t, kMaxDims> st{};
-  int64_t stride = 1;
-  const size_t off = out.size() - shape.size();
-  for (size_t i = out.size(); i-- > 0;) {
-    const int64_t d = i < off ? 1 : shape[i - off];
-    st[i] = d == 1 ? 0 : stride;
-    stride *= d;
-  }
-  return st;
-}
 
 // The broadcast's output index space with size-1 dims dropped and adjacent dims merged where
 // both operands stay contiguous across them (same shapes collapse to one dim).

@@ -360,7 +360,6 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
   if (c_bf16) free(tmp);  // stream-ordered: after the kernel that reads it
 }
 
-
 namespace {
 
 const __nv_bfloat16* operand(const char* op, const Tensor& t, const char* name) {

@@ -5,9 +5,10 @@
 //
 // Conventions (ARCHITECTURE §5): outputs first, then inputs, then sizes, then the stream; a shape
 // comment on every pointer; all arrays contiguous, row-major; kernels overwrite their outputs
-// (never +=), so NaN-poisoned outputs reveal unwritten elements. Launchers assert only
-// launch preconditions (core/ops.cpp validates shapes) and check every launch. Reductions
-// run in a fixed order: the same inputs on the same device give bit-identical outputs.
+// (never +=), so NaN-poisoned outputs reveal unwritten elements. Launchers assert only launch
+// preconditions (the op front ends, core/ops_<family>.cpp, validate shapes) and check every
+// launch. Reductions run in a fixed order: the same inputs on the same device give
+// bit-identical outputs.
 // Scratch space, where a launcher needs it, is allocated stream-ordered from the pool.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -21,7 +21,6 @@ namespace {
 
 constexpr int kMaxThreads = 512;
 
-
 // The block's sum of v, in every thread, in a fixed order. scratch: 32 floats of shared memory.
 __device__ float block_sum(float v, float* scratch) {
   v = warp_sum(v);

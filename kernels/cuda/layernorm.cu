@@ -318,7 +318,6 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bflo
   CUDA_CHECK(cudaFreeAsync(partial, stream));
 }
 
-
 void CudaBackend::layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                              const Tensor& x, const Tensor& weight, const Tensor& bias,
                              double eps) const {

@@ -56,7 +56,6 @@ void im2col_patches(__nv_bfloat16* cols, const float* img, int64_t B, int C, int
   CUDA_CHECK(cudaGetLastError());
 }
 
-
 void CudaBackend::im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const {
   DINO_CHECK(!img.requires_grad(), "[patchify] img requires grad, but on CUDA patchify computes "
              "no image gradient (images never need one): detach the images, or run on --device "

@@ -25,6 +25,7 @@
 #include <array>
 #include <cmath>
 
+#include "kernels/broadcast.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
@@ -38,8 +39,6 @@ namespace {
 constexpr int kThreads = 256;         // every 1-D block here; a multiple of 32
 constexpr int kWideRow = 1024;        // rows at least this long get a block each
 constexpr int kTileX = 32, kTileY = 8;  // sum_to's 2-D block
-
-
 
 // The block's sum (or max) of v, valid in thread 0; the warps' results are combined in warp
 // order. Every thread of the block must call it (it synchronises twice).
@@ -58,7 +57,6 @@ __device__ float block_reduce(float v) {
   __syncthreads();  // warp_part may be written again by the caller's next call
   return r;
 }
-
 
 int sm_count() { return context().sm_count; }
 
@@ -270,11 +268,6 @@ void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom,
                                                    static_cast<const float*>(g), geom, M, L);
   CUDA_CHECK(cudaGetLastError());
 }
-
-
-namespace {
-constexpr int kMaxDims = 5;  // StridedDims (kernels.h) holds at most 5
-}  // namespace
 
 void CudaBackend::sum_to(const Tensor& out, const Tensor& g) const {
   const Shape& so = g.shape();

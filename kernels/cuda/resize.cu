@@ -142,7 +142,6 @@ void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int 
   CUDA_CHECK(cudaFreeAsync(s.base, stream));
 }
 
-
 void CudaBackend::resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
                                  double scale_w) const {
   bicubic_resize_forward(f32_ptr(out), f32_ptr(grid), as_int("resize_bicubic", grid.size(0), "rows"),

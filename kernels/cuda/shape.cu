@@ -32,8 +32,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kTile = 32, kTileRows = 8;  // transpose: 32 x 32 tile, 32 x 8 threads
 
-
-
 int grid_for(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   const int64_t cap = int64_t(context().sm_count) * 16;
@@ -299,7 +297,6 @@ void select_token_backward(void* dx, const void* dout, int elem_size, int64_t B,
         static_cast<uint32_t*>(dx), static_cast<const uint32_t*>(dout), B, N, D, i);
   CUDA_CHECK(cudaGetLastError());
 }
-
 
 void CudaBackend::permute(const Tensor& out, const Tensor& x,
                           const std::vector<int64_t>& dims) const {

@@ -28,7 +28,6 @@ namespace {
 
 constexpr int kMaxThreads = 512;
 
-
 struct SumOp {
   __device__ float operator()(float a, float b) const { return a + b; }
 };
@@ -156,7 +155,6 @@ void log_softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __
                           const float* lse, int64_t N, int C, cudaStream_t stream) {
   launch_backward<__nv_bfloat16, true>(dx, dout, x, lse, N, C, stream);
 }
-
 
 void CudaBackend::softmax(const Tensor& out, const Tensor& lse, const Tensor& x,
                           bool log_space) const {

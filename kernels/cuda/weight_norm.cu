@@ -97,7 +97,6 @@ void weight_norm_backward(float* dv, float* dg, const float* dw, const float* v,
   CUDA_CHECK(cudaGetLastError());
 }
 
-
 void CudaBackend::weight_norm(const Tensor& w, const Tensor& vnorm, const Tensor& v,
                               const Tensor& g) const {
   check_not_empty("weight_norm", v, g);
