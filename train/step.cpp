@@ -15,6 +15,13 @@ std::vector<std::pair<std::string, Tensor>> trainable_parameters(const DinoModel
   return out;
 }
 
+std::string nonfinite_ranks_note(const DinoLossStats& stats) {
+  std::string note;
+  for (int r : stats.nonfinite_ranks)
+    note += str_cat(note.empty() ? " (not finite on rank " : ", ", r);
+  return note.empty() ? note : note + ")";
+}
+
 AdamW make_optimizer(const DinoModel& student) {
   ParamGroup regularized, not_regularized;
   for (auto& [name, p] : trainable_parameters(student)) {
@@ -45,10 +52,8 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
                             &out.pending.loss);
   } else {
     out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, &out.stats);
-    std::string where;
-    for (int r : out.stats.nonfinite_ranks) where += str_cat(where.empty() ? " (not finite on rank " : ", ", r);
-    if (!where.empty()) where += ")";
-    DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss, where,
+    DINO_CHECK(std::isfinite(out.stats.loss), "[train] the loss is ", out.stats.loss,
+               nonfinite_ranks_note(out.stats),
                "; stopping (main_dino does the same). Lower the learning rate or check the data");
   }
   if (s.koleo_weight > 0) {

@@ -58,6 +58,9 @@ std::vector<std::pair<std::string, Tensor>> trainable_parameters(const DinoModel
 // biases and 1-D parameters (none), as utils.get_params_groups.
 AdamW make_optimizer(const DinoModel& student);
 
+// " (not finite on rank 0, 2)" for the ranks whose loss was not finite; empty when none was.
+std::string nonfinite_ranks_note(const DinoLossStats& stats);
+
 // crops: V tensors (B, C, S, S), the 2 global views first, on the models' device (on CUDA
 // f32 images; every op then runs there, ARCHITECTURE §3). Throws if the loss is not finite
 // (unless s.defer_stats: then the caller checks it when the statistics arrive).

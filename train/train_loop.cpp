@@ -8,6 +8,7 @@
 #include "core/batch_shard.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "train/step.h"
 #include "train/trainer.h"
 
 namespace dino {
@@ -91,9 +92,6 @@ void TrainLoop::finish(PendingStep& p) {
     const StatsReadback::Result got = p.readback->wait();
     r.stats = got.stats;
     r.koleo = got.koleo;
-    std::string where;
-    for (int rank : r.stats.nonfinite_ranks) where += str_cat(where.empty() ? " (not finite on rank " : ", ", rank);
-    if (!where.empty()) where += ")";
     const bool loss_ok = std::isfinite(r.stats.loss), koleo_ok = std::isfinite(r.koleo);
     if (!loss_ok || !koleo_ok) {
       // The statistics arrive one step late: say where the run stands.
@@ -103,7 +101,8 @@ void TrainLoop::finish(PendingStep& p) {
                         "'s loss arrived (on CUDA the loss is read back one step late)")
               : "; stopping";
       throw Error(str_cat("[train] the ", loss_ok ? "KoLeo term" : "loss", " of step ", r.step, " is ",
-                          loss_ok ? r.koleo : r.stats.loss, loss_ok ? "" : where, late,
+                          loss_ok ? r.koleo : r.stats.loss,
+                          loss_ok ? "" : nonfinite_ranks_note(r.stats), late,
                           ". No checkpoint holds step ", r.step, " or later. Lower the learning rate",
                           loss_ok ? " or loss.koleo_weight" : " or check the data"));
     }
