@@ -29,11 +29,11 @@ using nlohmann::json;
 
 struct Options {
   int reps = 50, warmup = 5;
-  double budget_s = 0;             // > 0: start no new shape after this many seconds
-  std::string shapes = "all";      // per benchmark: e.g. vit, long, all
-  std::vector<std::string> custom; // benchmark-specific shape strings ("B,N,H,Dh" for attention)
-  bool check = true;               // cross-check outputs on one input set
-  bool ceilings = true;            // measure the copy and GEMM ceilings (percent columns)
+  double budget_s = 0;              // > 0: start no new shape after this many seconds
+  std::string shapes = "all";       // per benchmark: e.g. vit, long, all
+  std::vector<std::string> custom;  // benchmark-specific shape strings ("B,N,H,Dh" for attention)
+  bool check = true;                // cross-check outputs on one input set
+  bool ceilings = true;             // measure the copy and GEMM ceilings (percent columns)
 };
 
 struct Ceilings {
@@ -52,12 +52,17 @@ class DeviceBuffer {
   DeviceBuffer() = default;
   explicit DeviceBuffer(size_t bytes);
   ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr; o.bytes_ = 0; }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), bytes_(o.bytes_) {
+    o.p_ = nullptr;
+    o.bytes_ = 0;
+  }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   template <class T = void>
-  T* as() const { return static_cast<T*>(p_); }
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
   size_t bytes() const { return bytes_; }
 
  private:
@@ -87,9 +92,9 @@ Timing time_reps(int warmup, int reps, const std::function<void(int)>& body);
 // C (batch, M, N) = alpha * op(A) (M, K) @ op(B) (K, N); A stored (M, K) or (K, M) when trans_a;
 // B stored (K, N) or (N, K) when trans_b; bf16 inputs, fp32 accumulation, C bf16 or fp32;
 // strides in elements between batch entries. Heuristic's first algorithm, cached per shape.
-void lt_matmul(void* C, bool c_bf16, const void* A, const void* B, int64_t M, int64_t N,
-               int64_t K, bool trans_a, bool trans_b, int batch, int64_t stride_a,
-               int64_t stride_b, int64_t stride_c, float alpha);
+void lt_matmul(void* C, bool c_bf16, const void* A, const void* B, int64_t M, int64_t N, int64_t K,
+               bool trans_a, bool trans_b, int batch, int64_t stride_a, int64_t stride_b,
+               int64_t stride_c, float alpha);
 
 Ceilings measure_ceilings(const Options& opt);
 

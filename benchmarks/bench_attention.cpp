@@ -44,11 +44,13 @@ std::vector<Shape> shapes_for(const Options& opt) {
     Shape x{0, 0, 0, 0, "custom"};
     char sep;
     std::istringstream in(c);
-    DINO_CHECK((in >> x.B >> sep >> x.N >> sep >> x.H >> sep >> x.Dh) && x.B > 0 && x.N > 0 && x.H > 0,
-               "[bench] attention --shape wants B,N,H,Dh, got '", c, "'");
+    DINO_CHECK(
+        (in >> x.B >> sep >> x.N >> sep >> x.H >> sep >> x.Dh) && x.B > 0 && x.N > 0 && x.H > 0,
+        "[bench] attention --shape wants B,N,H,Dh, got '", c, "'");
     s.push_back(x);
   }
-  DINO_CHECK(!s.empty(), "[bench] attention: no shapes for --shapes '", opt.shapes, "' (vit, long, all)");
+  DINO_CHECK(!s.empty(), "[bench] attention: no shapes for --shapes '", opt.shapes,
+             "' (vit, long, all)");
   return s;
 }
 
@@ -78,7 +80,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   }
   DeviceBuffer dqkv(size_t(2 * qkv_n));
   const Work fwd{4.0 * double(bh) * N * N * Dh, double(2 * qkv_n + 2 * o_n + 4 * lse_n)};
-  const Work bwd{10.0 * double(bh) * N * N * Dh, double(2 * qkv_n + 4 * o_n + 4 * lse_n + 2 * qkv_n)};
+  const Work bwd{10.0 * double(bh) * N * N * Dh,
+                 double(2 * qkv_n + 4 * o_n + 4 * lse_n + 2 * qkv_n)};
   auto set_of = [&](int i) -> Set& { return sets[size_t(i % nsets)]; };
 
   // The composite's buffers: heads, scores/probabilities, their gradient.
@@ -88,7 +91,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   const bool composite_fits = 2 * nn_bytes + size_t(14 * o_n) < free_b / 2;
   DeviceBuffer q, k, v, oh, doh, dq, dk, dv, P, dP, c_out, c_dqkv;
   if (composite_fits) {
-    for (DeviceBuffer* b : {&q, &k, &v, &oh, &doh, &dq, &dk, &dv}) *b = DeviceBuffer(size_t(2 * o_n));
+    for (DeviceBuffer* b : {&q, &k, &v, &oh, &doh, &dq, &dk, &dv})
+      *b = DeviceBuffer(size_t(2 * o_n));
     P = DeviceBuffer(nn_bytes);
     dP = DeviceBuffer(nn_bytes);
     c_out = DeviceBuffer(size_t(2 * o_n));
@@ -99,18 +103,24 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
     composite::tokens_to_heads(q.as(), qkv, 3 * hd, B, N, H, Dh, s);
     composite::tokens_to_heads(k.as(), qkv + hd, 3 * hd, B, N, H, Dh, s);
     composite::tokens_to_heads(v.as(), qkv + 2 * hd, 3 * hd, B, N, H, Dh, s);
-    lt_matmul(P.as(), true, q.as(), k.as(), N, N, Dh, false, true, int(bh), head_stride, head_stride, nn, scale);
+    lt_matmul(P.as(), true, q.as(), k.as(), N, N, Dh, false, true, int(bh), head_stride,
+              head_stride, nn, scale);
     composite::softmax_rows(P.as(), bh * N, N, s);
-    lt_matmul(oh.as(), true, P.as(), v.as(), N, Dh, N, false, false, int(bh), nn, head_stride, head_stride, 1.f);
+    lt_matmul(oh.as(), true, P.as(), v.as(), N, Dh, N, false, false, int(bh), nn, head_stride,
+              head_stride, 1.f);
     composite::heads_to_tokens(out, hd, oh.as(), B, N, H, Dh, s);
   };
   auto composite_backward = [&](const bf16* dout, bf16* dx) {
     composite::tokens_to_heads(doh.as(), dout, hd, B, N, H, Dh, s);
-    lt_matmul(dv.as(), true, P.as(), doh.as(), N, Dh, N, true, false, int(bh), nn, head_stride, head_stride, 1.f);
-    lt_matmul(dP.as(), true, doh.as(), v.as(), N, N, Dh, false, true, int(bh), head_stride, head_stride, nn, 1.f);
+    lt_matmul(dv.as(), true, P.as(), doh.as(), N, Dh, N, true, false, int(bh), nn, head_stride,
+              head_stride, 1.f);
+    lt_matmul(dP.as(), true, doh.as(), v.as(), N, N, Dh, false, true, int(bh), head_stride,
+              head_stride, nn, 1.f);
     composite::softmax_rows_backward(dP.as(), P.as(), bh * N, N, scale, s);
-    lt_matmul(dq.as(), true, dP.as(), k.as(), N, Dh, N, false, false, int(bh), nn, head_stride, head_stride, 1.f);
-    lt_matmul(dk.as(), true, dP.as(), q.as(), N, Dh, N, true, false, int(bh), nn, head_stride, head_stride, 1.f);
+    lt_matmul(dq.as(), true, dP.as(), k.as(), N, Dh, N, false, false, int(bh), nn, head_stride,
+              head_stride, 1.f);
+    lt_matmul(dk.as(), true, dP.as(), q.as(), N, Dh, N, true, false, int(bh), nn, head_stride,
+              head_stride, 1.f);
     composite::heads_to_tokens(dx, 3 * hd, dq.as(), B, N, H, Dh, s);
     composite::heads_to_tokens(dx + hd, 3 * hd, dk.as(), B, N, H, Dh, s);
     composite::heads_to_tokens(dx + 2 * hd, 3 * hd, dv.as(), B, N, H, Dh, s);
@@ -118,7 +128,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
 
   // Every set gets a forward's out and lse first: the backward timings read them.
   try {
-    for (Set& x : sets) kc::attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh, s);
+    for (Set& x : sets)
+      kc::attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh, s);
   } catch (const std::exception&) {
     // reported by the "ours" rows below
   }
@@ -132,7 +143,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       composite_forward(qkv0, c_out.as<bf16>());
       composite_backward(s0.dout.as<bf16>(), c_dqkv.as<bf16>());
       kc::attention_forward(s0.out.as<bf16>(), s0.lse.as<float>(), qkv0, B, N, H, Dh, s);
-      kc::attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, s0.out.as<bf16>(), s0.lse.as<float>(), B, N, H, Dh, s);
+      kc::attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, s0.out.as<bf16>(),
+                             s0.lse.as<float>(), B, N, H, Dh, s);
       checks["ours"] = {{"forward", rel_diff(s0.out.as(), true, c_out.as(), true, o_n)},
                         {"backward", rel_diff(dqkv.as(), true, c_dqkv.as(), true, qkv_n)}};
     } catch (const std::exception& e) {
@@ -143,7 +155,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       cudnn_attention_forward(out2.as<bf16>(), lse2.as<float>(), qkv0, B, N, H, Dh, s);
       checks["cudnn"]["forward"] = rel_diff(out2.as(), true, c_out.as(), true, o_n);
       checks["cudnn"]["lse_vs_ours"] = rel_diff(lse2.as(), false, s0.lse.as(), false, lse_n);
-      cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, out2.as<bf16>(), lse2.as<float>(), B, N, H, Dh, s);
+      cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, out2.as<bf16>(),
+                               lse2.as<float>(), B, N, H, Dh, s);
       checks["cudnn"]["backward"] = rel_diff(dqkv.as(), true, c_dqkv.as(), true, qkv_n);
     } catch (const std::exception& e) {
       checks["cudnn"]["error"] = e.what();
@@ -163,8 +176,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         row["rel_diff"] = checks[impl][key];
         row["check_ref"] = "composite";
       }
-      if (std::string(impl) == "cudnn" && std::string(pass) == "forward" && checks.contains("cudnn") &&
-          checks["cudnn"].contains("lse_vs_ours"))
+      if (std::string(impl) == "cudnn" && std::string(pass) == "forward" &&
+          checks.contains("cudnn") && checks["cudnn"].contains("lse_vs_ours"))
         row["lse_rel_diff_vs_ours"] = checks["cudnn"]["lse_vs_ours"];
       row.update(extra);
       report.add(row);
@@ -174,15 +187,22 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   };
 
   // ---- ours --------------------------------------------------------------------------------
-  add("forward", "ours", [&](int i) {
-    Set& x = set_of(i);
-    kc::attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh, s);
-  }, fwd, json::object());
-  add("backward", "ours", [&](int i) {
-    Set& x = set_of(i);
-    kc::attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(), x.out.as<bf16>(),
-                           x.lse.as<float>(), B, N, H, Dh, s);
-  }, bwd, json::object());
+  add(
+      "forward", "ours",
+      [&](int i) {
+        Set& x = set_of(i);
+        kc::attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh,
+                              s);
+      },
+      fwd, json::object());
+  add(
+      "backward", "ours",
+      [&](int i) {
+        Set& x = set_of(i);
+        kc::attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(),
+                               x.out.as<bf16>(), x.lse.as<float>(), B, N, H, Dh, s);
+      },
+      bwd, json::object());
 
   // ---- cuDNN -------------------------------------------------------------------------------
   if (!cudnn_available()) {
@@ -193,26 +213,39 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       const char* pass = backward ? "backward" : "forward";
       json extra;
       try {  // build the plan outside the timing, and record it
-        if (!backward) cudnn_attention_forward(s0.out.as<bf16>(), s0.lse.as<float>(), qkv0, B, N, H, Dh, s);
-        else cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, s0.out.as<bf16>(), s0.lse.as<float>(), B, N, H, Dh, s);
+        if (!backward)
+          cudnn_attention_forward(s0.out.as<bf16>(), s0.lse.as<float>(), qkv0, B, N, H, Dh, s);
+        else
+          cudnn_attention_backward(dqkv.as<bf16>(), s0.dout.as<bf16>(), qkv0, s0.out.as<bf16>(),
+                                   s0.lse.as<float>(), B, N, H, Dh, s);
         const CudnnPlanInfo p = cudnn_last_plan();
-        extra = {{"cudnn_version", cudnn_version()}, {"cudnn_graph", p.path}, {"engine", p.engine},
-                 {"workspace_bytes", p.workspace_bytes}, {"plan_build_s", p.build_seconds}};
+        extra = {{"cudnn_version", cudnn_version()},
+                 {"cudnn_graph", p.path},
+                 {"engine", p.engine},
+                 {"workspace_bytes", p.workspace_bytes},
+                 {"plan_build_s", p.build_seconds}};
       } catch (const std::exception& e) {
         report.add(error_row("attention", shape, pass, "cudnn", e.what()));
         continue;
       }
       if (!backward) {
-        add(pass, "cudnn", [&](int i) {
-          Set& x = set_of(i);
-          cudnn_attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh, s);
-        }, fwd, extra);
+        add(
+            pass, "cudnn",
+            [&](int i) {
+              Set& x = set_of(i);
+              cudnn_attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N,
+                                      H, Dh, s);
+            },
+            fwd, extra);
       } else {
-        add(pass, "cudnn", [&](int i) {
-          Set& x = set_of(i);
-          cudnn_attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(), x.out.as<bf16>(),
-                                       x.lse.as<float>(), B, N, H, Dh, s);
-        }, bwd, extra);
+        add(
+            pass, "cudnn",
+            [&](int i) {
+              Set& x = set_of(i);
+              cudnn_attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(),
+                                       x.out.as<bf16>(), x.lse.as<float>(), B, N, H, Dh, s);
+            },
+            bwd, extra);
       }
     }
   }
@@ -223,14 +256,18 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       report.add(error_row("attention", shape, pass, "composite",
                            str_cat("needs ", 2 * nn_bytes / 1e9, " GB for P and dP")));
   } else {
-    const json extra{{"note", "split heads, cuBLASLt QK^T, softmax, cuBLASLt PV, merge; backward from saved P"}};
-    add("forward", "composite", [&](int i) {
-      Set& x = set_of(i);
-      composite_forward(x.qkv.as<bf16>(), x.out.as<bf16>());
-    }, fwd, extra);
-    add("backward", "composite", [&](int i) {
-      composite_backward(set_of(i).dout.as<bf16>(), dqkv.as<bf16>());
-    }, bwd, extra);
+    const json extra{
+        {"note", "split heads, cuBLASLt QK^T, softmax, cuBLASLt PV, merge; backward from saved P"}};
+    add(
+        "forward", "composite",
+        [&](int i) {
+          Set& x = set_of(i);
+          composite_forward(x.qkv.as<bf16>(), x.out.as<bf16>());
+        },
+        fwd, extra);
+    add(
+        "backward", "composite",
+        [&](int i) { composite_backward(set_of(i).dout.as<bf16>(), dqkv.as<bf16>()); }, bwd, extra);
   }
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -245,7 +282,8 @@ json bench_attention(const Options& opt) {
   Report report("attention");
   for (const Shape& sh : shapes) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {
-      report.add(error_row("attention", sh.str(), "forward+backward", "all", "skipped: past --budget"));
+      report.add(
+          error_row("attention", sh.str(), "forward+backward", "all", "skipped: past --budget"));
       continue;
     }
     try {

@@ -50,7 +50,8 @@ std::vector<Shape> shapes_for(const Options& opt) {
                 x.local_crops >> g >> x.local_size) &&
                    x.B > 0 && (x.C == 1 || x.C == 3) && x.H > 0 && x.W > 0 && x.global_size > 0 &&
                    x.local_crops >= 0 && x.local_size > 0,
-               "[bench] augment --shape wants B,C,H,W,global_size,local_crops,local_size, got '", c, "'");
+               "[bench] augment --shape wants B,C,H,W,global_size,local_crops,local_size, got '", c,
+               "'");
     s.push_back(x);
   }
   DINO_CHECK(!s.empty(), "[bench] augment: no shapes for --shapes '", opt.shapes, "' (vit, all)");
@@ -87,7 +88,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   Rng rng(77);
   std::vector<Set> sets(static_cast<size_t>(nsets));
   std::vector<kc::AugmentSource> where(static_cast<size_t>(B));
-  for (int b = 0; b < B; ++b) where[size_t(b)] = {int64_t(b) * int64_t(source_bytes), sh.H, sh.W, 0};
+  for (int b = 0; b < B; ++b)
+    where[size_t(b)] = {int64_t(b) * int64_t(source_bytes), sh.H, sh.W, 0};
   for (Set& x : sets) {
     x.bytes.resize(size_t(B) * source_bytes);
     for (uint8_t& v : x.bytes) v = uint8_t(rng.below(256));
@@ -109,7 +111,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   const data::Normalization norm = data::default_normalization(C);
   const size_t global_values = size_t(cfg.global.count) * B * C * sh.global_size * sh.global_size;
   const size_t local_values = size_t(cfg.local.count) * B * C * sh.local_size * sh.local_size;
-  DeviceBuffer out_global(global_values * sizeof(float)), out_local(std::max<size_t>(local_values, 1) * sizeof(float));
+  DeviceBuffer out_global(global_values * sizeof(float)),
+      out_local(std::max<size_t>(local_values, 1) * sizeof(float));
   auto render = [&](int i) {
     const Set& x = sets[size_t(i % nsets)];
     const auto* w = x.where.as<const kc::AugmentSource>();
@@ -139,7 +142,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
     std::vector<float> view;
     std::vector<double> ms;
     for (int b = 0; b < samples; ++b) {
-      const data::Image img = data::image_from_u8(x.bytes.data() + size_t(b) * source_bytes, C, sh.H, sh.W);
+      const data::Image img =
+          data::image_from_u8(x.bytes.data() + size_t(b) * source_bytes, C, sh.H, sh.W);
       const auto t0 = std::chrono::steady_clock::now();
       for (int v = 0; v < V; ++v) {
         const data::ViewParams& p = x.params[size_t(b) * V + v];
@@ -149,9 +153,11 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         const int k = global ? v : v - cfg.global.count;
         const float* gpu = (global ? g.data() : l.data()) + (size_t(k) * B + b) * view.size();
         for (size_t i = 0; i < view.size(); ++i)
-          max_diff = std::max(max_diff, std::isfinite(gpu[i]) ? std::fabs(double(gpu[i]) - view[i]) : INFINITY);
+          max_diff = std::max(
+              max_diff, std::isfinite(gpu[i]) ? std::fabs(double(gpu[i]) - view[i]) : INFINITY);
       }
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(ms.begin(), ms.end());
     cpu_ms_per_sample = ms[ms.size() / 2];

@@ -30,7 +30,8 @@ double seconds_since_start() {
 std::string Ceilings::describe() const {
   if (copy_gbps <= 0 || gemm_tflops <= 0) return device + "; ceilings not measured";
   char b[96];
-  std::snprintf(b, sizeof(b), "; ceilings %.0f GB/s copy, %.0f TFLOP/s bf16 GEMM", copy_gbps, gemm_tflops);
+  std::snprintf(b, sizeof(b), "; ceilings %.0f GB/s copy, %.0f TFLOP/s bf16 GEMM", copy_gbps,
+                gemm_tflops);
   return device + b;
 }
 
@@ -40,7 +41,9 @@ json Ceilings::to_json() const {
     j["measured"] = false;  // --no-ceilings
     return j;
   }
-  j.update({{"measured", true}, {"copy_gbps", copy_gbps}, {"gemm_tflops", gemm_tflops},
+  j.update({{"measured", true},
+            {"copy_gbps", copy_gbps},
+            {"gemm_tflops", gemm_tflops},
             {"copy_method", "cudaMemcpyAsync device-to-device, bytes read + written"},
             {"gemm_method", "cuBLASLt bf16 8192^3, fp32 accumulate, bf16 out, random inputs"}});
   return j;
@@ -108,12 +111,16 @@ Timing time_reps(int warmup, int reps, const std::function<void(int)>& body) {
       ms[size_t(i)] = t;
     }
   } catch (...) {
-    for (int i = 0; i < reps; ++i) cudaEventDestroy(start[size_t(i)]), cudaEventDestroy(stop[size_t(i)]);
+    for (int i = 0; i < reps; ++i)
+      cudaEventDestroy(start[size_t(i)]), cudaEventDestroy(stop[size_t(i)]);
     throw;
   }
-  for (int i = 0; i < reps; ++i) cudaEventDestroy(start[size_t(i)]), cudaEventDestroy(stop[size_t(i)]);
+  for (int i = 0; i < reps; ++i)
+    cudaEventDestroy(start[size_t(i)]), cudaEventDestroy(stop[size_t(i)]);
   std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, size_t(std::llround(q * double(ms.size() - 1))))]; };
+  auto at = [&](double q) {
+    return ms[std::min(ms.size() - 1, size_t(std::llround(q * double(ms.size() - 1))))];
+  };
   Timing t;
   t.median_ms = at(0.5), t.p10_ms = at(0.1), t.p90_ms = at(0.9), t.min_ms = ms.front();
   t.reps = reps;
@@ -140,18 +147,21 @@ cublasLtMatrixLayout_t layout(cudaDataType_t type, int64_t rows, int64_t cols, i
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, uint64_t(rows), uint64_t(cols), ld));
   if (batch > 1) {
     int32_t count = batch;
-    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
-    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                  sizeof(count)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                  &stride, sizeof(stride)));
   }
   return l;
 }
 
 }  // namespace
 
-void lt_matmul(void* C, bool c_bf16, const void* A, const void* B, int64_t M, int64_t N,
-               int64_t K, bool trans_a, bool trans_b, int batch, int64_t stride_a,
-               int64_t stride_b, int64_t stride_c, float alpha) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, int, int64_t, int64_t, int64_t>;
+void lt_matmul(void* C, bool c_bf16, const void* A, const void* B, int64_t M, int64_t N, int64_t K,
+               bool trans_a, bool trans_b, int batch, int64_t stride_a, int64_t stride_b,
+               int64_t stride_c, float alpha) {
+  using Key =
+      std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, int, int64_t, int64_t, int64_t>;
   static std::map<Key, LtPlan> plans;
   auto& ctx = kernels::cuda::context();
   cublasLtHandle_t lt = ctx.lt();
@@ -162,28 +172,36 @@ void lt_matmul(void* C, bool c_bf16, const void* A, const void* B, int64_t M, in
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t tb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    p.a = trans_b ? layout(CUDA_R_16BF, K, N, K, batch, stride_b) : layout(CUDA_R_16BF, N, K, N, batch, stride_b);
-    p.b = trans_a ? layout(CUDA_R_16BF, M, K, M, batch, stride_a) : layout(CUDA_R_16BF, K, M, K, batch, stride_a);
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    p.a = trans_b ? layout(CUDA_R_16BF, K, N, K, batch, stride_b)
+                  : layout(CUDA_R_16BF, N, K, N, batch, stride_b);
+    p.b = trans_a ? layout(CUDA_R_16BF, M, K, M, batch, stride_a)
+                  : layout(CUDA_R_16BF, K, M, K, batch, stride_a);
     p.c = layout(c_bf16 ? CUDA_R_16BF : CUDA_R_32F, N, M, N, batch, stride_c);
     cublasLtMatmulPreference_t pref = nullptr;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = kernels::cuda::Context::kLtWorkspaceBytes;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(lt, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     CUBLAS_CHECK(st);
-    DINO_CHECK(found > 0, "[bench] cuBLASLt has no algorithm for M=", M, " N=", N, " K=", K, " batch ", batch);
+    DINO_CHECK(found > 0, "[bench] cuBLASLt has no algorithm for M=", M, " N=", N, " K=", K,
+               " batch ", batch);
     p.algo = result.algo;
     it = plans.emplace(key, p).first;
   }
   const LtPlan& p = it->second;
   const float beta = 0.f;
   CUBLAS_CHECK(cublasLtMatmul(lt, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo,
-                              ctx.lt_workspace(), kernels::cuda::Context::kLtWorkspaceBytes, ctx.stream));
+                              ctx.lt_workspace(), kernels::cuda::Context::kLtWorkspaceBytes,
+                              ctx.stream));
 }
 
 // ---- ceilings ------------------------------------------------------------------------------
@@ -222,12 +240,15 @@ Ceilings measure_ceilings(const Options& opt) {
 double rel_diff(const void* a, bool a_bf16, const void* b, bool b_bf16, int64_t n) {
   constexpr int kMaxBlocks = 2048;
   DeviceBuffer partial(size_t(3 * kMaxBlocks) * sizeof(double));
-  const int blocks = composite::diff_partials(partial.as<double>(), kMaxBlocks, a, a_bf16, b, b_bf16, n, stream());
+  const int blocks =
+      composite::diff_partials(partial.as<double>(), kMaxBlocks, a, a_bf16, b, b_bf16, n, stream());
   std::vector<double> host(size_t(3 * blocks));
-  CUDA_CHECK(cudaMemcpyAsync(host.data(), partial.as(), host.size() * sizeof(double), cudaMemcpyDeviceToHost, stream()));
+  CUDA_CHECK(cudaMemcpyAsync(host.data(), partial.as(), host.size() * sizeof(double),
+                             cudaMemcpyDeviceToHost, stream()));
   CUDA_CHECK(cudaStreamSynchronize(stream()));
   double d2 = 0, r2 = 0, bad = 0;
-  for (int i = 0; i < blocks; ++i) d2 += host[size_t(3 * i)], r2 += host[size_t(3 * i + 1)], bad += host[size_t(3 * i + 2)];
+  for (int i = 0; i < blocks; ++i)
+    d2 += host[size_t(3 * i)], r2 += host[size_t(3 * i + 1)], bad += host[size_t(3 * i + 2)];
   if (bad > 0) return NAN;
   return std::sqrt(d2 / (r2 > 0 ? r2 : 1e-300));
 }
@@ -240,10 +261,19 @@ json measurement(const std::string& bench, const std::string& shape, const std::
   const double t_flop = c.gemm_tflops > 0 ? w.flops / (c.gemm_tflops * 1e12) : 0;
   const double t_byte = c.copy_gbps > 0 ? w.bytes / (c.copy_gbps * 1e9) : 0;
   const double floor_s = std::max(t_flop, t_byte);
-  json r{{"bench", bench}, {"shape", shape}, {"pass", pass}, {"impl", impl},
-         {"median_ms", t.median_ms}, {"p10_ms", t.p10_ms}, {"p90_ms", t.p90_ms},
-         {"min_ms", t.min_ms}, {"reps", t.reps}, {"flops", w.flops}, {"bytes", w.bytes},
-         {"tflops", w.flops / s / 1e12}, {"gbps", w.bytes / s / 1e9}};
+  json r{{"bench", bench},
+         {"shape", shape},
+         {"pass", pass},
+         {"impl", impl},
+         {"median_ms", t.median_ms},
+         {"p10_ms", t.p10_ms},
+         {"p90_ms", t.p90_ms},
+         {"min_ms", t.min_ms},
+         {"reps", t.reps},
+         {"flops", w.flops},
+         {"bytes", w.bytes},
+         {"tflops", w.flops / s / 1e12},
+         {"gbps", w.bytes / s / 1e9}};
   if (c.gemm_tflops > 0 && c.copy_gbps > 0) {  // measured (not --no-ceilings)
     r["flop_floor_ms"] = t_flop * 1e3;
     r["byte_floor_ms"] = t_byte * 1e3;
@@ -278,8 +308,8 @@ void Report::add_ratios() {
 }
 
 void Report::print_table() const {
-  std::printf("\n%-12s %-30s %-9s %-15s %9s %8s %8s %7s %6s %9s %s\n", bench_.c_str(), "shape", "pass",
-              "impl", "median_ms", "TFLOP/s", "GB/s", "%floor", "bound", "ours_x", "check");
+  std::printf("\n%-12s %-30s %-9s %-15s %9s %8s %8s %7s %6s %9s %s\n", bench_.c_str(), "shape",
+              "pass", "impl", "median_ms", "TFLOP/s", "GB/s", "%floor", "bound", "ours_x", "check");
   for (const json& r : rows_) {
     if (r.contains("error")) {
       std::printf("%-12s %-30s %-9s %-15s  unavailable: %s\n", "", r.value("shape", "").c_str(),
@@ -290,15 +320,18 @@ void Report::print_table() const {
     // ours_x: this implementation's time over ours (> 1: ours is faster)
     double ours_ms = 0;
     for (const json& o : rows_)
-      if (o.value("impl", "") == "ours" && o.contains("median_ms") && o["shape"] == r["shape"] && o["pass"] == r["pass"])
+      if (o.value("impl", "") == "ours" && o.contains("median_ms") && o["shape"] == r["shape"] &&
+          o["pass"] == r["pass"])
         ours_ms = o["median_ms"].get<double>();
     char ratio[32] = "-";
-    if (ours_ms > 0) std::snprintf(ratio, sizeof(ratio), "%.2f", r["median_ms"].get<double>() / ours_ms);
+    if (ours_ms > 0)
+      std::snprintf(ratio, sizeof(ratio), "%.2f", r["median_ms"].get<double>() / ours_ms);
     std::string check = "-";
     if (r.contains("rel_diff")) {
       char b[64];
       if (r["rel_diff"].is_number())
-        std::snprintf(b, sizeof(b), "%.1e vs %s", r["rel_diff"].get<double>(), r.value("check_ref", "").c_str());
+        std::snprintf(b, sizeof(b), "%.1e vs %s", r["rel_diff"].get<double>(),
+                      r.value("check_ref", "").c_str());
       else
         std::snprintf(b, sizeof(b), "NON-FINITE vs %s", r.value("check_ref", "").c_str());
       check = b;
@@ -306,11 +339,13 @@ void Report::print_table() const {
       check = "check failed: " + r["check_error"].get<std::string>().substr(0, 60);
     }
     char floor_pct[16] = "-";
-    if (r.contains("pct_of_floor")) std::snprintf(floor_pct, sizeof(floor_pct), "%.1f%%", r["pct_of_floor"].get<double>());
+    if (r.contains("pct_of_floor"))
+      std::snprintf(floor_pct, sizeof(floor_pct), "%.1f%%", r["pct_of_floor"].get<double>());
     std::printf("%-12s %-30s %-9s %-15s %9.4f %8.1f %8.0f %7s %6s %9s %s\n", "",
-                r.value("shape", "").c_str(), r.value("pass", "").c_str(), r.value("impl", "").c_str(),
-                r["median_ms"].get<double>(), r["tflops"].get<double>(), r["gbps"].get<double>(),
-                floor_pct, r.value("bound", "-").c_str(), ratio, check.c_str());
+                r.value("shape", "").c_str(), r.value("pass", "").c_str(),
+                r.value("impl", "").c_str(), r["median_ms"].get<double>(),
+                r["tflops"].get<double>(), r["gbps"].get<double>(), floor_pct,
+                r.value("bound", "-").c_str(), ratio, check.c_str());
   }
   std::fflush(stdout);
 }

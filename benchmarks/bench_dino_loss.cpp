@@ -44,7 +44,8 @@ std::vector<Shape> shapes_for(const Options& opt) {
     std::istringstream in(c);
     DINO_CHECK((in >> x.G >> sep >> x.V >> sep >> x.B >> sep >> x.K) && x.G >= 1 && x.V > x.G - 1 &&
                    x.G * x.V - x.G > 0 && x.B > 0 && x.K > 0,
-               "[bench] dino-loss --shape wants G,V,B,K with G >= 1, V >= G, G*V > G; got '", c, "'");
+               "[bench] dino-loss --shape wants G,V,B,K with G >= 1, V >= G, G*V > G; got '", c,
+               "'");
     s.push_back(x);
   }
   DINO_CHECK(!s.empty(), "[bench] dino-loss: no shapes for --shapes '", opt.shapes, "' (vit, all)");
@@ -83,7 +84,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       colsum(size_t(4 * K)), q(size_t(4 * tn)), logp(size_t(4 * sn)), dlogp(size_t(4 * sn)),
       partial(size_t(4 * pairs * B)), c_loss(4), c_ds(size_t(4 * sn)), c_colsum(size_t(4 * K));
   fill_uniform_f32(center0.as<float>(), K, 900, -0.1f, 0.1f);
-  CUDA_CHECK(cudaMemcpyAsync(center.as(), center0.as(), size_t(4 * K), cudaMemcpyDeviceToDevice, s));
+  CUDA_CHECK(
+      cudaMemcpyAsync(center.as(), center0.as(), size_t(4 * K), cudaMemcpyDeviceToDevice, s));
   const Work work{0, 4.0 * double(sn + tn + K) + 4.0 * double(sn + K)};
 
   auto ours = [&](const Set& x, float* l, float* d, float* cs) {
@@ -91,7 +93,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
                                    center.as<float>(), G, V, B, K, kTauS, kTauT, s);
   };
   auto composite_loss = [&](const Set& x, float* l, float* d, float* cs) {
-    composite::dl_teacher_softmax(q.as<float>(), x.teacher.as<float>(), center.as<float>(), G * B, K, kTauT, s);
+    composite::dl_teacher_softmax(q.as<float>(), x.teacher.as<float>(), center.as<float>(), G * B,
+                                  K, kTauT, s);
     composite::dl_colsum(cs, x.teacher.as<float>(), G * B, K, s);
     composite::dl_log_softmax(logp.as<float>(), x.student.as<float>(), V * B, K, kTauS, s);
     composite::dl_pair_dots(partial.as<float>(), q.as<float>(), logp.as<float>(), G, V, B, K, s);
@@ -107,7 +110,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       composite_loss(sets[0], c_loss.as<float>(), c_ds.as<float>(), c_colsum.as<float>());
       ours(sets[0], loss.as<float>(), ds.as<float>(), colsum.as<float>());
       const float lo = read_scalar(loss), lc = read_scalar(c_loss);
-      ck = {{"loss_ours", lo}, {"loss_composite", lc},
+      ck = {{"loss_ours", lo},
+            {"loss_composite", lc},
             {"rel_diff_loss", std::fabs(double(lo) - lc) / std::max(1e-30, std::fabs(double(lc)))},
             {"rel_diff", rel_diff(ds.as(), false, c_ds.as(), false, sn)},
             {"rel_diff_colsum", rel_diff(colsum.as(), false, c_colsum.as(), false, K)}};
@@ -132,14 +136,23 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       report.add(error_row("dino-loss", shape, "forward+backward", impl, e.what()));
     }
   };
-  add("ours", [&](int i) {
-    ours(set_of(i), loss.as<float>(), ds.as<float>(), colsum.as<float>());
-    kc::dino_center_update(center.as<float>(), colsum.as<float>(), int64_t(G) * B, K, kMomentum, s);
-  }, json{{"note", "dino_loss_forward_backward + dino_center_update"}});
-  add("composite", [&](int i) {
-    composite_loss(set_of(i), loss.as<float>(), ds.as<float>(), colsum.as<float>());
-    composite::dl_center_update(center.as<float>(), colsum.as<float>(), G * B, K, kMomentum, s);
-  }, json{{"note", "8 launches: softmax, colsum, log-softmax, pair dots, loss, dlogp, log-softmax backward, center"}});
+  add(
+      "ours",
+      [&](int i) {
+        ours(set_of(i), loss.as<float>(), ds.as<float>(), colsum.as<float>());
+        kc::dino_center_update(center.as<float>(), colsum.as<float>(), int64_t(G) * B, K, kMomentum,
+                               s);
+      },
+      json{{"note", "dino_loss_forward_backward + dino_center_update"}});
+  add(
+      "composite",
+      [&](int i) {
+        composite_loss(set_of(i), loss.as<float>(), ds.as<float>(), colsum.as<float>());
+        composite::dl_center_update(center.as<float>(), colsum.as<float>(), G * B, K, kMomentum, s);
+      },
+      json{{"note",
+            "8 launches: softmax, colsum, log-softmax, pair dots, loss, dlogp, log-softmax "
+            "backward, center"}});
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
@@ -153,7 +166,8 @@ json bench_dino_loss(const Options& opt) {
   Report report("dino-loss");
   for (const Shape& sh : shapes) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {
-      report.add(error_row("dino-loss", sh.str(), "forward+backward", "all", "skipped: past --budget"));
+      report.add(
+          error_row("dino-loss", sh.str(), "forward+backward", "all", "skipped: past --budget"));
       continue;
     }
     try {

@@ -3,8 +3,8 @@
 // (benchmarks/bench_common.cpp: heuristic's first algorithm, no epilogue), each pass of a
 // Linear layer: forward y = x W^T + b (bf16 out, bias epilogue; the last layer fp32 logits, no
 // bias), input gradient dx = dy W, weight gradient dW = dy^T x with db (fp32 out; db from our
-// column-sum kernels; the last layer has no bias, so no db). Rows: 64 x 197 tokens (one 224-px view of a batch of 64) for the blocks, 64 x 10
-// crops for the head.
+// column-sum kernels; the last layer has no bias, so no db). Rows: 64 x 197 tokens (one 224-px view
+// of a batch of 64) for the blocks, 64 x 10 crops for the head.
 //
 // FLOPs 2·rows·in·out per product. Minimum bytes: the two operands once, the output once (and
 // the bias or its gradient). Operands rotate over enough sets to stream from memory.
@@ -36,7 +36,8 @@ std::vector<Layer> layers_for(const Options& opt) {
   std::vector<Layer> s;
   // The op table's GEMM cases of the set (testing/op_cases_linear.cpp): rows, in, out; a
   // Linear with its bias, or the head's last layer (weight_norm_linear: no bias, f32 logits).
-  for (const testing::OpCase* c : testing::bench_cases({"linear", "weight_norm_linear"}, opt.shapes)) {
+  for (const testing::OpCase* c :
+       testing::bench_cases({"linear", "weight_norm_linear"}, opt.shapes)) {
     const bool last = c->op == "weight_norm_linear";
     s.push_back({c->label, c->dims[0], c->dims[1], c->dims[2], !last, last});
   }
@@ -85,18 +86,27 @@ void run_layer(const Layer& L, const Options& opt, const Ceilings& c, Report& re
   auto ours_fwd = [&](const Set& x, void* out, bool epilogue) {
     const bool with_bias = epilogue && L.bias;
     kc::gemm(out, !L.logits_f32, x.x.as<bf16>(), x.w.as<bf16>(), with_bias ? bias.as() : nullptr,
-             with_bias ? kc::GemmEpilogue::bias : kc::GemmEpilogue::none, R, O, I, false, true, 1, 0, 0, 0, s);
+             with_bias ? kc::GemmEpilogue::bias : kc::GemmEpilogue::none, R, O, I, false, true, 1,
+             0, 0, 0, s);
   };
   auto ours_dgrad = [&](const Set& x, void* out) {
-    kc::gemm(out, true, x.dy.as<bf16>(), x.w.as<bf16>(), nullptr, kc::GemmEpilogue::none, R, I, O, false, false, 1, 0, 0, 0, s);
+    kc::gemm(out, true, x.dy.as<bf16>(), x.w.as<bf16>(), nullptr, kc::GemmEpilogue::none, R, I, O,
+             false, false, 1, 0, 0, 0, s);
   };
   auto ours_wgrad = [&](const Set& x, void* out, bool epilogue) {
     kc::gemm(out, false, x.dy.as<bf16>(), x.x.as<bf16>(), epilogue ? db.as() : nullptr,
-             epilogue ? kc::GemmEpilogue::bias_grad : kc::GemmEpilogue::none, O, I, R, true, false, 1, 0, 0, 0, s);
+             epilogue ? kc::GemmEpilogue::bias_grad : kc::GemmEpilogue::none, O, I, R, true, false,
+             1, 0, 0, 0, s);
   };
-  auto plain_fwd = [&](const Set& x, void* out) { lt_matmul(out, !L.logits_f32, x.x.as(), x.w.as(), R, O, I, false, true, 1, 0, 0, 0, 1.f); };
-  auto plain_dgrad = [&](const Set& x, void* out) { lt_matmul(out, true, x.dy.as(), x.w.as(), R, I, O, false, false, 1, 0, 0, 0, 1.f); };
-  auto plain_wgrad = [&](const Set& x, void* out) { lt_matmul(out, false, x.dy.as(), x.x.as(), O, I, R, true, false, 1, 0, 0, 0, 1.f); };
+  auto plain_fwd = [&](const Set& x, void* out) {
+    lt_matmul(out, !L.logits_f32, x.x.as(), x.w.as(), R, O, I, false, true, 1, 0, 0, 0, 1.f);
+  };
+  auto plain_dgrad = [&](const Set& x, void* out) {
+    lt_matmul(out, true, x.dy.as(), x.w.as(), R, I, O, false, false, 1, 0, 0, 0, 1.f);
+  };
+  auto plain_wgrad = [&](const Set& x, void* out) {
+    lt_matmul(out, false, x.dy.as(), x.x.as(), O, I, R, true, false, 1, 0, 0, 0, 1.f);
+  };
 
   // Cross-check: our wrapper without epilogues against the plain call, on set 0.
   json ck;
@@ -116,28 +126,37 @@ void run_layer(const Layer& L, const Options& opt, const Ceilings& c, Report& re
     }
   }
 
-  auto add = [&](const char* pass, const char* impl, const std::function<void(int)>& body, const Work& w,
-                 const char* note) {
+  auto add = [&](const char* pass, const char* impl, const std::function<void(int)>& body,
+                 const Work& w, const char* note) {
     try {
       const Timing t = time_reps(opt.warmup, opt.reps, body);
       json row = measurement("gemm", shape, pass, impl, t, w, c);
-      row["layer"] = L.name, row["rows"] = R, row["in"] = I, row["out"] = O, row["input_sets"] = nsets;
+      row["layer"] = L.name, row["rows"] = R, row["in"] = I, row["out"] = O,
+      row["input_sets"] = nsets;
       row["note"] = note;
-      if (std::string(impl) == "ours" && ck.contains(pass)) row["rel_diff"] = ck[pass], row["check_ref"] = "cublaslt (no epilogue)";
+      if (std::string(impl) == "ours" && ck.contains(pass))
+        row["rel_diff"] = ck[pass], row["check_ref"] = "cublaslt (no epilogue)";
       if (std::string(impl) == "ours" && ck.contains("error")) row["check_error"] = ck["error"];
       report.add(row);
     } catch (const std::exception& e) {
       report.add(error_row("gemm", shape, pass, impl, e.what()));
     }
   };
-  add("forward", "ours", [&](int i) { ours_fwd(set_of(i), y.as(), true); }, fwd,
+  add(
+      "forward", "ours", [&](int i) { ours_fwd(set_of(i), y.as(), true); }, fwd,
       L.bias ? "bias epilogue, bf16 out" : "fp32 logits, no bias");
-  add("forward", "cublaslt", [&](int i) { plain_fwd(set_of(i), y2.as()); }, fwd, "no epilogue");
-  add("dgrad", "ours", [&](int i) { ours_dgrad(set_of(i), dx.as()); }, dgrad, "bf16 out");
-  add("dgrad", "cublaslt", [&](int i) { plain_dgrad(set_of(i), dx2.as()); }, dgrad, "bf16 out");
-  add("wgrad", "ours", [&](int i) { ours_wgrad(set_of(i), dw.as(), L.bias); }, wgrad,
+  add(
+      "forward", "cublaslt", [&](int i) { plain_fwd(set_of(i), y2.as()); }, fwd, "no epilogue");
+  add(
+      "dgrad", "ours", [&](int i) { ours_dgrad(set_of(i), dx.as()); }, dgrad, "bf16 out");
+  add(
+      "dgrad", "cublaslt", [&](int i) { plain_dgrad(set_of(i), dx2.as()); }, dgrad, "bf16 out");
+  add(
+      "wgrad", "ours", [&](int i) { ours_wgrad(set_of(i), dw.as(), L.bias); }, wgrad,
       L.bias ? "fp32 dW + bias gradient (column-sum kernels)" : "fp32 dW, no bias");
-  add("wgrad", "cublaslt", [&](int i) { plain_wgrad(set_of(i), dw2.as()); }, wgrad, "fp32 dW, no epilogue");
+  add(
+      "wgrad", "cublaslt", [&](int i) { plain_wgrad(set_of(i), dw2.as()); }, wgrad,
+      "fp32 dW, no epilogue");
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
 

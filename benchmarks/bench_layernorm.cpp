@@ -44,7 +44,8 @@ std::vector<Shape> shapes_for(const Options& opt) {
     Shape x{0, 0, "custom"};
     char sep;
     std::istringstream in(c);
-    DINO_CHECK((in >> x.N >> sep >> x.C) && x.N > 0 && x.C > 0, "[bench] layernorm --shape wants N,C, got '", c, "'");
+    DINO_CHECK((in >> x.N >> sep >> x.C) && x.N > 0 && x.C > 0,
+               "[bench] layernorm --shape wants N,C, got '", c, "'");
     s.push_back(x);
   }
   DINO_CHECK(!s.empty(), "[bench] layernorm: no shapes for --shapes '", opt.shapes, "' (vit, all)");
@@ -94,11 +95,17 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       cdw(size_t(4 * C)), cdb(size_t(4 * C)), m2(size_t(4 * N)), r2(size_t(4 * N));
   if (opt.check) {
     composite::ln_stats(cmean.as<float>(), crstd.as<float>(), s0.x.as<float>(), N, C, kEps, s);
-    composite::ln_normalize(cy.as(), s0.x.as<float>(), cmean.as<float>(), crstd.as<float>(), w.as<float>(), b.as<float>(), N, C, s);
-    composite::ln_backward_rowsums(sums.as<float>(), s0.dout.as(), s0.x.as<float>(), cmean.as<float>(), crstd.as<float>(), w.as<float>(), N, C, s);
-    composite::ln_backward_dx(cdx.as<float>(), s0.dout.as(), s0.x.as<float>(), cmean.as<float>(), crstd.as<float>(), w.as<float>(), sums.as<float>(), N, C, s);
-    composite::ln_backward_params(cdw.as<float>(), cdb.as<float>(), partial.as<float>(), s0.dout.as(), s0.x.as<float>(), cmean.as<float>(), crstd.as<float>(), N, C, s);
-    auto check = [&](const char* impl, const std::function<void()>& f, const std::function<void()>& g) {
+    composite::ln_normalize(cy.as(), s0.x.as<float>(), cmean.as<float>(), crstd.as<float>(),
+                            w.as<float>(), b.as<float>(), N, C, s);
+    composite::ln_backward_rowsums(sums.as<float>(), s0.dout.as(), s0.x.as<float>(),
+                                   cmean.as<float>(), crstd.as<float>(), w.as<float>(), N, C, s);
+    composite::ln_backward_dx(cdx.as<float>(), s0.dout.as(), s0.x.as<float>(), cmean.as<float>(),
+                              crstd.as<float>(), w.as<float>(), sums.as<float>(), N, C, s);
+    composite::ln_backward_params(cdw.as<float>(), cdb.as<float>(), partial.as<float>(),
+                                  s0.dout.as(), s0.x.as<float>(), cmean.as<float>(),
+                                  crstd.as<float>(), N, C, s);
+    auto check = [&](const char* impl, const std::function<void()>& f,
+                     const std::function<void()>& g) {
       try {
         f();
         checks[impl]["forward"] = rel_diff(y.as(), true, cy.as(), true, nc);
@@ -112,17 +119,29 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         checks[impl]["error"] = e.what();
       }
     };
-    check("ours", [&] {
-      kc::layernorm_forward(y.as<bf16>(), m2.as<float>(), r2.as<float>(), s0.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
-    }, [&] {
-      kc::layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), s0.dout.as<bf16>(), s0.x.as<float>(), m2.as<float>(), r2.as<float>(), w.as<float>(), N, C, s);
-    });
+    check(
+        "ours",
+        [&] {
+          kc::layernorm_forward(y.as<bf16>(), m2.as<float>(), r2.as<float>(), s0.x.as<float>(),
+                                w.as<float>(), b.as<float>(), N, C, kEps, s);
+        },
+        [&] {
+          kc::layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), s0.dout.as<bf16>(),
+                                 s0.x.as<float>(), m2.as<float>(), r2.as<float>(), w.as<float>(), N,
+                                 C, s);
+        });
     if (cudnn_available()) {
-      check("cudnn", [&] {
-        cudnn_layernorm_forward(y.as<bf16>(), m2.as<float>(), r2.as<float>(), s0.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
-      }, [&] {
-        cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), s0.dout.as<bf16>(), s0.x.as<float>(), m2.as<float>(), r2.as<float>(), w.as<float>(), N, C, s);
-      });
+      check(
+          "cudnn",
+          [&] {
+            cudnn_layernorm_forward(y.as<bf16>(), m2.as<float>(), r2.as<float>(), s0.x.as<float>(),
+                                    w.as<float>(), b.as<float>(), N, C, kEps, s);
+          },
+          [&] {
+            cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(),
+                                     s0.dout.as<bf16>(), s0.x.as<float>(), m2.as<float>(),
+                                     r2.as<float>(), w.as<float>(), N, C, s);
+          });
     }
     CUDA_CHECK(cudaStreamSynchronize(s));
   }
@@ -139,7 +158,8 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         const json& ck = checks[impl];
         if (ck.contains(key)) row["rel_diff"] = ck[key], row["check_ref"] = "composite";
         for (const char* k : {"mean", "rstd", "dweight", "dbias"})
-          if (ck.contains(k) && ((key == "forward") == (std::string(k) == "mean" || std::string(k) == "rstd")))
+          if (ck.contains(k) &&
+              ((key == "forward") == (std::string(k) == "mean" || std::string(k) == "rstd")))
             row[std::string("rel_diff_") + k] = ck[k];
         if (ck.contains("error")) row["check_error"] = ck["error"];
       }
@@ -151,20 +171,32 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   };
 
   // ---- ours ------------------------------------------------------------------------------------
-  add("forward", "ours", [&](int i) {
-    Set& x = set_of(i);
-    kc::layernorm_forward(y.as<bf16>(), x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
-  }, fwd, json::object());
-  add("forward-residual", "ours", [&](int i) {
-    Set& x = set_of(i);
-    kc::residual_layernorm_forward(x_out.as<float>(), y.as<bf16>(), x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(),
-                                   x.dout.as<bf16>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
-  }, res, json{{"note", "x_out = x + branch (bf16), y = LN(x_out)"}});
-  add("backward", "ours", [&](int i) {
-    Set& x = set_of(i);
-    kc::layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), x.dout.as<bf16>(), x.x.as<float>(),
-                           x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C, s);
-  }, bwd, json::object());
+  add(
+      "forward", "ours",
+      [&](int i) {
+        Set& x = set_of(i);
+        kc::layernorm_forward(y.as<bf16>(), x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(),
+                              w.as<float>(), b.as<float>(), N, C, kEps, s);
+      },
+      fwd, json::object());
+  add(
+      "forward-residual", "ours",
+      [&](int i) {
+        Set& x = set_of(i);
+        kc::residual_layernorm_forward(x_out.as<float>(), y.as<bf16>(), x.mean.as<float>(),
+                                       x.rstd.as<float>(), x.x.as<float>(), x.dout.as<bf16>(),
+                                       w.as<float>(), b.as<float>(), N, C, kEps, s);
+      },
+      res, json{{"note", "x_out = x + branch (bf16), y = LN(x_out)"}});
+  add(
+      "backward", "ours",
+      [&](int i) {
+        Set& x = set_of(i);
+        kc::layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), x.dout.as<bf16>(),
+                               x.x.as<float>(), x.mean.as<float>(), x.rstd.as<float>(),
+                               w.as<float>(), N, C, s);
+      },
+      bwd, json::object());
 
   // ---- cuDNN: the mixed form first, else all-f32 activations ------------------------------------
   if (!cudnn_available()) {
@@ -179,16 +211,21 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       auto run = [&](int i) {
         Set& x = set_of(i);
         if (!backward && mixed)
-          cudnn_layernorm_forward(y.as<bf16>(), x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
+          cudnn_layernorm_forward(y.as<bf16>(), x.mean.as<float>(), x.rstd.as<float>(),
+                                  x.x.as<float>(), w.as<float>(), b.as<float>(), N, C, kEps, s);
         else if (!backward)
-          cudnn_layernorm_forward_io(y32.as(), CudnnIo::f32, x.mean.as<float>(), x.rstd.as<float>(), x.x.as(), CudnnIo::f32,
-                                         w.as<float>(), b.as<float>(), N, C, kEps, s);
+          cudnn_layernorm_forward_io(y32.as(), CudnnIo::f32, x.mean.as<float>(), x.rstd.as<float>(),
+                                     x.x.as(), CudnnIo::f32, w.as<float>(), b.as<float>(), N, C,
+                                     kEps, s);
         else if (mixed)
-          cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(), x.dout.as<bf16>(), x.x.as<float>(),
-                                       x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C, s);
+          cudnn_layernorm_backward(dx.as<float>(), dw.as<float>(), db.as<float>(),
+                                   x.dout.as<bf16>(), x.x.as<float>(), x.mean.as<float>(),
+                                   x.rstd.as<float>(), w.as<float>(), N, C, s);
         else
-          cudnn_layernorm_backward_io(dx.as(), CudnnIo::f32, dw.as<float>(), db.as<float>(), x.dout_f32.as(), CudnnIo::f32,
-                                          x.x.as(), CudnnIo::f32, x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C, s);
+          cudnn_layernorm_backward_io(dx.as(), CudnnIo::f32, dw.as<float>(), db.as<float>(),
+                                      x.dout_f32.as(), CudnnIo::f32, x.x.as(), CudnnIo::f32,
+                                      x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C,
+                                      s);
       };
       try {
         run(0);  // builds (and caches) the plan outside the timing
@@ -206,14 +243,18 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
           }
           run(0);
         } catch (const std::exception& e2) {
-          report.add(error_row("layernorm", shape, pass, "cudnn", str_cat(why, "; all-f32: ", e2.what())));
+          report.add(
+              error_row("layernorm", shape, pass, "cudnn", str_cat(why, "; all-f32: ", e2.what())));
           continue;
         }
       }
       const CudnnPlanInfo p = cudnn_last_plan();
-      json extra{{"cudnn_version", cudnn_version()}, {"engine", p.engine},
-                 {"workspace_bytes", p.workspace_bytes}, {"plan_build_s", p.build_seconds},
-                 {"io", mixed ? "as ours (x f32, y/dy bf16, dx f32)" : "all f32 (no engine for the mixed form)"}};
+      json extra{{"cudnn_version", cudnn_version()},
+                 {"engine", p.engine},
+                 {"workspace_bytes", p.workspace_bytes},
+                 {"plan_build_s", p.build_seconds},
+                 {"io", mixed ? "as ours (x f32, y/dy bf16, dx f32)"
+                              : "all f32 (no engine for the mixed form)"}};
       if (!mixed) extra["mixed_form_error"] = why.substr(0, 300);
       Work w2 = backward ? bwd : fwd;
       if (!mixed) w2.bytes += 2 * nd;  // y, or dy, in f32
@@ -222,18 +263,29 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   }
 
   // ---- composite -----------------------------------------------------------------------------
-  add("forward", "composite", [&](int i) {
-    Set& x = set_of(i);
-    composite::ln_stats(x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(), N, C, kEps, s);
-    composite::ln_normalize(y.as(), x.x.as<float>(), x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), b.as<float>(), N, C, s);
-  }, fwd, json{{"note", "stats kernel + normalise kernel"}});
-  add("backward", "composite", [&](int i) {
-    Set& x = set_of(i);
-    composite::ln_backward_rowsums(sums.as<float>(), x.dout.as(), x.x.as<float>(), x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C, s);
-    composite::ln_backward_dx(dx.as<float>(), x.dout.as(), x.x.as<float>(), x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), sums.as<float>(), N, C, s);
-    composite::ln_backward_params(dw.as<float>(), db.as<float>(), partial.as<float>(), x.dout.as(), x.x.as<float>(),
-                                  x.mean.as<float>(), x.rstd.as<float>(), N, C, s);
-  }, bwd, json{{"note", "row sums + dx + column partials and their reduction"}});
+  add(
+      "forward", "composite",
+      [&](int i) {
+        Set& x = set_of(i);
+        composite::ln_stats(x.mean.as<float>(), x.rstd.as<float>(), x.x.as<float>(), N, C, kEps, s);
+        composite::ln_normalize(y.as(), x.x.as<float>(), x.mean.as<float>(), x.rstd.as<float>(),
+                                w.as<float>(), b.as<float>(), N, C, s);
+      },
+      fwd, json{{"note", "stats kernel + normalise kernel"}});
+  add(
+      "backward", "composite",
+      [&](int i) {
+        Set& x = set_of(i);
+        composite::ln_backward_rowsums(sums.as<float>(), x.dout.as(), x.x.as<float>(),
+                                       x.mean.as<float>(), x.rstd.as<float>(), w.as<float>(), N, C,
+                                       s);
+        composite::ln_backward_dx(dx.as<float>(), x.dout.as(), x.x.as<float>(), x.mean.as<float>(),
+                                  x.rstd.as<float>(), w.as<float>(), sums.as<float>(), N, C, s);
+        composite::ln_backward_params(dw.as<float>(), db.as<float>(), partial.as<float>(),
+                                      x.dout.as(), x.x.as<float>(), x.mean.as<float>(),
+                                      x.rstd.as<float>(), N, C, s);
+      },
+      bwd, json{{"note", "row sums + dx + column partials and their reduction"}});
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
@@ -247,7 +299,8 @@ json bench_layernorm(const Options& opt) {
   Report report("layernorm");
   for (const Shape& sh : shapes) {
     if (opt.budget_s > 0 && seconds_since_start() > opt.budget_s) {
-      report.add(error_row("layernorm", sh.str(), "forward+backward", "all", "skipped: past --budget"));
+      report.add(
+          error_row("layernorm", sh.str(), "forward+backward", "all", "skipped: past --budget"));
       continue;
     }
     try {

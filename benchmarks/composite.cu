@@ -3,13 +3,12 @@
 // coalesced accesses, so the baseline is what a careful unfused implementation costs, not a
 // straw man: the attention softmax keeps a row in registers (one warp per row up to 1024
 // columns), the DINO loss rows (65,536 wide) use one block per row and an online max/sum.
-#include "benchmarks/composite.h"
-
 #include <cuda_bf16.h>
 
 #include <cfloat>
 #include <cmath>
 
+#include "benchmarks/composite.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
 
@@ -38,12 +37,14 @@ __device__ inline float uniform(uint64_t seed, int64_t i, float lo, float hi) {
 }
 
 __global__ void fill_f32_kernel(float* p, int64_t n, uint64_t seed, float lo, float hi) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
     p[i] = uniform(seed, i, lo, hi);
 }
 
 __global__ void fill_bf16_kernel(bf16* p, int64_t n, uint64_t seed, float lo, float hi) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
     p[i] = __float2bfloat16(uniform(seed, i, lo, hi));
 }
 
@@ -68,9 +69,16 @@ __device__ float block_sum(float v) {
 // (m, s): running max and sum of exp(x - m). Combines b into a.
 __device__ inline void combine(float& m, float& s, float m2, float s2) {
   if (m2 == -INFINITY) return;
-  if (m == -INFINITY) { m = m2; s = s2; return; }
-  if (m2 > m) { s = s * expf(m - m2) + s2; m = m2; }
-  else s += s2 * expf(m2 - m);
+  if (m == -INFINITY) {
+    m = m2;
+    s = s2;
+    return;
+  }
+  if (m2 > m) {
+    s = s * expf(m - m2) + s2;
+    m = m2;
+  } else
+    s += s2 * expf(m2 - m);
 }
 
 __device__ void block_max_sum(float& m, float& s) {
@@ -101,10 +109,16 @@ __device__ void block_max_sum(float& m, float& s) {
 template <bool kABf16, bool kBBf16>
 __global__ void diff_kernel(double* partial, const void* a, const void* b, int64_t n) {
   double d2 = 0, r2 = 0, bad = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float x = kABf16 ? __bfloat162float(static_cast<const bf16*>(a)[i]) : static_cast<const float*>(a)[i];
-    const float y = kBBf16 ? __bfloat162float(static_cast<const bf16*>(b)[i]) : static_cast<const float*>(b)[i];
-    if (!isfinite(x)) { bad += 1; continue; }
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float x =
+        kABf16 ? __bfloat162float(static_cast<const bf16*>(a)[i]) : static_cast<const float*>(a)[i];
+    const float y =
+        kBBf16 ? __bfloat162float(static_cast<const bf16*>(b)[i]) : static_cast<const float*>(b)[i];
+    if (!isfinite(x)) {
+      bad += 1;
+      continue;
+    }
     d2 += double(x - y) * double(x - y);
     r2 += double(y) * double(y);
   }
@@ -126,7 +140,8 @@ __global__ void heads_copy_kernel(bf16* dst, const bf16* src, int64_t row_stride
                                   int H, int Dh) {
   const int chunks = Dh / 8;
   const int64_t total = int64_t(B) * N * H * chunks;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int c = int(i % chunks);
     int64_t rest = i / chunks;
     const int h = int(rest % H);
@@ -135,8 +150,10 @@ __global__ void heads_copy_kernel(bf16* dst, const bf16* src, int64_t row_stride
     const int64_t b = rest / N;
     const int64_t tok = (b * N + n) * row_stride + int64_t(h) * Dh + c * 8;
     const int64_t head = ((b * H + h) * N + n) * Dh + c * 8;
-    if (kToHeads) *reinterpret_cast<uint4*>(dst + head) = *reinterpret_cast<const uint4*>(src + tok);
-    else *reinterpret_cast<uint4*>(dst + tok) = *reinterpret_cast<const uint4*>(src + head);
+    if (kToHeads)
+      *reinterpret_cast<uint4*>(dst + head) = *reinterpret_cast<const uint4*>(src + tok);
+    else
+      *reinterpret_cast<uint4*>(dst + tok) = *reinterpret_cast<const uint4*>(src + head);
   }
 }
 
@@ -180,7 +197,8 @@ __global__ void softmax_block_kernel(bf16* p, int L) {
 }
 
 template <int kChunks>
-__global__ void softmax_backward_warp_kernel(bf16* ds, const bf16* p, int64_t rows, int L, float scale) {
+__global__ void softmax_backward_warp_kernel(bf16* ds, const bf16* p, int64_t rows, int L,
+                                             float scale) {
   const int lane = threadIdx.x & 31;
   const int64_t row = blockIdx.x * int64_t(blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= rows) return;
@@ -205,7 +223,8 @@ __global__ void softmax_backward_block_kernel(bf16* ds, const bf16* p, int L, fl
   bf16* d = ds + int64_t(blockIdx.x) * L;
   const bf16* pr = p + int64_t(blockIdx.x) * L;
   float dot = 0;
-  for (int j = threadIdx.x; j < L; j += blockDim.x) dot += __bfloat162float(pr[j]) * __bfloat162float(d[j]);
+  for (int j = threadIdx.x; j < L; j += blockDim.x)
+    dot += __bfloat162float(pr[j]) * __bfloat162float(d[j]);
   dot = block_sum(dot);
   for (int j = threadIdx.x; j < L; j += blockDim.x) {
     const float pv = __bfloat162float(pr[j]);
@@ -231,7 +250,8 @@ __global__ void ln_stats_kernel(float* mean, float* rstd, const float* x, int N,
 __global__ void ln_normalize_kernel(bf16* y, const float* x, const float* mean, const float* rstd,
                                     const float* w, const float* b, int N, int C) {
   const int64_t n = int64_t(N) * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / C;
     const int c = int(i % C);
     y[i] = __float2bfloat16((x[i] - mean[r]) * rstd[r] * w[c] + b[c]);
@@ -259,7 +279,8 @@ __global__ void ln_dx_kernel(float* dx, const bf16* dy, const float* x, const fl
                              const float* rstd, const float* w, const float* sums, int N, int C) {
   const int64_t n = int64_t(N) * C;
   const float inv_c = 1.f / C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / C;
     const int c = int(i % C);
     const float xhat = (x[i] - mean[r]) * rstd[r];
@@ -286,23 +307,28 @@ __global__ void ln_params_partial_kernel(float* partial, const bf16* dy, const f
   partial[int64_t(blockIdx.y) * 2 * C + C + c] = db;
 }
 
-__global__ void ln_params_reduce_kernel(float* dw, float* db, const float* partial, int chunks, int C) {
+__global__ void ln_params_reduce_kernel(float* dw, float* db, const float* partial, int chunks,
+                                        int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float a = 0, b = 0;
-  for (int k = 0; k < chunks; ++k) a += partial[int64_t(k) * 2 * C + c], b += partial[int64_t(k) * 2 * C + C + c];
+  for (int k = 0; k < chunks; ++k)
+    a += partial[int64_t(k) * 2 * C + c], b += partial[int64_t(k) * 2 * C + C + c];
   dw[c] = a;
   db[c] = b;
 }
 
 // DINO loss: one block per 65,536-wide row
-__global__ void dl_teacher_softmax_kernel(float* q, const float* t, const float* center, int K, float inv_t) {
+__global__ void dl_teacher_softmax_kernel(float* q, const float* t, const float* center, int K,
+                                          float inv_t) {
   const int64_t off = int64_t(blockIdx.x) * K;
   float m = -INFINITY, s = 0;
-  for (int k = threadIdx.x; k < K; k += blockDim.x) combine(m, s, (t[off + k] - center[k]) * inv_t, 1.f);
+  for (int k = threadIdx.x; k < K; k += blockDim.x)
+    combine(m, s, (t[off + k] - center[k]) * inv_t, 1.f);
   block_max_sum(m, s);
   const float inv = 1.f / s;
-  for (int k = threadIdx.x; k < K; k += blockDim.x) q[off + k] = expf((t[off + k] - center[k]) * inv_t - m) * inv;
+  for (int k = threadIdx.x; k < K; k += blockDim.x)
+    q[off + k] = expf((t[off + k] - center[k]) * inv_t - m) * inv;
 }
 
 __global__ void dl_colsum_kernel(float* colsum, const float* t, int rows, int K) {
@@ -322,7 +348,8 @@ __global__ void dl_log_softmax_kernel(float* logp, const float* s_in, int K, flo
   for (int k = threadIdx.x; k < K; k += blockDim.x) logp[off + k] = s_in[off + k] * inv_t - lse;
 }
 
-__global__ void dl_pair_dots_kernel(float* partial, const float* q, const float* logp, int V, int B, int K) {
+__global__ void dl_pair_dots_kernel(float* partial, const float* q, const float* logp, int V, int B,
+                                    int K) {
   const int pair = blockIdx.x / B, b = blockIdx.x % B;
   const int g = pair / (V - 1), vi = pair % (V - 1), v = vi < g ? vi : vi + 1;
   const float* qr = q + (int64_t(g) * B + b) * K;
@@ -340,9 +367,11 @@ __global__ void dl_loss_kernel(float* loss, const float* partial, int n, float c
   if (threadIdx.x == 0) *loss = -coef * s;
 }
 
-__global__ void dl_grad_logp_kernel(float* dlogp, const float* q, int G, int V, int B, int K, float coef) {
+__global__ void dl_grad_logp_kernel(float* dlogp, const float* q, int G, int V, int B, int K,
+                                    float coef) {
   const int64_t n = int64_t(V) * B * K;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / K;
     const int k = int(i % K);
     const int v = int(row / B), b = int(row % B);
@@ -353,7 +382,8 @@ __global__ void dl_grad_logp_kernel(float* dlogp, const float* q, int G, int V, 
   }
 }
 
-__global__ void dl_log_softmax_backward_kernel(float* ds, const float* dlogp, const float* logp, int K, float inv_t) {
+__global__ void dl_log_softmax_backward_kernel(float* ds, const float* dlogp, const float* logp,
+                                               int K, float inv_t) {
   const int64_t off = int64_t(blockIdx.x) * K;
   float s = 0;
   for (int k = threadIdx.x; k < K; k += blockDim.x) s += dlogp[off + k];
@@ -362,7 +392,8 @@ __global__ void dl_log_softmax_backward_kernel(float* ds, const float* dlogp, co
     ds[off + k] = (dlogp[off + k] - expf(logp[off + k]) * s) * inv_t;
 }
 
-__global__ void dl_center_kernel(float* center, const float* colsum, int rows, int K, float momentum) {
+__global__ void dl_center_kernel(float* center, const float* colsum, int rows, int K,
+                                 float momentum) {
   const int k = blockIdx.x * blockDim.x + threadIdx.x;
   if (k < K) center[k] = momentum * center[k] + (1.f - momentum) * colsum[k] / float(rows);
 }
@@ -392,7 +423,8 @@ void fill_uniform_f32(float* p, int64_t n, uint64_t seed, float lo, float hi, cu
 }
 
 void fill_uniform_bf16(void* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t stream) {
-  fill_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<bf16*>(p), n, seed, lo, hi);
+  fill_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<bf16*>(p), n, seed,
+                                                                   lo, hi);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -400,10 +432,14 @@ int diff_partials(double* partial, int max_blocks, const void* a, bool a_bf16, c
                   bool b_bf16, int64_t n, cudaStream_t stream) {
   int blocks = grid_for(n, kThreads);
   if (blocks > max_blocks) blocks = max_blocks;
-  if (a_bf16 && b_bf16) diff_kernel<true, true><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
-  else if (a_bf16) diff_kernel<true, false><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
-  else if (b_bf16) diff_kernel<false, true><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
-  else diff_kernel<false, false><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
+  if (a_bf16 && b_bf16)
+    diff_kernel<true, true><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
+  else if (a_bf16)
+    diff_kernel<true, false><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
+  else if (b_bf16)
+    diff_kernel<false, true><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
+  else
+    diff_kernel<false, false><<<blocks, kThreads, 0, stream>>>(partial, a, b, n);
   CUDA_CHECK(cudaGetLastError());
   return blocks;
 }
@@ -427,25 +463,38 @@ void heads_to_tokens(void* dst, int64_t dst_row_stride, const void* src, int B, 
 void softmax_rows(void* p, int64_t rows, int L, cudaStream_t stream) {
   bf16* x = static_cast<bf16*>(p);
   const int warps = kThreads / 32;
-  if (L <= 64) softmax_warp_kernel<2><<<rows_grid(rows, warps), kThreads, 0, stream>>>(x, rows, L);
-  else if (L <= 256) softmax_warp_kernel<8><<<rows_grid(rows, warps), kThreads, 0, stream>>>(x, rows, L);
-  else if (L <= 1024) softmax_warp_kernel<32><<<rows_grid(rows, warps), kThreads, 0, stream>>>(x, rows, L);
-  else softmax_block_kernel<<<unsigned(rows), kThreads, 0, stream>>>(x, L);
+  if (L <= 64)
+    softmax_warp_kernel<2><<<rows_grid(rows, warps), kThreads, 0, stream>>>(x, rows, L);
+  else if (L <= 256)
+    softmax_warp_kernel<8><<<rows_grid(rows, warps), kThreads, 0, stream>>>(x, rows, L);
+  else if (L <= 1024)
+    softmax_warp_kernel<32><<<rows_grid(rows, warps), kThreads, 0, stream>>>(x, rows, L);
+  else
+    softmax_block_kernel<<<unsigned(rows), kThreads, 0, stream>>>(x, L);
   CUDA_CHECK(cudaGetLastError());
 }
 
-void softmax_rows_backward(void* ds, const void* p, int64_t rows, int L, float scale, cudaStream_t stream) {
+void softmax_rows_backward(void* ds, const void* p, int64_t rows, int L, float scale,
+                           cudaStream_t stream) {
   bf16* d = static_cast<bf16*>(ds);
   const bf16* pr = static_cast<const bf16*>(p);
   const int warps = kThreads / 32;
-  if (L <= 64) softmax_backward_warp_kernel<2><<<rows_grid(rows, warps), kThreads, 0, stream>>>(d, pr, rows, L, scale);
-  else if (L <= 256) softmax_backward_warp_kernel<8><<<rows_grid(rows, warps), kThreads, 0, stream>>>(d, pr, rows, L, scale);
-  else if (L <= 1024) softmax_backward_warp_kernel<32><<<rows_grid(rows, warps), kThreads, 0, stream>>>(d, pr, rows, L, scale);
-  else softmax_backward_block_kernel<<<unsigned(rows), kThreads, 0, stream>>>(d, pr, L, scale);
+  if (L <= 64)
+    softmax_backward_warp_kernel<2>
+        <<<rows_grid(rows, warps), kThreads, 0, stream>>>(d, pr, rows, L, scale);
+  else if (L <= 256)
+    softmax_backward_warp_kernel<8>
+        <<<rows_grid(rows, warps), kThreads, 0, stream>>>(d, pr, rows, L, scale);
+  else if (L <= 1024)
+    softmax_backward_warp_kernel<32>
+        <<<rows_grid(rows, warps), kThreads, 0, stream>>>(d, pr, rows, L, scale);
+  else
+    softmax_backward_block_kernel<<<unsigned(rows), kThreads, 0, stream>>>(d, pr, L, scale);
   CUDA_CHECK(cudaGetLastError());
 }
 
-void ln_stats(float* mean, float* rstd, const float* x, int N, int C, float eps, cudaStream_t stream) {
+void ln_stats(float* mean, float* rstd, const float* x, int N, int C, float eps,
+              cudaStream_t stream) {
   ln_stats_kernel<<<rows_grid(N, kThreads / 32), kThreads, 0, stream>>>(mean, rstd, x, N, C, eps);
   CUDA_CHECK(cudaGetLastError());
 }
@@ -464,9 +513,8 @@ void ln_backward_rowsums(float* sums, const void* dy, const float* x, const floa
   CUDA_CHECK(cudaGetLastError());
 }
 
-void ln_backward_dx(float* dx, const void* dy, const float* x, const float* mean,
-                    const float* rstd, const float* w, const float* sums, int N, int C,
-                    cudaStream_t stream) {
+void ln_backward_dx(float* dx, const void* dy, const float* x, const float* mean, const float* rstd,
+                    const float* w, const float* sums, int N, int C, cudaStream_t stream) {
   ln_dx_kernel<<<grid_for(int64_t(N) * C, kThreads), kThreads, 0, stream>>>(
       dx, static_cast<const bf16*>(dy), x, mean, rstd, w, sums, N, C);
   CUDA_CHECK(cudaGetLastError());
@@ -480,15 +528,16 @@ void ln_backward_params(float* dw, float* db, float* partial, const void* dy, co
                         const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
   const int chunks = (N + kLnChunkRows - 1) / kLnChunkRows;
   const dim3 grid((C + kLnColThreads - 1) / kLnColThreads, chunks);
-  ln_params_partial_kernel<<<grid, kLnColThreads, 0, stream>>>(partial, static_cast<const bf16*>(dy),
-                                                               x, mean, rstd, N, C);
+  ln_params_partial_kernel<<<grid, kLnColThreads, 0, stream>>>(
+      partial, static_cast<const bf16*>(dy), x, mean, rstd, N, C);
   CUDA_CHECK(cudaGetLastError());
-  ln_params_reduce_kernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dw, db, partial, chunks, C);
+  ln_params_reduce_kernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dw, db, partial,
+                                                                                  chunks, C);
   CUDA_CHECK(cudaGetLastError());
 }
 
-void dl_teacher_softmax(float* q, const float* t, const float* center, int rows, int K,
-                        float tau_t, cudaStream_t stream) {
+void dl_teacher_softmax(float* q, const float* t, const float* center, int rows, int K, float tau_t,
+                        cudaStream_t stream) {
   dl_teacher_softmax_kernel<<<rows, kThreads, 0, stream>>>(q, t, center, K, 1.f / tau_t);
   CUDA_CHECK(cudaGetLastError());
 }
@@ -498,14 +547,15 @@ void dl_colsum(float* colsum, const float* t, int rows, int K, cudaStream_t stre
   CUDA_CHECK(cudaGetLastError());
 }
 
-void dl_log_softmax(float* logp, const float* s, int rows, int K, float tau_s, cudaStream_t stream) {
+void dl_log_softmax(float* logp, const float* s, int rows, int K, float tau_s,
+                    cudaStream_t stream) {
   dl_log_softmax_kernel<<<rows, kThreads, 0, stream>>>(logp, s, K, 1.f / tau_s);
   CUDA_CHECK(cudaGetLastError());
 }
 
 void dl_pair_dots(float* partial, const float* q, const float* logp, int G, int V, int B, int K,
                   cudaStream_t stream) {
-  dl_pair_dots_kernel<<<G * (V - 1) * B, kThreads, 0, stream>>>(partial, q, logp, V, B, K);
+  dl_pair_dots_kernel<<<G*(V - 1) * B, kThreads, 0, stream>>>(partial, q, logp, V, B, K);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -516,7 +566,8 @@ void dl_loss(float* loss, const float* partial, int n, float coef, cudaStream_t 
 
 void dl_grad_logp(float* dlogp, const float* q, int G, int V, int B, int K, float coef,
                   cudaStream_t stream) {
-  dl_grad_logp_kernel<<<grid_for(int64_t(V) * B * K, kThreads), kThreads, 0, stream>>>(dlogp, q, G, V, B, K, coef);
+  dl_grad_logp_kernel<<<grid_for(int64_t(V) * B * K, kThreads), kThreads, 0, stream>>>(
+      dlogp, q, G, V, B, K, coef);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -528,7 +579,8 @@ void dl_log_softmax_backward(float* ds, const float* dlogp, const float* logp, i
 
 void dl_center_update(float* center, const float* colsum, int rows, int K, float momentum,
                       cudaStream_t stream) {
-  dl_center_kernel<<<(K + kThreads - 1) / kThreads, kThreads, 0, stream>>>(center, colsum, rows, K, momentum);
+  dl_center_kernel<<<(K + kThreads - 1) / kThreads, kThreads, 0, stream>>>(center, colsum, rows, K,
+                                                                           momentum);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -35,7 +35,8 @@ void softmax_rows_backward(void* ds, const void* p, int64_t rows, int L, float s
 
 // ---- layer norm: statistics, normalise; backward row sums, dx, parameter gradients -------
 // mean (N), rstd (N) <- x (N, C) f32 (two passes over the row)
-void ln_stats(float* mean, float* rstd, const float* x, int N, int C, float eps, cudaStream_t stream);
+void ln_stats(float* mean, float* rstd, const float* x, int N, int C, float eps,
+              cudaStream_t stream);
 // y (N, C) bf16 <- x (N, C), mean, rstd, w (C), b (C)
 void ln_normalize(void* y, const float* x, const float* mean, const float* rstd, const float* w,
                   const float* b, int N, int C, cudaStream_t stream);
@@ -43,9 +44,8 @@ void ln_normalize(void* y, const float* x, const float* mean, const float* rstd,
 void ln_backward_rowsums(float* sums, const void* dy, const float* x, const float* mean,
                          const float* rstd, const float* w, int N, int C, cudaStream_t stream);
 // dx (N, C) f32 <- rstd * (g - sums0 / C - xhat * sums1 / C)
-void ln_backward_dx(float* dx, const void* dy, const float* x, const float* mean,
-                    const float* rstd, const float* w, const float* sums, int N, int C,
-                    cudaStream_t stream);
+void ln_backward_dx(float* dx, const void* dy, const float* x, const float* mean, const float* rstd,
+                    const float* w, const float* sums, int N, int C, cudaStream_t stream);
 // dw (C), db (C) <- dy, x, mean, rstd; partial: scratch of ln_params_partial_floats(N, C)
 int64_t ln_params_partial_floats(int N, int C);
 void ln_backward_params(float* dw, float* db, float* partial, const void* dy, const float* x,
@@ -53,8 +53,8 @@ void ln_backward_params(float* dw, float* db, float* partial, const void* dy, co
 
 // ---- DINO loss, as eager autograd would run it -------------------------------------------
 // q (rows, K) <- softmax((t - center) / tau_t) per row
-void dl_teacher_softmax(float* q, const float* t, const float* center, int rows, int K,
-                        float tau_t, cudaStream_t stream);
+void dl_teacher_softmax(float* q, const float* t, const float* center, int rows, int K, float tau_t,
+                        cudaStream_t stream);
 // colsum (K) <- column sums of t (rows, K)
 void dl_colsum(float* colsum, const float* t, int rows, int K, cudaStream_t stream);
 // logp (rows, K) <- log_softmax(s / tau_s) per row

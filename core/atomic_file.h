@@ -15,7 +15,7 @@ class AtomicFile {
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
-  void write(const void* data, size_t bytes);    // throws on a short write (disk full)
+  void write(const void* data, size_t bytes);  // throws on a short write (disk full)
   void commit();
 
  private:

@@ -38,7 +38,8 @@ struct GradHooks {
 };
 
 void add_grad_ready_hook(const Tensor& leaf, GradReadyHook hook) {
-  DINO_CHECK(leaf.defined() && !leaf.grad_fn(), "[backward] a grad-ready hook goes on a leaf "
+  DINO_CHECK(leaf.defined() && !leaf.grad_fn(),
+             "[backward] a grad-ready hook goes on a leaf "
              "tensor (a parameter), not on an op's output");
   std::shared_ptr<GradHooks>& hooks = leaf.impl()->grad_hooks;
   if (!hooks) hooks = std::make_shared<GradHooks>();
@@ -132,12 +133,15 @@ class GradReadyCounter {
 }  // namespace
 
 void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) {
-  DINO_CHECK(root.requires_grad(), "[backward] the tensor does not require grad: no op that "
+  DINO_CHECK(root.requires_grad(),
+             "[backward] the tensor does not require grad: no op that "
              "produced it had an input requiring grad (or it was computed under NoGradGuard)");
   Tensor seed = grad_output;
   if (!seed.defined()) {
-    DINO_CHECK(root.numel() == 1, "[backward] an implicit gradient needs a one-element output, "
-               "got ", shape_str(root.shape()));
+    DINO_CHECK(root.numel() == 1,
+               "[backward] an implicit gradient needs a one-element output, "
+               "got ",
+               shape_str(root.shape()));
     seed = Tensor::full(root.shape(), 1.0, root.dtype(), root.device());
   }
   DINO_CHECK(seed.shape() == root.shape(), "[backward] gradient ", shape_str(seed.shape()),

@@ -10,8 +10,8 @@ enum class DType : uint8_t { f32, f64, bf16, i32, u8 };
 enum class Device : uint8_t { cpu, cuda };
 
 size_t dtype_size(DType t);
-const char* dtype_name(DType t);   // "f32", "f64", "bf16", "i32", "u8"
-const char* device_name(Device d); // "cpu", "cuda"
+const char* dtype_name(DType t);    // "f32", "f64", "bf16", "i32", "u8"
+const char* device_name(Device d);  // "cpu", "cuda"
 
 // bfloat16 stored as raw bits; conversion rounds to nearest even like the hardware does.
 struct bf16 {
@@ -33,11 +33,27 @@ struct bf16 {
   }
 };
 
-template <class T> struct dtype_of;
-template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
-template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
-template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
-template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
-template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::u8; };
+template <class T>
+struct dtype_of;
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::f32;
+};
+template <>
+struct dtype_of<double> {
+  static constexpr DType value = DType::f64;
+};
+template <>
+struct dtype_of<bf16> {
+  static constexpr DType value = DType::bf16;
+};
+template <>
+struct dtype_of<int32_t> {
+  static constexpr DType value = DType::i32;
+};
+template <>
+struct dtype_of<uint8_t> {
+  static constexpr DType value = DType::u8;
+};
 
 }  // namespace dino

@@ -32,7 +32,7 @@ std::string str_cat(const Args&... args) {
 }  // namespace dino
 
 // DINO_CHECK(cond, "[op] ", details...) throws dino::Error when cond is false.
-#define DINO_CHECK(cond, ...)                                   \
-  do {                                                          \
+#define DINO_CHECK(cond, ...)                                       \
+  do {                                                              \
     if (!(cond)) throw ::dino::Error(::dino::str_cat(__VA_ARGS__)); \
   } while (0)

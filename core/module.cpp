@@ -2,11 +2,14 @@
 
 namespace dino {
 
-void Module::register_parameter(const std::string& name, Tensor* t) { params_.push_back({name, t}); }
+void Module::register_parameter(const std::string& name, Tensor* t) {
+  params_.push_back({name, t});
+}
 void Module::register_buffer(const std::string& name, Tensor* t) { buffers_.push_back({name, t}); }
 void Module::register_module(const std::string& name, Module* m) { children_.push_back({name, m}); }
 
-std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix) const {
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters(
+    const std::string& prefix) const {
   std::vector<std::pair<std::string, Tensor>> out;
   for (const auto& [name, t] : params_) out.push_back({prefix + name, *t});
   for (const auto& [name, m] : children_) {

@@ -17,7 +17,8 @@ class Module {
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
 
-  std::vector<std::pair<std::string, Tensor>> named_parameters(const std::string& prefix = "") const;
+  std::vector<std::pair<std::string, Tensor>> named_parameters(
+      const std::string& prefix = "") const;
   std::vector<std::pair<std::string, Tensor>> named_buffers(const std::string& prefix = "") const;
   std::vector<Tensor> parameters() const;
   int64_t num_parameters() const;
@@ -29,7 +30,7 @@ class Module {
   // yet; one already there is left as it is (same handle).
   void to(Device device);
 
- // Registration by address: the member outlives the module's use of the pointer.
+  // Registration by address: the member outlives the module's use of the pointer.
   void register_parameter(const std::string& name, Tensor* t);
   void register_buffer(const std::string& name, Tensor* t);
   void register_module(const std::string& name, Module* m);

@@ -13,12 +13,14 @@ void write_npy(const std::string& path, const char* descr, const Shape& shape, c
   std::string dims;
   for (int64_t d : shape) dims += std::to_string(d) + ", ";
   if (shape.size() > 1) dims.resize(dims.size() - 2);  // (n,) keeps its comma
-  std::string header = str_cat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (", dims, "), }");
+  std::string header =
+      str_cat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (", dims, "), }");
   const size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
   header += '\n';
   const uint16_t len = uint16_t(header.size());
-  const char preamble[10] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0, char(len & 0xff), char(len >> 8)};
+  const char preamble[10] = {'\x93',           'N',           'U', 'M', 'P', 'Y', 1, 0,
+                             char(len & 0xff), char(len >> 8)};
   AtomicFile f(path);
   f.write(preamble, 10);
   f.write(header.data(), header.size());

@@ -15,24 +15,24 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
-Tensor scale(const Tensor& x, double s);        // s * x
-Tensor add_scalar(const Tensor& x, double s);   // x + s
+Tensor scale(const Tensor& x, double s);       // s * x
+Tensor add_scalar(const Tensor& x, double s);  // x + s
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor sqrt(const Tensor& x);
-Tensor gelu(const Tensor& x);                   // exact erf form
+Tensor gelu(const Tensor& x);  // exact erf form
 
 // ---- reductions (ops_reduce.cpp) ----
-Tensor sum(const Tensor& x);                    // all elements -> scalar
-Tensor mean(const Tensor& x);                   // all elements -> scalar
-Tensor sum_last(const Tensor& x, bool keepdim = true);   // over the last dim
+Tensor sum(const Tensor& x);                            // all elements -> scalar
+Tensor mean(const Tensor& x);                           // all elements -> scalar
+Tensor sum_last(const Tensor& x, bool keepdim = true);  // over the last dim
 Tensor mean_last(const Tensor& x, bool keepdim = true);
-Tensor max_last(const Tensor& x, bool keepdim = true);   // values only; not differentiable
+Tensor max_last(const Tensor& x, bool keepdim = true);  // values only; not differentiable
 
 // ---- shape (ops_shape.cpp) ----
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // copies
 Tensor transpose_last2(const Tensor& x);                            // copies
-Tensor concat(const std::vector<Tensor>& xs);  // along dim 0
+Tensor concat(const std::vector<Tensor>& xs);                       // along dim 0
 // x (B, N, D), token (1, 1, D) -> (B, N + 1, D): the token first in every sample.
 Tensor prepend_token(const Tensor& x, const Tensor& token);
 // x (B, N, D) -> (B, D): token i of every sample.
@@ -63,8 +63,8 @@ AddNorm add_layer_norm(const Tensor& x, const Tensor& branch, const Tensor& weig
                        const Tensor& bias, double eps);
 
 // ---- softmax, attention and the other fused nn ops (ops_nn.cpp) ----
-Tensor softmax(const Tensor& x);      // over the last dim
-Tensor log_softmax(const Tensor& x);  // over the last dim
+Tensor softmax(const Tensor& x);                           // over the last dim
+Tensor log_softmax(const Tensor& x);                       // over the last dim
 Tensor l2_normalize(const Tensor& x, double eps = 1e-12);  // rows of the last dim
 // Fused multi-head attention on packed qkv (B, N, 3 * D) -> (B, N, D), D = heads * head_dim.
 // When probs is given it receives the softmax probabilities (B, heads, N, N), detached.

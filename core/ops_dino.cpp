@@ -19,27 +19,28 @@ DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Ten
   check_defined("dino_loss", teacher, "teacher");
   check_defined("dino_loss", center, "center");
   check_same("dino_loss", {&student, &teacher, &center});
-  DINO_CHECK(student.dim() == 2 && teacher.dim() == 2, "[dino_loss] student and teacher must be "
-             "(rows, K), got ", shape_str(student.shape()), " and ", shape_str(teacher.shape()));
+  DINO_CHECK(student.dim() == 2 && teacher.dim() == 2,
+             "[dino_loss] student and teacher must be "
+             "(rows, K), got ",
+             shape_str(student.shape()), " and ", shape_str(teacher.shape()));
   const int64_t K = student.size(1);
   DINO_CHECK(teacher.size(1) == K, "[dino_loss] teacher has ", teacher.size(1),
              " outputs, student ", K);
-  DINO_CHECK(center.numel() == K, "[dino_loss] center has ", center.numel(),
-             " elements, expected ", K);
+  DINO_CHECK(center.numel() == K, "[dino_loss] center has ", center.numel(), " elements, expected ",
+             K);
   DINO_CHECK(G >= 1 && teacher.size(0) % G == 0, "[dino_loss] ", teacher.size(0),
              " teacher rows are not a multiple of ", G, " global views");
   const int64_t B = teacher.size(0) / G;
-  DINO_CHECK(B >= 1 && student.size(0) % B == 0 && student.size(0) / B >= G,
-             "[dino_loss] ", student.size(0), " student rows do not hold at least ", G,
-             " views of batch ", B);
+  DINO_CHECK(B >= 1 && student.size(0) % B == 0 && student.size(0) / B >= G, "[dino_loss] ",
+             student.size(0), " student rows do not hold at least ", G, " views of batch ", B);
   const int64_t V = student.size(0) / B;
   DINO_CHECK(G * V - G > 0, "[dino_loss] no pair of different views (G = ", G, ", V = ", V, ")");
   DINO_CHECK(tau_s > 0 && tau_t > 0, "[dino_loss] temperatures must be positive");
   if (on_cuda(student)) {
     DINO_CHECK(student.dtype() == DType::f32, "[dino_loss] logits must be f32 on CUDA, got ",
                dtype_name(student.dtype()));
-    DINO_CHECK(student.numel() < (int64_t(1) << 31), "[dino_loss] ",
-               shape_str(student.shape()), " is too large for the CUDA kernel");
+    DINO_CHECK(student.numel() < (int64_t(1) << 31), "[dino_loss] ", shape_str(student.shape()),
+               " is too large for the CUDA kernel");
   }
   const Backend& be = backend(student.device(), "dino_loss");
   Tensor loss = Tensor::empty({}, student.dtype(), student.device());

@@ -28,8 +28,8 @@ void check_norm_params(const char* op, const Tensor& x, const Tensor& weight, co
   check_defined(op, bias, "bias");
   DINO_CHECK(x.dim() >= 1, "[", op, "] x needs at least one dim");
   const int64_t C = cols_of(x);
-  DINO_CHECK(weight.numel() == C, "[", op, "] weight has ", weight.numel(),
-             " elements, expected ", C, " (last dim of x)");
+  DINO_CHECK(weight.numel() == C, "[", op, "] weight has ", weight.numel(), " elements, expected ",
+             C, " (last dim of x)");
   DINO_CHECK(bias.numel() == C, "[", op, "] bias has ", bias.numel(), " elements, expected ", C,
              " (last dim of x)");
   DINO_CHECK(eps > 0, "[", op, "] eps must be positive, got ", eps);
@@ -39,9 +39,8 @@ void check_norm_params(const char* op, const Tensor& x, const Tensor& weight, co
 
 // Records the norm's node on `out`: x is the tensor that was normalised (in the norm's input
 // dtype; for the fused op, the sum), recorded_x the op's input whose gradient it gives.
-void record_norm(Tensor& out, const Tensor& x, const Tensor& recorded_x,
-                 const Tensor& weight, const Tensor& bias, const Tensor& mean,
-                 const Tensor& rstd) {
+void record_norm(Tensor& out, const Tensor& x, const Tensor& recorded_x, const Tensor& weight,
+                 const Tensor& bias, const Tensor& mean, const Tensor& rstd) {
   if (!needs_grad({recorded_x, weight, bias})) return;
   const Tensor xd = x.detach(), wd = weight.detach();
   const Shape ws = weight.shape(), bs = bias.shape();

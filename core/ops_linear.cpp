@@ -156,9 +156,8 @@ Tensor weight_norm(const Tensor& v, const Tensor& g) {
   if (needs_grad({v, g})) {
     const Tensor vd = v.detach(), gd = g.detach();
     const bool gv = v.requires_grad(), gg = g.requires_grad();
-    record(w, "weight_norm", {v, g}, [=](const Tensor& dw) {
-      return weight_norm_grads(dw, vd, gd, vnorm, gv, gg);
-    });
+    record(w, "weight_norm", {v, g},
+           [=](const Tensor& dw) { return weight_norm_grads(dw, vd, gd, vnorm, gv, gg); });
   }
   return w;
 }
@@ -208,8 +207,10 @@ Tensor patchify(const Tensor& img, const Tensor& weight, const Tensor& bias) {
                                   {{&img, "img"}, {&weight, "weight"}, {&bias, "bias"}});
   precision::require_f32_on_cuda("patchify", img, "img", "the image batch");
   DINO_CHECK(img.dim() == 4, "[patchify] img must be (B, C, H, W), got ", shape_str(img.shape()));
-  DINO_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3), "[patchify] weight must be "
-             "(D, C, P, P), got ", shape_str(weight.shape()));
+  DINO_CHECK(weight.dim() == 4 && weight.size(2) == weight.size(3),
+             "[patchify] weight must be "
+             "(D, C, P, P), got ",
+             shape_str(weight.shape()));
   const int64_t B = img.size(0), C = img.size(1), H = img.size(2), W = img.size(3);
   const int64_t D = weight.size(0), P = weight.size(2);
   DINO_CHECK(weight.size(1) == C, "[patchify] image has ", C, " channels, weight expects ",
@@ -219,8 +220,8 @@ Tensor patchify(const Tensor& img, const Tensor& weight, const Tensor& bias) {
              " elements, expected ", D);
   const Backend& be = backend(img.device(), "patchify");
   const int64_t Np = (H / P) * (W / P);
-  const Tensor cols = Tensor::empty({B * Np, C * P * P}, precision::gemm_operand(img),
-                                    img.device());
+  const Tensor cols =
+      Tensor::empty({B * Np, C * P * P}, precision::gemm_operand(img), img.device());
   be.im2col_patches(cols, img, P);
   const Tensor wo = parameter_as(weight, precision::gemm_operand(weight));
   Tensor out = Tensor::empty({B, Np, D}, precision::accumulator(img), img.device());

@@ -27,7 +27,8 @@ Device params_device(const std::vector<ParamGroup>& groups) {
   bool cpu = false, cuda = false;
   for (const auto& group : groups)
     for (const auto& [name, p] : group.params) (p.device() == Device::cuda ? cuda : cpu) = true;
-  DINO_CHECK(!(cpu && cuda), "[adamw] some parameters are on the CPU and some on CUDA; move the "
+  DINO_CHECK(!(cpu && cuda),
+             "[adamw] some parameters are on the CPU and some on CUDA; move the "
              "whole model (Module::to) before building the optimizer");
   return cuda ? Device::cuda : Device::cpu;
 }
@@ -56,8 +57,8 @@ void AdamW::step() {
       // Where the GEMMs read bf16 copies of the weights (CUDA), the same pass writes them.
       if (!st.param_bf16.defined() && precision::gemm_operand(p) != p.dtype())
         st.param_bf16 = Tensor::empty(p.shape(), precision::gemm_operand(p), p.device());
-      updates.push_back({p, g, st.exp_avg, st.exp_avg_sq, st.param_bf16, group.lr,
-                         group.weight_decay, st.step});
+      updates.push_back(
+          {p, g, st.exp_avg, st.exp_avg_sq, st.param_bf16, group.lr, group.weight_decay, st.step});
     }
   }
   if (updates.empty()) return;

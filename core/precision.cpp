@@ -61,29 +61,18 @@ DType promote(DType a, DType b) { return a == DType::f32 || b == DType::f32 ? DT
 
 DType accumulation(DType t) { return t == DType::bf16 ? DType::f32 : t; }
 
-DType norm_input(const Tensor& x) {
-  return x.device() == Device::cuda ? DType::f32 : x.dtype();
-}
+DType norm_input(const Tensor& x) { return x.device() == Device::cuda ? DType::f32 : x.dtype(); }
 
-DType norm_output(const Tensor& x) {
-  return x.device() == Device::cuda ? DType::bf16 : x.dtype();
-}
+DType norm_output(const Tensor& x) { return x.device() == Device::cuda ? DType::bf16 : x.dtype(); }
 
 bool fuses_add_norm(const Tensor& x, const Tensor& branch) {
-  return x.device() != Device::cuda ||
-         (x.dtype() == DType::f32 && branch.dtype() == DType::bf16);
+  return x.device() != Device::cuda || (x.dtype() == DType::f32 && branch.dtype() == DType::bf16);
 }
 
-DType gemm_operand(const Tensor& t) {
-  return t.device() == Device::cuda ? DType::bf16 : t.dtype();
-}
+DType gemm_operand(const Tensor& t) { return t.device() == Device::cuda ? DType::bf16 : t.dtype(); }
 
-DType accumulator(const Tensor& t) {
-  return t.device() == Device::cuda ? DType::f32 : t.dtype();
-}
+DType accumulator(const Tensor& t) { return t.device() == Device::cuda ? DType::f32 : t.dtype(); }
 
-DType column_sums(const Tensor& t) {
-  return t.device() == Device::cuda ? DType::f32 : DType::f64;
-}
+DType column_sums(const Tensor& t) { return t.device() == Device::cuda ? DType::f32 : DType::f64; }
 
 }  // namespace dino::precision

@@ -32,8 +32,10 @@ struct Entry {
   uint64_t begin, end;  // byte offsets into the data section
 };
 
-DType parse_dtype(const nlohmann::ordered_json& v, const std::string& file, const std::string& name) {
-  DINO_CHECK(v.is_string(), "[", file, "] tensor '", name, "': dtype ", v.dump(), " is not a string");
+DType parse_dtype(const nlohmann::ordered_json& v, const std::string& file,
+                  const std::string& name) {
+  DINO_CHECK(v.is_string(), "[", file, "] tensor '", name, "': dtype ", v.dump(),
+             " is not a string");
   const std::string s = v.get<std::string>();
   if (s == "F32") return DType::f32;
   if (s == "F64") return DType::f64;
@@ -44,7 +46,8 @@ DType parse_dtype(const nlohmann::ordered_json& v, const std::string& file, cons
                       " (supported: F32, F64, BF16, I32, U8)"));
 }
 
-uint64_t parse_offset(const nlohmann::ordered_json& v, const std::string& file, const std::string& name) {
+uint64_t parse_offset(const nlohmann::ordered_json& v, const std::string& file,
+                      const std::string& name) {
   DINO_CHECK(v.is_number_unsigned(), "[", file, "] tensor '", name, "': data offset ", v.dump(),
              " is not a non-negative integer");
   return v.get<uint64_t>();
@@ -52,15 +55,17 @@ uint64_t parse_offset(const nlohmann::ordered_json& v, const std::string& file, 
 
 Entry parse_entry(const std::string& name, const nlohmann::ordered_json& e, uint64_t data_size,
                   const std::string& file) {
-  DINO_CHECK(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
-             "[", file, "] corrupt header: tensor '", name,
-             "' needs an object with dtype, shape and data_offsets, got ", e.dump().substr(0, 200));
+  DINO_CHECK(
+      e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+      "[", file, "] corrupt header: tensor '", name,
+      "' needs an object with dtype, shape and data_offsets, got ", e.dump().substr(0, 200));
   Entry out{name, parse_dtype(e["dtype"], file, name), {}, 0, 0};
   const auto& shape = e["shape"];
   const auto& offs = e["data_offsets"];
-  DINO_CHECK(shape.is_array(), "[", file, "] tensor '", name, "': shape ", shape.dump(), " is not a list");
-  DINO_CHECK(offs.is_array() && offs.size() == 2, "[", file, "] tensor '", name,
-             "': data_offsets ", offs.dump(), " is not [begin, end]");
+  DINO_CHECK(shape.is_array(), "[", file, "] tensor '", name, "': shape ", shape.dump(),
+             " is not a list");
+  DINO_CHECK(offs.is_array() && offs.size() == 2, "[", file, "] tensor '", name, "': data_offsets ",
+             offs.dump(), " is not [begin, end]");
   out.begin = parse_offset(offs[0], file, name);
   out.end = parse_offset(offs[1], file, name);
   DINO_CHECK(out.begin <= out.end && out.end <= data_size, "[", file, "] tensor '", name,
@@ -81,8 +86,8 @@ Entry parse_entry(const std::string& name, const nlohmann::ordered_json& e, uint
   for (const auto& d : shape) {
     const uint64_t n = d.get<uint64_t>();
     if (n == 0) continue;
-    DINO_CHECK(n <= limit / bytes, "[", file, "] tensor '", name, "' has shape ", shape.dump(),
-               " ", st_dtype(out.dtype), ", more than the ", data_size, " data bytes of the file");
+    DINO_CHECK(n <= limit / bytes, "[", file, "] tensor '", name, "' has shape ", shape.dump(), " ",
+               st_dtype(out.dtype), ", more than the ", data_size, " data bytes of the file");
     bytes *= n;
   }
   for (const auto& d : shape) out.shape.push_back(int64_t(d.get<uint64_t>()));
@@ -163,8 +168,10 @@ SafeTensors read_safetensors(std::istream& in, uint64_t size, const std::string&
   DINO_CHECK(in, "[", file, "] cannot read the header length");
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t(len[i]) << (8 * i);
-  DINO_CHECK(n <= size - 8 && n <= kMaxHeaderBytes, "[", file, "] corrupt header: "
-             "header length ", n, " does not fit a file of ", size, " bytes");
+  DINO_CHECK(n <= size - 8 && n <= kMaxHeaderBytes, "[", file,
+             "] corrupt header: "
+             "header length ",
+             n, " does not fit a file of ", size, " bytes");
   std::string text(n, '\0');
   in.read(text.data(), std::streamsize(n));
   DINO_CHECK(in, "[", file, "] cannot read the ", n, "-byte header");
@@ -224,7 +231,8 @@ std::map<std::string, std::string> load_safetensors_metadata(const std::string& 
   f.read(reinterpret_cast<char*>(len), 8);
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t(len[i]) << (8 * i);
-  DINO_CHECK(f && n <= file_size - 8 && n <= (uint64_t(100) << 20), "[", path, "] corrupt header: "
+  DINO_CHECK(f && n <= file_size - 8 && n <= (uint64_t(100) << 20), "[", path,
+             "] corrupt header: "
              "not a safetensors file");
   std::string text(n, '\0');
   f.read(text.data(), std::streamsize(n));

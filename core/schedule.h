@@ -6,8 +6,8 @@
 namespace dino {
 
 struct CosineSchedule {
-  double base = 0, final = 0;    // cosine from base (after warmup) to final
-  double warmup_start = 0;       // linear warmup from this value to base
+  double base = 0, final = 0;  // cosine from base (after warmup) to final
+  double warmup_start = 0;     // linear warmup from this value to base
   double warmup_epochs = 0;
   double epochs = 1;
   int64_t iters_per_epoch = 1;

@@ -4,8 +4,8 @@
 #include <cstring>
 
 #include "core/autograd.h"
-#include "core/rng.h"
 #include "core/backend.h"
+#include "core/rng.h"
 #include "core/storage.h"
 
 namespace dino {
@@ -290,15 +290,13 @@ Tensor Tensor::clone() const {
 }
 
 void Tensor::copy_from(const Tensor& src) {
-  DINO_CHECK(src.numel() == numel(), "[copy_from] source ", src.str(), " does not match ",
-             str());
+  DINO_CHECK(src.numel() == numel(), "[copy_from] source ", src.str(), " does not match ", str());
   mark_modified();
   if (src.dtype() == dtype()) {
     copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
     return;
   }
-  if (device() == src.device() && backend(device(), "copy_from", false).convert(*this, src))
-    return;
+  if (device() == src.device() && backend(device(), "copy_from", false).convert(*this, src)) return;
   Tensor hs = src.to(Device::cpu);
   Tensor hd = device() == Device::cpu ? *this : empty(shape(), dtype(), Device::cpu);
   convert_host(hd.raw_data(), dtype(), hs.raw_data(), hs.dtype(), numel());

@@ -56,8 +56,9 @@ class Tensor {
 
   // ---- data access (CPU or CUDA pointer; typed access checks the dtype) ----
   void* raw_data() const;
-  template <class T> T* data() const;
-  double item() const;  // one-element tensor (any device) as double
+  template <class T>
+  T* data() const;
+  double item() const;                   // one-element tensor (any device) as double
   std::vector<float> to_vector() const;  // any dtype/device -> host floats
 
   // ---- views (share storage; differentiable) ----
@@ -67,9 +68,9 @@ class Tensor {
   Tensor detach() const;  // same storage, no autograd history, requires_grad false
 
   // ---- copies ----
-  Tensor to(Device device) const;  // no-op (same handle) when already there
-  Tensor to(DType dtype) const;    // no-op when already that dtype; not differentiable
-  Tensor clone() const;            // deep copy, no history
+  Tensor to(Device device) const;     // no-op (same handle) when already there
+  Tensor to(DType dtype) const;       // no-op when already that dtype; not differentiable
+  Tensor clone() const;               // deep copy, no history
   void copy_from(const Tensor& src);  // same shape; any dtype/device conversion
   void fill(double value);
   // In-place writers that bypass copy_from/fill (the optimizer, the EMA, kernels writing into
@@ -90,7 +91,7 @@ class Tensor {
   Tensor& set_requires_grad(bool on = true);
   const Tensor& grad() const;  // undefined until a backward reaches this tensor
   void set_grad(const Tensor& g);
-  void zero_grad();             // sets grad to undefined (PyTorch's set_to_none)
+  void zero_grad();  // sets grad to undefined (PyTorch's set_to_none)
   const std::shared_ptr<Node>& grad_fn() const;
   void set_grad_fn(std::shared_ptr<Node> node);
   // Backpropagates from a one-element tensor (gradient 1) or with an explicit gradient.
@@ -115,8 +116,8 @@ struct TensorImpl {
   Tensor grad;
   std::shared_ptr<Node> grad_fn;
   std::shared_ptr<GradHooks> grad_hooks;  // autograd.h: add_grad_ready_hook
-  Tensor bf16_copy;              // see Tensor::bf16_copy
-  uint64_t bf16_copy_version = 0;  // the storage version bf16_copy was made from
+  Tensor bf16_copy;                       // see Tensor::bf16_copy
+  uint64_t bf16_copy_version = 0;         // the storage version bf16_copy was made from
   static Tensor wrap(std::shared_ptr<TensorImpl> impl) { return Tensor(std::move(impl)); }
 };
 

@@ -175,9 +175,11 @@ void draw_color_jitter(const ColorJitterParams& p, Rng& rng, ViewParams& view) {
   for (int i = 3; i > 0; --i) std::swap(order[i], order[rng.below(uint64_t(i + 1))]);
   for (int i = 0; i < 4; ++i) view.jitter_order[i] = uint8_t(order[i]);
   // A zero strength disables that adjustment without a draw, as torchvision's None does.
-  view.brightness = p.brightness > 0 ? float(rng.uniform(1.0 - p.brightness, 1.0 + p.brightness)) : 1.f;
+  view.brightness =
+      p.brightness > 0 ? float(rng.uniform(1.0 - p.brightness, 1.0 + p.brightness)) : 1.f;
   view.contrast = p.contrast > 0 ? float(rng.uniform(1.0 - p.contrast, 1.0 + p.contrast)) : 1.f;
-  view.saturation = p.saturation > 0 ? float(rng.uniform(1.0 - p.saturation, 1.0 + p.saturation)) : 1.f;
+  view.saturation =
+      p.saturation > 0 ? float(rng.uniform(1.0 - p.saturation, 1.0 + p.saturation)) : 1.f;
   view.hue = p.hue > 0 ? float(rng.uniform(-p.hue, p.hue)) : 0.f;
 }
 
@@ -237,7 +239,8 @@ void gaussian_blur(Image& img, float sigma, BlurScratch& scratch) {
       }
       for (; b < blocks; ++b) {
         f8 acc = splat(0.f);
-        for (int k = 0; k < taps; ++k) acc = fma(splat(kernel[size_t(k)]), load(padded + b * kLanes + k), acc);
+        for (int k = 0; k < taps; ++k)
+          acc = fma(splat(kernel[size_t(k)]), load(padded + b * kLanes + k), acc);
         store(out + b * kLanes, acc);
       }
     }

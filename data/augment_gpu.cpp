@@ -15,13 +15,13 @@ namespace {
 
 void validate(const SourceBatch& sb, const Normalization& norm) {
   const size_t B = size_t(sb.batch), V = sb.view_sizes.size();
-  DINO_CHECK(sb.batch > 0 && V > 0, "[augment_gpu] a batch needs samples and views, got ",
-             sb.batch, " samples and ", V, " views");
-  DINO_CHECK(sb.channels == 1 || sb.channels == 3, "[augment_gpu] images must have 1 or 3 channels, got ",
-             sb.channels);
+  DINO_CHECK(sb.batch > 0 && V > 0, "[augment_gpu] a batch needs samples and views, got ", sb.batch,
+             " samples and ", V, " views");
+  DINO_CHECK(sb.channels == 1 || sb.channels == 3,
+             "[augment_gpu] images must have 1 or 3 channels, got ", sb.channels);
   DINO_CHECK(norm.mean.size() == size_t(sb.channels) && norm.std.size() == size_t(sb.channels),
-             "[augment_gpu] the normalisation has ", norm.mean.size(), " means for ",
-             sb.channels, " channels (resolve it first)");
+             "[augment_gpu] the normalisation has ", norm.mean.size(), " means for ", sb.channels,
+             " channels (resolve it first)");
   DINO_CHECK(sb.samples.size() == B && sb.params.size() == B * V, "[augment_gpu] ",
              sb.samples.size(), " sources and ", sb.params.size(), " view parameters for ", B,
              " samples of ", V, " views");
@@ -30,8 +30,8 @@ void validate(const SourceBatch& sb, const Normalization& norm) {
     const int H = s.height, W = s.width;
     const size_t value_bytes = s.f32 ? sizeof(float) : 1;
     DINO_CHECK(H > 0 && W > 0 && s.bytes.size() == size_t(sb.channels) * H * W * value_bytes,
-               "[augment_gpu] sample ", b, " holds ", s.bytes.size(), " bytes for a ",
-               sb.channels, "x", H, "x", W, s.f32 ? " float" : " 8-bit", " image");
+               "[augment_gpu] sample ", b, " holds ", s.bytes.size(), " bytes for a ", sb.channels,
+               "x", H, "x", W, s.f32 ? " float" : " 8-bit", " image");
     for (size_t v = 0; v < V; ++v) {
       const ViewParams& p = sb.params[b * V + v];
       const CropBox& box = p.box;
@@ -52,7 +52,8 @@ void SourceBatch::set_source(int i, const SourceImage& src) {
   s.height = src.height;
   s.width = src.width;
   s.f32 = !src.is_u8;
-  const uint8_t* p = src.is_u8 ? src.u8.data() : reinterpret_cast<const uint8_t*>(src.f32.pixels.data());
+  const uint8_t* p =
+      src.is_u8 ? src.u8.data() : reinterpret_cast<const uint8_t*>(src.f32.pixels.data());
   const size_t n = src.is_u8 ? src.u8.size() : src.f32.pixels.size() * sizeof(float);
   s.bytes.assign(p, p + n);
 }

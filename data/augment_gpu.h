@@ -19,8 +19,9 @@ namespace dino::data {
 struct SourceBatch {
   struct Sample {
     int height = 0, width = 0;
-    bool f32 = false;            // floats in [0, 1] (SourceImage::f32) rather than bytes
-    std::vector<uint8_t> bytes;  // channels x height x width values, planar (a float's 4 bytes each)
+    bool f32 = false;  // floats in [0, 1] (SourceImage::f32) rather than bytes
+    std::vector<uint8_t>
+        bytes;  // channels x height x width values, planar (a float's 4 bytes each)
   };
   int batch = 0, channels = 0;
   std::vector<int> view_sizes;     // per view v: square side

@@ -17,9 +17,9 @@ enum JitterOp : uint8_t { kBrightness = 0, kContrast = 1, kSaturation = 2, kHue 
 // One view: resized crop -> flip -> colour jitter -> grayscale -> blur -> solarize ->
 // normalise, in that order.
 struct ViewParams {
-  int size = 0;        // output side (views are square)
-  CropBox box;         // resampled to size x size (bicubic, PIL's filter)
-  bool flip = false;   // horizontal, after the resize
+  int size = 0;       // output side (views are square)
+  CropBox box;        // resampled to size x size (bicubic, PIL's filter)
+  bool flip = false;  // horizontal, after the resize
   // The four jitter operations in the drawn order; an operation at its identity factor
   // (brightness, contrast, saturation 1; hue 0) is skipped, so a view without jitter has
   // all four identities.

@@ -22,8 +22,7 @@ std::string locate(const std::string& dir, const std::string& subdir, const std:
 }
 
 void read_records(const std::string& path, int label_bytes, int num_classes,
-                  const std::string& name, std::vector<uint8_t>& pixels,
-                  std::vector<int>& labels) {
+                  const std::string& name, std::vector<uint8_t>& pixels, std::vector<int>& labels) {
   std::ifstream in(path, std::ios::binary);
   DINO_CHECK(in.good(), "[", name, "] cannot open ", path);
   const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
@@ -65,7 +64,9 @@ std::unique_ptr<Dataset> open_cifar(const std::string& dir, int cifar_classes, S
   for (const std::string& f : files)
     read_records(locate(dir, subdir, f, name), ten ? 1 : 2, cifar_classes, name, pixels, labels);
   std::vector<std::string> names;  // CIFAR-100's fine labels stay numbered
-  if (ten) names = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+  if (ten)
+    names = {"airplane", "automobile", "bird",  "cat",  "deer",
+             "dog",      "frog",       "horse", "ship", "truck"};
   return std::make_unique<U8Dataset>(name, split, 3, 32, cifar_classes, std::move(pixels),
                                      std::move(labels), std::move(names));
 }

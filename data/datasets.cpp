@@ -28,9 +28,9 @@ U8Dataset::U8Dataset(std::string name, Split split, int channels, int side, int 
       pixels_(std::move(pixels)),
       labels_(std::move(labels)),
       class_names_(std::move(class_names)) {
-  DINO_CHECK(pixels_.size() == labels_.size() * size_t(channels_) * side_ * side_, "[", name_,
-             "] ", pixels_.size(), " pixel bytes do not match ", labels_.size(), " images of ",
-             side_, "x", side_, "x", channels_);
+  DINO_CHECK(pixels_.size() == labels_.size() * size_t(channels_) * side_ * side_, "[", name_, "] ",
+             pixels_.size(), " pixel bytes do not match ", labels_.size(), " images of ", side_,
+             "x", side_, "x", channels_);
 }
 
 Image U8Dataset::get(size_t index) const {
@@ -44,7 +44,8 @@ void U8Dataset::load(size_t index, SourceImage& out, const ReductionPlan& plan) 
   DINO_CHECK(index < labels_.size(), "[", name_, "] index ", index, " out of range (",
              labels_.size(), " images)");
   const size_t n = size_t(channels_) * side_ * side_;
-  out.u8.assign(pixels_.begin() + ptrdiff_t(index * n), pixels_.begin() + ptrdiff_t((index + 1) * n));
+  out.u8.assign(pixels_.begin() + ptrdiff_t(index * n),
+                pixels_.begin() + ptrdiff_t((index + 1) * n));
   out.is_u8 = true;
   out.channels = channels_;
   out.height = out.full_height = side_;
@@ -59,7 +60,8 @@ int U8Dataset::label(size_t index) const {
 }
 
 std::string U8Dataset::class_name(int label) const {
-  return label >= 0 && size_t(label) < class_names_.size() ? class_names_[size_t(label)] : Dataset::class_name(label);
+  return label >= 0 && size_t(label) < class_names_.size() ? class_names_[size_t(label)]
+                                                           : Dataset::class_name(label);
 }
 
 std::string U8Dataset::describe() const {
@@ -76,8 +78,8 @@ std::unique_ptr<Dataset> open_dataset(const std::string& spec, Split split) {
     return open_fashion_mnist(has_arg ? arg : "/usr/share/datasets/fashion-mnist", split);
   if (kind == "synthetic") return open_synthetic(parse_synthetic_config(arg), split);
   if (kind == "cifar10" || kind == "cifar100" || kind == "folder") {
-    DINO_CHECK(has_arg && !arg.empty(), "[dataset] spec '", spec, "' needs a directory: ",
-               kind, ":DIR");
+    DINO_CHECK(has_arg && !arg.empty(), "[dataset] spec '", spec, "' needs a directory: ", kind,
+               ":DIR");
     if (kind == "folder") return open_image_folder(arg, split);
     return open_cifar(arg, kind == "cifar10" ? 10 : 100, split);
   }

@@ -63,10 +63,10 @@ std::unique_ptr<Dataset> open_image_files(const std::vector<std::string>& paths,
 Image read_image_file(const std::string& path, int channels);
 
 struct SyntheticConfig {
-  int64_t n = 2000;      // train images
-  int64_t test = -1;     // test images; -1 means n / 5
+  int64_t n = 2000;   // train images
+  int64_t test = -1;  // test images; -1 means n / 5
   int size = 28;
-  int classes = 10;      // 2..13: one texture each
+  int classes = 10;  // 2..13: one texture each
   int channels = 1;
   uint64_t seed = 0;
 };

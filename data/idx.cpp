@@ -43,8 +43,7 @@ std::string find_file(const std::string& dir, const std::string& base) {
   const fs::path stem = fs::path(dir) / base;
   for (const std::string& candidate : {stem.string() + ".gz", stem.string()})
     if (fs::is_regular_file(candidate)) return candidate;
-  throw Error(str_cat("[", kName, "] missing ", stem.string(), ".gz (or uncompressed ", base,
-                      ")"));
+  throw Error(str_cat("[", kName, "] missing ", stem.string(), ".gz (or uncompressed ", base, ")"));
 }
 
 }  // namespace
@@ -58,9 +57,8 @@ std::unique_ptr<Dataset> open_fashion_mnist(const std::string& dir, Split split)
   std::vector<uint8_t> images = read_gzip(image_path);
   DINO_CHECK(images.size() >= 16, "[", kName, "] ", image_path, ": truncated header (",
              images.size(), " bytes)");
-  DINO_CHECK(be32(images.data()) == 0x803, "[", kName, "] ", image_path,
-             ": bad magic number 0x", std::hex, be32(images.data()), std::dec,
-             " (expected 0x803, IDX uint8 images)");
+  DINO_CHECK(be32(images.data()) == 0x803, "[", kName, "] ", image_path, ": bad magic number 0x",
+             std::hex, be32(images.data()), std::dec, " (expected 0x803, IDX uint8 images)");
   const size_t n = be32(images.data() + 4), rows = be32(images.data() + 8),
                cols = be32(images.data() + 12);
   DINO_CHECK(rows == cols && rows > 0 && rows <= 4096, "[", kName, "] ", image_path,
@@ -88,11 +86,10 @@ std::unique_ptr<Dataset> open_fashion_mnist(const std::string& dir, Split split)
                " is not in 0..9");
   }
   images.erase(images.begin(), images.begin() + 16);
-  return std::make_unique<U8Dataset>(kName, split, 1, int(rows), 10, std::move(images),
-                                     std::move(labels),
-                                     std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress",
-                                                              "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                                                              "Ankle boot"});
+  return std::make_unique<U8Dataset>(
+      kName, split, 1, int(rows), 10, std::move(images), std::move(labels),
+      std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                               "Shirt", "Sneaker", "Bag", "Ankle boot"});
 }
 
 }  // namespace dino::data

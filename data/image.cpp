@@ -130,13 +130,13 @@ void make_bands(const ResizeTaps& t, int out_size, ResizeBands& bands) {
 
 }  // namespace
 
-void resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
-                  int out_w, Image& dst, ResizeScratch& scratch) {
+void resized_crop(const Image& src, int top, int left, int height, int width, int out_h, int out_w,
+                  Image& dst, ResizeScratch& scratch) {
   using namespace simd;
   DINO_CHECK(top >= 0 && left >= 0 && height > 0 && width > 0 && top + height <= src.height &&
                  left + width <= src.width,
-             "[resized_crop] region (", top, ", ", left, ", ", height, "x", width,
-             ") outside a ", src.height, "x", src.width, " image");
+             "[resized_crop] region (", top, ", ", left, ", ", height, "x", width, ") outside a ",
+             src.height, "x", src.width, " image");
   DINO_CHECK(out_h > 0 && out_w > 0, "[resized_crop] invalid output size ", out_h, "x", out_w);
   make_taps(left, width, out_w, scratch.tx);
   make_taps(top, height, out_h, scratch.ty);
@@ -216,7 +216,8 @@ void resized_crop(const Image& src, int top, int left, int height, int width, in
       }
       for (; b < blocks; ++b) {
         f8 acc = splat(0.f);
-        for (int k = 0; k < count; ++k) acc = fma(splat(w[k]), load(in + size_t(k) * stride + b * kLanes), acc);
+        for (int k = 0; k < count; ++k)
+          acc = fma(splat(w[k]), load(in + size_t(k) * stride + b * kLanes), acc);
         put(out, b, acc);
       }
     }

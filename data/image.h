@@ -25,8 +25,8 @@ struct SourceImage {
   int channels = 0, height = 0, width = 0;  // as decoded
   int full_height = 0, full_width = 0;      // as stored: larger when a JPEG was decoded reduced
   bool is_u8 = true;
-  std::vector<uint8_t> u8;  // CHW, when is_u8
-  Image f32;                // when !is_u8
+  std::vector<uint8_t> u8;                 // CHW, when is_u8
+  Image f32;                               // when !is_u8
   std::vector<uint8_t> file, interleaved;  // the decoder's buffers
 };
 
@@ -66,8 +66,8 @@ struct ResizeScratch {
   std::vector<float> rows;
 };
 // The same into `dst`, whose buffer is reused.
-void resized_crop(const Image& src, int top, int left, int height, int width, int out_h,
-                  int out_w, Image& dst, ResizeScratch& scratch);
+void resized_crop(const Image& src, int top, int left, int height, int width, int out_h, int out_w,
+                  Image& dst, ResizeScratch& scratch);
 Image resize(const Image& src, int out_h, int out_w);
 Image crop(const Image& src, int top, int left, int height, int width);
 void hflip(Image& img);

@@ -1,7 +1,7 @@
 // ImageFolder layout: DIR/<class>/<image>, classes sorted by name, images decoded on demand:
-// JPEG with libjpeg-turbo (data/image_jpeg.h), PNG and BMP with stb_image. DIR/train and DIR/test, when both exist, hold the two splits with the
-// class list taken from train so labels agree. A DIR with images and no subdirectories is
-// an unlabelled dataset.
+// JPEG with libjpeg-turbo (data/image_jpeg.h), PNG and BMP with stb_image. DIR/train and DIR/test,
+// when both exist, hold the two splits with the class list taken from train so labels agree. A DIR
+// with images and no subdirectories is an unlabelled dataset.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC  // private copy: another TU may include its own implementation
 #define STBI_ONLY_PNG
@@ -33,7 +33,8 @@ namespace fs = std::filesystem;
 
 bool is_image(const fs::path& p) {
   std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
 }
 
@@ -43,8 +44,7 @@ std::vector<fs::path> sorted_entries(const fs::path& dir, bool want_dirs) {
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const fs::path& p = it->path();
     if (p.filename().string().rfind('.', 0) == 0) continue;  // hidden files, .DS_Store
-    if (want_dirs ? it->is_directory() : (it->is_regular_file() && is_image(p)))
-      out.push_back(p);
+    if (want_dirs ? it->is_directory() : (it->is_regular_file() && is_image(p))) out.push_back(p);
   }
   DINO_CHECK(!ec, "[folder] cannot list ", dir.string(), ": ", ec.message());
   std::sort(out.begin(), out.end());
@@ -113,7 +113,8 @@ void load_source(const std::string& path, int channels, const ReductionPlan& pla
 
 Image decode(const std::string& path, int channels, const char* who) {
   SourceImage src;
-  load_source(path, channels, [](int, int) { return 1; }, src, who);
+  load_source(
+      path, channels, [](int, int) { return 1; }, src, who);
   Image img;
   to_float(src, img);
   return img;
@@ -175,15 +176,15 @@ class ImageFolder : public Dataset {
   }
 
   std::string class_name(int label) const override {
-    return label >= 0 && size_t(label) < classes_.size() ? classes_[size_t(label)] : Dataset::class_name(label);
+    return label >= 0 && size_t(label) < classes_.size() ? classes_[size_t(label)]
+                                                         : Dataset::class_name(label);
   }
 
   std::string describe() const override {
-    return str_cat("folder ", root_, " ", split_name(split_), " (", files_.size(),
-                   " images, variable size, ", channels_, " channel", channels_ == 1 ? "" : "s",
-                   ", ", classes_.empty() ? std::string("unlabelled")
-                                          : str_cat(classes_.size(), " classes"),
-                   ")");
+    return str_cat(
+        "folder ", root_, " ", split_name(split_), " (", files_.size(), " images, variable size, ",
+        channels_, " channel", channels_ == 1 ? "" : "s", ", ",
+        classes_.empty() ? std::string("unlabelled") : str_cat(classes_.size(), " classes"), ")");
   }
 
  private:
@@ -226,7 +227,8 @@ class ImageFolder : public Dataset {
 // Image files named one by one (`dino embed --image`): unlabelled, in the order given.
 class ImageFiles : public Dataset {
  public:
-  ImageFiles(std::vector<std::string> paths, int channels) : paths_(std::move(paths)), channels_(channels) {
+  ImageFiles(std::vector<std::string> paths, int channels)
+      : paths_(std::move(paths)), channels_(channels) {
     DINO_CHECK(!paths_.empty(), "[image] no image files given");
     DINO_CHECK(channels == 1 || channels == 3, "[image] channels must be 1 or 3, got ", channels);
     for (const std::string& p : paths_) {
@@ -241,7 +243,8 @@ class ImageFiles : public Dataset {
   int channels() const override { return channels_; }
   int native_size() const override { return 0; }
   std::string path(size_t index) const override {
-    DINO_CHECK(index < paths_.size(), "[image] index ", index, " out of range (", paths_.size(), " files)");
+    DINO_CHECK(index < paths_.size(), "[image] index ", index, " out of range (", paths_.size(),
+               " files)");
     return paths_[index];
   }
   std::string describe() const override {

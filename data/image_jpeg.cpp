@@ -19,7 +19,8 @@ struct Handle {
 thread_local Handle handle;
 
 tjhandle decoder() {
-  DINO_CHECK(handle.h != nullptr, "[jpeg] cannot create a libjpeg-turbo decoder: ", tjGetErrorStr2(nullptr));
+  DINO_CHECK(handle.h != nullptr,
+             "[jpeg] cannot create a libjpeg-turbo decoder: ", tjGetErrorStr2(nullptr));
   return handle.h;
 }
 

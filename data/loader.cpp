@@ -72,7 +72,11 @@ MultiCropLoader::MultiCropLoader(const Dataset& ds, MultiCropConfig cfg, int bat
 
 MultiCropLoader::MultiCropLoader(const Dataset& ds, MultiCropConfig cfg, int batch_size,
                                  uint64_t seed, LoaderOptions options)
-    : ds_(ds), cfg_(std::move(cfg)), batch_size_(batch_size), seed_(seed), opt_(std::move(options)) {
+    : ds_(ds),
+      cfg_(std::move(cfg)),
+      batch_size_(batch_size),
+      seed_(seed),
+      opt_(std::move(options)) {
   validate(cfg_);
   norm_ = resolve_normalization(cfg_.norm, ds_.channels());  // fail here, not in a worker
   DINO_CHECK(batch_size > 0, "[loader] batch size must be positive, got ", batch_size);
@@ -81,10 +85,11 @@ MultiCropLoader::MultiCropLoader(const Dataset& ds, MultiCropConfig cfg, int bat
   DINO_CHECK(opt_.max_held > 0, "[loader] max_held must be positive, got ", opt_.max_held);
   DINO_CHECK(bool(opt_.allocator.allocate) == bool(opt_.allocator.release),
              "[loader] an allocator needs both allocate and release");
-  DINO_CHECK(opt_.ranks > 0 && opt_.rank >= 0 && opt_.rank < opt_.ranks, "[loader] rank ", opt_.rank,
-             " of ", opt_.ranks, " ranks");
-  DINO_CHECK(batches_per_epoch() > 0, "[loader] ", ds_.describe(), " has fewer images than one batch of ",
-             batch_size, opt_.ranks > 1 ? str_cat(" on each of ", opt_.ranks, " ranks") : "");
+  DINO_CHECK(opt_.ranks > 0 && opt_.rank >= 0 && opt_.rank < opt_.ranks, "[loader] rank ",
+             opt_.rank, " of ", opt_.ranks, " ranks");
+  DINO_CHECK(batches_per_epoch() > 0, "[loader] ", ds_.describe(),
+             " has fewer images than one batch of ", batch_size,
+             opt_.ranks > 1 ? str_cat(" on each of ", opt_.ranks, " ranks") : "");
   prefetch_ = opt_.prefetch > 0 ? opt_.prefetch
                                 : std::max(2, (opt_.threads + batch_size - 1) / batch_size + 1);
 
@@ -116,7 +121,8 @@ MultiCropLoader::MultiCropLoader(const Dataset& ds, MultiCropConfig cfg, int bat
     } else {
       slot.buffer = opt_.allocator.allocate ? opt_.allocator.allocate(buffer_bytes_)
                                             : ::operator new(buffer_bytes_, std::align_val_t(64));
-      DINO_CHECK(slot.buffer != nullptr, "[loader] cannot allocate ", buffer_bytes_, " bytes for a batch");
+      DINO_CHECK(slot.buffer != nullptr, "[loader] cannot allocate ", buffer_bytes_,
+                 " bytes for a batch");
       // Touched once here, so no batch pays the page faults of fresh memory.
       if (!opt_.allocator.allocate) std::memset(slot.buffer, 0, buffer_bytes_);
     }
@@ -137,8 +143,10 @@ MultiCropLoader::~MultiCropLoader() {
   for (std::thread& t : workers_) t.join();
   for (Slot& slot : slots_) {
     if (!slot.buffer) continue;
-    if (opt_.allocator.release) opt_.allocator.release(slot.buffer);
-    else ::operator delete(slot.buffer, std::align_val_t(64));
+    if (opt_.allocator.release)
+      opt_.allocator.release(slot.buffer);
+    else
+      ::operator delete(slot.buffer, std::align_val_t(64));
   }
 }
 
@@ -169,7 +177,8 @@ void MultiCropLoader::ensure_order(int64_t first_epoch) {
       const int64_t from = next_batch_ / ipe, to = (next_batch_ + prefetch_ - 1) / ipe;
       for (auto it = orders_.begin(); it != orders_.end();)  // workers keep their own copy
         it = it->first < std::min(from, first_epoch) ? orders_.erase(it) : std::next(it);
-      for (int64_t e = std::min(from, first_epoch); e <= std::max(to, first_epoch) && missing < 0; ++e)
+      for (int64_t e = std::min(from, first_epoch); e <= std::max(to, first_epoch) && missing < 0;
+           ++e)
         if (!orders_.count(e)) missing = e;
     }
     if (missing < 0) return;
@@ -265,7 +274,8 @@ void MultiCropLoader::fill_sample(WorkerState& state, Slot& slot, int i, int64_t
   out.indices[size_t(i)] = index;
   if (out.format == CropFormat::sources) {  // the views are rendered where the batch goes
     out.sources.set_source(i, src);
-    std::copy(state.views.begin(), state.views.end(), out.sources.params.begin() + ptrdiff_t(i) * n);
+    std::copy(state.views.begin(), state.views.end(),
+              out.sources.params.begin() + ptrdiff_t(i) * n);
     return;
   }
   const Image* img = &src.f32;

@@ -71,7 +71,7 @@ struct MultiCropBatch {
   size_t view_values(size_t v) const {
     return size_t(batch) * channels * view_sizes[v] * view_sizes[v];
   }
-  const float* view_f32(size_t v) const;  // throws unless format is f32
+  const float* view_f32(size_t v) const;   // throws unless format is f32
   const uint8_t* view_u8(size_t v) const;  // throws unless format is u8
 };
 
@@ -130,9 +130,9 @@ class MultiCropLoader {
   struct Slot {
     int64_t batch = -1;  // global batch (epoch * batches_per_epoch + index) it holds, or -1
     uint64_t generation = 0;
-    int done = 0;        // samples written
-    int in_flight = 0;   // samples being written
-    bool held = false;   // lent out
+    int done = 0;       // samples written
+    int in_flight = 0;  // samples being written
+    bool held = false;  // lent out
     MultiCropBatch data;
     void* buffer = nullptr;
   };
@@ -140,7 +140,8 @@ class MultiCropLoader {
   void release(int slot);
   void ensure_order(int64_t epoch);  // computes it without the lock, then publishes it
   int find_slot(int64_t batch) const;
-  void fill_sample(struct WorkerState& state, Slot& slot, int i, int64_t epoch, int64_t index) const;
+  void fill_sample(struct WorkerState& state, Slot& slot, int i, int64_t epoch,
+                   int64_t index) const;
 
   const Dataset& ds_;
   const MultiCropConfig cfg_;

@@ -11,8 +11,8 @@ void validate_group(const CropGroup& g, const char* name, int min_count) {
   DINO_CHECK(g.count >= min_count, "[multicrop] ", name, ".count must be at least ", min_count,
              ", got ", g.count);
   DINO_CHECK(g.size > 0, "[multicrop] ", name, ".size must be positive, got ", g.size);
-  DINO_CHECK(g.scale_min > 0.f && g.scale_min <= g.scale_max && g.scale_max <= 1.f,
-             "[multicrop] ", name, " scale range (", g.scale_min, ", ", g.scale_max,
+  DINO_CHECK(g.scale_min > 0.f && g.scale_min <= g.scale_max && g.scale_max <= 1.f, "[multicrop] ",
+             name, " scale range (", g.scale_min, ", ", g.scale_max,
              ") must satisfy 0 < min <= max <= 1");
 }
 
@@ -136,7 +136,8 @@ void map_to_reduced(ViewParams* views, int count, int full_height, int full_widt
                     int width) {
   auto map = [](int& start, int& extent, int full, int reduced) {
     const int64_t lo = int64_t(start) * reduced / full;
-    const int64_t hi = std::min<int64_t>((int64_t(start + extent) * reduced + full - 1) / full, reduced);
+    const int64_t hi =
+        std::min<int64_t>((int64_t(start + extent) * reduced + full - 1) / full, reduced);
     start = int(lo);
     extent = int(std::max<int64_t>(hi - lo, 1));
   };

@@ -36,7 +36,9 @@ struct Texture {
   int family = 0;
   double kx[kWaves] = {}, ky[kWaves] = {}, phase[kWaves] = {};
 
-  double wave(int j, double x, double y) const { return std::cos(kx[j] * x + ky[j] * y + phase[j]); }
+  double wave(int j, double x, double y) const {
+    return std::cos(kx[j] * x + ky[j] * y + phase[j]);
+  }
 
   // About zero-mean, peaks within +-2.
   double at(double x, double y) const {
@@ -94,8 +96,8 @@ class Synthetic : public Dataset {
 
   std::string describe() const override {
     return str_cat("synthetic ", split_name(split_), " (", count_, " images, ", cfg_.size, "x",
-                   cfg_.size, "x", cfg_.channels, ", ", cfg_.classes, " classes, seed ",
-                   cfg_.seed, ")");
+                   cfg_.size, "x", cfg_.channels, ", ", cfg_.classes, " classes, seed ", cfg_.seed,
+                   ")");
   }
 
   Image get(size_t index) const override {
@@ -155,12 +157,18 @@ SyntheticConfig parse_synthetic_config(const std::string& options) {
     }
     DINO_CHECK(!value.empty() && used == value.size(), "[synthetic] option '", item,
                "' needs an integer value");
-    if (key == "n") cfg.n = number;
-    else if (key == "test") cfg.test = number;
-    else if (key == "size") cfg.size = int(number);
-    else if (key == "classes") cfg.classes = int(number);
-    else if (key == "channels") cfg.channels = int(number);
-    else if (key == "seed") cfg.seed = uint64_t(number);
+    if (key == "n")
+      cfg.n = number;
+    else if (key == "test")
+      cfg.test = number;
+    else if (key == "size")
+      cfg.size = int(number);
+    else if (key == "classes")
+      cfg.classes = int(number);
+    else if (key == "channels")
+      cfg.channels = int(number);
+    else if (key == "seed")
+      cfg.seed = uint64_t(number);
     else
       throw Error(str_cat("[synthetic] unknown option '", key,
                           "' (known: n, test, size, classes, channels, seed)"));

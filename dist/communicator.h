@@ -59,7 +59,8 @@ class Communicator {
   int64_t bytes_communicated() const { return bytes_; }
 
  protected:
-  Communicator(int rank, int size, double timeout_s) : rank_(rank), size_(size), timeout_s_(timeout_s) {}
+  Communicator(int rank, int size, double timeout_s)
+      : rank_(rank), size_(size), timeout_s_(timeout_s) {}
   void count_bytes(int64_t n) { bytes_ += n; }
   // The checks every backend makes on a collective's tensor.
   void check_tensor(const char* op, const Tensor& t, bool reduce) const;

@@ -18,10 +18,10 @@ std::string mpi_error(int code) {
   return std::string(text, size_t(len));
 }
 
-#define MPI_CHECK(call)                                                                      \
-  do {                                                                                       \
-    const int dino_mpi_rc_ = (call);                                                         \
-    if (dino_mpi_rc_ != MPI_SUCCESS)                                                         \
+#define MPI_CHECK(call)                                                                            \
+  do {                                                                                             \
+    const int dino_mpi_rc_ = (call);                                                               \
+    if (dino_mpi_rc_ != MPI_SUCCESS)                                                               \
       throw ::dino::Error(::dino::str_cat("[mpi] ", #call, " failed: ", mpi_error(dino_mpi_rc_))); \
   } while (0)
 
@@ -36,7 +36,8 @@ MPI_Datatype mpi_type(DType t) {
 // Elements as MPI counts them: bytes for the types MPI has no name for.
 int mpi_count(const Tensor& t) {
   const size_t n = mpi_type(t.dtype()) == MPI_BYTE ? t.nbytes() : size_t(t.numel());
-  DINO_CHECK(n <= size_t(INT32_MAX), "[mpi] a collective over ", n, " elements exceeds MPI's int count");
+  DINO_CHECK(n <= size_t(INT32_MAX), "[mpi] a collective over ", n,
+             " elements exceeds MPI's int count");
   return int(n);
 }
 
@@ -114,8 +115,10 @@ class MpiCommunicator : public Communicator {
                "[mpi] all_gather: out ", out.str(), " must hold ", size(), " x in ", in.str());
     MPI_Request req;
     const int bytes = int(in.nbytes());
-    DINO_CHECK(in.nbytes() <= size_t(INT32_MAX), "[mpi] all_gather of ", in.nbytes(), " bytes exceeds MPI's int count");
-    MPI_CHECK(MPI_Iallgather(in.raw_data(), bytes, MPI_BYTE, out.raw_data(), bytes, MPI_BYTE, comm_, &req));
+    DINO_CHECK(in.nbytes() <= size_t(INT32_MAX), "[mpi] all_gather of ", in.nbytes(),
+               " bytes exceeds MPI's int count");
+    MPI_CHECK(MPI_Iallgather(in.raw_data(), bytes, MPI_BYTE, out.raw_data(), bytes, MPI_BYTE, comm_,
+                             &req));
     wait_request(req, *this, "all_gather", out.nbytes());
     count_bytes(int64_t(in.nbytes()));
     written(out);
@@ -143,9 +146,12 @@ void wait_request(MPI_Request& req, const MpiCommunicator& comm, const char* wha
     const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
     if (waited > comm.timeout_s())
       abort_job(str_cat("MPI ", what, " (", bytes, " bytes) has not completed after ",
-                        comm.timeout_s(), " s: another rank has died or stopped; aborting the job"));
-    if (waited > 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    else std::this_thread::yield();
+                        comm.timeout_s(),
+                        " s: another rank has died or stopped; aborting the job"));
+    if (waited > 5)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    else
+      std::this_thread::yield();
   }
 }
 
@@ -180,7 +186,8 @@ MpiWorld mpi_init() {
   MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &w.size));
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &w.rank));
   MPI_Comm node;
-  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &node));
+  MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &node));
   MPI_CHECK(MPI_Comm_size(node, &w.local_size));
   MPI_CHECK(MPI_Comm_rank(node, &w.local_rank));
   MPI_Comm_free(&node);

@@ -19,13 +19,13 @@ namespace dino::dist {
 
 namespace {
 
-#define NCCL_CHECK(call)                                                                         \
-  do {                                                                                           \
-    const ncclResult_t dino_nccl_rc_ = (call);                                                   \
-    if (dino_nccl_rc_ != ncclSuccess)                                                            \
-      throw ::dino::Error(::dino::str_cat("[nccl] ", #call, " failed: ",                          \
-                                          ncclGetErrorString(dino_nccl_rc_), " (",               \
-                                          ncclGetLastError(nullptr), ")"));                      \
+#define NCCL_CHECK(call)                                                                        \
+  do {                                                                                          \
+    const ncclResult_t dino_nccl_rc_ = (call);                                                  \
+    if (dino_nccl_rc_ != ncclSuccess)                                                           \
+      throw ::dino::Error(::dino::str_cat("[nccl] ", #call,                                     \
+                                          " failed: ", ncclGetErrorString(dino_nccl_rc_), " (", \
+                                          ncclGetLastError(nullptr), ")"));                     \
   } while (0)
 
 using Clock = std::chrono::steady_clock;
@@ -67,12 +67,14 @@ class NcclCommunicator : public Communicator {
       : Communicator(rank, size, timeout_s) {
     int version = 0;
     NCCL_CHECK(ncclGetVersion(&version));
-    DINO_CHECK(version >= 21000, "[nccl] NCCL ", nccl_version(), " is too old: the gradient "
+    DINO_CHECK(version >= 21000, "[nccl] NCCL ", nccl_version(),
+               " is too old: the gradient "
                "average needs ncclAvg (NCCL 2.10 or later)");
     ncclUniqueId id;
     if (rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     if (size > 1) {
-      DINO_CHECK(bootstrap && bootstrap->size() == size, "[nccl] ", size, " ranks need a host "
+      DINO_CHECK(bootstrap && bootstrap->size() == size, "[nccl] ", size,
+                 " ranks need a host "
                  "communicator (MPI) to share the NCCL id; this build or launch has none");
       Tensor bytes = Tensor::empty({int64_t(sizeof id)}, DType::u8);
       std::memcpy(bytes.raw_data(), &id, sizeof id);
@@ -118,7 +120,8 @@ class NcclCommunicator : public Communicator {
   void broadcast(const Tensor& t, int root) override {
     check_tensor("broadcast", t, false);
     after_compute();
-    NCCL_CHECK(ncclBroadcast(t.raw_data(), t.raw_data(), t.nbytes(), ncclUint8, root, comm_, stream_));
+    NCCL_CHECK(
+        ncclBroadcast(t.raw_data(), t.raw_data(), t.nbytes(), ncclUint8, root, comm_, stream_));
     count_bytes(int64_t(t.nbytes()));
     if (rank() != root) written(t);
     NcclPending(track("broadcast", t.nbytes()), t).wait();
@@ -130,7 +133,8 @@ class NcclCommunicator : public Communicator {
     DINO_CHECK(out.dtype() == in.dtype() && out.nbytes() == in.nbytes() * size_t(size()),
                "[nccl] all_gather: out ", out.str(), " must hold ", size(), " x in ", in.str());
     after_compute();
-    NCCL_CHECK(ncclAllGather(in.raw_data(), out.raw_data(), in.nbytes(), ncclUint8, comm_, stream_));
+    NCCL_CHECK(
+        ncclAllGather(in.raw_data(), out.raw_data(), in.nbytes(), ncclUint8, comm_, stream_));
     count_bytes(int64_t(in.nbytes()));
     written(out);
     NcclPending(track("all_gather", out.nbytes()), out).wait();
@@ -140,7 +144,8 @@ class NcclCommunicator : public Communicator {
   void barrier() override {
     Tensor one = Tensor::zeros({1}, DType::f32, Device::cuda);
     after_compute();
-    NCCL_CHECK(ncclAllReduce(one.raw_data(), one.raw_data(), 1, ncclFloat32, ncclSum, comm_, stream_));
+    NCCL_CHECK(
+        ncclAllReduce(one.raw_data(), one.raw_data(), 1, ncclFloat32, ncclSum, comm_, stream_));
     const std::shared_ptr<Event> done = track("barrier", 0);
     for (;;) {  // the watchdog aborts the job if this never completes
       const cudaError_t e = cudaEventQuery(done->e);
@@ -187,8 +192,9 @@ class NcclCommunicator : public Communicator {
           continue;
         }
         if (e != cudaErrorNotReady)
-          abort_job(str_cat("CUDA error while NCCL ", in_flight_.front().what, " ran: ",
-                            cudaGetErrorName(e), " (", cudaGetErrorString(e), "); aborting the job"));
+          abort_job(str_cat("CUDA error while NCCL ", in_flight_.front().what,
+                            " ran: ", cudaGetErrorName(e), " (", cudaGetErrorString(e),
+                            "); aborting the job"));
         const InFlight& f = in_flight_.front();
         const double waited = std::chrono::duration<double>(Clock::now() - f.start).count();
         if (waited > timeout_s())

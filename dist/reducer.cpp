@@ -41,11 +41,13 @@ GradReducer::GradReducer(Communicator& comm, std::vector<std::pair<std::string, 
   DINO_CHECK(!params_.empty(), "[dist] no parameters to reduce");
   DINO_CHECK(bucket_bytes > 0, "[dist] bucket size must be positive, got ", bucket_bytes);
   for (const auto& [name, p] : params_) {
-    DINO_CHECK(p.requires_grad() && !p.grad_fn(), "[dist] '", name, "' is not a trainable parameter");
+    DINO_CHECK(p.requires_grad() && !p.grad_fn(), "[dist] '", name,
+               "' is not a trainable parameter");
     DINO_CHECK(p.device() == comm.device(), "[dist] '", name, "' is on ", device_name(p.device()),
-               ", the ", comm.backend(), " communicator reduces ", device_name(comm.device()), " tensors");
-    DINO_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, "[dist] '", name,
-               "' is ", dtype_name(p.dtype()), "; gradients are reduced in f32 or f64");
+               ", the ", comm.backend(), " communicator reduces ", device_name(comm.device()),
+               " tensors");
+    DINO_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, "[dist] '", name, "' is ",
+               dtype_name(p.dtype()), "; gradients are reduced in f32 or f64");
   }
   std::vector<size_t> reverse(params_.size());
   for (size_t i = 0; i < reverse.size(); ++i) reverse[i] = reverse.size() - 1 - i;
@@ -137,7 +139,8 @@ void GradReducer::finish() {
       std::string missing;
       for (size_t i : buckets_[b].params)
         if (!ready_[i]) missing += (missing.empty() ? "" : ", ") + params_[i].first;
-      throw Error(str_cat("[dist] the backward gave no gradient to ", missing, ": data-parallel "
+      throw Error(str_cat("[dist] the backward gave no gradient to ", missing,
+                          ": data-parallel "
                           "training reduces every trainable parameter each step, so each must "
                           "take part in the loss"));
     }
@@ -148,11 +151,13 @@ void GradReducer::finish() {
     if (p) p->wait();
   in_flight_.clear();
   if (timing_) {
-    timing_state_->host_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - timing_state_->host_begin).count();
+    timing_state_->host_ms = std::chrono::duration<double, std::milli>(
+                                 std::chrono::steady_clock::now() - timing_state_->host_begin)
+                                 .count();
 #ifdef DINO_HAS_CUDA
     if (comm_.device() == Device::cuda)
-      CUDA_CHECK(cudaEventRecord(timing_state_->reduced, static_cast<cudaStream_t>(kernels::cuda::stream())));
+      CUDA_CHECK(cudaEventRecord(timing_state_->reduced,
+                                 static_cast<cudaStream_t>(kernels::cuda::stream())));
 #endif
   }
 }

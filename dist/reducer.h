@@ -37,7 +37,7 @@ class GradReducer {
   void finish();
 
   struct Bucket {
-    std::vector<size_t> params;  // indices into the parameter list, in bucket order
+    std::vector<size_t> params;    // indices into the parameter list, in bucket order
     std::vector<int64_t> offsets;  // element offset of each in `flat`
     int64_t bytes = 0;             // payload (without alignment padding)
     Tensor flat;
@@ -58,9 +58,9 @@ class GradReducer {
   std::vector<std::pair<std::string, Tensor>> params_;
   int64_t bucket_bytes_;
   std::vector<Bucket> buckets_;
-  std::vector<size_t> bucket_of_;      // per parameter
-  std::vector<int> waiting_;           // per bucket: parameters not final yet this step
-  std::vector<bool> ready_;            // per parameter, this step
+  std::vector<size_t> bucket_of_;  // per parameter
+  std::vector<int> waiting_;       // per bucket: parameters not final yet this step
+  std::vector<bool> ready_;        // per parameter, this step
   std::vector<std::unique_ptr<Pending>> in_flight_;  // per bucket
   size_t next_launch_ = 0;
   bool timing_ = false;

@@ -27,13 +27,13 @@ WorldOptions world_options_from_environment() {
   if (const char* text = std::getenv("DINO_DIST_TIMEOUT")) {
     char* end = nullptr;
     o.timeout_s = std::strtod(text, &end);
-    DINO_CHECK(end != text && *end == '\0' && o.timeout_s > 0, "[dist] DINO_DIST_TIMEOUT is '", text,
-               "'; expected a number of seconds above 0");
+    DINO_CHECK(end != text && *end == '\0' && o.timeout_s > 0, "[dist] DINO_DIST_TIMEOUT is '",
+               text, "'; expected a number of seconds above 0");
   }
   if (const char* text = std::getenv("DINO_DIST_COLLECTIVES")) {
     o.collectives = text;
-    DINO_CHECK(o.collectives == "auto" || o.collectives == "always", "[dist] DINO_DIST_COLLECTIVES is '",
-               text, "'; expected auto or always");
+    DINO_CHECK(o.collectives == "auto" || o.collectives == "always",
+               "[dist] DINO_DIST_COLLECTIVES is '", text, "'; expected auto or always");
   }
   return o;
 }
@@ -57,8 +57,8 @@ World::World(const WorldOptions& options) : timeout_s_(options.timeout_s) {
     host_ = make_mpi_communicator(timeout_s_);
   }
 #else
-  DINO_CHECK(!launch.launched() || launch.size == 1,
-             "[dist] started by ", launch.launcher, " as rank ", launch.rank, " of ",
+  DINO_CHECK(!launch.launched() || launch.size == 1, "[dist] started by ", launch.launcher,
+             " as rank ", launch.rank, " of ",
              launch.size < 0 ? std::string("several") : std::to_string(launch.size),
              ", but this build has no MPI, so it can only run as a world of one (each rank would "
              "train alone and write the same files). Install libopenmpi-dev (tools/setup.sh), "
@@ -113,9 +113,10 @@ Communicator* World::comm(Device device) {
     device_ = make_nccl_communicator(host_.get(), rank_, size_, timeout_s_);
     device_backend_ = nccl_version();
 #else
-    throw Error("[dist] data-parallel training on CUDA needs NCCL, and this build has none "
-                "(configure found no libnccl: install NCCL or point CMake at it with "
-                "-DDINO_NCCL_ROOT=DIR)");
+    throw Error(
+        "[dist] data-parallel training on CUDA needs NCCL, and this build has none "
+        "(configure found no libnccl: install NCCL or point CMake at it with "
+        "-DDINO_NCCL_ROOT=DIR)");
 #endif
   }
   return device_.get();

@@ -17,8 +17,8 @@ namespace dino::fuzz {
 inline const std::filesystem::path& scratch() {
   static const std::filesystem::path dir = [] {
     const char* tmp = std::getenv("TMPDIR");
-    std::filesystem::path d = std::filesystem::path(tmp ? tmp : "/tmp") /
-                              ("dino-fuzz-" + std::to_string(getpid()));
+    std::filesystem::path d =
+        std::filesystem::path(tmp ? tmp : "/tmp") / ("dino-fuzz-" + std::to_string(getpid()));
     std::filesystem::remove_all(d);
     std::filesystem::create_directories(d);
     std::atexit([] { std::filesystem::remove_all(scratch()); });

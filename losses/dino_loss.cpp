@@ -45,8 +45,8 @@ void deliver(const Tensor& values, int64_t ranks, double tau_t, DinoLossStats* s
 Tensor forward_device_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
                                   const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
                                   DeviceLossStats* later, dist::Communicator& comm) {
-  const DinoLossResult r = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp,
-                                     tau_t, {true, true});
+  const DinoLossResult r =
+      dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, {true, true});
   const Tensor &loss = r.loss, &q = r.q;
   NoGradGuard no_grad;
   const Backend& be = backend(teacher.device(), "dino_loss");
@@ -83,8 +83,8 @@ template <class T>
 Tensor forward_cpu_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
                                const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
                                dist::Communicator& comm) {
-  const DinoLossResult r = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp,
-                                     tau_t, {true, false});
+  const DinoLossResult r =
+      dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, {true, false});
   const Tensor &loss = r.loss, &q = r.q;
   NoGradGuard no_grad;
   const int64_t R = teacher.size(0), K = teacher.size(1), W = comm.size();
@@ -151,16 +151,19 @@ Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double ta
     DINO_CHECK(comm_->device() == teacher.device(), "[dino_loss] ", device_name(teacher.device()),
                " logits need a ", device_name(teacher.device()), " communicator");
     if (teacher.device() != Device::cpu)
-      return forward_device_distributed(student, teacher, center, cfg_, tau_t, stats, later, *comm_);
+      return forward_device_distributed(student, teacher, center, cfg_, tau_t, stats, later,
+                                        *comm_);
     return teacher.dtype() == DType::f64
-               ? forward_cpu_distributed<double>(student, teacher, center, cfg_, tau_t, stats, *comm_)
-               : forward_cpu_distributed<float>(student, teacher, center, cfg_, tau_t, stats, *comm_);
+               ? forward_cpu_distributed<double>(student, teacher, center, cfg_, tau_t, stats,
+                                                 *comm_)
+               : forward_cpu_distributed<float>(student, teacher, center, cfg_, tau_t, stats,
+                                                *comm_);
   }
   // One process: the statistics reduced by the backend (on CUDA on the device, read back with
   // the loss as three floats, the loss's one host synchronisation, or left there in *later);
   // the center updated after the loss has read it.
-  const DinoLossResult r = dino_loss(student, teacher, center, cfg_.global_crops,
-                                     cfg_.student_temp, tau_t, {stats || later, true});
+  const DinoLossResult r = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp,
+                                     tau_t, {stats || later, true});
   const Tensor& loss = r.loss;
   NoGradGuard no_grad;
   const Backend& be = backend(teacher.device(), "dino_loss");
@@ -197,15 +200,18 @@ std::optional<std::string> CollapseMonitor::update(const DinoLossStats& s) {
     loss += r.loss / window_;
   }
   if (h > kUniformCollapseFraction * log_k_)
-    return str_cat("uniform collapse: teacher entropy ", h, " ~ ln K = ", log_k_, " (loss ", loss,
-                   "). The centering wins over sharpening: lower the teacher temperature (or warm it up "
-                   "more slowly), raise the center momentum, raise the teacher momentum, or lower the "
-                   "learning rate");
+    return str_cat(
+        "uniform collapse: teacher entropy ", h, " ~ ln K = ", log_k_, " (loss ", loss,
+        "). The centering wins over sharpening: lower the teacher temperature (or warm it up "
+        "more slowly), raise the center momentum, raise the teacher momentum, or lower the "
+        "learning rate");
   if (hb < kDominantCollapseFraction * log_k_)
-    return str_cat("dominant-dimension collapse: the teacher's batch-mean distribution has entropy ",
-                   hb, " (ln K = ", log_k_, "): one output dimension dominates. Sharpening wins over "
-                   "centering: lower the center momentum (faster centering), raise the teacher "
-                   "temperature slightly, raise the teacher momentum, or lower the learning rate");
+    return str_cat(
+        "dominant-dimension collapse: the teacher's batch-mean distribution has entropy ", hb,
+        " (ln K = ", log_k_,
+        "): one output dimension dominates. Sharpening wins over "
+        "centering: lower the center momentum (faster centering), raise the teacher "
+        "temperature slightly, raise the teacher momentum, or lower the learning rate");
   return std::nullopt;
 }
 

@@ -84,7 +84,8 @@ constexpr double kDominantCollapseFraction = 0.1;
 // Watches the teacher over a window of steps and explains a collapse when it sees one.
 class CollapseMonitor {
  public:
-  explicit CollapseMonitor(int64_t out_dim, int window = 20) : log_k_(std::log(double(out_dim))), window_(window) {}
+  explicit CollapseMonitor(int64_t out_dim, int window = 20)
+      : log_k_(std::log(double(out_dim))), window_(window) {}
   // Returns a warning while the windowed averages sit in a collapse signature.
   std::optional<std::string> update(const DinoLossStats& s);
 

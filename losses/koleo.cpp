@@ -39,9 +39,8 @@ Tensor koleo_loss(const Tensor& x) {
   const int64_t B = x.size(0);
   // f32 math for a bf16 input (the CUDA backbone's normed output): adding an f32 zero is the
   // differentiable cast, its gradient cast back to bf16.
-  const Tensor xf = x.dtype() == DType::bf16
-                        ? add(x, Tensor::zeros({1}, DType::f32, x.device()))
-                        : x;
+  const Tensor xf =
+      x.dtype() == DType::bf16 ? add(x, Tensor::zeros({1}, DType::f32, x.device())) : x;
   Tensor z = l2_normalize(xf, kEps);
   std::vector<int64_t> nn;
   {

@@ -22,7 +22,8 @@ DinoHead::DinoHead(const HeadConfig& cfg, Rng& rng) : cfg_(cfg) {
   // layer): U(-1/sqrt(fan_in), 1/sqrt(fan_in)). weight_g starts at 1.
   const double bound = 1.0 / std::sqrt(double(cfg.bottleneck_dim));
   last_layer.weight_g = make_param(Tensor::full({cfg.out_dim, 1}, 1.0));
-  last_layer.weight_v = make_param(Tensor::uniform({cfg.out_dim, cfg.bottleneck_dim}, rng, -bound, bound));
+  last_layer.weight_v =
+      make_param(Tensor::uniform({cfg.out_dim, cfg.bottleneck_dim}, rng, -bound, bound));
   if (cfg.norm_last_layer) last_layer.weight_g.set_requires_grad(false);
   last_layer.register_parameter("weight_g", &last_layer.weight_g);
   last_layer.register_parameter("weight_v", &last_layer.weight_v);

@@ -34,14 +34,16 @@ Tensor DinoModel::forward(const std::vector<Tensor>& crops, Rng* drop_rng, Tenso
 void ema_update(DinoModel& teacher, const DinoModel& student, double momentum) {
   NoGradGuard no_grad;
   auto t = teacher.named_parameters(), s = student.named_parameters();
-  DINO_CHECK(t.size() == s.size(), "[ema] teacher has ", t.size(), " parameters, student ", s.size());
+  DINO_CHECK(t.size() == s.size(), "[ema] teacher has ", t.size(), " parameters, student ",
+             s.size());
   for (size_t i = 0; i < t.size(); ++i) {
     DINO_CHECK(t[i].first == s[i].first && t[i].second.shape() == s[i].second.shape(),
                "[ema] parameter mismatch: ", t[i].first, " vs ", s[i].first);
     DINO_CHECK(t[i].second.device() == s[i].second.device(), "[ema] teacher '", t[i].first,
                "' is on ", device_name(t[i].second.device()), ", the student's on ",
                device_name(s[i].second.device()));
-    DINO_CHECK(t[i].second.device() == t[0].second.device(), "[ema] the teacher's parameters "
+    DINO_CHECK(t[i].second.device() == t[0].second.device(),
+               "[ema] the teacher's parameters "
                "are on more than one device; move the whole model (Module::to)");
     DINO_CHECK(t[i].second.dtype() == DType::f32 && s[i].second.dtype() == DType::f32,
                "[ema] teacher '", t[i].first, "' is ", t[i].second.str(), ", student ",

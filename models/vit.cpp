@@ -8,12 +8,27 @@ namespace dino {
 
 VitConfig vit_preset(const std::string& name) {
   VitConfig c;
-  if (name == "vit_tiny") { c.embed_dim = 192; c.depth = 12; c.num_heads = 3; }
-  else if (name == "vit_small") { c.embed_dim = 384; c.depth = 12; c.num_heads = 6; }
-  else if (name == "vit_base") { c.embed_dim = 768; c.depth = 12; c.num_heads = 12; }
-  else if (name == "vit_cpu") { c.embed_dim = 128; c.depth = 4; c.num_heads = 4; }
-  else if (name == "vit_micro") { c.embed_dim = 64; c.depth = 2; c.num_heads = 2; }
-  else {
+  if (name == "vit_tiny") {
+    c.embed_dim = 192;
+    c.depth = 12;
+    c.num_heads = 3;
+  } else if (name == "vit_small") {
+    c.embed_dim = 384;
+    c.depth = 12;
+    c.num_heads = 6;
+  } else if (name == "vit_base") {
+    c.embed_dim = 768;
+    c.depth = 12;
+    c.num_heads = 12;
+  } else if (name == "vit_cpu") {
+    c.embed_dim = 128;
+    c.depth = 4;
+    c.num_heads = 4;
+  } else if (name == "vit_micro") {
+    c.embed_dim = 64;
+    c.depth = 2;
+    c.num_heads = 2;
+  } else {
     std::string known;
     for (const auto& n : vit_preset_names()) known += " " + n;
     throw Error(str_cat("[vit] unknown preset '", name, "'; known:", known));
@@ -120,11 +135,13 @@ Tensor VisionTransformer::interpolate_pos_encoding(int64_t h, int64_t w) const {
   // itself, not the output size, drives the sampling, as in F.interpolate(scale_factor=...).
   const double h0 = double(h / P) + 0.1, w0 = double(w / P) + 0.1;
   const double sh = h0 / double(g), sw = w0 / double(g);
-  const int64_t rows = int64_t(std::floor(double(g) * sh)), cols = int64_t(std::floor(double(g) * sw));
-  DINO_CHECK(rows == h / P && cols == w / P, "[vit] position-embedding interpolation gave a ",
-             rows, "x", cols, " grid for a ", h / P, "x", w / P, " patch grid");
+  const int64_t rows = int64_t(std::floor(double(g) * sh)),
+                cols = int64_t(std::floor(double(g) * sw));
+  DINO_CHECK(rows == h / P && cols == w / P, "[vit] position-embedding interpolation gave a ", rows,
+             "x", cols, " grid for a ", h / P, "x", w / P, " patch grid");
   Tensor patch = resize_bicubic(table.narrow(1, N).reshape({g, g, D}), rows, cols, sh, sw);
-  return concat({table.narrow(0, 1), patch.reshape({rows * cols, D})}).reshape({1, 1 + rows * cols, D});
+  return concat({table.narrow(0, 1), patch.reshape({rows * cols, D})})
+      .reshape({1, 1 + rows * cols, D});
 }
 
 Tensor VisionTransformer::embed(const Tensor& images) const {
@@ -158,7 +175,8 @@ double VisionTransformer::flops_per_image(int64_t img_size) const {
   const double N = std::floor(double(img_size) / P) * std::floor(double(img_size) / P) + 1;
   const double hidden = D * cfg_.mlp_ratio;
   const double embed = 2.0 * (N - 1) * double(cfg_.in_chans) * P * P * D;
-  const double block = 2.0 * N * D * 3 * D + 4.0 * N * N * D + 2.0 * N * D * D + 4.0 * N * D * hidden;
+  const double block =
+      2.0 * N * D * 3 * D + 4.0 * N * N * D + 2.0 * N * D * D + 4.0 * N * D * hidden;
   return embed + double(cfg_.depth) * block;
 }
 

@@ -10,9 +10,9 @@
 namespace dino::testing {
 
 struct Comparison {
-  double rel_l2 = 0;   // ||got - ref|| / ||ref|| (NaN if any element of got is not finite)
+  double rel_l2 = 0;  // ||got - ref|| / ||ref|| (NaN if any element of got is not finite)
   size_t non_finite = 0;
-  std::string worst;   // the element with the largest |got - ref|
+  std::string worst;  // the element with the largest |got - ref|
 };
 Comparison compare(const std::vector<double>& got, const std::vector<double>& ref);
 

@@ -1,8 +1,9 @@
 // See composite.h.
+#include "testing/composite.h"
+
 #include <cmath>
 
 #include "core/autograd.h"
-#include "testing/composite.h"
 
 namespace dino::composite {
 

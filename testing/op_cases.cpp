@@ -53,7 +53,8 @@ std::vector<const OpCase*> cases_of(const std::string& op, bool with_bench) {
   return out;
 }
 
-std::vector<const OpCase*> bench_cases(const std::vector<std::string>& ops, const std::string& set) {
+std::vector<const OpCase*> bench_cases(const std::vector<std::string>& ops,
+                                       const std::string& set) {
   std::vector<const OpCase*> out;
   for (const OpCase& c : op_cases())
     if (!c.bench.empty() && (set == "all" ? c.bench != "smoke" : c.bench == set) &&

@@ -55,8 +55,8 @@ struct OpCase {
   // Run by the CUDA tests and `dino check`. Off for a benchmark-only shape (too large to
   // compare in float64 on every test run); `dino check --bench SET` still compares those.
   bool check = true;
-  // The kernel benchmark shape set the case belongs to ("smoke", "vit", "long"; empty: none), its sizes
-  // in that benchmark's order (attention B, N, H, Dh) and what they stand for.
+  // The kernel benchmark shape set the case belongs to ("smoke", "vit", "long"; empty: none), its
+  // sizes in that benchmark's order (attention B, N, H, Dh) and what they stand for.
   std::string bench;
   std::vector<int64_t> dims;
   std::string label;

@@ -24,9 +24,15 @@ void add_binary(std::vector<OpCase>& c) {
   // Same shapes; the position embedding (1, N, D) under (B, N, D); a scalar-shaped (1); a
   // per-row (R, 1); a broadcast middle dim; an outer product; 5 dims both ways.
   const std::pair<Shape, Shape> pairs[] = {
-      {{2, 197, 33}, {2, 197, 33}},    {{4, 37, 65}, {1, 37, 65}}, {{37, 33}, {1}},
-      {{37, 33}, {37, 1}},             {{3, 1, 33}, {3, 37, 33}},  {{300, 1}, {1, 384}},
-      {{2, 3, 1, 5, 7}, {3, 4, 1, 7}}, {{1}, {1}},                 {{8, 197, 384}, {1, 197, 384}},
+      {{2, 197, 33}, {2, 197, 33}},
+      {{4, 37, 65}, {1, 37, 65}},
+      {{37, 33}, {1}},
+      {{37, 33}, {37, 1}},
+      {{3, 1, 33}, {3, 37, 33}},
+      {{300, 1}, {1, 384}},
+      {{2, 3, 1, 5, 7}, {3, 4, 1, 7}},
+      {{1}, {1}},
+      {{8, 197, 384}, {1, 197, 384}},
   };
   const std::pair<DType, DType> mixes[] = {{F, F}, {F, H}, {H, F}, {H, H}};
   for (const Op& op : ops) {
@@ -35,25 +41,29 @@ void add_binary(std::vector<OpCase>& c) {
     for (const auto& [a, b] : pairs)
       for (const auto& [da, db] : mixes)
         // div: the divisor kept away from zero (3 +- 0.5 * N(0, 1)).
-        c.push_back(op_case(op.name, {{a, da}, {b, db, true, is_div ? 0.5 : 1.0, is_div ? 3.0 : 0.0}},
-                            [fn](const Inputs& in) { return fn(in[0], in[1]); }, promoted(da, db)));
+        c.push_back(op_case(
+            op.name, {{a, da}, {b, db, true, is_div ? 0.5 : 1.0, is_div ? 3.0 : 0.0}},
+            [fn](const Inputs& in) { return fn(in[0], in[1]); }, promoted(da, db)));
   }
   // Only one operand requires grad: the other's gradient is never formed.
   for (const auto& [da, db] : mixes) {
-    c.push_back(op_case("mul", {{{37, 33}, da}, {{1, 33}, db, false}},
-                        [](const Inputs& in) { return mul(in[0], in[1]); }, promoted(da, db)));
-    c.push_back(op_case("div", {{{37, 33}, da, false}, {{1, 33}, db, true, 0.5, 3.0}},
-                        [](const Inputs& in) { return div(in[0], in[1]); }, promoted(da, db)));
+    c.push_back(op_case(
+        "mul", {{{37, 33}, da}, {{1, 33}, db, false}},
+        [](const Inputs& in) { return mul(in[0], in[1]); }, promoted(da, db)));
+    c.push_back(op_case(
+        "div", {{{37, 33}, da, false}, {{1, 33}, db, true, 0.5, 3.0}},
+        [](const Inputs& in) { return div(in[0], in[1]); }, promoted(da, db)));
   }
   // Gradient accumulation: a leaf and an intermediate each used twice.
   for (const auto& [da, db] : mixes) {
-    OpCase k = op_case("accumulate", {{{37, 33}, da, true, 0.5}, {{37, 33}, db, true, 0.5}},
-                       [](const Inputs& in) {
-                         Tensor y = add(mul(in[0], in[1]), in[0]);  // in[0] gets two gradients
-                         Tensor e = exp(y);
-                         return mul(e, e);  // the intermediate e gets two gradients
-                       },
-                       promoted(da, db), "(x * b + x, then exp(y) * exp(y))");
+    OpCase k = op_case(
+        "accumulate", {{{37, 33}, da, true, 0.5}, {{37, 33}, db, true, 0.5}},
+        [](const Inputs& in) {
+          Tensor y = add(mul(in[0], in[1]), in[0]);  // in[0] gets two gradients
+          Tensor e = exp(y);
+          return mul(e, e);  // the intermediate e gets two gradients
+        },
+        promoted(da, db), "(x * b + x, then exp(y) * exp(y))");
     // y is stored in bf16 before exp, so e = exp(y) carries y's absolute rounding error
     // (up to 2^-9 |y|) as a relative one, and e * e doubles it: about 1.6% at |y| = 3, 15x
     // the rounding of the result itself (measured 12.7x under the emulator, tests/simt). A
@@ -85,32 +95,36 @@ void add_unary(std::vector<OpCase>& c) {
   for (const Un& op : ops)
     for (const Shape& s : {Shape{1}, Shape{37}, Shape{197, 33}, Shape{2, 197, 384}})
       for (const DType dt : {F, H})
-        c.push_back(op_case(op.op, {{s, dt, true, op.scale, op.shift}},
-                            [fn = op.fn](const Inputs& in) { return fn(in[0]); }, dt, op.detail));
+        c.push_back(op_case(
+            op.op, {{s, dt, true, op.scale, op.shift}},
+            [fn = op.fn](const Inputs& in) { return fn(in[0]); }, dt, op.detail));
 }
 
 void add_reductions(std::vector<OpCase>& c) {
   // (1 << 20) + 37 elements: many blocks' partials. Shifted inputs: no cancellation in the sum.
   for (const Shape& s : {Shape{1}, Shape{37, 33}, Shape{4, 197, 384}, Shape{(1 << 20) + 37}})
     for (const DType dt : {F, H}) {
-      c.push_back(op_case("sum", {{s, dt, true, 1.0, 1.0}},
-                          [](const Inputs& in) { return sum(in[0]); }, F));
-      c.push_back(op_case("mean", {{s, dt, true, 1.0, 1.0}},
-                          [](const Inputs& in) { return mean(in[0]); }, F));
+      c.push_back(op_case(
+          "sum", {{s, dt, true, 1.0, 1.0}}, [](const Inputs& in) { return sum(in[0]); }, F));
+      c.push_back(op_case(
+          "mean", {{s, dt, true, 1.0, 1.0}}, [](const Inputs& in) { return mean(in[0]); }, F));
     }
   // C = 5000: the block-per-row path (C >= 1024); the rest one warp per row.
-  for (const Shape& s : {Shape{1, 33}, Shape{37, 33}, Shape{197, 384}, Shape{3, 5000},
-                         Shape{2, 3, 65}, Shape{7}})
+  for (const Shape& s :
+       {Shape{1, 33}, Shape{37, 33}, Shape{197, 384}, Shape{3, 5000}, Shape{2, 3, 65}, Shape{7}})
     for (const DType dt : {F, H})
       for (const bool keep : {true, false}) {
         const std::string detail = keep ? "keepdim" : "";
-        c.push_back(op_case("sum_last", {{s, dt}},
-                            [keep](const Inputs& in) { return sum_last(in[0], keep); }, dt, detail));
-        c.push_back(op_case("mean_last", {{s, dt}},
-                            [keep](const Inputs& in) { return mean_last(in[0], keep); }, dt, detail));
+        c.push_back(op_case(
+            "sum_last", {{s, dt}}, [keep](const Inputs& in) { return sum_last(in[0], keep); }, dt,
+            detail));
+        c.push_back(op_case(
+            "mean_last", {{s, dt}}, [keep](const Inputs& in) { return mean_last(in[0], keep); }, dt,
+            detail));
         // Values only: max_last has no gradient.
-        c.push_back(op_case("max_last", {{s, dt, false}},
-                            [keep](const Inputs& in) { return max_last(in[0], keep); }, dt, detail));
+        c.push_back(op_case(
+            "max_last", {{s, dt, false}},
+            [keep](const Inputs& in) { return max_last(in[0], keep); }, dt, detail));
       }
 }
 

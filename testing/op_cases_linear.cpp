@@ -34,19 +34,21 @@ OpCase linear_case(const Shape& x, int64_t out, DType x_dtype, bool bias, bool w
   std::vector<OpInput> inputs = {{x, x_dtype, true, 1.0, 0.0, true},
                                  {{out, in}, F, weight_grad, 0.05, 0.0, true}};
   if (bias) inputs.push_back({{out}, F, true, 0.5, 0.0, true});
-  return op_case("linear", std::move(inputs),
-                 [bias](const Inputs& t) { return linear(t[0], t[1], bias ? t[2] : Tensor()); }, H);
+  return op_case(
+      "linear", std::move(inputs),
+      [bias](const Inputs& t) { return linear(t[0], t[1], bias ? t[2] : Tensor()); }, H);
 }
 
 // x (rows, C) times w = g v / ||v|| (K, C): f32 logits. g exactly 1 (scale 0, shift 1) when
 // frozen, as norm_last_layer keeps it.
 OpCase weight_norm_linear_case(const Shape& x, int64_t K, DType x_dtype, bool g_trained) {
   const int64_t C = x.back();
-  OpCase c = op_case("weight_norm_linear",
-                     {{x, x_dtype, true, 1.0, 0.0, true},
-                      {{K, C}, F, true},
-                      g_trained ? OpInput{{K, 1}, F, true, 0.5, 1.0} : OpInput{{K, 1}, F, false, 0.0, 1.0}},
-                     [](const Inputs& t) { return weight_norm_linear(t[0], t[1], t[2]); }, F);
+  OpCase c = op_case(
+      "weight_norm_linear",
+      {{x, x_dtype, true, 1.0, 0.0, true},
+       {{K, C}, F, true},
+       g_trained ? OpInput{{K, 1}, F, true, 0.5, 1.0} : OpInput{{K, 1}, F, false, 0.0, 1.0}},
+      [](const Inputs& t) { return weight_norm_linear(t[0], t[1], t[2]); }, F);
   // The logits multiply x by bf16(w) (w computed on the device): one rounded factor the
   // reference does not see; dx multiplies bf16(dy) by bf16(w) (two), dv and dg come from
   // bf16(dy)^T x (one). A bf16 dx carries those two roundings (~2.4e-3) on top of its own
@@ -85,7 +87,8 @@ void add_matmul(std::vector<OpCase>& c) {
       {{2, 1, 33}, {33, 1}, H},             // one row, one column
   };
   for (const auto& [a, b, dt] : shapes)
-    c.push_back(op_case("matmul", {{a, dt, true, 1.0, 0.0, true}, {b, dt, true, 1.0, 0.0, true}}, mm, H));
+    c.push_back(
+        op_case("matmul", {{a, dt, true, 1.0, 0.0, true}, {b, dt, true, 1.0, 0.0, true}}, mm, H));
   // Mixed dtypes: an f32 left operand and a bf16 right one.
   c.push_back(op_case("matmul", {{{3, 37, 33}, F, true, 1.0, 0.0, true}, {{3, 33, 65}, H}}, mm, H));
 }
@@ -93,11 +96,12 @@ void add_matmul(std::vector<OpCase>& c) {
 void add_weight_norm(std::vector<OpCase>& c) {
   // All f32 arithmetic: the default 1e-5.
   for (const Shape& v : {Shape{65, 33}, Shape{1, 7}, Shape{300, 256}})
-    c.push_back(op_case("weight_norm", {{v, F}, {{v[0], 1}, F, true, 0.5, 1.0}},
-                        [](const Inputs& t) { return weight_norm(t[0], t[1]); }, F));
-  c.push_back(weight_norm_linear_case({37, 33}, 65, H, false));  // norm_last_layer: g frozen at 1
-  c.push_back(weight_norm_linear_case({37, 33}, 65, H, true));   // g trained
-  c.push_back(weight_norm_linear_case({1, 33}, 65, F, true));    // one row, f32 x
+    c.push_back(op_case(
+        "weight_norm", {{v, F}, {{v[0], 1}, F, true, 0.5, 1.0}},
+        [](const Inputs& t) { return weight_norm(t[0], t[1]); }, F));
+  c.push_back(weight_norm_linear_case({37, 33}, 65, H, false));    // norm_last_layer: g frozen at 1
+  c.push_back(weight_norm_linear_case({37, 33}, 65, H, true));     // g trained
+  c.push_back(weight_norm_linear_case({1, 33}, 65, F, true));      // one row, f32 x
   c.push_back(weight_norm_linear_case({2, 5, 33}, 65, F, false));  // 3-D x
   c.push_back(weight_norm_linear_case({64, 256}, 4096, H, false));  // the head (K = 4096), B = 64
 }
@@ -110,17 +114,18 @@ void add_patchify(std::vector<OpCase>& c) {
       {2, 3, 224, 224, 16, 384},  // ViT-S/16 on a global crop
       {2, 1, 224, 224, 16, 384},  // one channel
       {2, 3, 96, 96, 16, 384},    // a local crop
-  };  // B, C, H, W, P, D
+  };                              // B, C, H, W, P, D
   for (const auto& s : shapes) {
     const int64_t B = s[0], C = s[1], Hh = s[2], W = s[3], P = s[4], D = s[5];
     for (const bool train : {false, true}) {
       // The images and W are GEMM operands (bf16 on the device); the bias is added in f32 by
       // the fp32-output GEMM's epilogue, so it is not rounded. Images never take a gradient.
-      OpCase k = op_case("patchify",
-                         {{{B, C, Hh, W}, F, false, 1.0, 0.0, true},
-                          {{D, C, P, P}, F, train, 0.1, 0.0, true},
-                          {{D}, F, train, 0.5}},
-                         [](const Inputs& t) { return patchify(t[0], t[1], t[2]); }, F);
+      OpCase k = op_case(
+          "patchify",
+          {{{B, C, Hh, W}, F, false, 1.0, 0.0, true},
+           {{D, C, P, P}, F, train, 0.1, 0.0, true},
+           {{D}, F, train, 0.5}},
+          [](const Inputs& t) { return patchify(t[0], t[1], t[2]); }, F);
       // Forward alone: exact bf16 products summed in fp32, the default 1e-5. With the
       // backward, dW and db read the f32 upstream gradient rounded to bf16 (one rounded
       // factor); the forward is then held to that bound too.
@@ -142,9 +147,9 @@ void add_gemm_bench(std::vector<OpCase>& c) {
   }
   const int64_t tok = 64 * 197, crops = 64 * 10;
   const std::tuple<const char*, int64_t, int64_t, int64_t> layers[] = {
-      {"qkv", tok, 384, 1152},          {"proj", tok, 384, 384},
-      {"fc1", tok, 384, 1536},          {"fc2", tok, 1536, 384},
-      {"head.mlp0", crops, 384, 2048},  {"head.mlp2", crops, 2048, 2048},
+      {"qkv", tok, 384, 1152},         {"proj", tok, 384, 384},
+      {"fc1", tok, 384, 1536},         {"fc2", tok, 1536, 384},
+      {"head.mlp0", crops, 384, 2048}, {"head.mlp2", crops, 2048, 2048},
       {"head.mlp4", crops, 2048, 256},
   };
   for (const auto& [label, rows, in, out] : layers) {

@@ -18,8 +18,9 @@ constexpr DType F = DType::f32, H = DType::bf16;
 // x: a residual stream (mean ~3, std ~1); weight ~1; bias ~0.
 OpCase layer_norm_case(const Shape& x, DType x_dtype = F) {
   const int64_t C = x.back();
-  return op_case("layer_norm", {{x, x_dtype, true, 1.0, 3.0}, {{C}, F, true, 0.3, 1.0}, {{C}, F, true, 0.3}},
-                 [](const Inputs& in) { return layer_norm(in[0], in[1], in[2], 1e-6); }, H);
+  return op_case(
+      "layer_norm", {{x, x_dtype, true, 1.0, 3.0}, {{C}, F, true, 0.3, 1.0}, {{C}, F, true, 0.3}},
+      [](const Inputs& in) { return layer_norm(in[0], in[1], in[2], 1e-6); }, H);
 }
 
 // The fused residual step: f32 stream + bf16 branch. `take` picks what the case compares: the
@@ -29,17 +30,22 @@ OpCase layer_norm_case(const Shape& x, DType x_dtype = F) {
 enum class AddNormOut { normed, sum, both };
 OpCase add_layer_norm_case(const Shape& x, AddNormOut take, DType branch_dtype = H) {
   const int64_t C = x.back();
-  const char* what = take == AddNormOut::normed ? "(normed)" : take == AddNormOut::sum ? "(sum)" : "(both)";
-  OpCase c = op_case("add_layer_norm",
-                     {{x, F, true, 1.0, 3.0}, {x, branch_dtype, true, 0.5}, {{C}, F, true, 0.3, 1.0},
-                      {{C}, F, true, 0.3}},
-                     [take](const Inputs& in) {
-                       const AddNorm r = add_layer_norm(in[0], in[1], in[2], in[3], 1e-6);
-                       if (take == AddNormOut::normed) return r.normed;
-                       if (take == AddNormOut::sum) return r.sum;
-                       return add(r.sum, r.normed);
-                     },
-                     take == AddNormOut::normed ? H : F, what);
+  const char* what = take == AddNormOut::normed ? "(normed)"
+                     : take == AddNormOut::sum  ? "(sum)"
+                                                : "(both)";
+  OpCase c = op_case(
+      "add_layer_norm",
+      {{x, F, true, 1.0, 3.0},
+       {x, branch_dtype, true, 0.5},
+       {{C}, F, true, 0.3, 1.0},
+       {{C}, F, true, 0.3}},
+      [take](const Inputs& in) {
+        const AddNorm r = add_layer_norm(in[0], in[1], in[2], in[3], 1e-6);
+        if (take == AddNormOut::normed) return r.normed;
+        if (take == AddNormOut::sum) return r.sum;
+        return add(r.sum, r.normed);
+      },
+      take == AddNormOut::normed ? H : F, what);
   if (take == AddNormOut::both) c.tol.f32 = 1e-2;
   return c;
 }
@@ -49,9 +55,9 @@ OpCase add_layer_norm_case(const Shape& x, AddNormOut take, DType branch_dtype =
 // tests/cuda/test_attention.cpp, holds them to twice a bf16 composite's error). Here the point
 // is the op's plumbing (layout, dtypes, casts, the node), which would miss by O(1).
 OpCase attention_case(int64_t B, int64_t N, int64_t Hh, int64_t Dh, DType dt = H) {
-  OpCase c = op_case("attention", {{{B, N, 3 * Hh * Dh}, dt, true, 1.5, 0.0, true}},
-                     [Hh](const Inputs& in) { return attention(in[0], Hh); }, H,
-                     str_cat("heads ", Hh));
+  OpCase c = op_case(
+      "attention", {{{B, N, 3 * Hh * Dh}, dt, true, 1.5, 0.0, true}},
+      [Hh](const Inputs& in) { return attention(in[0], Hh); }, H, str_cat("heads ", Hh));
   c.tol.bf16_mult = 3.0;
   c.tol.bf16_floor = 3e-3;
   // An f32 qkv is cast to bf16 and its gradient comes back from bf16: bf16 accuracy.
@@ -62,9 +68,11 @@ OpCase attention_case(int64_t B, int64_t N, int64_t Hh, int64_t Dh, DType dt = H
 
 // Logits of cosine size (norm_last_layer): the teacher divides them by 0.04.
 OpCase dino_loss_case(int64_t G, int64_t V, int64_t B, int64_t K) {
-  OpCase c = op_case("dino_loss", {{{V * B, K}, F, true, 0.5}, {{G * B, K}, F, false, 0.5}, {{1, K}, F, false, 0.1}},
-                     [G](const Inputs& in) { return dino_loss(in[0], in[1], in[2], G, 0.1, 0.04); }, F,
-                     str_cat("G ", G, " V ", V, " B ", B));
+  OpCase c = op_case(
+      "dino_loss",
+      {{{V * B, K}, F, true, 0.5}, {{G * B, K}, F, false, 0.5}, {{1, K}, F, false, 0.1}},
+      [G](const Inputs& in) { return dino_loss(in[0], in[1], in[2], G, 0.1, 0.04); }, F,
+      str_cat("G ", G, " V ", V, " B ", B));
   c.dims = {G, V, B, K};
   return c;
 }
@@ -81,19 +89,22 @@ void add_norms(std::vector<OpCase>& c) {
   c.push_back(add_layer_norm_case({37, 33}, AddNormOut::both, F));
 
   for (const bool log_space : {false, true})
-    for (const auto& [x, dt] : {std::pair<Shape, DType>{{1, 33}, F}, {{37, 33}, F}, {{6, 197, 197}, H},
-                                {{37, 33}, H}, {{4, 65536}, F}})
-      c.push_back(op_case(log_space ? "log_softmax" : "softmax", {{x, dt, true, 2.0}},
-                          [log_space](const Inputs& in) {
-                            return log_space ? log_softmax(in[0]) : softmax(in[0]);
-                          },
-                          dt));
+    for (const auto& [x, dt] : {std::pair<Shape, DType>{{1, 33}, F},
+                                {{37, 33}, F},
+                                {{6, 197, 197}, H},
+                                {{37, 33}, H},
+                                {{4, 65536}, F}})
+      c.push_back(op_case(
+          log_space ? "log_softmax" : "softmax", {{x, dt, true, 2.0}},
+          [log_space](const Inputs& in) { return log_space ? log_softmax(in[0]) : softmax(in[0]); },
+          dt));
 
   // (640, 256): the head's bottleneck, B*V = 64*10.
-  for (const auto& [x, dt] : {std::pair<Shape, DType>{{1, 33}, F}, {{37, 33}, F}, {{197, 384}, F},
-                              {{640, 256}, H}})
-    c.push_back(op_case("l2_normalize", {{x, dt, true, 0.5, 0.1}},
-                        [](const Inputs& in) { return l2_normalize(in[0]); }, dt));
+  for (const auto& [x, dt] :
+       {std::pair<Shape, DType>{{1, 33}, F}, {{37, 33}, F}, {{197, 384}, F}, {{640, 256}, H}})
+    c.push_back(op_case(
+        "l2_normalize", {{x, dt, true, 0.5, 0.1}},
+        [](const Inputs& in) { return l2_normalize(in[0]); }, dt));
 }
 
 void add_attention(std::vector<OpCase>& c) {
@@ -108,13 +119,15 @@ void add_attention(std::vector<OpCase>& c) {
 void add_regularisers(std::vector<OpCase>& c) {
   // The same generator state on both sides: the same per-sample mask (Rng(1234) at p = 0.1
   // drops 4 of 37 and 6 of 64 samples; tests/cuda/test_ops_nn.cpp checks both kinds occur).
-  for (const auto& [x, dt] : {std::pair<Shape, DType>{{37, 5, 33}, F}, {{64, 197, 384}, H}, {{37, 33}, H}})
-    c.push_back(op_case("drop_path", {{x, dt}},
-                        [](const Inputs& in) {
-                          Rng rng(1234);
-                          return drop_path(in[0], 0.1, true, rng);
-                        },
-                        dt, "p 0.1"));
+  for (const auto& [x, dt] :
+       {std::pair<Shape, DType>{{37, 5, 33}, F}, {{64, 197, 384}, H}, {{37, 33}, H}})
+    c.push_back(op_case(
+        "drop_path", {{x, dt}},
+        [](const Inputs& in) {
+          Rng rng(1234);
+          return drop_path(in[0], 0.1, true, rng);
+        },
+        dt, "p 0.1"));
 
   // DINO's scale factor: (output grid + 0.1) / input grid (models/vit.cpp).
   const int64_t resizes[][5] = {
@@ -122,13 +135,14 @@ void add_regularisers(std::vector<OpCase>& c) {
       {4, 4, 7, 7, 33},     // upsampling, odd channels
       {14, 14, 14, 9, 33},  // different axes
       {1, 1, 2, 2, 33},     // every tap clamped
-  };  // Hi, Wi, Ho, Wo, C
+  };                        // Hi, Wi, Ho, Wo, C
   for (const auto& r : resizes) {
     const int64_t Hi = r[0], Wi = r[1], Ho = r[2], Wo = r[3];
     const double sh = (double(Ho) + 0.1) / double(Hi), sw = (double(Wo) + 0.1) / double(Wi);
-    c.push_back(op_case("resize_bicubic", {{{Hi, Wi, r[4]}, F}},
-                        [=](const Inputs& in) { return resize_bicubic(in[0], Ho, Wo, sh, sw); }, F,
-                        str_cat("to ", Ho, "x", Wo)));
+    c.push_back(op_case(
+        "resize_bicubic", {{{Hi, Wi, r[4]}, F}},
+        [=](const Inputs& in) { return resize_bicubic(in[0], Ho, Wo, sh, sw); }, F,
+        str_cat("to ", Ho, "x", Wo)));
   }
 
   c.push_back(dino_loss_case(2, 10, 4, 4096));
@@ -137,9 +151,10 @@ void add_regularisers(std::vector<OpCase>& c) {
 
   // KoLeo: f32 features, and bf16 features as the CUDA backbone hands them over (the op then
   // works in f32).
-  for (const auto& [x, dt] : {std::pair<Shape, DType>{{2, 3}, F}, {{37, 33}, F}, {{37, 33}, H},
-                              {{64, 128}, H}})
-    c.push_back(op_case("koleo", {{x, dt}}, [](const Inputs& in) { return koleo_loss(in[0]); }, F));
+  for (const auto& [x, dt] :
+       {std::pair<Shape, DType>{{2, 3}, F}, {{37, 33}, F}, {{37, 33}, H}, {{64, 128}, H}})
+    c.push_back(op_case(
+        "koleo", {{x, dt}}, [](const Inputs& in) { return koleo_loss(in[0]); }, F));
 }
 
 // The kernel benchmarks' shape sets. "smoke": one small shape per benchmark, which the
@@ -148,7 +163,8 @@ void add_regularisers(std::vector<OpCase>& c) {
 void add_bench_shapes(std::vector<OpCase>& c) {
   auto bench = [&c](OpCase k, const char* set, std::vector<int64_t> dims, const char* label) {
     k.check = std::string(set) == "smoke", k.bench = set, k.dims = std::move(dims), k.label = label;
-    k.name += std::string(set) == label ? str_cat(" [bench ", set, "]") : str_cat(" [bench ", set, ": ", label, "]");
+    k.name += std::string(set) == label ? str_cat(" [bench ", set, "]")
+                                        : str_cat(" [bench ", set, ": ", label, "]");
     c.push_back(std::move(k));
   };
   bench(attention_case(2, 37, 3, 64), "smoke", {2, 37, 3, 64}, "smoke");
@@ -169,7 +185,8 @@ void add_bench_shapes(std::vector<OpCase>& c) {
   for (const auto& [N, label] : rows) bench(layer_norm_case({N, 384}), "vit", {N, 384}, label);
   bench(dino_loss_case(2, 10, 64, 65536), "vit", {2, 10, 64, 65536},
         "dino vit-s/16: 2+8 crops, K 65536, batch 64");
-  bench(dino_loss_case(2, 8, 64, 4096), "vit", {2, 8, 64, 4096}, "cpu recipe: 2+6 crops, K 4096, batch 64");
+  bench(dino_loss_case(2, 8, 64, 4096), "vit", {2, 8, 64, 4096},
+        "cpu recipe: 2+6 crops, K 4096, batch 64");
 }
 
 }  // namespace

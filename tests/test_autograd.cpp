@@ -62,7 +62,8 @@ TEST_CASE("a second backward through freed buffers is a clear error", "[autograd
   Tensor x = leaf({0.5, 0.25});
   Tensor loss = sum(exp(x));
   loss.backward();
-  CHECK_THROWS_WITH(loss.backward(), Catch::Contains("second backward") && Catch::Contains("retain_graph"));
+  CHECK_THROWS_WITH(loss.backward(),
+                    Catch::Contains("second backward") && Catch::Contains("retain_graph"));
   Tensor loss2 = sum(exp(x));
   x.zero_grad();
   loss2.backward(Tensor(), true);
@@ -99,7 +100,8 @@ TEST_CASE("detach cuts history but shares data", "[autograd]") {
   CHECK(d.item() == 2.0);
 }
 
-TEST_CASE("a grad-ready hook fires once, after the leaf's last gradient has arrived", "[autograd]") {
+TEST_CASE("a grad-ready hook fires once, after the leaf's last gradient has arrived",
+          "[autograd]") {
   // x feeds two branches; w only the second. The walk reaches w's only edge before x's last.
   Tensor x = leaf({1.0, 2.0}), w = leaf({3.0, -1.0}), unused = leaf({5.0});
   std::vector<std::string> fired;
@@ -110,8 +112,8 @@ TEST_CASE("a grad-ready hook fires once, after the leaf's last gradient has arri
   });
   add_grad_ready_hook(w, [&](const Tensor&) { fired.push_back("w"); });
   add_grad_ready_hook(unused, [&](const Tensor&) { fired.push_back("unused"); });
-  Tensor a = mul(x, x);                    // d/dx: 2x
-  Tensor b = mul(exp(scale(x, 0.5)), w);   // d/dx: 0.5 e^{x/2} w
+  Tensor a = mul(x, x);                   // d/dx: 2x
+  Tensor b = mul(exp(scale(x, 0.5)), w);  // d/dx: 0.5 e^{x/2} w
   sum(add(a, b)).backward();
   REQUIRE(fired == std::vector<std::string>{"w", "x"});
   // The hook saw the complete gradient, not a partial sum.
@@ -125,7 +127,8 @@ TEST_CASE("a grad-ready hook fires once, after the leaf's last gradient has arri
   CHECK(fired.size() == 3);
 }
 
-TEST_CASE("a grad-ready hook does not fire for a leaf whose edges passed no gradient", "[autograd]") {
+TEST_CASE("a grad-ready hook does not fire for a leaf whose edges passed no gradient",
+          "[autograd]") {
   // An op whose backward gives x nothing (as the DINO loss gives its teacher input).
   Tensor x = leaf({1.0, 4.0}), y = leaf({2.0});
   int x_fired = 0, y_fired = 0;

@@ -9,7 +9,8 @@
 
 using namespace dino;
 
-TEST_CASE("drop_path draws one process's masks on every rank's share of the batch", "[batch_shard]") {
+TEST_CASE("drop_path draws one process's masks on every rank's share of the batch",
+          "[batch_shard]") {
   const int ranks = GENERATE(1, 2, 3);
   const int64_t per_rank = 8, cols = 5;  // two views of 4 samples each, per rank
   Rng whole_rng(9);

@@ -57,7 +57,8 @@ TEST_CASE("recipe: out-of-range values are refused, naming the key, value and ra
   CHECK_THAT(recipe_error({"run.seed=-1"}), Catch::Contains("'run.seed' is -1"));
   CHECK_THAT(recipe_error({"run.log_every=0"}), Catch::Contains("'run.log_every' is 0"));
   CHECK_THAT(recipe_error({"run.max_steps=-5"}), Catch::Contains("'run.max_steps' is -5"));
-  CHECK_THAT(recipe_error({"data.loader_threads=0"}), Catch::Contains("'data.loader_threads' is 0"));
+  CHECK_THAT(recipe_error({"data.loader_threads=0"}),
+             Catch::Contains("'data.loader_threads' is 0"));
   CHECK_THAT(recipe_error({"data.dataset=\"\""}), Catch::Contains("'data.dataset'"));
   CHECK_THAT(recipe_error({"data.augment=gpus"}),
              Catch::Contains("'data.augment' is \"gpus\"") && Catch::Contains("\"auto\""));
@@ -82,15 +83,17 @@ TEST_CASE("recipe: out-of-range values are refused, naming the key, value and ra
 
 TEST_CASE("recipe: keys that must agree with each other are checked together", "[config]") {
   CHECK_THAT(recipe_error({"model.num_heads=5"}),
-             Catch::Contains("'model.num_heads' is 5") && Catch::Contains("divisor of the embedding width 384"));
+             Catch::Contains("'model.num_heads' is 5") &&
+                 Catch::Contains("divisor of the embedding width 384"));
   CHECK_THAT(recipe_error({"model.patch_size=32", "model.img_size=16"}),
              Catch::Contains("'model.patch_size' is 32"));
-  CHECK_THAT(recipe_error({"crops.global_size=8"}),
-             Catch::Contains("'crops.global_size' is 8") && Catch::Contains("model.patch_size (16)"));
+  CHECK_THAT(recipe_error({"crops.global_size=8"}), Catch::Contains("'crops.global_size' is 8") &&
+                                                        Catch::Contains("model.patch_size (16)"));
   CHECK_THAT(recipe_error({"crops.local_size=8"}), Catch::Contains("'crops.local_size' is 8"));
   CHECK(recipe_error({"crops.local_size=8", "crops.local_crops=0"}) == "accepted");
   CHECK_THAT(recipe_error({"crops.local_scale=[0.4, 0.1]"}), Catch::Contains("min <= max"));
-  CHECK_THAT(recipe_error({"optim.warmup_epochs=200"}), Catch::Contains("'optim.warmup_epochs' is 200"));
+  CHECK_THAT(recipe_error({"optim.warmup_epochs=200"}),
+             Catch::Contains("'optim.warmup_epochs' is 200"));
   CHECK_THAT(recipe_error({"loss.warmup_teacher_temp_epochs=101"}),
              Catch::Contains("'loss.warmup_teacher_temp_epochs'"));
   CHECK_THAT(recipe_error({"optim.min_lr=0.1"}),
@@ -100,11 +103,13 @@ TEST_CASE("recipe: keys that must agree with each other are checked together", "
 TEST_CASE("recipe: wrong JSON types are refused, never converted", "[config]") {
   CHECK_THAT(recipe_error({"optim.batch_size=1.5"}), Catch::Contains("'optim.batch_size' expects"));
   CHECK_THAT(recipe_error({"run.knn=1"}), Catch::Contains("'run.knn' expects"));
-  CHECK_THAT(recipe_error({"crops.blur_p=[1, \"a\", 0]"}), Catch::Contains("'crops.blur_p' expects numbers"));
+  CHECK_THAT(recipe_error({"crops.blur_p=[1, \"a\", 0]"}),
+             Catch::Contains("'crops.blur_p' expects numbers"));
   CHECK_THAT(recipe_error({"optim=3"}), Catch::Contains("'optim' must be an object"));
   CHECK_THAT(recipe_error({".lr=3"}), Catch::Contains("is not a group.key name"));
   // Integers past int64 arrive as floats from the JSON parser: refused like any float.
-  CHECK_THAT(recipe_error({"run.max_steps=99999999999999999999"}), Catch::Contains("'run.max_steps' expects"));
+  CHECK_THAT(recipe_error({"run.max_steps=99999999999999999999"}),
+             Catch::Contains("'run.max_steps' expects"));
   CHECK_THAT(recipe_error({"run.seed=18446744073709551615"}), Catch::Contains("'run.seed' is"));
 }
 
@@ -118,16 +123,20 @@ TEST_CASE("recipe: a saved recipe must hold every key", "[config]") {
                     Catch::Contains("must be an object"));
 }
 
-TEST_CASE("recipe: every key has a one-line meaning for `dino config`, and no meaning lacks its key", "[config]") {
+TEST_CASE(
+    "recipe: every key has a one-line meaning for `dino config`, and no meaning lacks its key",
+    "[config]") {
   std::vector<std::string> keys;
-  std::function<void(const nlohmann::json&, const std::string&)> walk = [&](const nlohmann::json& j,
-                                                                            const std::string& path) {
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      const std::string key = path.empty() ? it.key() : path + "." + it.key();
-      if (it->is_object()) walk(*it, key);
-      else keys.push_back(key);
-    }
-  };
+  std::function<void(const nlohmann::json&, const std::string&)> walk =
+      [&](const nlohmann::json& j, const std::string& path) {
+        for (auto it = j.begin(); it != j.end(); ++it) {
+          const std::string key = path.empty() ? it.key() : path + "." + it.key();
+          if (it->is_object())
+            walk(*it, key);
+          else
+            keys.push_back(key);
+        }
+      };
   walk(default_config(), "");
   const auto& meanings = recipe_key_meanings();
   for (const std::string& key : keys) {
@@ -137,7 +146,8 @@ TEST_CASE("recipe: every key has a one-line meaning for `dino config`, and no me
   CHECK(meanings.size() == keys.size());
 }
 
-TEST_CASE("recipe: a checkpoint written before data.augment and model.init_from still loads", "[config]") {
+TEST_CASE("recipe: a checkpoint written before data.augment and model.init_from still loads",
+          "[config]") {
   nlohmann::json saved = default_config();
   saved["data"].erase("augment");
   saved["model"].erase("init_from");
@@ -146,12 +156,15 @@ TEST_CASE("recipe: a checkpoint written before data.augment and model.init_from 
   CHECK(r.model.init_from.empty());
 }
 
-TEST_CASE("model.init_from: student and teacher backbones start from the file, heads as seeded", "[config][train]") {
+TEST_CASE("model.init_from: student and teacher backbones start from the file, heads as seeded",
+          "[config][train]") {
   const std::string dir = (std::filesystem::temp_directory_path() /
-                           ("dino_init_from_test-" + std::to_string(::getpid()))).string();
+                           ("dino_init_from_test-" + std::to_string(::getpid())))
+                              .string();
   std::filesystem::create_directories(dir);
-  const std::vector<std::string> tiny{"model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
-                                      "head.out_dim=32", "head.hidden_dim=32", "head.bottleneck_dim=8"};
+  const std::vector<std::string> tiny{"model.arch=vit_micro", "model.img_size=16",
+                                      "model.patch_size=4",   "head.out_dim=32",
+                                      "head.hidden_dim=32",   "head.bottleneck_dim=8"};
   const Recipe fresh = load_recipe("", tiny);
   // The weights to start from: another seed, so they differ from the recipe's own.
   Rng rng(123);
@@ -173,8 +186,10 @@ TEST_CASE("model.init_from: student and teacher backbones start from the file, h
     CHECK(student[i].second.to_vector() == want[i].second.to_vector());
     CHECK(teacher[i].second.to_vector() == want[i].second.to_vector());
   }
-  const auto head = state.student->head.named_parameters(), seeded = plain.student->head.named_parameters();
-  for (size_t i = 0; i < head.size(); ++i) CHECK(head[i].second.to_vector() == seeded[i].second.to_vector());
+  const auto head = state.student->head.named_parameters(),
+             seeded = plain.student->head.named_parameters();
+  for (size_t i = 0; i < head.size(); ++i)
+    CHECK(head[i].second.to_vector() == seeded[i].second.to_vector());
 
   std::vector<std::string> wider = with;
   wider.push_back("model.embed_dim=32");
@@ -186,15 +201,22 @@ TEST_CASE("model.init_from: student and teacher backbones start from the file, h
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("recipe: what needs the dataset is checked before the run writes anything", "[config][train]") {
+TEST_CASE("recipe: what needs the dataset is checked before the run writes anything",
+          "[config][train]") {
   namespace fs = std::filesystem;
   const std::string dir = test::fresh_dir("config_plan", "run");
   fs::remove_all(dir);
   auto run = [&](const std::vector<std::string>& extra) {
     std::vector<std::string> o = {"data.dataset=synthetic:n=64,test=16,size=16,classes=4",
-                                  "model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
-                                  "crops.global_size=16", "crops.local_size=8", "head.out_dim=32",
-                                  "head.hidden_dim=32", "head.bottleneck_dim=8", "optim.batch_size=16"};
+                                  "model.arch=vit_micro",
+                                  "model.img_size=16",
+                                  "model.patch_size=4",
+                                  "crops.global_size=16",
+                                  "crops.local_size=8",
+                                  "head.out_dim=32",
+                                  "head.hidden_dim=32",
+                                  "head.bottleneck_dim=8",
+                                  "optim.batch_size=16"};
     o.insert(o.end(), extra.begin(), extra.end());
     TrainOptions opt;
     opt.out_dir = dir;
@@ -208,7 +230,8 @@ TEST_CASE("recipe: what needs the dataset is checked before the run writes anyth
   };
   CHECK_THAT(run({"optim.batch_size=65"}), Catch::Contains("'optim.batch_size' is 65"));
   CHECK_THAT(run({"run.knn_k=65"}), Catch::Contains("'run.knn_k' is 65"));
-  CHECK_THAT(run({"optim.epochs=0.1", "optim.warmup_epochs=0", "optim.freeze_last_layer=0"}), Catch::Contains("no step at all"));
+  CHECK_THAT(run({"optim.epochs=0.1", "optim.warmup_epochs=0", "optim.freeze_last_layer=0"}),
+             Catch::Contains("no step at all"));
   CHECK_THAT(run({"data.dataset=synthetic:n=64,test=16,size=16,classes=4,channels=3",
                   "model.attention=cudnn"}),
              Catch::Contains("model.attention=cudnn needs the GPU"));

@@ -29,8 +29,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           str_cat("dino_test_data_", getpid(), "_", counter.fetch_add(1));
+    path =
+        fs::temp_directory_path() / str_cat("dino_test_data_", getpid(), "_", counter.fetch_add(1));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -114,8 +114,8 @@ struct BatchCopy {
   std::vector<int> labels;
   std::vector<int64_t> indices;
   bool operator==(const BatchCopy& o) const {
-    return epoch == o.epoch && index == o.index && view_sizes == o.view_sizes &&
-           views == o.views && labels == o.labels && indices == o.indices;
+    return epoch == o.epoch && index == o.index && view_sizes == o.view_sizes && views == o.views &&
+           labels == o.labels && indices == o.indices;
   }
 };
 
@@ -324,14 +324,16 @@ TEST_CASE("image folder reads generated PNGs and names a corrupt file", "[data]"
                        "/nonexistent/images");
 }
 
-TEST_CASE("an image whose header claims more pixels than its bytes can hold is refused quickly", "[data]") {
+TEST_CASE("an image whose header claims more pixels than its bytes can hold is refused quickly",
+          "[data]") {
   // 151 bytes of BMP claiming 16,646,150 x 5 pixels (found by fuzz/fuzz_image.cpp: decoding it
   // took over 10 s under the sanitizers), and one claiming 60,000 x 60.
   TempDir dir;
   fs::create_directories(dir.path / "a");
   std::vector<uint8_t> bomb(151, 0);
-  const uint8_t header[] = {'B', 'M', 0x97, 0, 0, 0, 0, 0, 0, 0, 0x36, 0, 0, 0, 0x28, 0, 0, 0,
-                            0x06, 0x00, 0xfe, 0x00, 0x05, 0, 0, 0, 0x01, 0, 0x18, 0};
+  const uint8_t header[] = {'B',  'M',  0x97, 0, 0,    0, 0,    0, 0,    0,
+                            0x36, 0,    0,    0, 0x28, 0, 0,    0, 0x06, 0x00,
+                            0xfe, 0x00, 0x05, 0, 0,    0, 0x01, 0, 0x18, 0};
   std::copy(std::begin(header), std::end(header), bomb.begin());
   write_bytes(dir.str("a/bomb.bmp"), bomb);
   auto ds = open_dataset("folder:" + dir.str(), Split::train);
@@ -359,11 +361,11 @@ TEST_CASE("image folder uses train/ and test/ per split and detects greyscale", 
   CHECK(test->get(0).pixels[5] == Approx(200 / 255.0));
 }
 
-TEST_CASE("synthetic dataset is deterministic, labelled and split into disjoint images",
-          "[data]") {
+TEST_CASE("synthetic dataset is deterministic, labelled and split into disjoint images", "[data]") {
   auto a = open_dataset("synthetic:n=50,size=20,classes=5,channels=3,seed=7", Split::train);
   auto b = open_dataset("synthetic:seed=7,channels=3,classes=5,size=20,n=50", Split::train);
-  auto other_seed = open_dataset("synthetic:n=50,size=20,classes=5,channels=3,seed=8", Split::train);
+  auto other_seed =
+      open_dataset("synthetic:n=50,size=20,classes=5,channels=3,seed=8", Split::train);
   auto test = open_dataset("synthetic:n=50,size=20,classes=5,channels=3,seed=7", Split::test);
   REQUIRE(a->size() == 50);
   CHECK(test->size() == 10);
@@ -428,7 +430,8 @@ TEST_CASE("resized_crop matches PIL's bicubic resize", "[data]") {
   REQUIRE(a.pixels.size() == up.size());
   for (size_t i = 0; i < up.size(); ++i) CHECK(a.pixels[i] == Approx(up[i]).margin(1e-5));
   // Downscaling widens the kernel (antialiasing): PIL resize((3, 2)) of the whole image.
-  const std::vector<float> down = {0.497419f, 0.597073f, 0.529919f, 0.539126f, 0.430844f, 0.375604f};
+  const std::vector<float> down = {0.497419f, 0.597073f, 0.529919f,
+                                   0.539126f, 0.430844f, 0.375604f};
   const Image b = resize(img, 2, 3);
   for (size_t i = 0; i < down.size(); ++i) CHECK(b.pixels[i] == Approx(down[i]).margin(1e-5));
   CHECK(resize(img, 5, 6).pixels == img.pixels);
@@ -520,14 +523,16 @@ TEST_CASE("resized_crop and gaussian_blur equal their scalar definitions at any 
         for (int x = 0; x < W; ++x) {
           float acc = 0.f;
           for (int k = -r; k <= r; ++k)
-            acc = madd(kernel[size_t(k + r)], img.at(c, y, std::min(std::max(x + k, 0), W - 1)), acc);
+            acc =
+                madd(kernel[size_t(k + r)], img.at(c, y, std::min(std::max(x + k, 0), W - 1)), acc);
           tmp[size_t(y) * W + x] = acc;
         }
       for (int y = 0; y < H; ++y)
         for (int x = 0; x < W; ++x) {
           float acc = 0.f;
           for (int k = -r; k <= r; ++k)
-            acc = madd(kernel[size_t(k + r)], tmp[size_t(std::min(std::max(y + k, 0), H - 1)) * W + x], acc);
+            acc = madd(kernel[size_t(k + r)],
+                       tmp[size_t(std::min(std::max(y + k, 0), H - 1)) * W + x], acc);
           REQUIRE(blurred.at(c, y, x) == acc);
         }
     }
@@ -552,8 +557,9 @@ TEST_CASE("to_bytes equals round-half-up of 255 x, clamped, at any size", "[data
     Image img = make_image(C, H, W);
     for (float& x : img.pixels) {  // out of range, exact half steps, NaN-free
       const uint64_t kind = rng.below(4);
-      x = kind == 0 ? float(rng.uniform(-0.3, 1.3))
-                    : kind == 1 ? (float(rng.below(511)) - 0.5f) / 255.f : float(rng.uniform());
+      x = kind == 0   ? float(rng.uniform(-0.3, 1.3))
+          : kind == 1 ? (float(rng.below(511)) - 0.5f) / 255.f
+                      : float(rng.uniform());
     }
     std::vector<uint8_t> got(img.pixels.size() + 1, 0xAB);  // one guard byte after the end
     to_bytes(img, got.data());
@@ -743,8 +749,8 @@ TEST_CASE("view parameters are drawn before the pixels and applied as drawn", "[
       CHECK(p.size == (v < 2 ? 40 : 16));
       CHECK(p.box.top + p.box.height <= img.height);
       CHECK(p.box.left + p.box.width <= img.width);
-      CHECK((p.blur_sigma == 0.f || (p.blur_sigma >= 0.1f * p.size / 224.f &&
-                                     p.blur_sigma <= 2.f * p.size / 224.f)));
+      CHECK((p.blur_sigma == 0.f ||
+             (p.blur_sigma >= 0.1f * p.size / 224.f && p.blur_sigma <= 2.f * p.size / 224.f)));
       if (v != 1) CHECK_FALSE(p.solarize);  // only DINO's second global crop solarizes
       std::set<int> ops(p.jitter_order, p.jitter_order + 4);
       CHECK(ops == std::set<int>{0, 1, 2, 3});
@@ -762,8 +768,10 @@ TEST_CASE("view parameters are drawn before the pixels and applied as drawn", "[
       const size_t kind = std::min<size_t>(v, 2);
       const double w = kind == 2 ? 1.0 / 6 : 1.0;
       flip[kind] += w * p[v].flip / n;
-      jitter[kind] += w * !(p[v].brightness == 1.f && p[v].contrast == 1.f &&
-                            p[v].saturation == 1.f && p[v].hue == 0.f) / n;
+      jitter[kind] += w *
+                      !(p[v].brightness == 1.f && p[v].contrast == 1.f && p[v].saturation == 1.f &&
+                        p[v].hue == 0.f) /
+                      n;
       gray[kind] += w * p[v].grayscale / n;
       blur[kind] += w * (p[v].blur_sigma > 0.f) / n;
       sol[kind] += w * p[v].solarize / n;
@@ -879,7 +887,8 @@ Image smooth_image(int c, int h, int w) {
 
 }  // namespace
 
-TEST_CASE("folder JPEGs decode with libjpeg-turbo, reduced in the DCT domain on request", "[data]") {
+TEST_CASE("folder JPEGs decode with libjpeg-turbo, reduced in the DCT domain on request",
+          "[data]") {
   TempDir dir;
   fs::create_directories(dir.path / "a");
   fs::create_directories(dir.path / "b");
@@ -922,7 +931,8 @@ TEST_CASE("folder JPEGs decode with libjpeg-turbo, reduced in the DCT domain on 
     for (int y = 0; y < 37; ++y)
       for (int x = 0; x < 50; ++x) {
         const double mean = (full.at(c, 2 * y, 2 * x) + full.at(c, 2 * y, 2 * x + 1) +
-                             full.at(c, 2 * y + 1, 2 * x) + full.at(c, 2 * y + 1, 2 * x + 1)) / 4;
+                             full.at(c, 2 * y + 1, 2 * x) + full.at(c, 2 * y + 1, 2 * x + 1)) /
+                            4;
         worst = std::max(worst, std::fabs(half.u8[(size_t(c) * 38 + y) * 50 + x] / 255.0 - mean));
       }
   CHECK(worst < 6.0 / 255);
@@ -1010,7 +1020,8 @@ TEST_CASE("loader is deterministic across thread counts, prefetch depths and res
   const int64_t idx = full[1].indices[3];
   Rng rng = sample_rng(11, 2, idx);
   const std::vector<Image> views = multicrop(ds->get(size_t(idx)), cfg, rng);
-  const std::vector<float> first(full[1].views[2].begin() + 3 * 64, full[1].views[2].begin() + 4 * 64);
+  const std::vector<float> first(full[1].views[2].begin() + 3 * 64,
+                                 full[1].views[2].begin() + 4 * 64);
   CHECK(first == views[2].pixels);
 
   three.start(2, 3);  // resume mid-epoch
@@ -1068,7 +1079,8 @@ TEST_CASE("sharded loaders together draw one loader's batches of ranks x the bat
           CHECK(x.labels[size_t(i)] == w.labels[g]);
           for (size_t v = 0; v < x.views.size(); ++v) {
             const size_t n = x.views[v].size() / per_rank;
-            CHECK(std::equal(x.views[v].begin() + ptrdiff_t(i * n), x.views[v].begin() + ptrdiff_t((i + 1) * n),
+            CHECK(std::equal(x.views[v].begin() + ptrdiff_t(i * n),
+                             x.views[v].begin() + ptrdiff_t((i + 1) * n),
                              w.views[v].begin() + ptrdiff_t(g * n)));
           }
         }
@@ -1118,7 +1130,8 @@ TEST_CASE("loader hands views over as bytes, through a caller's allocator", "[da
           normalize_bytes(u->view_u8(v) + size_t(i) * 3 * plane, 3, plane, u->norm,
                           normalised.data() + size_t(i) * 3 * plane);
         double worst = 0.0;
-        for (size_t j = 0; j < n; ++j) worst = std::max(worst, double(std::fabs(normalised[j] - f->view_f32(v)[j])));
+        for (size_t j = 0; j < n; ++j)
+          worst = std::max(worst, double(std::fabs(normalised[j] - f->view_f32(v)[j])));
         CHECK(worst <= 0.5 / 255 / 0.224 + 1e-5);  // half a byte step over the smallest std
         CHECK(worst > 0.0);
       }

@@ -23,9 +23,9 @@ TEST_CASE("shape errors name the op and the sizes", "[errors]") {
   CHECK_THROWS_WITH(add(x, x.to(DType::f64)), Catch::StartsWith("[add] mixes f32 and f64"));
   CHECK_THROWS_WITH(patchify(Tensor::zeros({1, 3, 8, 8}), Tensor::zeros({4, 1, 4, 4}), Tensor()),
                     Catch::StartsWith("[patchify] image has 3 channels"));
-  CHECK_THROWS_WITH(dino_loss(Tensor::zeros({6, 8}), Tensor::zeros({4, 8}), Tensor::zeros({7}), 2,
-                              0.1, 0.04),
-                    Catch::StartsWith("[dino_loss] center"));
+  CHECK_THROWS_WITH(
+      dino_loss(Tensor::zeros({6, 8}), Tensor::zeros({4, 8}), Tensor::zeros({7}), 2, 0.1, 0.04),
+      Catch::StartsWith("[dino_loss] center"));
 }
 
 TEST_CASE("CUDA requests without a usable GPU are clear errors", "[errors]") {

@@ -91,7 +91,9 @@ TEST_CASE("fused softmax and log_softmax equal their composites", "[fused]") {
 
 TEST_CASE("fused attention equals its composite", "[fused]") {
   Rng rng(3);
-  struct Case { int64_t B, N, H, Dh; };
+  struct Case {
+    int64_t B, N, H, Dh;
+  };
   for (Case c : {Case{2, 197, 3, 8}, Case{3, 37, 2, 16}, Case{1, 1, 1, 32}, Case{2, 50, 4, 5}}) {
     Tensor qkv = random_f64({c.B, c.N, 3 * c.H * c.Dh}, rng, -2, 2);
     qkv.set_requires_grad();
@@ -116,7 +118,9 @@ TEST_CASE("attention exposes its probabilities", "[fused]") {
 
 TEST_CASE("fused dino_loss equals its composite for several crop counts", "[fused]") {
   Rng rng(5);
-  struct Case { int64_t G, V, B, K; };
+  struct Case {
+    int64_t G, V, B, K;
+  };
   for (Case c : {Case{2, 10, 3, 257}, Case{2, 2, 1, 64}, Case{1, 3, 4, 33}, Case{3, 5, 2, 16}}) {
     Tensor s = random_f64({c.V * c.B, c.K}, rng, -1, 1);
     s.set_requires_grad();

@@ -109,7 +109,9 @@ TEST_CASE("grad: softmax and log_softmax", "[grad]") {
 
 TEST_CASE("grad: attention on packed qkv, several head dims and lengths", "[grad]") {
   Rng rng(11);
-  struct Case { int64_t B, N, H, Dh; };
+  struct Case {
+    int64_t B, N, H, Dh;
+  };
   for (Case c : {Case{2, 5, 2, 3}, Case{1, 1, 1, 4}, Case{1, 13, 3, 2}}) {
     auto qkv = rg({c.B, c.N, 3 * c.H * c.Dh}, rng, -1.5, 1.5);
     const int64_t H = c.H;
@@ -132,10 +134,12 @@ TEST_CASE("grad: weight_norm and weight_norm_linear", "[grad]") {
 TEST_CASE("grad: drop_path with a fixed mask", "[grad]") {
   Rng rng(14);
   auto x = rg({6, 4, 3}, rng);
-  gradcheck([](auto& in) {
-    Rng masks(99);  // the same masks on every evaluation
-    return drop_path(in[0], 0.4, true, masks);
-  }, {x});
+  gradcheck(
+      [](auto& in) {
+        Rng masks(99);  // the same masks on every evaluation
+        return drop_path(in[0], 0.4, true, masks);
+      },
+      {x});
 }
 
 TEST_CASE("grad: patchify with a remainder the conv ignores", "[grad]") {
@@ -178,8 +182,8 @@ TEST_CASE("gelu's float path (vectorised erf/exp) matches the double path", "[gr
   for (int64_t i = 0; i < x64.numel(); ++i) {
     worst_y = std::max(worst_y, std::abs(double(y32.data<float>()[i]) - y64.data<double>()[i]) /
                                     (1 + std::abs(y64.data<double>()[i])));
-    worst_dx = std::max(worst_dx, std::abs(double(x32.grad().data<float>()[i]) -
-                                           x64r.grad().data<double>()[i]));
+    worst_dx = std::max(
+        worst_dx, std::abs(double(x32.grad().data<float>()[i]) - x64r.grad().data<double>()[i]));
   }
   INFO("worst forward error " << worst_y << ", worst backward error " << worst_dx);
   CHECK(worst_y < 2e-6);

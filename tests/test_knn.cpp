@@ -33,10 +33,10 @@ void require_unit_rows(const Tensor& f) {
 }
 
 Recipe tiny_config() {
-  return load_recipe("", {"data.dataset=synthetic:n=64,test=16,size=16,classes=4",
-                          "model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
-                          "head.out_dim=32", "head.hidden_dim=32", "head.bottleneck_dim=16",
-                          "run.seed=7"});
+  return load_recipe(
+      "", {"data.dataset=synthetic:n=64,test=16,size=16,classes=4", "model.arch=vit_micro",
+           "model.img_size=16", "model.patch_size=4", "head.out_dim=32", "head.hidden_dim=32",
+           "head.bottleneck_dim=16", "run.seed=7"});
 }
 
 }  // namespace
@@ -96,15 +96,16 @@ TEST_CASE("knn: exact ties resolve to the lower index", "[knn]") {
 TEST_CASE("knn: bad inputs are errors", "[knn]") {
   const Tensor bank = at_angles({0.1, 1.0});
   const Tensor query = at_angles({0.0});
-  CHECK_THROWS_AS(knn_classify(bank, {0}, query, {0}, 2, 1, 0.07), Error);        // label count
-  CHECK_THROWS_AS(knn_classify(bank, {0, 5}, query, {0}, 2, 1, 0.07), Error);     // label range
-  CHECK_THROWS_AS(knn_classify(bank, {0, 1}, query, {0}, 2, 0, 0.07), Error);     // k
-  CHECK_THROWS_AS(knn_classify(bank, {0, 1}, query, {0}, 2, 1, 0.0), Error);      // T
+  CHECK_THROWS_AS(knn_classify(bank, {0}, query, {0}, 2, 1, 0.07), Error);     // label count
+  CHECK_THROWS_AS(knn_classify(bank, {0, 5}, query, {0}, 2, 1, 0.07), Error);  // label range
+  CHECK_THROWS_AS(knn_classify(bank, {0, 1}, query, {0}, 2, 0, 0.07), Error);  // k
+  CHECK_THROWS_AS(knn_classify(bank, {0, 1}, query, {0}, 2, 1, 0.0), Error);   // T
   CHECK_THROWS_AS(knn_classify(bank, {0, 1}, Tensor::zeros({1, 3}), {0}, 2, 1, 0.07), Error);
 }
 
 TEST_CASE("knn: extract_features gives unit [CLS] rows in any batch size", "[knn]") {
-  const auto ds = data::open_dataset("synthetic:n=64,test=16,size=16,classes=4", data::Split::train);
+  const auto ds =
+      data::open_dataset("synthetic:n=64,test=16,size=16,classes=4", data::Split::train);
   VitConfig vc = vit_preset("vit_micro");
   vc.img_size = 16;
   vc.patch_size = 4;
@@ -125,7 +126,8 @@ TEST_CASE("knn: extract_features gives unit [CLS] rows in any batch size", "[knn
   CHECK(last_total == 64);
   require_unit_rows(f);
 
-  const std::vector<float> a = f.to_vector(), b = extract_features(model, *ds, norm, 64).to_vector();
+  const std::vector<float> a = f.to_vector(),
+                           b = extract_features(model, *ds, norm, 64).to_vector();
   for (size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == Approx(b[i]).margin(1e-5));
 
   vc.in_chans = 3;
@@ -143,7 +145,10 @@ TEST_CASE("knn: raw pixel features are unit rows of C*H*W", "[knn]") {
   for (int l : labels) CHECK((l >= 0 && l < 4));
 }
 
-TEST_CASE("knn: the report scores both models alike when they are the same, and keeps the trained features", "[knn]") {
+TEST_CASE(
+    "knn: the report scores both models alike when they are the same, and keeps the trained "
+    "features",
+    "[knn]") {
   const Recipe cfg = tiny_config();
   const VitConfig vc = cfg.vit(1);
   Rng rng(7);
@@ -166,7 +171,8 @@ TEST_CASE("knn: the report scores both models alike when they are the same, and 
   CHECK(r.test_features.to_vector() ==
         extract_features(same.backbone, *test, data::default_normalization(1), 16).to_vector());
 
-  CHECK_THROWS_AS(knn_report(same.backbone, same.backbone, "no-such-dataset", {5, 0.07, 32}), Error);
+  CHECK_THROWS_AS(knn_report(same.backbone, same.backbone, "no-such-dataset", {5, 0.07, 32}),
+                  Error);
 }
 
 TEST_CASE("knn: non-finite features are refused, never scored", "[knn]") {

@@ -3,7 +3,6 @@
 // (testing/grad_check.h). Registered from the table at start-up, so a case added there is
 // checked here as well as on CUDA (tests/cuda/test_op_table.cpp).
 #include <catch2/catch.hpp>
-
 #include <deque>
 #include <string>
 
@@ -32,7 +31,8 @@ const bool registered = [] {
   static std::deque<std::string> names;
   for (const std::string& op : dino::testing::op_names()) {
     bool any_gradient = false;
-    for (const dino::testing::OpCase* c : dino::testing::cases_of(op)) any_gradient |= dino::testing::takes_gradient(*c);
+    for (const dino::testing::OpCase* c : dino::testing::cases_of(op))
+      any_gradient |= dino::testing::takes_gradient(*c);
     if (!any_gradient) continue;
     names.push_back("grad: " + op + " (table)");
     Catch::AutoReg(new OpGradTest(op), CATCH_INTERNAL_LINEINFO, Catch::StringRef(),

@@ -40,7 +40,8 @@ StepRecord record(int64_t step) {
 
 std::string lines_for(int64_t from, int64_t to) {
   std::string out;
-  for (int64_t s = from; s <= to; ++s) out += nlohmann::json{{"step", s}, {"loss", 1.0}}.dump() + "\n";
+  for (int64_t s = from; s <= to; ++s)
+    out += nlohmann::json{{"step", s}, {"loss", 1.0}}.dump() + "\n";
   return out;
 }
 
@@ -48,20 +49,21 @@ std::string lines_for(int64_t from, int64_t to) {
 
 TEST_CASE("run folder: a folder holding a run is refused unless --resume or --force", "[files]") {
   const std::string dir = test::fresh_dir("run_files", "folder");
-  CHECK_NOTHROW(check_run_folder(dir, false, false));                // empty
+  CHECK_NOTHROW(check_run_folder(dir, false, false));  // empty
   write_all(dir + "/metrics.jsonl", "");
-  CHECK_NOTHROW(check_run_folder(dir, false, false));                // an empty metrics file is no run
+  CHECK_NOTHROW(check_run_folder(dir, false, false));  // an empty metrics file is no run
   write_all(dir + "/metrics.jsonl", lines_for(1, 3));
   CHECK_THROWS_WITH(check_run_folder(dir, false, false),
                     Catch::Contains("already holds a run") && Catch::Contains("--force"));
-  CHECK_THROWS_WITH(check_run_folder(dir, true, false), Catch::Contains("no checkpoint to continue from"));
+  CHECK_THROWS_WITH(check_run_folder(dir, true, false),
+                    Catch::Contains("no checkpoint to continue from"));
   CHECK_NOTHROW(check_run_folder(dir, false, true));
   write_all(dir + "/checkpoint.safetensors", "x");
   CHECK_NOTHROW(check_run_folder(dir, true, false));
   CHECK_THROWS_WITH(check_run_folder(dir, true, true), Catch::Contains("give one of them"));
   CHECK_THROWS_WITH(check_run_folder(dir + "/metrics.jsonl", false, false),
                     Catch::Contains("is a file, not a folder"));
-  CHECK(read_all(dir + "/metrics.jsonl") == lines_for(1, 3));       // checks change nothing
+  CHECK(read_all(dir + "/metrics.jsonl") == lines_for(1, 3));  // checks change nothing
 }
 
 TEST_CASE("metrics.jsonl: every line is on disk as soon as its step is known", "[files]") {
@@ -134,7 +136,8 @@ TEST_CASE("atomic files: an error part-way leaves neither the file nor its tempo
   }
 }
 
-TEST_CASE("checkpoints: an update that made a weight non-finite is never written", "[files][train]") {
+TEST_CASE("checkpoints: an update that made a weight non-finite is never written",
+          "[files][train]") {
   const std::string dir = test::fresh_dir("run_files", "nan_checkpoint");
   const Recipe recipe = parse_recipe(test::small_recipe(4));
   auto student = build_student(recipe, 1);
@@ -150,12 +153,14 @@ TEST_CASE("checkpoints: an update that made a weight non-finite is never written
   const std::string good = read_all(path);
 
   // What a diverged AdamW step leaves: one NaN in the student, then an infinity in the teacher.
-  student->backbone.blocks[0]->attn.qkv.weight.data<float>()[5] = std::numeric_limits<float>::quiet_NaN();
+  student->backbone.blocks[0]->attn.qkv.weight.data<float>()[5] =
+      std::numeric_limits<float>::quiet_NaN();
   meta.step = 4;
-  CHECK_THROWS_WITH(save_checkpoint(path, meta, *student, *teacher, loss, optimizer),
-                    Catch::Contains("after step 4") &&
-                        Catch::Contains("'student.backbone.blocks.0.attn.qkv.weight' (1 NaN, 0 infinite") &&
-                        Catch::Contains("is not finite"));
+  CHECK_THROWS_WITH(
+      save_checkpoint(path, meta, *student, *teacher, loss, optimizer),
+      Catch::Contains("after step 4") &&
+          Catch::Contains("'student.backbone.blocks.0.attn.qkv.weight' (1 NaN, 0 infinite") &&
+          Catch::Contains("is not finite"));
   student->backbone.blocks[0]->attn.qkv.weight.data<float>()[5] = 0.f;
   teacher->head.last_layer.weight_v.data<float>()[0] = std::numeric_limits<float>::infinity();
   CHECK_THROWS_WITH(save_checkpoint(path, meta, *student, *teacher, loss, optimizer),
@@ -177,11 +182,11 @@ TEST_CASE("checkpoint policy: saves only steps confirmed finite", "[files]") {
   p.confirm(4);
   CHECK(p.due(4, false));
   p.saved(4);
-  CHECK_FALSE(p.due(4, true));   // already saved
+  CHECK_FALSE(p.due(4, true));  // already saved
   p.confirm(5);
-  CHECK(p.due(5, true));         // a stop saves at the next confirmed boundary
+  CHECK(p.due(5, true));  // a stop saves at the next confirmed boundary
   p.confirm(10);
-  CHECK(p.due(10, false));       // the end
+  CHECK(p.due(10, false));  // the end
   CheckpointPolicy never(0, 10, 2);
   never.confirm(4);
   CHECK_FALSE(never.due(4, false));
@@ -194,11 +199,11 @@ TEST_CASE("checkpoint policy: says which unconfirmed steps a checkpoint waits fo
   CheckpointPolicy p(4, 10, 0);
   p.confirm(3);
   CHECK_FALSE(p.wanted(3, false));
-  CHECK(p.wanted(4, false));       // the periodic checkpoint
-  CHECK_FALSE(p.due(4, false));    // not before step 4 is confirmed
-  CHECK(p.wanted(5, true));        // a stop signal
+  CHECK(p.wanted(4, false));     // the periodic checkpoint
+  CHECK_FALSE(p.due(4, false));  // not before step 4 is confirmed
+  CHECK(p.wanted(5, true));      // a stop signal
   CHECK_FALSE(p.due(5, true));
-  CHECK(p.wanted(10, false));      // the final checkpoint
+  CHECK(p.wanted(10, false));  // the final checkpoint
   CHECK_FALSE(p.due(10, false));
   p.confirm(10);
   CHECK(p.due(10, false));

@@ -68,7 +68,8 @@ TEST_CASE("damaged safetensors files are rejected with the path in the message",
 
   const std::string truncated = temp_path("truncated.safetensors");
   write_all(truncated, bytes.substr(0, bytes.size() - 100));
-  CHECK_THROWS_WITH(load_safetensors(truncated), Catch::Contains(truncated) && Catch::Contains("outside"));
+  CHECK_THROWS_WITH(load_safetensors(truncated),
+                    Catch::Contains(truncated) && Catch::Contains("outside"));
 
   const std::string tiny = temp_path("tiny.safetensors");
   write_all(tiny, "abc");
@@ -93,7 +94,8 @@ TEST_CASE("damaged safetensors files are rejected with the path in the message",
 
 TEST_CASE("a failed save leaves no file behind", "[safetensors]") {
   const std::string path = "/nonexistent_dir_for_dino/x.safetensors";
-  CHECK_THROWS_WITH(save_safetensors(path, {{"a", Tensor::zeros({2})}}), Catch::Contains("cannot create"));
+  CHECK_THROWS_WITH(save_safetensors(path, {{"a", Tensor::zeros({2})}}),
+                    Catch::Contains("cannot create"));
   CHECK_FALSE(fs::exists(path));
 }
 
@@ -124,53 +126,78 @@ std::string load_error(const std::string& path) {
 TEST_CASE("safetensors: the header is validated against the data before anything is allocated",
           "[safetensors]") {
   // The format's own example layout: two tensors tiling 24 bytes.
-  const std::string ok = hand_made("ok.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                                            R"("b":{"dtype":"F64","shape":[2],"data_offsets":[8,24]}})", 24);
+  const std::string ok = hand_made("ok.st",
+                                   R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                   R"("b":{"dtype":"F64","shape":[2],"data_offsets":[8,24]}})",
+                                   24);
   CHECK(load_error(ok) == "loaded");
   // Tensors sharing bytes: b would read a's data.
-  CHECK_THAT(load_error(hand_made("overlap.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                                                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8)),
+  CHECK_THAT(load_error(hand_made("overlap.st",
+                                  R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                                  8)),
              Catch::Contains("overlaps tensor 'a'"));
-  CHECK_THAT(load_error(hand_made("overlap2.st", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
-                                                 R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", 16)),
+  CHECK_THAT(load_error(hand_made("overlap2.st",
+                                  R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                  16)),
              Catch::Contains("overlaps"));
   // Bytes that belong to no tensor, between tensors or after the last one.
-  CHECK_THAT(load_error(hand_made("gap.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                                            R"("b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})", 24)),
+  CHECK_THAT(load_error(hand_made("gap.st",
+                                  R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})",
+                                  24)),
              Catch::Contains("8 data bytes before tensor 'b' belong to no tensor"));
-  CHECK_THAT(load_error(hand_made("tail.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 16)),
+  CHECK_THAT(load_error(hand_made("tail.st",
+                                  R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 16)),
              Catch::Contains("cover 8 of the 16 data bytes"));
   // A shape of 2^38 elements against 8 bytes of data: refused, not allocated (no bad_alloc).
-  CHECK_THAT(load_error(hand_made("huge.st", R"({"a":{"dtype":"F32","shape":[262144,1048576],"data_offsets":[0,8]}})", 8)),
-             Catch::Contains("more than the 8 data bytes"));
+  CHECK_THAT(
+      load_error(hand_made(
+          "huge.st", R"({"a":{"dtype":"F32","shape":[262144,1048576],"data_offsets":[0,8]}})", 8)),
+      Catch::Contains("more than the 8 data bytes"));
   // Shapes whose products overflow 64 bits.
-  CHECK_THAT(load_error(hand_made("overflow.st", R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8)),
-             Catch::Contains("more than"));
-  CHECK_THAT(load_error(hand_made("mismatch.st", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", 16)),
+  CHECK_THAT(
+      load_error(hand_made(
+          "overflow.st",
+          R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8)),
+      Catch::Contains("more than"));
+  CHECK_THAT(load_error(hand_made(
+                 "mismatch.st", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", 16)),
              Catch::Contains("has 16 bytes for shape [3] F32, which needs 12"));
-  CHECK_THAT(load_error(hand_made("negative.st", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8)),
+  CHECK_THAT(load_error(hand_made("negative.st",
+                                  R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8)),
              Catch::Contains("not a size"));
-  CHECK_THAT(load_error(hand_made("offsets.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8)),
+  CHECK_THAT(load_error(hand_made("offsets.st",
+                                  R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8)),
              Catch::Contains("outside"));
-  CHECK_THAT(load_error(hand_made("offsets3.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,9]}})", 8)),
+  CHECK_THAT(load_error(hand_made(
+                 "offsets3.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,9]}})", 8)),
              Catch::Contains("is not [begin, end]"));
-  CHECK_THAT(load_error(hand_made("float_offsets.st", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}})", 8)),
-             Catch::Contains("not a non-negative integer"));
-  CHECK_THAT(load_error(hand_made("dtype.st", R"({"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", 8)),
+  CHECK_THAT(
+      load_error(hand_made("float_offsets.st",
+                           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}})", 8)),
+      Catch::Contains("not a non-negative integer"));
+  CHECK_THAT(load_error(hand_made("dtype.st",
+                                  R"({"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", 8)),
              Catch::Contains("unsupported dtype F16"));
-  CHECK_THAT(load_error(hand_made("entry.st", R"({"a":[1,2,3]})", 0)), Catch::Contains("needs an object"));
+  CHECK_THAT(load_error(hand_made("entry.st", R"({"a":[1,2,3]})", 0)),
+             Catch::Contains("needs an object"));
   CHECK_THAT(load_error(hand_made("meta.st", R"({"__metadata__":{"step":3}})", 0)),
              Catch::Contains("metadata 'step' is not a string"));
   CHECK_THAT(load_error(hand_made("meta2.st", R"({"__metadata__":[1]})", 0)),
              Catch::Contains("__metadata__ is not an object"));
   // Empty tensors take no bytes and may sit anywhere in order.
-  CHECK(load_error(hand_made("empty.st", R"({"e":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]},)"
-                                         R"("a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", 8)) == "loaded");
+  CHECK(load_error(hand_made("empty.st",
+                             R"({"e":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]},)"
+                             R"("a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})",
+                             8)) == "loaded");
 }
 
 TEST_CASE("safetensors: a save onto a folder fails and leaves no temporary file", "[safetensors]") {
   const std::string dir = temp_path("a_folder.safetensors");
   fs::create_directories(dir);
-  CHECK_THROWS_WITH(save_safetensors(dir, {{"a", Tensor::zeros({2})}}), Catch::Contains("is a folder"));
+  CHECK_THROWS_WITH(save_safetensors(dir, {{"a", Tensor::zeros({2})}}),
+                    Catch::Contains("is a folder"));
   CHECK_FALSE(fs::exists(dir + ".tmp"));
 }

@@ -7,10 +7,10 @@
 
 #include "core/error.h"
 #include "losses/dino_loss.h"
+#include "tests/train_fixtures.h"
 #include "train/config.h"
 #include "train/step.h"
 #include "train/trainer.h"
-#include "tests/train_fixtures.h"
 
 using namespace dino;
 namespace fs = std::filesystem;
@@ -32,15 +32,28 @@ using test::small_recipe;
 // 0.04, 22.5 and 14.6 at 0.01, 25.0 and 15.2 with the schedule.
 nlohmann::json learning_recipe() {
   return load_config("", {"data.dataset=synthetic:n=512,test=512,size=16,classes=4,seed=0",
-                          "run.seed=0", "model.arch=vit_micro", "model.img_size=16",
-                          "model.patch_size=4", "head.out_dim=256", "head.hidden_dim=128",
-                          "head.bottleneck_dim=32", "crops.global_size=16",
-                          "crops.local_crops=2", "crops.local_size=8", "crops.local_scale=[0.1, 0.4]",
-                          "optim.batch_size=32", "optim.epochs=45", "optim.lr=0.004",
-                          "optim.warmup_epochs=0.5", "optim.freeze_last_layer=0.25",
-                          "optim.momentum_teacher=0.99", "optim.weight_decay_end=0.04",
-                          "loss.warmup_teacher_temp=0.04", "loss.teacher_temp=0.01",
-                          "loss.warmup_teacher_temp_epochs=15", "run.log_every=1000",
+                          "run.seed=0",
+                          "model.arch=vit_micro",
+                          "model.img_size=16",
+                          "model.patch_size=4",
+                          "head.out_dim=256",
+                          "head.hidden_dim=128",
+                          "head.bottleneck_dim=32",
+                          "crops.global_size=16",
+                          "crops.local_crops=2",
+                          "crops.local_size=8",
+                          "crops.local_scale=[0.1, 0.4]",
+                          "optim.batch_size=32",
+                          "optim.epochs=45",
+                          "optim.lr=0.004",
+                          "optim.warmup_epochs=0.5",
+                          "optim.freeze_last_layer=0.25",
+                          "optim.momentum_teacher=0.99",
+                          "optim.weight_decay_end=0.04",
+                          "loss.warmup_teacher_temp=0.04",
+                          "loss.teacher_temp=0.01",
+                          "loss.warmup_teacher_temp_epochs=15",
+                          "run.log_every=1000",
                           "run.knn_k=10"});
 }
 
@@ -65,7 +78,7 @@ std::vector<DinoLossStats> read_metrics(const std::string& path) {
 TEST_CASE("DINO loss and center update match hand-computed values", "[train]") {
   // G = 2 global views, V = 3 views, B = 1, K = 2.
   const std::vector<double> s{0.3, -0.1, 0.5, 0.2, -0.4, 0.1};  // student rows v = 0, 1, 2
-  const std::vector<double> t{0.2, 0.0, -0.1, 0.3};               // teacher rows g = 0, 1
+  const std::vector<double> t{0.2, 0.0, -0.1, 0.3};             // teacher rows g = 0, 1
   const double tau_s = 0.1, tau_t = 0.05, c0 = 0.05, c1 = -0.02;
   DinoLossConfig cfg;
   cfg.out_dim = 2;
@@ -104,7 +117,8 @@ TEST_CASE("DINO loss and center update match hand-computed values", "[train]") {
 TEST_CASE("recipes reject unknown keys and mistyped values", "[train]") {
   CHECK_THROWS_WITH(load_config("", {"optim.lrr=0.1"}), Catch::Contains("unknown key 'optim.lrr'"));
   CHECK_THROWS_WITH(load_config("", {"optim.lr=fast"}), Catch::Contains("'optim.lr' expects"));
-  CHECK_THROWS_WITH(load_config("/nonexistent/recipe.json", {}), Catch::Contains("cannot open recipe"));
+  CHECK_THROWS_WITH(load_config("/nonexistent/recipe.json", {}),
+                    Catch::Contains("cannot open recipe"));
   auto cfg = load_config("", {"optim.epochs=2", "data.dataset=synthetic"});
   CHECK(cfg["optim"]["epochs"].get<double>() == 2.0);
   CHECK(cfg["data"]["dataset"] == "synthetic");
@@ -150,7 +164,8 @@ TEST_CASE("a short DINO run on synthetic textures learns what the random-init ne
   }
   CHECK(warnings == "");
   INFO("20-step means: teacher entropy " << min_teacher << " .. " << max_teacher
-                                         << ", batch entropy >= " << min_batch << ", ln K " << log_k);
+                                         << ", batch entropy >= " << min_batch << ", ln K "
+                                         << log_k);
   CHECK(max_teacher < 0.9 * log_k);   // never near uniform
   CHECK(min_teacher > 0.05 * log_k);  // rows never one-hot
   CHECK(min_batch > 0.25 * log_k);    // never one dimension for the whole batch
@@ -184,7 +199,8 @@ TEST_CASE("resuming with a different recipe is refused", "[train][slow]") {
   CHECK_THROWS_WITH(train(recipe, o), Catch::Contains("optim.lr"));
 }
 
-TEST_CASE("ViT-S/16 with 2x224 + 8x96 crops and K = 65536 runs a full training step", "[train][slow]") {
+TEST_CASE("ViT-S/16 with 2x224 + 8x96 crops and K = 65536 runs a full training step",
+          "[train][slow]") {
   const Recipe cfg = load_recipe("", {"optim.batch_size=2"});  // DINO's ViT-S/16 defaults otherwise
   const int64_t B = 2;
   auto student = build_student(cfg, 3);

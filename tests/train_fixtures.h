@@ -28,15 +28,28 @@ inline std::string fresh_dir(const std::string& suite, const std::string& name) 
 
 inline nlohmann::json small_recipe(int64_t max_steps = 0) {
   return load_config("", {"data.dataset=synthetic:n=512,test=256,size=16,classes=4,seed=3",
-                          "model.arch=vit_micro", "model.img_size=16", "model.patch_size=4",
-                          "model.drop_path_rate=0.1", "head.out_dim=256", "head.hidden_dim=128",
-                          "head.bottleneck_dim=32", "crops.global_size=16", "crops.local_crops=2",
-                          "crops.local_size=8", "crops.local_scale=[0.1, 0.4]",
-                          "optim.batch_size=32", "optim.epochs=6", "optim.lr=0.004",
-                          "optim.warmup_epochs=0.5", "optim.freeze_last_layer=0.25",
-                          "optim.momentum_teacher=0.99", "optim.weight_decay_end=0.04",
-                          "loss.teacher_temp=0.02", "loss.warmup_teacher_temp=0.02",
-                          "run.log_every=1000", "run.knn_k=10",
+                          "model.arch=vit_micro",
+                          "model.img_size=16",
+                          "model.patch_size=4",
+                          "model.drop_path_rate=0.1",
+                          "head.out_dim=256",
+                          "head.hidden_dim=128",
+                          "head.bottleneck_dim=32",
+                          "crops.global_size=16",
+                          "crops.local_crops=2",
+                          "crops.local_size=8",
+                          "crops.local_scale=[0.1, 0.4]",
+                          "optim.batch_size=32",
+                          "optim.epochs=6",
+                          "optim.lr=0.004",
+                          "optim.warmup_epochs=0.5",
+                          "optim.freeze_last_layer=0.25",
+                          "optim.momentum_teacher=0.99",
+                          "optim.weight_decay_end=0.04",
+                          "loss.teacher_temp=0.02",
+                          "loss.warmup_teacher_temp=0.02",
+                          "run.log_every=1000",
+                          "run.knn_k=10",
                           "run.max_steps=" + std::to_string(max_steps)});
 }
 
@@ -66,8 +79,8 @@ inline std::vector<std::string> resume_differences(const std::string& device,
 
   const SafeTensors x = load_safetensors(dir_a + "/checkpoint.safetensors");
   const SafeTensors y = load_safetensors(dir_b + "/checkpoint.safetensors");
-  DINO_CHECK(x.tensors.size() == y.tensors.size(), "[test] the checkpoints hold ",
-             x.tensors.size(), " and ", y.tensors.size(), " tensors");
+  DINO_CHECK(x.tensors.size() == y.tensors.size(), "[test] the checkpoints hold ", x.tensors.size(),
+             " and ", y.tensors.size(), " tensors");
   std::vector<std::string> differ;
   for (size_t i = 0; i < x.tensors.size(); ++i) {
     const auto& [name, t] = x.tensors[i];

@@ -44,8 +44,8 @@ void sync_device(Device d) {
 
 // Median seconds per all-reduce of `tensors` (each reduced in turn, `iters` rounds back to back
 // per measurement, a barrier before each measurement so the ranks start together).
-double time_reductions(dist::Communicator& comm, dist::Communicator& host, const std::vector<Tensor>& tensors,
-                       const AllreduceArgs& a) {
+double time_reductions(dist::Communicator& comm, dist::Communicator& host,
+                       const std::vector<Tensor>& tensors, const AllreduceArgs& a) {
   auto round = [&] {
     std::vector<std::unique_ptr<dist::Pending>> p;
     for (const Tensor& t : tensors) p.push_back(comm.start_all_reduce(t, dist::ReduceOp::mean));
@@ -68,7 +68,10 @@ double time_reductions(dist::Communicator& comm, dist::Communicator& host, const
 json row(const std::string& what, int64_t bytes, double seconds, int ranks) {
   const double algbw = double(bytes) / seconds / 1e9;
   const double busbw = algbw * 2.0 * double(ranks - 1) / double(ranks);
-  return json{{"what", what}, {"bytes", bytes}, {"time_us", seconds * 1e6}, {"algbw_gbs", algbw},
+  return json{{"what", what},
+              {"bytes", bytes},
+              {"time_us", seconds * 1e6},
+              {"algbw_gbs", algbw},
               {"busbw_gbs", busbw}};
 }
 
@@ -101,29 +104,42 @@ json run(const AllreduceArgs& a) {
     all.push_back(bk.flat);
     const double s = time_reductions(*comm, *host, {bk.flat}, a);
     rows.push_back(row(str_cat("bucket ", b, " (", bk.params.size(), " tensors, from ",
-                               params[bk.params.front()].first, ")"), bk.bytes, s, comm->size()));
+                               params[bk.params.front()].first, ")"),
+                       bk.bytes, s, comm->size()));
   }
   // The loss's one all-reduce per step (losses/dino_loss.cpp): the teacher's and q's column
   // sums, 3 statistics and one slot per rank.
   Tensor center = Tensor::zeros({2 * K + 3 + comm->size()}, DType::f32, device);
-  rows.push_back(row(str_cat("DINO center and statistics (2 K + 3 + ranks, K = ", K, ")"), int64_t(center.nbytes()),
-                     time_reductions(*comm, *host, {center}, a), comm->size()));
+  rows.push_back(row(str_cat("DINO center and statistics (2 K + 3 + ranks, K = ", K, ")"),
+                     int64_t(center.nbytes()), time_reductions(*comm, *host, {center}, a),
+                     comm->size()));
   const double step_s = time_reductions(*comm, *host, all, a);
-  rows.push_back(row("all buckets of one step, back to back", reducer.bytes_per_step(), step_s, comm->size()));
+  rows.push_back(
+      row("all buckets of one step, back to back", reducer.bytes_per_step(), step_s, comm->size()));
 
-  json out{{"bench", "allreduce"}, {"rank", world.rank()}, {"device", device_name(device)}, {"backend", comm->backend()},
-           {"ranks", comm->size()}, {"world", world.describe()}, {"parameters", student->num_parameters()},
-           {"bucket_mb", a.bucket_mb}, {"reps", a.reps}, {"iters", a.iters}, {"rows", rows},
+  json out{{"bench", "allreduce"},
+           {"rank", world.rank()},
+           {"device", device_name(device)},
+           {"backend", comm->backend()},
+           {"ranks", comm->size()},
+           {"world", world.describe()},
+           {"parameters", student->num_parameters()},
+           {"bucket_mb", a.bucket_mb},
+           {"reps", a.reps},
+           {"iters", a.iters},
+           {"rows", rows},
            {"bandwidth", "nccl-tests: algbw = bytes / time; busbw = algbw * 2 (n - 1) / n"}};
   if (root) {
-    std::printf("allreduce (%s, %s, %s): %ld parameters in %zu buckets of <= %.0f MB; median of %d x %d\n",
-                device_name(device), comm->backend(), world.describe().c_str(),
-                long(student->num_parameters()), buckets.size(), a.bucket_mb, a.reps, a.iters);
-    std::printf("  %-64s %12s %11s %10s %10s\n", "what", "bytes", "time us", "algbw GB/s", "busbw GB/s");
+    std::printf(
+        "allreduce (%s, %s, %s): %ld parameters in %zu buckets of <= %.0f MB; median of %d x %d\n",
+        device_name(device), comm->backend(), world.describe().c_str(),
+        long(student->num_parameters()), buckets.size(), a.bucket_mb, a.reps, a.iters);
+    std::printf("  %-64s %12s %11s %10s %10s\n", "what", "bytes", "time us", "algbw GB/s",
+                "busbw GB/s");
     for (const json& r : rows)
       std::printf("  %-64s %12ld %11.1f %10.2f %10.2f\n", r["what"].get<std::string>().c_str(),
-                  long(r["bytes"].get<int64_t>()), r["time_us"].get<double>(), r["algbw_gbs"].get<double>(),
-                  r["busbw_gbs"].get<double>());
+                  long(r["bytes"].get<int64_t>()), r["time_us"].get<double>(),
+                  r["algbw_gbs"].get<double>(), r["busbw_gbs"].get<double>());
   }
   return out;
 }
@@ -133,24 +149,34 @@ json run(const AllreduceArgs& a) {
 void add_allreduce_bench(CLI::App& bench) {
   auto a = std::make_shared<AllreduceArgs>();
   auto* cmd = bench.add_subcommand(
-      "allreduce", "Time the gradient all-reduce at the trainer's bucket sizes (run under mpirun "
-                   "-np N for N ranks)");
+      "allreduce",
+      "Time the gradient all-reduce at the trainer's bucket sizes (run under mpirun "
+      "-np N for N ranks)");
   cmd->add_option("--device", a->device, "cpu (MPI) or cuda (NCCL)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--config", a->config, "JSON recipe whose student is bucketed (default: the "
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--config", a->config,
+                  "JSON recipe whose student is bucketed (default: the "
                   "built-in ViT-S/16 + DINO head)");
   cmd->add_option("overrides", a->overrides, "Recipe overrides group.key=value");
-  cmd->add_option("--bucket-mb", a->bucket_mb, "Bucket size cap in MiB")->capture_default_str()
+  cmd->add_option("--bucket-mb", a->bucket_mb, "Bucket size cap in MiB")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--reps", a->reps, "Measurements (median reported)")->capture_default_str()
+  cmd->add_option("--reps", a->reps, "Measurements (median reported)")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--iters", a->iters, "All-reduces back to back per measurement")->capture_default_str()
+  cmd->add_option("--iters", a->iters, "All-reduces back to back per measurement")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--warmup", a->warmup, "Untimed rounds first")->capture_default_str()
+  cmd->add_option("--warmup", a->warmup, "Untimed rounds first")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--comm-timeout", a->timeout_s, "Seconds a collective may wait before the job is aborted")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_flag("--json", a->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->add_option("--comm-timeout", a->timeout_s,
+                  "Seconds a collective may wait before the job is aborted")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", a->json,
+                "Print one JSON object with the results as the last line of stdout");
   cmd->callback([a] {
     const json out = run(*a);
     std::fflush(stdout);

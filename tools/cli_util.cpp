@@ -13,7 +13,8 @@ namespace dino::tools {
 std::string format_hms(double seconds) {
   const int64_t s = int64_t(seconds < 0 ? 0 : seconds + 0.5);
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", long(s / 3600), long(s / 60 % 60), long(s % 60));
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", long(s / 3600), long(s / 60 % 60),
+                long(s % 60));
   return buf;
 }
 
@@ -29,8 +30,9 @@ void check_output_file(const std::string& who, const std::string& out,
              parent.string(), " does not exist");
   for (const std::string& in : inputs) {
     if (in.empty()) continue;
-    const bool same = fs::exists(out, ec) ? fs::equivalent(out, in, ec)
-                                          : fs::weakly_canonical(out, ec) == fs::weakly_canonical(in, ec);
+    const bool same = fs::exists(out, ec)
+                          ? fs::equivalent(out, in, ec)
+                          : fs::weakly_canonical(out, ec) == fs::weakly_canonical(in, ec);
     DINO_CHECK(!same, "[", who, "] --out ", out, " is the input ", in,
                "; writing it would destroy it: give another file name");
   }
@@ -56,9 +58,10 @@ ProgressFn progress_line(std::string label) {
     }
     state->last = now;
     const double elapsed = std::chrono::duration<double>(now - state->start).count();
-    const std::string eta = done > 0 && done < total
-                                ? " ETA " + format_hms(elapsed / double(done) * double(total - done))
-                                : "";
+    const std::string eta =
+        done > 0 && done < total
+            ? " ETA " + format_hms(elapsed / double(done) * double(total - done))
+            : "";
     std::fprintf(stderr, "%s%s %ld/%ld (%.0f%%)%s%s", tty ? "\r" : "", label.c_str(), long(done),
                  long(total), 100.0 * frac, eta.c_str(),
                  done >= total ? " done in " : (tty ? "   " : "\n"));

@@ -44,7 +44,8 @@ Rgb viridis(float t) {
 std::vector<bool> threshold_mask(const std::vector<float>& attn, double threshold) {
   std::vector<size_t> order(attn.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return attn[a] < attn[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return attn[a] < attn[b]; });
   double total = 0;
   for (float v : attn) total += v;
   std::vector<bool> keep(attn.size(), false);
@@ -75,7 +76,8 @@ Rgb masked_rgb(const data::Image& img, int x, int y, int up, bool inside) {
   const auto c = image_rgb(img, x, y, up);
   const std::array<float, 3> tint{255.f, 170.f, 0.f};
   Rgb out{};
-  for (int k = 0; k < 3; ++k) out[k] = uint8_t(std::lround(inside ? 0.6f * c[k] + 0.4f * tint[k] : 0.3f * c[k]));
+  for (int k = 0; k < 3; ++k)
+    out[k] = uint8_t(std::lround(inside ? 0.6f * c[k] + 0.4f * tint[k] : 0.3f * c[k]));
   return out;
 }
 
@@ -89,29 +91,38 @@ void add_attention_command(CLI::App& app) {
     bool json = false;
   };
   auto args = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand(
-      "attention", "PNG of the teacher's last-block [CLS] attention, one panel per head "
-                   "(visualize_attention.py)");
-  cmd->add_option("--checkpoint", args->checkpoint, "Training checkpoint written by `dino train` "
+  auto* cmd =
+      app.add_subcommand("attention",
+                         "PNG of the teacher's last-block [CLS] attention, one panel per head "
+                         "(visualize_attention.py)");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "Training checkpoint written by `dino train` "
                   "(its teacher), or a backbone file from `dino export` / `dino import`")
       ->required();
   auto* image = cmd->add_option("--image", args->image, "Image file to look at (PNG, JPEG or BMP)");
-  auto* index = cmd->add_option("--index", args->index, "Or: index of an image in the test split of --data");
+  auto* index =
+      cmd->add_option("--index", args->index, "Or: index of an image in the test split of --data");
   image->excludes(index);
-  cmd->add_option("--data", args->data, "Dataset spec for --index (default: the checkpoint's data.dataset)");
+  cmd->add_option("--data", args->data,
+                  "Dataset spec for --index (default: the checkpoint's data.dataset)");
   cmd->add_option("--out", args->out, "Output PNG (written to OUT.tmp, then renamed)")->required();
-  cmd->add_option("--threshold", args->threshold,
-                  "Also draw masks keeping this fraction of each head's attention mass (0: no masks)")
+  cmd->add_option(
+         "--threshold", args->threshold,
+         "Also draw masks keeping this fraction of each head's attention mass (0: no masks)")
       ->capture_default_str();
-  cmd->add_option("--size", args->size, "Input side in pixels, rounded down to a multiple of the "
+  cmd->add_option("--size", args->size,
+                  "Input side in pixels, rounded down to a multiple of the "
                   "patch (default: the model's img_size)");
-  cmd->add_option("--per-head", args->per_head, "Also write visualize_attention.py's files into this "
+  cmd->add_option("--per-head", args->per_head,
+                  "Also write visualize_attention.py's files into this "
                   "folder: img.png, attn-head<j>.png, and with --threshold mask_th<t>_head<j>.png");
-  cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->add_flag("--json", args->json,
+                "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args, cmd_index = index] {
-    DINO_CHECK(!args->image.empty() || cmd_index->count() > 0, "[attention] give --image PATH or --index N");
-    DINO_CHECK(args->threshold >= 0 && args->threshold <= 1, "[attention] --threshold must be in [0, 1], got ",
-               args->threshold);
+    DINO_CHECK(!args->image.empty() || cmd_index->count() > 0,
+               "[attention] give --image PATH or --index N");
+    DINO_CHECK(args->threshold >= 0 && args->threshold <= 1,
+               "[attention] --threshold must be in [0, 1], got ", args->threshold);
     DINO_CHECK(args->size >= 0, "[attention] --size must not be negative, got ", args->size);
     check_output_file("attention", args->out, {args->checkpoint, args->image});
     const Backbone b = load_backbone(args->checkpoint);
@@ -128,14 +139,13 @@ void add_attention_command(CLI::App& app) {
       source = {{"image", args->image}};
       label_text = args->image + "; ";
     } else {
-      DINO_CHECK(!args->data.empty() || b.from_training_checkpoint, "[attention] ", args->checkpoint,
+      DINO_CHECK(!args->data.empty() || b.from_training_checkpoint, "[attention] ",
+                 args->checkpoint,
                  " is a backbone file, which names no dataset: give --data with --index");
-      const std::string spec = args->data.empty()
-                                   ? b.recipe.data.dataset
-                                   : args->data;
+      const std::string spec = args->data.empty() ? b.recipe.data.dataset : args->data;
       const auto ds = data::open_dataset(spec, data::Split::test);
-      DINO_CHECK(args->index >= 0 && size_t(args->index) < ds->size(), "[attention] --index ", args->index,
-                 " is outside the ", ds->size(), " images of ", ds->describe());
+      DINO_CHECK(args->index >= 0 && size_t(args->index) < ds->size(), "[attention] --index ",
+                 args->index, " is outside the ", ds->size(), " images of ", ds->describe());
       DINO_CHECK(ds->channels() == C, "[attention] ", ds->describe(), " has ", ds->channels(),
                  " channels, the model expects ", C);
       raw = ds->get(size_t(args->index));
@@ -143,10 +153,11 @@ void add_attention_command(CLI::App& app) {
       source = {{"dataset", ds->describe()}, {"index", args->index}, {"label", label}};
       if (label >= 0) source["class"] = ds->class_name(label);
       const std::string name = label >= 0 ? ds->class_name(label) : "";
-      label_text = str_cat(label < 0                              ? std::string()
-                           : name == str_cat("class ", label) ? str_cat("label ", label, ", ")
-                                                              : str_cat(name, " (label ", label, "), "),
-                           "test image ", args->index, " of ", spec, "; ");
+      label_text =
+          str_cat(label < 0                          ? std::string()
+                  : name == str_cat("class ", label) ? str_cat("label ", label, ", ")
+                                                     : str_cat(name, " (label ", label, "), "),
+                  "test image ", args->index, " of ", spec, "; ");
     }
     // The crop as shown (values in [0, 1]) and as the model sees it (normalised).
     const data::Image shown = data::eval_transform(
@@ -170,7 +181,8 @@ void add_attention_command(CLI::App& app) {
 
     for (const auto& a : attn)
       for (float v : a)
-        DINO_CHECK(std::isfinite(v), "[attention] the model's attention is not finite: the weights in ",
+        DINO_CHECK(std::isfinite(v),
+                   "[attention] the model's attention is not finite: the weights in ",
                    args->checkpoint, " are damaged");
 
     // Panels of the image, then one per head; a second row of masks with --threshold. Above
@@ -181,15 +193,18 @@ void add_attention_command(CLI::App& app) {
     const int title_h = Canvas::text_height() + 8;
     const std::string what = str_cat("teacher [CLS] attention, last block: ", args->checkpoint,
                                      b.step >= 0 ? str_cat(" (step ", b.step, ")") : "");
-    const std::string input_line = str_cat(label_text, "input ", S, " px, ", g, " x ", g, " patches of ", P, " px");
+    const std::string input_line =
+        str_cat(label_text, "input ", S, " px, ", g, " x ", g, " patches of ", P, " px");
     const int header = 2 * title_h + 6;
-    const int width = std::max(cols * panel + (cols + 1) * kGap,
-                               std::max(Canvas::text_width(what), Canvas::text_width(input_line)) + 2 * kGap);
+    const int width =
+        std::max(cols * panel + (cols + 1) * kGap,
+                 std::max(Canvas::text_width(what), Canvas::text_width(input_line)) + 2 * kGap);
     Canvas canvas(width, header + rows * (panel + title_h) + kGap, kBackground);
     canvas.text(kGap, 6, what, kLabel);
     canvas.text(kGap, 6 + title_h, input_line, kLabel);
     auto origin = [&](int col, int row) {
-      return std::pair<int, int>{kGap + col * (panel + kGap), header + row * (panel + title_h) + title_h};
+      return std::pair<int, int>{kGap + col * (panel + kGap),
+                                 header + row * (panel + title_h) + title_h};
     };
     auto column_title = [&](int col, int row, const std::string& t) {
       const auto [x, y] = origin(col, row);
@@ -208,9 +223,11 @@ void add_attention_command(CLI::App& app) {
     const std::string th = str_cat(args->threshold);  // "0.6", as DINO names its files
     if (masks) {
       const auto [x0, y0] = origin(0, 1);
-      const std::string lines[] = {"masks:", "top patches", str_cat("holding ", std::lround(args->threshold * 100), "%"),
+      const std::string lines[] = {"masks:", "top patches",
+                                   str_cat("holding ", std::lround(args->threshold * 100), "%"),
                                    "of the", "attention"};
-      for (size_t i = 0; i < 5; ++i) canvas.text(x0 + 4, y0 + 4 + double(i) * (Canvas::text_height() + 6), lines[i], kLabel);
+      for (size_t i = 0; i < 5; ++i)
+        canvas.text(x0 + 4, y0 + 4 + double(i) * (Canvas::text_height() + 6), lines[i], kLabel);
     }
     nlohmann::json kept = nlohmann::json::array();
     std::vector<std::vector<bool>> keeps;
@@ -220,7 +237,9 @@ void add_attention_command(CLI::App& app) {
       const std::vector<bool>& keep = keeps.back();
       if (masks) kept.push_back(std::count(keep.begin(), keep.end(), true));
       column_title(int(h) + 1, 0, str_cat("head ", h));
-      if (masks) column_title(int(h) + 1, 1, str_cat("head ", h, ", ", std::lround(args->threshold * 100), "%"));
+      if (masks)
+        column_title(int(h) + 1, 1,
+                     str_cat("head ", h, ", ", std::lround(args->threshold * 100), "%"));
       const auto [hx, hy] = origin(int(h) + 1, 0);
       const auto [mx, my] = origin(int(h) + 1, 1);
       for (int y = 0; y < panel; ++y)
@@ -250,27 +269,37 @@ void add_attention_command(CLI::App& app) {
       };
       write("img.png", [&](int x, int y) {
         const auto c = image_rgb(shown, x, y, 1);
-        return Rgb{uint8_t(std::lround(c[0])), uint8_t(std::lround(c[1])), uint8_t(std::lround(c[2]))};
+        return Rgb{uint8_t(std::lround(c[0])), uint8_t(std::lround(c[1])),
+                   uint8_t(std::lround(c[2]))};
       });
       for (int64_t h = 0; h < H; ++h) {
-        write(str_cat("attn-head", h, ".png"),
-              [&](int x, int y) { return attention_rgb(attn[size_t(h)], size_t(y / P * g + x / P)); });
+        write(str_cat("attn-head", h, ".png"), [&](int x, int y) {
+          return attention_rgb(attn[size_t(h)], size_t(y / P * g + x / P));
+        });
         if (masks)
-          write(str_cat("mask_th", th, "_head", h, ".png"),
-                [&](int x, int y) { return masked_rgb(shown, x, y, 1, keeps[size_t(h)][size_t(y / P * g + x / P)]); });
+          write(str_cat("mask_th", th, "_head", h, ".png"), [&](int x, int y) {
+            return masked_rgb(shown, x, y, 1, keeps[size_t(h)][size_t(y / P * g + x / P)]);
+          });
       }
     }
 
     std::printf("wrote %s: %d x %d px, input %ld px, %ld heads over a %ld x %ld patch grid%s\n",
-                args->out.c_str(), canvas.width(), canvas.height(), long(S), long(H), long(g), long(g),
-                masks ? ", second row: threshold masks" : "");
+                args->out.c_str(), canvas.width(), canvas.height(), long(S), long(H), long(g),
+                long(g), masks ? ", second row: threshold masks" : "");
     if (!args->per_head.empty())
-      std::printf("wrote %s/: img.png, attn-head0..%ld.png%s\n", args->per_head.c_str(), long(H - 1),
+      std::printf("wrote %s/: img.png, attn-head0..%ld.png%s\n", args->per_head.c_str(),
+                  long(H - 1),
                   masks ? str_cat(", mask_th", th, "_head0..", H - 1, ".png").c_str() : "");
     if (args->json) {
-      nlohmann::json out = {{"out", args->out}, {"width", canvas.width()}, {"height", canvas.height()},
-                            {"size", S}, {"patch", P}, {"grid", g}, {"heads", H},
-                            {"threshold", args->threshold}, {"source", source}};
+      nlohmann::json out = {{"out", args->out},
+                            {"width", canvas.width()},
+                            {"height", canvas.height()},
+                            {"size", S},
+                            {"patch", P},
+                            {"grid", g},
+                            {"heads", H},
+                            {"threshold", args->threshold},
+                            {"source", source}};
       if (masks) out["kept_patches"] = kept;
       if (!args->per_head.empty()) out["per_head"] = args->per_head;
       std::cout << out.dump() << std::endl;

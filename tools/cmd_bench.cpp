@@ -14,6 +14,10 @@
 //  attention, layernorm, dino-loss, gemm: the GPU kernels against cuDNN and composite
 //    baselines, with the ceilings measured in the same run (benchmarks/bench.h).
 //  augment: the GPU augmentation of a batch against the CPU path on one thread.
+#include <omp.h>
+#include <sys/resource.h>
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,11 +25,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <optional>
 #include <nlohmann/json.hpp>
-#include <omp.h>
-#include <sys/resource.h>
-#include <time.h>
+#include <optional>
 
 #include "core/batch_shard.h"
 #include "core/safetensors.h"
@@ -75,8 +76,11 @@ double percentile(const std::vector<double>& sorted, double q) {
 json time_summary(std::vector<double> ms, int64_t images_per_rep) {
   std::sort(ms.begin(), ms.end());
   const double median = percentile(ms, 0.5);
-  return json{{"median_ms", median}, {"p10_ms", percentile(ms, 0.1)}, {"p90_ms", percentile(ms, 0.9)},
-              {"images_per_second", double(images_per_rep) / (median / 1e3)}, {"reps", ms.size()}};
+  return json{{"median_ms", median},
+              {"p10_ms", percentile(ms, 0.1)},
+              {"p90_ms", percentile(ms, 0.9)},
+              {"images_per_second", double(images_per_rep) / (median / 1e3)},
+              {"reps", ms.size()}};
 }
 
 Named prefixed(const Named& tensors, const std::string& prefix) {
@@ -88,7 +92,8 @@ Named prefixed(const Named& tensors, const std::string& prefix) {
 double cpu_seconds() {  // this process, all threads
   rusage u;
   getrusage(RUSAGE_SELF, &u);
-  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
 double thread_seconds() {  // this thread's CPU time: what a stage costs, whoever shares the cores
@@ -99,10 +104,12 @@ double thread_seconds() {  // this thread's CPU time: what a stage costs, whoeve
 
 // One thread's CPU time per image for each stage of the loader's work, the stages run one by
 // one as apply_view runs them, over the first `images` images of the dataset.
-json loader_stages(const data::Dataset& ds, const data::MultiCropConfig& mc, const data::LoaderOptions& opt,
-                   int images) {
-  const char* names[] = {"decode", "draw", "crop_resize", "flip", "jitter", "grayscale", "blur",
-                         "solarize", opt.format == data::CropFormat::f32 ? "normalize" : "to_bytes"};
+json loader_stages(const data::Dataset& ds, const data::MultiCropConfig& mc,
+                   const data::LoaderOptions& opt, int images) {
+  const char* names[] = {
+      "decode", "draw",     "crop_resize",
+      "flip",   "jitter",   "grayscale",
+      "blur",   "solarize", opt.format == data::CropFormat::f32 ? "normalize" : "to_bytes"};
   constexpr int kStages = 9;
   double t[kStages] = {};
   const data::Normalization norm = data::resolve_normalization(mc.norm, ds.channels());
@@ -138,7 +145,8 @@ json loader_stages(const data::Dataset& ds, const data::MultiCropConfig& mc, con
     for (const data::ViewParams& p : views) {
       double s[kStages];
       s[0] = thread_seconds();
-      data::resized_crop(*in, p.box.top, p.box.left, p.box.height, p.box.width, p.size, p.size, view, resize);
+      data::resized_crop(*in, p.box.top, p.box.left, p.box.height, p.box.width, p.size, p.size,
+                         view, resize);
       s[1] = thread_seconds();
       if (p.flip) data::hflip(view);
       s[2] = thread_seconds();
@@ -200,22 +208,33 @@ json run_loader(const Recipe& recipe, const LoaderArgs& a) {
   for (int i = 0; i < batches; ++i) loader.next();
   const double s = seconds_since(t0), cpu = cpu_seconds() - c0;
   const double images = double(batches) * batch;
-  json out{{"bench", "loader"}, {"dataset", dataset->describe()}, {"batch", batch},
-           {"views", str_cat(mc.global.count, "x", mc.global.size, " + ", mc.local.count, "x", mc.local.size)},
-           {"format", a.format}, {"reduce_jpeg", opt.reduce_jpeg}, {"threads", opt.threads},
-           {"prefetch", loader.prefetch()}, {"batches", batches},
-           {"images_per_second", images / s}, {"images_per_second_per_thread", images / s / opt.threads},
-           {"images_per_cpu_second", images / cpu}, {"ms_per_batch", s * 1e3 / batches}};
-  std::printf("loader: %s, batch %d, views %s (%s), %d thread(s), prefetch %d\n", dataset->describe().c_str(),
-              batch, out["views"].get<std::string>().c_str(), a.format.c_str(), opt.threads, loader.prefetch());
-  std::printf("  %.1f images/s (%.1f per thread, %.1f per CPU-second), %.1f ms per batch over %d batches\n",
-              out["images_per_second"].get<double>(), out["images_per_second_per_thread"].get<double>(),
-              out["images_per_cpu_second"].get<double>(), out["ms_per_batch"].get<double>(), batches);
+  json out{{"bench", "loader"},
+           {"dataset", dataset->describe()},
+           {"batch", batch},
+           {"views", str_cat(mc.global.count, "x", mc.global.size, " + ", mc.local.count, "x",
+                             mc.local.size)},
+           {"format", a.format},
+           {"reduce_jpeg", opt.reduce_jpeg},
+           {"threads", opt.threads},
+           {"prefetch", loader.prefetch()},
+           {"batches", batches},
+           {"images_per_second", images / s},
+           {"images_per_second_per_thread", images / s / opt.threads},
+           {"images_per_cpu_second", images / cpu},
+           {"ms_per_batch", s * 1e3 / batches}};
+  std::printf("loader: %s, batch %d, views %s (%s), %d thread(s), prefetch %d\n",
+              dataset->describe().c_str(), batch, out["views"].get<std::string>().c_str(),
+              a.format.c_str(), opt.threads, loader.prefetch());
+  std::printf(
+      "  %.1f images/s (%.1f per thread, %.1f per CPU-second), %.1f ms per batch over %d batches\n",
+      out["images_per_second"].get<double>(), out["images_per_second_per_thread"].get<double>(),
+      out["images_per_cpu_second"].get<double>(), out["ms_per_batch"].get<double>(), batches);
   if (!stages.is_null()) {
     out["stages_ms"] = stages;
     out["decode_ms"] = stages["decode"];
     std::printf("  one thread, CPU ms per image over %d images:", a.stage_images);
-    for (auto it = stages.begin(); it != stages.end(); ++it) std::printf(" %s %.3f", it.key().c_str(), it->get<double>());
+    for (auto it = stages.begin(); it != stages.end(); ++it)
+      std::printf(" %s %.3f", it.key().c_str(), it->get<double>());
     std::printf("\n");
   }
   return out;
@@ -231,7 +250,8 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   const int64_t batch = optim.batch_size;
   const uint64_t seed = recipe.run.seed;
   const bool parallel = world.active();
-  DINO_CHECK(!parallel || !a.loop, "[bench] --loop times one process's loader and step; run it "
+  DINO_CHECK(!parallel || !a.loop,
+             "[bench] --loop times one process's loader and step; run it "
              "without mpirun");
   if (parallel) world.bind(a.device == "cuda" ? Device::cuda : Device::cpu);
 
@@ -247,7 +267,8 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
 #ifdef DINO_HAS_CUDA
     DINO_CHECK(kernels::cuda::available(), "[bench] --device cuda: no usable CUDA device (",
                kernels::cuda::device_description(), ")");
-    DINO_CHECK(a.dump.empty(), "[bench] --dump is for the CPU comparison; drop it with --device cuda");
+    DINO_CHECK(a.dump.empty(),
+               "[bench] --dump is for the CPU comparison; drop it with --device cuda");
     student->to(Device::cuda);
     teacher.to(Device::cuda);
     loss.to(Device::cuda);
@@ -282,7 +303,8 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   Rng crop_rng = Rng::derive({seed, 0xbe7c4ull});
   std::vector<Tensor> crops;
   for (int64_t v = 0; v < G + L; ++v)
-    crops.push_back(Tensor::randn({batch, in_chans, v < G ? global : local, v < G ? global : local}, crop_rng));
+    crops.push_back(
+        Tensor::randn({batch, in_chans, v < G ? global : local, v < G ? global : local}, crop_rng));
   if (cuda)
     for (Tensor& c : crops) c = c.to(Device::cuda);
 
@@ -297,22 +319,43 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
     init.push_back({"loss.center", loss.center});
     save_safetensors((fs::path(a.dump) / "init.safetensors").string(), init);
     Named views;
-    for (size_t v = 0; v < crops.size(); ++v) views.push_back({"view" + std::to_string(v), crops[v]});
+    for (size_t v = 0; v < crops.size(); ++v)
+      views.push_back({"view" + std::to_string(v), crops[v]});
     save_safetensors((fs::path(a.dump) / "crops.safetensors").string(), views);
     // tests/reference/dino_reference.py's config layout, so its build_models reads it as is.
     const json setting{
-        {"model", {{"img_size", vc.img_size}, {"patch_size", vc.patch_size}, {"in_chans", vc.in_chans},
-                   {"embed_dim", vc.embed_dim}, {"depth", vc.depth}, {"num_heads", vc.num_heads},
-                   {"mlp_ratio", vc.mlp_ratio}, {"qkv_bias", vc.qkv_bias}, {"ln_eps", vc.ln_eps},
-                   {"drop_path_rate", vc.drop_path_rate}}},
-        {"head", {{"out_dim", hc.out_dim}, {"hidden_dim", hc.hidden_dim}, {"bottleneck_dim", hc.bottleneck_dim},
-                  {"nlayers", hc.nlayers}, {"norm_last_layer", hc.norm_last_layer}}},
-        {"loss", {{"student_temp", loss_cfg.student_temp}, {"center_momentum", loss_cfg.center_momentum}}},
-        {"crops", {{"global", G}, {"views", G + L}, {"global_size", global}, {"local_size", local},
-                   {"batch", batch}}},
-        {"step", {{"lr", s.lr}, {"weight_decay", s.weight_decay}, {"teacher_temp", s.teacher_temp},
-                  {"teacher_momentum", s.teacher_momentum}, {"clip_grad", s.clip_grad},
-                  {"freeze_last_layer", s.freeze_last_layer}}},
+        {"model",
+         {{"img_size", vc.img_size},
+          {"patch_size", vc.patch_size},
+          {"in_chans", vc.in_chans},
+          {"embed_dim", vc.embed_dim},
+          {"depth", vc.depth},
+          {"num_heads", vc.num_heads},
+          {"mlp_ratio", vc.mlp_ratio},
+          {"qkv_bias", vc.qkv_bias},
+          {"ln_eps", vc.ln_eps},
+          {"drop_path_rate", vc.drop_path_rate}}},
+        {"head",
+         {{"out_dim", hc.out_dim},
+          {"hidden_dim", hc.hidden_dim},
+          {"bottleneck_dim", hc.bottleneck_dim},
+          {"nlayers", hc.nlayers},
+          {"norm_last_layer", hc.norm_last_layer}}},
+        {"loss",
+         {{"student_temp", loss_cfg.student_temp}, {"center_momentum", loss_cfg.center_momentum}}},
+        {"crops",
+         {{"global", G},
+          {"views", G + L},
+          {"global_size", global},
+          {"local_size", local},
+          {"batch", batch}}},
+        {"step",
+         {{"lr", s.lr},
+          {"weight_decay", s.weight_decay},
+          {"teacher_temp", s.teacher_temp},
+          {"teacher_momentum", s.teacher_momentum},
+          {"clip_grad", s.clip_grad},
+          {"freeze_last_layer", s.freeze_last_layer}}},
         {"adamw", {{"betas", {0.9, 0.999}}, {"eps", 1e-8}}},
         {"bench", {{"steps", a.steps}, {"warmup", a.warmup}}}};
     std::ofstream((fs::path(a.dump) / "config.json").string()) << setting.dump(1) << "\n";
@@ -332,7 +375,8 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   double last_loss = 0;
   for (int i = 0; i < a.steps; ++i) {
     const auto t0 = Clock::now();
-    StepOutputs out = dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng, false, reducer.get());
+    StepOutputs out =
+        dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng, false, reducer.get());
     sync();
     ms.push_back(seconds_since(t0) * 1e3);
     if (reducer) exposed_ms.push_back(reducer->last_exposed_ms());
@@ -380,7 +424,8 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       const auto t1 = Clock::now();
       f.upload = uploader.upload(*f.batch);
       const auto t2 = Clock::now();
-      StepOutputs out = dino_step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop_rng);
+      StepOutputs out =
+          dino_step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop_rng);
       f.upload.views.clear();
       if (cuda) {
         f.readback = &readbacks[next_readback];
@@ -409,19 +454,25 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       return m;
     };
     loop = json{{"images_per_second", double(a.steps) * double(batch) / total},
-                {"loader_threads", lo.threads}, {"prefetch", loader.prefetch()}, {"pipelined", cuda},
-                {"data_wait_ms", mean(wait_ms)}, {"upload_ms", mean(upload_ms)}, {"step_ms", mean(step_ms)},
+                {"loader_threads", lo.threads},
+                {"prefetch", loader.prefetch()},
+                {"pipelined", cuda},
+                {"data_wait_ms", mean(wait_ms)},
+                {"upload_ms", mean(upload_ms)},
+                {"step_ms", mean(step_ms)},
                 {"data_wait_fraction", mean(wait_ms) * a.steps / (total * 1e3)},
                 {"dataset", dataset->describe()}};
   }
 
   // FLOPs: forward of the student over all crops x3 (backward ~ 2x forward) plus the teacher's
   // forward over the global crops; backbone from flops_per_image, head from its linear layers.
-  const double student_fwd = double(batch) * (double(G) * student->backbone.flops_per_image(global) +
-                                              double(L) * student->backbone.flops_per_image(local) +
-                                              double(G + L) * student->head.flops_per_row());
-  const double teacher_fwd = double(batch) * double(G) *
-                             (teacher.backbone.flops_per_image(global) + student->head.flops_per_row());
+  const double student_fwd =
+      double(batch) * (double(G) * student->backbone.flops_per_image(global) +
+                       double(L) * student->backbone.flops_per_image(local) +
+                       double(G + L) * student->head.flops_per_row());
+  const double teacher_fwd =
+      double(batch) * double(G) *
+      (teacher.backbone.flops_per_image(global) + student->head.flops_per_row());
   const double flops = 3.0 * student_fwd + teacher_fwd;
   json out = time_summary(ms, parallel ? batch * world.size() : batch);
   out["bench"] = "train-step";
@@ -453,40 +504,53 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   out["warmup"] = a.warmup;
   out["gflop_per_step"] = flops / 1e9;
   out["gflops"] = flops / 1e9 / (out["median_ms"].get<double>() / 1e3);
-  out["flop_convention"] = "3x student forward (all crops) + 1x teacher forward (globals); backbone "
-                           "flops_per_image + head linears, 2 FLOPs per multiply-add";
+  out["flop_convention"] =
+      "3x student forward (all crops) + 1x teacher forward (globals); backbone "
+      "flops_per_image + head linears, 2 FLOPs per multiply-add";
   out["last_loss"] = last_loss;
-  std::printf("train-step (%s, %s, %d threads): batch %ld, %ld x %ld px + %ld x %ld px, %d warm-up + %d timed steps\n",
-              a.device.c_str(), out["isa"].get<std::string>().c_str(), out["threads"].get<int>(),
-              long(batch), long(G), long(global), long(L), long(local), a.warmup, a.steps);
-  std::printf("  median %.1f ms (p10 %.1f, p90 %.1f)  %.1f images/s  %.1f GFLOP/s (%.2f GFLOP per step)\n",
-              out["median_ms"].get<double>(), out["p10_ms"].get<double>(), out["p90_ms"].get<double>(),
-              out["images_per_second"].get<double>(), out["gflops"].get<double>(), flops / 1e9);
+  std::printf(
+      "train-step (%s, %s, %d threads): batch %ld, %ld x %ld px + %ld x %ld px, %d warm-up + %d "
+      "timed steps\n",
+      a.device.c_str(), out["isa"].get<std::string>().c_str(), out["threads"].get<int>(),
+      long(batch), long(G), long(global), long(L), long(local), a.warmup, a.steps);
+  std::printf(
+      "  median %.1f ms (p10 %.1f, p90 %.1f)  %.1f images/s  %.1f GFLOP/s (%.2f GFLOP per step)\n",
+      out["median_ms"].get<double>(), out["p10_ms"].get<double>(), out["p90_ms"].get<double>(),
+      out["images_per_second"].get<double>(), out["gflops"].get<double>(), flops / 1e9);
   std::printf("  FLOPs: %s\n", out["flop_convention"].get<std::string>().c_str());
-  if (!a.dump.empty()) std::printf("  initial weights, crops and setting written to %s\n", a.dump.c_str());
+  if (!a.dump.empty())
+    std::printf("  initial weights, crops and setting written to %s\n", a.dump.c_str());
   if (parallel) {
     std::sort(exposed_ms.begin(), exposed_ms.end());
-    const int64_t center_bytes = (2 * hc.out_dim + 3 + world.size()) * 4;  // losses/dino_loss.cpp's one buffer
-    out["data_parallel"] = json{{"ranks", world.size()}, {"world", world.describe()},
+    const int64_t center_bytes =
+        (2 * hc.out_dim + 3 + world.size()) * 4;  // losses/dino_loss.cpp's one buffer
+    out["data_parallel"] = json{{"ranks", world.size()},
+                                {"world", world.describe()},
                                 {"gradient_bytes_per_step", reducer->bytes_per_step()},
                                 {"buckets", reducer->buckets().size()},
                                 {"center_bytes_per_step", center_bytes},
                                 {"exposed_allreduce_median_ms", exposed_ms[exposed_ms.size() / 2]}};
-    std::printf("  data-parallel, %s: images/s over all ranks; per step %.1f MB of gradients in %zu "
-                "buckets + %ld B for the center, %.2f ms of all-reduce not hidden by the backward (median)\n",
-                world.describe().c_str(), double(reducer->bytes_per_step()) / 1e6, reducer->buckets().size(),
-                long(center_bytes), exposed_ms[exposed_ms.size() / 2]);
+    std::printf(
+        "  data-parallel, %s: images/s over all ranks; per step %.1f MB of gradients in %zu "
+        "buckets + %ld B for the center, %.2f ms of all-reduce not hidden by the backward "
+        "(median)\n",
+        world.describe().c_str(), double(reducer->bytes_per_step()) / 1e6,
+        reducer->buckets().size(), long(center_bytes), exposed_ms[exposed_ms.size() / 2]);
   }
   if (!loop.is_null()) {
-    loop["fraction_of_step"] = loop["images_per_second"].get<double>() / out["images_per_second"].get<double>();
+    loop["fraction_of_step"] =
+        loop["images_per_second"].get<double>() / out["images_per_second"].get<double>();
     out["loop"] = loop;
-    std::printf("loop (%s, %d loader thread(s), prefetch %d%s): %.1f images/s = %.0f%% of the step alone; per step "
-                "%.1f ms waiting for data, %.1f ms queueing the upload, %.1f ms in the step (data wait %.0f%% of the loop)\n",
-                loop["dataset"].get<std::string>().c_str(), loop["loader_threads"].get<int>(),
-                loop["prefetch"].get<int>(), cuda ? ", pipelined" : "", loop["images_per_second"].get<double>(),
-                100 * loop["fraction_of_step"].get<double>(), loop["data_wait_ms"].get<double>(),
-                loop["upload_ms"].get<double>(), loop["step_ms"].get<double>(),
-                100 * loop["data_wait_fraction"].get<double>());
+    std::printf(
+        "loop (%s, %d loader thread(s), prefetch %d%s): %.1f images/s = %.0f%% of the step alone; "
+        "per step "
+        "%.1f ms waiting for data, %.1f ms queueing the upload, %.1f ms in the step (data wait "
+        "%.0f%% of the loop)\n",
+        loop["dataset"].get<std::string>().c_str(), loop["loader_threads"].get<int>(),
+        loop["prefetch"].get<int>(), cuda ? ", pipelined" : "",
+        loop["images_per_second"].get<double>(), 100 * loop["fraction_of_step"].get<double>(),
+        loop["data_wait_ms"].get<double>(), loop["upload_ms"].get<double>(),
+        loop["step_ms"].get<double>(), 100 * loop["data_wait_fraction"].get<double>());
   }
   return out;
 }
@@ -510,22 +574,29 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
       ->capture_default_str();
   // The sets are the op table's (testing/op_cases.h): vit, long (attention), smoke (one small
   // shape each, the emulated runs'), all (every set but smoke).
-  cmd->add_option("--shapes", k->shapes, "Shape set: vit, long (attention), smoke, all, none (only --shape)")
-      ->capture_default_str()->check(CLI::IsMember({"vit", "long", "smoke", "all", "none"}));
+  cmd->add_option("--shapes", k->shapes,
+                  "Shape set: vit, long (attention), smoke, all, none (only --shape)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"vit", "long", "smoke", "all", "none"}));
   cmd->add_option("--shape", k->custom, shape_help);
   cmd->add_option("--reps", k->reps, "Timed repetitions per measurement (median reported)")
-      ->capture_default_str()->check(CLI::Range(1, 100000));
-  cmd->add_option("--warmup", k->warmup, "Untimed repetitions first")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--warmup", k->warmup, "Untimed repetitions first")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--budget", k->budget, "Seconds after which no new shape starts (0: none)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-check", k->no_check, "Skip the cross-check of the outputs");
   cmd->add_flag("--no-ceilings", k->no_ceilings,
                 "Skip measuring the copy and GEMM ceilings (a 1 GiB copy, an 8192^3 GEMM); rows "
                 "then have no floor and percent-of-ceiling columns");
-  cmd->add_flag("--json", k->json, "Print one JSON object with all results as the last line of stdout");
+  cmd->add_flag("--json", k->json,
+                "Print one JSON object with all results as the last line of stdout");
   cmd->callback([k, name] {
-    DINO_CHECK(k->device == "cuda", "[bench] ", name, " runs on the GPU only (--device cuda); "
+    DINO_CHECK(k->device == "cuda", "[bench] ", name,
+               " runs on the GPU only (--device cuda); "
                "`dino bench train-step` runs on the CPU too");
     DINO_CHECK(kernels::cuda::available(), "[bench] ", name, ": no usable CUDA device (",
                kernels::cuda::device_description(), ")");
@@ -548,7 +619,8 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
   cmd->add_option("--device", device, "Device (this build has no CUDA)");
   cmd->allow_extras();
   cmd->callback([name] {
-    throw Error(str_cat("[bench] ", name, ": this build has no CUDA support; the kernel benchmarks "
+    throw Error(str_cat("[bench] ", name,
+                        ": this build has no CUDA support; the kernel benchmarks "
                         "need a CUDA build (`dino bench train-step` runs on the CPU)"));
   });
 #endif
@@ -562,18 +634,28 @@ void add_bench_command(CLI::App& app) {
   bench->require_subcommand(1);
   auto* cmd = bench->add_subcommand(
       "train-step", "Time one DINO training step on fixed random crops (no data loader)");
-  cmd->add_option("--device", args->device, "Device: cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
+  cmd->add_option("--device", args->device, "Device: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  cmd->add_option("--config", args->config, "JSON recipe (default with --device cuda: the built-in "
-                  "ViT-S/16 DINO recipe on synthetic 3-channel data)")->capture_default_str();
+  cmd->add_option("--config", args->config,
+                  "JSON recipe (default with --device cuda: the built-in "
+                  "ViT-S/16 DINO recipe on synthetic 3-channel data)")
+      ->capture_default_str();
   cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value");
-  cmd->add_option("--steps", args->steps, "Timed steps")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--dump", args->dump, "Write init.safetensors, crops.safetensors and config.json here "
+  cmd->add_option("--steps", args->steps, "Timed steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", args->warmup, "Untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--dump", args->dump,
+                  "Write init.safetensors, crops.safetensors and config.json here "
                   "(for benchmarks/cpu_train_step.py)");
-  cmd->add_flag("--loop", args->loop, "Also run the training loop (loader, upload, step; pipelined on "
+  cmd->add_flag("--loop", args->loop,
+                "Also run the training loop (loader, upload, step; pipelined on "
                 "CUDA) and report its images/s and data wait next to the step's");
-  cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->add_flag("--json", args->json,
+                "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args, cmd] {
     std::string config = args->config;
     std::vector<std::string> overrides = args->overrides;
@@ -586,7 +668,8 @@ void add_bench_command(CLI::App& app) {
     dist::World world(dist::world_options_from_environment());
     // Under mpirun every rank steps; rank 0 alone prints.
     if (world.rank() != 0)
-      DINO_CHECK(std::freopen("/dev/null", "w", stdout), "[bench] cannot silence rank ", world.rank());
+      DINO_CHECK(std::freopen("/dev/null", "w", stdout), "[bench] cannot silence rank ",
+                 world.rank());
     json out = run_train_step(recipe, *args, world);
     if (world.rank() != 0) return;
     out["config"] = config.empty() ? "built-in defaults" : config;
@@ -596,20 +679,28 @@ void add_bench_command(CLI::App& app) {
   auto la = std::make_shared<LoaderArgs>();
   auto* lcmd = bench->add_subcommand(
       "loader", "Time the multi-crop data loader alone, and one thread's cost per stage");
-  lcmd->add_option("--config", la->config, "JSON recipe (default: the built-in ViT-S/16 DINO recipe)");
-  lcmd->add_option("overrides", la->overrides, "Recipe overrides group.key=value, e.g. data.dataset=folder:DIR");
+  lcmd->add_option("--config", la->config,
+                   "JSON recipe (default: the built-in ViT-S/16 DINO recipe)");
+  lcmd->add_option("overrides", la->overrides,
+                   "Recipe overrides group.key=value, e.g. data.dataset=folder:DIR");
   lcmd->add_option("--threads", la->threads, "Loader threads (default: data.loader_threads)")
       ->check(CLI::NonNegativeNumber);
   lcmd->add_option("--images", la->images, "Images timed (rounded up to whole batches)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  lcmd->add_option("--warmup", la->warmup, "Untimed batches first")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  lcmd->add_option("--warmup", la->warmup, "Untimed batches first")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  lcmd->add_option("--stage-images", la->stage_images, "Images for the per-stage breakdown (0: skip it)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  lcmd->add_option("--stage-images", la->stage_images,
+                   "Images for the per-stage breakdown (0: skip it)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   lcmd->add_option("--format", la->format, "Crops as normalised floats (f32) or bytes (u8)")
-      ->capture_default_str()->check(CLI::IsMember({"f32", "u8"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "u8"}));
   lcmd->add_flag("--no-reduce", la->no_reduce, "Always decode JPEGs at full size");
-  lcmd->add_flag("--json", la->json, "Print one JSON object with the results as the last line of stdout");
+  lcmd->add_flag("--json", la->json,
+                 "Print one JSON object with the results as the last line of stdout");
   lcmd->callback([la] {
     const Recipe recipe = load_recipe(la->config, la->overrides);
     json out = run_loader(recipe, *la);
@@ -624,9 +715,12 @@ void add_bench_command(CLI::App& app) {
                    "Extra shape N,C (repeatable)");
   add_kernel_bench(*bench, "dino-loss", "GPU DINO loss: ours vs an unfused composite",
                    "Extra shape G,V,B,K (repeatable)");
-  add_kernel_bench(*bench, "gemm", "GPU GEMMs of ViT-S/16 and the DINO head: our cuBLASLt wrapper vs plain cuBLASLt",
-                   "Extra shape rows,in,out (repeatable)");
-  add_kernel_bench(*bench, "augment", "GPU augmentation of a batch's views vs the CPU path on one thread",
+  add_kernel_bench(
+      *bench, "gemm",
+      "GPU GEMMs of ViT-S/16 and the DINO head: our cuBLASLt wrapper vs plain cuBLASLt",
+      "Extra shape rows,in,out (repeatable)");
+  add_kernel_bench(*bench, "augment",
+                   "GPU augmentation of a batch's views vs the CPU path on one thread",
                    "Extra shape B,C,H,W,global_size,local_crops,local_size (repeatable)");
 }
 

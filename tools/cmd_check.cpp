@@ -50,7 +50,8 @@ bool wants(const CheckArgs& a, const std::string& op) {
 std::vector<const testing::OpCase*> selected_cases(const CheckArgs& a) {
   std::vector<const testing::OpCase*> out;
   for (const testing::OpCase& c : testing::op_cases())
-    if (wants(a, c.op) && (c.check || (!a.bench.empty() && (a.bench == "all" || c.bench == a.bench))))
+    if (wants(a, c.op) &&
+        (c.check || (!a.bench.empty() && (a.bench == "all" || c.bench == a.bench))))
       out.push_back(&c);
   return out;
 }
@@ -67,12 +68,18 @@ void validate(const CheckArgs& a) {
 void print_list(const CheckArgs& a) {
   nlohmann::json cases = nlohmann::json::array();
   for (const testing::OpCase* c : selected_cases(a)) {
-    std::printf("%-20s %s%s\n", c->op.c_str(), c->name.c_str(), c->check ? "" : "  (benchmark shape)");
-    cases.push_back({{"op", c->op}, {"name", c->name}, {"check", c->check}, {"bench", c->bench},
-                     {"dims", c->dims}, {"label", c->label}});
+    std::printf("%-20s %s%s\n", c->op.c_str(), c->name.c_str(),
+                c->check ? "" : "  (benchmark shape)");
+    cases.push_back({{"op", c->op},
+                     {"name", c->name},
+                     {"check", c->check},
+                     {"bench", c->bench},
+                     {"dims", c->dims},
+                     {"label", c->label}});
   }
   if (wants(a, kOptimizer))
-    std::printf("%-20s adamw_step, ema_update, grad_norms, scale_by_norms (kernel comparisons)\n", kOptimizer);
+    std::printf("%-20s adamw_step, ema_update, grad_norms, scale_by_norms (kernel comparisons)\n",
+                kOptimizer);
   std::printf("%zu op cases\n", cases.size());
   if (a.json) std::cout << nlohmann::json{{"cases", cases}}.dump() << std::endl;
 }
@@ -82,17 +89,22 @@ struct Tally {
   int comparisons = 0, failed = 0;
   double worst_ratio = 0;  // the largest error / tolerance among passing comparisons, tol > 0
   nlohmann::json rows = nlohmann::json::array();
-  void add(const std::string& what, const std::string& output, double err, double tol, size_t non_finite,
-           bool pass, const std::string& worst) {
+  void add(const std::string& what, const std::string& output, double err, double tol,
+           size_t non_finite, bool pass, const std::string& worst) {
     ++comparisons;
     failed += !pass;
     if (pass && tol > 0) worst_ratio = std::max(worst_ratio, err / tol);
-    std::printf("%-64s %-12s %10.3g %10.3g  %s\n", what.c_str(), output.c_str(), err, tol, pass ? "pass" : "FAIL");
+    std::printf("%-64s %-12s %10.3g %10.3g  %s\n", what.c_str(), output.c_str(), err, tol,
+                pass ? "pass" : "FAIL");
     if (!pass) std::printf("FAIL %s %s: %s\n", what.c_str(), output.c_str(), worst.c_str());
     // JSON has no NaN: an unwritten or errored output's error is null.
     const nlohmann::json e = std::isfinite(err) ? nlohmann::json(err) : nullptr;
-    rows.push_back({{"case", what}, {"output", output}, {"rel_err", e}, {"tol", tol},
-                    {"non_finite", non_finite}, {"pass", pass}});
+    rows.push_back({{"case", what},
+                    {"output", output},
+                    {"rel_err", e},
+                    {"tol", tol},
+                    {"non_finite", non_finite},
+                    {"pass", pass}});
   }
 };
 
@@ -116,10 +128,15 @@ void run_checks(const CheckArgs& a) {
   std::printf("summary: %d comparisons, %d failed; largest error / tolerance of a pass %.3g\n",
               t.comparisons, t.failed, t.worst_ratio);
   if (a.json)
-    std::cout << nlohmann::json{{"gpu", true}, {"device", device}, {"rows", t.rows},
-                                {"passed", t.comparisons - t.failed}, {"failed", t.failed}}.dump()
+    std::cout << nlohmann::json{{"gpu", true},
+                                {"device", device},
+                                {"rows", t.rows},
+                                {"passed", t.comparisons - t.failed},
+                                {"failed", t.failed}}
+                     .dump()
               << std::endl;
-  if (t.failed) throw Error(str_cat("[check] ", t.failed, " of ", t.comparisons, " comparisons failed"));
+  if (t.failed)
+    throw Error(str_cat("[check] ", t.failed, " of ", t.comparisons, " comparisons failed"));
 }
 #endif
 
@@ -127,12 +144,17 @@ void run_checks(const CheckArgs& a) {
 
 void add_check_command(CLI::App& app) {
   auto a = std::make_shared<CheckArgs>();
-  auto* cmd = app.add_subcommand("check", "Check every op of the op table on the GPU against the CPU reference");
-  cmd->add_option("--op", a->ops, "Only this op's cases (repeatable; --list names them; 'optimizer': the optimizer kernels)");
-  cmd->add_option("--bench", a->bench, "Also the benchmark shapes of this set (large: slow float64 references)")
+  auto* cmd = app.add_subcommand(
+      "check", "Check every op of the op table on the GPU against the CPU reference");
+  cmd->add_option(
+      "--op", a->ops,
+      "Only this op's cases (repeatable; --list names them; 'optimizer': the optimizer kernels)");
+  cmd->add_option("--bench", a->bench,
+                  "Also the benchmark shapes of this set (large: slow float64 references)")
       ->check(CLI::IsMember({"vit", "long", "all"}));
   cmd->add_flag("--list", a->list, "List the cases and exit (no GPU needed)");
-  cmd->add_flag("--json", a->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->add_flag("--json", a->json,
+                "Print one JSON object with the results as the last line of stdout");
   cmd->callback([a] {
     validate(*a);
     if (a->list) return print_list(*a);

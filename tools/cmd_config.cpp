@@ -12,11 +12,14 @@ namespace dino::tools {
 
 namespace {
 
-void flatten(const nlohmann::json& j, const std::string& path, std::vector<std::pair<std::string, nlohmann::json>>& out) {
+void flatten(const nlohmann::json& j, const std::string& path,
+             std::vector<std::pair<std::string, nlohmann::json>>& out) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string key = path.empty() ? it.key() : path + "." + it.key();
-    if (it->is_object()) flatten(*it, key, out);
-    else out.push_back({key, *it});
+    if (it->is_object())
+      flatten(*it, key, out);
+    else
+      out.push_back({key, *it});
   }
 }
 
@@ -29,25 +32,31 @@ void add_config_command(CLI::App& app) {
     bool json = false;
   };
   auto args = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("config", "Print the merged recipe: every key, its value ('*': "
-                                           "differs from the built-in default) and its meaning");
-  cmd->add_option("--checkpoint", args->checkpoint, "Start from the recipe a training checkpoint was trained with");
-  cmd->add_option("--config", args->config, "JSON recipe merged over the defaults (or the checkpoint's recipe)");
+  auto* cmd = app.add_subcommand("config",
+                                 "Print the merged recipe: every key, its value ('*': "
+                                 "differs from the built-in default) and its meaning");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "Start from the recipe a training checkpoint was trained with");
+  cmd->add_option("--config", args->config,
+                  "JSON recipe merged over the defaults (or the checkpoint's recipe)");
   cmd->add_option("overrides", args->overrides, "group.key=value, as `dino train` takes them");
-  cmd->add_flag("--json", args->json, "Print the merged recipe as one JSON object as the last line of stdout");
+  cmd->add_flag("--json", args->json,
+                "Print the merged recipe as one JSON object as the last line of stdout");
   cmd->callback([args] {
     const nlohmann::json defaults = default_config();
     nlohmann::json cfg = defaults;
     std::string origin = "the built-in defaults (DINO's ViT-S/16 recipe)";
     if (!args->checkpoint.empty()) {
       const auto md = load_safetensors_metadata(args->checkpoint);
-      DINO_CHECK(md.count("config"), "[config] ", args->checkpoint, " holds no training recipe (a backbone "
+      DINO_CHECK(md.count("config"), "[config] ", args->checkpoint,
+                 " holds no training recipe (a backbone "
                  "file from `dino export` or `dino import` has none)");
       nlohmann::json saved;
       try {
         saved = nlohmann::json::parse(md.at("config"));
       } catch (const nlohmann::json::exception& e) {
-        throw Error(str_cat("[config] ", args->checkpoint, ": corrupt recipe in the metadata: ", e.what()));
+        throw Error(
+            str_cat("[config] ", args->checkpoint, ": corrupt recipe in the metadata: ", e.what()));
       }
       merge_config(cfg, saved, args->checkpoint);
       origin = "the recipe of " + args->checkpoint;
@@ -57,7 +66,8 @@ void add_config_command(CLI::App& app) {
       origin += ", then " + args->config;
     }
     for (const std::string& o : args->overrides) apply_override(cfg, o);
-    if (!args->overrides.empty()) origin += str_cat(", then ", args->overrides.size(), " override(s)");
+    if (!args->overrides.empty())
+      origin += str_cat(", then ", args->overrides.size(), " override(s)");
     parse_recipe(cfg, origin);  // the checks `dino train` makes before it starts
 
     std::vector<std::pair<std::string, nlohmann::json>> rows, base;

@@ -18,31 +18,42 @@ void add_embed_command(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand(
-      "embed", "Features of a trained backbone ([CLS], optionally patch tokens) for a dataset or "
-               "image files, to .safetensors or .npy");
-  cmd->add_option("--checkpoint", args->checkpoint, "Training checkpoint written by `dino train` "
+      "embed",
+      "Features of a trained backbone ([CLS], optionally patch tokens) for a dataset or "
+      "image files, to .safetensors or .npy");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "Training checkpoint written by `dino train` "
                   "(its teacher), or a backbone file from `dino export` / `dino import`")
       ->required();
-  auto* data = cmd->add_option("--data", args->data, "Dataset spec: fashion-mnist[:DIR], cifar10:DIR, "
+  auto* data = cmd->add_option("--data", args->data,
+                               "Dataset spec: fashion-mnist[:DIR], cifar10:DIR, "
                                "cifar100:DIR, folder:DIR, synthetic[:k=v,...]");
-  auto* images = cmd->add_option("--image", args->images, "Or: image files (PNG, JPEG, BMP), unlabelled");
+  auto* images =
+      cmd->add_option("--image", args->images, "Or: image files (PNG, JPEG, BMP), unlabelled");
   data->excludes(images);
-  cmd->add_option("--split", args->split, "train or test: the split of --data")->capture_default_str();
-  cmd->add_option("--out", args->out, "Output FILE.safetensors (tensors cls, patch_tokens, labels, index; "
-                  "metadata) or FILE.npy (the [CLS] features, with FILE_labels.npy, FILE_index.npy, "
-                  "FILE_patch_tokens.npy, FILE_paths.txt, FILE_meta.json beside it)")
+  cmd->add_option("--split", args->split, "train or test: the split of --data")
+      ->capture_default_str();
+  cmd->add_option(
+         "--out", args->out,
+         "Output FILE.safetensors (tensors cls, patch_tokens, labels, index; "
+         "metadata) or FILE.npy (the [CLS] features, with FILE_labels.npy, FILE_index.npy, "
+         "FILE_patch_tokens.npy, FILE_paths.txt, FILE_meta.json beside it)")
       ->required();
-  cmd->add_flag("--patch-tokens", args->patch_tokens, "Also write every patch token after the final norm "
+  cmd->add_flag("--patch-tokens", args->patch_tokens,
+                "Also write every patch token after the final norm "
                 "(n, (img_size/patch)^2, D)");
-  cmd->add_flag("--l2-normalize", args->l2_normalize, "Scale each [CLS] row to unit length (the "
+  cmd->add_flag("--l2-normalize", args->l2_normalize,
+                "Scale each [CLS] row to unit length (the "
                 "features DINO's k-NN ranks)");
   cmd->add_option("--batch", args->batch, "Images per forward pass")->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu or cuda")->capture_default_str();
-  cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->add_flag("--json", args->json,
+                "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args] {
-    DINO_CHECK(!args->data.empty() || !args->images.empty(), "[embed] give --data SPEC or --image FILE...");
-    DINO_CHECK(args->split == "train" || args->split == "test", "[embed] --split must be train or test, got '",
-               args->split, "'");
+    DINO_CHECK(!args->data.empty() || !args->images.empty(),
+               "[embed] give --data SPEC or --image FILE...");
+    DINO_CHECK(args->split == "train" || args->split == "test",
+               "[embed] --split must be train or test, got '", args->split, "'");
     DINO_CHECK(args->batch >= 1, "[embed] --batch must be at least 1, got ", args->batch);
     check_embeddings_path(args->out);
     std::vector<std::string> inputs = args->images;
@@ -71,7 +82,9 @@ void add_embed_command(CLI::App& app) {
     save_embeddings(args->out, e, metadata);
     std::printf("wrote %s: %ld x %ld [CLS] features%s of %s, on %s\n", args->out.c_str(),
                 long(e.cls.size(0)), long(e.cls.size(1)),
-                args->patch_tokens ? str_cat(" and ", vc.grid() * vc.grid(), " patch tokens each").c_str() : "",
+                args->patch_tokens
+                    ? str_cat(" and ", vc.grid() * vc.grid(), " patch tokens each").c_str()
+                    : "",
                 ds->describe().c_str(), describe_device(device).c_str());
     if (args->json)
       std::cout << nlohmann::json{{"out", args->out},

@@ -17,18 +17,21 @@ void add_export_command(CLI::App& app) {
     bool json = false;
   };
   auto args = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("export", "Write the teacher backbone as a timm-named safetensors file");
-  cmd->add_option("--checkpoint", args->checkpoint, "Training checkpoint (.safetensors) written by `dino train`")
+  auto* cmd =
+      app.add_subcommand("export", "Write the teacher backbone as a timm-named safetensors file");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "Training checkpoint (.safetensors) written by `dino train`")
       ->required();
-  cmd->add_option("--out", args->out, "Output .safetensors (written to OUT.tmp, then renamed)")->required();
-  cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->add_option("--out", args->out, "Output .safetensors (written to OUT.tmp, then renamed)")
+      ->required();
+  cmd->add_flag("--json", args->json,
+                "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args] {
     check_output_file("export", args->out, {args->checkpoint});
     const Backbone b = load_backbone(args->checkpoint);
     std::map<std::string, std::string> metadata{{"source", b.path}};
     if (b.step >= 0) metadata["step"] = std::to_string(b.step);
-    if (b.from_training_checkpoint)
-      metadata["arch"] = b.recipe.model.arch;
+    if (b.from_training_checkpoint) metadata["arch"] = b.recipe.model.arch;
     export_backbone(args->out, *b.model, metadata, b.norm);
     const auto tensors = b.model->named_parameters();
     const int64_t numel = b.model->num_parameters();
@@ -36,8 +39,11 @@ void add_export_command(CLI::App& app) {
     std::printf("wrote %s: teacher backbone, %zu tensors, %.2f M parameters, step %ld\n",
                 args->out.c_str(), tensors.size(), double(numel) / 1e6, long(b.step));
     if (args->json)
-      std::cout << nlohmann::json{{"out", args->out}, {"tensors", tensors.size()}, {"parameters", numel},
-                                  {"step", b.step}, {"vit_config", nlohmann::json::parse(written.at("vit_config"))},
+      std::cout << nlohmann::json{{"out", args->out},
+                                  {"tensors", tensors.size()},
+                                  {"parameters", numel},
+                                  {"step", b.step},
+                                  {"vit_config", nlohmann::json::parse(written.at("vit_config"))},
                                   {"mean", nlohmann::json::parse(written.at("mean"))},
                                   {"std", nlohmann::json::parse(written.at("std"))},
                                   {"timm_model", written.at("timm_model")}}

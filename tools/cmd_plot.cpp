@@ -56,9 +56,13 @@ double nice_step(double range, int target) {
 std::string tick_label(double v, double step, double magnitude) {
   char buf[32];
   if (std::fabs(v) < step * 1e-6) return "0";
-  if (magnitude != 0 && (magnitude < 1e-2 || magnitude >= 1e5)) std::snprintf(buf, sizeof buf, "%.1e", v);
-  else if (step >= 1) std::snprintf(buf, sizeof buf, "%.0f", v);
-  else std::snprintf(buf, sizeof buf, "%.*f", std::min(6, int(std::ceil(-std::log10(step) - 1e-9))), v);
+  if (magnitude != 0 && (magnitude < 1e-2 || magnitude >= 1e5))
+    std::snprintf(buf, sizeof buf, "%.1e", v);
+  else if (step >= 1)
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.*f", std::min(6, int(std::ceil(-std::log10(step) - 1e-9))),
+                  v);
   return buf;
 }
 
@@ -127,7 +131,9 @@ void draw_panel(Canvas& c, const Panel& p, int x0, int y0, int w, int h, double 
   // Guide labels over the curves, on a white ground, below the line (above it at the bottom).
   struct Box {
     int x, y, w, h;
-    bool overlaps(const Box& o) const { return x < o.x + o.w && o.x < x + w && y < o.y + o.h && o.y < y + h; }
+    bool overlaps(const Box& o) const {
+      return x < o.x + o.w && o.x < x + w && y < o.y + o.h && o.y < y + h;
+    }
   };
   std::vector<Box> taken;
   for (const Guide& g : p.guides) {
@@ -182,14 +188,18 @@ void add_plot_command(CLI::App& app) {
     bool json = false;
   };
   auto args = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("plot", "Draw a run's training curves (RUN_DIR/metrics.jsonl) into one PNG");
+  auto* cmd = app.add_subcommand(
+      "plot", "Draw a run's training curves (RUN_DIR/metrics.jsonl) into one PNG");
   cmd->add_option("run", args->run, "Run folder written by `dino train --out`")->required();
-  cmd->add_option("--out", args->out, "Output PNG (default RUN_DIR/curves.png; written to OUT.tmp, then renamed)");
-  cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line of stdout");
+  cmd->add_option("--out", args->out,
+                  "Output PNG (default RUN_DIR/curves.png; written to OUT.tmp, then renamed)");
+  cmd->add_flag("--json", args->json,
+                "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args] {
     const fs::path dir(args->run), metrics_path = dir / "metrics.jsonl";
     std::error_code ec;
-    DINO_CHECK(fs::is_directory(dir, ec), "[plot] ", args->run, " is not a run folder (`dino train --out DIR` writes one)");
+    DINO_CHECK(fs::is_directory(dir, ec), "[plot] ", args->run,
+               " is not a run folder (`dino train --out DIR` writes one)");
     std::ifstream in(metrics_path);
     DINO_CHECK(in, "[plot] no ", metrics_path.string(), ": has the run taken a step?");
     const std::string out = args->out.empty() ? (dir / "curves.png").string() : args->out;
@@ -198,8 +208,14 @@ void add_plot_command(CLI::App& app) {
     std::vector<double> steps;
     std::string line;
     int64_t lineno = 0, skipped = 0;
-    const char* keys[] = {"loss", "lr", "teacher_temp", "teacher_momentum", "teacher_entropy",
-                          "batch_entropy", "images_per_second", "epoch"};
+    const char* keys[] = {"loss",
+                          "lr",
+                          "teacher_temp",
+                          "teacher_momentum",
+                          "teacher_entropy",
+                          "batch_entropy",
+                          "images_per_second",
+                          "epoch"};
     while (std::getline(in, line)) {
       ++lineno;
       const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
@@ -208,7 +224,8 @@ void add_plot_command(CLI::App& app) {
         continue;
       }
       steps.push_back(j.at("step").get<double>());
-      for (const char* k : keys) col[k].push_back(j.contains(k) && j[k].is_number() ? j[k].get<double>() : NAN);
+      for (const char* k : keys)
+        col[k].push_back(j.contains(k) && j[k].is_number() ? j[k].get<double>() : NAN);
     }
     DINO_CHECK(!steps.empty(), "[plot] ", metrics_path.string(), " holds no steps");
 
@@ -218,7 +235,8 @@ void add_plot_command(CLI::App& app) {
     if (fs::exists(ck, ec)) {
       const auto md = load_safetensors_metadata(ck.string());
       if (md.count("config"))
-        log_k = std::log(nlohmann::json::parse(md.at("config")).at("head").at("out_dim").get<double>());
+        log_k =
+            std::log(nlohmann::json::parse(md.at("config")).at("head").at("out_dim").get<double>());
     }
 
     const double xmax = steps.back();
@@ -231,7 +249,8 @@ void add_plot_command(CLI::App& app) {
     };
     std::vector<Panel> panels(6);
     panels[0].title = "DINO loss";
-    panels[0].series = {raw("loss", kLightBlue), smooth("loss", kBlue, str_cat("mean of ", window, " steps"))};
+    panels[0].series = {raw("loss", kLightBlue),
+                        smooth("loss", kBlue, str_cat("mean of ", window, " steps"))};
     panels[1].title = "learning rate";
     panels[1].series = {raw("lr", kBlue)};
     panels[2].title = "teacher temperature";
@@ -243,8 +262,9 @@ void add_plot_command(CLI::App& app) {
                         raw("batch_entropy", kGreen, "batch mean (diversity)")};
     if (std::isfinite(log_k)) {
       panels[0].guides = {{log_k, "ln K: uniform", kRed}};
-      panels[4].guides = {{kUniformCollapseFraction * log_k, "uniform collapse above", kRed},
-                          {kDominantCollapseFraction * log_k, "one-dimension collapse below", kRed}};
+      panels[4].guides = {
+          {kUniformCollapseFraction * log_k, "uniform collapse above", kRed},
+          {kDominantCollapseFraction * log_k, "one-dimension collapse below", kRed}};
     }
     panels[5].title = "images / s";
     panels[5].series = {raw("images_per_second", kLightBlue), smooth("images_per_second", kGreen)};
@@ -253,10 +273,13 @@ void add_plot_command(CLI::App& app) {
     const int pw = 560, ph = 400, header = 46;
     Canvas canvas(3 * pw, 2 * ph + header, {246, 246, 246});
     const double epochs = col["epoch"].back();
-    canvas.text(16, 14, str_cat("dino train: ", args->run, "  -  ", long(xmax), " steps",
-                                std::isfinite(epochs) ? str_cat(", ", std::round(epochs * 100) / 100, " epochs") : "",
-                                std::isfinite(log_k) ? str_cat(", K = ", std::lround(std::exp(log_k))) : ""),
-                kInk, 2);
+    canvas.text(
+        16, 14,
+        str_cat(
+            "dino train: ", args->run, "  -  ", long(xmax), " steps",
+            std::isfinite(epochs) ? str_cat(", ", std::round(epochs * 100) / 100, " epochs") : "",
+            std::isfinite(log_k) ? str_cat(", K = ", std::lround(std::exp(log_k))) : ""),
+        kInk, 2);
     for (size_t i = 0; i < panels.size(); ++i)
       draw_panel(canvas, panels[i], int(i % 3) * pw, header + int(i / 3) * ph, pw, ph, xmax);
     canvas.write_png(out, "plot");
@@ -264,8 +287,11 @@ void add_plot_command(CLI::App& app) {
                 skipped ? str_cat(", ", skipped, " unreadable lines skipped").c_str() : "",
                 std::isfinite(log_k) ? "" : " (no checkpoint: collapse thresholds not drawn)");
     if (args->json)
-      std::cout << nlohmann::json{{"out", out}, {"steps", steps.size()}, {"skipped_lines", skipped},
-                                  {"width", canvas.width()}, {"height", canvas.height()}}
+      std::cout << nlohmann::json{{"out", out},
+                                  {"steps", steps.size()},
+                                  {"skipped_lines", skipped},
+                                  {"width", canvas.width()},
+                                  {"height", canvas.height()}}
                        .dump()
                 << std::endl;
   });

@@ -39,7 +39,8 @@ std::string shell_quote(const std::string& text) {
 
 // One rank's error stops every rank at once, naming it: the others may be waiting in a
 // collective this rank will never join (dist/abort.h).
-TrainResult train_or_stop_the_job(dist::World& world, const Recipe& recipe, const TrainOptions& opt) {
+TrainResult train_or_stop_the_job(dist::World& world, const Recipe& recipe,
+                                  const TrainOptions& opt) {
   try {
     return train(recipe, opt);
   } catch (const std::exception& e) {
@@ -59,19 +60,24 @@ void add_train_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("train", "Train a ViT with DINO, then evaluate it with k-NN");
   cmd->footer("Every recipe key, its value and its meaning: dino config [--config F] [overrides]");
-  cmd->add_option("--config", args->config, "JSON recipe (configs/*.json); without it, the built-in "
+  cmd->add_option("--config", args->config,
+                  "JSON recipe (configs/*.json); without it, the built-in "
                   "defaults: DINO's ViT-S/16 recipe");
-  cmd->add_option("--device", args->device, "auto (CUDA when a usable GPU is present, else the "
+  cmd->add_option("--device", args->device,
+                  "auto (CUDA when a usable GPU is present, else the "
                   "CPU), cpu or cuda (an error without a GPU or in a build without CUDA)")
       ->capture_default_str();
-  cmd->add_option("--data", args->data, "Dataset spec, overrides data.dataset (fashion-mnist, "
+  cmd->add_option("--data", args->data,
+                  "Dataset spec, overrides data.dataset (fashion-mnist, "
                   "fashion-mnist:DIR, cifar10:DIR, cifar100:DIR, folder:DIR, synthetic[:k=v,...])");
-  cmd->add_option("--out", args->out, "Output folder: checkpoint.safetensors, metrics.jsonl, knn.json")
+  cmd->add_option("--out", args->out,
+                  "Output folder: checkpoint.safetensors, metrics.jsonl, knn.json")
       ->capture_default_str();
   cmd->add_flag("--resume", args->resume, "Continue from OUT/checkpoint.safetensors exactly");
   cmd->add_flag("--force", args->force, "Start a new run in an OUT that holds one, replacing it");
   cmd->add_flag("--json", args->json, "Print one JSON object with the results as the last line");
-  cmd->add_option("overrides", args->overrides, "Recipe overrides group.key=value, e.g. optim.lr=1e-3");
+  cmd->add_option("overrides", args->overrides,
+                  "Recipe overrides group.key=value, e.g. optim.lr=1e-3");
   cmd->callback([args] {
     // Started by mpirun or srun: one rank of a data-parallel job (dist/world.h); rank 0 prints.
     auto world = std::make_unique<dist::World>(dist::world_options_from_environment());
@@ -79,13 +85,16 @@ void add_train_command(CLI::App& app) {
     std::vector<std::string> overrides = args->overrides;
     if (!args->data.empty()) overrides.push_back("data.dataset=\"" + args->data + "\"");
     const Recipe recipe = load_recipe(args->config, overrides);
-    const std::string with =
-        overrides.empty() ? "" : str_cat(" with ", overrides.size(), " override", overrides.size() == 1 ? "" : "s");
+    const std::string with = overrides.empty() ? ""
+                                               : str_cat(" with ", overrides.size(), " override",
+                                                         overrides.size() == 1 ? "" : "s");
     if (root) {
       if (args->config.empty())
-        std::printf("recipe: no --config, so the built-in defaults: DINO's ViT-S/16 recipe (%ld px, %g "
-                    "epochs of %s; `dino config` lists every key)%s\n",
-                    long(recipe.model.vit.img_size), recipe.optim.epochs, recipe.data.dataset.c_str(), with.c_str());
+        std::printf(
+            "recipe: no --config, so the built-in defaults: DINO's ViT-S/16 recipe (%ld px, %g "
+            "epochs of %s; `dino config` lists every key)%s\n",
+            long(recipe.model.vit.img_size), recipe.optim.epochs, recipe.data.dataset.c_str(),
+            with.c_str());
       else
         std::printf("recipe: %s%s\n", args->config.c_str(), with.c_str());
       std::fflush(stdout);
@@ -122,11 +131,13 @@ void add_train_command(CLI::App& app) {
       end_job();
     }
     end_job();
-    std::printf("trained %ld steps (%.2f epochs) in %.1f s on %s, %.1f images/s (%.1f%% of the time "
-                "waiting for data); loss %.4f -> %.4f\n",
-                long(r.steps), r.epochs, r.seconds, r.device.c_str(), r.images_per_second,
-                100.0 * r.data_wait_fraction, r.first_loss, r.last_loss);
-    if (r.collapse_warning) std::printf("warning at the end of training: %s\n", r.collapse_warning->c_str());
+    std::printf(
+        "trained %ld steps (%.2f epochs) in %.1f s on %s, %.1f images/s (%.1f%% of the time "
+        "waiting for data); loss %.4f -> %.4f\n",
+        long(r.steps), r.epochs, r.seconds, r.device.c_str(), r.images_per_second,
+        100.0 * r.data_wait_fraction, r.first_loss, r.last_loss);
+    if (r.collapse_warning)
+      std::printf("warning at the end of training: %s\n", r.collapse_warning->c_str());
     std::printf("checkpoint: %s\n", r.checkpoint.c_str());
     print_knn(r.knn);
     if (args->json) std::cout << r.to_json().dump() << std::endl;

@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
   // A mistyped subcommand: CLI11 would only say the argument was not expected.
   if (argc > 1 && argv[1][0] != '-') {
     std::vector<std::string> names;
-    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) names.push_back(sub->get_name());
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+      names.push_back(sub->get_name());
     if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
       std::string all;
       for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
@@ -53,7 +54,8 @@ int main(int argc, char** argv) {
     std::cerr << "dino: " << e.what() << "\n";
     return 1;
   } catch (const std::exception& e) {
-    if (!dino::dist::rank_prefix().empty()) dino::dist::abort_job(dino::str_cat("unexpected error: ", e.what()));
+    if (!dino::dist::rank_prefix().empty())
+      dino::dist::abort_job(dino::str_cat("unexpected error: ", e.what()));
     std::cerr << "dino: unexpected error: " << e.what() << "\n";
     return 2;
   }

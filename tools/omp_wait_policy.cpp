@@ -29,9 +29,9 @@ void prefer_passive_omp_wait(int, char**, char** envp) {
   set_passive = true;
 }
 
-__attribute__((section(".preinit_array"), used)) void (*const run_before_libraries)(int, char**,
-                                                                                   char**) =
-    prefer_passive_omp_wait;
+__attribute__((section(".preinit_array"),
+               used)) void (*const run_before_libraries)(int, char**,
+                                                         char**) = prefer_passive_omp_wait;
 
 }  // namespace
 

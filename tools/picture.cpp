@@ -18,7 +18,8 @@ namespace dino::tools {
 Canvas::Canvas(int width, int height, Rgb background) : width_(width), height_(height) {
   DINO_CHECK(width > 0 && height > 0, "[picture] canvas of ", width, " x ", height, " pixels");
   rgb_.resize(size_t(width) * size_t(height) * 3);
-  for (size_t i = 0; i < rgb_.size(); i += 3) std::copy(background.begin(), background.end(), rgb_.begin() + ptrdiff_t(i));
+  for (size_t i = 0; i < rgb_.size(); i += 3)
+    std::copy(background.begin(), background.end(), rgb_.begin() + ptrdiff_t(i));
 }
 
 void Canvas::blend(int x, int y, Rgb color, float alpha) {
@@ -30,15 +31,19 @@ void Canvas::blend(int x, int y, Rgb color, float alpha) {
 
 void Canvas::fill_rect(int x, int y, int w, int h, Rgb color) {
   for (int j = std::max(0, y); j < std::min(height_, y + h); ++j)
-    for (int i = std::max(0, x); i < std::min(width_, x + w); ++i) std::copy(color.begin(), color.end(), at(i, j));
+    for (int i = std::max(0, x); i < std::min(width_, x + w); ++i)
+      std::copy(color.begin(), color.end(), at(i, j));
 }
 
-void Canvas::line(double x0, double y0, double x1, double y1, Rgb color, double width, double dash) {
+void Canvas::line(double x0, double y0, double x1, double y1, Rgb color, double width,
+                  double dash) {
   // Coverage of each pixel near the segment by its distance to it: 1 within width/2, fading
   // to 0 over one more pixel. Pixels are visited once, so joints of a polyline stay even.
   const double half = width / 2, dx = x1 - x0, dy = y1 - y0, len2 = dx * dx + dy * dy;
-  const int xa = int(std::floor(std::min(x0, x1) - half - 1)), xb = int(std::ceil(std::max(x0, x1) + half + 1));
-  const int ya = int(std::floor(std::min(y0, y1) - half - 1)), yb = int(std::ceil(std::max(y0, y1) + half + 1));
+  const int xa = int(std::floor(std::min(x0, x1) - half - 1)),
+            xb = int(std::ceil(std::max(x0, x1) + half + 1));
+  const int ya = int(std::floor(std::min(y0, y1) - half - 1)),
+            yb = int(std::ceil(std::max(y0, y1) + half + 1));
   for (int y = std::max(ya, 0); y <= std::min(yb, height_ - 1); ++y)
     for (int x = std::max(xa, 0); x <= std::min(xb, width_ - 1); ++x) {
       const double px = x + 0.5 - x0, py = y + 0.5 - y0;
@@ -64,12 +69,16 @@ void Canvas::text(double x, double y, const std::string& s, Rgb color, int scale
     // Four vertices of (x, y, z, rgba) each: 16 bytes.
     float v[4][2];
     for (int k = 0; k < 4; ++k) std::memcpy(v[k], buf.data() + (q * 4 + k) * 16, 2 * sizeof(float));
-    const float qx0 = std::min({v[0][0], v[1][0], v[2][0], v[3][0]}), qx1 = std::max({v[0][0], v[1][0], v[2][0], v[3][0]});
-    const float qy0 = std::min({v[0][1], v[1][1], v[2][1], v[3][1]}), qy1 = std::max({v[0][1], v[1][1], v[2][1], v[3][1]});
+    const float qx0 = std::min({v[0][0], v[1][0], v[2][0], v[3][0]}),
+                qx1 = std::max({v[0][0], v[1][0], v[2][0], v[3][0]});
+    const float qy0 = std::min({v[0][1], v[1][1], v[2][1], v[3][1]}),
+                qy1 = std::max({v[0][1], v[1][1], v[2][1], v[3][1]});
     for (int j = int(qy0 * scale); j < int(qy1 * scale); ++j)
       for (int i = int(qx0 * scale); i < int(qx1 * scale); ++i) {
-        if (vertical) blend(int(x) + j, int(y) - i, color, 1.f);
-        else blend(int(x) + i, int(y) + j, color, 1.f);
+        if (vertical)
+          blend(int(x) + j, int(y) - i, color, 1.f);
+        else
+          blend(int(x) + i, int(y) + j, color, 1.f);
       }
   }
 }
@@ -84,8 +93,8 @@ void Canvas::write_png(const std::string& path, const std::string& who) const {
   auto append = [](void* context, void* data, int size) {
     static_cast<std::string*>(context)->append(static_cast<const char*>(data), size_t(size));
   };
-  DINO_CHECK(stbi_write_png_to_func(append, &png, width_, height_, 3, rgb_.data(), width_ * 3),
-             "[", who, "] cannot encode the PNG for ", path);
+  DINO_CHECK(stbi_write_png_to_func(append, &png, width_, height_, 3, rgb_.data(), width_ * 3), "[",
+             who, "] cannot encode the PNG for ", path);
   write_file_atomically(path, png);
 }
 

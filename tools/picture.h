@@ -21,10 +21,12 @@ class Canvas {
   void blend(int x, int y, Rgb color, float alpha);
   void fill_rect(int x, int y, int w, int h, Rgb color);
   // A line `width` pixels wide with anti-aliased edges; dash > 0 draws dash-pixel dashes.
-  void line(double x0, double y0, double x1, double y1, Rgb color, double width = 1.5, double dash = 0);
+  void line(double x0, double y0, double x1, double y1, Rgb color, double width = 1.5,
+            double dash = 0);
   // Text with its top-left corner at (x, y), glyphs scaled by `scale` (about 7 * scale pixels
   // high); vertical: rotated to read bottom-to-top.
-  void text(double x, double y, const std::string& s, Rgb color, int scale = 2, bool vertical = false);
+  void text(double x, double y, const std::string& s, Rgb color, int scale = 2,
+            bool vertical = false);
   static int text_width(const std::string& s, int scale = 2);
   static int text_height(int scale = 2) { return 7 * scale; }
 

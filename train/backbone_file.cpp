@@ -37,7 +37,8 @@ VitConfig vit_config_from_json(const nlohmann::json& j) {
 
 // Copies every parameter and buffer of `m` from `tensors` under `prefix`; `who` names the
 // file in the messages.
-void copy_weights(Module& m, const SafeTensors& tensors, const std::string& prefix, const std::string& who) {
+void copy_weights(Module& m, const SafeTensors& tensors, const std::string& prefix,
+                  const std::string& who) {
   auto entries = m.named_parameters();
   for (auto& kv : m.named_buffers()) entries.push_back(kv);
   for (auto& [name, t] : entries) {
@@ -56,7 +57,8 @@ std::vector<float> json_floats(const std::map<std::string, std::string>& md, con
   try {
     return nlohmann::json::parse(it->second).get<std::vector<float>>();
   } catch (const std::exception& e) {
-    throw Error(str_cat("[", path, "] metadata '", key, "' is not a list of numbers: ", it->second));
+    throw Error(
+        str_cat("[", path, "] metadata '", key, "' is not a list of numbers: ", it->second));
   }
 }
 
@@ -98,20 +100,17 @@ std::string timm_model_name(const VitConfig& c) {
   return "";
 }
 
-std::map<std::string, std::string> model_metadata(const VitConfig& c, const data::Normalization& norm) {
+std::map<std::string, std::string> model_metadata(const VitConfig& c,
+                                                  const data::Normalization& norm) {
   const data::Normalization n = data::resolve_normalization(norm, int(c.in_chans));
   // timm's VisionTransformer takes these names; num_classes=0 leaves its classifier out.
-  const nlohmann::json timm_kwargs{{"img_size", c.img_size},   {"patch_size", c.patch_size},
-                                   {"in_chans", c.in_chans},   {"embed_dim", c.embed_dim},
-                                   {"depth", c.depth},         {"num_heads", c.num_heads},
-                                   {"mlp_ratio", c.mlp_ratio}, {"qkv_bias", c.qkv_bias},
-                                   {"num_classes", 0}};
-  return {{"vit_config", vit_config_json(c).dump()},
-          {"mean", short_floats(n.mean).dump()},
-          {"std", short_floats(n.std).dump()},
-          {"img_size", std::to_string(c.img_size)},
-          {"patch_size", std::to_string(c.patch_size)},
-          {"timm_model", timm_model_name(c)},
+  const nlohmann::json timm_kwargs{
+      {"img_size", c.img_size},   {"patch_size", c.patch_size}, {"in_chans", c.in_chans},
+      {"embed_dim", c.embed_dim}, {"depth", c.depth},           {"num_heads", c.num_heads},
+      {"mlp_ratio", c.mlp_ratio}, {"qkv_bias", c.qkv_bias},     {"num_classes", 0}};
+  return {{"vit_config", vit_config_json(c).dump()},    {"mean", short_floats(n.mean).dump()},
+          {"std", short_floats(n.std).dump()},          {"img_size", std::to_string(c.img_size)},
+          {"patch_size", std::to_string(c.patch_size)}, {"timm_model", timm_model_name(c)},
           {"timm_kwargs", timm_kwargs.dump()}};
 }
 
@@ -132,7 +131,8 @@ Backbone load_backbone(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   DINO_CHECK(fs::exists(path, ec), "[", path, "] checkpoint not found");
-  DINO_CHECK(!fs::is_directory(path, ec), "[", path, "] is a directory, not a checkpoint file "
+  DINO_CHECK(!fs::is_directory(path, ec), "[", path,
+             "] is a directory, not a checkpoint file "
              "(`dino train` writes OUT/checkpoint.safetensors)");
   SafeTensors file = load_safetensors(path);
   Backbone b;
@@ -154,15 +154,16 @@ Backbone load_backbone(const std::string& path) {
     b.model = std::make_unique<VisionTransformer>(vc, unused);
     copy_weights(*b.model, file, "", path);
     // Files written before the normalisation was recorded used the default.
-    b.norm = data::resolve_normalization({json_floats(md, "mean", path), json_floats(md, "std", path)},
-                                         int(vc.in_chans));
+    b.norm = data::resolve_normalization(
+        {json_floats(md, "mean", path), json_floats(md, "std", path)}, int(vc.in_chans));
   } else {
     Checkpoint ck;
     try {
       ck = read_checkpoint_from(path, std::move(file));
     } catch (const Error& e) {
-      throw Error(str_cat(e.what(), "; nor a backbone file (`dino export`); DINO's .pth "
-                                    "files and timm's safetensors load after `dino import`"));
+      throw Error(str_cat(e.what(),
+                          "; nor a backbone file (`dino export`); DINO's .pth "
+                          "files and timm's safetensors load after `dino import`"));
     }
     b.from_training_checkpoint = true;
     b.step = ck.meta.step;
@@ -182,24 +183,26 @@ void init_backbone_from(VisionTransformer& dst, const std::string& path) {
   const Backbone src = load_backbone(path);
   const VitConfig &a = src.model->config(), &b = dst.config();
   auto same = [&](const char* key, auto file_value, auto recipe_value) {
-    DINO_CHECK(file_value == recipe_value, "[config] model.init_from=", path, ": the file's ",
-               key, " is ", file_value, ", the recipe's ", recipe_value, "; set ", key,
-               "=", file_value, " (or use another file)");
+    DINO_CHECK(file_value == recipe_value, "[config] model.init_from=", path, ": the file's ", key,
+               " is ", file_value, ", the recipe's ", recipe_value, "; set ", key, "=", file_value,
+               " (or use another file)");
   };
   same("model.embed_dim", a.embed_dim, b.embed_dim);
   same("model.depth", a.depth, b.depth);
   same("model.num_heads", a.num_heads, b.num_heads);
   same("model.patch_size", a.patch_size, b.patch_size);
   same("model.img_size", a.img_size, b.img_size);
-  DINO_CHECK(a.in_chans == b.in_chans, "[config] model.init_from=", path, ": the file's model takes ",
-             a.in_chans, "-channel images, the recipe's dataset has ", b.in_chans);
+  DINO_CHECK(a.in_chans == b.in_chans, "[config] model.init_from=", path,
+             ": the file's model takes ", a.in_chans, "-channel images, the recipe's dataset has ",
+             b.in_chans);
   DINO_CHECK(a.mlp_ratio == b.mlp_ratio && a.qkv_bias == b.qkv_bias && a.ln_eps == b.ln_eps,
              "[config] model.init_from=", path, ": the file's blocks (mlp_ratio ", a.mlp_ratio,
-             ", qkv_bias ", a.qkv_bias, ", LayerNorm eps ", a.ln_eps, ") differ from the recipe's (",
-             b.mlp_ratio, ", ", b.qkv_bias, ", ", b.ln_eps, ")");
+             ", qkv_bias ", a.qkv_bias, ", LayerNorm eps ", a.ln_eps,
+             ") differ from the recipe's (", b.mlp_ratio, ", ", b.qkv_bias, ", ", b.ln_eps, ")");
   auto from = src.model->named_parameters();
   auto to = dst.named_parameters();
-  DINO_CHECK(from.size() == to.size(), "[", path, "] ", from.size(), " tensors, the model has ", to.size());
+  DINO_CHECK(from.size() == to.size(), "[", path, "] ", from.size(), " tensors, the model has ",
+             to.size());
   for (size_t i = 0; i < to.size(); ++i) to[i].second.copy_from(from[i].second);
 }
 

@@ -29,7 +29,8 @@ namespace dino {
 
 // The metadata above that describes the model and its inputs (vit_config, mean, std,
 // img_size, patch_size, timm_model, timm_kwargs); norm empty: the default for the channels.
-std::map<std::string, std::string> model_metadata(const VitConfig& c, const data::Normalization& norm);
+std::map<std::string, std::string> model_metadata(const VitConfig& c,
+                                                  const data::Normalization& norm);
 
 // norm empty: the default for the model's channels (what training normalised with). Throws,
 // writing nothing, when a weight is not finite.
@@ -41,9 +42,9 @@ struct Backbone {
   std::unique_ptr<VisionTransformer> model;  // on the CPU, in evaluation mode
   data::Normalization norm;                  // resolved for the model's channels
   std::string path;
-  bool from_training_checkpoint = false;     // else a backbone file
-  int64_t step = -1;                         // optimizer steps; -1 when the file does not say
-  Recipe recipe;                             // the training recipe; for a training checkpoint only
+  bool from_training_checkpoint = false;  // else a backbone file
+  int64_t step = -1;                      // optimizer steps; -1 when the file does not say
+  Recipe recipe;                          // the training recipe; for a training checkpoint only
   std::map<std::string, std::string> metadata;  // the file's safetensors metadata
 };
 

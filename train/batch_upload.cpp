@@ -79,7 +79,8 @@ void BatchUploader::reserve(DeviceBuffer& d, size_t bytes, bool staging) {
 
 BatchUploader::Upload BatchUploader::upload(const data::MultiCropBatch& b) {
   Upload u;
-  DINO_CHECK(b.format != data::CropFormat::u8, "[train] the step reads f32 views or sources; "
+  DINO_CHECK(b.format != data::CropFormat::u8,
+             "[train] the step reads f32 views or sources; "
              "the loader handed over u8 views");
   if (device_ == Device::cpu) {
     DINO_CHECK(b.format == data::CropFormat::f32, "[train] data.augment=gpu needs --device cuda");

@@ -38,11 +38,11 @@ class BatchUploader {
 
  private:
   struct DeviceBuffer {
-    void* device = nullptr;     // the batch's bytes on the device
-    void* staging = nullptr;    // pinned host memory the sources are packed into (sources only)
-    size_t capacity = 0;        // bytes of each
-    void* uploaded = nullptr;   // event on the copy stream: the copy into `device` has landed
-    void* consumed = nullptr;   // event on the compute stream: the kernels reading `device` ran
+    void* device = nullptr;    // the batch's bytes on the device
+    void* staging = nullptr;   // pinned host memory the sources are packed into (sources only)
+    size_t capacity = 0;       // bytes of each
+    void* uploaded = nullptr;  // event on the copy stream: the copy into `device` has landed
+    void* consumed = nullptr;  // event on the compute stream: the kernels reading `device` ran
   };
   void reserve(DeviceBuffer& d, size_t bytes, bool staging);
 

@@ -23,8 +23,8 @@ Rng::State rng_from_string(const std::string& text, const std::string& path) {
   is >> std::ws;
   bool any = false;
   for (uint64_t w : s) any |= w != 0;
-  DINO_CHECK(ok && is.eof() && any, "[", path, "] corrupt checkpoint metadata: drop_rng is '",
-             text, "', expected 4 unsigned integers, not all zero");
+  DINO_CHECK(ok && is.eof() && any, "[", path, "] corrupt checkpoint metadata: drop_rng is '", text,
+             "', expected 4 unsigned integers, not all zero");
   return s;
 }
 
@@ -111,7 +111,9 @@ void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const 
                     {"ranks", std::to_string(meta.ranks)}});
 }
 
-Checkpoint read_checkpoint(const std::string& path) { return read_checkpoint_from(path, load_safetensors(path)); }
+Checkpoint read_checkpoint(const std::string& path) {
+  return read_checkpoint_from(path, load_safetensors(path));
+}
 
 Checkpoint read_checkpoint_from(const std::string& path, SafeTensors tensors) {
   Checkpoint ck;
@@ -124,7 +126,8 @@ Checkpoint read_checkpoint_from(const std::string& path, SafeTensors tensors) {
   try {
     ck.meta.config = nlohmann::json::parse(metadata_value(ck.tensors, "config", path));
   } catch (const nlohmann::json::exception& e) {
-    throw Error(str_cat("[", path, "] corrupt checkpoint metadata: config is not JSON: ", e.what()));
+    throw Error(
+        str_cat("[", path, "] corrupt checkpoint metadata: config is not JSON: ", e.what()));
   }
   ck.recipe = parse_saved_recipe(ck.meta.config, path + " (its recipe)");
   ck.meta.step = parse_count(metadata_value(ck.tensors, "step", path), "step", path);
@@ -134,7 +137,8 @@ Checkpoint read_checkpoint_from(const std::string& path, SafeTensors tensors) {
   ck.meta.drop_rng = rng_from_string(metadata_value(ck.tensors, "drop_rng", path), path);
   // Checkpoints from before data-parallel training have no "ranks": one process made them.
   if (md.count("ranks")) ck.meta.ranks = parse_count(md.at("ranks"), "ranks", path);
-  DINO_CHECK(ck.meta.ranks >= 1, "[", path, "] corrupt checkpoint metadata: ranks is ", ck.meta.ranks);
+  DINO_CHECK(ck.meta.ranks >= 1, "[", path, "] corrupt checkpoint metadata: ranks is ",
+             ck.meta.ranks);
   return ck;
 }
 
@@ -142,7 +146,8 @@ void load_module(Module& m, const Checkpoint& ck, const std::string& prefix) {
   auto load = [&](std::vector<std::pair<std::string, Tensor>> entries) {
     for (auto& [name, t] : entries) {
       const Tensor* src = ck.tensors.find(prefix + name);
-      DINO_CHECK(src, "[", ck.path, "] checkpoint of another model: no tensor '", prefix + name, "'");
+      DINO_CHECK(src, "[", ck.path, "] checkpoint of another model: no tensor '", prefix + name,
+                 "'");
       DINO_CHECK(src->shape() == t.shape() && src->dtype() == t.dtype(), "[", ck.path,
                  "] checkpoint of another model: '", prefix + name, "' is ",
                  shape_str(src->shape()), " ", dtype_name(src->dtype()), ", this model needs ",

@@ -18,11 +18,11 @@
 namespace dino {
 
 struct CheckpointMeta {
-  nlohmann::json config;    // the run's merged recipe
-  int64_t step = 0;         // optimizer steps done
+  nlohmann::json config;  // the run's merged recipe
+  int64_t step = 0;       // optimizer steps done
   int64_t in_chans = 3;
-  Rng::State drop_rng{};    // stochastic-depth generator
-  int64_t ranks = 1;        // data-parallel ranks that trained it (optim.batch_size is per rank)
+  Rng::State drop_rng{};  // stochastic-depth generator
+  int64_t ranks = 1;      // data-parallel ranks that trained it (optim.batch_size is per rank)
 };
 
 // Throws, writing nothing, when a tensor holds a NaN or an infinity (an update that diverged):
@@ -33,7 +33,7 @@ void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const 
 struct Checkpoint {
   std::string path;
   CheckpointMeta meta;
-  Recipe recipe;            // meta.config, read and validated
+  Recipe recipe;  // meta.config, read and validated
   SafeTensors tensors;
 };
 

@@ -19,44 +19,87 @@ json default_config() {
   return json{
       {"data", {{"dataset", "fashion-mnist"}, {"loader_threads", 1}, {"augment", "auto"}}},
       {"model",
-       {{"arch", "vit_small"}, {"img_size", 224}, {"patch_size", 16}, {"embed_dim", 0},
-        {"depth", 0}, {"num_heads", 0}, {"drop_path_rate", 0.1}, {"attention", "ours"}, {"init_from", ""}}},
+       {{"arch", "vit_small"},
+        {"img_size", 224},
+        {"patch_size", 16},
+        {"embed_dim", 0},
+        {"depth", 0},
+        {"num_heads", 0},
+        {"drop_path_rate", 0.1},
+        {"attention", "ours"},
+        {"init_from", ""}}},
       {"head",
-       {{"out_dim", 65536}, {"hidden_dim", 2048}, {"bottleneck_dim", 256}, {"nlayers", 3},
+       {{"out_dim", 65536},
+        {"hidden_dim", 2048},
+        {"bottleneck_dim", 256},
+        {"nlayers", 3},
         {"norm_last_layer", true}}},
       {"crops",
-       {{"global_size", 224}, {"global_scale", {0.4, 1.0}}, {"local_crops", 8},
-        {"local_size", 96}, {"local_scale", {0.05, 0.4}}, {"flip_p", 0.5}, {"jitter_p", 0.8},
-        {"brightness", 0.4}, {"contrast", 0.4}, {"saturation", 0.2}, {"hue", 0.1},
-        {"grayscale_p", 0.2}, {"blur_p", {1.0, 0.1, 0.5}}, {"blur_sigma", {0.1, 2.0}},
+       {{"global_size", 224},
+        {"global_scale", {0.4, 1.0}},
+        {"local_crops", 8},
+        {"local_size", 96},
+        {"local_scale", {0.05, 0.4}},
+        {"flip_p", 0.5},
+        {"jitter_p", 0.8},
+        {"brightness", 0.4},
+        {"contrast", 0.4},
+        {"saturation", 0.2},
+        {"hue", 0.1},
+        {"grayscale_p", 0.2},
+        {"blur_p", {1.0, 0.1, 0.5}},
+        {"blur_sigma", {0.1, 2.0}},
         {"solarize_p", 0.2}}},
       {"optim",
-       {{"batch_size", 64}, {"epochs", 100.0}, {"lr", 5e-4}, {"min_lr", 1e-6},
-        {"warmup_epochs", 10.0}, {"weight_decay", 0.04}, {"weight_decay_end", 0.4},
-        {"clip_grad", 3.0}, {"freeze_last_layer", 1.0}, {"momentum_teacher", 0.996}}},
+       {{"batch_size", 64},
+        {"epochs", 100.0},
+        {"lr", 5e-4},
+        {"min_lr", 1e-6},
+        {"warmup_epochs", 10.0},
+        {"weight_decay", 0.04},
+        {"weight_decay_end", 0.4},
+        {"clip_grad", 3.0},
+        {"freeze_last_layer", 1.0},
+        {"momentum_teacher", 0.996}}},
       {"loss",
-       {{"student_temp", 0.1}, {"teacher_temp", 0.04}, {"warmup_teacher_temp", 0.04},
-        {"warmup_teacher_temp_epochs", 0.0}, {"center_momentum", 0.9}, {"koleo_weight", 0.0}}},
+       {{"student_temp", 0.1},
+        {"teacher_temp", 0.04},
+        {"warmup_teacher_temp", 0.04},
+        {"warmup_teacher_temp_epochs", 0.0},
+        {"center_momentum", 0.9},
+        {"koleo_weight", 0.0}}},
       {"run",
-       {{"seed", 0}, {"max_steps", 0}, {"log_every", 10}, {"checkpoint_every", 0},
-        {"knn", true}, {"knn_k", 20}, {"knn_temperature", 0.07}, {"eval_batch", 256}}},
+       {{"seed", 0},
+        {"max_steps", 0},
+        {"log_every", 10},
+        {"checkpoint_every", 0},
+        {"knn", true},
+        {"knn_k", 20},
+        {"knn_temperature", 0.07},
+        {"eval_batch", 256}}},
   };
 }
 
 const std::map<std::string, std::string>& recipe_key_meanings() {
   static const std::map<std::string, std::string> meanings{
-      {"data.dataset", "training data: fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, folder:DIR, synthetic:OPTS"},
+      {"data.dataset",
+       "training data: fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, folder:DIR, synthetic:OPTS"},
       {"data.loader_threads", "CPU threads that decode and augment images ahead of the step"},
-      {"data.augment", "where the multi-crop augmentation runs: gpu, cpu, or auto (gpu with --device cuda)"},
-      {"model.arch", "ViT preset (vit_micro, vit_cpu, vit_tiny, vit_small, vit_base...): width, depth, heads"},
-      {"model.img_size", "side of the global crops the position embedding is laid out for, in pixels"},
+      {"data.augment",
+       "where the multi-crop augmentation runs: gpu, cpu, or auto (gpu with --device cuda)"},
+      {"model.arch",
+       "ViT preset (vit_micro, vit_cpu, vit_tiny, vit_small, vit_base...): width, depth, heads"},
+      {"model.img_size",
+       "side of the global crops the position embedding is laid out for, in pixels"},
       {"model.patch_size", "side of a patch token in pixels (DINO: 16 or 8)"},
       {"model.embed_dim", "token width; 0 keeps the preset's"},
       {"model.depth", "transformer blocks; 0 keeps the preset's"},
       {"model.num_heads", "attention heads per block; 0 keeps the preset's"},
       {"model.drop_path_rate", "stochastic depth of the student (the teacher has none)"},
       {"model.attention", "attention kernels on the GPU: ours, or cudnn (cuDNN's SDPA)"},
-      {"model.init_from", "backbone file or checkpoint whose ViT weights student and teacher start from; \"\": random"},
+      {"model.init_from",
+       "backbone file or checkpoint whose ViT weights student and teacher start from; \"\": "
+       "random"},
       {"head.out_dim", "K, the prototypes of the DINO head's softmax (DINO: 65536)"},
       {"head.hidden_dim", "width of the head's MLP"},
       {"head.bottleneck_dim", "width of the L2-normalised bottleneck before the last layer"},
@@ -92,9 +135,11 @@ const std::map<std::string, std::string>& recipe_key_meanings() {
       {"loss.warmup_teacher_temp", "teacher temperature at the start of its warmup"},
       {"loss.warmup_teacher_temp_epochs", "epochs of linear teacher-temperature warmup"},
       {"loss.center_momentum", "EMA momentum of the center subtracted from the teacher's outputs"},
-      {"loss.koleo_weight", "weight of DINOv2's KoLeo term on the student's global-view CLS; 0: off"},
+      {"loss.koleo_weight",
+       "weight of DINOv2's KoLeo term on the student's global-view CLS; 0: off"},
       {"run.seed", "seed of the weights, the augmentations and stochastic depth"},
-      {"run.max_steps", "stop after this many steps (0: all); the schedules are cut, not compressed"},
+      {"run.max_steps",
+       "stop after this many steps (0: all); the schedules are cut, not compressed"},
       {"run.log_every", "steps between progress lines"},
       {"run.checkpoint_every", "steps between checkpoints (0: only at the end)"},
       {"run.knn", "run the k-NN evaluation on the test split after training"},
@@ -111,8 +156,10 @@ namespace {
 void leaf_keys(const json& j, const std::string& path, std::vector<std::string>& out) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string key = path.empty() ? it.key() : path + "." + it.key();
-    if (it->is_object()) leaf_keys(*it, key, out);
-    else out.push_back(key);
+    if (it->is_object())
+      leaf_keys(*it, key, out);
+    else
+      out.push_back(key);
   }
 }
 
@@ -124,7 +171,8 @@ std::string key_suggestion(const std::string& key) {
   if (!near.empty()) return near;
   const std::string leaf = key.substr(key.rfind('.') + 1);
   for (const std::string& k : keys)
-    if (k.size() > leaf.size() && k.compare(k.size() - leaf.size() - 1, std::string::npos, "." + leaf) == 0)
+    if (k.size() > leaf.size() &&
+        k.compare(k.size() - leaf.size() - 1, std::string::npos, "." + leaf) == 0)
       return "; did you mean '" + k + "'?";
   return "";
 }
@@ -194,8 +242,8 @@ class Reader {
   Reader(const json& cfg, const std::string& origin) : cfg_(cfg), origin_(origin) {}
 
   [[noreturn]] void fail(const std::string& key, const std::string& expected) const {
-    throw Error(str_cat("[config] ", origin_, ": '", key, "' is ", value(key).dump(),
-                        "; expected ", expected));
+    throw Error(str_cat("[config] ", origin_, ": '", key, "' is ", value(key).dump(), "; expected ",
+                        expected));
   }
   const json& value(const std::string& key) const {
     const size_t dot = key.find('.');
@@ -236,7 +284,8 @@ class Reader {
     return value(key).get<bool>();
   }
   std::string text(const std::string& key) const {
-    if (!value(key).is_string() || value(key).get<std::string>().empty()) fail(key, "a non-empty string");
+    if (!value(key).is_string() || value(key).get<std::string>().empty())
+      fail(key, "a non-empty string");
     return value(key).get<std::string>();
   }
   // A string that may be empty (a path that is optional).
@@ -258,9 +307,9 @@ constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
 constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
 // Upper bounds that no real recipe reaches but that keep every product of them (step counts,
 // buffer sizes) far from overflow.
-constexpr int64_t kMaxSide = 1 << 16;        // image and crop sides
-constexpr int64_t kMaxWidth = 1 << 16;       // embedding and head widths
-constexpr int64_t kMaxOutDim = 1 << 24;      // DINO head outputs (K)
+constexpr int64_t kMaxSide = 1 << 16;    // image and crop sides
+constexpr int64_t kMaxWidth = 1 << 16;   // embedding and head widths
+constexpr int64_t kMaxOutDim = 1 << 24;  // DINO head outputs (K)
 constexpr double kMaxEpochs = 1e6;
 
 DataConfig read_data(const Reader& r) {
@@ -297,7 +346,8 @@ ModelConfig read_model(const Reader& r) {
   m.vit.drop_path_rate = r.number("model.drop_path_rate", Range{0, 1, false, true});
   m.init_from = r.optional_text("model.init_from");
   m.attention = r.text("model.attention");
-  if (m.attention != "ours" && m.attention != "cudnn") r.fail("model.attention", "\"ours\" or \"cudnn\"");
+  if (m.attention != "ours" && m.attention != "cudnn")
+    r.fail("model.attention", "\"ours\" or \"cudnn\"");
   return m;
 }
 

@@ -35,7 +35,7 @@ nlohmann::json read_recipe_file(const std::string& path);
 nlohmann::json load_config(const std::string& path, const std::vector<std::string>& overrides);
 
 struct DataConfig {
-  std::string dataset;     // a data::open_dataset spec
+  std::string dataset;  // a data::open_dataset spec
   int loader_threads = 1;
   // "gpu": the loader hands over source images and drawn view parameters, and the views are
   // rendered on the device (data/augment_gpu.h); "cpu": the loader augments; "auto": gpu with
@@ -44,20 +44,20 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string arch;        // a vit_preset name
-  VitConfig vit;           // in_chans is the dataset's: see Recipe::vit()
-  std::string attention;   // on the GPU: "ours" or "cudnn"
+  std::string arch;       // a vit_preset name
+  VitConfig vit;          // in_chans is the dataset's: see Recipe::vit()
+  std::string attention;  // on the GPU: "ours" or "cudnn"
   // A backbone (`dino export`, `dino import`) or training checkpoint whose ViT weights the
   // student and teacher start from; empty: random initialisation from run.seed.
   std::string init_from;
 };
 
 struct OptimConfig {
-  int batch_size = 64;                // per rank (DINO's batch_size_per_gpu)
+  int batch_size = 64;  // per rank (DINO's batch_size_per_gpu)
   double epochs = 100, lr = 5e-4, min_lr = 1e-6, warmup_epochs = 10;
   double weight_decay = 0.04, weight_decay_end = 0.4;
-  double clip_grad = 3.0;             // 0 disables clipping
-  double freeze_last_layer = 1.0;     // epochs
+  double clip_grad = 3.0;          // 0 disables clipping
+  double freeze_last_layer = 1.0;  // epochs
   double momentum_teacher = 0.996;
   // DINO's linear scaling rule on the global batch: lr * batch_size * ranks / 256.
   double scaled_lr(int ranks = 1) const { return lr * double(batch_size) * double(ranks) / 256.0; }
@@ -65,9 +65,9 @@ struct OptimConfig {
 
 struct RunConfig {
   uint64_t seed = 0;
-  int64_t max_steps = 0;              // 0: as many as optim.epochs gives
+  int64_t max_steps = 0;  // 0: as many as optim.epochs gives
   int64_t log_every = 10;
-  int64_t checkpoint_every = 0;       // 0: only at the end
+  int64_t checkpoint_every = 0;  // 0: only at the end
   bool knn = true;
   int64_t knn_k = 20;
   double knn_temperature = 0.07;
@@ -75,10 +75,10 @@ struct RunConfig {
 };
 
 struct Recipe {
-  nlohmann::json json;     // the merged recipe the sections were read from (checkpoints store it)
+  nlohmann::json json;  // the merged recipe the sections were read from (checkpoints store it)
   DataConfig data;
   ModelConfig model;
-  HeadConfig head;         // in_dim is the backbone's embed_dim
+  HeadConfig head;              // in_dim is the backbone's embed_dim
   data::MultiCropConfig crops;  // norm is set per channel count: see crops_for()
   OptimConfig optim;
   DinoLossConfig loss;

@@ -16,7 +16,8 @@ namespace dino {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 Tensor int32_tensor(const std::vector<int64_t>& values) {
@@ -42,9 +43,10 @@ Embeddings embed(const VisionTransformer& model, const data::Dataset& ds,
   if (options.patch_tokens) e.patch_tokens = Tensor::empty({n, N, D});
   for (int64_t begin = 0; begin < n; begin += options.batch) {
     const int64_t end = std::min(n, begin + options.batch), b = end - begin;
-    const Tensor images = Tensor::from_vector(data::eval_batch(ds, size_t(begin), size_t(end), int(S), norm),
-                                              {b, vc.in_chans, S, S})
-                              .to(device);
+    const Tensor images =
+        Tensor::from_vector(data::eval_batch(ds, size_t(begin), size_t(end), int(S), norm),
+                            {b, vc.in_chans, S, S})
+            .to(device);
     // On CUDA the final LayerNorm writes bf16: cast to f32 on the device before the
     // normalisation, so only the features' own bf16 rounding remains. No-op on the CPU.
     Tensor tokens, cls;
@@ -56,7 +58,8 @@ Embeddings embed(const VisionTransformer& model, const data::Dataset& ds,
     }
     if (options.l2_normalize) cls = l2_normalize(cls);
     cls = cls.to(Device::cpu);
-    DINO_CHECK(cls.numel() == b * D, "[embed] the model returned ", cls.str(), " for ", b, " images");
+    DINO_CHECK(cls.numel() == b * D, "[embed] the model returned ", cls.str(), " for ", b,
+               " images");
     const float* c = cls.data<float>();
     for (int64_t i = 0; i < b * D; ++i) {
       if (std::isfinite(c[i])) continue;

@@ -25,7 +25,7 @@ ValuePtr make(Value::Kind kind) {
 // The element size of each storage type torch.save names, 0 for the ones it does not.
 size_t storage_element_size(const std::string& type) {
   static const std::map<std::string, size_t> sizes = {
-      {"FloatStorage", 4}, {"DoubleStorage", 8}, {"HalfStorage", 2}, {"BFloat16Storage", 2},
+      {"FloatStorage", 4}, {"DoubleStorage", 8}, {"HalfStorage", 2},  {"BFloat16Storage", 2},
       {"LongStorage", 8},  {"IntStorage", 4},    {"ShortStorage", 2}, {"CharStorage", 1},
       {"ByteStorage", 1},  {"BoolStorage", 1}};
   const auto it = sizes.find(type);
@@ -35,9 +35,12 @@ size_t storage_element_size(const std::string& type) {
 float half_to_float(uint16_t h) {
   const int sign = h >> 15, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
   float v;
-  if (exponent == 0) v = std::ldexp(float(mantissa), -24);  // subnormal or zero
-  else if (exponent == 31) v = mantissa ? NAN : INFINITY;
-  else v = std::ldexp(float(mantissa | 0x400), exponent - 25);
+  if (exponent == 0)
+    v = std::ldexp(float(mantissa), -24);  // subnormal or zero
+  else if (exponent == 31)
+    v = mantissa ? NAN : INFINITY;
+  else
+    v = std::ldexp(float(mantissa | 0x400), exponent - 25);
   return sign ? -v : v;
 }
 
@@ -51,84 +54,84 @@ class Unpickler {
       const size_t at = pos_;
       const unsigned char op = byte();
       switch (op) {
-        case 0x80: byte(); break;                                    // PROTO
-        case 0x95: bytes(8); break;                                  // FRAME
-        case '.': {                                                  // STOP
+        case 0x80: byte(); break;    // PROTO
+        case 0x95: bytes(8); break;  // FRAME
+        case '.': {                  // STOP
           DINO_CHECK(stack_.size() == 1 && marks_.empty(), "[", path_, "] data.pkl ends with ",
                      stack_.size(), " values on the pickle stack (damaged file)");
           return stack_.back();
         }
-        case '(': marks_.push_back(stack_.size()); break;            // MARK
-        case '0': pop(); break;                                      // POP
-        case '}': push(make(Value::Kind::dict)); break;              // EMPTY_DICT
-        case ']': push(make(Value::Kind::list)); break;              // EMPTY_LIST
-        case ')': push(make(Value::Kind::tuple)); break;             // EMPTY_TUPLE
-        case 't': push(tuple(pop_to_mark())); break;                 // TUPLE
-        case 0x85: push(tuple(pop_n(1))); break;                     // TUPLE1
-        case 0x86: push(tuple(pop_n(2))); break;                     // TUPLE2
-        case 0x87: push(tuple(pop_n(3))); break;                     // TUPLE3
-        case 'N': push(make(Value::Kind::none)); break;              // NONE
-        case 0x88: push(boolean(true)); break;                       // NEWTRUE
-        case 0x89: push(boolean(false)); break;                      // NEWFALSE
-        case 'K': push(integer(int64_t(le(bytes(1), 1)))); break;    // BININT1
-        case 'M': push(integer(int64_t(le(bytes(2), 2)))); break;    // BININT2
+        case '(': marks_.push_back(stack_.size()); break;                             // MARK
+        case '0': pop(); break;                                                       // POP
+        case '}': push(make(Value::Kind::dict)); break;                               // EMPTY_DICT
+        case ']': push(make(Value::Kind::list)); break;                               // EMPTY_LIST
+        case ')': push(make(Value::Kind::tuple)); break;                              // EMPTY_TUPLE
+        case 't': push(tuple(pop_to_mark())); break;                                  // TUPLE
+        case 0x85: push(tuple(pop_n(1))); break;                                      // TUPLE1
+        case 0x86: push(tuple(pop_n(2))); break;                                      // TUPLE2
+        case 0x87: push(tuple(pop_n(3))); break;                                      // TUPLE3
+        case 'N': push(make(Value::Kind::none)); break;                               // NONE
+        case 0x88: push(boolean(true)); break;                                        // NEWTRUE
+        case 0x89: push(boolean(false)); break;                                       // NEWFALSE
+        case 'K': push(integer(int64_t(le(bytes(1), 1)))); break;                     // BININT1
+        case 'M': push(integer(int64_t(le(bytes(2), 2)))); break;                     // BININT2
         case 'J': push(integer(int64_t(int32_t(uint32_t(le(bytes(4), 4)))))); break;  // BININT
-        case 0x8a: push(long1()); break;                             // LONG1
-        case 'G': push(binfloat()); break;                           // BINFLOAT
-        case 'X': push(string(le(bytes(4), 4))); break;              // BINUNICODE
-        case 0x8c: push(string(le(bytes(1), 1))); break;             // SHORT_BINUNICODE
-        case 0x8d: push(string(le(bytes(8), 8))); break;             // BINUNICODE8
-        case 'U': push(string(le(bytes(1), 1))); break;              // SHORT_BINSTRING
-        case 'T': push(string(le(bytes(4), 4))); break;              // BINSTRING
-        case 'q': memo_[le(bytes(1), 1)] = top(); break;             // BINPUT
-        case 'r': memo_[le(bytes(4), 4)] = top(); break;             // LONG_BINPUT
-        case 0x94: memo_[memo_.size()] = top(); break;               // MEMOIZE
-        case 'h': push(memo(le(bytes(1), 1))); break;                // BINGET
-        case 'j': push(memo(le(bytes(4), 4))); break;                // LONG_BINGET
-        case 'c': {                                                  // GLOBAL
+        case 0x8a: push(long1()); break;                                              // LONG1
+        case 'G': push(binfloat()); break;                                            // BINFLOAT
+        case 'X': push(string(le(bytes(4), 4))); break;                               // BINUNICODE
+        case 0x8c: push(string(le(bytes(1), 1))); break;  // SHORT_BINUNICODE
+        case 0x8d: push(string(le(bytes(8), 8))); break;  // BINUNICODE8
+        case 'U': push(string(le(bytes(1), 1))); break;   // SHORT_BINSTRING
+        case 'T': push(string(le(bytes(4), 4))); break;   // BINSTRING
+        case 'q': memo_[le(bytes(1), 1)] = top(); break;  // BINPUT
+        case 'r': memo_[le(bytes(4), 4)] = top(); break;  // LONG_BINPUT
+        case 0x94: memo_[memo_.size()] = top(); break;    // MEMOIZE
+        case 'h': push(memo(le(bytes(1), 1))); break;     // BINGET
+        case 'j': push(memo(le(bytes(4), 4))); break;     // LONG_BINGET
+        case 'c': {                                       // GLOBAL
           const std::string module = line(), name = line();
           push(global(module, name));
           break;
         }
-        case 0x93: {                                                 // STACK_GLOBAL
+        case 0x93: {  // STACK_GLOBAL
           const ValuePtr name = pop(), module = pop();
           DINO_CHECK(name->kind == Value::Kind::string && module->kind == Value::Kind::string, "[",
                      path_, "] damaged pickle: STACK_GLOBAL without two strings");
           push(global(module->text, name->text));
           break;
         }
-        case 'Q': push(persistent_load(pop())); break;               // BINPERSID
-        case 'R': {                                                  // REDUCE
+        case 'Q': push(persistent_load(pop())); break;  // BINPERSID
+        case 'R': {                                     // REDUCE
           const ValuePtr args = pop(), callable = pop();
           push(reduce(callable, args));
           break;
         }
-        case 0x81: {                                                 // NEWOBJ
+        case 0x81: {  // NEWOBJ
           const ValuePtr args = pop(), cls = pop();
           push(new_object(cls, args));
           break;
         }
-        case 'b': {                                                  // BUILD
+        case 'b': {  // BUILD
           const ValuePtr state = pop();
           build(top(), state);
           break;
         }
-        case 's': {                                                  // SETITEM
+        case 's': {  // SETITEM
           const ValuePtr value = pop(), key = pop();
           set_items(top(), {key, value});
           break;
         }
-        case 'u': {                                                  // SETITEMS
+        case 'u': {  // SETITEMS
           const std::vector<ValuePtr> kv = pop_to_mark();
           set_items(top(), kv);
           break;
         }
-        case 'a': {                                                  // APPEND
+        case 'a': {  // APPEND
           const ValuePtr v = pop();
           append(top(), {v});
           break;
         }
-        case 'e': {                                                  // APPENDS
+        case 'e': {  // APPENDS
           const std::vector<ValuePtr> vs = pop_to_mark();
           append(top(), vs);
           break;
@@ -188,7 +191,8 @@ class Unpickler {
   }
   ValuePtr memo(uint64_t key) const {
     const auto it = memo_.find(key);
-    DINO_CHECK(it != memo_.end(), "[", path_, "] damaged pickle: memo entry ", key, " read before it is written");
+    DINO_CHECK(it != memo_.end(), "[", path_, "] damaged pickle: memo entry ", key,
+               " read before it is written");
     return it->second;
   }
 
@@ -238,7 +242,8 @@ class Unpickler {
     const bool known = storage || full == "collections.OrderedDict" ||
                        full == "torch._utils._rebuild_tensor_v2" ||
                        full == "torch._utils._rebuild_parameter" || full == "argparse.Namespace";
-    DINO_CHECK(known, "[", path_, "] the pickle names ", printable(full), ", which a tensor state dict does not "
+    DINO_CHECK(known, "[", path_, "] the pickle names ", printable(full),
+               ", which a tensor state dict does not "
                "hold; this reader takes state dicts (torch.save(model.state_dict())) and DINO "
                "training checkpoints, and executes nothing");
     ValuePtr v = make(Value::Kind::global);
@@ -251,7 +256,8 @@ class Unpickler {
     DINO_CHECK(pid->kind == Value::Kind::tuple && pid->items.size() == 5 &&
                    pid->items[0]->kind == Value::Kind::string && pid->items[0]->text == "storage" &&
                    pid->items[1]->kind == Value::Kind::global &&
-                   pid->items[2]->kind == Value::Kind::string && pid->items[4]->kind == Value::Kind::integer,
+                   pid->items[2]->kind == Value::Kind::string &&
+                   pid->items[4]->kind == Value::Kind::integer,
                "[", path_, "] a persistent id that is not a tensor storage: ", pid->describe());
     ValuePtr v = make(Value::Kind::storage);
     v->tensor.storage_type = pid->items[1]->text.substr(6);  // after "torch."
@@ -268,18 +274,20 @@ class Unpickler {
   }
 
   ValuePtr reduce(const ValuePtr& callable, const ValuePtr& args) {
-    DINO_CHECK(callable->kind == Value::Kind::global && args->kind == Value::Kind::tuple, "[", path_,
-               "] damaged pickle: REDUCE of ", callable->describe());
+    DINO_CHECK(callable->kind == Value::Kind::global && args->kind == Value::Kind::tuple, "[",
+               path_, "] damaged pickle: REDUCE of ", callable->describe());
     const std::string& f = callable->text;
     const auto& a = args->items;
     if (f == "collections.OrderedDict") {
-      DINO_CHECK(a.empty(), "[", path_, "] OrderedDict built from arguments (", args->describe(), ")");
+      DINO_CHECK(a.empty(), "[", path_, "] OrderedDict built from arguments (", args->describe(),
+                 ")");
       return make(Value::Kind::dict);
     }
     if (f == "torch._utils._rebuild_tensor_v2") {
       // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-      DINO_CHECK(a.size() >= 6 && a[0]->kind == Value::Kind::storage && a[1]->kind == Value::Kind::integer &&
-                     is_int_tuple(*a[2]) && is_int_tuple(*a[3]) && a[2]->items.size() == a[3]->items.size(),
+      DINO_CHECK(a.size() >= 6 && a[0]->kind == Value::Kind::storage &&
+                     a[1]->kind == Value::Kind::integer && is_int_tuple(*a[2]) &&
+                     is_int_tuple(*a[3]) && a[2]->items.size() == a[3]->items.size(),
                  "[", path_, "] a tensor with unexpected arguments: ", args->describe());
       ValuePtr t = make(Value::Kind::tensor);
       t->tensor = a[0]->tensor;
@@ -291,7 +299,8 @@ class Unpickler {
         // storage (torch.save writes broadcast views as their storage, not expanded).
         DINO_CHECK(size >= 0 && (size == 0 || numel <= t->tensor.storage_numel / size), "[", path_,
                    "] a tensor's dimension ", d, " of size ", size,
-                   " gives it more elements than its storage of ", t->tensor.storage_numel, " (damaged file)");
+                   " gives it more elements than its storage of ", t->tensor.storage_numel,
+                   " (damaged file)");
         numel *= size;
         t->tensor.shape.push_back(size);
         t->tensor.stride.push_back(a[3]->items[d]->integer);
@@ -309,7 +318,8 @@ class Unpickler {
   ValuePtr new_object(const ValuePtr& cls, const ValuePtr& args) {
     DINO_CHECK(cls->kind == Value::Kind::global && cls->text == "argparse.Namespace" &&
                    args->kind == Value::Kind::tuple && args->items.empty(),
-               "[", path_, "] the pickle creates ", cls->describe(), ", which this reader does not");
+               "[", path_, "] the pickle creates ", cls->describe(),
+               ", which this reader does not");
     ValuePtr v = make(Value::Kind::object);
     v->text = cls->text;
     return v;
@@ -332,7 +342,8 @@ class Unpickler {
   }
 
   void append(const ValuePtr& list, const std::vector<ValuePtr>& vs) {
-    DINO_CHECK(list->kind == Value::Kind::list, "[", path_, "] damaged pickle: APPEND to ", list->describe());
+    DINO_CHECK(list->kind == Value::Kind::list, "[", path_, "] damaged pickle: APPEND to ",
+               list->describe());
     list->items.insert(list->items.end(), vs.begin(), vs.end());
   }
 
@@ -350,8 +361,10 @@ std::string printable(const std::string& s) {
   static const char* digits = "0123456789abcdef";
   std::string out;
   for (unsigned char c : s) {
-    if (c >= 32 && c < 127) out += char(c);
-    else out += {'\\', 'x', digits[c >> 4], digits[c & 15]};
+    if (c >= 32 && c < 127)
+      out += char(c);
+    else
+      out += {'\\', 'x', digits[c >> 4], digits[c & 15]};
   }
   return out;
 }
@@ -373,7 +386,8 @@ std::string Value::describe() const {
     case Kind::tuple: return str_cat("a tuple of ", items.size());
     case Kind::list: return str_cat("a list of ", items.size());
     case Kind::dict: return str_cat("a dict of ", entries.size(), " entries");
-    case Kind::tensor: return str_cat("a tensor ", shape_str(tensor.shape), " (", tensor.storage_type, ")");
+    case Kind::tensor:
+      return str_cat("a tensor ", shape_str(tensor.shape), " (", tensor.storage_type, ")");
     case Kind::object: return "a " + printable(text) + " object";
     case Kind::global: return printable(text);
     case Kind::storage: return "a " + tensor.storage_type;
@@ -398,12 +412,14 @@ File::File(const std::string& path) : path_(path) {
     return le(reinterpret_cast<const unsigned char*>(s.data()) + at, bytes);
   };
   const std::string head = read_at(0, size_t(std::min<uint64_t>(size, 4)));
-  DINO_CHECK(head.size() == 4 && head.compare(0, 4, "PK\x03\x04") == 0, "[", path, "] is not a zip "
-             "archive: ",
-             head.size() >= 2 && uint8_t(head[0]) == 0x80 && uint8_t(head[1]) <= 5
-                 ? "it is PyTorch's pre-1.6 format (or _use_new_zipfile_serialization=False); load and "
-                   "save it again with a recent PyTorch"
-                 : "not a file torch.save writes");
+  DINO_CHECK(
+      head.size() == 4 && head.compare(0, 4, "PK\x03\x04") == 0, "[", path,
+      "] is not a zip "
+      "archive: ",
+      head.size() >= 2 && uint8_t(head[0]) == 0x80 && uint8_t(head[1]) <= 5
+          ? "it is PyTorch's pre-1.6 format (or _use_new_zipfile_serialization=False); load and "
+            "save it again with a recent PyTorch"
+          : "not a file torch.save writes");
 
   // End of central directory: its 22 bytes plus a comment of up to 64 KiB end the file.
   const size_t tail_size = size_t(std::min<uint64_t>(size, 22 + 65535 + 20));
@@ -414,8 +430,10 @@ File::File(const std::string& path) : path_(path) {
       eocd = i;
       break;
     }
-  DINO_CHECK(eocd != std::string::npos, "[", path, "] damaged zip archive: no end-of-directory record");
-  uint64_t entries = u(tail, eocd + 10, 2), cd_size = u(tail, eocd + 12, 4), cd_offset = u(tail, eocd + 16, 4);
+  DINO_CHECK(eocd != std::string::npos, "[", path,
+             "] damaged zip archive: no end-of-directory record");
+  uint64_t entries = u(tail, eocd + 10, 2), cd_size = u(tail, eocd + 12, 4),
+           cd_offset = u(tail, eocd + 16, 4);
   if (eocd >= 20 && tail.compare(eocd - 20, 4, "PK\x06\x07") == 0) {  // zip64 locator
     const std::string z = read_at(u(tail, eocd - 20 + 8, 8), 56);
     DINO_CHECK(z.compare(0, 4, "PK\x06\x06") == 0, "[", path, "] damaged zip64 directory record");
@@ -429,10 +447,11 @@ File::File(const std::string& path) : path_(path) {
   for (uint64_t e = 0; e < entries; ++e) {
     DINO_CHECK(at + 46 <= cd.size() && cd.compare(at, 4, "PK\x01\x02") == 0, "[", path,
                "] damaged zip directory at entry ", e);
-    const uint64_t method = u(cd, at + 10, 2), name_len = u(cd, at + 28, 2), extra_len = u(cd, at + 30, 2),
-                   comment_len = u(cd, at + 32, 2);
+    const uint64_t method = u(cd, at + 10, 2), name_len = u(cd, at + 28, 2),
+                   extra_len = u(cd, at + 30, 2), comment_len = u(cd, at + 32, 2);
     uint64_t csize = u(cd, at + 20, 4), usize = u(cd, at + 24, 4), offset = u(cd, at + 42, 4);
-    DINO_CHECK(at + 46 + name_len + extra_len <= cd.size(), "[", path, "] damaged zip directory at entry ", e);
+    DINO_CHECK(at + 46 + name_len + extra_len <= cd.size(), "[", path,
+               "] damaged zip directory at entry ", e);
     const std::string name = cd.substr(at + 46, name_len);
     // zip64 sizes and offsets live in extra field 0x0001, in this order, for each 0xffffffff.
     for (size_t x = at + 46 + name_len; x + 4 <= at + 46 + name_len + extra_len;) {
@@ -447,8 +466,8 @@ File::File(const std::string& path) : path_(path) {
       }
       x += 4 + len;
     }
-    DINO_CHECK(method == 0 && csize == usize, "[", path, "] zip entry ", printable(name), " is compressed (method ",
-               method, "); torch.save stores its entries uncompressed");
+    DINO_CHECK(method == 0 && csize == usize, "[", path, "] zip entry ", printable(name),
+               " is compressed (method ", method, "); torch.save stores its entries uncompressed");
     records_[name] = {offset, usize};
     local_headers.push_back({name, offset});
     at += 46 + name_len + extra_len + comment_len;
@@ -457,11 +476,12 @@ File::File(const std::string& path) : path_(path) {
   // the directory's.
   for (const auto& [name, offset] : local_headers) {
     const std::string lh = read_at(offset, 30);
-    DINO_CHECK(lh.compare(0, 4, "PK\x03\x04") == 0, "[", path, "] damaged zip entry ", printable(name));
+    DINO_CHECK(lh.compare(0, 4, "PK\x03\x04") == 0, "[", path, "] damaged zip entry ",
+               printable(name));
     Record& r = records_[name];
     r.offset = offset + 30 + u(lh, 26, 2) + u(lh, 28, 2);
-    DINO_CHECK(r.offset <= size && r.size <= size - r.offset, "[", path, "] zip entry ", printable(name),
-               " runs past the end of the file");
+    DINO_CHECK(r.offset <= size && r.size <= size - r.offset, "[", path, "] zip entry ",
+               printable(name), " runs past the end of the file");
   }
 
   for (const auto& [name, record] : records_) {
@@ -476,7 +496,8 @@ File::File(const std::string& path) : path_(path) {
       DINO_CHECK(kv.first.find("constants.pkl") == std::string::npos, "[", path,
                  "] is a TorchScript archive (torch.jit.save), not a state dict: save "
                  "model.state_dict() with torch.save");
-    throw Error(str_cat("[", path, "] is a zip archive without data.pkl: not a file torch.save writes"));
+    throw Error(
+        str_cat("[", path, "] is a zip archive without data.pkl: not a file torch.save writes"));
   }
   if (records_.count(prefix_ + "byteorder"))
     DINO_CHECK(read_record(prefix_ + "byteorder") == "little", "[", path,
@@ -502,20 +523,25 @@ Tensor File::tensor(const TensorRef& t, const std::string& name) const {
   const std::string& type = t.storage_type;
   DINO_CHECK(type == "FloatStorage" || type == "DoubleStorage" || type == "HalfStorage" ||
                  type == "BFloat16Storage",
-             "[", path_, "] tensor '", name, "' holds ", type, " values; weights must be floating point");
+             "[", path_, "] tensor '", name, "' holds ", type,
+             " values; weights must be floating point");
   const std::string bytes = read_record(prefix_ + "data/" + t.storage_key);
-  DINO_CHECK(bytes.size() == size_t(t.storage_numel) * elem, "[", path_, "] storage ", printable(t.storage_key),
-             " of '", name, "' has ", bytes.size(), " bytes for ", t.storage_numel, " ", type, " values");
+  DINO_CHECK(bytes.size() == size_t(t.storage_numel) * elem, "[", path_, "] storage ",
+             printable(t.storage_key), " of '", name, "' has ", bytes.size(), " bytes for ",
+             t.storage_numel, " ", type, " values");
   // The last element a view reaches must lie inside its storage.
   int64_t last = t.offset;
   bool empty = false;
   for (size_t d = 0; d < t.shape.size(); ++d) {
-    DINO_CHECK(t.shape[d] >= 0 && t.stride[d] >= 0, "[", path_, "] tensor '", name, "' has a negative size or stride");
-    if (t.shape[d] == 0) empty = true;
-    else last += (t.shape[d] - 1) * t.stride[d];
+    DINO_CHECK(t.shape[d] >= 0 && t.stride[d] >= 0, "[", path_, "] tensor '", name,
+               "' has a negative size or stride");
+    if (t.shape[d] == 0)
+      empty = true;
+    else
+      last += (t.shape[d] - 1) * t.stride[d];
   }
-  DINO_CHECK(t.offset >= 0 && (empty || last < t.storage_numel), "[", path_, "] tensor '", name, "' ",
-             shape_str(t.shape), " at offset ", t.offset, " reaches past its storage of ",
+  DINO_CHECK(t.offset >= 0 && (empty || last < t.storage_numel), "[", path_, "] tensor '", name,
+             "' ", shape_str(t.shape), " at offset ", t.offset, " reaches past its storage of ",
              t.storage_numel, " values");
   Tensor out = Tensor::empty(t.shape);
   float* dst = out.data<float>();

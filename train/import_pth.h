@@ -28,13 +28,26 @@ struct TensorRef {
   std::string storage_key;   // NAME/data/<storage_key>
   std::string storage_type;  // "FloatStorage", "HalfStorage", ...
   int64_t storage_numel = 0;
-  int64_t offset = 0;        // elements into the storage
-  Shape shape, stride;       // stride in elements
+  int64_t offset = 0;   // elements into the storage
+  Shape shape, stride;  // stride in elements
 };
 
 struct Value {
   // global, storage and mark exist only while the pickle is read.
-  enum class Kind { none, boolean, integer, real, string, tuple, list, dict, tensor, object, global, storage };
+  enum class Kind {
+    none,
+    boolean,
+    integer,
+    real,
+    string,
+    tuple,
+    list,
+    dict,
+    tensor,
+    object,
+    global,
+    storage
+  };
   Kind kind = Kind::none;
   bool boolean = false;
   int64_t integer = 0;

@@ -31,9 +31,10 @@ struct ImportOptions {
 struct ImportedBackbone {
   std::unique_ptr<VisionTransformer> model;  // on the CPU, in evaluation mode
   data::Normalization norm;                  // ImageNet's, which DINO and timm's ViTs use
-  std::string format;                        // what was read, e.g. "DINO training checkpoint (teacher)"
-  std::string heads_from;                    // how num_heads was decided
-  std::vector<std::string> left_out;         // tensor groups not imported, e.g. "head.* (DINO head, 8 tensors)"
+  std::string format;      // what was read, e.g. "DINO training checkpoint (teacher)"
+  std::string heads_from;  // how num_heads was decided
+  std::vector<std::string>
+      left_out;  // tensor groups not imported, e.g. "head.* (DINO head, 8 tensors)"
 };
 
 ImportedBackbone import_backbone(const std::string& path, const ImportOptions& options = {});

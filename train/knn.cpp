@@ -43,14 +43,15 @@ void check_features(const Tensor& t, const char* what) {
              "[knn] ", what, " features must be (n, D) f32 on the CPU, got ",
              t.defined() ? t.str() : "an undefined tensor");
   const int64_t bad = first_non_finite_row(t.data<float>(), t.size(0), t.size(1));
-  DINO_CHECK(bad < 0, "[knn] ", what, " feature row ", bad, " is not finite; no accuracy is "
+  DINO_CHECK(bad < 0, "[knn] ", what, " feature row ", bad,
+             " is not finite; no accuracy is "
              "computed from NaN or infinite features");
 }
 
 void check_labels(const std::vector<int>& labels, int64_t rows, int64_t num_classes,
                   const char* what) {
-  DINO_CHECK(int64_t(labels.size()) == rows, "[knn] ", labels.size(), " ", what,
-             " labels for ", rows, " feature rows");
+  DINO_CHECK(int64_t(labels.size()) == rows, "[knn] ", labels.size(), " ", what, " labels for ",
+             rows, " feature rows");
   for (size_t i = 0; i < labels.size(); ++i)
     DINO_CHECK(labels[i] >= 0 && labels[i] < num_classes, "[knn] ", what, " label ", labels[i],
                " at row ", i, " is outside [0, ", num_classes, ")");
@@ -59,7 +60,8 @@ void check_labels(const std::vector<int>& labels, int64_t rows, int64_t num_clas
 // Images [begin, end) of another dataset: one rank's share of the k-NN feature extraction.
 class DatasetRange : public data::Dataset {
  public:
-  DatasetRange(const data::Dataset& ds, size_t begin, size_t end) : ds_(ds), begin_(begin), end_(end) {}
+  DatasetRange(const data::Dataset& ds, size_t begin, size_t end)
+      : ds_(ds), begin_(begin), end_(end) {}
   size_t size() const override { return end_ - begin_; }
   data::Image get(size_t i) const override { return ds_.get(begin_ + i); }
   void load(size_t i, data::SourceImage& out, const data::ReductionPlan& plan) const override {
@@ -94,9 +96,10 @@ Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
   const int64_t n = int64_t(ds.size()), batches = (n + batch - 1) / batch;
   const int64_t share = (batches + ranks - 1) / ranks * batch;
   const int64_t begin = std::min(n, comm->rank() * share), end = std::min(n, begin + share);
-  if (progress) options.progress = [&progress, ranks, n](int64_t done, int64_t) {
-    progress(std::min(n, done * ranks), n);  // every rank goes at about this pace
-  };
+  if (progress)
+    options.progress = [&progress, ranks, n](int64_t done, int64_t) {
+      progress(std::min(n, done * ranks), n);  // every rank goes at about this pace
+    };
   const Tensor mine = embed(model, DatasetRange(ds, size_t(begin), size_t(end)), norm, options).cls;
   const int64_t D = model.config().embed_dim;
   Tensor padded = Tensor::zeros({share, D});
@@ -161,8 +164,8 @@ KnnResult knn_classify(const Tensor& train_features, const std::vector<int>& tra
 
   for (int64_t q0 = 0; q0 < n_test; q0 += kQueryChunk) {
     const int64_t rows = std::min(kQueryChunk, n_test - q0);
-    kernels::cpu::gemm<float>(sim.data(), test + q0 * D, train, rows, n_train, D, false, true,
-                              1.f, 0.f);
+    kernels::cpu::gemm<float>(sim.data(), test + q0 * D, train, rows, n_train, D, false, true, 1.f,
+                              0.f);
 #pragma omp parallel for schedule(static) reduction(+ : correct1, correct5)
     for (int64_t r = 0; r < rows; ++r) {
       const float* s = sim.data() + r * n_train;
@@ -183,7 +186,8 @@ KnnResult knn_classify(const Tensor& train_features, const std::vector<int>& tra
       std::vector<double> votes(size_t(num_classes), 0.0);
       const double top = s[idx[0]];
       for (int64_t j = 0; j < kk; ++j)
-        votes[size_t(train_labels[size_t(idx[j])])] += std::exp((double(s[idx[j]]) - top) / temperature);
+        votes[size_t(train_labels[size_t(idx[j])])] +=
+            std::exp((double(s[idx[j]]) - top) / temperature);
 
       // Rank of the true class: classes with more votes, or as many and a lower index, come first.
       const int truth = test_labels[size_t(q0 + r)];
@@ -226,7 +230,8 @@ KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& 
     Tensor ftr = extract_features(model, *train, norm, batch, step(offset), comm);
     Tensor fte = extract_features(model, *test, norm, batch, step(offset + n_train), comm);
     const KnnResult r =
-        votes ? knn_classify(ftr, train_labels, fte, test_labels, num_classes, k, temperature) : KnnResult{};
+        votes ? knn_classify(ftr, train_labels, fte, test_labels, num_classes, k, temperature)
+              : KnnResult{};
     if (offset == 0) {
       report.train_features = ftr;
       report.test_features = fte;
@@ -241,9 +246,9 @@ KnnReport knn_report(const VisionTransformer& trained, const VisionTransformer& 
   report.trained = eval_model(trained, 0);
   report.random_init = eval_model(random_init, n_train + n_test);
   if (votes)
-    report.raw_pixels = knn_classify(raw_pixel_features(*train), train_labels,
-                                     raw_pixel_features(*test), test_labels, num_classes, k,
-                                     temperature);
+    report.raw_pixels =
+        knn_classify(raw_pixel_features(*train), train_labels, raw_pixel_features(*test),
+                     test_labels, num_classes, k, temperature);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }

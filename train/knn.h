@@ -33,8 +33,8 @@ struct KnnResult {
 // each the batch one process makes) and every rank receives all the rows (all-gather): the
 // features one process extracts, bit for bit.
 Tensor extract_features(const VisionTransformer& model, const data::Dataset& ds,
-                        const data::Normalization& norm, int64_t batch, const ProgressFn& progress = {},
-                        dist::Communicator* comm = nullptr);
+                        const data::Normalization& norm, int64_t batch,
+                        const ProgressFn& progress = {}, dist::Communicator* comm = nullptr);
 // Raw pixels in [0, 1] at the dataset's native size (datasets of mixed sizes: eval_transform
 // to 64 x 64 without normalisation), flattened and L2-normalised (n, C*H*W).
 Tensor raw_pixel_features(const data::Dataset& ds);

@@ -15,7 +15,8 @@ namespace dino {
 namespace {
 
 int open_for_append(const std::string& path, int extra_flags) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | extra_flags, 0644);
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | extra_flags, 0644);
   DINO_CHECK(fd >= 0, "[train] cannot write ", path, ": ", std::strerror(errno));
   return fd;
 }
@@ -73,14 +74,20 @@ MetricsLog::~MetricsLog() {
 void MetricsLog::append(const StepRecord& r, int64_t iters_per_epoch) {
   const StepSettings& s = r.settings;
   const DinoLossStats& st = r.stats;
-  nlohmann::json fields =
-      nlohmann::json{{"step", r.step}, {"epoch", double(r.step) / double(iters_per_epoch)},
-                     {"loss", st.loss}, {"lr", s.lr}, {"weight_decay", s.weight_decay},
-                     {"teacher_temp", s.teacher_temp}, {"teacher_momentum", s.teacher_momentum},
-                     {"teacher_entropy", st.teacher_entropy}, {"batch_entropy", st.batch_entropy},
-                     {"kl", st.kl}, {"images_per_second", r.images_per_second},
-                     {"data_wait_ms", r.data_wait_ms}, {"ranks", r.ranks},
-                     {"global_batch", r.global_batch}};
+  nlohmann::json fields = nlohmann::json{{"step", r.step},
+                                         {"epoch", double(r.step) / double(iters_per_epoch)},
+                                         {"loss", st.loss},
+                                         {"lr", s.lr},
+                                         {"weight_decay", s.weight_decay},
+                                         {"teacher_temp", s.teacher_temp},
+                                         {"teacher_momentum", s.teacher_momentum},
+                                         {"teacher_entropy", st.teacher_entropy},
+                                         {"batch_entropy", st.batch_entropy},
+                                         {"kl", st.kl},
+                                         {"images_per_second", r.images_per_second},
+                                         {"data_wait_ms", r.data_wait_ms},
+                                         {"ranks", r.ranks},
+                                         {"global_batch", r.global_batch}};
   if (s.koleo_weight > 0) fields["koleo"] = r.koleo;
   const std::string line = fields.dump() + "\n";
   // O_APPEND and one write() per line: a line is in the file whole or not at all.

@@ -21,9 +21,9 @@ struct StepRecord {
   DinoLossStats stats;
   // The batch over the step's wall time, the wait for the batch included.
   double images_per_second = 0;
-  double data_wait_ms = 0;  // time the loop waited for this step's batch
-  double koleo = 0;  // the step's unweighted KoLeo term; logged when its weight is not 0
-  int ranks = 1;            // data-parallel ranks
+  double data_wait_ms = 0;   // time the loop waited for this step's batch
+  double koleo = 0;          // the step's unweighted KoLeo term; logged when its weight is not 0
+  int ranks = 1;             // data-parallel ranks
   int64_t global_batch = 0;  // images in the step over every rank (per rank: global / ranks)
 };
 

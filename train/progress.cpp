@@ -11,7 +11,8 @@ namespace {
 std::string format_duration(double seconds) {
   const int64_t s = int64_t(seconds + 0.5);
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", long(s / 3600), long(s / 60 % 60), long(s % 60));
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", long(s / 3600), long(s / 60 % 60),
+                long(s % 60));
   return buf;
 }
 
@@ -19,8 +20,13 @@ std::string format_duration(double seconds) {
 
 Progress::Progress(int64_t start_step, int64_t total_steps, int64_t ipe, int batch,
                    int64_t log_every, bool quiet)
-    : start_(start_step), total_(total_steps), ipe_(ipe), log_every_(log_every), batch_(batch),
-      quiet_(quiet), t0_(std::chrono::steady_clock::now()) {}
+    : start_(start_step),
+      total_(total_steps),
+      ipe_(ipe),
+      log_every_(log_every),
+      batch_(batch),
+      quiet_(quiet),
+      t0_(std::chrono::steady_clock::now()) {}
 
 double Progress::elapsed() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
@@ -42,10 +48,9 @@ void Progress::record(const StepRecord& r, const std::optional<std::string>& col
   std::snprintf(line, sizeof line,
                 "epoch %.2f step %ld/%ld  loss %.4f  lr %.2e  tau_t %.3f  m %.4f  H(t) %.3f  "
                 "KL %.3f  %.1f img/s  data wait %.0f%%  ETA %s",
-                double(r.step) / double(ipe_), long(r.step), long(total_), mean_loss,
-                r.settings.lr, r.settings.teacher_temp, r.settings.teacher_momentum,
-                r.stats.teacher_entropy, r.stats.kl, ips, 0.1 * data_wait_ms_ / seconds,
-                format_duration(eta).c_str());
+                double(r.step) / double(ipe_), long(r.step), long(total_), mean_loss, r.settings.lr,
+                r.settings.teacher_temp, r.settings.teacher_momentum, r.stats.teacher_entropy,
+                r.stats.kl, ips, 0.1 * data_wait_ms_ / seconds, format_duration(eta).c_str());
   std::cout << line << std::endl;
   if (collapse_warning) std::cout << "warning: " << *collapse_warning << std::endl;
 }

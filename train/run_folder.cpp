@@ -27,8 +27,8 @@ RunFolder check_run_folder(const std::string& dir, bool resume, bool force) {
   const bool has_checkpoint = fs::exists(f.checkpoint, ec);
   const bool has_metrics = fs::exists(f.metrics, ec) && fs::file_size(f.metrics, ec) > 0 && !ec;
   if (resume) {
-    DINO_CHECK(has_checkpoint, "[train] --resume: no checkpoint to continue from in ", dir,
-               " (", f.checkpoint, " does not exist)");
+    DINO_CHECK(has_checkpoint, "[train] --resume: no checkpoint to continue from in ", dir, " (",
+               f.checkpoint, " does not exist)");
   } else {
     DINO_CHECK(force || (!has_checkpoint && !has_metrics), "[train] ", dir,
                " already holds a run (", has_checkpoint ? f.checkpoint : f.metrics,

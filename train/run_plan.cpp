@@ -35,16 +35,17 @@ void check_knn_split(const Recipe& recipe, const data::Dataset& train) {
 data::CropFormat crop_format_for(const Recipe& recipe, Device device) {
   DINO_CHECK(recipe.data.augment != "gpu" || device == Device::cuda,
              "[config] data.augment=gpu renders the views on the GPU: it needs --device cuda");
-  const bool gpu_augment = recipe.data.augment == "gpu" ||
-                           (recipe.data.augment == "auto" && device == Device::cuda);
+  const bool gpu_augment =
+      recipe.data.augment == "gpu" || (recipe.data.augment == "auto" && device == Device::cuda);
   return gpu_augment ? data::CropFormat::sources : data::CropFormat::f32;
 }
 
 RunPlan plan_run(const Recipe& recipe, const TrainOptions& opt) {
   RunPlan plan;
   plan.device = resolve_device(opt.device, "train");
-  DINO_CHECK(recipe.model.attention == "ours" || plan.device == Device::cuda,
-             "[config] model.attention=cudnn needs the GPU (--device cuda): cuDNN has no CPU kernels");
+  DINO_CHECK(
+      recipe.model.attention == "ours" || plan.device == Device::cuda,
+      "[config] model.attention=cudnn needs the GPU (--device cuda): cuDNN has no CPU kernels");
   plan.crop_format = crop_format_for(recipe, plan.device);
   if (opt.world && opt.world->active()) {
     plan.rank = opt.world->rank();
@@ -56,10 +57,12 @@ RunPlan plan_run(const Recipe& recipe, const TrainOptions& opt) {
   plan.train_set = data::open_dataset(recipe.data.dataset, data::Split::train);
   plan.in_chans = plan.train_set->channels();
   plan.global_batch = int64_t(recipe.optim.batch_size) * plan.ranks;
-  DINO_CHECK(uint64_t(plan.global_batch) <= plan.train_set->size(), "[config] 'optim.batch_size' is ",
-             recipe.optim.batch_size, plan.ranks > 1 ? str_cat(" per rank, ", plan.global_batch, " over the ", plan.ranks, " ranks") : std::string(),
-             "; expected at most the ", plan.train_set->size(), " images of ",
-             plan.train_set->describe());
+  DINO_CHECK(
+      uint64_t(plan.global_batch) <= plan.train_set->size(), "[config] 'optim.batch_size' is ",
+      recipe.optim.batch_size,
+      plan.ranks > 1 ? str_cat(" per rank, ", plan.global_batch, " over the ", plan.ranks, " ranks")
+                     : std::string(),
+      "; expected at most the ", plan.train_set->size(), " images of ", plan.train_set->describe());
   plan.iters_per_epoch = int64_t(plan.train_set->size()) / plan.global_batch;
   // optim.epochs <= 1e6 and at most 2^32 batches per epoch: the product fits easily.
   const double steps = std::round(recipe.optim.epochs * double(plan.iters_per_epoch));

@@ -24,9 +24,9 @@ struct RunPlan {
   std::unique_ptr<data::Dataset> train_set;
   int64_t in_chans = 0;
   data::CropFormat crop_format = data::CropFormat::f32;  // sources when data.augment is gpu
-  int64_t iters_per_epoch = 0;   // whole global batches per epoch (DINO's drop_last)
-  int64_t total_steps = 0;       // optim.epochs of them, capped by run.max_steps
-  bool knn = false;              // run.knn on a labelled dataset
+  int64_t iters_per_epoch = 0;  // whole global batches per epoch (DINO's drop_last)
+  int64_t total_steps = 0;      // optim.epochs of them, capped by run.max_steps
+  bool knn = false;             // run.knn on a labelled dataset
   RunFolder folder;
 };
 

@@ -24,8 +24,8 @@ class StatsReadback {
   Result wait();
 
  private:
-  void* host_ = nullptr;  // pinned floats
-  size_t capacity_ = 0;   // floats
+  void* host_ = nullptr;    // pinned floats
+  size_t capacity_ = 0;     // floats
   void* copied_ = nullptr;  // event after the copy
   DeviceLossStats meta_;    // its values tensor dropped once the copy is queued
   size_t n_ = 0;            // floats copied

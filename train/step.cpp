@@ -46,7 +46,8 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
   }
   out.student_logits = student.forward(crops, drop_rng, &out.student_cls);
   if (s.defer_stats) {
-    DINO_CHECK(out.student_logits.device() == Device::cuda, "[train] statistics stay on the device "
+    DINO_CHECK(out.student_logits.device() == Device::cuda,
+               "[train] statistics stay on the device "
                "only on CUDA; the CPU step reads them at once");
     out.loss = loss.forward(out.student_logits, out.teacher_logits, s.teacher_temp, nullptr,
                             &out.pending.loss);

@@ -20,8 +20,8 @@ class GradReducer;
 struct StepSettings {
   double lr = 0, weight_decay = 0;  // weight decay of the regularised group
   double teacher_temp = 0.04, teacher_momentum = 0.996;
-  double clip_grad = 3.0;           // 0 disables clipping
-  bool freeze_last_layer = false;   // drop the head.last_layer gradients this step
+  double clip_grad = 3.0;          // 0 disables clipping
+  bool freeze_last_layer = false;  // drop the head.last_layer gradients this step
   // DINOv2's KoLeo term: weight x the sum over the global views of koleo_loss (losses/koleo.h)
   // on the student's backbone CLS of that view's batch. 0 (DINO's recipe) leaves it out.
   double koleo_weight = 0;
@@ -39,12 +39,12 @@ struct PendingStepStats {
 };
 
 struct StepOutputs {
-  Tensor loss;                          // scalar: the DINO loss plus the weighted KoLeo term
-  DinoLossStats stats;                  // stats.loss: the DINO loss alone (unset with defer_stats)
-  double koleo = 0;                     // the unweighted KoLeo term (0 when its weight is 0)
-  PendingStepStats pending;             // with defer_stats: stats and koleo, on the device
-  Tensor student_cls, teacher_cls;      // (V*B, D), (G*B, D)
-  Tensor student_logits, teacher_logits;// (V*B, K), (G*B, K)
+  Tensor loss;                      // scalar: the DINO loss plus the weighted KoLeo term
+  DinoLossStats stats;              // stats.loss: the DINO loss alone (unset with defer_stats)
+  double koleo = 0;                 // the unweighted KoLeo term (0 when its weight is 0)
+  PendingStepStats pending;         // with defer_stats: stats and koleo, on the device
+  Tensor student_cls, teacher_cls;  // (V*B, D), (G*B, D)
+  Tensor student_logits, teacher_logits;  // (V*B, K), (G*B, K)
   // Student gradients as backward produced them, before clipping (only with capture_grads).
   std::vector<std::pair<std::string, Tensor>> grads;
 };

@@ -16,7 +16,8 @@ void on_signal(int sig) { g_requested = sig; }
 // Installs the handler for `sig` unless the signal is ignored (as a shell ignores SIGINT for
 // the commands it starts in the background): those must keep ignoring it.
 void install(int sig, struct sigaction* previous) {
-  DINO_CHECK(sigaction(sig, nullptr, previous) == 0, "[train] cannot read the action of signal ", sig);
+  DINO_CHECK(sigaction(sig, nullptr, previous) == 0, "[train] cannot read the action of signal ",
+             sig);
   if (previous->sa_handler == SIG_IGN) return;
   struct sigaction sa {};
   sa.sa_handler = on_signal;

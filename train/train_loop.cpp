@@ -19,7 +19,8 @@ data::LoaderOptions loader_options(const Recipe& recipe, const RunPlan& plan) {
   data::LoaderOptions o;
   // On CUDA the copy stream reads the batches from pinned memory (f32 views; sources are
   // packed into the uploader's own pinned buffers).
-  if (plan.crop_format == data::CropFormat::f32) o.allocator = BatchUploader::allocator(plan.device);
+  if (plan.crop_format == data::CropFormat::f32)
+    o.allocator = BatchUploader::allocator(plan.device);
   o.threads = recipe.data.loader_threads;
   o.format = plan.crop_format;
   o.rank = plan.rank;
@@ -37,7 +38,8 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       metrics_(metrics),
       host_(world && world->active() ? world->host() : nullptr),
       reducer_(world && world->active()
-                   ? std::make_unique<dist::GradReducer>(*world->comm(plan.device), trainable_parameters(*state.student))
+                   ? std::make_unique<dist::GradReducer>(*world->comm(plan.device),
+                                                         trainable_parameters(*state.student))
                    : nullptr),
       options_(options),
       loader_(*plan.train_set, recipe.crops_for(int(plan.in_chans)), recipe.optim.batch_size,
@@ -61,7 +63,8 @@ TrainLoop::PendingStep TrainLoop::run_step() {
   const auto wait0 = std::chrono::steady_clock::now();
   p.batch = loader_.next();
   StepRecord& r = p.record;
-  r.data_wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wait0).count();
+  r.data_wait_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wait0).count();
   r.settings = schedules_.at(step, *state_.loss);
   r.settings.defer_stats = options_.pipelined;
   p.upload = uploader_.upload(*p.batch);
@@ -100,11 +103,11 @@ void TrainLoop::finish(PendingStep& p) {
               ? str_cat("; stopping at step ", state_.step, ", queued before step ", r.step,
                         "'s loss arrived (on CUDA the loss is read back one step late)")
               : "; stopping";
-      throw Error(str_cat("[train] the ", loss_ok ? "KoLeo term" : "loss", " of step ", r.step, " is ",
-                          loss_ok ? r.koleo : r.stats.loss,
-                          loss_ok ? "" : nonfinite_ranks_note(r.stats), late,
-                          ". No checkpoint holds step ", r.step, " or later. Lower the learning rate",
-                          loss_ok ? " or loss.koleo_weight" : " or check the data"));
+      throw Error(
+          str_cat("[train] the ", loss_ok ? "KoLeo term" : "loss", " of step ", r.step, " is ",
+                  loss_ok ? r.koleo : r.stats.loss, loss_ok ? "" : nonfinite_ranks_note(r.stats),
+                  late, ". No checkpoint holds step ", r.step, " or later. Lower the learning rate",
+                  loss_ok ? " or loss.koleo_weight" : " or check the data"));
     }
   }
   uploader_.copied(p.upload);
@@ -117,8 +120,8 @@ void TrainLoop::finish(PendingStep& p) {
 }
 
 void TrainLoop::on_step_known(const StepRecord& r) {
-  DINO_CHECK(std::isfinite(r.stats.loss), "[train] the loss of step ", r.step, " is ",
-             r.stats.loss, "; stopping");
+  DINO_CHECK(std::isfinite(r.stats.loss), "[train] the loss of step ", r.step, " is ", r.stats.loss,
+             "; stopping");
   collapse_warning_ = monitor_.update(r.stats);
   if (metrics_) metrics_->append(r, plan_.iters_per_epoch);
   progress_.record(r, collapse_warning_);

@@ -22,16 +22,16 @@
 #include <string>
 
 #include "data/loader.h"
-#include "train/batch_upload.h"
-#include "train/stats_readback.h"
 #include "dist/reducer.h"
 #include "dist/world.h"
 #include "losses/dino_loss.h"
+#include "train/batch_upload.h"
 #include "train/checkpoint_policy.h"
 #include "train/metrics_log.h"
 #include "train/progress.h"
 #include "train/run_plan.h"
 #include "train/schedules.h"
+#include "train/stats_readback.h"
 #include "train/stop_signal.h"
 #include "train/train_state.h"
 
@@ -61,7 +61,7 @@ class TrainLoop {
     StepRecord record;
     data::MultiCropLoader::Lease batch;  // held until the upload has read it
     BatchUploader::Upload upload;
-    StatsReadback* readback = nullptr;   // pipelined: where its statistics arrive
+    StatsReadback* readback = nullptr;  // pipelined: where its statistics arrive
   };
   PendingStep run_step();
   void finish(PendingStep& p);  // waits for its statistics, then on_step_known

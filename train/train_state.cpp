@@ -25,15 +25,16 @@ void check_same_recipe(const json& saved, const json& now, const std::string& pa
       check_same_recipe(*it, now.at(it.key()), path, key);
       continue;
     }
-    DINO_CHECK(resumable_difference(it.key()) || *it == now.at(it.key()), "[train] --resume: ",
-               path, " was trained with ", key, " = ", it->dump(), ", this recipe says ",
-               now.at(it.key()).dump());
+    DINO_CHECK(resumable_difference(it.key()) || *it == now.at(it.key()),
+               "[train] --resume: ", path, " was trained with ", key, " = ", it->dump(),
+               ", this recipe says ", now.at(it.key()).dump());
   }
 }
 
 }  // namespace
 
-TrainState::TrainState(const Recipe& recipe, int64_t in_chans_, int64_t iters_per_epoch, Device device)
+TrainState::TrainState(const Recipe& recipe, int64_t in_chans_, int64_t iters_per_epoch,
+                       Device device)
     : student(build_student(recipe, in_chans_)),
       teacher(build_teacher(*student)),
       loss(std::make_unique<DinoLoss>(recipe.loss, iters_per_epoch)),
@@ -51,16 +52,19 @@ void TrainState::resume(const std::string& path, const Recipe& recipe, int ranks
   const Checkpoint ck = read_checkpoint(path);
   const int64_t saved_batch = ck.recipe.optim.batch_size * ck.meta.ranks;
   const int64_t batch = int64_t(recipe.optim.batch_size) * ranks;
-  DINO_CHECK(saved_batch == batch, "[train] --resume: ", path, " was trained with a global batch of ",
-             saved_batch, " (optim.batch_size = ", ck.recipe.optim.batch_size, " on ", ck.meta.ranks,
-             ck.meta.ranks == 1 ? " rank" : " ranks", "), this run's is ", batch, " (",
-             recipe.optim.batch_size, " on ", ranks, ranks == 1 ? " rank" : " ranks",
-             "): the schedules and the data order follow the global batch, so a resumed run keeps it",
-             saved_batch % ranks == 0
-                 ? str_cat("; on ", ranks, ranks == 1 ? " rank" : " ranks", " set optim.batch_size=", saved_batch / ranks)
-                 : str_cat("; ", saved_batch, " images do not divide among ", ranks, " ranks"));
+  DINO_CHECK(
+      saved_batch == batch, "[train] --resume: ", path, " was trained with a global batch of ",
+      saved_batch, " (optim.batch_size = ", ck.recipe.optim.batch_size, " on ", ck.meta.ranks,
+      ck.meta.ranks == 1 ? " rank" : " ranks", "), this run's is ", batch, " (",
+      recipe.optim.batch_size, " on ", ranks, ranks == 1 ? " rank" : " ranks",
+      "): the schedules and the data order follow the global batch, so a resumed run keeps it",
+      saved_batch % ranks == 0
+          ? str_cat("; on ", ranks, ranks == 1 ? " rank" : " ranks",
+                    " set optim.batch_size=", saved_batch / ranks)
+          : str_cat("; ", saved_batch, " images do not divide among ", ranks, " ranks"));
   nlohmann::json saved_config = ck.meta.config;
-  saved_config["optim"]["batch_size"] = recipe.optim.batch_size;  // compared as the global batch above
+  saved_config["optim"]["batch_size"] =
+      recipe.optim.batch_size;  // compared as the global batch above
   check_same_recipe(saved_config, recipe.json, path);
   DINO_CHECK(ck.meta.in_chans == in_chans, "[train] --resume: ", path, " was trained on ",
              ck.meta.in_chans, "-channel images, the dataset has ", in_chans);

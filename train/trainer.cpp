@@ -22,12 +22,20 @@ namespace dino {
 using nlohmann::json;
 
 nlohmann::json TrainResult::to_json() const {
-  json j{{"steps", steps}, {"epochs", epochs}, {"seconds", seconds},
-         {"images_per_second", images_per_second}, {"data_wait_fraction", data_wait_fraction},
+  json j{{"steps", steps},
+         {"epochs", epochs},
+         {"seconds", seconds},
+         {"images_per_second", images_per_second},
+         {"data_wait_fraction", data_wait_fraction},
          {"first_loss", first_loss},
-         {"last_loss", last_loss}, {"teacher_entropy", teacher_entropy},
-         {"batch_entropy", batch_entropy}, {"kl", kl}, {"checkpoint", checkpoint},
-         {"device", device}, {"ranks", ranks}, {"global_batch", global_batch},
+         {"last_loss", last_loss},
+         {"teacher_entropy", teacher_entropy},
+         {"batch_entropy", batch_entropy},
+         {"kl", kl},
+         {"checkpoint", checkpoint},
+         {"device", device},
+         {"ranks", ranks},
+         {"global_batch", global_batch},
          {"collapse_warning", collapse_warning ? json(*collapse_warning) : json(nullptr)}};
   if (stopped_by) j["stopped_by"] = stopped_by == SIGINT ? "SIGINT" : "SIGTERM";
   if (!knn.empty()) j["knn"] = knn;
@@ -45,7 +53,8 @@ Device resolve_device(const std::string& requested, const std::string& who) {
   if (requested == "cpu") return Device::cpu;
   if (requested == "auto") return cuda_available() ? Device::cuda : Device::cpu;
   const Backend* cuda = cuda_backend();
-  DINO_CHECK(cuda, "[", who, "] --device cuda: this build has no CUDA support (configure with "
+  DINO_CHECK(cuda, "[", who,
+             "] --device cuda: this build has no CUDA support (configure with "
              "-DDINO_CUDA=ON on a machine with the CUDA toolkit); use --device cpu or auto");
   // description() says why: "no CUDA device (cudaErrorInsufficientDriver: ...)".
   DINO_CHECK(cuda->available(), "[", who, "] --device cuda: ", cuda->description(),
@@ -95,23 +104,27 @@ void print_start(const Recipe& recipe, const RunPlan& plan, const TrainState& st
   std::cout << "train: " << plan.train_set->describe() << "; " << ipe << " steps/epoch, " << total
             << " steps (" << double(total) / double(ipe) << " epochs), batch ";
   if (plan.ranks > 1)
-    std::cout << recipe.optim.batch_size << " per rank x " << plan.ranks << " ranks = "
-              << plan.global_batch << " (lr scaled on " << plan.global_batch << ")";
+    std::cout << recipe.optim.batch_size << " per rank x " << plan.ranks
+              << " ranks = " << plan.global_batch << " (lr scaled on " << plan.global_batch << ")";
   else
     std::cout << plan.global_batch;
   std::cout << ", student " << state.student->num_parameters() << " parameters, device "
             << describe_device(plan.device) << std::endl;
   if (total < scheduled)
     std::cout << "note: run.max_steps=" << recipe.run.max_steps << " stops the run after " << total
-              << " of the " << scheduled << " steps its schedules are laid out for (optim.epochs="
-              << recipe.optim.epochs << "): the learning rate, weight decay, teacher momentum and "
+              << " of the " << scheduled
+              << " steps its schedules are laid out for (optim.epochs=" << recipe.optim.epochs
+              << "): the learning rate, weight decay, teacher momentum and "
                  "temperature follow the full schedule and are cut off, not compressed; to train a "
-                 "shorter schedule set optim.epochs" << std::endl;
+                 "shorter schedule set optim.epochs"
+              << std::endl;
   const double uniform = std::log(double(recipe.loss.out_dim));
-  std::cout << "columns: epoch; steps done/total; loss (mean since the last line; ln K = " << uniform
-            << " is a uniform teacher); lr; tau_t (teacher temperature); m (teacher momentum); H(t) "
-               "(teacher entropy, nats; a collapse above " << kUniformCollapseFraction * uniform
-            << "); KL (teacher to student); images/s; ETA (h:mm:ss)" << std::endl;
+  std::cout
+      << "columns: epoch; steps done/total; loss (mean since the last line; ln K = " << uniform
+      << " is a uniform teacher); lr; tau_t (teacher temperature); m (teacher momentum); H(t) "
+         "(teacher entropy, nats; a collapse above "
+      << kUniformCollapseFraction * uniform << "); KL (teacher to student); images/s; ETA (h:mm:ss)"
+      << std::endl;
 }
 
 // Every rank must start from what rank 0 starts from: the same initial (or resumed) weights,
@@ -145,11 +158,14 @@ void check_same_start(dist::Communicator& host, const Recipe& recipe, const RunP
   host.broadcast(theirs, 0);
   uint64_t root[3];
   std::memcpy(root, theirs.raw_data(), sizeof(root));
-  DINO_CHECK(root[1] == mine[1], "[train] this rank's recipe differs from rank 0's (the same "
+  DINO_CHECK(root[1] == mine[1],
+             "[train] this rank's recipe differs from rank 0's (the same "
              "--config and overrides must reach every rank); refusing to start");
-  DINO_CHECK(root[2] == mine[2], "[train] this rank's training data (", data, ") differs from rank "
+  DINO_CHECK(root[2] == mine[2], "[train] this rank's training data (", data,
+             ") differs from rank "
              "0's; every rank must read the same dataset");
-  DINO_CHECK(root[0] == mine[0], "[train] this rank's initial parameters differ from rank 0's (a "
+  DINO_CHECK(root[0] == mine[0],
+             "[train] this rank's initial parameters differ from rank 0's (a "
              "different build, init_from file or checkpoint); refusing to start");
 }
 
@@ -161,9 +177,9 @@ json evaluate_knn(const Recipe& recipe, const RunPlan& plan, const TrainState& s
   // The control: the student's initial weights, built as TrainState builds them.
   const auto initial = build_student(recipe, plan.in_chans);
   initial->backbone.to(plan.device);
-  const KnnReport r = knn_report(state.teacher->backbone, initial->backbone, recipe.data.dataset,
-                                 {recipe.run.knn_k, recipe.run.knn_temperature, recipe.run.eval_batch},
-                                 progress, host);
+  const KnnReport r = knn_report(
+      state.teacher->backbone, initial->backbone, recipe.data.dataset,
+      {recipe.run.knn_k, recipe.run.knn_temperature, recipe.run.eval_batch}, progress, host);
   json out{{"trained", knn_json(r.trained)},
            {"random_init", knn_json(r.random_init)},
            {"raw_pixels", knn_json(r.raw_pixels)},
@@ -178,7 +194,9 @@ json evaluate_knn(const Recipe& recipe, const RunPlan& plan, const TrainState& s
 
 }  // namespace
 
-TrainResult train(const json& cfg, const TrainOptions& opt) { return train(parse_recipe(cfg), opt); }
+TrainResult train(const json& cfg, const TrainOptions& opt) {
+  return train(parse_recipe(cfg), opt);
+}
 
 TrainResult train(const Recipe& recipe, const TrainOptions& opt) {
   const RunPlan plan = plan_run(recipe, opt);
@@ -193,7 +211,8 @@ TrainResult train(const Recipe& recipe, const TrainOptions& opt) {
   } else if (!recipe.model.init_from.empty()) {
     state.init_backbones_from(recipe.model.init_from);
     if (!opt.quiet && plan.root())
-      std::cout << "init: student and teacher backbones from " << recipe.model.init_from << std::endl;
+      std::cout << "init: student and teacher backbones from " << recipe.model.init_from
+                << std::endl;
   }
   if (world) {
     check_same_start(*world->host(), recipe, plan, state);

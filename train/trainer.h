@@ -23,16 +23,16 @@ class World;
 
 struct TrainOptions {
   std::string out_dir = "runs/dino";
-  bool resume = false;          // continue the run in out_dir from its checkpoint
-  bool force = false;           // start over in a folder that holds a run, replacing it
+  bool resume = false;  // continue the run in out_dir from its checkpoint
+  bool force = false;   // start over in a folder that holds a run, replacing it
   // auto | cpu | cuda. The library default is the CPU, so a caller (the CPU tests) gets the
   // same numbers on any machine; `dino train` passes the user's choice (default auto).
   std::string device = "cpu";
-  bool quiet = false;           // no progress lines (tests)
+  bool quiet = false;  // no progress lines (tests)
   // Ctrl-C / SIGTERM stop the run at the next step boundary with a checkpoint
   // (train/stop_signal.h); `dino train` sets it.
   bool stop_on_signals = false;
-  ProgressFn knn_progress;      // called while the final k-NN extracts features
+  ProgressFn knn_progress;  // called while the final k-NN extracts features
   // The data-parallel job this process is a rank of (dist/world.h); nullptr or an inactive
   // world: a world of one. optim.batch_size is per rank, the global batch is that times the
   // ranks; rank 0 alone writes the run's files and prints.
@@ -46,20 +46,20 @@ Device resolve_device(const std::string& requested, const std::string& who);
 std::string describe_device(Device device);
 
 struct TrainResult {
-  int64_t steps = 0;            // optimizer steps done in total
-  double epochs = 0;            // epochs reached
-  double seconds = 0;           // wall time of the training loop (this invocation)
+  int64_t steps = 0;   // optimizer steps done in total
+  double epochs = 0;   // epochs reached
+  double seconds = 0;  // wall time of the training loop (this invocation)
   double images_per_second = 0;
-  double data_wait_fraction = 0;  // share of `seconds` the loop waited for the data loader
-  std::string device = "cpu";   // where the training ran
-  int ranks = 1;                // data-parallel ranks
-  int64_t global_batch = 0;     // images per step over every rank
+  double data_wait_fraction = 0;         // share of `seconds` the loop waited for the data loader
+  std::string device = "cpu";            // where the training ran
+  int ranks = 1;                         // data-parallel ranks
+  int64_t global_batch = 0;              // images per step over every rank
   double first_loss = 0, last_loss = 0;  // mean over the first / last tenth (<= 50 steps)
   double teacher_entropy = 0, batch_entropy = 0, kl = 0;  // last step
-  std::optional<std::string> collapse_warning;  // active at the end of training
-  std::string checkpoint;       // path of the final checkpoint
-  int stopped_by = 0;           // SIGINT or SIGTERM when a signal stopped the run early
-  nlohmann::json knn;           // {} when not evaluated
+  std::optional<std::string> collapse_warning;            // active at the end of training
+  std::string checkpoint;                                 // path of the final checkpoint
+  int stopped_by = 0;  // SIGINT or SIGTERM when a signal stopped the run early
+  nlohmann::json knn;  // {} when not evaluated
   nlohmann::json to_json() const;
 };
 

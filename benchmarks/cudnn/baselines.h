@@ -20,11 +20,11 @@ const char* cudnn_version();  // "9.19.0", or "none (...)"
 void register_cudnn_attention();
 // As attention_forward / attention_backward (head dims 32, 64, 128; lse is cuDNN's softmax
 // statistics, the natural log-sum-exp of the scaled scores, interchangeable with ours).
-void cudnn_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B,
-                             int N, int H, int Dh, cudaStream_t stream);
+void cudnn_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N,
+                             int H, int Dh, cudaStream_t stream);
 void cudnn_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
-                              const __nv_bfloat16* qkv, const __nv_bfloat16* out,
-                              const float* lse, int B, int N, int H, int Dh, cudaStream_t stream);
+                              const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* lse,
+                              int B, int N, int H, int Dh, cudaStream_t stream);
 // As layernorm_forward / layernorm_backward (x f32, out and dout bf16, dx f32).
 void cudnn_layernorm_forward(__nv_bfloat16* out, float* mean, float* rstd, const float* x,
                              const float* weight, const float* bias, int N, int C, float eps,
@@ -39,9 +39,9 @@ void cudnn_layernorm_forward_io(void* out, CudnnIo out_type, float* mean, float*
                                 const void* x, CudnnIo x_type, const float* weight,
                                 const float* bias, int N, int C, float eps, cudaStream_t stream);
 void cudnn_layernorm_backward_io(void* dx, CudnnIo dx_type, float* dweight, float* dbias,
-                                 const void* dout, CudnnIo dout_type, const void* x,
-                                 CudnnIo x_type, const float* mean, const float* rstd,
-                                 const float* weight, int N, int C, cudaStream_t stream);
+                                 const void* dout, CudnnIo dout_type, const void* x, CudnnIo x_type,
+                                 const float* mean, const float* rstd, const float* weight, int N,
+                                 int C, cudaStream_t stream);
 // The plan the latest cudnn_* call on this thread ran: engine index, device scratch (cuDNN's
 // workspace plus the graph's own scratch tensors), build time (0 when it came from the cache)
 // and which graph it is (e.g. "composite" or "unified" SDPA; see cudnn_attention.cpp), for the

@@ -1,8 +1,8 @@
 // Scaled-dot-product attention through cuDNN 9's backend (graph) API, on our packed qkv: the
 // baseline that `dino bench attention` measures ours against, and attention kernels training can
-// select (register_cudnn_attention(), then config `model.attention=cudnn`). bf16 I/O, fp32 compute, no mask,
-// no dropout, scale 1/sqrt(Dh), Stats the fp32 (B, H, N, 1) natural log-sum-exp of the scaled
-// scores (our lse).
+// select (register_cudnn_attention(), then config `model.attention=cudnn`). bf16 I/O, fp32 compute,
+// no mask, no dropout, scale 1/sqrt(Dh), Stats the fp32 (B, H, N, 1) natural log-sum-exp of the
+// scaled scores (our lse).
 //
 // cuDNN states attention two ways, and this file builds both as cudnn-frontend does (read in
 // NVIDIA/cudnn-frontend, include/cudnn_frontend/node/scaled_dot_product_flash_attention.h,
@@ -109,8 +109,22 @@ const char* const kUnified = "unified";
 const char* const kComposite = "composite";
 
 enum Uid : int64_t {
-  kQ = 1, kK, kV, kO, kStats, kScale, kDO, kDQ, kDK, kDV,
-  kSoftmaxSum, kDqAccum, kOne, kNegInf, kSeqLenQ, kSeqLenKV  // the composite graphs' own
+  kQ = 1,
+  kK,
+  kV,
+  kO,
+  kStats,
+  kScale,
+  kDO,
+  kDQ,
+  kDK,
+  kDV,
+  kSoftmaxSum,
+  kDqAccum,
+  kOne,
+  kNegInf,
+  kSeqLenQ,
+  kSeqLenKV  // the composite graphs' own
 };
 
 struct Shape {
@@ -326,8 +340,8 @@ std::unique_ptr<cudnn::Plan> composite_backward(const Shape& s, const std::strin
   // dQ = dS K, accumulated in fp32 scratch, then converted to bf16.
   const Desc& k = g.virtual_tensor(kF32, {s.B, s.H, s.N, s.Dh}, {s.N * qkv, s.Dh, qkv, 1});
   g.reshape(k_t, k);
-  const Desc& dq_accum = g.tensor(
-      {kDqAccum, kF32, {s.B, s.H, s.N, s.Dh}, {s.H * s.N * s.Dh, s.N * s.Dh, s.Dh, 1}});
+  const Desc& dq_accum =
+      g.tensor({kDqAccum, kF32, {s.B, s.H, s.N, s.Dh}, {s.H * s.N * s.Dh, s.N * s.Dh, s.Dh, 1}});
   g.matmul(ds, k, dq_accum);
   g.pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, dq);
 
@@ -365,8 +379,8 @@ std::unique_ptr<cudnn::Plan> build_attention(const Shape& s, bool backward) {
   std::string tried;
   for (const Candidate& c : backward ? backward_order : forward_order) {
     if (version < c.min_version) {
-      tried += str_cat("; ", c.path, " graph: needs cuDNN >= ",
-                       cudnn::version_string(c.min_version));
+      tried +=
+          str_cat("; ", c.path, " graph: needs cuDNN >= ", cudnn::version_string(c.min_version));
       continue;
     }
     try {
@@ -415,8 +429,8 @@ void* offset(const __nv_bfloat16* p, int64_t elements) {
 
 }  // namespace
 
-void cudnn_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B,
-                             int N, int H, int Dh, cudaStream_t stream) {
+void cudnn_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N,
+                             int H, int Dh, cudaStream_t stream) {
   check_shape("cuDNN forward", B, N, H, Dh);
   const cudnn::Plan& plan = plan_for(false, B, N, H, Dh);
   const int64_t hd = int64_t(H) * Dh;
@@ -425,8 +439,8 @@ void cudnn_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16
 }
 
 void cudnn_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
-                              const __nv_bfloat16* qkv, const __nv_bfloat16* out,
-                              const float* lse, int B, int N, int H, int Dh, cudaStream_t stream) {
+                              const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* lse,
+                              int B, int N, int H, int Dh, cudaStream_t stream) {
   check_shape("cuDNN backward", B, N, H, Dh);
   const cudnn::Plan& plan = plan_for(true, B, N, H, Dh);
   const int64_t hd = int64_t(H) * Dh;

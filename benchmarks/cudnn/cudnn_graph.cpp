@@ -1,11 +1,10 @@
 // cuDNN 9 graph-API helpers (see graph_cudnn.h). Compiled to nothing without cuDNN.
 #ifdef DINO_HAS_CUDNN
 
-#include "benchmarks/cudnn/graph_cudnn.h"
-
 #include <chrono>
 #include <mutex>
 
+#include "benchmarks/cudnn/graph_cudnn.h"
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 
@@ -21,8 +20,8 @@ void fail(const std::string& what, cudnnStatus_t status) {
   char detail[1024] = {0};
   cudnnGetLastErrorString(detail, sizeof(detail));
   throw Error(str_cat("[cudnn] ", what, ": ", cudnnGetErrorString(status),
-                      detail[0] ? str_cat(" (", detail, ")") : std::string(),
-                      " [cuDNN ", version_string(runtime_version()), "]"));
+                      detail[0] ? str_cat(" (", detail, ")") : std::string(), " [cuDNN ",
+                      version_string(runtime_version()), "]"));
 }
 
 cudnnHandle_t handle() {
@@ -43,7 +42,8 @@ cudnnHandle_t handle() {
 
 Desc::Desc(cudnnBackendDescriptorType_t type) {
   const cudnnStatus_t st = cudnnBackendCreateDescriptor(type, &d_);
-  if (st != CUDNN_STATUS_SUCCESS) fail(str_cat("cudnnBackendCreateDescriptor(type ", int(type), ")"), st);
+  if (st != CUDNN_STATUS_SUCCESS)
+    fail(str_cat("cudnnBackendCreateDescriptor(type ", int(type), ")"), st);
 }
 
 Desc::~Desc() {
@@ -62,7 +62,8 @@ Desc& Desc::operator=(Desc&& o) noexcept {
 void Desc::set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
                const void* values, const char* what) {
   const cudnnStatus_t st = cudnnBackendSetAttribute(d_, name, type, count, values);
-  if (st != CUDNN_STATUS_SUCCESS) fail(str_cat("setting ", what, " (attribute ", int(name), ")"), st);
+  if (st != CUDNN_STATUS_SUCCESS)
+    fail(str_cat("setting ", what, " (attribute ", int(name), ")"), st);
 }
 
 void Desc::set_desc(cudnnBackendAttributeName_t name, const Desc& d, const char* what) {
@@ -82,8 +83,8 @@ void Desc::finalize(const char* what) {
 cudnnStatus_t Desc::try_finalize() { return cudnnBackendFinalize(d_); }
 
 Desc make_tensor(const TensorSpec& s) {
-  DINO_CHECK(s.dims.size() == s.strides.size() && !s.dims.empty(), "[cudnn] tensor ", s.uid,
-             ": ", s.dims.size(), " dims but ", s.strides.size(), " strides");
+  DINO_CHECK(s.dims.size() == s.strides.size() && !s.dims.empty(), "[cudnn] tensor ", s.uid, ": ",
+             s.dims.size(), " dims but ", s.strides.size(), " strides");
   Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   const int64_t n = int64_t(s.dims.size()), alignment = 16;
   const bool by_value = s.by_value, is_virtual = s.is_virtual;
@@ -92,8 +93,10 @@ Desc make_tensor(const TensorSpec& s) {
   t.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, n, s.strides.data(), "tensor strides");
   t.set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, s.uid, "tensor uid");
   t.set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, alignment, "tensor alignment");
-  if (by_value) t.set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "tensor by value");
-  if (is_virtual) t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "tensor virtual");
+  if (by_value)
+    t.set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "tensor by value");
+  if (is_virtual)
+    t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "tensor virtual");
   t.finalize(str_cat("tensor ", s.uid).c_str());
   return t;
 }
@@ -200,7 +203,8 @@ void GraphBuilder::reduction(cudnnReduceTensorOp_t reduce, const Desc& x, const 
   const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
   desc.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &reduce,
            "reduction operator");
-  desc.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute, "reduction compute type");
+  desc.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute,
+           "reduction compute type");
   desc.finalize("reduction descriptor");
   Desc& op = operation(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
   op.set_desc(CUDNN_ATTR_OPERATION_REDUCTION_DESC, desc, "reduction descriptor");
@@ -226,8 +230,8 @@ int64_t engine_index(cudnnBackendDescriptor_t cfg) {
     Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
     cudnnBackendDescriptor_t raw = engine.get();
     int64_t n = 0, index = -1;
-    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                 1, &n, &raw) != CUDNN_STATUS_SUCCESS)
+    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                 &n, &raw) != CUDNN_STATUS_SUCCESS)
       return -1;
     if (cudnnBackendGetAttribute(raw, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n,
                                  &index) != CUDNN_STATUS_SUCCESS)
@@ -265,7 +269,8 @@ std::unique_ptr<Plan> build_plan(const std::vector<const Desc*>& ops, const std:
     heur.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heuristics mode");
     cudnnStatus_t st = heur.try_finalize();
     if (st != CUDNN_STATUS_SUCCESS) {
-      refusals += str_cat("; heuristics ", mode_name, ": ", cudnnGetErrorString(st), " ", last_error());
+      refusals +=
+          str_cat("; heuristics ", mode_name, ": ", cudnnGetErrorString(st), " ", last_error());
       continue;
     }
     int64_t count = 0;
@@ -333,7 +338,8 @@ void execute(const Plan& plan, const std::vector<int64_t>& uids, const std::vect
   if (st != CUDNN_STATUS_SUCCESS) fail("cudnnSetStream", st);
   const int64_t scratch_bytes = plan.scratch_bytes(), total = scratch_bytes + plan.workspace_bytes;
   char* memory = nullptr;
-  if (total > 0) CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&memory), size_t(total), stream));
+  if (total > 0)
+    CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&memory), size_t(total), stream));
   try {
     std::vector<int64_t> all_uids = uids;
     std::vector<void*> all_ptrs = ptrs;

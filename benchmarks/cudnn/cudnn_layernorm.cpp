@@ -33,7 +33,9 @@ using Key = std::tuple<int, bool, int, int, int, int, int>;
 std::mutex g_mutex;
 std::map<Key, std::unique_ptr<cudnn::Plan>> g_plans;
 
-cudnnDataType_t dtype(CudnnIo t) { return t == CudnnIo::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
+cudnnDataType_t dtype(CudnnIo t) {
+  return t == CudnnIo::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+}
 const char* io_name(CudnnIo t) { return t == CudnnIo::bf16 ? "bf16" : "f32"; }
 
 cudnn::TensorSpec rows(int64_t uid, CudnnIo t, int N, int C) {
@@ -58,10 +60,10 @@ const cudnn::Plan& plan_for(bool backward, int N, int C, CudnnIo x_t, CudnnIo y_
     return *it->second;
   }
   const std::string what =
-      backward ? str_cat("layer norm backward N=", N, " C=", C, " x ", io_name(x_t), " dy ",
-                         io_name(y_t), " dx ", io_name(dx_t))
-               : str_cat("layer norm forward N=", N, " C=", C, " x ", io_name(x_t), " y ",
-                         io_name(y_t));
+      backward
+          ? str_cat("layer norm backward N=", N, " C=", C, " x ", io_name(x_t), " dy ",
+                    io_name(y_t), " dx ", io_name(dx_t))
+          : str_cat("layer norm forward N=", N, " C=", C, " x ", io_name(x_t), " y ", io_name(y_t));
   cudnn::Desc x = cudnn::make_tensor(rows(kX, x_t, N, C));
   cudnn::Desc scale = cudnn::make_tensor(per_channel(kScale, C));
   cudnn::Desc mean = cudnn::make_tensor(per_row(kMean, N));
@@ -69,7 +71,8 @@ const cudnn::Plan& plan_for(bool backward, int N, int C, CudnnIo x_t, CudnnIo y_
   std::unique_ptr<cudnn::Plan> plan;
   if (!backward) {
     cudnn::Desc bias = cudnn::make_tensor(per_channel(kBias, C));
-    cudnn::Desc eps = cudnn::make_tensor({kEps, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, true});
+    cudnn::Desc eps =
+        cudnn::make_tensor({kEps, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, true});
     cudnn::Desc y = cudnn::make_tensor(rows(kY, y_t, N, C));
     cudnn::Desc op(CUDNN_BACKEND_OPERATION_NORM_FORWARD_DESCRIPTOR);
     const cudnnBackendNormMode_t mode = CUDNN_LAYER_NORM;
@@ -121,9 +124,9 @@ void cudnn_layernorm_forward_io(void* out, CudnnIo out_type, float* mean, float*
 }
 
 void cudnn_layernorm_backward_io(void* dx, CudnnIo dx_type, float* dweight, float* dbias,
-                                 const void* dout, CudnnIo dout_type, const void* x,
-                                 CudnnIo x_type, const float* mean, const float* rstd,
-                                 const float* weight, int N, int C, cudaStream_t stream) {
+                                 const void* dout, CudnnIo dout_type, const void* x, CudnnIo x_type,
+                                 const float* mean, const float* rstd, const float* weight, int N,
+                                 int C, cudaStream_t stream) {
   const cudnn::Plan& plan = plan_for(true, N, C, x_type, dout_type, dx_type);
   cudnn::execute(plan, {kX, kMean, kInvVar, kDY, kScale, kDScale, kDBias, kDX},
                  {mut(x), mut(mean), mut(rstd), mut(dout), mut(weight), dweight, dbias, dx},
@@ -132,14 +135,14 @@ void cudnn_layernorm_backward_io(void* dx, CudnnIo dx_type, float* dweight, floa
 
 #else  // no cuDNN in this build
 
-void cudnn_layernorm_forward_io(void*, CudnnIo, float*, float*, const void*, CudnnIo,
-                                const float*, const float*, int, int, float, cudaStream_t) {
+void cudnn_layernorm_forward_io(void*, CudnnIo, float*, float*, const void*, CudnnIo, const float*,
+                                const float*, int, int, float, cudaStream_t) {
   throw Error(str_cat("[layer_norm] cuDNN layer norm: ", cudnn_version()));
 }
 
-void cudnn_layernorm_backward_io(void*, CudnnIo, float*, float*, const void*, CudnnIo,
-                                 const void*, CudnnIo, const float*, const float*, const float*,
-                                 int, int, cudaStream_t) {
+void cudnn_layernorm_backward_io(void*, CudnnIo, float*, float*, const void*, CudnnIo, const void*,
+                                 CudnnIo, const float*, const float*, const float*, int, int,
+                                 cudaStream_t) {
   throw Error(str_cat("[layer_norm] cuDNN layer norm: ", cudnn_version()));
 }
 

@@ -18,8 +18,8 @@
 //     point (NVRTC), so a plan is built once per shape and cached by the caller;
 //  5. execution: a variant pack (uids -> pointers, workspace) run on the handle's stream.
 // Every call is checked; failures throw dino::Error with cuDNN's own last-error text.
-#include <cudnn.h>
 #include <cuda_runtime.h>
+#include <cudnn.h>
 
 #include <cstdint>
 #include <deque>
@@ -91,7 +91,7 @@ struct Plan {
   const char* path = "";        // which graph the caller built, for reports
   // Bound by execute() on every run besides the caller's tensors:
   std::vector<Scratch> scratch;
-  std::vector<std::pair<int64_t, float>> scalars;         // by-value fp32 constants
+  std::vector<std::pair<int64_t, float>> scalars;        // by-value fp32 constants
   std::vector<std::pair<int64_t, void*>> device_consts;  // device copies owned by the plan
 
   Plan() = default;
@@ -131,8 +131,8 @@ class GraphBuilder {
   Desc& keep(Desc d);
   Desc& operation(cudnnBackendDescriptorType_t type);
   // The pointwise operation of a finalised pointwise descriptor; b and mask may be null.
-  void pointwise_op(const Desc& desc, const Desc& x, const Desc* b, const Desc* mask,
-                    const Desc& y, const std::string& what);
+  void pointwise_op(const Desc& desc, const Desc& x, const Desc* b, const Desc* mask, const Desc& y,
+                    const std::string& what);
 
   std::deque<Desc> keep_;  // a deque: references stay valid as it grows
   std::vector<const Desc*> ops_;

@@ -15,13 +15,12 @@
 // Precision: the row sum of exp is accumulated in double. The probabilities are formed as
 // exp(s - lse) with lse already rounded to T, in both passes, so the backward recomputes
 // exactly the probabilities the forward produced.
-#include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
-
 #include <Eigen/Core>
 #include <cmath>
 
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/fast_math.h"
+#include "kernels/cpu/kernels.h"
 
 namespace dino::kernels::cpu {
 
@@ -102,8 +101,8 @@ void attention_forward(T* out, T* lse, T* probs, const T* qkv, int64_t B, int64_
 //   dQ = scale * dS K,  dK = scale * dS^T Q.
 // rowsum(dO * O) equals rowsum(P * dP) and needs only Dh products per row.
 template <class T>
-void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse,
-                        int64_t B, int64_t N, int64_t H, int64_t Dh) {
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int64_t B,
+                        int64_t N, int64_t H, int64_t Dh) {
   const int64_t D = H * Dh, row = 3 * D;
   const T scale = T(1.0 / std::sqrt(double(Dh)));
 #pragma omp parallel
@@ -142,8 +141,8 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
 
 template void attention_forward<float>(float*, float*, float*, const float*, int64_t, int64_t,
                                        int64_t, int64_t);
-template void attention_forward<double>(double*, double*, double*, const double*, int64_t,
-                                        int64_t, int64_t, int64_t);
+template void attention_forward<double>(double*, double*, double*, const double*, int64_t, int64_t,
+                                        int64_t, int64_t);
 template void attention_backward<float>(float*, const float*, const float*, const float*,
                                         const float*, int64_t, int64_t, int64_t, int64_t);
 template void attention_backward<double>(double*, const double*, const double*, const double*,
@@ -151,7 +150,8 @@ template void attention_backward<double>(double*, const double*, const double*, 
 
 // The reference kernels are the CPU's only attention.
 void CpuBackend::select_attention(const std::string& name) const {
-  DINO_CHECK(name == "ours", "[attention] attention=", name, " runs only on the GPU; the CPU "
+  DINO_CHECK(name == "ours", "[attention] attention=", name,
+             " runs only on the GPU; the CPU "
              "has its reference kernels (attention=ours)");
 }
 

@@ -12,14 +12,13 @@
 // The loss is a sum of per-row terms added in row order, so it does not depend on the
 // thread count. The teacher probabilities are rounded to T once, in q, and both passes read
 // that same q.
-#include "kernels/cpu/kernels.h"
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels/cpu/backend.h"
 #include "kernels/cpu/fast_math.h"
+#include "kernels/cpu/kernels.h"
 
 namespace dino::kernels::cpu {
 
@@ -61,8 +60,8 @@ double scaled_exp(std::vector<double>& e, double& sum, const T* x, const T* shif
 }  // namespace
 
 template <class T>
-T dino_loss_forward(T* q, const T* student, const T* teacher, const T* center, int64_t G,
-                    int64_t V, int64_t B, int64_t K, double tau_s, double tau_t) {
+T dino_loss_forward(T* q, const T* student, const T* teacher, const T* center, int64_t G, int64_t V,
+                    int64_t B, int64_t K, double tau_s, double tau_t) {
 #pragma omp parallel
   {
     std::vector<double> e(K);
@@ -107,8 +106,8 @@ T dino_loss_forward(T* q, const T* student, const T* teacher, const T* center, i
 
 // dstudent_vb = dloss / (n*B*tau_s) * (m_v * softmax(s_vb / tau_s) - sum_{g != v} q_gb)
 template <class T>
-void dino_loss_backward(T* dstudent, const T* student, const T* q, int64_t G, int64_t V,
-                        int64_t B, int64_t K, double tau_s, double dloss) {
+void dino_loss_backward(T* dstudent, const T* student, const T* q, int64_t G, int64_t V, int64_t B,
+                        int64_t K, double tau_s, double dloss) {
   const double coef = dloss / (double(G * V - G) * double(B) * tau_s);
 #pragma omp parallel
   {
@@ -148,8 +147,7 @@ void dino_teacher_colsum(double* colsum, const T* teacher, int64_t R, int64_t K)
 }
 
 template <class T>
-void dino_center_update(T* center, const double* colsum, int64_t rows, int64_t K,
-                        double momentum) {
+void dino_center_update(T* center, const double* colsum, int64_t rows, int64_t K, double momentum) {
   for (int64_t k = 0; k < K; ++k)
     center[k] = T(momentum * double(center[k]) + (1 - momentum) * colsum[k] / double(rows));
 }
@@ -174,14 +172,14 @@ void dino_teacher_stats(double* stats, double loss, const double* q, int64_t R, 
   stats[2] = hb;
 }
 
-template float dino_loss_forward<float>(float*, const float*, const float*, const float*,
-                                        int64_t, int64_t, int64_t, int64_t, double, double);
+template float dino_loss_forward<float>(float*, const float*, const float*, const float*, int64_t,
+                                        int64_t, int64_t, int64_t, double, double);
 template double dino_loss_forward<double>(double*, const double*, const double*, const double*,
                                           int64_t, int64_t, int64_t, int64_t, double, double);
 template void dino_loss_backward<float>(float*, const float*, const float*, int64_t, int64_t,
                                         int64_t, int64_t, double, double);
-template void dino_loss_backward<double>(double*, const double*, const double*, int64_t,
-                                         int64_t, int64_t, int64_t, double, double);
+template void dino_loss_backward<double>(double*, const double*, const double*, int64_t, int64_t,
+                                         int64_t, int64_t, double, double);
 template void dino_teacher_colsum<float>(double*, const float*, int64_t, int64_t);
 template void dino_teacher_colsum<double>(double*, const double*, int64_t, int64_t);
 template void dino_center_update<float>(float*, const double*, int64_t, int64_t, double);
@@ -212,8 +210,8 @@ void CpuBackend::dino_loss_backward(const Tensor& dstudent, const Tensor& dloss,
   const double g = dloss.item();
   dispatch_float("dino_loss", student.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    cpu::dino_loss_backward<T>(dstudent.data<T>(), student.data<T>(), saved.data<T>(), G, V, B,
-                               K, tau_s, g);
+    cpu::dino_loss_backward<T>(dstudent.data<T>(), student.data<T>(), saved.data<T>(), G, V, B, K,
+                               tau_s, g);
   });
 }
 

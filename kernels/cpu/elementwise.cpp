@@ -109,10 +109,18 @@ void CpuBackend::binary(const Tensor& out, BinaryOp op, const Tensor& a, const T
     T* po = out.data<T>();
     const Shape &sa = a.shape(), &sb = b.shape(), &so = out.shape();
     switch (op) {
-      case BinaryOp::add: broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x + y; }); break;
-      case BinaryOp::sub: broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x - y; }); break;
-      case BinaryOp::mul: broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x * y; }); break;
-      case BinaryOp::div: broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x / y; }); break;
+      case BinaryOp::add:
+        broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x + y; });
+        break;
+      case BinaryOp::sub:
+        broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x - y; });
+        break;
+      case BinaryOp::mul:
+        broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x * y; });
+        break;
+      case BinaryOp::div:
+        broadcast_binary(po, pa, pb, sa, sb, so, [](T x, T y) { return x / y; });
+        break;
     }
   });
 }

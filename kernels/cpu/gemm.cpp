@@ -17,11 +17,11 @@
 //
 // beta == 0 assigns instead of scaling, so NaN in the old C cannot leak through. A bias is
 // written as each tile's starting value, so a Linear layer makes no extra pass over its output.
-#include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
-
 #include <Eigen/Core>
 #include <algorithm>
+
+#include "kernels/cpu/backend.h"
+#include "kernels/cpu/kernels.h"
 
 namespace dino::kernels::cpu {
 
@@ -85,22 +85,20 @@ void tiled_gemm(T* C, const T* A, const T* B, const T* bias, int64_t M, int64_t 
     if (!trans_a && !trans_b)
       gemm_tile<T>(c, a.middleRows(i0, m), b.middleCols(j0, n), alpha, beta, tile_bias);
     else if (!trans_a && trans_b)
-      gemm_tile<T>(c, a.middleRows(i0, m), b.middleRows(j0, n).transpose(), alpha, beta,
-                   tile_bias);
+      gemm_tile<T>(c, a.middleRows(i0, m), b.middleRows(j0, n).transpose(), alpha, beta, tile_bias);
     else if (trans_a && !trans_b)
-      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleCols(j0, n), alpha, beta,
-                   tile_bias);
+      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleCols(j0, n), alpha, beta, tile_bias);
     else
-      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleRows(j0, n).transpose(), alpha,
-                   beta, tile_bias);
+      gemm_tile<T>(c, a.middleCols(i0, m).transpose(), b.middleRows(j0, n).transpose(), alpha, beta,
+                   tile_bias);
   }
 }
 
 }  // namespace
 
 template <class T>
-void gemm(T* C, const T* A, const T* B, int64_t M, int64_t N, int64_t K, bool trans_a,
-          bool trans_b, T alpha, T beta) {
+void gemm(T* C, const T* A, const T* B, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+          T alpha, T beta) {
   tiled_gemm<T>(C, A, B, nullptr, M, N, K, trans_a, trans_b, alpha, beta);
 }
 
@@ -109,10 +107,10 @@ void linear_forward(T* y, const T* x, const T* w, const T* bias, int64_t R, int6
   tiled_gemm<T>(y, x, w, bias, R, O, I, false, true, T(1), T(0));
 }
 
-template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool,
-                          bool, float, float);
-template void gemm<double>(double*, const double*, const double*, int64_t, int64_t, int64_t,
-                           bool, bool, double, double);
+template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool, bool,
+                          float, float);
+template void gemm<double>(double*, const double*, const double*, int64_t, int64_t, int64_t, bool,
+                           bool, double, double);
 template void linear_forward<float>(float*, const float*, const float*, const float*, int64_t,
                                     int64_t, int64_t);
 template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t,
@@ -170,8 +168,7 @@ void CpuBackend::linear(const Tensor& out, const Tensor& x, const Tensor& weight
 }
 
 void CpuBackend::linear_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
-                                 const Tensor& dout, const Tensor& x,
-                                 const Tensor& weight) const {
+                                 const Tensor& dout, const Tensor& x, const Tensor& weight) const {
   const int64_t R = rows_of(x), I = cols_of(x), O = cols_of(dout);
   dispatch_float("linear", dout.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -1,9 +1,9 @@
 // Row-wise L2 normalisation as F.normalize does it: out = x / max(||x||, eps).
 // The squared norm and the backward's dot product are accumulated in double.
-#include "kernels/cpu/backend.h"
-
 #include <algorithm>
 #include <cmath>
+
+#include "kernels/cpu/backend.h"
 
 namespace dino::kernels::cpu {
 

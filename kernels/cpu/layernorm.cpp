@@ -9,12 +9,12 @@
 // Parallelism: rows are independent and split across threads. dweight and dbias are sums
 // over rows, so they are split by column blocks instead: each column is summed over rows
 // 0..N-1 in order by one thread, whatever the thread count.
-#include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "kernels/cpu/backend.h"
+#include "kernels/cpu/kernels.h"
 
 namespace dino::kernels::cpu {
 
@@ -22,8 +22,8 @@ namespace {
 
 // One row: out = LN(x), its mean and rstd.
 template <class T>
-void normalize_row(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias,
-                   int64_t C, double eps) {
+void normalize_row(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias, int64_t C,
+                   double eps) {
   double sum = 0;
   for (int64_t c = 0; c < C; ++c) sum += x[c];
   const double mu = sum / double(C);
@@ -53,8 +53,7 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, co
 // both give the same bits; the row is still in cache when the norm reads it back.
 template <class T>
 void residual_layernorm_forward(T* x_out, T* out, T* mean, T* rstd, const T* x, const T* branch,
-                                const T* weight, const T* bias, int64_t N, int64_t C,
-                                double eps) {
+                                const T* weight, const T* bias, int64_t N, int64_t C, double eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     T* sr = x_out + r * C;
@@ -115,17 +114,16 @@ template void layernorm_forward<float>(float*, float*, float*, const float*, con
 template void layernorm_forward<double>(double*, double*, double*, const double*, const double*,
                                         const double*, int64_t, int64_t, double);
 template void residual_layernorm_forward<float>(float*, float*, float*, float*, const float*,
-                                                const float*, const float*, const float*,
-                                                int64_t, int64_t, double);
-template void residual_layernorm_forward<double>(double*, double*, double*, double*,
+                                                const float*, const float*, const float*, int64_t,
+                                                int64_t, double);
+template void residual_layernorm_forward<double>(double*, double*, double*, double*, const double*,
                                                  const double*, const double*, const double*,
-                                                 const double*, int64_t, int64_t, double);
+                                                 int64_t, int64_t, double);
 template void layernorm_backward<float>(float*, float*, float*, const float*, const float*,
-                                        const float*, const float*, const float*, int64_t,
-                                        int64_t);
-template void layernorm_backward<double>(double*, double*, double*, const double*,
-                                         const double*, const double*, const double*,
-                                         const double*, int64_t, int64_t);
+                                        const float*, const float*, const float*, int64_t, int64_t);
+template void layernorm_backward<double>(double*, double*, double*, const double*, const double*,
+                                         const double*, const double*, const double*, int64_t,
+                                         int64_t);
 
 void CpuBackend::layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                             const Tensor& x, const Tensor& weight, const Tensor& bias,
@@ -143,8 +141,8 @@ void CpuBackend::add_layer_norm(const Tensor& sum, const Tensor& out, const Tens
   dispatch_float("add_layer_norm", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     residual_layernorm_forward<T>(sum.data<T>(), out.data<T>(), mean.data<T>(), rstd.data<T>(),
-                                  x.data<T>(), branch.data<T>(), weight.data<T>(),
-                                  bias.data<T>(), rows_of(x), cols_of(x), eps);
+                                  x.data<T>(), branch.data<T>(), weight.data<T>(), bias.data<T>(),
+                                  rows_of(x), cols_of(x), eps);
   });
 }
 
@@ -154,8 +152,8 @@ void CpuBackend::layer_norm_backward(const Tensor& dx, const Tensor& dweight, co
   dispatch_float("layer_norm", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     layernorm_backward<T>(dx.data<T>(), dweight.data<T>(), dbias.data<T>(), dout.data<T>(),
-                          x.data<T>(), mean.data<T>(), rstd.data<T>(), weight.data<T>(),
-                          rows_of(x), cols_of(x));
+                          x.data<T>(), mean.data<T>(), rstd.data<T>(), weight.data<T>(), rows_of(x),
+                          cols_of(x));
   });
 }
 

@@ -2,9 +2,9 @@
 // against the (D, C*P*P) flattened weight. Patches do not overlap, so every pixel belongs to
 // at most one column entry: col2im is a plain copy back, with no accumulation, and pixels
 // outside the whole patches are set to zero.
-#include "kernels/cpu/backend.h"
-
 #include <algorithm>
+
+#include "kernels/cpu/backend.h"
 
 namespace dino::kernels::cpu {
 
@@ -15,8 +15,7 @@ namespace {
 // cols (B * Gh * Gw, C * P * P) <- img (B, C, H, W); a column is ordered (c, py, px), which is
 // the layout of a Conv2d weight (D, C, P, P) flattened to (D, C*P*P).
 template <class T>
-void im2col_patches(T* cols, const T* img, int64_t B, int64_t C, int64_t H, int64_t W,
-                    int64_t P) {
+void im2col_patches(T* cols, const T* img, int64_t B, int64_t C, int64_t H, int64_t W, int64_t P) {
   const int64_t Gh = H / P, Gw = W / P, L = C * P * P;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < B * Gh * Gw; ++r) {

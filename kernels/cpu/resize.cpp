@@ -14,12 +14,12 @@
 // and make the adjoint obvious. The big row pass goes through gemm (fixed summation order
 // whatever the thread count); the small per-row column passes are single-threaded Eigen
 // products inside the parallel loop.
-#include "kernels/cpu/backend.h"
-#include "kernels/cpu/kernels.h"
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+
+#include "kernels/cpu/backend.h"
+#include "kernels/cpu/kernels.h"
 
 namespace dino::kernels::cpu {
 
@@ -44,8 +44,7 @@ RowMat<T> interp_matrix(int64_t in, int64_t out, double scale) {
     const double src = ratio * (double(d) + 0.5) - 0.5;
     const double base = std::floor(src);
     const double t = src - base;
-    const double coeff[4] = {cubic_far(t + 1), cubic_near(t), cubic_near(1 - t),
-                             cubic_far(2 - t)};
+    const double coeff[4] = {cubic_far(t + 1), cubic_near(t), cubic_near(1 - t), cubic_far(2 - t)};
     for (int j = 0; j < 4; ++j) {
       const int64_t idx = std::clamp<int64_t>(int64_t(base) - 1 + j, 0, in - 1);
       w(d, idx) += T(coeff[j]);
@@ -76,8 +75,8 @@ void bicubic_resize_forward(T* out, const T* in, int64_t Hi, int64_t Wi, int64_t
 
 // din (Hi, Wi, C) <- dout (Ho, Wo, C), with the same taps
 template <class T>
-void bicubic_resize_backward(T* din, const T* dout, int64_t Hi, int64_t Wi, int64_t Ho,
-                             int64_t Wo, int64_t C, double scale_h, double scale_w) {
+void bicubic_resize_backward(T* din, const T* dout, int64_t Hi, int64_t Wi, int64_t Ho, int64_t Wo,
+                             int64_t C, double scale_h, double scale_w) {
   const RowMat<T> wy = interp_matrix<T>(Hi, Ho, scale_h);
   const RowMat<T> wx = interp_matrix<T>(Wi, Wo, scale_w);
   // Adjoint of the column pass: rows[oy] (Wi, C) = Wx^T (Wi, Wo) * dout[oy] (Wo, C).

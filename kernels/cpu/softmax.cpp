@@ -4,9 +4,9 @@
 // elementwise and the costly part), while the row sums that normalise it, and the dot
 // products of the backward, are accumulated in double so a wide row (K = 65536) keeps full
 // float accuracy. Rows are independent and split across threads.
-#include "kernels/cpu/backend.h"
-
 #include <cmath>
+
+#include "kernels/cpu/backend.h"
 
 namespace dino::kernels::cpu {
 
@@ -82,8 +82,7 @@ void log_softmax_backward(T* dx, const T* dout, const T* out, int64_t N, int64_t
 
 }  // namespace
 
-void CpuBackend::softmax(const Tensor& out, const Tensor&, const Tensor& x,
-                         bool log_space) const {
+void CpuBackend::softmax(const Tensor& out, const Tensor&, const Tensor& x, bool log_space) const {
   dispatch_float(log_space ? "log_softmax" : "softmax", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     (log_space ? log_softmax_forward<T> : softmax_forward<T>)(out.data<T>(), x.data<T>(),
@@ -95,8 +94,9 @@ void CpuBackend::softmax_backward(const Tensor& dx, const Tensor& dout, const Te
                                   const Tensor& out, const Tensor&, bool log_space) const {
   dispatch_float(log_space ? "log_softmax" : "softmax", dout.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    (log_space ? log_softmax_backward<T> : cpu::softmax_backward<T>)(
-        dx.data<T>(), dout.data<T>(), out.data<T>(), rows_of(out), cols_of(out));
+    (log_space ? log_softmax_backward<T> : cpu::softmax_backward<T>)(dx.data<T>(), dout.data<T>(),
+                                                                     out.data<T>(), rows_of(out),
+                                                                     cols_of(out));
   });
 }
 

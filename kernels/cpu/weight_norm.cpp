@@ -1,8 +1,8 @@
 // Weight normalisation along dim 0 (torch.nn.utils.weight_norm, as DINO's last layer uses
 // it): row k of w is g[k] * v[k, :] / ||v[k, :]||. Norms and dots accumulate in double.
-#include "kernels/cpu/backend.h"
-
 #include <cmath>
+
+#include "kernels/cpu/backend.h"
 
 namespace dino::kernels::cpu {
 
@@ -60,8 +60,7 @@ void CpuBackend::weight_norm(const Tensor& w, const Tensor& vnorm, const Tensor&
 }
 
 void CpuBackend::weight_norm_backward(const Tensor& dv, const Tensor& dg, const Tensor& dw,
-                                      const Tensor& v, const Tensor& g,
-                                      const Tensor& vnorm) const {
+                                      const Tensor& v, const Tensor& g, const Tensor& vnorm) const {
   const Tensor dv_out = or_scratch(dv, v.shape(), dw), dg_out = or_scratch(dg, g.shape(), dw);
   dispatch_float("weight_norm", dw.dtype(), [&](auto tag) {
     using T = decltype(tag);

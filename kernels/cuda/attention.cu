@@ -98,18 +98,18 @@ void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat1
   float* dv = nullptr;
   const int64_t rows = int64_t(B) * N * H;
   CUDA_CHECK(cudaMallocAsync(&dv, size_t(rows) * sizeof(float), stream));
-  attention_backward_dot_kernel<D><<<int((rows * (D / 8) + 255) / 256), 256, 0, stream>>>(
-      dv, dout, out, B, N, H);
+  attention_backward_dot_kernel<D>
+      <<<int((rows * (D / 8) + 255) / 256), 256, 0, stream>>>(dv, dout, out, B, N, H);
   CUDA_CHECK(cudaGetLastError());
   using T = mma::Tiles<D>;
   const dim3 grid((N + mma::kTile - 1) / mma::kTile, B * H);
   set_smem(mma::backward_dkdv_kernel<D>, T::kDkDv);
-  mma::backward_dkdv_kernel<D><<<grid, mma::kThreads, T::kDkDv, stream>>>(
-      dqkv, dout, qkv, lse, dv, N, H);
+  mma::backward_dkdv_kernel<D>
+      <<<grid, mma::kThreads, T::kDkDv, stream>>>(dqkv, dout, qkv, lse, dv, N, H);
   CUDA_CHECK(cudaGetLastError());
   set_smem(mma::backward_dq_kernel<D>, T::kDq);
-  mma::backward_dq_kernel<D><<<grid, mma::kThreads, T::kDq, stream>>>(
-      dqkv, dout, qkv, lse, dv, N, H);
+  mma::backward_dq_kernel<D>
+      <<<grid, mma::kThreads, T::kDq, stream>>>(dqkv, dout, qkv, lse, dv, N, H);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaFreeAsync(dv, stream));
 }

@@ -49,18 +49,22 @@ struct Tiles {
   // and accumulators halve) so that more blocks share an SM and hide each other's tile loads,
   // which is what a 4-tile loop cannot do for itself.
   static constexpr int kShortSequence = 256;
-  static constexpr int forward_m_tiles(int N) { return D == 64 && N <= kShortSequence ? 1 : kForwardMTiles; }
+  static constexpr int forward_m_tiles(int N) {
+    return D == 64 && N <= kShortSequence ? 1 : kForwardMTiles;
+  }
   // Q stays in registers where ptxas then still keeps everything in registers (D = 64: 243
   // registers, no spills, the same 2 blocks per SM); at D = 32 and 128 it spills, so there Q
   // is re-read from shared memory.
   static constexpr bool kForwardQInRegisters = D == 64;
   template <int MT>
-  static constexpr size_t forward_bytes() { return size_t(kWarps * 16 * MT) * kLd * 2 + 4 * kBytes; }  // Q, K x2, V x2
+  static constexpr size_t forward_bytes() {
+    return size_t(kWarps * 16 * MT) * kLd * 2 + 4 * kBytes;
+  }  // Q, K x2, V x2
   // The dQ kernel's own rows of Q and dO are the same for its whole loop: in registers at
   // D = 64 (165 registers instead of 160, still 3 blocks per SM). Elsewhere, and for K and V
   // in the dK/dV kernel (166 -> 230 registers, 3 -> 2 blocks per SM), occupancy would drop.
   static constexpr bool kDqRowsInRegisters = D == 64;
-  static constexpr size_t kDq = 6 * kBytes;             // Q, dO, K x2, V x2
+  static constexpr size_t kDq = 6 * kBytes;                                // Q, dO, K x2, V x2
   static constexpr size_t kDkDv = 6 * kBytes + 4 * kTile * sizeof(float);  // K, V, Q x2, dO x2,
                                                                            // lse x2, Dv x2
 };
@@ -93,7 +97,8 @@ __device__ __forceinline__ void zero_fill(T (&a)[N]) {
 template <int D>
 struct SharedRows {
   const __nv_bfloat16* rows;  // the warp's first row
-  __device__ __forceinline__ explicit SharedRows(const __nv_bfloat16* first_row) : rows(first_row) {}
+  __device__ __forceinline__ explicit SharedRows(const __nv_bfloat16* first_row)
+      : rows(first_row) {}
   __device__ __forceinline__ void operator()(int mt, int kk, uint32_t (&f)[4]) const {
     const int lane = int(threadIdx.x) % 32;
     ldmatrix_x4(f, rows + (mt * 16 + lane % 16) * Tiles<D>::kLd + kk * 16 + (lane / 16) * 8);
@@ -138,8 +143,8 @@ __device__ __forceinline__ void warp_abt(float (&s)[MT][8][4], const ARows& A,
       if (16 * j >= b_rows) break;  // the same for the whole warp
       // B rows 16j..16j+15: (rows 0-7, cols 0-7), (rows 0-7, cols 8-15), then rows 8-15.
       uint32_t b[4];
-      ldmatrix_x4(b, B + (j * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 +
-                         ((lane / 8) % 2) * 8);
+      ldmatrix_x4(b,
+                  B + (j * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         mma_bf16_16816(s[mt][2 * j], a[mt], b[0], b[1]);
@@ -176,8 +181,8 @@ __device__ __forceinline__ void warp_pm(float (&o)[MT][D / 8][4], const uint32_t
       // M rows 16kk..16kk+15, columns 16j..16j+15, transposed: (rows 0-7, cols 0-7),
       // (rows 8-15, cols 0-7), then the same for cols 8-15.
       uint32_t b[4];
-      ldmatrix_x4_trans(b, M + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + j * 16 +
-                               (lane / 16) * 8);
+      ldmatrix_x4_trans(
+          b, M + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + j * 16 + (lane / 16) * 8);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         mma_bf16_16816(o[mt][2 * j], p[mt][kk], b[0], b[1]);
@@ -231,8 +236,7 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* base, int64_t stride,
 // rescales the accumulator o, and leaves the probabilities in s.
 template <int D>
 __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], float (&l)[2],
-                                               float (&o)[D / 8][4], int k0, int N,
-                                               float scale2) {
+                                               float (&o)[D / 8][4], int k0, int N, float scale2) {
   const int t = int(threadIdx.x) % 4;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -346,14 +350,13 @@ __global__ void __launch_bounds__(kThreads)
 // rowsum(dO * O) per (b, h, query). Writes the k and v parts of dqkv for 64 keys.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
-    backward_dkdv_kernel(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
-                         const __nv_bfloat16* qkv, const float* lse, const float* dv_rows, int N,
-                         int H) {
+    backward_dkdv_kernel(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
+                         const float* lse, const float* dv_rows, int N, int H) {
   using T = Tiles<D>;
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
   __nv_bfloat16* Vs = Ks + T::kElems;
-  __nv_bfloat16* Qs = Vs + T::kElems;       // two buffers
-  __nv_bfloat16* dOs = Qs + 2 * T::kElems;  // two buffers
+  __nv_bfloat16* Qs = Vs + T::kElems;                            // two buffers
+  __nv_bfloat16* dOs = Qs + 2 * T::kElems;                       // two buffers
   float* lse_s = reinterpret_cast<float*>(dOs + 2 * T::kElems);  // two buffers, log2 units
   float* dv_s = lse_s + 2 * kTile;                               // two buffers
   const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
@@ -407,8 +410,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int q = j * 8 + 2 * t + e % 2;
-          const float p =
-              q0 + q < N ? exp2f(st[0][j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
+          const float p = q0 + q < N ? exp2f(st[0][j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
           st[0][j][e] = p;
           dpt[0][j][e] = p * (dpt[0][j][e] - dv_s[buf * kTile + q]) * scale;
         }

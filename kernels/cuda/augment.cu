@@ -76,8 +76,9 @@ struct ResizeTaps {
   double center, filter_scale, total;
 
   __device__ __forceinline__ float weight(int k) const {
-    return float(total != 0.0 ? pil_bicubic((double(first + k) - center + 0.5) / filter_scale) / total
-                               : 0.0);
+    return float(total != 0.0
+                     ? pil_bicubic((double(first + k) - center + 0.5) / filter_scale) / total
+                     : 0.0);
   }
 };
 
@@ -105,7 +106,8 @@ struct BlurTaps {
 
 __device__ BlurTaps blur_taps(float sigma) {
   BlurTaps t{int(ceilf(3.f * sigma)), sigma, 0.f};
-  for (int k = -t.radius; k <= t.radius; ++k) t.total += expf(-0.5f * float(k * k) / (sigma * sigma));
+  for (int k = -t.radius; k <= t.radius; ++k)
+    t.total += expf(-0.5f * float(k * k) / (sigma * sigma));
   return t;
 }
 
@@ -158,7 +160,8 @@ __device__ __forceinline__ void jitter(float* px, const ViewParams& p, int from,
     } else if (op == data::kSaturation && p.saturation != 1.f && C == 3) {
       // (1 - f) * gray + f * x, the product with gray fused as the host compiler fuses it
       const float gray = luminance(px[0], px[1], px[2]);
-      for (int c = 0; c < C; ++c) px[c] = clamp01(fmaf(1.f - p.saturation, gray, p.saturation * px[c]));
+      for (int c = 0; c < C; ++c)
+        px[c] = clamp01(fmaf(1.f - p.saturation, gray, p.saturation * px[c]));
     } else if (op == data::kHue && p.hue != 0.f && C == 3) {
       shift_hue(px, p.hue);
     }
@@ -181,9 +184,8 @@ __device__ __forceinline__ void finish_pointwise(float* px, const ViewParams& p,
   if (p.blur_sigma <= 0.f) solarize_normalise(px, p, norm, C);
 }
 
-__device__ __forceinline__ const ViewParams& pair_params(const ViewParams* params, int pair,
-                                                         int B, int views_per_sample,
-                                                         int first_view) {
+__device__ __forceinline__ const ViewParams& pair_params(const ViewParams* params, int pair, int B,
+                                                         int views_per_sample, int first_view) {
   return params[int64_t(pair % B) * views_per_sample + first_view + pair / B];
 }
 
@@ -345,18 +347,18 @@ void augment_views(float* out, const uint8_t* src, const AugmentSource* sources,
   CUDA_CHECK(cudaMallocAsync(&rows, size_t(pairs) * C * R * S * sizeof(float), stream));
   const dim3 row_grid(unsigned(pairs), unsigned((int64_t(R) * S + kRowThreads - 1) / kRowThreads));
   if (C == 3)
-    augment_rows_kernel<3><<<row_grid, kRowThreads, 0, stream>>>(rows, src, sources, params, B,
-                                                                 views_per_sample, first_view, S, R);
+    augment_rows_kernel<3><<<row_grid, kRowThreads, 0, stream>>>(
+        rows, src, sources, params, B, views_per_sample, first_view, S, R);
   else
-    augment_rows_kernel<1><<<row_grid, kRowThreads, 0, stream>>>(rows, src, sources, params, B,
-                                                                 views_per_sample, first_view, S, R);
+    augment_rows_kernel<1><<<row_grid, kRowThreads, 0, stream>>>(
+        rows, src, sources, params, B, views_per_sample, first_view, S, R);
   CUDA_CHECK(cudaGetLastError());
   if (C == 3)
-    augment_view_kernel<3><<<pairs, kViewThreads, 0, stream>>>(out, rows, params, B, views_per_sample,
-                                                               first_view, S, R, norm);
+    augment_view_kernel<3><<<pairs, kViewThreads, 0, stream>>>(
+        out, rows, params, B, views_per_sample, first_view, S, R, norm);
   else
-    augment_view_kernel<1><<<pairs, kViewThreads, 0, stream>>>(out, rows, params, B, views_per_sample,
-                                                               first_view, S, R, norm);
+    augment_view_kernel<1><<<pairs, kViewThreads, 0, stream>>>(
+        out, rows, params, B, views_per_sample, first_view, S, R, norm);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaFreeAsync(rows, stream));
 }

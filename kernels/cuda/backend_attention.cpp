@@ -75,7 +75,8 @@ void CudaBackend::select_attention(const std::string& name) const {
 
 void CudaBackend::attention(const Tensor& out, const Tensor& lse, const Tensor& probs,
                             const Tensor& qkv, int64_t heads) const {
-  DINO_CHECK(!probs.defined(), "[attention] the attention probabilities (probs) are not "
+  DINO_CHECK(!probs.defined(),
+             "[attention] the attention probabilities (probs) are not "
              "available on CUDA: the fused kernel never forms the N x N matrix; run with "
              "--device cpu");
   const AttentionSizes s = attention_sizes(qkv, heads);

@@ -6,6 +6,9 @@
 // the lazily created cuBLASLt handle with its
 // workspace, the cuBLASLt algorithm cache and the device properties kernels size themselves
 // by (never hard-coded: ARCHITECTURE §5).
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -13,9 +16,6 @@
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include <cublasLt.h>
-#include <cuda_runtime.h>
 
 namespace dino::kernels::cuda {
 
@@ -39,7 +39,10 @@ struct Context {
 
   // Created on first call; throws dino::Error if cuBLASLt cannot be initialised.
   cublasLtHandle_t lt();
-  void* lt_workspace() { lt(); return lt_workspace_; }
+  void* lt_workspace() {
+    lt();
+    return lt_workspace_;
+  }
 
   // Pinned host blocks that host-to-device copies stage through (runtime.cu, copy_h2d), each
   // with the event recorded after its last copy; guarded by staging_mutex.

@@ -20,9 +20,14 @@ __device__ __forceinline__ void store_f(__nv_bfloat16* p, int64_t i, float v) {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+template <class T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
@@ -44,7 +49,7 @@ __device__ __forceinline__ float warp_max(float v) {
 // dbias, the bias gradient): deterministic, no atomics.
 constexpr int kPartialColumnThreads = 32 * 32;
 __device__ __forceinline__ float sum_partial_column(const float* partial, int parts, int64_t cols,
-                                                   float (&tree)[32][33]) {
+                                                    float (&tree)[32][33]) {
   const int tx = int(threadIdx.x) % 32, ty = int(threadIdx.x) / 32;
   const int64_t c = int64_t(blockIdx.x) * 32 + tx;
   float s = 0.f;

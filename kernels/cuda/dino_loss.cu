@@ -65,10 +65,10 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kStatsRows = 8;       // samples (rows of one view) per stats block
+constexpr int kStatsRows = 8;        // samples (rows of one view) per stats block
 constexpr int kMinStatsChunks = 16;  // a wide row is cut into at least this many chunks ...
 constexpr int kMaxSweeps = 8;        // ... of at most this many block-wide sweeps each
-constexpr int kViewBatch = 4;       // student rows whose loads a grad thread issues together
+constexpr int kViewBatch = 4;        // student rows whose loads a grad thread issues together
 
 // Merges two (max, sum of exp(x - max)) pairs; an empty pair is (-inf, 0).
 __device__ __forceinline__ float2 merge_stats(float2 a, float2 b) {
@@ -190,8 +190,8 @@ __device__ __forceinline__ float block_sum(float v) {
 template <int VW>
 __device__ __forceinline__ float sample_grad(float* dstudent, float* q, const float* student,
                                              const float* teacher, const float* center,
-                                             const float* lse, int b, int col, int G, int V,
-                                             int B, int K, float inv_tau_s, float inv_tau_t,
+                                             const float* lse, int b, int col, int G, int V, int B,
+                                             int K, float inv_tau_s, float inv_tau_t,
                                              float grad_scale) {
   const Vec<VW> c = load_vec<VW>(center + col);
   const auto teacher_q = [&](int g) {
@@ -243,8 +243,7 @@ __device__ __forceinline__ float sample_grad(float* dstudent, float* q, const fl
 // loss (1) = inv_nB * (Σ_rows m_v lse_s[row] − inv_tau_s Σ dot_partial), summed in double by
 // one block in a fixed order; the inputs were written by other blocks of this launch.
 __device__ void finalize_loss(float* loss, const float* lse_s, const float* dot_partial,
-                              int n_partial, int G, int V, int B, float inv_tau_s,
-                              double inv_nB) {
+                              int n_partial, int G, int V, int B, float inv_tau_s, double inv_nB) {
   __shared__ double lse_sum[kThreads], dot_sum[kThreads];
   double a = 0, d = 0;
   for (int r = threadIdx.x; r < V * B; r += kThreads)
@@ -343,8 +342,8 @@ __global__ void __launch_bounds__(kThreads)
   const int col = (int(blockIdx.x) * kThreads + threadIdx.x) * VW;
   float dot = 0.f;
   if (col < K) {
-    dot = sample_grad<VW>(dstudent, q, student, teacher, center, lse, b, col, G, V, B, K,
-                          inv_tau_s, inv_tau_t, grad_scale);
+    dot = sample_grad<VW>(dstudent, q, student, teacher, center, lse, b, col, G, V, B, K, inv_tau_s,
+                          inv_tau_t, grad_scale);
     if (teacher_colsum && b == B - 1) {
       const int partials = (B + kStatsRows - 1) / kStatsRows * G;
       Vec<VW> sum = zero_vec<VW>();
@@ -444,8 +443,8 @@ __global__ void dino_teacher_stats_finalize_kernel(float* stats, const float* lo
 }
 
 // center (K) <- momentum * center + (1 - momentum) * colsum * inv_rows
-__global__ void dino_center_update_kernel(float* center, const float* colsum, int K,
-                                          float momentum, float inv_rows) {
+__global__ void dino_center_update_kernel(float* center, const float* colsum, int K, float momentum,
+                                          float inv_rows) {
   const int k = blockIdx.x * blockDim.x + threadIdx.x;
   if (k < K) center[k] = momentum * center[k] + (1.f - momentum) * (colsum[k] * inv_rows);
 }
@@ -467,9 +466,8 @@ int stats_sweeps(int K, int vw) {
 
 template <int VW>
 void launch_forward_backward(float* loss, float* dstudent, float* teacher_colsum, float* q,
-                             const float* student, const float* teacher, const float* center,
-                             int G, int V, int B, int K, float tau_s, float tau_t,
-                             cudaStream_t stream) {
+                             const float* student, const float* teacher, const float* center, int G,
+                             int V, int B, int K, float tau_s, float tau_t, cudaStream_t stream) {
   const int views = G + V;
   const int groups = (B + kStatsRows - 1) / kStatsRows;
   const int sweeps = stats_sweeps(K, VW);
@@ -488,20 +486,19 @@ void launch_forward_backward(float* loss, float* dstudent, float* teacher_colsum
   const size_t lse_bytes = aligned_bytes(size_t(V) * B * sizeof(float));
   const size_t dot_bytes = aligned_bytes(size_t(n_partial) * sizeof(float));
   char* scratch = nullptr;
-  CUDA_CHECK(cudaMallocAsync(&scratch, partial_bytes + colsum_bytes + lse_bytes + dot_bytes +
-                                           sizeof(int), stream));
+  CUDA_CHECK(cudaMallocAsync(
+      &scratch, partial_bytes + colsum_bytes + lse_bytes + dot_bytes + sizeof(int), stream));
   float2* partial = reinterpret_cast<float2*>(scratch);
   float* colsum_partial =
       teacher_colsum ? reinterpret_cast<float*>(scratch + partial_bytes) : nullptr;
   float* lse_s = reinterpret_cast<float*>(scratch + partial_bytes + colsum_bytes);
-  float* dot_partial = reinterpret_cast<float*>(scratch + partial_bytes + colsum_bytes +
-                                                lse_bytes);
-  int* done = reinterpret_cast<int*>(scratch + partial_bytes + colsum_bytes + lse_bytes +
-                                     dot_bytes);
+  float* dot_partial = reinterpret_cast<float*>(scratch + partial_bytes + colsum_bytes + lse_bytes);
+  int* done =
+      reinterpret_cast<int*>(scratch + partial_bytes + colsum_bytes + lse_bytes + dot_bytes);
 
-  dino_stats_kernel<VW><<<stats_grid, kThreads, 0, stream>>>(
-      partial, colsum_partial, done, student, teacher, center, G, V, B, K, sweeps, 1.f / tau_s,
-      1.f / tau_t);
+  dino_stats_kernel<VW><<<stats_grid, kThreads, 0, stream>>>(partial, colsum_partial, done, student,
+                                                             teacher, center, G, V, B, K, sweeps,
+                                                             1.f / tau_s, 1.f / tau_t);
   CUDA_CHECK(cudaGetLastError());
   dino_loss_grad_kernel<VW><<<grad_grid, kThreads, size_t(views) * sizeof(float), stream>>>(
       loss, dstudent, q, teacher_colsum, lse_s, dot_partial, done, student, teacher, center,
@@ -512,20 +509,20 @@ void launch_forward_backward(float* loss, float* dstudent, float* teacher_colsum
 }
 
 void forward_backward(float* loss, float* dstudent, float* teacher_colsum, float* q,
-                      const float* student, const float* teacher, const float* center, int G,
-                      int V, int B, int K, float tau_s, float tau_t, cudaStream_t stream) {
+                      const float* student, const float* teacher, const float* center, int G, int V,
+                      int B, int K, float tau_s, float tau_t, cudaStream_t stream) {
   const int64_t n_pairs = int64_t(G) * V - G;
   DINO_CHECK(G >= 1 && V >= G && B >= 1 && K >= 1 && n_pairs > 0, "[dino_loss] bad sizes G=", G,
              " V=", V, " B=", B, " K=", K);
-  const bool vec = K % 4 == 0 && aligned16(student) && aligned16(teacher) &&
-                   aligned16(center) && aligned16(dstudent) && (!q || aligned16(q)) &&
+  const bool vec = K % 4 == 0 && aligned16(student) && aligned16(teacher) && aligned16(center) &&
+                   aligned16(dstudent) && (!q || aligned16(q)) &&
                    (!teacher_colsum || aligned16(teacher_colsum));
   if (vec)
-    launch_forward_backward<4>(loss, dstudent, teacher_colsum, q, student, teacher, center, G, V,
-                               B, K, tau_s, tau_t, stream);
+    launch_forward_backward<4>(loss, dstudent, teacher_colsum, q, student, teacher, center, G, V, B,
+                               K, tau_s, tau_t, stream);
   else
-    launch_forward_backward<1>(loss, dstudent, teacher_colsum, q, student, teacher, center, G, V,
-                               B, K, tau_s, tau_t, stream);
+    launch_forward_backward<1>(loss, dstudent, teacher_colsum, q, student, teacher, center, G, V, B,
+                               K, tau_s, tau_t, stream);
 }
 
 }  // namespace
@@ -539,9 +536,9 @@ void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_col
 }
 
 void dino_loss_forward_backward_q(float* loss, float* dstudent, float* teacher_colsum, float* q,
-                                  const float* student, const float* teacher,
-                                  const float* center, int G, int V, int B, int K, float tau_s,
-                                  float tau_t, cudaStream_t stream) {
+                                  const float* student, const float* teacher, const float* center,
+                                  int G, int V, int B, int K, float tau_s, float tau_t,
+                                  cudaStream_t stream) {
   forward_backward(loss, dstudent, teacher_colsum, q, student, teacher, center, G, V, B, K, tau_s,
                    tau_t, stream);
 }
@@ -551,8 +548,8 @@ void dino_loss_scale_grad(float* out, const float* dstudent, const float* dloss,
   if (n <= 0) return;
   const int64_t want = (n + kThreads - 1) / kThreads;
   const int64_t cap = int64_t(8) * context().sm_count;
-  dino_loss_scale_grad_kernel<<<int(want < cap ? want : cap), kThreads, 0, stream>>>(
-      out, dstudent, dloss, n);
+  dino_loss_scale_grad_kernel<<<int(want < cap ? want : cap), kThreads, 0, stream>>>(out, dstudent,
+                                                                                     dloss, n);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -572,8 +569,8 @@ void dino_teacher_stats(float* stats, const float* loss, const float* q, int R, 
 void dino_center_update(float* center, const float* teacher_colsum, int64_t rows, int K,
                         float momentum, cudaStream_t stream) {
   if (K <= 0) return;
-  dino_center_update_kernel<<<(K + 255) / 256, 256, 0, stream>>>(center, teacher_colsum, K,
-                                                                 momentum, float(1.0 / double(rows)));
+  dino_center_update_kernel<<<(K + 255) / 256, 256, 0, stream>>>(
+      center, teacher_colsum, K, momentum, float(1.0 / double(rows)));
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -602,8 +599,7 @@ void CudaBackend::dino_loss(const Tensor& loss, const Tensor& q, const Tensor& t
 }
 
 void CudaBackend::dino_loss_backward(const Tensor& dstudent, const Tensor& dloss,
-                                     const Tensor& saved, const Tensor&, int64_t,
-                                     double) const {
+                                     const Tensor& saved, const Tensor&, int64_t, double) const {
   dino_loss_scale_grad(f32_ptr(dstudent), f32_ptr(saved), f32_ptr(dloss), saved.numel(),
                        op_stream());
 }

@@ -14,8 +14,8 @@
 
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -62,8 +62,8 @@ void launch(T* out, const T* x, const uint8_t* keep, float scale, int64_t B, int
     const int64_t n = nb * S;
     const int64_t want = (n + kThreads - 1) / kThreads;
     const int blocks = int(want < max_blocks ? want : max_blocks);
-    drop_path_kernel<T><<<blocks, kThreads, 0, stream>>>(out + b0 * S, x + b0 * S, bits, scale, S,
-                                                         n);
+    drop_path_kernel<T>
+        <<<blocks, kThreads, 0, stream>>>(out + b0 * S, x + b0 * S, bits, scale, S, n);
     CUDA_CHECK(cudaGetLastError());
   }
 }

@@ -22,8 +22,8 @@
 #include "kernels/broadcast.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -144,8 +144,8 @@ void launch_binary(void* out, const void* a, const void* b, const BroadcastGeom&
 }
 
 template <class To, class Ta>
-void launch_binary_b(void* out, const void* a, const void* b, bool b_bf16,
-                     const BroadcastGeom& g, int64_t n, BinaryOp op, cudaStream_t stream) {
+void launch_binary_b(void* out, const void* a, const void* b, bool b_bf16, const BroadcastGeom& g,
+                     int64_t n, BinaryOp op, cudaStream_t stream) {
   if (b_bf16)
     launch_binary<To, Ta, __nv_bfloat16>(out, a, b, g, n, op, stream);
   else
@@ -186,8 +186,8 @@ void unary_forward(void* out, const void* x, bool bf16, int64_t n, UnaryOp op, f
   CUDA_CHECK(cudaGetLastError());
 }
 
-void unary_backward(void* dx, const void* dout, const void* x, bool bf16, int64_t n,
-                    UnaryOp op, float s, cudaStream_t stream) {
+void unary_backward(void* dx, const void* dout, const void* x, bool bf16, int64_t n, UnaryOp op,
+                    float s, cudaStream_t stream) {
   if (n <= 0) return;
   if (bf16)
     unary_backward_kernel<<<grid_for(n), kThreads, 0, stream>>>(
@@ -195,8 +195,8 @@ void unary_backward(void* dx, const void* dout, const void* x, bool bf16, int64_
         static_cast<const __nv_bfloat16*>(x), n, op, s);
   else
     unary_backward_kernel<<<grid_for(n), kThreads, 0, stream>>>(
-        static_cast<float*>(dx), static_cast<const float*>(dout), static_cast<const float*>(x),
-        n, op, s);
+        static_cast<float*>(dx), static_cast<const float*>(dout), static_cast<const float*>(x), n,
+        op, s);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -239,20 +239,19 @@ BroadcastGeom broadcast_geom(const Shape& sa, const Shape& sb, const Shape& so) 
 }  // namespace
 
 void CudaBackend::binary(const Tensor& out, BinaryOp op, const Tensor& a, const Tensor& b) const {
-  broadcast_binary(out.raw_data(), is_bf16(out), a.raw_data(), is_bf16(a), b.raw_data(),
-                   is_bf16(b), broadcast_geom(a.shape(), b.shape(), out.shape()), op,
-                   op_stream());
+  broadcast_binary(out.raw_data(), is_bf16(out), a.raw_data(), is_bf16(a), b.raw_data(), is_bf16(b),
+                   broadcast_geom(a.shape(), b.shape(), out.shape()), op, op_stream());
 }
 
 void CudaBackend::unary(const Tensor& out, UnaryOp op, const Tensor& x, double s) const {
   unary_forward(out.raw_data(), x.raw_data(), is_bf16(x), x.numel(), op, float(s), op_stream());
 }
 
-void CudaBackend::unary_backward(const Tensor& dx, UnaryOp op, const Tensor& dout,
-                                 const Tensor& x, const Tensor&, double s) const {
+void CudaBackend::unary_backward(const Tensor& dx, UnaryOp op, const Tensor& dout, const Tensor& x,
+                                 const Tensor&, double s) const {
   // The derivative reads x (not y), except for scale and add_scalar, which read neither.
-  cuda::unary_backward(dx.raw_data(), dout.raw_data(), x.raw_data(), is_bf16(dx), dout.numel(),
-                       op, float(s), op_stream());
+  cuda::unary_backward(dx.raw_data(), dout.raw_data(), x.raw_data(), is_bf16(dx), dout.numel(), op,
+                       float(s), op_stream());
 }
 
 }  // namespace dino::kernels::cuda

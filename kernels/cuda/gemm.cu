@@ -70,8 +70,8 @@ __global__ void add_bias_f32_kernel(float* C, const float* tmp, const float* bia
     C[i] = tmp[i] + bias[i % N];
 }
 // C (n) <- bf16(tmp (n) f32 + bias (i % N)): one rounding, as the fused epilogue.
-__global__ void add_bias_bf16_kernel(__nv_bfloat16* C, const float* tmp,
-                                     const __nv_bfloat16* bias, int64_t n, int64_t N) {
+__global__ void add_bias_bf16_kernel(__nv_bfloat16* C, const float* tmp, const __nv_bfloat16* bias,
+                                     int64_t n, int64_t N) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     C[i] = __float2bfloat16_rn(tmp[i] + __bfloat162float(bias[i % N]));
@@ -143,25 +143,31 @@ namespace {
 // Owners of the cuBLASLt descriptors, destroyed on every exit path.
 struct MatmulDesc {
   cublasLtMatmulDesc_t d = nullptr;
-  ~MatmulDesc() { if (d) cublasLtMatmulDescDestroy(d); }
+  ~MatmulDesc() {
+    if (d) cublasLtMatmulDescDestroy(d);
+  }
 };
 struct Layout {
   cublasLtMatrixLayout_t d = nullptr;
-  ~Layout() { if (d) cublasLtMatrixLayoutDestroy(d); }
+  ~Layout() {
+    if (d) cublasLtMatrixLayoutDestroy(d);
+  }
 };
 struct Preference {
   cublasLtMatmulPreference_t d = nullptr;
-  ~Preference() { if (d) cublasLtMatmulPreferenceDestroy(d); }
+  ~Preference() {
+    if (d) cublasLtMatmulPreferenceDestroy(d);
+  }
 };
 
-void make_layout(Layout& l, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
-                 int batch, int64_t stride) {
+void make_layout(Layout& l, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int batch,
+                 int64_t stride) {
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l.d, type, uint64_t(rows), uint64_t(cols), ld));
   if (batch > 1) {
-    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l.d, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                  &batch, sizeof(batch)));
-    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-        l.d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l.d, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
+                                                  sizeof(batch)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l.d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                  &stride, sizeof(stride)));
   }
 }
 
@@ -204,9 +210,9 @@ std::mutex unsupported_mutex;
 std::set<std::pair<int, GemmKey>> unsupported;
 
 // One cuBLASLt matmul; false (and nothing launched) when cuBLASLt has no algorithm for it.
-bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B,
-                 void* bias, GemmEpilogue epilogue, int64_t M, int64_t N, int64_t K, bool trans_a,
-                 bool trans_b, int batch, int64_t stride_a, int64_t stride_b, int64_t stride_c,
+bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, void* bias,
+                 GemmEpilogue epilogue, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+                 int batch, int64_t stride_a, int64_t stride_b, int64_t stride_c,
                  cudaStream_t stream) {
   Context& ctx = context();
   const cudaDataType_t c_type = c_bf16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -221,11 +227,12 @@ bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat
 
   MatmulDesc op;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_a_lt,
-                                              sizeof(op_a_lt)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_b_lt,
-                                              sizeof(op_b_lt)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_a_lt, sizeof(op_a_lt)));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_b_lt, sizeof(op_b_lt)));
+  CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)));
   if (epilogue != GemmEpilogue::none) {
     // The bias (or its gradient) has D's type (see the top of this file); stated explicitly.
     const int32_t bias_type = int32_t(c_type);
@@ -251,10 +258,10 @@ bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat
   const uint32_t align_b_lt = alignment_of(A, {2 * lda, 2 * stride_a});
   const uint32_t align_c = alignment_of(C, {c_size * ldc, c_size * stride_c});
   // Each is at most 256 (9 bits); the bias pointer's alignment also steers the heuristic.
-  const int64_t aligns = int64_t(align_a_lt) | int64_t(align_b_lt) << 9 |
-                         int64_t(align_c) << 18 | int64_t(alignment_of(bias, {})) << 27;
-  const GemmKey key = {M, N, K, trans_a, trans_b, c_bf16, int64_t(epilogue), batch,
-                       stride_a, stride_b, stride_c, aligns};
+  const int64_t aligns = int64_t(align_a_lt) | int64_t(align_b_lt) << 9 | int64_t(align_c) << 18 |
+                         int64_t(alignment_of(bias, {})) << 27;
+  const GemmKey key = {M,     N,        K,        trans_a,  trans_b, c_bf16, int64_t(epilogue),
+                       batch, stride_a, stride_b, stride_c, aligns};
   cublasLtMatmulAlgo_t algo;
   bool cached = false;
   {
@@ -282,8 +289,8 @@ bool try_gemm_lt(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat
     cublasLtMatmulHeuristicResult_t result = {};
     int found = 0;
     // No algorithm for the problem comes back as CUBLAS_STATUS_NOT_SUPPORTED: say which.
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-        ctx.lt(), op.d, a_lt.d, b_lt.d, c_lt.d, c_lt.d, pref.d, 1, &result, &found);
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt(), op.d, a_lt.d, b_lt.d, c_lt.d,
+                                                             c_lt.d, pref.d, 1, &result, &found);
     if (st != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(st);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
       std::lock_guard<std::mutex> lock(unsupported_mutex);
@@ -312,8 +319,10 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
              " batch=", batch);
   DINO_CHECK(epilogue == GemmEpilogue::none || bias, "[gemm] the epilogue needs a bias pointer");
   if (epilogue == GemmEpilogue::bias_grad) {
-    DINO_CHECK(batch == 1 && trans_a, "[gemm] the bias gradient is for dW = dy^T x: one matrix "
-               "(not a batch of ", batch, ") with trans_a (got ", trans_a, ")");
+    DINO_CHECK(batch == 1 && trans_a,
+               "[gemm] the bias gradient is for dW = dy^T x: one matrix "
+               "(not a batch of ",
+               batch, ") with trans_a (got ", trans_a, ")");
     gemm(C, c_bf16, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, 1, 0, 0, 0,
          stream);
     bias_grad(bias, c_bf16, A, K, M, stream);
@@ -323,35 +332,38 @@ void gemm(void* C, bool c_bf16, const __nv_bfloat16* A, const __nv_bfloat16* B, 
   if (try_gemm_lt(C, c_bf16, A, B, bias, epilogue, M, N, K, trans_a, trans_b, batch, stride_a,
                   stride_b, stride_c, stream))
     return;
-  DINO_CHECK(epilogue != GemmEpilogue::none, "[gemm] cuBLASLt has no algorithm for M=", M, " N=",
-             N, " K=", K, " trans_a=", trans_a, " trans_b=", trans_b, " out=",
-             c_bf16 ? "bf16" : "f32", " batch=", batch);
+  DINO_CHECK(epilogue != GemmEpilogue::none, "[gemm] cuBLASLt has no algorithm for M=", M, " N=", N,
+             " K=", K, " trans_a=", trans_a, " trans_b=", trans_b, " out=", c_bf16 ? "bf16" : "f32",
+             " batch=", batch);
   // No algorithm with the fused bias epilogue: the plain product, then the bias as a kernel.
   // (The heuristic's answer is cached, so this note prints once per problem.)
-  DINO_CHECK(batch == 1 || stride_c == M * N, "[gemm] the unfused bias epilogue needs a packed "
-             "batch of C (stride ", stride_c, ", M*N = ", M * N, ")");
+  DINO_CHECK(batch == 1 || stride_c == M * N,
+             "[gemm] the unfused bias epilogue needs a packed "
+             "batch of C (stride ",
+             stride_c, ", M*N = ", M * N, ")");
   static std::mutex note_mutex;
   static std::set<GemmKey> noted;
   {
     std::lock_guard<std::mutex> lock(note_mutex);
     const GemmKey k = {M, N, K, trans_a, trans_b, c_bf16, int64_t(epilogue), batch, 0, 0, 0, 0};
     if (noted.insert(k).second)
-      std::fprintf(stderr, "[gemm] note: cuBLASLt has no algorithm with the bias epilogue for "
-                   "M=%lld N=%lld K=%lld (%s out); running it unfused\n", (long long)M,
-                   (long long)N, (long long)K, c_bf16 ? "bf16" : "f32");
+      std::fprintf(stderr,
+                   "[gemm] note: cuBLASLt has no algorithm with the bias epilogue for "
+                   "M=%lld N=%lld K=%lld (%s out); running it unfused\n",
+                   (long long)M, (long long)N, (long long)K, c_bf16 ? "bf16" : "f32");
   }
   const int64_t n = M * N * batch;
-  float* tmp = c_bf16 ? static_cast<float*>(alloc(size_t(n) * sizeof(float)))
-                      : static_cast<float*>(C);
+  float* tmp =
+      c_bf16 ? static_cast<float*>(alloc(size_t(n) * sizeof(float))) : static_cast<float*>(C);
   try {
-    gemm(tmp, false, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, batch,
-         stride_a, stride_b, batch == 1 ? 0 : M * N, stream);
+    gemm(tmp, false, A, B, nullptr, GemmEpilogue::none, M, N, K, trans_a, trans_b, batch, stride_a,
+         stride_b, batch == 1 ? 0 : M * N, stream);
     if (c_bf16)
       add_bias_bf16_kernel<<<grid_for(n), 256, 0, stream>>>(
           static_cast<__nv_bfloat16*>(C), tmp, static_cast<const __nv_bfloat16*>(bias), n, N);
     else
-      add_bias_f32_kernel<<<grid_for(n), 256, 0, stream>>>(
-          static_cast<float*>(C), tmp, static_cast<const float*>(bias), n, N);
+      add_bias_f32_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<float*>(C), tmp,
+                                                           static_cast<const float*>(bias), n, N);
     CUDA_CHECK(cudaGetLastError());
   } catch (...) {
     if (c_bf16) free(tmp);
@@ -415,15 +427,13 @@ void CudaBackend::linear(const Tensor& out, const Tensor& x, const Tensor& weigh
   check_not_empty("linear", x, weight);
   const int64_t R = x.numel() / x.size(-1), I = x.size(-1), O = out.size(-1);
   // cuBLASLt's bias has the output's type (autocast casts the bias too).
-  gemm(out.raw_data(), is_bf16(out), operand("linear", x, "x"),
-       operand("linear", weight, "weight"), data_or_null(bias),
-       bias.defined() ? GemmEpilogue::bias : GemmEpilogue::none, R, O, I, false, true, 1, 0, 0,
-       0, op_stream());
+  gemm(out.raw_data(), is_bf16(out), operand("linear", x, "x"), operand("linear", weight, "weight"),
+       data_or_null(bias), bias.defined() ? GemmEpilogue::bias : GemmEpilogue::none, R, O, I, false,
+       true, 1, 0, 0, 0, op_stream());
 }
 
 void CudaBackend::linear_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
-                                  const Tensor& dout, const Tensor& x,
-                                  const Tensor& weight) const {
+                                  const Tensor& dout, const Tensor& x, const Tensor& weight) const {
   const int64_t R = x.numel() / x.size(-1), I = x.size(-1), O = dout.size(-1);
   const __nv_bfloat16* g = operand("linear", dout, "dout");
   if (dx.defined())  // dx = dout W
@@ -432,12 +442,11 @@ void CudaBackend::linear_backward(const Tensor& dx, const Tensor& dweight, const
   if (!dweight.defined() && !dbias.defined()) return;
   // dW = dout^T x with db from the epilogue. Without a weight gradient the product still runs
   // for its db (a bias trained under a frozen weight: rare, so no separate column sum).
-  const Tensor dw = dweight.defined()
-                        ? dweight
-                        : Tensor::empty({O, I}, dbias.dtype(), Device::cuda);
+  const Tensor dw =
+      dweight.defined() ? dweight : Tensor::empty({O, I}, dbias.dtype(), Device::cuda);
   gemm(dw.raw_data(), is_bf16(dw), g, operand("linear", x, "x"), data_or_null(dbias),
-       dbias.defined() ? GemmEpilogue::bias_grad : GemmEpilogue::none, O, I, R, true, false, 1,
-       0, 0, 0, op_stream());
+       dbias.defined() ? GemmEpilogue::bias_grad : GemmEpilogue::none, O, I, R, true, false, 1, 0,
+       0, 0, op_stream());
 }
 
 }  // namespace dino::kernels::cuda

@@ -39,8 +39,8 @@ void residual_layernorm_forward(float* x_out, __nv_bfloat16* out, float* mean, f
 // All three written, not accumulated. dweight/dbias: per-block partial sums, then a second
 // kernel sums them in block order (no atomics).
 void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bfloat16* dout,
-                        const float* x, const float* mean, const float* rstd,
-                        const float* weight, int N, int C, cudaStream_t stream);
+                        const float* x, const float* mean, const float* rstd, const float* weight,
+                        int N, int C, cudaStream_t stream);
 
 // ---- dino_loss.cu: the DINO loss and its gradient in one call (ARCHITECTURE §4) -----------------
 // Rows view-major: student row v*B + b, teacher row g*B + b; student views 0..G-1 are the
@@ -93,16 +93,16 @@ void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __
 
 // One parameter's AdamW update (torch.optim.AdamW, core/optim.cpp's arithmetic).
 struct AdamWTensor {
-  float* param;                // (numel) fp32 master weights, updated in place
-  const float* grad;           // (numel)
-  float* exp_avg;              // (numel) updated in place
-  float* exp_avg_sq;           // (numel) updated in place
-  __nv_bfloat16* param_bf16;   // (numel) written with bf16(param) after the update; nullptr: none
+  float* param;               // (numel) fp32 master weights, updated in place
+  const float* grad;          // (numel)
+  float* exp_avg;             // (numel) updated in place
+  float* exp_avg_sq;          // (numel) updated in place
+  __nv_bfloat16* param_bf16;  // (numel) written with bf16(param) after the update; nullptr: none
   int64_t numel;
-  double lr, weight_decay;     // this step's, of the parameter's group
-  int64_t step;                // this update's step count: 1 on the parameter's first update
-  int32_t skip;                // 1: no gradient this step (the frozen last layer): nothing is
-                               // read or written; the caller does not advance its step either
+  double lr, weight_decay;  // this step's, of the parameter's group
+  int64_t step;             // this update's step count: 1 on the parameter's first update
+  int32_t skip;             // 1: no gradient this step (the frozen last layer): nothing is
+                            // read or written; the caller does not advance its step either
 };
 // Every tensor not skipped: param *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps); param_bf16 = bf16(param).
@@ -111,9 +111,9 @@ void adamw_step(const AdamWTensor* tensors, int n, double beta1, double beta2, d
 
 // One teacher parameter and the student parameter it follows.
 struct EmaTensor {
-  float* teacher;                // (numel) updated in place
-  const float* student;          // (numel)
-  __nv_bfloat16* teacher_bf16;   // (numel) written with bf16(teacher); nullptr: none
+  float* teacher;               // (numel) updated in place
+  const float* student;         // (numel)
+  __nv_bfloat16* teacher_bf16;  // (numel) written with bf16(teacher); nullptr: none
   int64_t numel;
 };
 // teacher = m * teacher + (1 - m) * student (float, as models/multicrop.cpp's ema_update).
@@ -176,8 +176,8 @@ void broadcast_binary(void* out, bool out_bf16, const void* a, bool a_bf16, cons
 void unary_forward(void* out, const void* x, bool bf16, int64_t n, UnaryOp op, float s,
                    cudaStream_t stream);
 // dx (n) <- dout (n), x (n): dx = dout * f'(x) (x unread for scale and add_scalar)
-void unary_backward(void* dx, const void* dout, const void* x, bool bf16, int64_t n,
-                    UnaryOp op, float s, cudaStream_t stream);
+void unary_backward(void* dx, const void* dout, const void* x, bool bf16, int64_t n, UnaryOp op,
+                    float s, cudaStream_t stream);
 // dst (n) <- value (rounded to bf16 once)
 void fill_bf16(__nv_bfloat16* dst, float value, int64_t n, cudaStream_t stream);
 
@@ -197,8 +197,7 @@ struct SumToGeom {
   StridedDims keep, red;
 };
 // out (prod keep.size) <- g: out[m] = sum over the reduced index space, same dtype as g
-void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom,
-                  cudaStream_t stream);
+void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom, cudaStream_t stream);
 
 // Data movement of 2- or 4-byte elements (elem_size), any dtype of that size.
 // out (shape permuted by dims) <- x (shape): out dim d is x's dim dims[d]; nd <= 5
@@ -211,8 +210,8 @@ void prepend_token_forward(void* out, const void* x, const void* token, int elem
 void prepend_token_backward(void* dx, void* dtoken, const void* dout, bool bf16, int64_t B,
                             int64_t N, int64_t D, cudaStream_t stream);
 // out (B, D) <- x (B, N, D): token i of every sample
-void select_token_forward(void* out, const void* x, int elem_size, int64_t B, int64_t N,
-                          int64_t D, int64_t i, cudaStream_t stream);
+void select_token_forward(void* out, const void* x, int elem_size, int64_t B, int64_t N, int64_t D,
+                          int64_t i, cudaStream_t stream);
 // dx (B, N, D) <- dout (B, D): dout at token i, zero elsewhere
 void select_token_backward(void* dx, const void* dout, int elem_size, int64_t B, int64_t N,
                            int64_t D, int64_t i, cudaStream_t stream);
@@ -237,13 +236,11 @@ void register_attention_kernels(const AttentionKernels& kernels);
 void set_attention_backend(const char* name);
 const char* attention_backend_name();
 
-
 // ---- softmax.cu, drop_path.cu, resize.cu, dino_loss.cu extras --------------------------
 // Rows of the last dim, f32 or bf16 data (the same type in and out), fp32 math; row statistics
 // fp32. N rows of C; every launcher has an f32 and a bf16 form.
 // out (N, C), lse (N) <- x (N, C): out = softmax(x), lse = log-sum-exp of each row
-void softmax_forward(float* out, float* lse, const float* x, int64_t N, int C,
-                     cudaStream_t stream);
+void softmax_forward(float* out, float* lse, const float* x, int64_t N, int C, cudaStream_t stream);
 void softmax_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* x, int64_t N, int C,
                      cudaStream_t stream);
 // out (N, C), lse (N) <- x (N, C): out = x - lse
@@ -258,11 +255,10 @@ void softmax_backward(float* dx, const float* dout, const float* x, const float*
 void softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
                       const float* lse, int64_t N, int C, cudaStream_t stream);
 // dx (N, C) <- dout (N, C), x (N, C), lse (N): dx = dout - exp(x - lse) * Σ dout
-void log_softmax_backward(float* dx, const float* dout, const float* x, const float* lse,
-                          int64_t N, int C, cudaStream_t stream);
+void log_softmax_backward(float* dx, const float* dout, const float* x, const float* lse, int64_t N,
+                          int C, cudaStream_t stream);
 void log_softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
                           const float* lse, int64_t N, int C, cudaStream_t stream);
-
 
 // Drop path, forward and backward alike: out[b, :] = x[b, :] * (keep[b] ? scale : 0).
 // out (B, S) <- x (B, S); keep (B) is a HOST array (0/1), passed in the launch parameters (no
@@ -284,9 +280,9 @@ void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int 
 // dino_loss_forward_backward that also writes q (G*B, K) = softmax((teacher - center) / tau_t),
 // the teacher probabilities the loss used (for the collapse statistics).
 void dino_loss_forward_backward_q(float* loss, float* dstudent, float* teacher_colsum, float* q,
-                                  const float* student, const float* teacher,
-                                  const float* center, int G, int V, int B, int K, float tau_s,
-                                  float tau_t, cudaStream_t stream);
+                                  const float* student, const float* teacher, const float* center,
+                                  int G, int V, int B, int K, float tau_s, float tau_t,
+                                  cudaStream_t stream);
 // out (n) <- dstudent (n) * dloss (1, device): the saved gradient times the upstream gradient.
 void dino_loss_scale_grad(float* out, const float* dstudent, const float* dloss, int64_t n,
                           cudaStream_t stream);

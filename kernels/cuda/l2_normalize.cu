@@ -92,8 +92,8 @@ void launch_forward(T* out, float* norm, const T* x, int64_t N, int C, double ep
                     cudaStream_t stream) {
   if (N <= 0 || C <= 0) return;
   DINO_CHECK(N < (int64_t(1) << 31), "[l2_normalize] ", N, " rows exceed the grid");
-  l2_normalize_forward_kernel<T><<<unsigned(N), threads_for(C), 0, stream>>>(out, norm, x, C,
-                                                                             float(eps));
+  l2_normalize_forward_kernel<T>
+      <<<unsigned(N), threads_for(C), 0, stream>>>(out, norm, x, C, float(eps));
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -103,8 +103,8 @@ void launch_backward(T* dx, const T* dout, const T* x, const float* norm, int64_
                      double eps, cudaStream_t stream) {
   if (N <= 0 || C <= 0) return;
   DINO_CHECK(N < (int64_t(1) << 31), "[l2_normalize] ", N, " rows exceed the grid");
-  l2_normalize_backward_kernel<T><<<unsigned(N), threads_for(C), 0, stream>>>(dx, dout, x, norm,
-                                                                              C, float(eps));
+  l2_normalize_backward_kernel<T>
+      <<<unsigned(N), threads_for(C), 0, stream>>>(dx, dout, x, norm, C, float(eps));
   CUDA_CHECK(cudaGetLastError());
 }
 

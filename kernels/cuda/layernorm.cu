@@ -22,7 +22,8 @@
 // are added in warp order through shared memory into one partial row per block, and a second
 // kernel adds the partial rows in block order (a fixed tree): deterministic, no atomics.
 // (The first version re-read the block's rows column by column for dweight/dbias: 20% of
-// the copy bandwidth on an H200, against 74% for cuDNN; benchmarks/results/2026-12-04-h200-f940d56.)
+// the copy bandwidth on an H200, against 74% for cuDNN;
+// benchmarks/results/2026-12-04-h200-f940d56.)
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/backend.h"
@@ -37,14 +38,16 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxGroups = 8;  // C <= 1024
+constexpr int kMaxGroups = 8;    // C <= 1024
 constexpr int kSmallGroups = 3;  // C <= 384
 // Resident backward blocks per SM for C <= 384 (<= 85 registers a thread): 24 warps, each
 // with a row's loads (2.3 KB at C = 384) in flight. The grid is one such wave.
 constexpr int kBackwardBlocksPerSm = 3;
 
 // 4 consecutive elements as floats, from fp32 (16-byte load) or bf16 (8-byte load).
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
 __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
   const uint2 raw = *reinterpret_cast<const uint2*>(p);
   const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
@@ -98,9 +101,7 @@ struct RowSlice {
   }
 };
 
-bool aligned(const void* p, unsigned bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
+bool aligned(const void* p, unsigned bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 }  // namespace
 
@@ -109,10 +110,10 @@ bool aligned(const void* p, unsigned bytes) {
 // One warp per row. With branch != nullptr the row is x + branch, written to x_out first
 // (x_out may alias x: each lane writes only the elements it read).
 template <int kGroups, bool kVec>
-__global__ void layernorm_forward_kernel(float* x_out, __nv_bfloat16* out, float* mean,
-                                         float* rstd, const float* x,
-                                         const __nv_bfloat16* branch, const float* weight,
-                                         const float* bias, int N, int C, float eps) {
+__global__ void layernorm_forward_kernel(float* x_out, __nv_bfloat16* out, float* mean, float* rstd,
+                                         const float* x, const __nv_bfloat16* branch,
+                                         const float* weight, const float* bias, int N, int C,
+                                         float eps) {
   using Row = RowSlice<kGroups, kVec>;
   const int row = blockIdx.x * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -165,11 +166,10 @@ __global__ void layernorm_forward_kernel(float* x_out, __nv_bfloat16* out, float
 // the block's row of dweight_partial / dbias_partial (blocks, C).
 template <int kGroups, bool kVec>
 __global__ void __launch_bounds__(kThreads, kGroups <= kSmallGroups ? kBackwardBlocksPerSm : 1)
-layernorm_backward_kernel(float* dx, float* dweight_partial, float* dbias_partial,
-                                          const __nv_bfloat16* dout, const float* x,
-                                          const float* mean, const float* rstd,
-                                          const float* weight, int N, int C,
-                                          int rows_per_block) {
+    layernorm_backward_kernel(float* dx, float* dweight_partial, float* dbias_partial,
+                              const __nv_bfloat16* dout, const float* x, const float* mean,
+                              const float* rstd, const float* weight, int N, int C,
+                              int rows_per_block) {
   using Row = RowSlice<kGroups, kVec>;
   __shared__ float block_sums[2][128 * kGroups];  // dweight, dbias
   const int r0 = blockIdx.x * rows_per_block;
@@ -235,8 +235,7 @@ layernorm_backward_kernel(float* dx, float* dweight_partial, float* dbias_partia
 // dweight[c] = sum over blocks of dweight_partial[block][c]; dbias likewise (fixed order).
 __global__ void layernorm_param_grad_reduce_kernel(float* dweight, float* dbias,
                                                    const float* dweight_partial,
-                                                   const float* dbias_partial, int blocks,
-                                                   int C) {
+                                                   const float* dbias_partial, int blocks, int C) {
   __shared__ float tree[32][33];
   const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
   const float dw = sum_partial_column(dweight_partial, blocks, C, tree);
@@ -250,8 +249,10 @@ __global__ void layernorm_param_grad_reduce_kernel(float* dweight, float* dbias,
 namespace {
 
 void check_width(const char* op, int C) {
-  DINO_CHECK(C <= 128 * kMaxGroups, "[", op, "] the CUDA LayerNorm holds a row in registers: C "
-             "up to ", 128 * kMaxGroups, " (ViT-L), got C = ", C);
+  DINO_CHECK(C <= 128 * kMaxGroups, "[", op,
+             "] the CUDA LayerNorm holds a row in registers: C "
+             "up to ",
+             128 * kMaxGroups, " (ViT-L), got C = ", C);
 }
 
 void launch_forward(float* x_out, __nv_bfloat16* out, float* mean, float* rstd, const float* x,
@@ -262,11 +263,11 @@ void launch_forward(float* x_out, __nv_bfloat16* out, float* mean, float* rstd, 
   const bool vec = C % 4 == 0 && aligned(x, 16) && aligned(out, 8) && aligned(weight, 16) &&
                    aligned(bias, 16) && (!branch || (aligned(x_out, 16) && aligned(branch, 8)));
   const int blocks = (N + kWarps - 1) / kWarps;
-  auto kernel = !vec                         ? layernorm_forward_kernel<kMaxGroups, false>
+  auto kernel = !vec                      ? layernorm_forward_kernel<kMaxGroups, false>
                 : C <= 128 * kSmallGroups ? layernorm_forward_kernel<kSmallGroups, true>
-                                             : layernorm_forward_kernel<kMaxGroups, true>;
+                                          : layernorm_forward_kernel<kMaxGroups, true>;
   kernel<<<blocks, kThreads, 0, stream>>>(x_out, out, mean, rstd, x, branch, weight, bias, N, C,
-                                         eps);
+                                          eps);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -285,8 +286,8 @@ void residual_layernorm_forward(float* x_out, __nv_bfloat16* out, float* mean, f
 }
 
 void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bfloat16* dout,
-                        const float* x, const float* mean, const float* rstd,
-                        const float* weight, int N, int C, cudaStream_t stream) {
+                        const float* x, const float* mean, const float* rstd, const float* weight,
+                        int N, int C, cudaStream_t stream) {
   if (C <= 0) return;
   if (N <= 0) {
     CUDA_CHECK(cudaMemsetAsync(dweight, 0, size_t(C) * sizeof(float), stream));
@@ -304,13 +305,13 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bflo
   CUDA_CHECK(cudaMallocAsync(&partial, size_t(2) * blocks * C * sizeof(float), stream));
   float* dweight_partial = partial;
   float* dbias_partial = partial + int64_t(blocks) * C;
-  const bool vec = C % 4 == 0 && aligned(dx, 16) && aligned(dout, 8) && aligned(x, 16) &&
-                   aligned(weight, 16);
-  auto kernel = !vec                         ? layernorm_backward_kernel<kMaxGroups, false>
+  const bool vec =
+      C % 4 == 0 && aligned(dx, 16) && aligned(dout, 8) && aligned(x, 16) && aligned(weight, 16);
+  auto kernel = !vec                      ? layernorm_backward_kernel<kMaxGroups, false>
                 : C <= 128 * kSmallGroups ? layernorm_backward_kernel<kSmallGroups, true>
-                                             : layernorm_backward_kernel<kMaxGroups, true>;
-  kernel<<<blocks, kThreads, 0, stream>>>(
-      dx, dweight_partial, dbias_partial, dout, x, mean, rstd, weight, N, C, rows_per_block);
+                                          : layernorm_backward_kernel<kMaxGroups, true>;
+  kernel<<<blocks, kThreads, 0, stream>>>(dx, dweight_partial, dbias_partial, dout, x, mean, rstd,
+                                          weight, N, C, rows_per_block);
   CUDA_CHECK(cudaGetLastError());
   layernorm_param_grad_reduce_kernel<<<(C + 31) / 32, kPartialColumnThreads, 0, stream>>>(
       dweight, dbias, dweight_partial, dbias_partial, blocks, C);
@@ -329,17 +330,15 @@ void CudaBackend::layer_norm(const Tensor& out, const Tensor& mean, const Tensor
 void CudaBackend::add_layer_norm(const Tensor& sum, const Tensor& out, const Tensor& mean,
                                  const Tensor& rstd, const Tensor& x, const Tensor& branch,
                                  const Tensor& weight, const Tensor& bias, double eps) const {
-  residual_layernorm_forward(f32_ptr(sum), bf16_ptr(out), f32_ptr(mean), f32_ptr(rstd),
-                             f32_ptr(x), bf16_ptr(branch), f32_ptr(weight), f32_ptr(bias),
-                             as_int("add_layer_norm", x.numel() / x.size(-1), "rows"),
-                             as_int("add_layer_norm", x.size(-1), "columns"), float(eps),
-                             op_stream());
+  residual_layernorm_forward(
+      f32_ptr(sum), bf16_ptr(out), f32_ptr(mean), f32_ptr(rstd), f32_ptr(x), bf16_ptr(branch),
+      f32_ptr(weight), f32_ptr(bias), as_int("add_layer_norm", x.numel() / x.size(-1), "rows"),
+      as_int("add_layer_norm", x.size(-1), "columns"), float(eps), op_stream());
 }
 
-void CudaBackend::layer_norm_backward(const Tensor& dx, const Tensor& dweight,
-                                      const Tensor& dbias, const Tensor& dout, const Tensor& x,
-                                      const Tensor& mean, const Tensor& rstd,
-                                      const Tensor& weight) const {
+void CudaBackend::layer_norm_backward(const Tensor& dx, const Tensor& dweight, const Tensor& dbias,
+                                      const Tensor& dout, const Tensor& x, const Tensor& mean,
+                                      const Tensor& rstd, const Tensor& weight) const {
   layernorm_backward(f32_ptr(dx), f32_ptr(dweight), f32_ptr(dbias), bf16_ptr(dout), f32_ptr(x),
                      f32_ptr(mean), f32_ptr(rstd), f32_ptr(weight),
                      as_int("layer_norm", x.numel() / x.size(-1), "rows"),

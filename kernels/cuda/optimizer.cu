@@ -134,8 +134,8 @@ __device__ float block_sum(float x) {
 // The scalars' two pows cost more than a chunk's arithmetic, so one thread per block computes
 // them, only for tensors the block owns chunks of, and shares them through shared memory
 // (double-buffered: one barrier per tensor).
-__global__ void __launch_bounds__(kThreads) adamw_kernel(const AdamWTensor* tensors, int n,
-                                                         double b1, double b2, double eps) {
+__global__ void __launch_bounds__(kThreads)
+    adamw_kernel(const AdamWTensor* tensors, int n, double b1, double b2, double eps) {
   __shared__ AdamWScalars shared_scalars[2];
   int parity = 0;
   int64_t base = 0;
@@ -180,13 +180,12 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const AdamWTensor* tens
   }
 }
 
-__global__ void __launch_bounds__(kThreads) ema_kernel(const EmaTensor* tensors, int n, float m,
-                                                       float one_m) {
+__global__ void __launch_bounds__(kThreads)
+    ema_kernel(const EmaTensor* tensors, int n, float m, float one_m) {
   int64_t base = 0;
   for (int t = 0; t < n; ++t) {
     const EmaTensor d = tensors[t];
-    const bool vec = aligned(d.teacher, 16) && aligned(d.student, 16) &&
-                     aligned(d.teacher_bf16, 8);
+    const bool vec = aligned(d.teacher, 16) && aligned(d.student, 16) && aligned(d.teacher_bf16, 8);
     for_each_owned_chunk(d.numel, base, [&](int64_t begin, int64_t end) {
       if (vec && end - begin == kChunk) {
         const int64_t i = begin + int64_t(threadIdx.x) * kPerThread;
@@ -209,9 +208,9 @@ __global__ void __launch_bounds__(kThreads) ema_kernel(const EmaTensor* tensors,
 }
 
 // partial (n, gridDim.x): each block's sum of squares per tensor; counter: zero on entry.
-__global__ void __launch_bounds__(kThreads) grad_norms_kernel(float* norms, float* partial,
-                                                              unsigned* counter,
-                                                              const TensorSpan* tensors, int n) {
+__global__ void __launch_bounds__(kThreads)
+    grad_norms_kernel(float* norms, float* partial, unsigned* counter, const TensorSpan* tensors,
+                      int n) {
   int64_t base = 0;
   for (int t = 0; t < n; ++t) {
     const TensorSpan d = tensors[t];
@@ -261,9 +260,9 @@ __global__ void __launch_bounds__(kThreads) grad_norms_kernel(float* norms, floa
 // The norms' clip coefficients: per tensor (DINO's utils.clip_gradients), or one for all tensors
 // from the joint norm (torch.nn.utils.clip_grad_norm_), whose sum runs in tensor order in every
 // block, so every block gets the same coefficient.
-__global__ void __launch_bounds__(kThreads) scale_by_norms_kernel(const TensorSpan* tensors,
-                                                                  const float* norms, int n,
-                                                                  double max_norm, int global) {
+__global__ void __launch_bounds__(kThreads)
+    scale_by_norms_kernel(const TensorSpan* tensors, const float* norms, int n, double max_norm,
+                          int global) {
   __shared__ double shared_coef;
   if (global) {
     if (threadIdx.x == 0) {
@@ -318,17 +317,16 @@ int multi_tensor_grid(Kernel kernel) {
 void adamw_step(const AdamWTensor* tensors, int n, double beta1, double beta2, double eps,
                 cudaStream_t stream) {
   if (n <= 0) return;
-  adamw_kernel<<<multi_tensor_grid(adamw_kernel), kThreads, 0, stream>>>(tensors, n, beta1,
-                                                                        beta2, eps);
+  adamw_kernel<<<multi_tensor_grid(adamw_kernel), kThreads, 0, stream>>>(tensors, n, beta1, beta2,
+                                                                         eps);
   CUDA_CHECK(cudaGetLastError());
 }
 
 void ema_update(const EmaTensor* tensors, int n, double momentum, cudaStream_t stream) {
   if (n <= 0) return;
   // models/multicrop.cpp rounds both factors to float once, from the double momentum.
-  ema_kernel<<<multi_tensor_grid(ema_kernel), kThreads, 0, stream>>>(tensors, n,
-                                                                    float(momentum),
-                                                                    float(1.0 - momentum));
+  ema_kernel<<<multi_tensor_grid(ema_kernel), kThreads, 0, stream>>>(tensors, n, float(momentum),
+                                                                     float(1.0 - momentum));
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -389,11 +387,10 @@ void CudaBackend::adamw(const std::vector<AdamWUpdate>& updates, double beta1, d
 void CudaBackend::ema(const std::vector<EmaUpdate>& updates, double momentum) const {
   std::vector<EmaTensor> desc;
   for (const EmaUpdate& u : updates)
-    desc.push_back({f32_ptr(u.teacher), f32_ptr(u.student), bf16_or_null(u.teacher_bf16),
-                    u.teacher.numel()});
+    desc.push_back(
+        {f32_ptr(u.teacher), f32_ptr(u.student), bf16_or_null(u.teacher_bf16), u.teacher.numel()});
   const Tensor d = upload(desc);
-  ema_update(static_cast<const EmaTensor*>(d.raw_data()), int(desc.size()), momentum,
-             op_stream());
+  ema_update(static_cast<const EmaTensor*>(d.raw_data()), int(desc.size()), momentum, op_stream());
 }
 
 // The norms (one launch) and the clipping (one launch) on the device; the norms come to the

@@ -24,12 +24,12 @@ namespace dino::kernels::cuda {
 // cols (B*Gh*Gw, C*P*P) <- img (B, C, H, W); n = B*Gh*Gw*C*P*P
 __global__ void im2col_patches_kernel(__nv_bfloat16* cols, const float* img, int64_t n, int C,
                                       int H, int W, int P, int Gh, int Gw) {
-  const int64_t L = int64_t(C) * P * P;       // one patch row of cols
-  const int64_t patches = int64_t(Gh) * Gw;   // patches per image
+  const int64_t L = int64_t(C) * P * P;      // one patch row of cols
+  const int64_t patches = int64_t(Gh) * Gw;  // patches per image
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / L;                  // patch row: (b, gy, gx)
-    const int l = int(i - r * L);             // (c, py, px) inside the patch
+    const int64_t r = i / L;       // patch row: (b, gy, gx)
+    const int l = int(i - r * L);  // (c, py, px) inside the patch
     const int c = l / (P * P), py = (l / P) % P, px = l % P;
     const int64_t b = r / patches;
     const int rr = int(r - b * patches);
@@ -51,13 +51,14 @@ void im2col_patches(__nv_bfloat16* cols, const float* img, int64_t B, int C, int
   const int threads = 256;
   const int64_t blocks = (n + threads - 1) / threads;
   const int64_t cap = int64_t(context().sm_count) * 16;
-  im2col_patches_kernel<<<int(blocks < cap ? blocks : cap), threads, 0, stream>>>(
-      cols, img, n, C, H, W, P, Gh, Gw);
+  im2col_patches_kernel<<<int(blocks < cap ? blocks : cap), threads, 0, stream>>>(cols, img, n, C,
+                                                                                  H, W, P, Gh, Gw);
   CUDA_CHECK(cudaGetLastError());
 }
 
 void CudaBackend::im2col_patches(const Tensor& cols, const Tensor& img, int64_t P) const {
-  DINO_CHECK(!img.requires_grad(), "[patchify] img requires grad, but on CUDA patchify computes "
+  DINO_CHECK(!img.requires_grad(),
+             "[patchify] img requires grad, but on CUDA patchify computes "
              "no image gradient (images never need one): detach the images, or run on --device "
              "cpu");
   DINO_CHECK(cols.numel() > 0, "[patchify] empty batch ", shape_str(img.shape()),

@@ -28,16 +28,16 @@
 #include "kernels/broadcast.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;         // every 1-D block here; a multiple of 32
-constexpr int kWideRow = 1024;        // rows at least this long get a block each
+constexpr int kThreads = 256;           // every 1-D block here; a multiple of 32
+constexpr int kWideRow = 1024;          // rows at least this long get a block each
 constexpr int kTileX = 32, kTileY = 8;  // sum_to's 2-D block
 
 // The block's sum (or max) of v, valid in thread 0; the warps' results are combined in warp
@@ -86,8 +86,7 @@ __global__ void sum_final_kernel(To* out, const float* partials, int P, float di
 
 // out (R) <- x (R, C), one warp per row
 template <class T, bool kMax>
-__global__ void reduce_rows_warp_kernel(T* out, const T* x, int64_t R, int64_t C,
-                                        float divisor) {
+__global__ void reduce_rows_warp_kernel(T* out, const T* x, int64_t R, int64_t C, float divisor) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t r = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; r < R;
@@ -105,8 +104,7 @@ __global__ void reduce_rows_warp_kernel(T* out, const T* x, int64_t R, int64_t C
 
 // out (R) <- x (R, C), one block per row
 template <class T, bool kMax>
-__global__ void reduce_rows_block_kernel(T* out, const T* x, int64_t R, int64_t C,
-                                         float divisor) {
+__global__ void reduce_rows_block_kernel(T* out, const T* x, int64_t R, int64_t C, float divisor) {
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {  // uniform across the block
     const T* xr = x + r * C;
     float acc = kMax ? -INFINITY : 0.f;
@@ -163,8 +161,8 @@ void launch_sum_partials(float* partials, const void* x, int64_t n, int P, cudaS
 }
 
 template <class T>
-void launch_reduce_rows(void* out, const void* x, int64_t R, int64_t C, RowReduce op,
-                        float divisor, cudaStream_t stream) {
+void launch_reduce_rows(void* out, const void* x, int64_t R, int64_t C, RowReduce op, float divisor,
+                        cudaStream_t stream) {
   T* o = static_cast<T*>(out);
   const T* xi = static_cast<const T*>(x);
   const bool max = op == RowReduce::max;
@@ -191,10 +189,10 @@ template <class To, class Tg>
 void launch_expand_rows(void* out, const void* g, int64_t R, int64_t C, float factor,
                         cudaStream_t stream) {
   const int64_t n = R * C;
-  const int grid = int(std::max<int64_t>(
-      1, std::min((n + kThreads - 1) / kThreads, int64_t(sm_count()) * 16)));
+  const int grid =
+      int(std::max<int64_t>(1, std::min((n + kThreads - 1) / kThreads, int64_t(sm_count()) * 16)));
   expand_rows_kernel<<<grid, kThreads, 0, stream>>>(static_cast<To*>(out),
-                                                     static_cast<const Tg*>(g), R, C, factor);
+                                                    static_cast<const Tg*>(g), R, C, factor);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -206,8 +204,8 @@ void sum_all(void* out, bool out_bf16, const void* x, bool x_bf16, int64_t n, fl
   const int64_t cap = int64_t(sm_count()) * 4;
   const int P = int(std::max<int64_t>(1, std::min((n + kThreads - 1) / kThreads, cap)));
   float* partials = nullptr;
-  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partials), size_t(P) * sizeof(float),
-                             stream));
+  CUDA_CHECK(
+      cudaMallocAsync(reinterpret_cast<void**>(&partials), size_t(P) * sizeof(float), stream));
   if (x_bf16)
     launch_sum_partials<__nv_bfloat16>(partials, x, n, P, stream);
   else
@@ -246,8 +244,7 @@ void expand_rows(void* out, bool out_bf16, const void* g, bool g_bf16, int64_t R
   }
 }
 
-void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom,
-                  cudaStream_t stream) {
+void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom, cudaStream_t stream) {
   int64_t M = 1, L = 1;
   for (int k = 0; k < geom.keep.nd; ++k) M *= geom.keep.size[k];
   for (int k = 0; k < geom.red.nd; ++k) L *= geom.red.size[k];
@@ -260,9 +257,8 @@ void sum_to_shape(void* out, const void* g, bool bf16, const SumToGeom& geom,
   const int grid = int(std::max<int64_t>(1, std::min(tiles, int64_t(sm_count()) * 8)));
   const dim3 block(kTileX, kTileY);
   if (bf16)
-    sum_to_tile_kernel<<<grid, block, 0, stream>>>(static_cast<__nv_bfloat16*>(out),
-                                                   static_cast<const __nv_bfloat16*>(g), geom,
-                                                   M, L);
+    sum_to_tile_kernel<<<grid, block, 0, stream>>>(
+        static_cast<__nv_bfloat16*>(out), static_cast<const __nv_bfloat16*>(g), geom, M, L);
   else
     sum_to_tile_kernel<<<grid, block, 0, stream>>>(static_cast<float*>(out),
                                                    static_cast<const float*>(g), geom, M, L);
@@ -306,8 +302,8 @@ void CudaBackend::sum_to(const Tensor& out, const Tensor& g) const {
 }
 
 void CudaBackend::sum_all(const Tensor& out, const Tensor& x, double divisor) const {
-  cuda::sum_all(out.raw_data(), is_bf16(out), x.raw_data(), is_bf16(x), x.numel(),
-                float(divisor), op_stream());
+  cuda::sum_all(out.raw_data(), is_bf16(out), x.raw_data(), is_bf16(x), x.numel(), float(divisor),
+                op_stream());
 }
 
 void CudaBackend::reduce_rows(const Tensor& out, const Tensor& x, RowReduce op,

@@ -31,7 +31,9 @@ constexpr int kThreads = 256;
 constexpr double kA = -0.75;
 
 // PyTorch's cubic_convolution1 (|x| <= 1) and cubic_convolution2 (1 < |x| < 2).
-__device__ __forceinline__ double cubic_near(double x) { return ((kA + 2) * x - (kA + 3)) * x * x + 1; }
+__device__ __forceinline__ double cubic_near(double x) {
+  return ((kA + 2) * x - (kA + 3)) * x * x + 1;
+}
 __device__ __forceinline__ double cubic_far(double x) {
   return ((kA * x - 5 * kA) * x + 8 * kA) * x - 4 * kA;
 }
@@ -84,7 +86,7 @@ namespace {
 
 void weights(float* w, int in, int out, double scale, cudaStream_t stream) {
   bicubic_weights_kernel<<<(out + kThreads - 1) / kThreads, kThreads, 0, stream>>>(w, in, out,
-                                                                                  1.0 / scale);
+                                                                                   1.0 / scale);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -144,12 +146,12 @@ void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int 
 
 void CudaBackend::resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,
                                  double scale_w) const {
-  bicubic_resize_forward(f32_ptr(out), f32_ptr(grid), as_int("resize_bicubic", grid.size(0), "rows"),
-                         as_int("resize_bicubic", grid.size(1), "columns"),
-                         as_int("resize_bicubic", out.size(0), "output rows"),
-                         as_int("resize_bicubic", out.size(1), "output columns"),
-                         as_int("resize_bicubic", grid.size(2), "channels"), scale_h, scale_w,
-                         op_stream());
+  bicubic_resize_forward(
+      f32_ptr(out), f32_ptr(grid), as_int("resize_bicubic", grid.size(0), "rows"),
+      as_int("resize_bicubic", grid.size(1), "columns"),
+      as_int("resize_bicubic", out.size(0), "output rows"),
+      as_int("resize_bicubic", out.size(1), "output columns"),
+      as_int("resize_bicubic", grid.size(2), "channels"), scale_h, scale_w, op_stream());
 }
 
 void CudaBackend::resize_bicubic_backward(const Tensor& dgrid, const Tensor& dout, double scale_h,

@@ -4,8 +4,9 @@
 // Memory: cudaMallocAsync from the device's default pool with its release threshold raised
 // to UINT64_MAX, so freed blocks stay in the pool and a steady-state training step never
 // calls the driver (ARCHITECTURE §2). Uploads stage through pinned blocks the context keeps
-// (copy_h2d), so they wait for neither the stream nor the transfer. Conversions are memory-bound grid-stride loops: f32 -> bf16
-// moves 6 bytes per element, bf16 -> f32 6 bytes, fill 4 bytes; no arithmetic to speak of.
+// (copy_h2d), so they wait for neither the stream nor the transfer. Conversions are memory-bound
+// grid-stride loops: f32 -> bf16 moves 6 bytes per element, bf16 -> f32 6 bytes, fill 4 bytes; no
+// arithmetic to speak of.
 #include <cuda_bf16.h>
 
 #include <atomic>
@@ -238,10 +239,13 @@ void event_record(void* event, void* stream) {
 }
 
 void stream_wait_event(void* stream, void* event) {
-  CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
+  CUDA_CHECK(
+      cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
 }
 
-void event_synchronize(void* event) { CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
+void event_synchronize(void* event) {
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+}
 
 void copy_h2d_async(void* dst, const void* pinned_src, size_t bytes, void* stream) {
   if (bytes == 0) return;
@@ -271,8 +275,8 @@ void convert_bf16_to_f32(void* dst, const void* src, int64_t n) {
 
 void fill_f32(void* dst, float value, int64_t n) {
   if (n <= 0) return;
-  fill_f32_kernel<<<grid_for(n, 256), 256, 0, context().stream>>>(static_cast<float*>(dst),
-                                                                   value, n);
+  fill_f32_kernel<<<grid_for(n, 256), 256, 0, context().stream>>>(static_cast<float*>(dst), value,
+                                                                  n);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -21,8 +21,8 @@
 #include "core/error.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace dino::kernels::cuda {
@@ -123,8 +123,8 @@ __global__ void select_token_forward_kernel(E* out, const E* x, int64_t B, int64
 
 // dx (B, N, D) <- dout (B, D): dout in token `tok`, zero elsewhere (every element written)
 template <class E>
-__global__ void select_token_backward_kernel(E* dx, const E* dout, int64_t B, int64_t N,
-                                             int64_t D, int64_t tok) {
+__global__ void select_token_backward_kernel(E* dx, const E* dout, int64_t B, int64_t N, int64_t D,
+                                             int64_t tok) {
   const int64_t n = B * N * D;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -139,8 +139,8 @@ __global__ void select_token_backward_kernel(E* dx, const E* dout, int64_t B, in
 namespace {
 
 template <class E>
-void launch_permute(void* out, const void* x, int ng, const int64_t* cs, const int* cp,
-                    int64_t n, cudaStream_t stream) {
+void launch_permute(void* out, const void* x, int ng, const int64_t* cs, const int* cp, int64_t n,
+                    cudaStream_t stream) {
   E* o = static_cast<E*>(out);
   const E* xi = static_cast<const E*>(x);
   // A swap of the last two collapsed dims: a batched tiled transpose.
@@ -174,8 +174,10 @@ void launch_permute(void* out, const void* x, int ng, const int64_t* cs, const i
 }
 
 void check_elem_size(const char* what, int elem_size) {
-  DINO_CHECK(elem_size == 2 || elem_size == 4, "[cuda] ", what, " moves 2- or 4-byte elements, "
-             "got ", elem_size);
+  DINO_CHECK(elem_size == 2 || elem_size == 4, "[cuda] ", what,
+             " moves 2- or 4-byte elements, "
+             "got ",
+             elem_size);
 }
 
 }  // namespace
@@ -209,8 +211,8 @@ void permute_elements(void* out, const void* x, int elem_size, const int64_t* sh
     }
   }
   if (ng <= 1) {  // the identity on the data: a copy
-    CUDA_CHECK(cudaMemcpyAsync(out, x, size_t(n) * size_t(elem_size), cudaMemcpyDeviceToDevice,
-                               stream));
+    CUDA_CHECK(
+        cudaMemcpyAsync(out, x, size_t(n) * size_t(elem_size), cudaMemcpyDeviceToDevice, stream));
     return;
   }
   // 3. The groups tile the input dims; in input order they are the collapsed input shape cs,
@@ -270,8 +272,8 @@ void prepend_token_backward(void* dx, void* dtoken, const void* dout, bool bf16,
   }
 }
 
-void select_token_forward(void* out, const void* x, int elem_size, int64_t B, int64_t N,
-                          int64_t D, int64_t i, cudaStream_t stream) {
+void select_token_forward(void* out, const void* x, int elem_size, int64_t B, int64_t N, int64_t D,
+                          int64_t i, cudaStream_t stream) {
   check_elem_size("select_token", elem_size);
   const int64_t n = B * D;
   if (n == 0) return;
@@ -305,9 +307,8 @@ void CudaBackend::permute(const Tensor& out, const Tensor& x,
 }
 
 void CudaBackend::prepend_token(const Tensor& out, const Tensor& x, const Tensor& token) const {
-  prepend_token_forward(out.raw_data(), x.raw_data(), token.raw_data(),
-                        int(dtype_size(x.dtype())), x.size(0), x.size(1), x.size(2),
-                        op_stream());
+  prepend_token_forward(out.raw_data(), x.raw_data(), token.raw_data(), int(dtype_size(x.dtype())),
+                        x.size(0), x.size(1), x.size(2), op_stream());
 }
 
 void CudaBackend::prepend_token_backward(const Tensor& dx, const Tensor& dtoken,

@@ -81,8 +81,7 @@ __global__ void softmax_forward_kernel(T* out, float* lse, const T* x, int C) {
 
 // grid (N), block threads_for(C). dx (N, C) <- dout (N, C), x (N, C), lse (N)
 template <class T, bool kLog>
-__global__ void softmax_backward_kernel(T* dx, const T* dout, const T* x, const float* lse,
-                                        int C) {
+__global__ void softmax_backward_kernel(T* dx, const T* dout, const T* x, const float* lse, int C) {
   __shared__ float scratch[32];
   const int64_t off = int64_t(blockIdx.x) * C;
   const T* xr = x + off;
@@ -116,8 +115,7 @@ void launch_backward(T* dx, const T* dout, const T* x, const float* lse, int64_t
                      cudaStream_t stream) {
   if (N <= 0 || C <= 0) return;
   DINO_CHECK(N < (int64_t(1) << 31), "[softmax] ", N, " rows exceed the grid");
-  softmax_backward_kernel<T, kLog><<<unsigned(N), threads_for(C), 0, stream>>>(dx, dout, x, lse,
-                                                                               C);
+  softmax_backward_kernel<T, kLog><<<unsigned(N), threads_for(C), 0, stream>>>(dx, dout, x, lse, C);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -147,8 +145,8 @@ void softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_b
                       const float* lse, int64_t N, int C, cudaStream_t stream) {
   launch_backward<__nv_bfloat16, false>(dx, dout, x, lse, N, C, stream);
 }
-void log_softmax_backward(float* dx, const float* dout, const float* x, const float* lse,
-                          int64_t N, int C, cudaStream_t stream) {
+void log_softmax_backward(float* dx, const float* dout, const float* x, const float* lse, int64_t N,
+                          int C, cudaStream_t stream) {
   launch_backward<float, true>(dx, dout, x, lse, N, C, stream);
 }
 void log_softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,

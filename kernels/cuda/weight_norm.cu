@@ -1,6 +1,7 @@
 // Weight normalisation along dim 0 (torch.nn.utils.weight_norm, DINO's last layer):
 // row k of w is g[k] * v[k, :] / ||v[k, :]||, and its backward
-//   dg[k] = dot(dw_k, v_k) / ||v_k||,   dv_k = g[k] / ||v_k|| * (dw_k - dot(dw_k, v_k) / ||v_k||^2 * v_k)
+//   dg[k] = dot(dw_k, v_k) / ||v_k||,   dv_k = g[k] / ||v_k|| * (dw_k - dot(dw_k, v_k) / ||v_k||^2
+//   * v_k)
 // (the CPU reference's arithmetic, kernels/cpu/weight_norm.cpp, in f32).
 //
 // Shape: one warp per row. DINO's layer is K = 65,536 rows of C = 256 (or K = 4096 for small
@@ -24,7 +25,7 @@
 namespace dino::kernels::cuda {
 
 namespace {
-constexpr int kThreads = 256;              // 8 warps = 8 rows per block
+constexpr int kThreads = 256;  // 8 warps = 8 rows per block
 constexpr int kRowsPerBlock = kThreads / 32;
 
 }  // namespace
@@ -83,8 +84,7 @@ void weight_norm_forward(float* w, __nv_bfloat16* w_bf16, float* vnorm, const fl
                          const float* g, int64_t K, int C, cudaStream_t stream) {
   DINO_CHECK(C > 0 && K >= 0, "[weight_norm_forward] bad sizes K=", K, " C=", C);
   if (K == 0) return;
-  weight_norm_forward_kernel<<<row_blocks(K), kThreads, 0, stream>>>(w, w_bf16, vnorm, v, g, K,
-                                                                      C);
+  weight_norm_forward_kernel<<<row_blocks(K), kThreads, 0, stream>>>(w, w_bf16, vnorm, v, g, K, C);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -93,7 +93,7 @@ void weight_norm_backward(float* dv, float* dg, const float* dw, const float* v,
   DINO_CHECK(C > 0 && K >= 0, "[weight_norm_backward] bad sizes K=", K, " C=", C);
   if (K == 0 || (!dv && !dg)) return;
   weight_norm_backward_kernel<<<row_blocks(K), kThreads, 0, stream>>>(dv, dg, dw, v, g, vnorm, K,
-                                                                       C);
+                                                                      C);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -8,8 +8,8 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "testing/bf16_oracle.h"
 #include "kernels/cuda/runtime.h"
+#include "testing/bf16_oracle.h"
 
 namespace dino::testing {
 
@@ -34,7 +34,8 @@ void compare_result(CaseCheck& out, const std::string& what, const Tensor& got, 
   }
   if (!ref.defined()) return;
   if (got.shape() != ref.shape()) {
-    out.error += str_cat(what, ": shape ", shape_str(got.shape()), " vs reference ", shape_str(ref.shape()), "; ");
+    out.error += str_cat(what, ": shape ", shape_str(got.shape()), " vs reference ",
+                         shape_str(ref.shape()), "; ");
     return;
   }
   const std::vector<double> r = host_doubles(ref);
@@ -43,8 +44,8 @@ void compare_result(CaseCheck& out, const std::string& what, const Tensor& got, 
       got.dtype() == DType::bf16 ? t.bf16_mult * bf16_output_error(r) + t.bf16_floor : t.f32;
   const Comparison cmp = compare(host_doubles(got), r);
   const bool pass = cmp.non_finite == 0 && cmp.rel_l2 <= tol;
-  out.results.push_back({str_cat(what, " ", dtype_name(got.dtype())), cmp.rel_l2, tol, cmp.non_finite,
-                         pass, pass ? "" : cmp.worst});
+  out.results.push_back({str_cat(what, " ", dtype_name(got.dtype())), cmp.rel_l2, tol,
+                         cmp.non_finite, pass, pass ? "" : cmp.worst});
 }
 
 void run(CaseCheck& out, uint64_t seed) {
@@ -65,7 +66,8 @@ void run(CaseCheck& out, uint64_t seed) {
   } unpoison;
   std::vector<Tensor> gpu_in;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
-    Tensor t = Tensor::from_vector(values[i], c.inputs[i].shape).to(Device::cuda).to(c.inputs[i].dtype);
+    Tensor t =
+        Tensor::from_vector(values[i], c.inputs[i].shape).to(Device::cuda).to(c.inputs[i].dtype);
     if (c.inputs[i].grad) t.set_requires_grad(true);
     gpu_in.push_back(t);
   }
@@ -84,7 +86,8 @@ void run(CaseCheck& out, uint64_t seed) {
     for (float& x : upstream) x = round_bf16(x);
   const bool any_grad = gpu_out.requires_grad();
   if (any_grad)
-    gpu_out.backward(Tensor::from_vector(upstream, gpu_out.shape()).to(Device::cuda).to(gpu_out.dtype()));
+    gpu_out.backward(
+        Tensor::from_vector(upstream, gpu_out.shape()).to(Device::cuda).to(gpu_out.dtype()));
   cu::synchronize();
   cu::set_poison_allocations(false);
 
@@ -99,7 +102,8 @@ void run(CaseCheck& out, uint64_t seed) {
 
   compare_result(out, "output", gpu_out, cpu_out);
   for (size_t i = 0; i < c.inputs.size(); ++i)
-    if (c.inputs[i].grad) compare_result(out, str_cat("grad ", i), gpu_in[i].grad(), cpu_in[i].grad());
+    if (c.inputs[i].grad)
+      compare_result(out, str_cat("grad ", i), gpu_in[i].grad(), cpu_in[i].grad());
 }
 
 }  // namespace

@@ -3,9 +3,9 @@
 // op table's cases, testing/cuda/op_check.h): AdamW's step, the EMA, the gradient norms and the
 // clipping are updates in place, not ops, so they are not cases of the table.
 // tests/cuda/test_selfcheck.cpp requires every row to pass. The metric is the op table's
-// (ARCHITECTURE §6): ||out - ref|| / ||ref||, any non-finite element a failure; tests/cuda/test_util.h
-// takes compare() and bf16_output_error() from here.
-// A plain C++ header (no CUDA includes); the functions need a usable GPU (available()).
+// (ARCHITECTURE §6): ||out - ref|| / ||ref||, any non-finite element a failure;
+// tests/cuda/test_util.h takes compare() and bf16_output_error() from here. A plain C++ header (no
+// CUDA includes); the functions need a usable GPU (available()).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,7 +28,7 @@ struct Row {
   double rel_err = 0, tol = 0;
   size_t non_finite = 0;
   bool pass = false;
-  std::string worst;   // the worst element, for a failing row
+  std::string worst;  // the worst element, for a failing row
 };
 
 // Runs the optimizer comparisons on the current device. A kernel that throws (a CUDA error)

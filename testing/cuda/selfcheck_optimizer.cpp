@@ -18,7 +18,8 @@ namespace {
 // A device array freed on scope exit.
 template <class T>
 struct DeviceArray {
-  explicit DeviceArray(const std::vector<T>& host) : n(host.size()), p(static_cast<T*>(alloc(n * sizeof(T)))) {
+  explicit DeviceArray(const std::vector<T>& host)
+      : n(host.size()), p(static_cast<T*>(alloc(n * sizeof(T)))) {
     copy_h2d(p, host.data(), n * sizeof(T));
   }
   ~DeviceArray() { free(p); }
@@ -49,7 +50,8 @@ void check_optimizer_clip(std::vector<Row>& rows, uint64_t seed) {
       // Norms of about 0.03, 1 and 30 (by tensor, in turn) around the maximum of 3.
       std::vector<float> g(static_cast<size_t>(total));
       for (size_t k = 0; k < sizes.size(); ++k) {
-        const double scale = std::pow(10.0, -1.5 + 1.5 * double(k % 3)) / std::sqrt(double(sizes[k]));
+        const double scale =
+            std::pow(10.0, -1.5 + 1.5 * double(k % 3)) / std::sqrt(double(sizes[k]));
         for (int64_t i = 0; i < sizes[k]; ++i) g[size_t(off[k] + i)] = float(scale * rng.normal());
       }
       std::vector<TensorSpan> spans;
@@ -63,7 +65,8 @@ void check_optimizer_clip(std::vector<Row>& rows, uint64_t seed) {
       std::vector<double> norm(sizes.size(), 0.0), ref(g.size());
       double total_sq = 0;
       for (size_t k = 0; k < sizes.size(); ++k) {
-        for (int64_t i = 0; i < sizes[k]; ++i) norm[k] += double(g[size_t(off[k] + i)]) * g[size_t(off[k] + i)];
+        for (int64_t i = 0; i < sizes[k]; ++i)
+          norm[k] += double(g[size_t(off[k] + i)]) * g[size_t(off[k] + i)];
         total_sq += norm[k];
         norm[k] = std::sqrt(norm[k]);
       }
@@ -79,7 +82,8 @@ void check_optimizer_clip(std::vector<Row>& rows, uint64_t seed) {
       const Comparison c = compare(got, ref);
       const double tol = 1e-6;  // float norms (a few ulps) and the float store
       const bool pass = c.non_finite == 0 && c.rel_l2 <= tol;
-      rows.push_back({kernel, shape, "grads", c.rel_l2, tol, c.non_finite, pass, pass ? "" : c.worst});
+      rows.push_back(
+          {kernel, shape, "grads", c.rel_l2, tol, c.non_finite, pass, pass ? "" : c.worst});
     } catch (const std::exception& e) {
       rows.push_back({kernel, shape, "(error)", NAN, 0, 0, false, e.what()});
     }

@@ -20,7 +20,7 @@ struct AttnShape {
   int B, N, H, Dh;
 };
 // Dh = 64 takes 64-row forward blocks up to N = 256 and 128-row ones beyond (N = 300).
-const AttnShape kShapes[] = {{1, 1, 1, 32}, {2, 37, 3, 64}, {1, 197, 2, 64}, {1, 300, 1, 64},
+const AttnShape kShapes[] = {{1, 1, 1, 32},    {2, 37, 3, 64}, {1, 197, 2, 64}, {1, 300, 1, 64},
                              {1, 130, 1, 128}, {2, 65, 2, 32}, {1, 197, 1, 128}};
 
 }  // namespace
@@ -41,15 +41,15 @@ TEST_CASE("attention forward and backward match the CPU reference", "[attention]
     auto bf = [](const DeviceBuffer<dino::bf16>& b) {
       return reinterpret_cast<const __nv_bfloat16*>(b.get());
     };
-    cu::attention_forward(reinterpret_cast<__nv_bfloat16*>(out.get()), lse.get(), bf(dqkv_in),
-                          s.B, s.N, s.H, s.Dh, test_stream());
+    cu::attention_forward(reinterpret_cast<__nv_bfloat16*>(out.get()), lse.get(), bf(dqkv_in), s.B,
+                          s.N, s.H, s.Dh, test_stream());
     cu::attention_backward(reinterpret_cast<__nv_bfloat16*>(dqkv.get()), bf(ddout), bf(dqkv_in),
                            bf(out), lse.get(), s.B, s.N, s.H, s.Dh, test_stream());
 
     const std::vector<double> qkv_r = bf16_rounded(qkv), dout_r = bf16_rounded(dout);
     std::vector<double> ref_out(n_out), ref_lse(n_lse), ref_dqkv(n_qkv);
-    cpu::attention_forward<double>(ref_out.data(), ref_lse.data(), nullptr, qkv_r.data(), s.B,
-                                   s.N, s.H, s.Dh);
+    cpu::attention_forward<double>(ref_out.data(), ref_lse.data(), nullptr, qkv_r.data(), s.B, s.N,
+                                   s.H, s.Dh);
     cpu::attention_backward<double>(ref_dqkv.data(), dout_r.data(), qkv_r.data(), ref_out.data(),
                                     ref_lse.data(), s.B, s.N, s.H, s.Dh);
     std::vector<double> comp_out, comp_dqkv;

@@ -67,7 +67,8 @@ Result render_and_compare(const std::vector<Source>& sources,
   if (max_box_height == 0)
     for (int b = 0; b < B; ++b)
       for (int v = first; v < first + V; ++v)
-        max_box_height = std::max(max_box_height, params[size_t(b) * views_per_sample + v].box.height);
+        max_box_height =
+            std::max(max_box_height, params[size_t(b) * views_per_sample + v].box.height);
 
   DeviceBuffer<uint8_t> d_bytes(bytes);
   DeviceBuffer<uint8_t> d_where(where.size() * sizeof(cu::AugmentSource));
@@ -77,11 +78,10 @@ Result render_and_compare(const std::vector<Source>& sources,
   const size_t per_view = size_t(C) * S * S;
   DeviceBuffer<float> out(size_t(V) * B * per_view);
   out.poison();
-  cu::augment_views(out.get(), d_bytes.get(),
-                    reinterpret_cast<const cu::AugmentSource*>(d_where.get()),
-                    reinterpret_cast<const data::ViewParams*>(d_params.get()), B,
-                    views_per_sample, first, V, C, S, max_box_height, norm.mean.data(),
-                    norm.std.data(), test_stream());
+  cu::augment_views(
+      out.get(), d_bytes.get(), reinterpret_cast<const cu::AugmentSource*>(d_where.get()),
+      reinterpret_cast<const data::ViewParams*>(d_params.get()), B, views_per_sample, first, V, C,
+      S, max_box_height, norm.mean.data(), norm.std.data(), test_stream());
   const std::vector<float> got = out.download();
 
   Result r;
@@ -168,7 +168,8 @@ TEST_CASE("augment_views matches apply_view for the views draw_views draws", "[a
     INFO("C = " << C);
     // Odd sizes; 60x13 makes 21-pixel views from 13-pixel columns (enlarging), 97x83 from
     // boxes up to 4.6x their output (the widest taps).
-    const std::vector<Source> sources = {random_source(rng, C, 37, 29), random_source(rng, C, 60, 13),
+    const std::vector<Source> sources = {random_source(rng, C, 37, 29),
+                                         random_source(rng, C, 60, 13),
                                          random_source(rng, C, 97, 83)};
     std::vector<data::ViewParams> params;
     for (const Source& s : sources) {
@@ -186,7 +187,8 @@ TEST_CASE("augment_views matches apply_view with each operation on its own and a
           "[augment]") {
   dino::Rng rng(142);
   for (int C : {3, 1}) {
-    const std::vector<Source> sources = {random_source(rng, C, 31, 45), random_source(rng, C, 19, 23)};
+    const std::vector<Source> sources = {random_source(rng, C, 31, 45),
+                                         random_source(rng, C, 19, 23)};
     // Box (2, 3, 15, 17), inside both sources: 15 -> 13 rows and 17 -> 13 columns shrink.
     const data::ViewParams base = plain_view(13, 2, 3, 15, 17);
     std::vector<data::ViewParams> cases;
@@ -213,9 +215,10 @@ TEST_CASE("augment_views matches apply_view with each operation on its own and a
     with([](data::ViewParams& p) { p.blur_sigma = 6.f; });  // radius 18 > the view
     with([](data::ViewParams& p) { p.solarize = true; });
     // Every operation, contrast first, in the middle and last of the jitter order.
-    const uint8_t orders[3][4] = {{data::kContrast, data::kHue, data::kBrightness, data::kSaturation},
-                                  {data::kHue, data::kSaturation, data::kContrast, data::kBrightness},
-                                  {data::kSaturation, data::kBrightness, data::kHue, data::kContrast}};
+    const uint8_t orders[3][4] = {
+        {data::kContrast, data::kHue, data::kBrightness, data::kSaturation},
+        {data::kHue, data::kSaturation, data::kContrast, data::kBrightness},
+        {data::kSaturation, data::kBrightness, data::kHue, data::kContrast}};
     for (const auto& order : orders)
       with([&](data::ViewParams& p) {
         std::copy(order, order + 4, p.jitter_order);
@@ -268,11 +271,14 @@ TEST_CASE("render_views_cuda renders a source batch as the step's view tensors",
         REQUIRE(got[size_t(v)].shape() == dino::Shape{sb.batch, C, S, S});
         const std::vector<float> g = got[size_t(v)].to_vector();
         for (int b = 0; b < sb.batch; ++b) {
-          const data::Image ref = data::apply_view(images[size_t(b)], sb.params[size_t(b) * views + v], norm);
+          const data::Image ref =
+              data::apply_view(images[size_t(b)], sb.params[size_t(b) * views + v], norm);
           for (size_t i = 0; i < ref.pixels.size(); ++i) {
             const float x = g[size_t(b) * ref.pixels.size() + i];
-            if (!std::isfinite(x)) ++non_finite;
-            else max_error = std::max(max_error, std::fabs(double(x) - double(ref.pixels[i])));
+            if (!std::isfinite(x))
+              ++non_finite;
+            else
+              max_error = std::max(max_error, std::fabs(double(x) - double(ref.pixels[i])));
           }
         }
       }
@@ -293,14 +299,17 @@ TEST_CASE("render_views_cuda refuses a malformed batch, naming the sample", "[au
   const data::SourceBatch sb = source_batch(rng, cfg, 3, false, images);
   data::SourceBatch bad = sb;
   bad.params[4].box.left = sb.samples[0].width - bad.params[4].box.width + 1;
-  CHECK_THROWS_WITH(data::render_views_cuda(bad, norm),
-                    Catch::Contains("view 4 of sample 0") && Catch::Contains("outside its 33x27 source"));
+  CHECK_THROWS_WITH(
+      data::render_views_cuda(bad, norm),
+      Catch::Contains("view 4 of sample 0") && Catch::Contains("outside its 33x27 source"));
   bad = sb;
   bad.params[size_t(views) + 1].size = 9;
-  CHECK_THROWS_WITH(data::render_views_cuda(bad, norm), Catch::Contains("view 1 of sample 1 has side 9"));
+  CHECK_THROWS_WITH(data::render_views_cuda(bad, norm),
+                    Catch::Contains("view 1 of sample 1 has side 9"));
   bad = sb;
   bad.samples[2].bytes.pop_back();
-  CHECK_THROWS_WITH(data::render_views_cuda(bad, norm), Catch::Contains("sample 2 holds 2522 bytes"));
+  CHECK_THROWS_WITH(data::render_views_cuda(bad, norm),
+                    Catch::Contains("sample 2 holds 2522 bytes"));
 }
 
 TEST_CASE("the loader's sources rendered on the GPU equal its f32 views", "[augment]") {
@@ -335,8 +344,10 @@ TEST_CASE("the loader's sources rendered on the GPU equal its f32 views", "[augm
       double max_error = 0.0;
       size_t non_finite = 0;
       for (size_t i = 0; i < g.size(); ++i) {
-        if (!std::isfinite(g[i])) ++non_finite;
-        else max_error = std::max(max_error, std::fabs(double(g[i]) - double(ref[i])));
+        if (!std::isfinite(g[i]))
+          ++non_finite;
+        else
+          max_error = std::max(max_error, std::fabs(double(g[i]) - double(ref[i])));
       }
       INFO("max abs error " << max_error);
       CHECK(non_finite == 0);

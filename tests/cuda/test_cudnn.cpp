@@ -47,7 +47,9 @@ void report_path(const char* what, std::string& reported) {
 const __nv_bfloat16* bf(const DeviceBuffer<dino::bf16>& b) {
   return reinterpret_cast<const __nv_bfloat16*>(b.get());
 }
-__nv_bfloat16* bfm(DeviceBuffer<dino::bf16>& b) { return reinterpret_cast<__nv_bfloat16*>(b.get()); }
+__nv_bfloat16* bfm(DeviceBuffer<dino::bf16>& b) {
+  return reinterpret_cast<__nv_bfloat16*>(b.get());
+}
 
 }  // namespace
 
@@ -72,25 +74,30 @@ TEST_CASE("cuDNN attention matches the CPU reference", "[cudnn]") {
 
     const std::vector<double> qkv_r = bf16_rounded(qkv), dout_r = bf16_rounded(dout);
     std::vector<double> ref_out(n_out), ref_lse(n_lse), ref_dqkv(n_qkv), comp_out, comp_dqkv;
-    cpu::attention_forward<double>(ref_out.data(), ref_lse.data(), nullptr, qkv_r.data(), s.B, s.N, s.H, s.Dh);
+    cpu::attention_forward<double>(ref_out.data(), ref_lse.data(), nullptr, qkv_r.data(), s.B, s.N,
+                                   s.H, s.Dh);
     cpu::attention_backward<double>(ref_dqkv.data(), dout_r.data(), qkv_r.data(), ref_out.data(),
                                     ref_lse.data(), s.B, s.N, s.H, s.Dh);
-    cu::selfcheck::attention_bf16_composite(comp_out, comp_dqkv, qkv_r, dout_r, s.B, s.N, s.H, s.Dh);
+    cu::selfcheck::attention_bf16_composite(comp_out, comp_dqkv, qkv_r, dout_r, s.B, s.N, s.H,
+                                            s.Dh);
 
     if (!cudnn_runs("the SDPA forward", [&] {
-          bench::cudnn_attention_forward(bfm(out), lse.get(), bf(dqkv_in), s.B, s.N, s.H, s.Dh, test_stream());
+          bench::cudnn_attention_forward(bfm(out), lse.get(), bf(dqkv_in), s.B, s.N, s.H, s.Dh,
+                                         test_stream());
         }))
       return;
     report_path("the SDPA forward", forward_path);
-    expect_close("out", to_double(out.download()), ref_out, 2 * compare(comp_out, ref_out).rel_l2 + 1e-3);
+    expect_close("out", to_double(out.download()), ref_out,
+                 2 * compare(comp_out, ref_out).rel_l2 + 1e-3);
     expect_close("lse", to_double(lse.download()), ref_lse, 1e-4);
     if (!cudnn_runs("the SDPA backward", [&] {
-          bench::cudnn_attention_backward(bfm(dqkv), bf(ddout), bf(dqkv_in), bf(out), lse.get(), s.B, s.N,
-                                       s.H, s.Dh, test_stream());
+          bench::cudnn_attention_backward(bfm(dqkv), bf(ddout), bf(dqkv_in), bf(out), lse.get(),
+                                          s.B, s.N, s.H, s.Dh, test_stream());
         }))
       continue;
     report_path("the SDPA backward", backward_path);
-    expect_close("dqkv", to_double(dqkv.download()), ref_dqkv, 2 * compare(comp_dqkv, ref_dqkv).rel_l2 + 1e-3);
+    expect_close("dqkv", to_double(dqkv.download()), ref_dqkv,
+                 2 * compare(comp_dqkv, ref_dqkv).rel_l2 + 1e-3);
   }
 }
 
@@ -121,19 +128,22 @@ TEST_CASE("cuDNN layer norm matches the CPU reference", "[cudnn]") {
   for (const S s : {S{1, 384}, S{197, 384}, S{37, 33}, S{1000, 384}}) {
     INFO("N = " << s.N << ", C = " << s.C);
     const size_t nc = size_t(s.N) * s.C;
-    const std::vector<float> x = random_floats(rng, nc, 1.0, 3.0), w = random_floats(rng, size_t(s.C), 0.3, 1.0);
-    const std::vector<float> b = random_floats(rng, size_t(s.C), 0.3), dout = random_floats(rng, nc);
+    const std::vector<float> x = random_floats(rng, nc, 1.0, 3.0),
+                             w = random_floats(rng, size_t(s.C), 0.3, 1.0);
+    const std::vector<float> b = random_floats(rng, size_t(s.C), 0.3),
+                             dout = random_floats(rng, nc);
     DeviceBuffer<float> dx_in(x), dw(w), db(b), mean(size_t(s.N)), rstd(size_t(s.N));
     DeviceBuffer<float> dx(nc), dweight(size_t(s.C)), dbias(size_t(s.C));
     DeviceBuffer<dino::bf16> out(nc), ddout(to_bf16(dout));
     out.poison(), mean.poison(), rstd.poison(), dx.poison(), dweight.poison(), dbias.poison();
 
     std::vector<double> ref(nc), ref_mean(size_t(s.N)), ref_rstd(size_t(s.N));
-    cpu::layernorm_forward<double>(ref.data(), ref_mean.data(), ref_rstd.data(), to_double(x).data(),
-                                   to_double(w).data(), to_double(b).data(), s.N, s.C, kEps);
+    cpu::layernorm_forward<double>(ref.data(), ref_mean.data(), ref_rstd.data(),
+                                   to_double(x).data(), to_double(w).data(), to_double(b).data(),
+                                   s.N, s.C, kEps);
     if (!cudnn_runs("the layer-norm forward (x f32, y bf16)", [&] {
-          bench::cudnn_layernorm_forward(bfm(out), mean.get(), rstd.get(), dx_in.get(), dw.get(), db.get(), s.N,
-                                      s.C, kEps, test_stream());
+          bench::cudnn_layernorm_forward(bfm(out), mean.get(), rstd.get(), dx_in.get(), dw.get(),
+                                         db.get(), s.N, s.C, kEps, test_stream());
         }))
       return;
     expect_close("out", to_double(out.download()), ref, 2 * bf16_output_error(ref) + 1e-4);
@@ -141,14 +151,16 @@ TEST_CASE("cuDNN layer norm matches the CPU reference", "[cudnn]") {
     expect_close("rstd", to_double(rstd.download()), ref_rstd, 1e-4);
 
     if (!cudnn_runs("the layer-norm backward (dy bf16, x f32, dx f32)", [&] {
-          bench::cudnn_layernorm_backward(dx.get(), dweight.get(), dbias.get(), bf(ddout), dx_in.get(), mean.get(),
-                                       rstd.get(), dw.get(), s.N, s.C, test_stream());
+          bench::cudnn_layernorm_backward(dx.get(), dweight.get(), dbias.get(), bf(ddout),
+                                          dx_in.get(), mean.get(), rstd.get(), dw.get(), s.N, s.C,
+                                          test_stream());
         }))
       return;
     const std::vector<double> m = to_double(mean.download()), r = to_double(rstd.download());
     std::vector<double> ref_dx(nc), ref_dw(size_t(s.C)), ref_db(size_t(s.C));
-    cpu::layernorm_backward<double>(ref_dx.data(), ref_dw.data(), ref_db.data(), bf16_rounded(dout).data(),
-                                    to_double(x).data(), m.data(), r.data(), to_double(w).data(), s.N, s.C);
+    cpu::layernorm_backward<double>(ref_dx.data(), ref_dw.data(), ref_db.data(),
+                                    bf16_rounded(dout).data(), to_double(x).data(), m.data(),
+                                    r.data(), to_double(w).data(), s.N, s.C);
     expect_close("dx", to_double(dx.download()), ref_dx, 1e-4);
     expect_close("dweight", to_double(dweight.download()), ref_dw, 1e-4);
     expect_close("dbias", to_double(dbias.download()), ref_db, 1e-4);

@@ -28,9 +28,8 @@ std::vector<float> cosines(dino::Rng& rng, size_t n) {
 
 TEST_CASE("dino_loss_forward_backward matches the CPU reference", "[dino_loss]") {
   dino::Rng rng(31);
-  const LossShape shapes[] = {{1, 2, 1, 33},   {2, 2, 1, 33},    {2, 4, 3, 1000},
-                              {3, 5, 37, 257}, {2, 10, 9, 4097}, {2, 6, 2, 65536},
-                              {2, 3, 2, 65537}};
+  const LossShape shapes[] = {{1, 2, 1, 33},    {2, 2, 1, 33},    {2, 4, 3, 1000}, {3, 5, 37, 257},
+                              {2, 10, 9, 4097}, {2, 6, 2, 65536}, {2, 3, 2, 65537}};
   const double tau_s = 0.1, tau_t = 0.04;
   for (const LossShape sh : shapes) {
     INFO("G = " << sh.G << ", V = " << sh.V << ", B = " << sh.B << ", K = " << sh.K);
@@ -74,8 +73,8 @@ TEST_CASE("dino_loss: a collapsed (uniform) student and teacher give ln K", "[di
   std::vector<float> s(size_t(V) * B * K, 0.25f), t(size_t(G) * B * K, -0.5f), c(size_t(K), 0.1f);
   DeviceBuffer<float> ds(s), dt(t), dc(c), loss(1), grad{s.size()}, colsum{size_t(K)};
   loss.poison(), grad.poison(), colsum.poison();
-  cu::dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(),
-                                 dc.get(), G, V, B, K, 0.1f, 0.04f, test_stream());
+  cu::dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(), dc.get(),
+                                 G, V, B, K, 0.1f, 0.04f, test_stream());
   expect_close("loss", to_double(loss.download()), {std::log(double(K))}, 1e-5);
 }
 

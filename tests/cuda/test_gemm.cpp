@@ -16,8 +16,8 @@ namespace {
 struct LinearShape {
   int rows, in, out;
 };
-const LinearShape kLinear[] = {{1, 33, 37}, {197, 33, 37}, {37, 384, 1152}, {394, 384, 1536},
-                               {64, 2048, 256}};
+const LinearShape kLinear[] = {
+    {1, 33, 37}, {197, 33, 37}, {37, 384, 1152}, {394, 384, 1536}, {64, 2048, 256}};
 
 const __nv_bfloat16* bf(const DeviceBuffer<dino::bf16>& b) {
   return reinterpret_cast<const __nv_bfloat16*>(b.get());
@@ -59,8 +59,8 @@ TEST_CASE("gemm: Linear input gradient dx = dy W (fp32 out)", "[gemm]") {
     DeviceBuffer<dino::bf16> ddy(to_bf16(dy)), dw(to_bf16(w));
     DeviceBuffer<float> dx(size_t(s.rows) * s.in);
     dx.poison();
-    cu::gemm(dx.get(), false, bf(ddy), bf(dw), nullptr, cu::GemmEpilogue::none, s.rows, s.in,
-             s.out, false, false, 1, 0, 0, 0, test_stream());
+    cu::gemm(dx.get(), false, bf(ddy), bf(dw), nullptr, cu::GemmEpilogue::none, s.rows, s.in, s.out,
+             false, false, 1, 0, 0, 0, test_stream());
     std::vector<double> ref(size_t(s.rows) * s.in);
     cpu::gemm<double>(ref.data(), bf16_rounded(dy).data(), bf16_rounded(w).data(), s.rows, s.in,
                       s.out, false, false, 1.0, 0.0);
@@ -123,8 +123,8 @@ TEST_CASE("gemm: fp32 output with an f32 bias epilogue (the patch embedding)", "
     DeviceBuffer<dino::bf16> dx(to_bf16(x)), dw(to_bf16(w));
     DeviceBuffer<float> db(b), y(size_t(s.rows) * s.out);
     y.poison();
-    cu::gemm(y.get(), false, bf(dx), bf(dw), db.get(), cu::GemmEpilogue::bias, s.rows, s.out,
-             s.in, false, true, 1, 0, 0, 0, test_stream());
+    cu::gemm(y.get(), false, bf(dx), bf(dw), db.get(), cu::GemmEpilogue::bias, s.rows, s.out, s.in,
+             false, true, 1, 0, 0, 0, test_stream());
     std::vector<double> ref(size_t(s.rows) * s.out);
     cpu::gemm<double>(ref.data(), bf16_rounded(x).data(), bf16_rounded(w).data(), s.rows, s.out,
                       s.in, false, true, 1.0, 0.0);
@@ -152,8 +152,8 @@ TEST_CASE("gemm: operands at 2-byte-aligned addresses (views, odd offsets)", "[g
   // dW-shaped product with the bias-gradient epilogue, A = y-shaped data (x used as dy).
   const std::vector<float> dy = random_floats(rng, size_t(rows) * out + 1);
   DeviceBuffer<dino::bf16> ddy(to_bf16(dy));
-  cu::gemm(g.get() + 1, false, bf(ddy) + 1, xp, gb.get() + 1, cu::GemmEpilogue::bias_grad, out,
-           in, rows, true, false, 1, 0, 0, 0, test_stream());
+  cu::gemm(g.get() + 1, false, bf(ddy) + 1, xp, gb.get() + 1, cu::GemmEpilogue::bias_grad, out, in,
+           rows, true, false, 1, 0, 0, 0, test_stream());
 
   const std::vector<double> all_x = bf16_rounded(x), all_w = bf16_rounded(w),
                             all_b = bf16_rounded(b), all_dy = bf16_rounded(dy);

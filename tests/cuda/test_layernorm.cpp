@@ -15,7 +15,8 @@ namespace {
 struct Shape {
   int N, C;
 };
-const Shape kShapes[] = {{1, 33}, {37, 33}, {197, 384}, {37, 768}, {1, 4}, {197, 1000}, {3000, 384}};
+const Shape kShapes[] = {{1, 33}, {37, 33},    {197, 384}, {37, 768},
+                         {1, 4},  {197, 1000}, {3000, 384}};
 constexpr float kEps = 1e-6f;
 
 }  // namespace

@@ -3,15 +3,13 @@
 // as skipped rather than passed.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
-
 #include <cstdio>
 
 #include "kernels/cuda/runtime.h"
 
 int main(int argc, char** argv) {
   if (!dino::kernels::cuda::available()) {
-    std::printf("skipping the CUDA tests: %s\n",
-                dino::kernels::cuda::device_description().c_str());
+    std::printf("skipping the CUDA tests: %s\n", dino::kernels::cuda::device_description().c_str());
     return 77;
   }
   std::printf("CUDA tests on %s\n", dino::kernels::cuda::device_description().c_str());

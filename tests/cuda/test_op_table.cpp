@@ -3,12 +3,11 @@
 // reference, output and gradients, within the case's tolerance (testing/cuda/op_check.h). The tests
 // are registered from the table at start-up, so a case added there is tested here.
 #include <catch2/catch.hpp>
-
 #include <deque>
 #include <string>
 
-#include "testing/op_cases.h"
 #include "testing/cuda/op_check.h"
+#include "testing/op_cases.h"
 
 namespace {
 

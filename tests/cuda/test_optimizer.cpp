@@ -59,8 +59,8 @@ TEST_CASE("adamw_step matches core/optim.cpp's AdamW, skipping parameters withou
     std::vector<dino::Tensor> params;
     dino::ParamGroup decayed{{}, 0, 0}, plain{{}, 0, 0};
     for (size_t t = 0; t < nt; ++t) {
-      params.push_back(dino::Tensor::from_vector(slice(w0, l.offsets[t], l.sizes[t]),
-                                                 {l.sizes[t]}));
+      params.push_back(
+          dino::Tensor::from_vector(slice(w0, l.offsets[t], l.sizes[t]), {l.sizes[t]}));
       params.back().set_requires_grad();
       (t % 2 ? plain : decayed).params.push_back({"p" + std::to_string(t), params.back()});
     }
@@ -95,12 +95,16 @@ TEST_CASE("adamw_step matches core/optim.cpp's AdamW, skipping parameters withou
       for (size_t t = 0; t < nt; ++t) {
         const int64_t o = l.offsets[t];
         if (!skipped(t)) ++steps[t];
-        desc[t] = cu::AdamWTensor{w.get() + o,  g.get() + o,
-                                  m.get() + o,  v.get() + o,
+        desc[t] = cu::AdamWTensor{w.get() + o,
+                                  g.get() + o,
+                                  m.get() + o,
+                                  v.get() + o,
                                   reinterpret_cast<__nv_bfloat16*>(wb.get() + o),
-                                  l.sizes[t],   lrs[s],
+                                  l.sizes[t],
+                                  lrs[s],
                                   t % 2 ? 0.0 : wds[s],
-                                  steps[t],     skipped(t) ? 1 : 0};
+                                  steps[t],
+                                  skipped(t) ? 1 : 0};
       }
       DeviceBuffer<cu::AdamWTensor> ddesc(desc);
       const std::vector<float> w_before = w.download();
@@ -138,8 +142,7 @@ TEST_CASE("adamw_step matches core/optim.cpp's AdamW, skipping parameters withou
   }
 }
 
-TEST_CASE("ema_update matches the host EMA and writes the teacher's bf16 copies",
-          "[optimizer]") {
+TEST_CASE("ema_update matches the host EMA and writes the teacher's bf16 copies", "[optimizer]") {
   for (const bool padded : {false, true}) {
     INFO(layout_name(padded) << " layout");
     dino::Rng rng(padded ? 43 : 44);

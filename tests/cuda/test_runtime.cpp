@@ -23,10 +23,14 @@ uint32_t bits_of(float f) {
 std::vector<float> tricky_floats(dino::Rng& rng, size_t n) {
   std::vector<float> v = dino::test::random_floats(rng, n);
   for (size_t i = 0; i < n; i += 3) v[i] = float(v[i] * std::ldexp(1.0, int(rng.below(60)) - 30));
-  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::infinity(),
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
-                            std::numeric_limits<float>::denorm_min(), -1e-40f,
-                            std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                            std::numeric_limits<float>::denorm_min(),
+                            -1e-40f,
+                            std::numeric_limits<float>::max(),
+                            -std::numeric_limits<float>::max(),
                             1.00390625f /* 1 + 2^-8: a tie, rounds to even (1) */,
                             1.01171875f /* 1 + 3*2^-8: a tie, rounds to even (1 + 2^-6) */};
   for (size_t i = 0; i < sizeof(specials) / sizeof(float) && i < n; ++i) v[i] = specials[i];
@@ -106,10 +110,10 @@ TEST_CASE("runtime: bf16 conversions match the host's round-to-nearest-even", "[
       if (bits_of(got_back[i]) != bits_of(float(expect))) ++bad_back;
     }
     INFO("n = " << n << "; first mismatch at " << first_bad
-         << (first_bad < n ? dino::str_cat(": input ", host[first_bad], ", device bits ",
-                                           got[first_bad].bits, ", host bits ",
-                                           dino::bf16(host[first_bad]).bits)
-                           : std::string()));
+                << (first_bad < n ? dino::str_cat(": input ", host[first_bad], ", device bits ",
+                                                  got[first_bad].bits, ", host bits ",
+                                                  dino::bf16(host[first_bad]).bits)
+                                  : std::string()));
     CHECK(bad_bits == 0);
     CHECK(bad_back == 0);
   }

@@ -74,7 +74,7 @@ nlohmann::json loop_recipe() {
   nlohmann::json cfg = test::small_recipe();
   cfg["run"]["knn"] = false;
   cfg["run"]["checkpoint_every"] = 4;
-  cfg["loss"]["koleo_weight"] = 0.1;   // the KoLeo term travels with the statistics
+  cfg["loss"]["koleo_weight"] = 0.1;  // the KoLeo term travels with the statistics
   return cfg;
 }
 
@@ -125,8 +125,10 @@ int64_t checkpoint_step(const Run& run) {
   return std::stoll(load_safetensors(run.plan.folder.checkpoint).metadata.at("step"));
 }
 
-TEST_CASE("pipelined CUDA loop: a non-finite loss at step k stops the run at step k+1, naming k, "
-          "with no checkpoint holding k", "[train]") {
+TEST_CASE(
+    "pipelined CUDA loop: a non-finite loss at step k stops the run at step k+1, naming k, "
+    "with no checkpoint holding k",
+    "[train]") {
   Run run(loop_recipe(), test::fresh_dir("dino_cuda_tests", "loop_nan"));
   run.train_to(2, true);
   REQUIRE(checkpoint_step(run) == 2);
@@ -153,7 +155,8 @@ TEST_CASE("pipelined CUDA loop: a checkpoint waits for the statistics of the ste
   // first would fail differently (the checkpoint refuses non-finite tensors).
   const std::string message = train_error(run, 8);
   INFO(message);
-  CHECK_THAT(message, Catch::Contains("the loss of step 4 is ") && Catch::Contains("; stopping. No checkpoint"));
+  CHECK_THAT(message, Catch::Contains("the loss of step 4 is ") &&
+                          Catch::Contains("; stopping. No checkpoint"));
   CHECK(run.state.step == 4);
   CHECK(checkpoint_step(run) == 3);
   CHECK(metrics_lines(run.plan.folder.metrics).size() == 3);

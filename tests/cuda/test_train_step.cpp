@@ -286,8 +286,7 @@ TEST_CASE("small ViT + DINO head: forward and every parameter gradient on the GP
               worst, kGradTol);
 }
 
-TEST_CASE("two full DINO training steps on the GPU match the CPU from identical state",
-          "[train]") {
+TEST_CASE("two full DINO training steps on the GPU match the CPU from identical state", "[train]") {
   Rng data(13);
   const int64_t B = 4;
   std::vector<std::vector<Tensor>> crops{make_crops(data, B), make_crops(data, B)};
@@ -319,15 +318,16 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
                                      to_device(crops[step], Device::cuda), s, &drop_gpu, true);
     cu::synchronize();
     cu::set_poison_allocations(false);
-    const StepOutputs oc = dino_step(*cpu.student, *cpu.teacher, *cpu.loss, *cpu.opt,
-                                     crops[step], s, &drop_cpu);
+    const StepOutputs oc =
+        dino_step(*cpu.student, *cpu.teacher, *cpu.loss, *cpu.opt, crops[step], s, &drop_cpu);
 
     // ---- the shadow: the CPU's update on the GPU's gradients -------------------------------
     for (auto& [name, p] : shadow.student->named_parameters()) p.zero_grad();
     {
       auto ps = shadow.student->named_parameters();
       for (const auto& [name, g] : og.grads) {
-        auto it = std::find_if(ps.begin(), ps.end(), [&](const auto& kv) { return kv.first == name; });
+        auto it =
+            std::find_if(ps.begin(), ps.end(), [&](const auto& kv) { return kv.first == name; });
         REQUIRE(it != ps.end());
         it->second.set_grad(g.to(Device::cpu));
       }
@@ -352,7 +352,8 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
       }
       const std::vector<double> got = host(pg), want = host(ps);
       const double update = l2_distance(want, before_student[i].second);
-      INFO("distance " << l2_distance(got, want) << ", update " << update << ", |p| " << norm(want));
+      INFO("distance " << l2_distance(got, want) << ", update " << update << ", |p| "
+                       << norm(want));
       CHECK(l2_distance(got, want) <= kShadowTol * update + kUlps * norm(want));
     }
     for (auto& [name, st] : gpu.opt->state()) {
@@ -370,7 +371,8 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
       INFO("teacher " << tg[i].first << " against the shadow");
       const std::vector<double> got = host(tg[i].second), want = host(ts[i].second);
       const double update = l2_distance(want, before_teacher[i].second);
-      INFO("distance " << l2_distance(got, want) << ", update " << update << ", |p| " << norm(want));
+      INFO("distance " << l2_distance(got, want) << ", update " << update << ", |p| "
+                       << norm(want));
       CHECK(l2_distance(got, want) <= 1e-3 * update + kUlps * norm(want));
       const std::string problem = bf16_copy_problem(tg[i].second);  // the EMA wrote them all
       INFO("bf16 copy: " << problem);
@@ -387,7 +389,8 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
     CHECK(center.non_finite == 0);
     CHECK(center.rel_l2 <= kCenterTol);
 
-    auto against_cpu = [&](const char* which, const Module& g, const Module& c, const Snapshot& init) {
+    auto against_cpu = [&](const char* which, const Module& g, const Module& c,
+                           const Snapshot& init) {
       const auto pg = g.named_parameters(), pc = c.named_parameters();
       double diff2 = 0, update2 = 0, worst_cos = 1;
       std::string worst_name = "-";
@@ -411,9 +414,10 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
         CHECK(cos >= kUpdateCosMin);
       }
       const double rel = std::sqrt(diff2 / update2);
-      std::printf("[train] step %d %s: ||p_gpu - p_cpu|| / ||update|| %.3g (tolerance %.3g), "
-                  "lowest update cosine %.3f (%s)\n",
-                  step + 1, which, rel, kUpdateTol, worst_cos, worst_name.c_str());
+      std::printf(
+          "[train] step %d %s: ||p_gpu - p_cpu|| / ||update|| %.3g (tolerance %.3g), "
+          "lowest update cosine %.3f (%s)\n",
+          step + 1, which, rel, kUpdateTol, worst_cos, worst_name.c_str());
       INFO(which << ": ||p_gpu - p_cpu|| / ||p_cpu - p_initial|| = " << rel);
       CHECK(rel <= kUpdateTol);
     };

@@ -3,10 +3,9 @@
 // before every run, fresh random inputs, bf16 rounding as the host does it, and the
 // ||got - ref|| / ||ref|| metric against a float64 reference, which prints the worst element
 // when a check fails.
-#include <catch2/catch.hpp>
-
 #include <cuda_runtime.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -107,8 +106,8 @@ using ::dino::kernels::cuda::selfcheck::Comparison;
 inline void expect_close(const std::string& what, const std::vector<double>& got,
                          const std::vector<double>& ref, double tol) {
   const Comparison c = compare(got, ref);
-  INFO(what << ": rel L2 error " << c.rel_l2 << " (tolerance " << tol << "), "
-            << c.non_finite << " non-finite elements; worst " << c.worst);
+  INFO(what << ": rel L2 error " << c.rel_l2 << " (tolerance " << tol << "), " << c.non_finite
+            << " non-finite elements; worst " << c.worst);
   CHECK(c.non_finite == 0);
   CHECK(c.rel_l2 <= tol);
 }

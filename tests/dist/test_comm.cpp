@@ -2,7 +2,6 @@
 // from every rank's inputs (which each rank regenerates), and the ranks' results against each
 // other (all ranks must hold the same bits).
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstring>
 
@@ -30,8 +29,7 @@ void require_same_on_every_rank(dist::Communicator& c, const Tensor& t) {
   const Tensor all = gathered(c, t);
   const size_t bytes = t.nbytes();
   const auto* p = static_cast<const unsigned char*>(all.raw_data());
-  for (int r = 1; r < c.size(); ++r)
-    REQUIRE(std::memcmp(p, p + size_t(r) * bytes, bytes) == 0);
+  for (int r = 1; r < c.size(); ++r) REQUIRE(std::memcmp(p, p + size_t(r) * bytes, bytes) == 0);
 }
 
 }  // namespace
@@ -94,7 +92,8 @@ TEST_CASE("all_gather places each rank's tensor at its rank", "[dist]") {
   c.all_gather(all, mine);
   for (int r = 0; r < c.size(); ++r)
     CHECK(all.narrow(r * 37, 37).to_vector() == rank_data(31, r, 37, DType::f64).to_vector());
-  CHECK_THROWS_WITH(c.all_gather(Tensor::empty({36, 1}, DType::f64), mine), Catch::Contains("must hold"));
+  CHECK_THROWS_WITH(c.all_gather(Tensor::empty({36, 1}, DType::f64), mine),
+                    Catch::Contains("must hold"));
   c.barrier();
 }
 

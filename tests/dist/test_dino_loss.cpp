@@ -2,7 +2,6 @@
 // the whole batch, the statistics are the whole batch's, and a rank whose own loss is not
 // finite is named on every rank (so every rank stops at the same step, none left waiting).
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <limits>
 
@@ -50,9 +49,10 @@ TEST_CASE("the DINO center and statistics over the ranks are one process's", "[d
   shared.set_communicator(&c);
   DinoLossStats s_shared, s_alone;
   for (uint64_t step = 0; step < 3; ++step) {
-    shared.forward(logits(100 + step, c.rank(), V, B, K), logits(200 + step, c.rank(), 2, B, K), 0.04, &s_shared);
-    alone.forward(whole_batch(100 + step, c.size(), V, B, K), whole_batch(200 + step, c.size(), 2, B, K), 0.04,
-                  &s_alone);
+    shared.forward(logits(100 + step, c.rank(), V, B, K), logits(200 + step, c.rank(), 2, B, K),
+                   0.04, &s_shared);
+    alone.forward(whole_batch(100 + step, c.size(), V, B, K),
+                  whole_batch(200 + step, c.size(), 2, B, K), 0.04, &s_alone);
   }
   const std::vector<float> a = shared.center.to_vector(), b = alone.center.to_vector();
   for (size_t k = 0; k < a.size(); ++k) CHECK(a[k] == Approx(b[k]).epsilon(1e-5));

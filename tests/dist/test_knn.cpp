@@ -2,7 +2,6 @@
 // gather them; the result must be, bit for bit, the features one process extracts, for a batch
 // size that leaves a short last batch and ranks with nothing to do.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 
 #include "core/rng.h"

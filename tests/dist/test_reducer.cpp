@@ -32,7 +32,9 @@ Tensor loss_of(const Named& m, const Tensor& x) {
   return mean(mul(y, y));
 }
 
-Tensor batch_of(int rank, int step) { return rank_data(41 + uint64_t(step), rank, 6 * 9, DType::f64).reshape({6, 9}); }
+Tensor batch_of(int rank, int step) {
+  return rank_data(41 + uint64_t(step), rank, 6 * 9, DType::f64).reshape({6, 9});
+}
 
 // The average over the ranks of the gradient each rank's batch gives at these weights.
 std::vector<double> as_doubles(const Tensor& t) {
@@ -79,7 +81,8 @@ TEST_CASE("the reducer averages every gradient over the ranks, bucket by bucket"
       const std::vector<double> got = as_doubles(mlp[i].second.grad());
       REQUIRE(got.size() == want[i].size());
       INFO("step " << step << " " << mlp[i].first);
-      for (size_t j = 0; j < got.size(); ++j) REQUIRE(got[j] == Approx(want[i][j]).epsilon(1e-12).margin(1e-15));
+      for (size_t j = 0; j < got.size(); ++j)
+        REQUIRE(got[j] == Approx(want[i][j]).epsilon(1e-12).margin(1e-15));
     }
     NoGradGuard no_grad;
     for (auto& [name, p] : mlp) {  // SGD, so the next step's gradients differ

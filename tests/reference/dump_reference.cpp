@@ -26,7 +26,8 @@ using namespace dino;
 using Named = std::vector<std::pair<std::string, Tensor>>;
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.rfind(prefix, 0) == 0;
@@ -63,19 +64,40 @@ void append(Named& to, const Named& from) { to.insert(to.end(), from.begin(), fr
 
 int run(const std::string& dir) {
   const nlohmann::json cfg = {
-      {"model", {{"img_size", 16}, {"patch_size", 4}, {"in_chans", 3}, {"embed_dim", 32},
-                 {"depth", 2}, {"num_heads", 2}, {"mlp_ratio", 4.0}, {"qkv_bias", true},
-                 {"ln_eps", 1e-6}, {"drop_path_rate", 0.0}}},
-      {"head", {{"out_dim", 64}, {"hidden_dim", 48}, {"bottleneck_dim", 16}, {"nlayers", 3},
-                {"norm_last_layer", false}}},
+      {"model",
+       {{"img_size", 16},
+        {"patch_size", 4},
+        {"in_chans", 3},
+        {"embed_dim", 32},
+        {"depth", 2},
+        {"num_heads", 2},
+        {"mlp_ratio", 4.0},
+        {"qkv_bias", true},
+        {"ln_eps", 1e-6},
+        {"drop_path_rate", 0.0}}},
+      {"head",
+       {{"out_dim", 64},
+        {"hidden_dim", 48},
+        {"bottleneck_dim", 16},
+        {"nlayers", 3},
+        {"norm_last_layer", false}}},
       {"loss", {{"student_temp", 0.1}, {"center_momentum", 0.9}}},
-      {"crops", {{"global", 2}, {"views", 4}, {"global_size", 16}, {"local_size", 8},
-                 {"batch", 3}}},
-      {"steps", {{{"lr", 5e-4}, {"weight_decay", 0.3}, {"teacher_temp", 0.04},
-                  {"teacher_momentum", 0.9}, {"clip_grad", 3.0}, {"freeze_last_layer", false}},
-                 {{"lr", 4e-4}, {"weight_decay", 0.4}, {"teacher_temp", 0.05},
-                  {"teacher_momentum", 0.8}, {"clip_grad", 3.0}, {"freeze_last_layer", true},
-                  {"koleo_weight", 0.5}}}},
+      {"crops",
+       {{"global", 2}, {"views", 4}, {"global_size", 16}, {"local_size", 8}, {"batch", 3}}},
+      {"steps",
+       {{{"lr", 5e-4},
+         {"weight_decay", 0.3},
+         {"teacher_temp", 0.04},
+         {"teacher_momentum", 0.9},
+         {"clip_grad", 3.0},
+         {"freeze_last_layer", false}},
+        {{"lr", 4e-4},
+         {"weight_decay", 0.4},
+         {"teacher_temp", 0.05},
+         {"teacher_momentum", 0.8},
+         {"clip_grad", 3.0},
+         {"freeze_last_layer", true},
+         {"koleo_weight", 0.5}}}},
       {"adamw", {{"betas", {0.9, 0.999}}, {"eps", 1e-8}}}};
 
   const auto& m = cfg["model"];
@@ -146,7 +168,8 @@ int run(const std::string& dir) {
     StepOutputs out = dino_step(student, teacher, loss, optimizer, views, s, nullptr, true);
 
     Named file;
-    for (int64_t v = 0; v < V; ++v) file.push_back({"batch.view" + std::to_string(v), views[size_t(v)]});
+    for (int64_t v = 0; v < V; ++v)
+      file.push_back({"batch.view" + std::to_string(v), views[size_t(v)]});
     file.push_back({"out.student_cls", out.student_cls});
     file.push_back({"out.teacher_cls", out.teacher_cls});
     file.push_back({"out.student_logits", out.student_logits});

@@ -96,8 +96,8 @@ void store(cudaDataType_t type, void* base, int64_t i, double v) {
 }
 
 // out (rows x cols, row-major) <- op(X) of batch entry e; op(X) is rows x cols.
-void gather(std::vector<float>& out, const void* x, Layout l, int64_t e, bool trans,
-            int64_t rows, int64_t cols) {
+void gather(std::vector<float>& out, const void* x, Layout l, int64_t e, bool trans, int64_t rows,
+            int64_t cols) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c)
       out[size_t(r * cols + c)] = load(l->type, x, trans ? offset(l, e, c, r) : offset(l, e, r, c));
@@ -110,8 +110,8 @@ struct Problem {
 
 // The checks the descriptors of a matmul must pass: INVALID_VALUE for what cuBLASLt rejects,
 // NOT_SUPPORTED for what the emulation does not compute. Fills the problem on success.
-cublasStatus_t check(const cublasLtMatmulDescOpaque_t* op, Layout a, Layout b, Layout c,
-                     Layout d, Problem* p) {
+cublasStatus_t check(const cublasLtMatmulDescOpaque_t* op, Layout a, Layout b, Layout c, Layout d,
+                     Problem* p) {
   if (!op || !a || !b || !c || !d) return CUBLAS_STATUS_INVALID_VALUE;
   for (const Layout l : {a, b, c, d})
     if (l->ld < 1 || uint64_t(l->ld) < l->rows || l->batch < 1 || l->batch != d->batch)
@@ -190,8 +190,7 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t matLayout
                                                 const void* buf, size_t sizeInBytes) {
   if (!matLayout) return CUBLAS_STATUS_INVALID_VALUE;
   switch (attr) {
-    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT:
-      return set_field(matLayout->batch, buf, sizeInBytes);
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: return set_field(matLayout->batch, buf, sizeInBytes);
     case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET:
       return set_field(matLayout->stride, buf, sizeInBytes);
   }
@@ -199,8 +198,7 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t matLayout
 }
 
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* matmulDesc,
-                                        cublasComputeType_t computeType,
-                                        cudaDataType_t scaleType) {
+                                        cublasComputeType_t computeType, cudaDataType_t scaleType) {
   if (!matmulDesc) return CUBLAS_STATUS_INVALID_VALUE;
   *matmulDesc = new (std::nothrow) cublasLtMatmulDescOpaque_t{computeType, scaleType};
   return *matmulDesc ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
@@ -212,8 +210,8 @@ cublasStatus_t cublasLtMatmulDescDestroy(const cublasLtMatmulDesc_t matmulDesc) 
 }
 
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t matmulDesc,
-                                              cublasLtMatmulDescAttributes_t attr,
-                                              const void* buf, size_t sizeInBytes) {
+                                              cublasLtMatmulDescAttributes_t attr, const void* buf,
+                                              size_t sizeInBytes) {
   if (!matmulDesc) return CUBLAS_STATUS_INVALID_VALUE;
   switch (attr) {
     case CUBLASLT_MATMUL_DESC_TRANSA: return set_field(matmulDesc->trans_a, buf, sizeInBytes);
@@ -257,9 +255,9 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
 }
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
-    cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t operationDesc,
-    cublasLtMatrixLayout_t Adesc, cublasLtMatrixLayout_t Bdesc, cublasLtMatrixLayout_t Cdesc,
-    cublasLtMatrixLayout_t Ddesc, cublasLtMatmulPreference_t preference, int requestedAlgoCount,
+    cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t operationDesc, cublasLtMatrixLayout_t Adesc,
+    cublasLtMatrixLayout_t Bdesc, cublasLtMatrixLayout_t Cdesc, cublasLtMatrixLayout_t Ddesc,
+    cublasLtMatmulPreference_t preference, int requestedAlgoCount,
     cublasLtMatmulHeuristicResult_t heuristicResultsArray[], int* returnAlgoCount) {
   if (!lightHandle) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (!preference || requestedAlgoCount < 1 || !heuristicResultsArray || !returnAlgoCount)
@@ -350,6 +348,4 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   return CUBLAS_STATUS_SUCCESS;
 }
 
-void dino::simt::set_cublaslt_bias_epilogue(bool available) {
-  bias_epilogue_available = available;
-}
+void dino::simt::set_cublaslt_bias_epilogue(bool available) { bias_epilogue_available = available; }

@@ -73,8 +73,8 @@ void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat16* row) {
   const int lane = lane_id();
   for (int j = 0; j < 4; ++j) {
     const void* src = all[8 * j + lane / 4].p;
-    r[j] = uint32_t(load_bits(src, 2 * (lane % 4))) |
-           uint32_t(load_bits(src, 2 * (lane % 4) + 1)) << 16;
+    r[j] = uint32_t(load_bits(src, 2 * (lane % 4))) | uint32_t(load_bits(src, 2 * (lane % 4) + 1))
+                                                          << 16;
   }
 }
 

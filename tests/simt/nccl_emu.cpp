@@ -57,7 +57,8 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
   if (nranks < 1 || rank < 0 || rank >= nranks)
-    return fail(ncclInvalidArgument, "rank " + std::to_string(rank) + " of " + std::to_string(nranks));
+    return fail(ncclInvalidArgument,
+                "rank " + std::to_string(rank) + " of " + std::to_string(nranks));
   auto* c = new ncclComm{rank, nranks, MPI_COMM_NULL};
   if (nranks > 1) {
     int initialized = 0, world_size = 0, world_rank = 0;
@@ -66,7 +67,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     if (world_size != nranks || world_rank != rank)
-      return fail(ncclInvalidUsage, "the stand-in's communicator spans MPI_COMM_WORLD in its order");
+      return fail(ncclInvalidUsage,
+                  "the stand-in's communicator spans MPI_COMM_WORLD in its order");
     MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
     // Every rank must have been handed rank 0's id (the bootstrap under test).
     ncclUniqueId root = id;
@@ -112,15 +114,19 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
   if (type != ncclFloat32 && type != ncclFloat64)
     return fail(ncclInvalidArgument, "the stand-in reduces f32 and f64 only");
-  if (op != ncclSum && op != ncclAvg) return fail(ncclInvalidArgument, "the stand-in sums and averages only");
+  if (op != ncclSum && op != ncclAvg)
+    return fail(ncclInvalidArgument, "the stand-in sums and averages only");
   if (sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * type_size(type));
   if (comm->size == 1) return ncclSuccess;
   if (op == ncclAvg) {
-    if (type == ncclFloat32) premultiply(static_cast<float*>(recvbuff), count, comm->size);
-    else premultiply(static_cast<double*>(recvbuff), count, comm->size);
+    if (type == ncclFloat32)
+      premultiply(static_cast<float*>(recvbuff), count, comm->size);
+    else
+      premultiply(static_cast<double*>(recvbuff), count, comm->size);
   }
-  if (MPI_Allreduce(MPI_IN_PLACE, recvbuff, int(count), type == ncclFloat32 ? MPI_FLOAT : MPI_DOUBLE,
-                    MPI_SUM, comm->mpi) != MPI_SUCCESS)
+  if (MPI_Allreduce(MPI_IN_PLACE, recvbuff, int(count),
+                    type == ncclFloat32 ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM,
+                    comm->mpi) != MPI_SUCCESS)
     return fail(ncclSystemError, "MPI_Allreduce failed");
   return ncclSuccess;
 }

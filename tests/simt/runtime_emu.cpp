@@ -81,7 +81,9 @@ cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return record(device == 0 ? cudaSuccess : cudaErrorInvalidValue); }
+cudaError_t cudaSetDevice(int device) {
+  return record(device == 0 ? cudaSuccess : cudaErrorInvalidValue);
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device != 0) return record(cudaErrorInvalidValue);
   *prop = cudaDeviceProp{};
@@ -98,7 +100,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 }
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   cudaDeviceProp prop;
-  if (attr != cudaDevAttrMultiProcessorCount || cudaGetDeviceProperties(&prop, device) != cudaSuccess)
+  if (attr != cudaDevAttrMultiProcessorCount ||
+      cudaGetDeviceProperties(&prop, device) != cudaSuccess)
     return record(cudaErrorInvalidValue);
   *value = prop.multiProcessorCount;
   return cudaSuccess;
@@ -178,7 +181,9 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st{};
   return cudaSuccess;
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) { return cudaEventCreate(event); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  return cudaEventCreate(event);
+}
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete event;
   return cudaSuccess;

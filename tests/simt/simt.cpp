@@ -148,9 +148,9 @@ void run_block() {
     }
     if (all_done) return;
     if (!ran)
-      throw std::runtime_error(
-          "simt: deadlock in block (" + std::to_string(L.block_idx.x) + ", " +
-          std::to_string(L.block_idx.y) + "): threads wait at barriers that cannot complete");
+      throw std::runtime_error("simt: deadlock in block (" + std::to_string(L.block_idx.x) + ", " +
+                               std::to_string(L.block_idx.y) +
+                               "): threads wait at barriers that cannot complete");
   }
 }
 

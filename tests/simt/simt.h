@@ -37,7 +37,7 @@ struct Slot {
 // Publishes `mine` and returns all 32 lanes' slots (valid until this lane's next exchange).
 const Slot* warp_exchange(const Slot& mine);
 int lane_id();
-int thread_linear();            // the thread's index within its block
+int thread_linear();                // the thread's index within its block
 unsigned long long block_serial();  // distinct for every block the emulator runs
 
 // Stops the launch with `message` (thrown from launch() on the calling thread).

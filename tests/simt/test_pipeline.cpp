@@ -4,10 +4,9 @@
 // stream, from pinned memory; they wait for no event recorded during the previous step (the
 // one the device computes meanwhile); the compute stream waits for the copies' event before
 // the first kernel that reads them; and copied() waits for exactly that event.
-#include <catch2/catch.hpp>
-
 #include <cuda_runtime.h>
 
+#include <catch2/catch.hpp>
 #include <optional>
 
 #include "core/ops.h"
@@ -61,7 +60,7 @@ void check_uploads_overlap(data::CropFormat format) {
   };
   std::optional<InFlight> previous;
   size_t previous_step_begins = 0;  // where the log of the previous step's kernels begins
-  for (int t = 0; t < 6; ++t) {  // past the uploader's ring of device buffers, twice
+  for (int t = 0; t < 6; ++t) {     // past the uploader's ring of device buffers, twice
     INFO("batch " << t);
     InFlight f;
     f.batch = loader.next();
@@ -91,7 +90,8 @@ void check_uploads_overlap(data::CropFormat format) {
                                 (op.kind == StreamOp::copy && op.stream == compute);
       if (compute_work && first_compute < 0) first_compute = long(i);
       // Nothing the copy stream (or the host) waits for was recorded during the previous step.
-      if (t > 0 && (op.kind == StreamOp::wait || op.kind == StreamOp::sync_event) && op.stream != compute)
+      if (t > 0 && (op.kind == StreamOp::wait || op.kind == StreamOp::sync_event) &&
+          op.stream != compute)
         CHECK(last_record(log, op.event, i) < long(previous_step_begins));
     }
     CHECK(copies >= 1);
@@ -106,7 +106,8 @@ void check_uploads_overlap(data::CropFormat format) {
     const std::vector<StreamOp> after = dino::simt::stream_log();
     bool synced = false;
     for (size_t i = before; i < after.size(); ++i)
-      synced |= after[i].kind == StreamOp::sync_event && after[i].event == log[size_t(copied_record)].event;
+      synced |= after[i].kind == StreamOp::sync_event &&
+                after[i].event == log[size_t(copied_record)].event;
     CHECK(synced);
 
     if (previous) previous->batch.reset();
@@ -117,8 +118,10 @@ void check_uploads_overlap(data::CropFormat format) {
 
 }  // namespace
 
-TEST_CASE("batch upload: f32 views go from the loader's pinned buffers on the copy stream, "
-          "overlapping the previous step", "[pipeline]") {
+TEST_CASE(
+    "batch upload: f32 views go from the loader's pinned buffers on the copy stream, "
+    "overlapping the previous step",
+    "[pipeline]") {
   check_uploads_overlap(data::CropFormat::f32);
 }
 

@@ -1,7 +1,7 @@
 // The emulator's own checks (tests/simt/README.md): what it must catch, it catches.
-#include <catch2/catch.hpp>
-
 #include <cuda_runtime.h>
+
+#include <catch2/catch.hpp>
 
 #include "tests/simt/simt.h"
 

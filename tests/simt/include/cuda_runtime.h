@@ -33,10 +33,18 @@ struct dim3 {
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-struct alignas(8) float2 { float x, y; };  // CUDA's vector types are aligned to their size
-struct alignas(16) float4 { float x, y, z, w; };
-struct alignas(8) uint2 { uint32_t x, y; };
-struct alignas(16) uint4 { uint32_t x, y, z, w; };
+struct alignas(8) float2 {
+  float x, y;
+};  // CUDA's vector types are aligned to their size
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) uint2 {
+  uint32_t x, y;
+};
+struct alignas(16) uint4 {
+  uint32_t x, y, z, w;
+};
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline uint2 make_uint2(uint32_t x, uint32_t y) { return {x, y}; }
@@ -148,8 +156,8 @@ namespace dino::simt {
 // events before their next work. Off (and empty) until a test turns it on.
 struct StreamOp {
   enum Kind { copy, kernel, record, wait, sync_event } kind;
-  cudaStream_t stream = nullptr;  // copy, kernel, record, wait
-  cudaEvent_t event = nullptr;    // record, wait, sync_event
+  cudaStream_t stream = nullptr;                 // copy, kernel, record, wait
+  cudaEvent_t event = nullptr;                   // record, wait, sync_event
   cudaMemcpyKind direction = cudaMemcpyDefault;  // copy
   const void* dst = nullptr;
   const void* src = nullptr;

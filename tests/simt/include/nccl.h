@@ -3,9 +3,9 @@
 // NCCL's names and enum values, carried out by MPI host collectives (tests/simt/nccl_emu.cpp)
 // on the emulated device memory, which is host memory. One communicator over MPI_COMM_WORLD's
 // ranks; every call completes before it returns, as the emulated streams do.
-#include <cstddef>
-
 #include <cuda_runtime.h>
+
+#include <cstddef>
 
 typedef enum {
   ncclSuccess = 0,
