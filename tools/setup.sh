@@ -11,6 +11,8 @@ PACKAGES=(
   openmpi-bin libopenmpi-dev
   # tools/sanitize-check.sh: clang with libFuzzer and the sanitizer runtimes, and its OpenMP.
   clang-14 libclang-rt-14-dev libomp-14-dev
+  # tests/style/clang_format.sh: every C++ and CUDA file as .clang-format says.
+  clang-format-14
   dataset-fashion-mnist
   # python3 also runs at build time (tests/simt/emulate_cu.py); torch is the test reference.
   python3 python3-torch python3-numpy
