@@ -12,8 +12,9 @@ import re
 import sys
 
 # A kernel name, possibly qualified and with one level of template arguments, then the
-# launch configuration (which may span lines), then the opening parenthesis of the arguments.
-LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*>)?)<<<([^;]+?)>>>\(")
+# launch configuration (which may span lines), then the opening parenthesis of the arguments;
+# clang-format may break the line before `<<<`.
+LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*>)?)(\s*)<<<([^;]+?)>>>(\s*)\(")
 
 
 def closing_paren(text, start):
@@ -38,7 +39,8 @@ def convert(text):
             continue
         end = closing_paren(text, m.end())
         out.append(text[pos:m.start()])
-        out.append(f"::dino::simt::Launch({m.group(2)}).run([&] {{ {m.group(1)}("
+        breaks = "\n" * (m.group(2) + m.group(4)).count("\n")  # keeps the line numbers
+        out.append(f"{breaks}::dino::simt::Launch({m.group(3)}).run([&] {{ {m.group(1)}("
                    f"{text[m.end():end]}); }})")
         pos = end + 1
         count += 1
