@@ -141,15 +141,14 @@ def table_shapes(args, op, sets):
         except (OSError, subprocess.CalledProcessError, ValueError, KeyError, IndexError) as e:
             sys.exit(f"compare_torch: cannot read the op table's shapes with `{' '.join(cmd)}` ({e}); "
                      "build the CLI (cmake --build build --target dino_cli) or pass --dino PATH")
-    return [tuple(c["dims"]) for c in TABLE if c["op"] == op and c["bench"] in sets]
+    return [tuple(c["dims"]) for c in TABLE if c["op"] == op and any(b in sets for b in c["bench"])]
 
 
 def attention_shapes(args):
     if args.smoke:
         return table_shapes(args, "attention", ("smoke",))
     if args.quick:  # what tools/gpu-check.sh runs `dino bench attention` on
-        return table_shapes(args, "attention", ("vit",)) + [s for s in table_shapes(args, "attention", ("long",))
-                                                           if s[1] == 4096]
+        return table_shapes(args, "attention", ("quick",))
     return table_shapes(args, "attention", ("vit", "long"))
 
 
@@ -673,8 +672,8 @@ def main(argv):
     ap.add_argument("--compile-train", action="store_true", help="also torch.compile the training step")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, few repetitions (CI, on the CPU)")
-    ap.add_argument("--quick", action="store_true", help="attention: the ViT-S shapes and N = 4096 only "
-                    "(tools/gpu-check.sh's set)")
+    ap.add_argument("--quick", action="store_true", help="attention: the op table's set quick only (the ViT-S "
+                    "shapes and N = 4096, what tools/gpu-check.sh times)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dino", default=os.environ.get("DINO_BIN", "build/dino"),
                     help="the dino CLI whose op table gives the shapes (default: $DINO_BIN or build/dino)")

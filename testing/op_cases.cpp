@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "testing/bf16_oracle.h"
 
 namespace dino::testing {
 
@@ -53,13 +54,18 @@ std::vector<const OpCase*> cases_of(const std::string& op, bool with_bench) {
   return out;
 }
 
+bool OpCase::in_set(const std::string& set) const {
+  if (set == "all")
+    return std::any_of(bench.begin(), bench.end(),
+                       [](const std::string& b) { return b != "smoke" && b != "quick"; });
+  return std::find(bench.begin(), bench.end(), set) != bench.end();
+}
+
 std::vector<const OpCase*> bench_cases(const std::vector<std::string>& ops,
                                        const std::string& set) {
   std::vector<const OpCase*> out;
   for (const OpCase& c : op_cases())
-    if (!c.bench.empty() && (set == "all" ? c.bench != "smoke" : c.bench == set) &&
-        std::find(ops.begin(), ops.end(), c.op) != ops.end())
-      out.push_back(&c);
+    if (c.in_set(set) && std::find(ops.begin(), ops.end(), c.op) != ops.end()) out.push_back(&c);
   return out;
 }
 
@@ -67,6 +73,29 @@ uint64_t case_seed(const OpCase& c) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a
   for (const unsigned char ch : c.name) h = (h ^ ch) * 1099511628211ull;
   return h;
+}
+
+std::vector<std::vector<float>> case_values(const OpCase& c, Rng& rng) {
+  std::vector<std::vector<float>> values;
+  for (const OpInput& in : c.inputs) {
+    std::vector<float> v(size_t(shape_numel(in.shape)));
+    for (float& x : v) x = float(in.shift + in.scale * rng.normal());
+    if (in.bf16_operand || in.dtype == DType::bf16)
+      for (float& x : v) x = float(bf16(x));
+    values.push_back(std::move(v));
+  }
+  return values;
+}
+
+Bound bound_for(const Tolerance& t, DType dtype, const std::vector<double>& ref,
+                double composite_err) {
+  if (t.composite)
+    return {t.bf16_mult * composite_err + t.bf16_floor,
+            str_cat(t.bf16_mult, "x ", t.composite_name, " + ", t.bf16_floor)};
+  if (dtype == DType::bf16)
+    return {t.bf16_mult * bf16_output_error(ref) + t.bf16_floor,
+            str_cat(t.bf16_mult, "x bf16 rounding + ", t.bf16_floor)};
+  return {t.f32, str_cat("f32 ", t.f32)};
 }
 
 }  // namespace dino::testing

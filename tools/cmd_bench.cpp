@@ -572,12 +572,13 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
   auto k = std::make_shared<KernelArgs>();
   cmd->add_option("--device", k->device, "Device; the kernel benchmarks run on cuda only")
       ->capture_default_str();
-  // The sets are the op table's (testing/op_cases.h): vit, long (attention), smoke (one small
-  // shape each, the emulated runs'), all (every set but smoke).
+  // The sets are the op table's (testing/op_cases.h): vit, long (attention), quick (attention:
+  // what tools/gpu-check.sh times), smoke (one small shape each, the emulated runs'), all (every
+  // set but smoke and quick).
   cmd->add_option("--shapes", k->shapes,
-                  "Shape set: vit, long (attention), smoke, all, none (only --shape)")
+                  "Shape set: vit, long, quick (attention), smoke, all, none (only --shape)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"vit", "long", "smoke", "all", "none"}));
+      ->check(CLI::IsMember({"vit", "long", "quick", "smoke", "all", "none"}));
   cmd->add_option("--shape", k->custom, shape_help);
   cmd->add_option("--reps", k->reps, "Timed repetitions per measurement (median reported)")
       ->capture_default_str()

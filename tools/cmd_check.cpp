@@ -1,6 +1,8 @@
 // `dino check`: the op table (testing/op_cases.h) on this machine's GPU against the CPU in
-// float64, forward and backward, as a table (case, result, relative error, tolerance, pass),
-// then the optimizer kernels' comparisons (testing/cuda/selfcheck.h), which are not ops.
+// float64, forward and backward, as a table (case, result, relative error, tolerance, pass, and
+// the rule that set the tolerance: bf16 rounding, a composite reference such as attention's plain
+// bf16 one, a bit-identical rerun), then the optimizer kernels' comparisons
+// (testing/cuda/selfcheck.h), which are not ops.
 // The cases and tolerances are the CUDA tests' own. Exits 0 when every comparison passes, 1
 // when one fails, and 77 (the code CTest reads as "skipped") with the reason when no GPU is
 // usable.
@@ -50,9 +52,7 @@ bool wants(const CheckArgs& a, const std::string& op) {
 std::vector<const testing::OpCase*> selected_cases(const CheckArgs& a) {
   std::vector<const testing::OpCase*> out;
   for (const testing::OpCase& c : testing::op_cases())
-    if (wants(a, c.op) &&
-        (c.check || (!a.bench.empty() && (a.bench == "all" || c.bench == a.bench))))
-      out.push_back(&c);
+    if (wants(a, c.op) && (c.check || (!a.bench.empty() && c.in_set(a.bench)))) out.push_back(&c);
   return out;
 }
 
@@ -90,12 +90,12 @@ struct Tally {
   double worst_ratio = 0;  // the largest error / tolerance among passing comparisons, tol > 0
   nlohmann::json rows = nlohmann::json::array();
   void add(const std::string& what, const std::string& output, double err, double tol,
-           size_t non_finite, bool pass, const std::string& worst) {
+           size_t non_finite, bool pass, const std::string& worst, const std::string& rule = "") {
     ++comparisons;
     failed += !pass;
     if (pass && tol > 0) worst_ratio = std::max(worst_ratio, err / tol);
-    std::printf("%-64s %-12s %10.3g %10.3g  %s\n", what.c_str(), output.c_str(), err, tol,
-                pass ? "pass" : "FAIL");
+    std::printf("%-64s %-12s %10.3g %10.3g  %-4s  %s\n", what.c_str(), output.c_str(), err, tol,
+                pass ? "pass" : "FAIL", rule.c_str());
     if (!pass) std::printf("FAIL %s %s: %s\n", what.c_str(), output.c_str(), worst.c_str());
     // JSON has no NaN: an unwritten or errored output's error is null.
     const nlohmann::json e = std::isfinite(err) ? nlohmann::json(err) : nullptr;
@@ -104,7 +104,8 @@ struct Tally {
                     {"rel_err", e},
                     {"tol", tol},
                     {"non_finite", non_finite},
-                    {"pass", pass}});
+                    {"pass", pass},
+                    {"rule", rule}});
   }
 };
 
@@ -112,12 +113,13 @@ void run_checks(const CheckArgs& a) {
   if (!cuda_available()) exit_no_gpu(kernels::cuda::device_description(), a.json);
   const std::string device = kernels::cuda::device_description();
   std::printf("dino check on %s\n", device.c_str());
-  std::printf("%-64s %-12s %10s %10s  %s\n", "case", "output", "rel error", "tolerance", "result");
+  std::printf("%-64s %-12s %10s %10s  %-4s  %s\n", "case", "output", "rel error", "tolerance",
+              "result", "rule");
   Tally t;
   for (const testing::OpCase* c : selected_cases(a)) {
     const testing::CaseCheck r = testing::check_case(*c);
     for (const testing::Result& x : r.results)
-      t.add(c->name, x.what, x.rel_err, x.tol, x.non_finite, x.pass, x.worst);
+      t.add(c->name, x.what, x.rel_err, x.tol, x.non_finite, x.pass, x.worst, x.rule);
     // A thrown error, a wrong output dtype or a missing gradient: one failing row saying so.
     if (!r.error.empty() || r.results.empty())
       t.add(c->name, "(error)", NAN, 0, 0, false, r.error.empty() ? "nothing compared" : r.error);
@@ -151,7 +153,7 @@ void add_check_command(CLI::App& app) {
       "Only this op's cases (repeatable; --list names them; 'optimizer': the optimizer kernels)");
   cmd->add_option("--bench", a->bench,
                   "Also the benchmark shapes of this set (large: slow float64 references)")
-      ->check(CLI::IsMember({"vit", "long", "all"}));
+      ->check(CLI::IsMember({"vit", "long", "quick", "all"}));
   cmd->add_flag("--list", a->list, "List the cases and exit (no GPU needed)");
   cmd->add_flag("--json", a->json,
                 "Print one JSON object with the results as the last line of stdout");

@@ -323,13 +323,14 @@ elif "$dino_bin" --help 2>/dev/null | grep -E '^ +bench' >/dev/null; then
   if [ -n "$cudnn_lib" ] && [ -f "$cudnn_lib" ]; then
     export LD_LIBRARY_PATH="$(dirname "$(readlink -f "$cudnn_lib")")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
-  # Kernel benchmarks: NAME LIMIT EXTRA-ARGS (attention: the ViT-S shapes and one long one).
+  # Kernel benchmarks: NAME LIMIT EXTRA-ARGS (attention: the op table's set "quick", the ViT-S
+  # shapes and one long sequence, which compare_torch.py --quick times too).
   while read -r name limit extra; do
     # shellcheck disable=SC2086
     stage "bench $name" "$limit" "$bench_log" "$dino_bin" bench "$name" --device cuda \
       --budget $((limit * 2 / 3)) $extra </dev/null || failures=$((failures + 1))
   done <<'EOF_BENCH'
-attention 35 --shapes vit --shape 4,4096,6,64
+attention 35 --shapes quick
 layernorm 12
 dino-loss 8
 gemm 10

@@ -3,9 +3,11 @@
 // float64, forward and backward, on fresh random inputs, with every fresh CUDA allocation
 // poisoned with NaN (an element an op forgets to write shows). The output and every input
 // gradient are compared with ||got - ref|| / ||ref|| (testing/bf16_oracle.h) against the
-// case's tolerance rule; the GPU output's dtype against the case's. No test framework: the
-// CUDA tests (tests/cuda/test_op_table.cpp) require every result to pass, `dino check` prints
-// them as a table.
+// case's tolerance rule (Tolerance: bf16 rounding of the exact result, or a composite reference
+// such as attention's plain bf16 one, computed here from the same inputs); the GPU output's
+// dtype against the case's; a deterministic case's GPU run is repeated and must give the same
+// bits. No test framework: the CUDA tests (tests/cuda/test_op_table.cpp) require every result
+// to pass, `dino check` prints them as a table.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -16,11 +18,12 @@
 namespace dino::testing {
 
 struct Result {
-  std::string what;  // "output", "grad 0", ...
+  std::string what;  // "output bf16", "grad 0 f32", "rerun (bits)"
   double rel_err = 0, tol = 0;
   size_t non_finite = 0;
   bool pass = false;
   std::string worst;  // the worst element, for a failing result
+  std::string rule;   // how tol was set, e.g. "2x bf16 rounding + 0.001"
 };
 
 struct CaseCheck {
