@@ -12,19 +12,20 @@
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 #include "testing/cuda/selfcheck_util.h"
+#include "testing/optimizer_cases.h"
 
 namespace dino::kernels::cuda::selfcheck {
 
 namespace {
 
-// AdamW's first step from zero moments, EMA and norms over a ViT-block-like set of tensors
-// packed back to back (misaligned: the scalar path) after one 16-byte-aligned large one.
-void check_optimizer(Table& t, Rng& rng) {
-  const std::vector<int64_t> sizes = {384 * 1536, 1536, 384, 33, 1, 1025};
-  std::vector<int64_t> off;
-  int64_t total = 0;
-  for (const int64_t n : sizes) off.push_back(total), total += n;
-  const std::string shape = str_cat(sizes.size(), " tensors, ", total, " elements");
+// AdamW's first step from zero moments, EMA and norms over the optimizer tests' tensor set
+// (testing/optimizer_cases.h), packed back to back (the scalar path) or 16-byte aligned.
+void check_optimizer(Table& t, Rng& rng, bool aligned) {
+  const testing::TensorLayout l = testing::optimizer_layout(rng, aligned);
+  const std::vector<int64_t>&sizes = l.sizes, &off = l.offsets;
+  const int64_t total = l.total;
+  const std::string shape =
+      str_cat(sizes.size(), " tensors, ", total, " elements, ", aligned ? "aligned" : "packed");
   t.run("optimizer", shape, [&] {
     const size_t n = size_t(total);
     const std::vector<float> w = randn(rng, n, 0.1), g = randn(rng, n, 0.01),
@@ -65,16 +66,23 @@ void check_optimizer(Table& t, Rng& rng) {
       }
       rn[k] = std::sqrt(rn[k]);
     }
+    // The tensors' elements only: the gaps of the aligned layout belong to no tensor.
+    auto in_tensors = [&](const std::vector<double>& x) {
+      std::vector<double> out;
+      for (size_t k = 0; k < sizes.size(); ++k)
+        out.insert(out.end(), x.begin() + off[k], x.begin() + off[k] + sizes[k]);
+      return out;
+    };
     const std::vector<double> gw = dw.download(), gt = teacher.download();
-    t.add("adamw_step", shape, "param", gw, rw, 1e-6);
-    t.add("adamw_step", shape, "exp_avg", m.download(), rm, 1e-6);
-    t.add("adamw_step", shape, "exp_avg_sq", v.download(), rv, 1e-6);
+    t.add("adamw_step", shape, "param", in_tensors(gw), in_tensors(rw), 1e-6);
+    t.add("adamw_step", shape, "exp_avg", in_tensors(m.download()), in_tensors(rm), 1e-6);
+    t.add("adamw_step", shape, "exp_avg_sq", in_tensors(v.download()), in_tensors(rv), 1e-6);
     std::vector<double> gw_b(n), gt_b(n);
     for (size_t i = 0; i < n; ++i)
       gw_b[i] = double(float(bf16(float(gw[i])))), gt_b[i] = double(float(bf16(float(gt[i]))));
-    t.add("adamw_step", shape, "param_bf16", wb.download(), gw_b, 0.0);
-    t.add("ema_update", shape, "teacher", gt, rt, 1e-6);
-    t.add("ema_update", shape, "teacher_bf16", tb.download(), gt_b, 0.0);
+    t.add("adamw_step", shape, "param_bf16", in_tensors(wb.download()), in_tensors(gw_b), 0.0);
+    t.add("ema_update", shape, "teacher", in_tensors(gt), in_tensors(rt), 1e-6);
+    t.add("ema_update", shape, "teacher_bf16", in_tensors(tb.download()), in_tensors(gt_b), 0.0);
     t.add("grad_norms", shape, "norms", norms.download(), rn, 1e-6);
   });
 }
@@ -85,7 +93,7 @@ std::vector<Row> run_optimizer_checks(uint64_t seed) {
   Rng rng(seed);
   std::vector<Row> rows;
   Table t{rows};
-  check_optimizer(t, rng);
+  for (const bool aligned : {false, true}) check_optimizer(t, rng, aligned);
   check_optimizer_clip(rows, seed);
   return rows;
 }

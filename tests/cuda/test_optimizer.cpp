@@ -1,15 +1,14 @@
 // The fused multi-tensor launches of optimizer.cu against the host: AdamW against
 // core/optim.cpp's AdamW over three steps (one with parameters that have no gradient), the EMA
 // against models/multicrop.cpp's formula, gradient norms against float64 sums, and the clipping
-// launch after them (scale_by_norms) against core/optim.cpp's clip functions. Tensor sizes
-// cover 1 element, odd sizes, chunk edges (1023, 1024, 1025), a large tensor and 1500 tiny ones
-// (more 1024-element chunks than an H100 or H200 grid has blocks, so the round-robin over
-// blocks wraps around); the tensors sit in one buffer either back to back
-// (misaligned: the scalar path) or at multiples of 4 elements (the 16-byte vector path).
+// launch after them (scale_by_norms) against core/optim.cpp's clip functions, on the tensor
+// sets `dino check --op optimizer` runs too (testing/optimizer_cases.h: 1 element, odd sizes,
+// chunk edges, a large tensor and 1500 tiny ones, back to back or 16-byte aligned).
 #include <cstring>
 
 #include "core/optim.h"
 #include "kernels/cuda/kernels.h"
+#include "testing/optimizer_cases.h"
 #include "tests/cuda/test_util.h"
 
 namespace cu = dino::kernels::cuda;
@@ -17,24 +16,7 @@ using namespace dino::test;
 
 namespace {
 
-struct Layout {
-  std::vector<int64_t> sizes, offsets;
-  int64_t total = 0;
-};
-
-// The tensors' sizes and their offsets in one shared buffer; `padded` starts each tensor at a
-// multiple of 4 elements (16 bytes), otherwise they are packed back to back.
-Layout make_layout(dino::Rng& rng, bool padded) {
-  Layout l;
-  l.sizes = {1, 3, 33, 37, 197, 1023, 1024, 1025, 4097, 65537, 300001};
-  for (int i = 0; i < 1500; ++i) l.sizes.push_back(int64_t(1 + rng.below(9)));
-  for (const int64_t n : l.sizes) {
-    if (padded) l.total = (l.total + 3) / 4 * 4;
-    l.offsets.push_back(l.total);
-    l.total += n;
-  }
-  return l;
-}
+using Layout = dino::testing::TensorLayout;
 
 std::vector<float> slice(const std::vector<float>& v, int64_t offset, int64_t n) {
   return std::vector<float>(v.begin() + offset, v.begin() + offset + n);
@@ -51,7 +33,7 @@ TEST_CASE("adamw_step matches core/optim.cpp's AdamW, skipping parameters withou
   for (const bool padded : {false, true}) {
     INFO(layout_name(padded) << " layout");
     dino::Rng rng(padded ? 41 : 42);
-    const Layout l = make_layout(rng, padded);
+    const Layout l = dino::testing::optimizer_layout(rng, padded);
     const size_t nt = l.sizes.size();
     const size_t total = size_t(l.total);
     // The host reference: one CPU parameter per tensor, even ones with weight decay.
@@ -146,7 +128,7 @@ TEST_CASE("ema_update matches the host EMA and writes the teacher's bf16 copies"
   for (const bool padded : {false, true}) {
     INFO(layout_name(padded) << " layout");
     dino::Rng rng(padded ? 43 : 44);
-    const Layout l = make_layout(rng, padded);
+    const Layout l = dino::testing::optimizer_layout(rng, padded);
     const size_t total = size_t(l.total);
     const std::vector<float> t0 = random_floats(rng, total, 0.1);
     const std::vector<float> st = random_floats(rng, total, 0.1);
@@ -193,7 +175,7 @@ TEST_CASE("grad_norms matches float64 norms and is deterministic", "[optimizer]"
   for (const bool padded : {false, true}) {
     INFO(layout_name(padded) << " layout");
     dino::Rng rng(padded ? 45 : 46);
-    const Layout l = make_layout(rng, padded);
+    const Layout l = dino::testing::optimizer_layout(rng, padded);
     const size_t nt = l.sizes.size();
     std::vector<float> g(size_t(l.total));
     for (size_t t = 0; t < nt; ++t) {  // scales 1e-4 .. 10 across tensors
@@ -242,7 +224,7 @@ TEST_CASE("scale_by_norms clips per tensor and by the joint norm as core/optim.c
     for (const bool padded : {false, true}) {
       INFO((global ? "global norm, " : "per tensor, ") << layout_name(padded) << " layout");
       dino::Rng rng(padded ? 47 : 48);
-      const Layout l = make_layout(rng, padded);
+      const Layout l = dino::testing::optimizer_layout(rng, padded);
       const size_t nt = l.sizes.size();
       // Norms from ~1e-3 to ~1e3 around the maximum: some tensors clipped, some not.
       std::vector<float> g(size_t(l.total), NAN);  // gaps between tensors stay NaN on both sides
