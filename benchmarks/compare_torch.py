@@ -21,7 +21,9 @@ from `dino check --list --bench all --json` of the CLI given by --dino):
               limit, --compile-timeout);
   train-step  a whole DINO ViT-S/16 step (2x224 + 8x96 crops, K 65536, batch 64, bf16 autocast,
               fused AdamW, per-parameter gradient clipping, EMA teacher), self-contained model
-              (no timm), eager; torch.compile with --compile-train (minutes of compilation).
+              (no timm), eager; torch.compile with --compile-train (minutes of compilation). The
+              recipe is the one `dino bench train-step --device cuda` runs (the built-in defaults),
+              read with `dino config --json --resolved`; --smoke shrinks it with overrides.
 Each also measures the card's ceilings (a 1 GiB device copy, an 8192^3 bf16 matmul) so its rows
 carry the same %-of-floor as the engine's. A back end or feature that is missing gives a row
 saying so, never a crash. Writes one JSON line per measurement to --out (default
@@ -441,24 +443,48 @@ def build_dino(torch, cfg):
     def make(dpr):
         return MultiCrop(ViT(cfg["img"], cfg["patch"], cfg["dim"], cfg["depth"], cfg["heads"], dpr),
                          Head(cfg["dim"], cfg["K"], cfg["hidden"], cfg["bottleneck"]))
-    student, teacher = make(0.1), make(0.0)
+    student, teacher = make(cfg["drop_path"]), make(0.0)
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False
     return student, teacher
 
 
-def train_cfg(smoke):
-    if smoke:
-        return {"img": 32, "patch": 8, "dim": 64, "depth": 2, "heads": 2, "K": 256, "hidden": 128,
-                "bottleneck": 32, "batch": 2, "G": 2, "L": 2, "global": 32, "local": 16}
-    return {"img": 224, "patch": 16, "dim": 384, "depth": 12, "heads": 6, "K": 65536, "hidden": 2048,
-            "bottleneck": 256, "batch": 64, "G": 2, "L": 8, "global": 224, "local": 96}
+# What `dino bench train-step --device cuda` runs: the built-in recipe on synthetic 3-channel data
+# (tools/cmd_bench.cpp); --smoke: a micro ViT on tiny crops, as tools/gpu-check.sh's CPU loop stage.
+BENCH_OVERRIDES = ["data.dataset=synthetic:channels=3,size=224"]
+SMOKE_OVERRIDES = ["model.arch=vit_micro", "model.img_size=32", "model.patch_size=8", "head.out_dim=256",
+                   "head.hidden_dim=128", "head.bottleneck_dim=32", "crops.global_size=32",
+                   "crops.local_size=16", "crops.local_crops=2", "optim.batch_size=2"]
+TRAIN_CFG = {}
+
+
+def train_cfg(args):
+    """The step's recipe from `dino config --json --resolved` (train/config.h), so the model, crops,
+    optimizer and loss settings are the engine's, never restated here."""
+    if args.smoke not in TRAIN_CFG:
+        cmd = [args.dino, "config", "--json", "--resolved"] + BENCH_OVERRIDES + (SMOKE_OVERRIDES if args.smoke else [])
+        try:
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+        except (OSError, subprocess.CalledProcessError, ValueError, IndexError) as e:
+            sys.exit(f"compare_torch: cannot read the recipe with `{' '.join(cmd)}` ({e}); "
+                     "build the CLI (cmake --build build --target dino_cli) or pass --dino PATH")
+        m, h, c, o, lo = r["model"], r["head"], r["crops"], r["optim"], r["loss"]
+        TRAIN_CFG[args.smoke] = {
+            "img": m["img_size"], "patch": m["patch_size"], "dim": m["embed_dim"], "depth": m["depth"],
+            "heads": m["num_heads"], "drop_path": m["drop_path_rate"], "K": h["out_dim"],
+            "hidden": h["hidden_dim"], "bottleneck": h["bottleneck_dim"], "batch": o["batch_size"],
+            "G": 2, "L": c["local_crops"], "global": c["global_size"], "local": c["local_size"],
+            "lr": o["lr"], "weight_decay": o["weight_decay"], "clip": o["clip_grad"],
+            "momentum": o["momentum_teacher"], "student_temp": lo["student_temp"],
+            "teacher_temp": lo["teacher_temp"], "center_momentum": lo["center_momentum"]}
+    return TRAIN_CFG[args.smoke]
 
 
 def bench_train_step(torch, dev, args, ceil, compiled):
     cuda = dev.type == "cuda"
-    cfg = train_cfg(args.smoke)
+    cfg = train_cfg(args)
     impl = "torch-compile" if compiled else "torch-eager"
     B, G, L = cfg["batch"], cfg["G"], cfg["L"]
     shape = f"batch={B} global={G}x{cfg['global']} local={L}x{cfg['local']} K={cfg['K']}"
@@ -480,13 +506,14 @@ def bench_train_step(torch, dev, args, ceil, compiled):
         reg = [p for p in params if p.ndim > 1]
         noreg = [p for p in params if p.ndim <= 1]
         kw = {"fused": True} if cuda else {}
+        lr, clip = cfg["lr"] * B / 256, cfg["clip"]  # DINO's linear scaling rule
         try:
-            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=5e-4 * B / 256,
-                                    weight_decay=0.04, **kw)
+            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=lr,
+                                    weight_decay=cfg["weight_decay"], **kw)
         except (TypeError, RuntimeError):
             kw = {}
-            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=5e-4 * B / 256,
-                                    weight_decay=0.04)
+            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=lr,
+                                    weight_decay=cfg["weight_decay"])
         sparams = [p for p in student.parameters()]
         tparams = [p for p in teacher.parameters()]
         state = {"center": torch.zeros(1, cfg["K"], device=dev)}
@@ -497,21 +524,25 @@ def bench_train_step(torch, dev, args, ceil, compiled):
             with amp:
                 t_out = teacher_f(crops[:G])
                 s_out = student_f(crops)
-                loss, state["center"] = dino_loss_step(torch, s_out, t_out, state["center"], G + L, 0.1, 0.04, 0.9)
+                loss, state["center"] = dino_loss_step(torch, s_out, t_out, state["center"], G + L,
+                                                       cfg["student_temp"], cfg["teacher_temp"],
+                                                       cfg["center_momentum"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grads = [p.grad for p in params if p.grad is not None]
-            if has_foreach_norm:  # DINO's per-parameter clipping to norm 3, batched
+            if clip <= 0:  # the recipe turns clipping off
+                pass
+            elif has_foreach_norm:  # DINO's per-parameter clipping, batched
                 norms = torch._foreach_norm(grads)
-                coefs = [torch.clamp(3.0 / (n + 1e-6), max=1.0) for n in norms]
+                coefs = [torch.clamp(clip / (n + 1e-6), max=1.0) for n in norms]
                 torch._foreach_mul_(grads, coefs)
             else:
                 for g in grads:
-                    g.mul_(torch.clamp(3.0 / (g.norm() + 1e-6), max=1.0))
+                    g.mul_(torch.clamp(clip / (g.norm() + 1e-6), max=1.0))
             opt.step()
-            with torch.no_grad():  # EMA teacher, momentum 0.996
-                torch._foreach_mul_(tparams, 0.996)
-                torch._foreach_add_(tparams, sparams, alpha=1 - 0.996)
+            with torch.no_grad():  # EMA teacher
+                torch._foreach_mul_(tparams, cfg["momentum"])
+                torch._foreach_add_(tparams, sparams, alpha=1 - cfg["momentum"])
             return loss.item()
 
         t0 = time.time()
@@ -535,7 +566,7 @@ def bench_train_step(torch, dev, args, ceil, compiled):
               "median_ms": med, "p10_ms": ms[round(0.1 * (len(ms) - 1))], "p90_ms": ms[round(0.9 * (len(ms) - 1))],
               "reps": reps, "images_per_second": B / (med * 1e-3), "first_step_s": first_s,
               "fused_adamw": bool(kw), "autocast": "bf16" if cuda else "none (cpu)",
-              "note": "ViT-S/16 + DINO head, teacher on globals, DINOLoss, clip 3 per parameter (foreach), "
+              "note": "ViT-S/16 + DINO head, teacher on globals, DINOLoss, per-parameter clipping (foreach), "
                       "AdamW, EMA (foreach); loss.item() each step"})
         del student, teacher, opt, crops
     except Exception as e:  # noqa: BLE001
@@ -735,7 +766,7 @@ def main(argv):
             if err:
                 emit(error_row("dino-loss", "all", "forward+backward", "torch-compile", err))
     if "train-step" in only:
-        cfg = train_cfg(args.smoke)
+        cfg = train_cfg(args)
         shape = f"batch={cfg['batch']} global={cfg['G']}x{cfg['global']} local={cfg['L']}x{cfg['local']} K={cfg['K']}"
         if not (can_compile and args.compile_train):
             emit(error_row("train-step", shape, "step", "torch-compile",

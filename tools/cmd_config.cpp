@@ -29,7 +29,7 @@ void add_config_command(CLI::App& app) {
   struct Args {
     std::string checkpoint, config;
     std::vector<std::string> overrides;
-    bool json = false;
+    bool json = false, resolved = false;
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("config",
@@ -42,6 +42,9 @@ void add_config_command(CLI::App& app) {
   cmd->add_option("overrides", args->overrides, "group.key=value, as `dino train` takes them");
   cmd->add_flag("--json", args->json,
                 "Print the merged recipe as one JSON object as the last line of stdout");
+  cmd->add_flag("--resolved", args->resolved,
+                "With --json: model.embed_dim, depth and num_heads as the run builds them (the "
+                "arch preset's where the recipe leaves them 0)");
   cmd->callback([args] {
     const nlohmann::json defaults = default_config();
     nlohmann::json cfg = defaults;
@@ -68,7 +71,7 @@ void add_config_command(CLI::App& app) {
     for (const std::string& o : args->overrides) apply_override(cfg, o);
     if (!args->overrides.empty())
       origin += str_cat(", then ", args->overrides.size(), " override(s)");
-    parse_recipe(cfg, origin);  // the checks `dino train` makes before it starts
+    const Recipe recipe = parse_recipe(cfg, origin);  // the checks `dino train` makes first
 
     std::vector<std::pair<std::string, nlohmann::json>> rows, base;
     flatten(cfg, "", rows);
@@ -86,6 +89,13 @@ void add_config_command(CLI::App& app) {
       std::printf("%c %-*s = %-*s  # %s\n", changed ? '*' : ' ', int(width), rows[i].first.c_str(),
                   int(value_width), rows[i].second.dump().c_str(),
                   meaning == meanings.end() ? "" : meaning->second.c_str());
+    }
+    if (args->json && args->resolved) {
+      // For a script that builds the same model (benchmarks/compare_torch.py): no preset table.
+      nlohmann::json& m = cfg["model"];
+      m["embed_dim"] = recipe.model.vit.embed_dim;
+      m["depth"] = recipe.model.vit.depth;
+      m["num_heads"] = recipe.model.vit.num_heads;
     }
     if (args->json) std::cout << cfg.dump() << std::endl;
   });
