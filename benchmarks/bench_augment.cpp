@@ -20,6 +20,7 @@
 #include "data/multicrop.h"
 #include "kernels/cuda/augment.h"
 #include "kernels/cuda/check.h"
+#include "testing/augment_cases.h"
 
 namespace dino::bench {
 
@@ -38,9 +39,11 @@ struct Shape {
 
 std::vector<Shape> shapes_for(const Options& opt) {
   std::vector<Shape> s;
-  if (opt.shapes == "all" || opt.shapes == "vit") {
-    s.push_back({64, 3, 375, 500, 224, 10, 96, "vit-s/16 crops of 500x375 images, batch 64"});
-    s.push_back({64, 1, 28, 28, 28, 6, 12, "fashion-mnist recipe, batch 64"});
+  // The augmentation's benchmark sets (testing/augment_cases.h), shared with its CUDA tests.
+  for (const testing::AugmentCase* c : testing::augment_bench_cases(opt.shapes)) {
+    DINO_CHECK(c->uniform(), "[bench] augment: case '", c->label, "' mixes source sizes");
+    s.push_back({c->batch(), c->channels, c->sources[0].first, c->sources[0].second, c->global_size,
+                 c->local_crops, c->local_size, c->label});
   }
   for (const std::string& c : opt.custom) {
     Shape x{0, 0, 0, 0, 0, 0, 0, "custom"};
@@ -54,7 +57,8 @@ std::vector<Shape> shapes_for(const Options& opt) {
                "'");
     s.push_back(x);
   }
-  DINO_CHECK(!s.empty(), "[bench] augment: no shapes for --shapes '", opt.shapes, "' (vit, all)");
+  DINO_CHECK(!s.empty(), "[bench] augment: no shapes for --shapes '", opt.shapes,
+             "' (smoke, vit, all)");
   return s;
 }
 

@@ -25,6 +25,7 @@
 #include "data/loader.h"
 #include "data/multicrop.h"
 #include "kernels/cuda/augment.h"
+#include "testing/augment_cases.h"
 #include "tests/cuda/test_util.h"
 
 namespace cu = dino::kernels::cuda;
@@ -158,19 +159,22 @@ data::SourceBatch source_batch(dino::Rng& rng, const data::MultiCropConfig& cfg,
 
 TEST_CASE("augment_views matches apply_view for the views draw_views draws", "[augment]") {
   dino::Rng rng(141);
-  data::MultiCropConfig cfg;
-  cfg.global = {2, 21, 0.4f, 1.f};
-  cfg.local = {3, 9, 0.05f, 0.4f};
-  cfg.grayscale_p = 0.3f;
-  cfg.solarize_p_global2 = 0.5f;
-  cfg.blur_sigma_max = 40.f;  // sigma up to 40 x 21 / 224: radii up to 12, past the views' edges
-  for (int C : {3, 1}) {
-    INFO("C = " << C);
-    // Odd sizes; 60x13 makes 21-pixel views from 13-pixel columns (enlarging), 97x83 from
-    // boxes up to 4.6x their output (the widest taps).
-    const std::vector<Source> sources = {random_source(rng, C, 37, 29),
-                                         random_source(rng, C, 60, 13),
-                                         random_source(rng, C, 97, 83)};
+  // Every checked batch of the augmentation's case table (testing/augment_cases.h), which
+  // `dino bench augment` reads too.
+  const auto cases = dino::testing::checked_augment_cases();
+  REQUIRE(cases.size() >= 3);
+  for (const dino::testing::AugmentCase* k : cases) {
+    INFO(k->label << ", C = " << k->channels);
+    const int C = k->channels;
+    data::MultiCropConfig cfg;
+    cfg.global = {2, k->global_size, 0.4f, 1.f};
+    cfg.local = {k->local_crops, k->local_size, 0.05f, 0.4f};
+    cfg.grayscale_p = 0.3f;
+    cfg.solarize_p_global2 = 0.5f;
+    // sigma up to 40 x size / 224: at 21 pixels radii up to 12, past the views' edges.
+    cfg.blur_sigma_max = 40.f;
+    std::vector<Source> sources;
+    for (const auto& [H, W] : k->sources) sources.push_back(random_source(rng, C, H, W));
     std::vector<data::ViewParams> params;
     for (const Source& s : sources) {
       const std::vector<data::ViewParams> v = data::draw_views(s.H, s.W, cfg, rng);
