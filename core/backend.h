@@ -23,6 +23,18 @@
 
 namespace dino {
 
+namespace data {
+struct AugmentSource;
+struct ViewParams;
+}  // namespace data
+
+// The two queues a device runs work on, each in order: the ops' (compute) and one for
+// transfers that overlap them (copy: the next batch's upload while the step computes).
+// Events order one after the other.
+enum class Queue { compute, copy };
+// A point in a device's queue (opaque: a cudaEvent_t on CUDA, a time stamp on the CPU).
+struct DeviceEvent;
+
 // Rows and columns of a tensor seen as (numel / last, last): how the row ops (softmax, the
 // norms, the row reductions) and their kernels see it.
 inline int64_t rows_of(const Tensor& t) { return t.dim() ? t.numel() / t.size(-1) : 1; }
@@ -64,6 +76,42 @@ class Backend {
   virtual bool convert(const Tensor& dst, const Tensor& src) const = 0;
   // t <- value everywhere (f32, f64 or bf16). Returns false when not handled here.
   virtual bool fill(const Tensor& t, double value) const = 0;
+
+  // ---- streams, events and pinned memory --------------------------------------------------
+  // What overlaps transfers with the ops (train/batch_upload.h, train/stats_readback.h), times
+  // the data-parallel reduction (dist/reducer.h) and binds a rank to its device (dist/world.h).
+  // The CPU runs all of it on the calling thread as it is called: its pinned memory is
+  // ordinary 64-byte aligned host memory, its asynchronous copies are memcpy, done on return,
+  // its events complete when recorded (each holding the time of its last record), so waiting
+  // for one returns at once; it has one device.
+  //
+  // Page-locked host memory, which a queued copy reads or writes without staging.
+  // alloc_pinned(0) returns nullptr; free_pinned(nullptr) does nothing.
+  virtual void* alloc_pinned(size_t bytes) const = 0;
+  virtual void free_pinned(void* p) const = 0;
+  // An event; `timing`: it can be an end of elapsed_ms (a plain event costs less on CUDA).
+  // event_destroy(nullptr) does nothing.
+  virtual DeviceEvent* event_create(bool timing) const = 0;
+  virtual void event_destroy(DeviceEvent* event) const = 0;
+  // Marks the point of `queue` after the work queued on it so far. An event never recorded
+  // counts as complete.
+  virtual void event_record(DeviceEvent* event, Queue queue) const = 0;
+  // Work queued on `queue` from now on waits for the work before the event's last record.
+  virtual void queue_wait(Queue queue, DeviceEvent* event) const = 0;
+  // Blocks the host until the work before the event's last record has run.
+  virtual void event_synchronize(DeviceEvent* event) const = 0;
+  // Milliseconds between the last records of two timing events; waits for `end` first.
+  virtual double elapsed_ms(DeviceEvent* start, DeviceEvent* end) const = 0;
+  // Copies queued on `queue`, not waited for: the pinned host side must stay untouched until an
+  // event recorded on `queue` after the copy has completed. bytes == 0 queues nothing.
+  virtual void copy_to_device_async(void* dst, const void* pinned_src, size_t bytes,
+                                    Queue queue) const = 0;
+  virtual void copy_to_host_async(void* pinned_dst, const void* src, size_t bytes,
+                                  Queue queue) const = 0;
+  // The devices of this kind on this node (0 when none is usable: description() says why), and
+  // the one this process's later work goes to (index < device_count()).
+  virtual int device_count() const = 0;
+  virtual void select_device(int index) const = 0;
 
   // ---- the ops' kernels (core/kernel_table.def) -------------------------------------------
 #define DINO_KERNEL(name, params) virtual void name params const = 0;

@@ -3,12 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "core/storage.h"
-#ifdef DINO_HAS_CUDA
-#include "kernels/cuda/augment.h"
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace dino::data {
 namespace {
@@ -67,12 +64,10 @@ struct PackedLayout {
   std::vector<int64_t> source_offset;  // per sample, from sources_at
 };
 
-#ifdef DINO_HAS_CUDA
 PackedLayout packed_layout(const SourceBatch& sb) {
-  namespace cu = kernels::cuda;
   auto align16 = [](size_t n) { return (n + 15) / 16 * 16; };
   PackedLayout l;
-  l.params_at = align16(sb.samples.size() * sizeof(cu::AugmentSource));
+  l.params_at = align16(sb.samples.size() * sizeof(AugmentSource));
   l.sources_at = align16(l.params_at + sb.params.size() * sizeof(ViewParams));
   size_t total = 0;
   for (const SourceBatch::Sample& s : sb.samples) {
@@ -82,43 +77,37 @@ PackedLayout packed_layout(const SourceBatch& sb) {
   l.bytes = l.sources_at + total;
   return l;
 }
-#endif
+
+// The GPU whose kernels render the views; a build without one says what to use instead.
+const Backend& gpu_backend() {
+  DINO_CHECK(cuda_backend(), "[augment_gpu] this build has no CUDA backend: use data.augment=cpu");
+  return *cuda_backend();
+}
 
 }  // namespace
 
 size_t packed_sources_bytes(const SourceBatch& sb, const Normalization& norm) {
   validate(sb, norm);
-#ifdef DINO_HAS_CUDA
+  gpu_backend();
   return packed_layout(sb).bytes;
-#else
-  throw Error("[augment_gpu] this build has no CUDA backend: use data.augment=cpu");
-#endif
 }
 
 void pack_sources(const SourceBatch& sb, void* dst) {
-#ifdef DINO_HAS_CUDA
-  namespace cu = kernels::cuda;
   const PackedLayout l = packed_layout(sb);
   auto* out = static_cast<uint8_t*>(dst);
-  std::vector<cu::AugmentSource> where(sb.samples.size());
+  std::vector<AugmentSource> where(sb.samples.size());
   for (size_t b = 0; b < where.size(); ++b) {
     const SourceBatch::Sample& s = sb.samples[b];
     where[b] = {l.source_offset[b], s.height, s.width, s.f32 ? 1 : 0};
     std::memcpy(out + l.sources_at + size_t(l.source_offset[b]), s.bytes.data(), s.bytes.size());
   }
-  std::memcpy(out, where.data(), where.size() * sizeof(cu::AugmentSource));
+  std::memcpy(out, where.data(), where.size() * sizeof(AugmentSource));
   std::memcpy(out + l.params_at, sb.params.data(), sb.params.size() * sizeof(ViewParams));
-#else
-  (void)sb;
-  (void)dst;
-  throw Error("[augment_gpu] this build has no CUDA backend: use data.augment=cpu");
-#endif
 }
 
 std::vector<Tensor> render_packed_views_cuda(const SourceBatch& sb, const void* device_packed,
                                              const Normalization& norm) {
-#ifdef DINO_HAS_CUDA
-  namespace cu = kernels::cuda;
+  const Backend& gpu = gpu_backend();
   const PackedLayout l = packed_layout(sb);
   const auto* packed = static_cast<const uint8_t*>(device_packed);
   const int B = sb.batch, C = sb.channels, V = int(sb.view_sizes.size());
@@ -132,20 +121,13 @@ std::vector<Tensor> render_packed_views_cuda(const SourceBatch& sb, const void* 
       for (int v = first; v < first + count; ++v)
         max_box_height = std::max(max_box_height, sb.params[size_t(b) * V + v].box.height);
     Tensor out = Tensor::empty({int64_t(count) * B, C, S, S}, DType::f32, Device::cuda);
-    cu::augment_views(out.data<float>(), packed + l.sources_at,
-                      reinterpret_cast<const cu::AugmentSource*>(packed),
-                      reinterpret_cast<const ViewParams*>(packed + l.params_at), B, V, first, count,
-                      C, S, max_box_height, norm.mean.data(), norm.std.data(), cu::stream());
+    gpu.augment_views(out, packed + l.sources_at, reinterpret_cast<const AugmentSource*>(packed),
+                      reinterpret_cast<const ViewParams*>(packed + l.params_at), B, V, first,
+                      max_box_height, norm.mean.data(), norm.std.data());
     for (int v = 0; v < count; ++v) views.push_back(out.narrow(int64_t(v) * B, B));
     first += count;
   }
   return views;
-#else
-  (void)sb;
-  (void)device_packed;
-  (void)norm;
-  throw Error("[augment_gpu] this build has no CUDA backend: use data.augment=cpu");
-#endif
 }
 
 std::vector<Tensor> render_views_cuda(const SourceBatch& sb, const Normalization& norm) {

@@ -2,9 +2,9 @@
 // DINO's augmentations on the GPU, as the data layer calls them: a batch handed over as its
 // samples' source images and drawn view parameters (the loader's CropFormat::sources)
 // becomes the step's input, every view (B, C, S, S) f32 and normalised on the device,
-// rendered by the kernels of kernels/cuda/augment.cu. For the same parameters the views equal
-// the CPU path's (apply_view) to within a few float32 rounding steps
-// (tests/cuda/test_augment.cpp).
+// rendered by the CUDA backend's augment_views (core/kernel_table.def; kernels/cuda/augment.cu).
+// For the same parameters the views equal the CPU path's (apply_view) to within a few float32
+// rounding steps (tests/cuda/test_augment.cpp).
 #include <cstdint>
 #include <vector>
 
@@ -33,7 +33,7 @@ struct SourceBatch {
 };
 
 // What the GPU reads of a batch, packed into one buffer so one copy uploads it: each sample's
-// placement (kernels/cuda/augment.h AugmentSource) and view parameters, then the sources, each
+// placement (data/augment_params.h AugmentSource) and view parameters, then the sources, each
 // 4-byte aligned. packed_sources_bytes checks the batch (sizes, every view's side and box
 // inside its source) and returns the buffer's size; pack_sources writes it to `dst` (host
 // memory of that size, e.g. pinned for an asynchronous upload).

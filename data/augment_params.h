@@ -30,4 +30,14 @@ struct ViewParams {
   bool solarize = false;   // x -> 1 - x where x >= 0.5
 };
 
+// Where one sample's source image lies in a batch's packed sources (data/augment_gpu.h
+// pack_sources), as the GPU's kernels read it: C planes of height x width values
+// (channel-planar, as data::SourceImage holds them) starting at byte `offset` (a multiple of 4
+// for floats); bytes scaled by 1/255, or floats in [0, 1] when f32.
+struct AugmentSource {
+  int64_t offset = 0;
+  int height = 0, width = 0;
+  int f32 = 0;
+};
+
 }  // namespace dino::data

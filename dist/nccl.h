@@ -1,12 +1,14 @@
 #pragma once
-// The NCCL backend (builds with DINO_HAS_NCCL): collectives on CUDA tensors, on a stream of
-// their own. Each collective waits for the compute stream's work queued before it (an event)
-// and the compute stream waits for it at Pending::wait (another event), so a reduction runs
+// The NCCL backend (dist/nccl.cpp, in builds with NCCL; dist/no_nccl.cpp in the others, where
+// make_nccl_communicator throws saying the build has none): collectives on CUDA tensors, on a
+// stream of their own. Each collective waits for the compute stream's work queued before it (an
+// event) and the compute stream waits for it at Pending::wait (another event), so a reduction runs
 // beside the kernels queued after it and nothing synchronises the host. A watchdog thread
 // polls ncclCommGetAsyncError and the collectives in flight: an NCCL error, or a collective
 // still running after the communicator's timeout (a peer rank died or stopped), aborts the
 // communicator (ncclCommAbort) and the job with a message naming the rank and the collective.
 #include <memory>
+#include <string>
 
 #include "dist/communicator.h"
 

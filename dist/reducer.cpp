@@ -1,15 +1,9 @@
 #include "dist/reducer.h"
 
-#include <chrono>
 #include <cstring>
 
 #include "core/autograd.h"
-#ifdef DINO_HAS_CUDA
-#include <cuda_runtime.h>
-
-#include "kernels/cuda/check.h"
-#include "kernels/cuda/runtime.h"
-#endif
+#include "core/backend.h"
 
 namespace dino::dist {
 
@@ -23,16 +17,21 @@ int64_t round_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 
 }  // namespace
 
+// Two timing events on the communicator's device, recorded on its compute queue when finish()
+// begins and when the device may go on (on the CPU: the host's clock at those points).
 struct GradReducer::Timing {
-  std::chrono::steady_clock::time_point host_begin;
-  double host_ms = 0;
-#ifdef DINO_HAS_CUDA
-  cudaEvent_t backward_done = nullptr, reduced = nullptr;
+  const Backend& device;
+  DeviceEvent* backward_done = nullptr;
+  DeviceEvent* reduced = nullptr;
+  explicit Timing(const Backend& b)
+      : device(b), backward_done(b.event_create(true)), reduced(b.event_create(true)) {}
   ~Timing() {
-    if (backward_done) cudaEventDestroy(backward_done);
-    if (reduced) cudaEventDestroy(reduced);
+    try {
+      device.event_destroy(backward_done);
+      device.event_destroy(reduced);
+    } catch (const Error&) {  // a failed device: its error surfaced where the failure happened
+    }
   }
-#endif
 };
 
 GradReducer::GradReducer(Communicator& comm, std::vector<std::pair<std::string, Tensor>> params,
@@ -126,14 +125,7 @@ void GradReducer::launch(size_t b) {
 }
 
 void GradReducer::finish() {
-  if (timing_) {
-    timing_state_->host_begin = std::chrono::steady_clock::now();
-#ifdef DINO_HAS_CUDA
-    if (comm_.device() == Device::cuda)
-      CUDA_CHECK(cudaEventRecord(timing_state_->backward_done,
-                                 static_cast<cudaStream_t>(kernels::cuda::stream())));
-#endif
-  }
+  if (timing_) timing_state_->device.event_record(timing_state_->backward_done, Queue::compute);
   for (size_t b = next_launch_; b < buckets_.size(); ++b) {
     if (waiting_[b] != 0) {
       std::string missing;
@@ -150,42 +142,18 @@ void GradReducer::finish() {
   for (auto& p : in_flight_)
     if (p) p->wait();
   in_flight_.clear();
-  if (timing_) {
-    timing_state_->host_ms = std::chrono::duration<double, std::milli>(
-                                 std::chrono::steady_clock::now() - timing_state_->host_begin)
-                                 .count();
-#ifdef DINO_HAS_CUDA
-    if (comm_.device() == Device::cuda)
-      CUDA_CHECK(cudaEventRecord(timing_state_->reduced,
-                                 static_cast<cudaStream_t>(kernels::cuda::stream())));
-#endif
-  }
+  if (timing_) timing_state_->device.event_record(timing_state_->reduced, Queue::compute);
 }
 
 void GradReducer::set_timing(bool on) {
   timing_ = on;
-  if (on && !timing_state_) {
-    timing_state_ = std::make_unique<Timing>();
-#ifdef DINO_HAS_CUDA
-    if (comm_.device() == Device::cuda) {
-      CUDA_CHECK(cudaEventCreate(&timing_state_->backward_done));
-      CUDA_CHECK(cudaEventCreate(&timing_state_->reduced));
-    }
-#endif
-  }
+  if (on && !timing_state_)
+    timing_state_ = std::make_unique<Timing>(backend(comm_.device(), "dist"));
 }
 
 double GradReducer::last_exposed_ms() {
   DINO_CHECK(timing_, "[dist] last_exposed_ms() needs set_timing(true)");
-#ifdef DINO_HAS_CUDA
-  if (comm_.device() == Device::cuda) {
-    float ms = 0;
-    CUDA_CHECK(cudaEventSynchronize(timing_state_->reduced));
-    CUDA_CHECK(cudaEventElapsedTime(&ms, timing_state_->backward_done, timing_state_->reduced));
-    return ms;
-  }
-#endif
-  return timing_state_->host_ms;
+  return timing_state_->device.elapsed_ms(timing_state_->backward_done, timing_state_->reduced);
 }
 
 }  // namespace dino::dist

@@ -6,18 +6,12 @@
 #include <cstdlib>
 #include <thread>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "dist/abort.h"
+#include "dist/nccl.h"
 #ifdef DINO_HAS_MPI
 #include "dist/mpi.h"
-#endif
-#ifdef DINO_HAS_NCCL
-#include "dist/nccl.h"
-#endif
-#ifdef DINO_HAS_CUDA
-#include <cuda_runtime.h>
-
-#include "kernels/cuda/check.h"
 #endif
 
 namespace dino::dist {
@@ -85,13 +79,12 @@ std::string World::describe() const {
 }
 
 void World::bind(Device device) {
-  if (device == Device::cuda) {
-#ifdef DINO_HAS_CUDA
-    int count = 0;
-    CUDA_CHECK(cudaGetDeviceCount(&count));
-    DINO_CHECK(count > 0, "[dist] no CUDA device on this node");
-    CUDA_CHECK(cudaSetDevice(local_rank_ % count));
-#endif
+  if (device != Device::cpu) {
+    const Backend& b = backend(device, "dist", false);
+    const int count = b.device_count();
+    DINO_CHECK(count > 0, "[dist] no ", device_name(device),
+               " device on this node: ", b.description());
+    b.select_device(local_rank_ % count);
     return;
   }
   if (local_size_ > 1 && !std::getenv("OMP_NUM_THREADS")) {
@@ -109,15 +102,8 @@ Communicator* World::comm(Device device) {
     return host_.get();
   }
   if (!device_) {
-#ifdef DINO_HAS_NCCL
     device_ = make_nccl_communicator(host_.get(), rank_, size_, timeout_s_);
     device_backend_ = nccl_version();
-#else
-    throw Error(
-        "[dist] data-parallel training on CUDA needs NCCL, and this build has none "
-        "(configure found no libnccl: install NCCL or point CMake at it with "
-        "-DDINO_NCCL_ROOT=DIR)");
-#endif
   }
   return device_.get();
 }

@@ -1,7 +1,9 @@
-// The CPU backend's memory: 64-byte aligned host blocks (vector loads, no false sharing), and
-// the table itself (cpu_backend()).
+// The CPU backend's memory: 64-byte aligned host blocks (vector loads, no false sharing); its
+// streams, events and pinned memory, which run everything as it is called; and the table itself
+// (cpu_backend()).
 #include "kernels/cpu/backend.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -76,6 +78,67 @@ void CpuBackend::free(void* p, size_t bytes) const {
 
 void CpuBackend::copy(void* dst, Device, const void* src, Device, size_t bytes) const {
   std::memcpy(dst, src, bytes);
+}
+
+namespace {
+
+// A CPU event: the time of its last record (an event never recorded holds the epoch).
+struct CpuEvent {
+  std::chrono::steady_clock::time_point recorded;
+};
+
+CpuEvent* cpu_event(DeviceEvent* e) { return reinterpret_cast<CpuEvent*>(e); }
+
+}  // namespace
+
+// Pinned memory is ordinary host memory here: nothing pages it out under a copy that is
+// already done.
+void* CpuBackend::alloc_pinned(size_t bytes) const {
+  if (bytes == 0) return nullptr;
+  void* p = std::aligned_alloc(64, host_block_bytes(bytes));
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void CpuBackend::free_pinned(void* p) const { std::free(p); }
+
+DeviceEvent* CpuBackend::event_create(bool) const {
+  return reinterpret_cast<DeviceEvent*>(new CpuEvent);
+}
+
+void CpuBackend::event_destroy(DeviceEvent* event) const { delete cpu_event(event); }
+
+void CpuBackend::event_record(DeviceEvent* event, Queue) const {
+  cpu_event(event)->recorded = std::chrono::steady_clock::now();
+}
+
+double CpuBackend::elapsed_ms(DeviceEvent* start, DeviceEvent* end) const {
+  return std::chrono::duration<double, std::milli>(cpu_event(end)->recorded -
+                                                   cpu_event(start)->recorded)
+      .count();
+}
+
+void CpuBackend::copy_to_device_async(void* dst, const void* pinned_src, size_t bytes,
+                                      Queue) const {
+  if (bytes) std::memcpy(dst, pinned_src, bytes);
+}
+
+void CpuBackend::copy_to_host_async(void* pinned_dst, const void* src, size_t bytes, Queue) const {
+  if (bytes) std::memcpy(pinned_dst, src, bytes);
+}
+
+void CpuBackend::select_device(int index) const {
+  DINO_CHECK(index == 0, "[select_device] the cpu backend has one device (0), asked for ", index);
+}
+
+// The CPU renders a batch's views in its loader threads (data.augment=cpu), beside the step,
+// from the same view parameters (data/multicrop.h apply_view, the reference).
+void CpuBackend::augment_views(const Tensor&, const uint8_t*, const data::AugmentSource*,
+                               const data::ViewParams*, int64_t, int64_t, int64_t, int64_t,
+                               const float*, const float*) const {
+  throw Error(
+      "[augment_views] the cpu backend renders no views: the CPU renders them in the loader "
+      "(data.augment=cpu)");
 }
 
 }  // namespace kernels::cpu

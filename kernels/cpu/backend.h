@@ -2,7 +2,8 @@
 // The CPU backend (core/backend.h): the reference kernels of kernels/cpu/kernels.h behind the
 // kernel table, templated on the op's one dtype, f32 (training) or f64 (gradient checks).
 // Each method is defined in its kernel's file, after the kernels it calls (softmax.cpp holds
-// softmax_forward and CpuBackend::softmax); backend.cpp holds memory and copies,
+// softmax_forward and CpuBackend::softmax); backend.cpp holds memory, copies and the
+// synchronous streams, events and pinned memory (core/backend.h says what they mean here),
 // elementwise.cpp and shape.cpp the maps, reductions and copies that are their own kernels.
 #include <algorithm>
 
@@ -49,6 +50,21 @@ class CpuBackend final : public Backend {
   void synchronize() const override {}
   bool convert(const Tensor&, const Tensor&) const override { return false; }
   bool fill(const Tensor&, double) const override { return false; }
+
+  void* alloc_pinned(size_t bytes) const override;
+  void free_pinned(void* p) const override;
+  DeviceEvent* event_create(bool timing) const override;
+  void event_destroy(DeviceEvent* event) const override;
+  void event_record(DeviceEvent* event, Queue queue) const override;
+  void queue_wait(Queue, DeviceEvent*) const override {}
+  void event_synchronize(DeviceEvent*) const override {}
+  double elapsed_ms(DeviceEvent* start, DeviceEvent* end) const override;
+  void copy_to_device_async(void* dst, const void* pinned_src, size_t bytes,
+                            Queue queue) const override;
+  void copy_to_host_async(void* pinned_dst, const void* src, size_t bytes,
+                          Queue queue) const override;
+  int device_count() const override { return 1; }
+  void select_device(int index) const override;
 
 #define DINO_KERNEL(name, params) void name params const override;
 #include "core/kernel_table.def"

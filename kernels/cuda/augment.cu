@@ -43,6 +43,7 @@
 #include <cmath>
 
 #include "kernels/cuda/augment.h"
+#include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
 
 namespace dino::kernels::cuda {
@@ -361,6 +362,19 @@ void augment_views(float* out, const uint8_t* src, const AugmentSource* sources,
         out, rows, params, B, views_per_sample, first_view, S, R, norm);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaFreeAsync(rows, stream));
+}
+
+void CudaBackend::augment_views(const Tensor& out, const uint8_t* src,
+                                const data::AugmentSource* sources, const data::ViewParams* params,
+                                int64_t B, int64_t views_per_sample, int64_t first_view,
+                                int64_t max_box_height, const float* mean, const float* std) const {
+  const char* op = "augment_views";
+  const int64_t V = B > 0 ? out.size(0) / B : 0;
+  cuda::augment_views(f32_ptr(out), src, sources, params, as_int(op, B, "batch"),
+                      as_int(op, views_per_sample, "views per sample"),
+                      as_int(op, first_view, "first view"), as_int(op, V, "views"),
+                      as_int(op, out.size(1), "channels"), as_int(op, out.size(2), "view side"),
+                      as_int(op, max_box_height, "box height"), mean, std, stream());
 }
 
 }  // namespace dino::kernels::cuda

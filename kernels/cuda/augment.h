@@ -1,22 +1,17 @@
 #pragma once
 // DINO's augmentations on the GPU (kernels/cuda/augment.cu): every view of a batch rendered
 // from the samples' source bytes and their drawn parameters (data/augment_params.h), the
-// same operations in the same order as the CPU reference (data/multicrop.h: apply_view). A
-// plain C++ header, so the g++-compiled data front end (data/augment_gpu.h) can call it.
+// same operations in the same order as the CPU reference (data/multicrop.h: apply_view). The
+// data front end (data/augment_gpu.h) reaches it through the kernel table
+// (CudaBackend::augment_views, at the end of augment.cu); tests and benchmarks call it here.
 #include <cstdint>
 
 #include "data/augment_params.h"
 
 namespace dino::kernels::cuda {
 
-// Where one sample's source image lies in the batch's source buffer: C planes of
-// height x width values (channel-planar, as data::SourceImage holds them) starting at byte
-// `offset` (a multiple of 4 for floats); bytes scaled by 1/255, or floats in [0, 1] when f32.
-struct AugmentSource {
-  int64_t offset = 0;
-  int height = 0, width = 0;
-  int f32 = 0;
-};
+// Where one sample's source image lies in the batch's source buffer (data/augment_params.h).
+using AugmentSource = data::AugmentSource;
 
 // out (V, B, C, S, S) f32, view-major: view v of sample b at out + (v * B + b) * C * S * S
 //   <- src (bytes; sample b's C x H_b x W_b planes at sources[b].offset), sources (B),

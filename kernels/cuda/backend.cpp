@@ -1,5 +1,5 @@
-// The CUDA backend's memory, copies and conversions (kernels/cuda/runtime.h), and the table
-// itself: cuda_backend() is what links this backend into a build (core/backend.h).
+// The CUDA backend's memory, copies, conversions, queues and events (kernels/cuda/runtime.h),
+// and the table itself: cuda_backend() is what links this backend into a build (core/backend.h).
 #include "kernels/cuda/backend.h"
 
 namespace dino {
@@ -18,6 +18,45 @@ void CudaBackend::copy(void* dst, Device dst_device, const void* src, Device src
     copy_d2h(dst, src, bytes);
   else
     copy_d2d(dst, src, bytes);
+}
+
+namespace {
+
+void* stream_of(Queue queue) { return queue == Queue::copy ? copy_stream() : stream(); }
+void* event_of(DeviceEvent* e) { return static_cast<void*>(e); }
+
+}  // namespace
+
+DeviceEvent* CudaBackend::event_create(bool timing) const {
+  return static_cast<DeviceEvent*>(cuda::event_create(timing));
+}
+
+void CudaBackend::event_destroy(DeviceEvent* event) const { cuda::event_destroy(event_of(event)); }
+
+void CudaBackend::event_record(DeviceEvent* event, Queue queue) const {
+  cuda::event_record(event_of(event), stream_of(queue));
+}
+
+void CudaBackend::queue_wait(Queue queue, DeviceEvent* event) const {
+  stream_wait_event(stream_of(queue), event_of(event));
+}
+
+void CudaBackend::event_synchronize(DeviceEvent* event) const {
+  cuda::event_synchronize(event_of(event));
+}
+
+double CudaBackend::elapsed_ms(DeviceEvent* start, DeviceEvent* end) const {
+  return event_elapsed_ms(event_of(start), event_of(end));
+}
+
+void CudaBackend::copy_to_device_async(void* dst, const void* pinned_src, size_t bytes,
+                                       Queue queue) const {
+  copy_h2d_async(dst, pinned_src, bytes, stream_of(queue));
+}
+
+void CudaBackend::copy_to_host_async(void* pinned_dst, const void* src, size_t bytes,
+                                     Queue queue) const {
+  copy_d2h_async(pinned_dst, src, bytes, stream_of(queue));
 }
 
 bool CudaBackend::convert(const Tensor& dst, const Tensor& src) const {

@@ -3,7 +3,8 @@
 // table, on the context's stream. Front ends hand it the dtypes core/precision.h chose; it
 // checks what only the device limits (int extents, head dims) and names the op when it refuses.
 // Each method is defined in its kernel's file, after the kernels and launchers it calls
-// (softmax.cu ends with CudaBackend::softmax); backend.cpp holds memory, copies, conversions.
+// (softmax.cu ends with CudaBackend::softmax); backend.cpp holds memory, copies, conversions,
+// and the queues: Queue::compute is the context stream, Queue::copy its copy stream.
 #include <climits>
 
 #include "core/backend.h"
@@ -60,6 +61,21 @@ class CudaBackend final : public Backend {
   void synchronize() const override { cuda::synchronize(); }
   bool convert(const Tensor& dst, const Tensor& src) const override;
   bool fill(const Tensor& t, double value) const override;
+
+  void* alloc_pinned(size_t bytes) const override { return cuda::alloc_pinned(bytes); }
+  void free_pinned(void* p) const override { cuda::free_pinned(p); }
+  DeviceEvent* event_create(bool timing) const override;
+  void event_destroy(DeviceEvent* event) const override;
+  void event_record(DeviceEvent* event, Queue queue) const override;
+  void queue_wait(Queue queue, DeviceEvent* event) const override;
+  void event_synchronize(DeviceEvent* event) const override;
+  double elapsed_ms(DeviceEvent* start, DeviceEvent* end) const override;
+  void copy_to_device_async(void* dst, const void* pinned_src, size_t bytes,
+                            Queue queue) const override;
+  void copy_to_host_async(void* pinned_dst, const void* src, size_t bytes,
+                          Queue queue) const override;
+  int device_count() const override { return cuda::device_count(); }
+  void select_device(int index) const override { cuda::set_device(index); }
 
 #define DINO_KERNEL(name, params) void name params const override;
 #include "core/kernel_table.def"

@@ -111,6 +111,17 @@ bool available() {
   return count > 0;
 }
 
+int device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+void set_device(int index) { CUDA_CHECK(cudaSetDevice(index)); }
+
 std::string device_description() {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
@@ -223,10 +234,13 @@ void free_pinned(void* p) {
   if (p) CUDA_CHECK(cudaFreeHost(p));
 }
 
-void* event_create() {
+void* event_create(bool timing) {
   context();
   cudaEvent_t e = nullptr;
-  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  if (timing)
+    CUDA_CHECK(cudaEventCreate(&e));
+  else
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   return static_cast<void*>(e);
 }
 
@@ -245,6 +259,14 @@ void stream_wait_event(void* stream, void* event) {
 
 void event_synchronize(void* event) {
   CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+}
+
+double event_elapsed_ms(void* start, void* end) {
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(end)));
+  float ms = 0;
+  CUDA_CHECK(
+      cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+  return ms;
 }
 
 void copy_h2d_async(void* dst, const void* pinned_src, size_t bytes, void* stream) {

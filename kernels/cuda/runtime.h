@@ -14,6 +14,10 @@ namespace dino::kernels::cuda {
 bool available();
 // "NVIDIA H200 (sm_90, 132 SMs, 141 GB)" or "no CUDA device (<reason>)".
 std::string device_description();
+// The devices cudaGetDeviceCount reports, 0 on any error (as available()); set_device makes one
+// the current device of the calling process's later work (cudaSetDevice).
+int device_count();
+void set_device(int index);
 
 // Stream-ordered allocation from the device's default memory pool, whose release threshold
 // is raised to UINT64_MAX once, so a steady-state training step never calls the driver.
@@ -42,12 +46,16 @@ void* stream();
 void* copy_stream();
 void* alloc_pinned(size_t bytes);
 void free_pinned(void* p);
-void* event_create();
+// timing: the event can be an end of event_elapsed_ms (otherwise created without timing,
+// which costs less).
+void* event_create(bool timing = false);
 void event_destroy(void* event);
 void event_record(void* event, void* stream);
 // Later work on `stream` waits for the work queued before the event's last record.
 void stream_wait_event(void* stream, void* event);
 void event_synchronize(void* event);
+// Milliseconds between the last records of two timing events; waits for `end`.
+double event_elapsed_ms(void* start, void* end);
 // Queued on `stream`, not waited for: the pinned host side must stay untouched until an event
 // recorded on `stream` after the copy has completed.
 void copy_h2d_async(void* dst, const void* pinned_src, size_t bytes, void* stream);
