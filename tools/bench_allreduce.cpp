@@ -11,15 +11,13 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "core/backend.h"
 #include "dist/reducer.h"
 #include "dist/world.h"
 #include "tools/bench_dist.h"
 #include "train/config.h"
 #include "train/step.h"
 #include "train/trainer.h"
-#ifdef DINO_HAS_CUDA
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace dino::tools {
 
@@ -36,11 +34,7 @@ struct AllreduceArgs {
   bool json = false;
 };
 
-void sync_device(Device d) {
-#ifdef DINO_HAS_CUDA
-  if (d == Device::cuda) kernels::cuda::synchronize();
-#endif
-}
+void sync_device(Device d) { backend(d, "bench").synchronize(); }
 
 // Median seconds per all-reduce of `tensors` (each reduced in turn, `iters` rounds back to back
 // per measurement, a barrier before each measurement so the ranks start together).

@@ -33,9 +33,8 @@
 #include "data/loader.h"
 #ifdef DINO_HAS_CUDA
 #include "benchmarks/bench.h"
-#include "kernels/cuda/kernels.h"
-#include "kernels/cuda/runtime.h"
 #endif
+#include "core/backend.h"
 #include "dist/reducer.h"
 #include "dist/world.h"
 #include "tools/bench_dist.h"
@@ -253,30 +252,28 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   DINO_CHECK(!parallel || !a.loop,
              "[bench] --loop times one process's loader and step; run it "
              "without mpirun");
-  if (parallel) world.bind(a.device == "cuda" ? Device::cuda : Device::cpu);
+  // The device as dino train resolves it: a build or a machine without CUDA is one clear error.
+  const Device device = resolve_device(a.device, "bench");
+  if (parallel) world.bind(device);
 
   // Student, teacher, loss and optimizer as train() builds them: built on the CPU from the
   // seed, moved to the device, the optimizer made after the move.
-  const bool cuda = a.device == "cuda";
+  const bool cuda = device == Device::cuda;
   auto student = build_student(recipe, in_chans);
   auto teacher_ptr = build_teacher(*student);
   DinoModel& teacher = *teacher_ptr;
   const DinoLossConfig& loss_cfg = recipe.loss;
   DinoLoss loss(loss_cfg, 1);
   if (cuda) {
-#ifdef DINO_HAS_CUDA
-    DINO_CHECK(kernels::cuda::available(), "[bench] --device cuda: no usable CUDA device (",
-               kernels::cuda::device_description(), ")");
     DINO_CHECK(a.dump.empty(),
                "[bench] --dump is for the CPU comparison; drop it with --device cuda");
     student->to(Device::cuda);
     teacher.to(Device::cuda);
     loss.to(Device::cuda);
-    kernels::cuda::set_attention_backend(recipe.model.attention.c_str());
-#else
-    throw Error("[bench] --device cuda: this build has no CUDA support");
-#endif
   }
+  // The attention kernels model.attention names, selected as dino train selects them.
+  const Backend& device_backend = backend(device, "bench");
+  device_backend.select_attention(recipe.model.attention);
   AdamW optimizer = make_optimizer(*student);
   Rng drop_rng = drop_path_rng(seed);
   std::unique_ptr<dist::GradReducer> reducer;
@@ -363,11 +360,7 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
 
   // Each step ends with the loss on the host (a device synchronisation on CUDA); the device is
   // also synchronised before each step's clock starts, so a step's time is its own.
-  auto sync = [&] {
-#ifdef DINO_HAS_CUDA
-    if (cuda) kernels::cuda::synchronize();
-#endif
-  };
+  auto sync = [&] { device_backend.synchronize(); };
   for (int i = 0; i < a.warmup; ++i)
     dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng, false, reducer.get());
   sync();
@@ -393,11 +386,10 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
     auto dataset = data::open_dataset(recipe.data.dataset, data::Split::train);
     data::LoaderOptions lo;
     lo.threads = recipe.data.loader_threads;
-    const Device dev = cuda ? Device::cuda : Device::cpu;
-    lo.format = crop_format_for(recipe, dev);
-    if (lo.format == data::CropFormat::f32) lo.allocator = BatchUploader::allocator(dev);
+    lo.format = crop_format_for(recipe, device);
+    if (lo.format == data::CropFormat::f32) lo.allocator = BatchUploader::allocator(device);
     data::MultiCropLoader loader(*dataset, recipe.crops_for(int(in_chans)), int(batch), seed, lo);
-    BatchUploader uploader(dev);
+    BatchUploader uploader(device);
     StatsReadback readbacks[2];
     int next_readback = 0;
     StepSettings ls = s;
@@ -483,14 +475,12 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   out["shape"] = str_cat("batch=", batch, " global=", G, "x", global, " local=", L, "x", local,
                          " K=", hc.out_dim);
   out["device"] = a.device;
-#ifdef DINO_HAS_CUDA
   if (cuda) {
-    out["device_name"] = kernels::cuda::device_description();
-    out["attention_backend"] = kernels::cuda::attention_backend_name();
-    if (std::string(kernels::cuda::attention_backend_name()) != "ours")
-      out["impl"] = str_cat("ours+", kernels::cuda::attention_backend_name(), "-attention");
+    out["device_name"] = device_backend.description();
+    out["attention_backend"] = recipe.model.attention;
+    if (recipe.model.attention != "ours")
+      out["impl"] = str_cat("ours+", recipe.model.attention, "-attention");
   }
-#endif
   out["threads"] = omp_get_max_threads();
 #ifdef __AVX512F__
   out["isa"] = "avx512";
@@ -599,8 +589,8 @@ void add_kernel_bench(CLI::App& parent, const std::string& name, const std::stri
     DINO_CHECK(k->device == "cuda", "[bench] ", name,
                " runs on the GPU only (--device cuda); "
                "`dino bench train-step` runs on the CPU too");
-    DINO_CHECK(kernels::cuda::available(), "[bench] ", name, ": no usable CUDA device (",
-               kernels::cuda::device_description(), ")");
+    DINO_CHECK(cuda_backend()->available(), "[bench] ", name, ": no usable CUDA device (",
+               cuda_backend()->description(), ")");
     if (k->reps < 50)
       std::fprintf(stderr, "bench: note: --reps %d is under the 50 of docs/ARCHITECTURE.md §7\n",
                    k->reps);

@@ -14,12 +14,12 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "core/storage.h"
 #include "testing/op_cases.h"
 #include "tools/commands.h"
 #ifdef DINO_HAS_CUDA
-#include "kernels/cuda/runtime.h"
 #include "testing/cuda/op_check.h"
 #include "testing/cuda/selfcheck.h"
 #endif
@@ -110,8 +110,8 @@ struct Tally {
 };
 
 void run_checks(const CheckArgs& a) {
-  if (!cuda_available()) exit_no_gpu(kernels::cuda::device_description(), a.json);
-  const std::string device = kernels::cuda::device_description();
+  const std::string device = cuda_backend()->description();
+  if (!cuda_available()) exit_no_gpu(device, a.json);
   std::printf("dino check on %s\n", device.c_str());
   std::printf("%-64s %-12s %10s %10s  %-4s  %s\n", "case", "output", "rel error", "tolerance",
               "result", "rule");

@@ -7,15 +7,13 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "core/backend.h"
 #include "core/storage.h"
 #include "data/datasets.h"
 #include "models/dino_head.h"
 #include "tools/commands.h"
 #include "train/config.h"
 #include "train/trainer.h"
-#ifdef DINO_HAS_CUDA
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace dino::tools {
 
@@ -23,13 +21,9 @@ namespace {
 
 nlohmann::json build_facts(const std::string& requested) {
   nlohmann::json out;
-#ifdef DINO_HAS_CUDA
-  out["cuda_build"] = true;
-  out["cuda_device"] = kernels::cuda::device_description();
-#else
-  out["cuda_build"] = false;
-  out["cuda_device"] = "none (built without CUDA)";
-#endif
+  const Backend* cuda = cuda_backend();
+  out["cuda_build"] = cuda != nullptr;
+  out["cuda_device"] = cuda ? cuda->description() : "none (built without CUDA)";
   out["cuda_usable"] = cuda_available();
   // How the CPU kernels' threads wait for each other (tools/omp_wait_policy.h).
   const char* policy = std::getenv("OMP_WAIT_POLICY");
