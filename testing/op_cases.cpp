@@ -89,12 +89,14 @@ std::vector<std::vector<float>> case_values(const OpCase& c, Rng& rng) {
 
 Bound bound_for(const Tolerance& t, DType dtype, const std::vector<double>& ref,
                 double composite_err) {
-  if (t.composite)
-    return {t.bf16_mult * composite_err + t.bf16_floor,
-            str_cat(t.bf16_mult, "x ", t.composite_name, " + ", t.bf16_floor)};
-  if (dtype == DType::bf16)
-    return {t.bf16_mult * bf16_output_error(ref) + t.bf16_floor,
-            str_cat(t.bf16_mult, "x bf16 rounding + ", t.bf16_floor)};
+  const Bound rounding{t.bf16_mult * bf16_output_error(ref) + t.bf16_floor,
+                       str_cat(t.bf16_mult, "x bf16 rounding + ", t.bf16_floor)};
+  if (t.composite) {
+    const Bound comp{t.composite_mult * composite_err + t.composite_floor,
+                     str_cat(t.composite_mult, "x ", t.composite_name, " + ", t.composite_floor)};
+    return comp.tol < rounding.tol ? comp : rounding;
+  }
+  if (dtype == DType::bf16) return rounding;
   return {t.f32, str_cat("f32 ", t.f32)};
 }
 

@@ -60,8 +60,10 @@ OpCase add_layer_norm_case(const Shape& x, AddNormOut take, DType branch_dtype =
 // A bf16 attention result is looser than a plain rounding of the exact result: P and dS are
 // rounded to bf16 inside the kernels as in FlashAttention. Output and gradient are held to
 // twice the error of a plain bf16 composite (every GEMM output stored in bf16, as cuBLAS and
-// unfused kernels would store it; testing/bf16_oracle.h) on the same inputs, plus 1e-3, an f32
-// qkv too (it is cast to bf16 and its gradient comes back from bf16). Scores of order 1-3 after
+// unfused kernels would store it; testing/bf16_oracle.h) on the same inputs plus 1e-3, or to
+// 3x their bf16 rounding plus 3e-3 where that is tighter (at N >= 37 the composite's error is
+// 0.5-0.8%, so its bound alone would pass an output 1% off; the kernels measure 0.2-0.3%), an
+// f32 qkv too (it is cast to bf16 and its gradient comes back from bf16). Scores of order 1-3 after
 // scaling (qkv ~ 1.5 N(0, 1)), so the softmax is neither flat nor one-hot. The kernel test
 // (tests/cuda/test_attention.cpp) runs the launchers on these cases' (B, N, H, Dh).
 OpCase attention_case(int64_t B, int64_t N, int64_t Hh, int64_t Dh, DType dt = H) {
@@ -76,6 +78,8 @@ OpCase attention_case(int64_t B, int64_t N, int64_t Hh, int64_t Dh, DType dt = H
     return r;
   };
   c.tol.composite_name = "bf16 composite";
+  c.tol.bf16_mult = 3.0;
+  c.tol.bf16_floor = 3e-3;
   c.deterministic = true;  // no atomics in the backward
   c.dims = {B, N, Hh, Dh};
   return c;
