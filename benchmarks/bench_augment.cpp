@@ -91,7 +91,7 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   const cudaStream_t s = stream();
   Rng rng(77);
   std::vector<Set> sets(static_cast<size_t>(nsets));
-  std::vector<kc::AugmentSource> where(static_cast<size_t>(B));
+  std::vector<data::AugmentSource> where(static_cast<size_t>(B));
   for (int b = 0; b < B; ++b)
     where[size_t(b)] = {int64_t(b) * int64_t(source_bytes), sh.H, sh.W, 0};
   for (Set& x : sets) {
@@ -106,7 +106,7 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       x.params.insert(x.params.end(), p.begin(), p.end());
     }
     x.src = DeviceBuffer(x.bytes.size());
-    x.where = DeviceBuffer(where.size() * sizeof(kc::AugmentSource));
+    x.where = DeviceBuffer(where.size() * sizeof(data::AugmentSource));
     x.dparams = DeviceBuffer(x.params.size() * sizeof(data::ViewParams));
     copy(x.src.as(), x.bytes.data(), x.bytes.size(), cudaMemcpyHostToDevice);
     copy(x.where.as(), where.data(), x.where.bytes(), cudaMemcpyHostToDevice);
@@ -119,7 +119,7 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       out_local(std::max<size_t>(local_values, 1) * sizeof(float));
   auto render = [&](int i) {
     const Set& x = sets[size_t(i % nsets)];
-    const auto* w = x.where.as<const kc::AugmentSource>();
+    const auto* w = x.where.as<const data::AugmentSource>();
     const auto* p = x.dparams.as<const data::ViewParams>();
     kc::augment_views(out_global.as<float>(), x.src.as<const uint8_t>(), w, p, B, V, 0,
                       cfg.global.count, C, sh.global_size, x.max_global_box, norm.mean.data(),

@@ -24,7 +24,8 @@ const std::vector<AugmentCase>& augment_cases() {
     // Odd sizes; 60x13 makes 21-pixel views from 13-pixel columns (enlarging), 97x83 from
     // boxes up to 4.6x their output (the widest taps); 3 channels and 1.
     for (const int C : {3, 1})
-      c.push_back({"odd sources, mixed sizes", C, {{37, 29}, {60, 13}, {97, 83}}, 21, 3, 9});
+      c.push_back(
+          {"odd sources, mixed sizes", C, {{37, 29}, {60, 13}, {97, 83}}, 21, 3, 9, true, {}});
     // The emulated benchmark run's small batch (set "smoke"), checked like any case.
     c.push_back({"smoke", 3, same(2, 23, 31), 13, 2, 7, true, {"smoke"}});
     c.push_back({"vit-s/16 crops of 500x375 images, batch 64",

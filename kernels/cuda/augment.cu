@@ -50,6 +50,7 @@ namespace dino::kernels::cuda {
 
 namespace {
 
+using data::AugmentSource;
 using data::ViewParams;
 
 constexpr int kRowThreads = 256;

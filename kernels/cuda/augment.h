@@ -10,9 +10,6 @@
 
 namespace dino::kernels::cuda {
 
-// Where one sample's source image lies in the batch's source buffer (data/augment_params.h).
-using AugmentSource = data::AugmentSource;
-
 // out (V, B, C, S, S) f32, view-major: view v of sample b at out + (v * B + b) * C * S * S
 //   <- src (bytes; sample b's C x H_b x W_b planes at sources[b].offset), sources (B),
 //      params (B, views_per_sample) sample-major: this call renders each sample's views
@@ -22,7 +19,7 @@ using AugmentSource = data::AugmentSource;
 // max_box_height (host): at least every rendered view's box height; it sizes the scratch.
 // A view whose box is taller is written as NaN rather than read out of bounds.
 // stream: the cudaStream_t, as void*. C is 1 or 3. Scratch comes from the stream-ordered pool.
-void augment_views(float* out, const uint8_t* src, const AugmentSource* sources,
+void augment_views(float* out, const uint8_t* src, const data::AugmentSource* sources,
                    const data::ViewParams* params, int B, int views_per_sample, int first_view,
                    int V, int C, int S, int max_box_height, const float* mean, const float* std,
                    void* stream);

@@ -60,7 +60,7 @@ Result render_and_compare(const std::vector<Source>& sources,
   const int B = int(sources.size()), C = sources[0].C;
   const data::Normalization norm = data::default_normalization(C);
   std::vector<uint8_t> bytes;
-  std::vector<cu::AugmentSource> where;
+  std::vector<dino::data::AugmentSource> where;
   for (const Source& s : sources) {
     where.push_back({int64_t(bytes.size()), s.H, s.W, 0});
     bytes.insert(bytes.end(), s.bytes.begin(), s.bytes.end());
@@ -72,7 +72,7 @@ Result render_and_compare(const std::vector<Source>& sources,
             std::max(max_box_height, params[size_t(b) * views_per_sample + v].box.height);
 
   DeviceBuffer<uint8_t> d_bytes(bytes);
-  DeviceBuffer<uint8_t> d_where(where.size() * sizeof(cu::AugmentSource));
+  DeviceBuffer<uint8_t> d_where(where.size() * sizeof(dino::data::AugmentSource));
   DeviceBuffer<uint8_t> d_params(params.size() * sizeof(data::ViewParams));
   cu::copy_h2d(d_where.get(), where.data(), d_where.size());
   cu::copy_h2d(d_params.get(), params.data(), d_params.size());
@@ -80,7 +80,7 @@ Result render_and_compare(const std::vector<Source>& sources,
   DeviceBuffer<float> out(size_t(V) * B * per_view);
   out.poison();
   cu::augment_views(
-      out.get(), d_bytes.get(), reinterpret_cast<const cu::AugmentSource*>(d_where.get()),
+      out.get(), d_bytes.get(), reinterpret_cast<const dino::data::AugmentSource*>(d_where.get()),
       reinterpret_cast<const data::ViewParams*>(d_params.get()), B, views_per_sample, first, V, C,
       S, max_box_height, norm.mean.data(), norm.std.data(), test_stream());
   const std::vector<float> got = out.download();
