@@ -1,10 +1,10 @@
-// Flash attention's launchers on the GPU against the CPU reference in float64 from the same bf16
-// qkv (ARCHITECTURE §6), on every attention case of the op table (testing/op_cases_nn.cpp: its
-// (B, N, H, Dh), input scale and tolerance rule): N = 1, N not a multiple of the 64-row tile,
-// every head dim. What the op check (tests/cuda/test_op_table.cpp) cannot see: the saved
-// log-sum-exp, and the backward launched alone, twice, bit-identical. Output and dqkv are held
-// to the case's rule (twice the error of a plain bf16 composite, simulated on the host from the
-// same inputs, plus 1e-3, or 3x their bf16 rounding plus 3e-3 where tighter).
+// Flash attention's launchers on every attention case of the op table
+// (testing/op_cases_nn.cpp: its (B, N, H, Dh) and input scale; N = 1, N not a multiple of the
+// 64-row tile, every head dim), for what the op check (tests/cuda/test_op_table.cpp) cannot see:
+// the saved log-sum-exp against the CPU reference in float64 from the same bf16 qkv, and the
+// backward launched alone, twice, bit-identical (these launches are also what gpu-check's
+// compute-sanitizer stage watches). The output and dqkv against the reference are the op
+// check's: held to twice a bf16 composite's error (ARCHITECTURE §6).
 #include <cmath>
 
 #include "kernels/cpu/kernels.h"
@@ -17,7 +17,8 @@ namespace cu = dino::kernels::cuda;
 namespace tbl = dino::testing;
 using namespace dino::test;
 
-TEST_CASE("attention forward and backward match the CPU reference", "[attention]") {
+TEST_CASE("attention's log-sum-exp matches the CPU reference; its backward reruns bit-identical",
+          "[attention]") {
   const auto cases = tbl::cases_of("attention");
   REQUIRE(cases.size() >= 8);
   for (const tbl::OpCase* c : cases) {
@@ -37,35 +38,28 @@ TEST_CASE("attention forward and backward match the CPU reference", "[attention]
     };
     cu::attention_forward(reinterpret_cast<__nv_bfloat16*>(out.get()), lse.get(), bf(dqkv_in), B, N,
                           H, Dh, test_stream());
-    cu::attention_backward(reinterpret_cast<__nv_bfloat16*>(dqkv.get()), bf(ddout), bf(dqkv_in),
-                           bf(out), lse.get(), B, N, H, Dh, test_stream());
 
-    const std::vector<double> qkv_r = to_double(qkv), dout_r = bf16_rounded(dout);
-    std::vector<double> ref_out(n_out), ref_lse(n_lse), ref_dqkv(n_qkv);
-    cpu::attention_forward<double>(ref_out.data(), ref_lse.data(), nullptr, qkv_r.data(), B, N, H,
-                                   Dh);
-    cpu::attention_backward<double>(ref_dqkv.data(), dout_r.data(), qkv_r.data(), ref_out.data(),
-                                    ref_lse.data(), B, N, H, Dh);
-    REQUIRE(c->tol.composite);
-    const tbl::CompositeResult comp = c->tol.composite({qkv_r}, dout_r);
-    const double tol_out =
-        tbl::bound_for(c->tol, dino::DType::bf16, ref_out, compare(comp.out, ref_out).rel_l2).tol;
-    const double tol_dqkv =
-        tbl::bound_for(c->tol, dino::DType::bf16, ref_dqkv, compare(comp.grads[0], ref_dqkv).rel_l2)
-            .tol;
-
-    expect_close("out", to_double(out.download()), ref_out, tol_out);
+    std::vector<double> ref_out(n_out), ref_lse(n_lse);
+    cpu::attention_forward<double>(ref_out.data(), ref_lse.data(), nullptr, to_double(qkv).data(),
+                                   B, N, H, Dh);
     // lse comes from fp32 scores of exact bf16 inputs: float32 accuracy.
     expect_close("lse", to_double(lse.download()), ref_lse, 1e-5);
-    expect_close("dqkv", to_double(dqkv.download()), ref_dqkv, tol_dqkv);
 
-    // No atomics: a second backward is bit-identical.
-    const std::vector<dino::bf16> first = dqkv.download();
-    cu::attention_backward(reinterpret_cast<__nv_bfloat16*>(dqkv.get()), bf(ddout), bf(dqkv_in),
-                           bf(out), lse.get(), B, N, H, Dh, test_stream());
-    const std::vector<dino::bf16> second = dqkv.download();
-    size_t differ = 0;
-    for (size_t i = 0; i < n_qkv; ++i) differ += first[i].bits != second[i].bits;
+    // No atomics: two backward launches on the same inputs write the same bits, and every one.
+    auto backward = [&] {
+      cu::attention_backward(reinterpret_cast<__nv_bfloat16*>(dqkv.get()), bf(ddout), bf(dqkv_in),
+                             bf(out), lse.get(), B, N, H, Dh, test_stream());
+      return dqkv.download();
+    };
+    const std::vector<dino::bf16> first = backward();
+    dqkv.poison();
+    const std::vector<dino::bf16> second = backward();
+    size_t differ = 0, non_finite = 0;
+    for (size_t i = 0; i < n_qkv; ++i) {
+      differ += first[i].bits != second[i].bits;
+      non_finite += !std::isfinite(float(first[i]));
+    }
+    CHECK(non_finite == 0);
     CHECK(differ == 0);
   }
 }
