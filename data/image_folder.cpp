@@ -77,6 +77,23 @@ void check_claimed_size(int w, int h, size_t file_bytes, const std::string& path
              " bytes can hold: the file is damaged");
 }
 
+// stb_image grows its buffer for a PNG's compressed data to each chunk's claimed length before
+// reading it, so 100 bytes claiming a 1 GB chunk allocate 2 GB (found by fuzz/fuzz_image.cpp).
+// No chunk of a real file claims more bytes than the file has left after its 8-byte header.
+void check_png_chunks(const uint8_t* bytes, size_t size, const std::string& path, const char* who) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (size < 8 || !std::equal(kSignature, kSignature + 8, bytes)) return;
+  for (size_t at = 8; at + 8 <= size;) {
+    const uint32_t length = uint32_t(bytes[at]) << 24 | uint32_t(bytes[at + 1]) << 16 |
+                            uint32_t(bytes[at + 2]) << 8 | uint32_t(bytes[at + 3]);
+    const size_t left = size - at - 8;
+    DINO_CHECK(length <= left, "[", who, "] ", path, ": PNG chunk at byte ", at, " claims ", length,
+               " bytes, more than the ", left, " left in the file: the file is damaged");
+    if (std::equal(bytes + at + 4, bytes + at + 8, "IEND")) return;
+    at += 12 + size_t(length);  // length, type, data, CRC
+  }
+}
+
 // One image file as stored (JPEG reduced by the largest power of 2, at most 8, that `plan`
 // allows); `who` names the caller in messages ("folder", "image").
 void load_source(const std::string& path, int channels, const ReductionPlan& plan, SourceImage& out,
@@ -93,6 +110,7 @@ void load_source(const std::string& path, int channels, const ReductionPlan& pla
     decode_jpeg(bytes, size, channels, reduction, path, out);
     return;
   }
+  check_png_chunks(bytes, size, path, who);
   int w = 0, h = 0, comp = 0;
   DINO_CHECK(stbi_info_from_memory(bytes, int(size), &w, &h, &comp), "[", who, "] cannot decode ",
              path, ": ", stbi_failure_reason());

@@ -345,6 +345,27 @@ TEST_CASE("an image whose header claims more pixels than its bytes can hold is r
   require_error_naming([&] { ds->get(0); }, "more than its 151 bytes can hold");
 }
 
+TEST_CASE("a PNG chunk claiming more bytes than the file holds is refused before any allocation",
+          "[data]") {
+  // 95 bytes whose second IDAT chunk claims 1,173,094,426 bytes: stb_image would grow its buffer
+  // to 2 GiB before finding the file short (found by fuzz/fuzz_image.cpp; the same bytes are its
+  // seed fuzz/corpus/image/png-chunk-claims-1173094426).
+  const uint8_t png[] = {0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d,
+                         0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x05,
+                         0x08, 0x06, 0x00, 0x00, 0x00, 0x66, 0x58, 0x9d, 0xe6, 0x00, 0x00, 0x00,
+                         0x1d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x4e, 0x47, 0x0d, 0x0a, 0x1a,
+                         0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x0d, 0x00, 0x00,
+                         0x06, 0x00, 0x00, 0x00, 0x53, 0x74, 0x35, 0x63, 0x74, 0x79, 0x70, 0x65,
+                         0x49, 0x63, 0x45, 0xec, 0x00, 0x1a, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c,
+                         0x63, 0x64, 0x60, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x42, 0x60, 0x35};
+  TempDir dir;
+  fs::create_directories(dir.path / "a");
+  write_bytes(dir.str("a/chunk.png"), std::vector<uint8_t>(std::begin(png), std::end(png)));
+  auto ds = open_dataset("folder:" + dir.str(), Split::train);
+  require_error_naming([&] { ds->get(0); },
+                       "PNG chunk at byte 74 claims 1173094426 bytes, more than the 13 left");
+}
+
 TEST_CASE("image folder uses train/ and test/ per split and detects greyscale", "[data]") {
   TempDir dir;
   for (const char* rel : {"train/b", "train/a", "test/b"}) fs::create_directories(dir.path / rel);
