@@ -7,11 +7,15 @@
 #    recipes) for SECONDS (default 25) from its seeds in fuzz/corpus. A crash, leak, timeout
 #    or out-of-memory fails it, the input saved under BUILD_DIR/fuzz-artifacts/ (replay it:
 #    BUILD_DIR/fuzz_NAME FILE).
-#   tools/sanitize-check.sh [BUILD_DIR] [SECONDS]
+# SEED (default 1) fixes libFuzzer's random choices, so a check that passed passes again on
+# the same code and a finding can be reproduced; 0 draws a new seed each run, for longer
+# searches (e.g. tools/sanitize-check.sh build-sanitize 600 0).
+#   tools/sanitize-check.sh [BUILD_DIR] [SECONDS] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-sanitize}
 seconds=${2:-25}
+seed=${3:-1}
 targets=(safetensors idx cifar image recipe)
 start=$SECONDS
 cmake -S . -B "$dir" -DDINO_CUDA=OFF -DDINO_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 \
@@ -30,17 +34,19 @@ for t in "${targets[@]}"; do
   [ "$t" = recipe ] && seeds+=(configs)
   work=$(mktemp -d)  # new inputs go here: the committed seeds stay as they are
   log="$dir/fuzz-artifacts/$t.log"
-  if ! ASAN_OPTIONS=detect_leaks=1 "$dir/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
+  if ! ASAN_OPTIONS=detect_leaks=1 "$dir/fuzz_$t" -max_total_time="$seconds" -seed="$seed" -timeout=10 \
        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$dir/fuzz-artifacts/$t-" \
        "$work" "${seeds[@]}" >"$log" 2>&1; then
     tail -n 60 "$log"
     rm -rf "$work"
-    echo "sanitize-check: fuzz_$t failed (its input is in $dir/fuzz-artifacts/)" >&2
+    used=$(sed -n 's/^INFO: Seed: *//p' "$log" | head -n 1)
+    echo "sanitize-check: fuzz_$t failed, seed ${used} (its input is in $dir/fuzz-artifacts/)" >&2
     exit 1
   fi
   rm -rf "$work"
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
-  echo "sanitize-check: fuzz_$t ran ${runs} inputs in ${seconds} s (${cov}), nothing found"
+  used=$(sed -n 's/^INFO: Seed: *//p' "$log" | head -n 1)
+  echo "sanitize-check: fuzz_$t ran ${runs} inputs in ${seconds} s (${cov}, seed ${used}), nothing found"
 done
 echo "sanitize-check: build $((built - start)) s, tests $((tested - built)) s, fuzzing $((SECONDS - tested)) s"
