@@ -16,9 +16,11 @@
 # the tree with its .deps/ there, and run (DINO_COMMIT names the commit when the copy is not a
 # git checkout):
 #   DINO_COMMIT=<sha> tools/gpu-check.sh OUTDIR
-# OUTDIR gets at most 8 files, so a copy of it back stays small: summary.txt, info.log,
-# configure.log, build.log, tests.log (with the compute-sanitizer runs), check.log, bench.log
-# (with PyTorch's rows), train.log.
+# OUTDIR gets at most 8 files, so a copy of it back stays small: summary.txt, summary.json
+# (tools/gpu_summary.py: the same run as one JSON object, rewritten after every stage and at
+# exit, so a run cut short still has one), configure.log (with nvidia-smi's report first),
+# build.log, tests.log (with the compute-sanitizer runs), check.log, bench.log (with PyTorch's
+# rows), train.log.
 #
 # Environment: DINO_GPU_BUDGET (seconds for the whole run), DINO_JOBS (build jobs; default all
 # cores, 2 for --dry-run), DINO_COMMIT (when there is no git checkout), DINO_COMPILE_STEP_S
@@ -37,9 +39,16 @@ cd "$root"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 summary="$out/summary.txt"
-for f in summary.txt info.log configure.log build.log tests.log check.log bench.log train.log; do
+for f in summary.txt summary.json configure.log build.log tests.log check.log bench.log train.log; do
   : >"$out/$f"  # this run's results only
 done
+# summary.json from what the logs hold so far; at every exit too (a failed stage, a signal).
+write_json() {
+  command -v python3 >/dev/null && python3 "$root/tools/gpu_summary.py" "$out" >/dev/null 2>&1
+}
+trap write_json EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [ $dry = 1 ]; then
   build="$root/build-gpu-dry"
@@ -79,6 +88,7 @@ stage() {
   elif [ $rc = 77 ]; then status="skipped (exit 77)"
   elif [ $rc != 0 ]; then status="FAIL (exit $rc)"; fi
   note "$(printf '%-18s %-22s %4ds  log: %s' "$name" "$status" $((SECONDS - t0)) "$(basename "$log")")"
+  write_json
   return $rc
 }
 
@@ -109,7 +119,8 @@ fi
   echo "cmake       $(cmake --version | head -1 | awk '{print $3}')"
   echo "deps        $([ -f .deps/STAGED ] && sed -n 1p .deps/STAGED | sed 's/^# //' || echo 'no .deps')"
 } | tee -a "$summary"
-(nvidia-smi 2>&1; nvidia-smi -q 2>&1 | head -80) >"$out/info.log"
+{ echo "== nvidia-smi"; nvidia-smi 2>&1; nvidia-smi -q 2>&1 | head -80; } >>"$out/configure.log"
+write_json
 
 if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   # CMake looks in both places (CMakeLists.txt); without a CUDA compiler there is no CUDA code
@@ -417,6 +428,11 @@ if [ $dry = 0 ]; then
   fi
 fi
 
+# summary.json must come out of this run's files (it is rewritten once more at exit, with the
+# total line).
+if ! write_json || ! python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$out/summary.json"; then
+  failures=$((failures + 1)); note "summary.json   not written (tools/gpu_summary.py $out)"
+fi
 note "total       $((SECONDS - start))s, $failures failure(s)"
 echo
 echo "===== summary ($summary) ====="

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""tools/gpu_summary.py on a real GPU run's logs (benchmarks/results/2026-12-04-h200-d81ceaa, its
+numbers known from the report) and on the same run cut short (summary.txt, check.log and
+bench.log truncated, the other logs missing): every key present, the real values found, and
+nulls where the partial run did not reach.
+
+    python3 tests/cli/gpu_summary_test.py REPO_ROOT WORK_DIR
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+FAILED = []
+
+
+def expect(what, got, want, tol=None):
+    ok = abs(got - want) <= tol if tol is not None and isinstance(got, (int, float)) else got == want
+    if not ok:
+        FAILED.append(f"{what}: got {got!r}, want {want!r}")
+
+
+def summarise(root, outdir):
+    r = subprocess.run([sys.executable, os.path.join(root, "tools", "gpu_summary.py"), outdir],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        sys.exit(f"FAILED: gpu_summary.py {outdir} exited {r.returncode}: {r.stdout}")
+    with open(os.path.join(outdir, "summary.json")) as f:
+        return json.load(f)
+
+
+KEYS = ["schema", "complete", "mode", "date", "commit", "card", "driver", "nvcc", "failures", "total_seconds",
+        "stages", "tests", "check", "ceilings", "train_step", "loop", "kernels", "train", "fashion_mnist"]
+
+
+def full_run(root, work):
+    run = os.path.join(work, "full")
+    shutil.copytree(os.path.join(root, "benchmarks", "results", "2026-12-04-h200-d81ceaa"), run)
+    s = summarise(root, run)
+    expect("keys", list(s), KEYS)
+    expect("complete", s["complete"], True)
+    expect("mode", s["mode"], "gpu")
+    expect("date", s["date"], "2026-12-04T11:43:47Z")
+    expect("commit", s["commit"], {"sha": "d81ceaa08edff9efb58d317ce0808c95538534bd", "clean": None,
+                                   "source": "DINO_COMMIT"})
+    expect("card", s["card"]["name"], "NVIDIA H200")
+    expect("compute capability", s["card"]["compute_capability"], "9.0")
+    expect("failures", s["failures"], 0)
+    expect("total seconds", s["total_seconds"], 258)
+    expect("tests", s["tests"], {"passed": 63, "failed": 0, "groups_crashed_or_timed_out": 0})
+    expect("check", (s["check"]["comparisons"], s["check"]["failed"]), (114, 0))
+    names = [st["name"] for st in s["stages"]]
+    expect("stage count", len(names), 27)
+    expect("first stages", names[:3], ["configure", "build", "test [attention]"])
+    expect("last stage", names[-1], "sanitize memcheck")
+    torch_step = next(st for st in s["stages"] if st["name"] == "bench torch step")
+    expect("torch step stage", (torch_step["status"], torch_step["seconds"]), ("ok", 82))
+    ts = s["train_step"]
+    expect("step shape", ts["shape"], "batch=64 global=2x224 local=8x96 K=65536")
+    expect("ours ms", round(ts["ours"]["ms"], 2), 41.19)
+    expect("ours images/s", round(ts["ours"]["images_per_second"], 1), 1553.9)
+    expect("ours+cudnn ms", round(ts["ours_variants"]["ours+cudnn-attention"]["ms"], 2), 40.48)
+    expect("torch-compile ms", round(ts["torch"]["torch-compile"]["ms"], 2), 43.32)
+    expect("torch-compile first step", round(ts["torch"]["torch-compile"]["first_step_s"]), 58)
+    expect("over torch-compile", round(ts["ours_speedup_over"]["torch-compile"], 2), 1.05)
+    expect("over torch-eager", round(ts["ours_speedup_over"]["torch-eager"], 2), 1.57)
+    # That run had no whole-step torch.compile mode yet: the fair baseline is null, not guessed.
+    expect("no compiled-step row", ts["torch_compile_step_best"], None)
+    expect("loop", s["loop"], {"gpu": None, "cpu": None})
+    att = {(k["shape"], k["pass"]): k for k in s["kernels"]["attention"]}
+    a197 = att[("B=256 N=197 H=6 Dh=64", "forward")]
+    expect("attention 197 fwd ms", round(a197["median_ms"], 4), 0.1609)
+    expect("attention 197 fwd % floor", round(a197["pct_of_floor"]), 23)
+    expect("attention 197 fwd cudnn/ours", round(a197["baselines_ms"]["cudnn"] / a197["median_ms"], 2), 0.62)
+    ln = {(k["shape"], k["pass"]): k for k in s["kernels"]["layernorm"]}
+    expect("layernorm 25216 fwd % floor", round(ln[("N=25216 C=384", "forward")]["pct_of_floor"]), 72)
+    dl = {(k["shape"], k["pass"]): k for k in s["kernels"]["dino-loss"]}
+    expect("dino loss ms", round(dl[("G=2 V=10 B=64 K=65536", "forward+backward")]["median_ms"], 4), 0.1754)
+    expect("train", (s["train"]["steps"], s["train"]["images_per_second"], s["train"]["knn_top1"],
+                     s["train"]["loss_falling"]), (200, 854.1, 16.6, True))
+    expect("fashion-mnist", s["fashion_mnist"], {"knn_top1": None, "random_init_knn_top1": None, "seconds": None})
+    return run
+
+
+def cut_short(root, work, full):
+    """The same run killed during the benchmarks: summary.txt up to the first bench stage, check.log
+    and bench.log's first lines, no train.log."""
+    run = os.path.join(work, "partial")
+    os.makedirs(run)
+    with open(os.path.join(full, "summary.txt")) as f:
+        lines = f.read().splitlines()
+    keep = lines[:next(i for i, line in enumerate(lines) if line.startswith("train "))]
+    with open(os.path.join(run, "summary.txt"), "w") as f:
+        f.write("\n".join(keep) + "\n")
+    with open(os.path.join(full, "bench.log")) as f:
+        bench = f.read().splitlines()
+    with open(os.path.join(run, "bench.log"), "w") as f:
+        f.write("\n".join(bench[:10]) + "\n{\"bench\": \"attention\", \"shape\"")  # a line cut mid-write
+    s = summarise(root, run)
+    expect("partial keys", list(s), KEYS)
+    expect("partial complete", s["complete"], False)
+    expect("partial failures", s["failures"], None)
+    expect("partial tests", s["tests"]["passed"], 63)
+    expect("partial check", s["check"]["comparisons"], None)
+    expect("partial train", s["train"], None)
+    expect("partial step", (s["train_step"]["ours"], s["train_step"]["torch"]), (None, {}))
+    expect("partial attention rows", len(s["kernels"]["attention"]), 3)
+    expect("partial last stage", s["stages"][-1]["name"], "check")
+
+
+def empty(root, work):
+    run = os.path.join(work, "empty")
+    os.makedirs(run)
+    s = summarise(root, run)
+    expect("empty keys", list(s), KEYS)
+    expect("empty", (s["complete"], s["commit"]["sha"], s["card"]["name"], s["stages"]), (False, None, None, []))
+
+
+def main(argv):
+    root, work = argv
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    full = full_run(root, work)
+    cut_short(root, work, full)
+    empty(root, work)
+    for f in FAILED:
+        print("FAILED:", f)
+    if FAILED:
+        return 1
+    print("gpu_summary: the full run, the run cut short and the empty folder give the expected summary.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
