@@ -2,7 +2,8 @@
 """PyTorch on the same card: the baselines `dino bench` is compared with (ARCHITECTURE §7).
 
     python3 benchmarks/compare_torch.py [--out FILE] [--only attention,layernorm,dino-loss,train-step]
-                                        [--budget S] [--compile-timeout S] [--compile-train] [--quick]
+                                        [--budget S] [--compile-timeout S] [--compile-train]
+                                        [--compile-modes LIST] [--compile-budget S] [--quick]
                                         [--smoke] [--dino PATH]
     python3 benchmarks/compare_torch.py --join BENCH_LOG [BENCH_LOG ...]
 
@@ -12,31 +13,48 @@ from `dino check --list --bench all --json` of the CLI given by --dino):
               (B, H, N, Dh), output merged back to (B, N, H*Dh), with each back end forced through
               torch.nn.attention.sdpa_kernel: flash, cuDNN, memory-efficient, and math (the
               composite, ViT shapes only); forward, and backward as autograd.grad of the output
-              w.r.t. qkv (which includes stacking dq, dk, dv into dqkv, as in a ViT);
+              w.r.t. qkv (which includes stacking dq, dk, dv into dqkv, as in a ViT); torch-best
+              is the fastest back end per shape and pass. Each row says what its time includes
+              beside the kernels (the Python wrapper, autograd): cuDNN called directly is
+              `dino bench attention`'s cudnn row;
   layernorm   F.layer_norm on fp32 rows (autocast keeps it fp32), with and without the cast to
               bf16 that feeds the next GEMM; forward and backward;
-  dino-loss   DINOLoss as facebookresearch/dino writes it (softmax of the centred teacher, a
-              log_softmax per (teacher view, student view) pair, mean, center update), forward +
-              backward, eager and torch.compile (compiled in a child process under its own time
-              limit, --compile-timeout);
+  dino-loss   the DINO loss forward + backward and center update, as facebookresearch/dino writes
+              it (a Python loop over the 18 (teacher view, student view) pairs: -loop) and
+              vectorised (one tensor op chain over all pairs: -vectorised, checked against the
+              loop first), eager and torch.compile'd (in a child process under --compile-timeout);
   train-step  a whole DINO ViT-S/16 step (2x224 + 8x96 crops, K 65536, batch 64, bf16 autocast,
-              fused AdamW, per-parameter gradient clipping, EMA teacher), self-contained model
-              (no timm), eager; torch.compile with --compile-train (minutes of compilation). The
-              recipe is the one `dino bench train-step --device cuda` runs (the built-in defaults),
-              read with `dino config --json --resolved`; --smoke shrinks it with overrides.
+              per-parameter gradient clipping, AdamW, EMA teacher), self-contained model (no timm),
+              with SDPA's back end per attention shape the fastest measured at the step's shapes
+              on this card: torch-eager (DINO's code: the loss loop, fused AdamW, foreach
+              clipping and EMA), torch-step-eager (the step below, uncompiled), and with
+              --compile-train, each in its own child process under the smaller of
+              --compile-timeout and what is left of --compile-budget:
+              torch-compile-step-{default,reduce-overhead,max-autotune-no-cudagraphs} (forward +
+              vectorised loss as one compiled function, its backward compiled by AOTAutograd;
+              foreach clipping + AdamW (foreach) + foreach EMA as another, as PyTorch's
+              compiled-optimizer recipe writes it) and torch-compile-models (the two models
+              compiled, the rest as torch-eager). Each row gives the first step's seconds
+              (compilation) and the median of 10 steps after 3, synchronised before and after each
+              step with the loss read back, as `dino bench train-step` times ours. The recipe is
+              the one `dino bench train-step --device cuda` runs (the built-in defaults), read with
+              `dino config --json --resolved`; --smoke shrinks it with overrides.
 Each also measures the card's ceilings (a 1 GiB device copy, an 8192^3 bf16 matmul) so its rows
-carry the same %-of-floor as the engine's. A back end or feature that is missing gives a row
-saying so, never a crash. Writes one JSON line per measurement to --out (default
-compare_torch.jsonl), with the keys `dino bench` uses (bench, shape, pass, impl, median_ms, ...),
-and prints a table. --join reads `dino bench` output (its '{' lines) and this script's file(s)
-and prints one joined line per (bench, shape, pass): ours, each baseline as time over ours.
---smoke: tiny shapes on whatever device there is (the CPU in CI), a few repetitions.
+carry the same %-of-floor as the engine's. A back end, feature or compile mode that is missing
+or fails gives a row saying so, never a crash. Writes one JSON line per measurement to --out
+(default compare_torch.jsonl), with the keys `dino bench` uses (bench, shape, pass, impl,
+median_ms, ...), and prints a table. --join reads `dino bench` output (its '{' lines) and this
+script's file(s) and prints one joined line per (bench, shape, pass): ours, each baseline as time
+over ours, with "torch-compile-step (best)", the fastest whole-step compile mode.
+--smoke: tiny shapes on whatever device there is (the CPU in CI), a few repetitions; fails if the
+vectorised loss differs from the loop or the step variants' losses differ.
 """
 import argparse
 import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -214,11 +232,13 @@ def bench_attention(torch, dev, args, ceil):
                 continue
             make_ctx = (lambda: contextlib.nullcontext()) if manual else ctx
             note = "qkv views -> SDPA -> (B, N, H*Dh); backward: autograd.grad w.r.t. qkv"
+            includes = ATTENTION_INCLUDES
             try:
                 with make_ctx():
                     with torch.no_grad():
                         t = time_reps(torch, lambda i: attend(qkvs[i % nsets], manual), args.warmup, args.reps, cuda)
-                emit(measurement("attention", shape, "forward", impl, t, fwd_flops, fwd_bytes, ceil, note=note))
+                emit(measurement("attention", shape, "forward", impl, t, fwd_flops, fwd_bytes, ceil, note=note,
+                                 includes=includes))
             except Exception as e:  # noqa: BLE001 -- a back end that refuses the shape is a row
                 emit(error_row("attention", shape, "forward", impl, e))
                 emit(error_row("attention", shape, "backward", impl, "forward failed"))
@@ -228,13 +248,35 @@ def bench_attention(torch, dev, args, ceil):
                     outs = [attend(qkvs[i], manual) for i in range(nsets)]
                     t = time_reps(torch, lambda i: torch.autograd.grad(outs[i % nsets], qkvs[i % nsets], douts[i % nsets],
                                                                        retain_graph=True), args.warmup, args.reps, cuda)
-                emit(measurement("attention", shape, "backward", impl, t, bwd_flops, bwd_bytes, ceil, note=note))
+                emit(measurement("attention", shape, "backward", impl, t, bwd_flops, bwd_bytes, ceil, note=note,
+                                 includes=includes))
                 del outs
             except Exception as e:  # noqa: BLE001
                 emit(error_row("attention", shape, "backward", impl, e))
         del qkvs, douts
+        emit_fastest("attention", shape, ("forward", "backward"), "torch-best")
         if cuda:
             torch.cuda.empty_cache()
+
+
+# What a torch attention row's time includes, beside the kernels: cuDNN's rows of `dino bench
+# attention` call cuDNN directly (graph API), so they are the kernel-for-kernel comparison.
+ATTENTION_INCLUDES = ("python wrapper (qkv views, F.scaled_dot_product_attention, merge to (B, N, H*Dh)); "
+                      "backward: + autograd (autograd.grad, stacking dq, dk, dv into dqkv)")
+
+
+def emit_fastest(bench, shape, passes, impl):
+    """One row per pass: the fastest of this shape's timed torch rows (what a user who picks
+    the best back end per shape gets), naming the back end it is."""
+    for p in passes:
+        timed = [r for r in ROWS if r.get("bench") == bench and r.get("shape") == shape and r.get("pass") == p
+                 and r.get("source") == "torch" and "median_ms" in r and r.get("impl") != impl]
+        if not timed:
+            emit(error_row(bench, shape, p, impl, "no torch implementation ran"))
+            continue
+        best = dict(min(timed, key=lambda r: r["median_ms"]))
+        best.update(impl=impl, backend=best["impl"], note=f"fastest of {', '.join(r['impl'] for r in timed)}")
+        emit(best)
 
 
 # ---- layernorm ---------------------------------------------------------------------------------
@@ -261,15 +303,18 @@ def bench_layernorm(torch, dev, args, ceil):
                 y = F.layer_norm(xs[i % nsets], (C,), w, b, 1e-6)
                 return y.to(torch.bfloat16) if cast else y
             note = "F.layer_norm fp32" + (" + cast to bf16" if cast else " (fp32 out, as autocast runs it)")
+            includes = "python call of F.layer_norm; backward: + autograd (autograd.grad w.r.t. x, weight, bias)"
             try:
                 with torch.no_grad():
                     t = time_reps(torch, ln, args.warmup, args.reps, cuda)
-                emit(measurement("layernorm", shape, "forward", impl, t, 0.0, 4 * nc + ob * nc + 8 * N + 8 * C, ceil, note=note))
+                emit(measurement("layernorm", shape, "forward", impl, t, 0.0, 4 * nc + ob * nc + 8 * N + 8 * C, ceil, note=note,
+                                 includes=includes))
                 ys = [ln(i) for i in range(nsets)]
                 t = time_reps(torch, lambda i: torch.autograd.grad(ys[i % nsets], (xs[i % nsets], w, b), dys[i % nsets],
                                                                    retain_graph=True), args.warmup, args.reps, cuda)
                 emit(measurement("layernorm", shape, "backward", impl, t, 0.0,
-                                 ob * nc + 4 * nc + 8 * N + 4 * C + 4 * nc + 8 * C, ceil, note=note))
+                                 ob * nc + 4 * nc + 8 * N + 4 * C + 4 * nc + 8 * C, ceil, note=note,
+                                 includes=includes))
                 del ys
             except Exception as e:  # noqa: BLE001
                 emit(error_row("layernorm", shape, "forward+backward", impl, e))
@@ -302,13 +347,64 @@ def dino_loss_step(torch, student_output, teacher_output, center, ncrops, tau_s,
     return total_loss, new_center
 
 
+def dino_loss_vectorised(torch, student_output, teacher_output, center, ncrops, tau_s, tau_t, momentum):
+    """The same loss and center update as dino_loss_step with no loop over crop pairs: with the
+    student's log-probabilities lp_v and the teacher's probabilities q_g of global view g, the sum
+    over pairs v != g of -q_g . lp_v is -q_g . (sum_v lp_v - lp_g), one chain of tensor ops over
+    (views, batch, K) that torch.compile fuses."""
+    F = torch.nn.functional
+    G = 2
+    def f32(x):  # bf16 under autocast: the softmaxes in fp32, as autocast runs DINO's loop
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    q = F.softmax((f32(teacher_output) - center) / tau_t, dim=-1).detach()
+    lp = F.log_softmax(f32(student_output) / tau_s, dim=-1)
+    B, K = q.shape[0] // G, q.shape[-1]
+    q, lp = q.reshape(G, B, K), lp.reshape(ncrops, B, K)
+    cross = (q * (lp.sum(0, keepdim=True) - lp[:G])).sum()
+    loss = -cross / (B * (G * ncrops - G))
+    with torch.no_grad():
+        batch_center = torch.sum(teacher_output, dim=0, keepdim=True) / len(teacher_output)
+        new_center = center * momentum + batch_center * (1 - momentum)
+    return loss, new_center
+
+
+def check_vectorised_loss(torch, dev):
+    """The vectorised loss against DINO's loop on fresh random inputs (value, gradient, center):
+    an error row when they differ, so --smoke fails."""
+    G, V, B, K = 2, 5, 3, 37
+    s = torch.randn(V * B, K, device=dev, dtype=torch.float64) * 3
+    t = torch.randn(G * B, K, device=dev, dtype=torch.float64) * 3
+    c = torch.randn(1, K, device=dev, dtype=torch.float64) * 0.1
+    out = []
+    for fn in (dino_loss_step, dino_loss_vectorised):
+        x = s.clone().requires_grad_()
+        loss, center = fn(torch, x, t.clone(), c.clone(), V, 0.1, 0.04, 0.9)
+        loss.backward()
+        out.append((loss.detach(), x.grad, center))
+    diffs = [float((a - b).abs().max()) for a, b in zip(out[0], out[1])]
+    if max(diffs) > 1e-9 or not all(math.isfinite(d) for d in diffs):
+        emit(error_row("dino-loss", f"G={G} V={V} B={B} K={K}", "forward+backward", "torch-vectorised",
+                       f"the vectorised loss differs from DINO's loop: max |diff| of loss, grad, center = {diffs}"))
+        return False
+    return True
+
+
 def dino_loss_shapes(args):
     return table_shapes(args, "dino_loss", ("smoke",) if args.smoke else ("vit",))
 
 
+DINO_LOSS_IMPLS = (("vectorised", dino_loss_vectorised, "the crop pairs as one tensor op chain (no Python loop)"),
+                   ("loop", dino_loss_step, "DINOLoss as facebookresearch/dino writes it (a Python loop over crop pairs)"))
+
+
 def bench_dino_loss(torch, dev, args, ceil, compiled):
+    for form, fn, note in DINO_LOSS_IMPLS:
+        bench_dino_loss_form(torch, dev, args, ceil, compiled, form, fn, note)
+
+
+def bench_dino_loss_form(torch, dev, args, ceil, compiled, form, loss_step, note):
     cuda = dev.type == "cuda"
-    impl = "torch-compile" if compiled else "torch-eager"
+    impl = f"torch-{'compile' if compiled else 'eager'}-{form}"
     for G, V, B, K in dino_loss_shapes(args):
         shape = f"G={G} V={V} B={B} K={K}"
         if over_budget(args):
@@ -320,7 +416,7 @@ def bench_dino_loss(torch, dev, args, ceil, compiled):
         ts = [torch.empty(G * B, K, device=dev).uniform_(-1, 1) for _ in range(nsets)]
         state = {"center": torch.empty(1, K, device=dev).uniform_(-0.1, 0.1)}
         def loss_fn(s, t, center):
-            return dino_loss_step(torch, s, t, center, V, 0.1, 0.04, 0.9)
+            return loss_step(torch, s, t, center, V, 0.1, 0.04, 0.9)
         fn = torch.compile(loss_fn) if compiled else loss_fn
 
         def step(i):
@@ -336,7 +432,8 @@ def bench_dino_loss(torch, dev, args, ceil, compiled):
             first_s = time.time() - t0
             t = time_reps(torch, step, args.warmup, args.reps, cuda)
             emit(measurement("dino-loss", shape, "forward+backward", impl, t, 0.0, 4.0 * (sn + tn + K) + 4.0 * (sn + K),
-                             ceil, first_call_s=first_s, note="DINOLoss as facebookresearch/dino writes it + center update"))
+                             ceil, first_call_s=first_s, note=note + " + center update",
+                             includes="python calls + autograd (loss.backward)"))
         except Exception as e:  # noqa: BLE001
             emit(error_row("dino-loss", shape, "forward+backward", impl, e))
         del ss, ts
@@ -344,9 +441,15 @@ def bench_dino_loss(torch, dev, args, ceil, compiled):
 
 # ---- a DINO ViT-S/16 training step -------------------------------------------------------------
 
-def build_dino(torch, cfg):
+def build_dino(torch, cfg, sdpa=None):
+    """Student and teacher. sdpa: {tokens N: SDPBackend} forces that back end for sequences of
+    N tokens (sdpa_kernel inside forward, which torch.compile traces); other lengths get SDPA's
+    own choice."""
     nn, F = torch.nn, torch.nn.functional
     has_sdpa = hasattr(F, "scaled_dot_product_attention")
+    sdpa = sdpa or {}
+    if sdpa:
+        from torch.nn.attention import sdpa_kernel
 
     class Attention(nn.Module):
         def __init__(self, dim, heads):
@@ -358,7 +461,10 @@ def build_dino(torch, cfg):
         def forward(self, x):
             B, N, C = x.shape
             q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-            if has_sdpa:
+            if N in sdpa:
+                with sdpa_kernel([sdpa[N]]):
+                    x = F.scaled_dot_product_attention(q, k, v)
+            elif has_sdpa:
                 x = F.scaled_dot_product_attention(q, k, v)
             else:
                 x = torch.softmax((q @ k.transpose(-2, -1)) * (C // self.heads) ** -0.5, dim=-1) @ v
@@ -482,95 +588,225 @@ def train_cfg(args):
     return TRAIN_CFG[args.smoke]
 
 
-def bench_train_step(torch, dev, args, ceil, compiled):
+def step_shape(cfg):
+    return f"batch={cfg['batch']} global={cfg['G']}x{cfg['global']} local={cfg['L']}x{cfg['local']} K={cfg['K']}"
+
+
+def step_attention_shapes(cfg):
+    """(sequences, tokens) of the step's attention calls: the student's and teacher's global
+    crops, the student's local crops."""
+    def tokens(size):
+        return (size // cfg["patch"]) ** 2 + 1
+    return [(cfg["batch"] * cfg["G"], tokens(cfg["global"])), (cfg["batch"] * cfg["L"], tokens(cfg["local"]))]
+
+
+def probe_sdpa(torch, dev, cfg):
+    """The fastest SDPA back end (forward + backward) at each of the step's attention shapes, on
+    this card: {N: backend name}, and every back end's time. {} where no back end can be forced
+    (an old torch, or the CPU, where SDPA has one real path)."""
+    if dev.type != "cuda":
+        return {}, {}
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        return {}, {}
+    F = torch.nn.functional
+    H = cfg["heads"]
+    Dh = cfg["dim"] // H
+    choice, times = {}, {}
+    for Bn, N in step_attention_shapes(cfg):
+        # The model's layout: q, k, v as views of the packed qkv projection, gradients into it.
+        qkv = torch.randn(Bn, N, 3 * H * Dh, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        q, k, v = qkv.reshape(Bn, N, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0)
+        dout = torch.randn(Bn, H, N, Dh, device=dev, dtype=torch.bfloat16)
+        for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION"):
+            if not hasattr(SDPBackend, name):
+                continue
+            be = getattr(SDPBackend, name)
+
+            def fwd_bwd(i, be=be):
+                with sdpa_kernel([be]):
+                    o = F.scaled_dot_product_attention(q, k, v)
+                torch.autograd.grad(o, qkv, dout)
+            try:
+                t = time_reps(torch, fwd_bwd, 3, 10, True)
+            except Exception:  # noqa: BLE001 -- a back end that refuses the shape is not a choice
+                continue
+            times[f"{N}:{name}"] = t["median_ms"]
+            if N not in choice or t["median_ms"] < times[f"{N}:{choice[N]}"]:
+                choice[N] = name
+        del qkv, q, k, v, dout
+    return choice, times
+
+
+def sdpa_from_names(torch, names):
+    if not names:
+        return {}
+    from torch.nn.attention import SDPBackend
+    return {int(n): getattr(SDPBackend, be) for n, be in names.items()}
+
+
+# The whole-step variants: impl -> (what is compiled, torch.compile mode). "eager" and "models"
+# are DINO's own code (its per-crop loss loop, fused AdamW) eager and with the two models
+# compiled; the "step" ones are what a user who compiles the whole step writes: forward and the
+# vectorised loss in one compiled function (its backward compiled by AOTAutograd), and the
+# optimizer phase (foreach clipping, AdamW, EMA) in another, as PyTorch's compiled-optimizer
+# recipe does (AdamW's foreach form, which inductor fuses; fused=True is a graph break there).
+STEP_VARIANTS = {
+    "torch-eager": ("eager", None),
+    "torch-compile-models": ("models", "default"),
+    "torch-step-eager": ("step", None),
+    "torch-compile-step-default": ("step", "default"),
+    "torch-compile-step-reduce-overhead": ("step", "reduce-overhead"),
+    "torch-compile-step-max-autotune-no-cudagraphs": ("step", "max-autotune-no-cudagraphs"),
+}
+# The order they run in (each in its own child, under --compile-budget): the whole-step modes
+# first, the likeliest fastest first; max-autotune compiles longest; the models-only row last.
+STEP_COMPILED = ["torch-compile-step-default", "torch-compile-step-reduce-overhead",
+                 "torch-compile-step-max-autotune-no-cudagraphs", "torch-compile-models"]
+
+
+def bound_compilation(torch):
+    """Recompilations capped: a shape or guard that keeps changing falls back to eager instead of
+    compiling for minutes (the child's time limit bounds the rest)."""
+    import torch._dynamo  # noqa: F401 -- torch imports it lazily
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, 8)
+
+
+def bench_train_step(torch, dev, args, ceil, impl):
     cuda = dev.type == "cuda"
     cfg = train_cfg(args)
-    impl = "torch-compile" if compiled else "torch-eager"
+    variant, mode = STEP_VARIANTS[impl]
     B, G, L = cfg["batch"], cfg["G"], cfg["L"]
-    shape = f"batch={B} global={G}x{cfg['global']} local={L}x{cfg['local']} K={cfg['K']}"
+    shape = step_shape(cfg)
     if over_budget(args):
         emit(error_row("train-step", shape, "step", impl, "skipped: past --budget"))
         return
     try:
+        if mode is not None:
+            bound_compilation(torch)
         torch.manual_seed(0)
-        student, teacher = build_dino(torch, cfg)
+        sdpa_names = json.loads(args.sdpa) if args.sdpa else {}
+        student, teacher = build_dino(torch, cfg, sdpa_from_names(torch, sdpa_names))
         student.to(dev).train()
         teacher.to(dev).train()
-        if compiled:
-            student_f, teacher_f = torch.compile(student), torch.compile(teacher)
-        else:
-            student_f, teacher_f = student, teacher
         crops = [torch.randn(B, 3, cfg["global"] if v < G else cfg["local"], cfg["global"] if v < G else cfg["local"],
                              device=dev) for v in range(G + L)]
         params = [p for p in student.parameters() if p.requires_grad]
         reg = [p for p in params if p.ndim > 1]
         noreg = [p for p in params if p.ndim <= 1]
-        kw = {"fused": True} if cuda else {}
-        lr, clip = cfg["lr"] * B / 256, cfg["clip"]  # DINO's linear scaling rule
-        try:
-            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=lr,
-                                    weight_decay=cfg["weight_decay"], **kw)
-        except (TypeError, RuntimeError):
-            kw = {}
-            opt = torch.optim.AdamW([{"params": reg}, {"params": noreg, "weight_decay": 0.0}], lr=lr,
-                                    weight_decay=cfg["weight_decay"])
+        groups = [{"params": reg}, {"params": noreg, "weight_decay": 0.0}]
+        lr, clip, m = cfg["lr"] * B / 256, cfg["clip"], cfg["momentum"]  # DINO's linear scaling rule
+        if variant == "step":
+            opt_kind, opt = "foreach", torch.optim.AdamW(groups, lr=lr, weight_decay=cfg["weight_decay"], foreach=True)
+        else:
+            try:
+                opt_kind = "fused" if cuda else "default"
+                opt = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg["weight_decay"], **({"fused": True} if cuda else {}))
+            except (TypeError, RuntimeError):
+                opt_kind, opt = "default", torch.optim.AdamW(groups, lr=lr, weight_decay=cfg["weight_decay"])
         sparams = [p for p in student.parameters()]
         tparams = [p for p in teacher.parameters()]
         state = {"center": torch.zeros(1, cfg["K"], device=dev)}
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
         has_foreach_norm = hasattr(torch, "_foreach_norm")
+        loss_args = (G + L, cfg["student_temp"], cfg["teacher_temp"], cfg["center_momentum"])
 
-        def step(i):
-            with amp:
-                t_out = teacher_f(crops[:G])
-                s_out = student_f(crops)
-                loss, state["center"] = dino_loss_step(torch, s_out, t_out, state["center"], G + L,
-                                                       cfg["student_temp"], cfg["teacher_temp"],
-                                                       cfg["center_momentum"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+        def clip_ema_adamw():
             grads = [p.grad for p in params if p.grad is not None]
             if clip <= 0:  # the recipe turns clipping off
                 pass
             elif has_foreach_norm:  # DINO's per-parameter clipping, batched
                 norms = torch._foreach_norm(grads)
-                coefs = [torch.clamp(clip / (n + 1e-6), max=1.0) for n in norms]
-                torch._foreach_mul_(grads, coefs)
+                torch._foreach_mul_(grads, [torch.clamp(clip / (n + 1e-6), max=1.0) for n in norms])
             else:
                 for g in grads:
                     g.mul_(torch.clamp(clip / (g.norm() + 1e-6), max=1.0))
             opt.step()
             with torch.no_grad():  # EMA teacher
-                torch._foreach_mul_(tparams, cfg["momentum"])
-                torch._foreach_add_(tparams, sparams, alpha=1 - cfg["momentum"])
+                torch._foreach_mul_(tparams, m)
+                torch._foreach_add_(tparams, sparams, alpha=1 - m)
+
+        if variant == "step":
+            def forward_loss(crops, center):
+                with amp():
+                    with torch.no_grad():
+                        t_out = teacher(crops[:G])
+                    s_out = student(crops)
+                return dino_loss_vectorised(torch, s_out, t_out, center, *loss_args)
+            fwd, opt_phase = forward_loss, clip_ema_adamw
+            if mode is not None:
+                fwd = torch.compile(forward_loss, mode=mode)
+                opt_phase = torch.compile(clip_ema_adamw, mode=mode)
+        else:
+            student_f, teacher_f = student, teacher
+            if mode is not None:
+                student_f, teacher_f = torch.compile(student, mode=mode), torch.compile(teacher, mode=mode)
+
+            def fwd(crops, center):
+                with amp():
+                    t_out = teacher_f(crops[:G])
+                    s_out = student_f(crops)
+                    return dino_loss_step(torch, s_out, t_out, center, *loss_args)
+            opt_phase = clip_ema_adamw
+        # CUDA graphs: each step is a new generation, so the last step's outputs may be reused.
+        mark_step = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+        mark_step = mark_step if mode == "reduce-overhead" else None
+
+        def step(i):
+            if mark_step:
+                mark_step()
+            loss, center = fwd(crops, state["center"])
+            state["center"] = center.clone()  # a CUDA graph's output is overwritten by its next replay
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_phase()
             return loss.item()
 
-        t0 = time.time()
-        step(0)
-        first_s = time.time() - t0
-        warm, reps = (1, 3) if args.smoke else (3, 10)
-        for i in range(warm):
-            step(i)
-        ms = []
-        for i in range(reps):
+        def synced_step(i):
             if cuda:
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
-            step(i)
+            v = step(i)
             if cuda:
                 torch.cuda.synchronize()
-            ms.append((time.perf_counter() - t1) * 1e3)
+            return (time.perf_counter() - t1) * 1e3, v
+
+        first_s = synced_step(0)[0] / 1e3  # compiles, when compiled
+        warm, reps = (1, 3) if args.smoke else (3, 10)
+        t0 = time.perf_counter()
+        for i in range(warm):
+            synced_step(1 + i)  # CUDA graphs are recorded here
+        warm_s = time.perf_counter() - t0
+        ms, losses = [], []
+        for i in range(reps):
+            t, v = synced_step(1 + warm + i)
+            ms.append(t)
+            losses.append(v)
+        if not all(math.isfinite(v) for v in losses):
+            raise RuntimeError(f"non-finite loss in the timed steps: {losses}")
         ms.sort()
-        med = ms[len(ms) // 2] if len(ms) % 2 else statistics.median(ms)
+        med = statistics.median(ms)
+        what = {"eager": "DINO's code eager: DINOLoss's per-crop loop, per-parameter clipping (foreach), "
+                         f"AdamW ({opt_kind}), EMA (foreach)",
+                "models": "the student and teacher torch.compile'd; DINOLoss's loop, clipping, AdamW "
+                          f"({opt_kind}) and EMA eager",
+                "step": "forward + vectorised DINO loss in one function, clipping (foreach) + AdamW "
+                        f"({opt_kind}) + EMA (foreach) in another" + (", both torch.compile'd" if mode else ", eager")}
         emit({"bench": "train-step", "shape": shape, "pass": "step", "impl": impl, "source": "torch",
               "median_ms": med, "p10_ms": ms[round(0.1 * (len(ms) - 1))], "p90_ms": ms[round(0.9 * (len(ms) - 1))],
-              "reps": reps, "images_per_second": B / (med * 1e-3), "first_step_s": first_s,
-              "fused_adamw": bool(kw), "autocast": "bf16" if cuda else "none (cpu)",
-              "note": "ViT-S/16 + DINO head, teacher on globals, DINOLoss, per-parameter clipping (foreach), "
-                      "AdamW, EMA (foreach); loss.item() each step"})
+              "min_ms": ms[0], "reps": reps, "warmup": warm, "images_per_second": B / (med * 1e-3),
+              "first_step_s": first_s, "warmup_s": warm_s, "compiled": variant if mode else "nothing",
+              "mode": mode, "optimizer": opt_kind, "autocast": "bf16" if cuda else "none (cpu)",
+              "sdpa_backends": sdpa_names or "SDPA's own choice", "last_loss": losses[-1],
+              "note": "ViT-S/16 + DINO head, teacher on globals; " + what[variant] + "; synchronised before and "
+                      "after each step, loss.item() each step, median of the timed steps"})
         del student, teacher, opt, crops
-    except Exception as e:  # noqa: BLE001
-        emit(error_row("train-step", shape, "step", impl, e))
+    except Exception as e:  # noqa: BLE001 -- a mode that fails is a row naming it
+        emit(error_row("train-step", shape, "step", impl, f"{mode or 'eager'}: {type(e).__name__}: {e}"))
     if cuda:
         torch.cuda.empty_cache()
 
@@ -585,16 +821,31 @@ def over_budget(args):
 
 
 def run_child(args, what, timeout):
-    """torch.compile measurements in a child process, killed after `timeout` seconds."""
+    """torch.compile measurements in a child process (its own process group, so inductor's
+    compile workers go with it), killed after `timeout` seconds."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", what, "--out", args.out, "--device", args.device,
-           "--reps", str(args.reps), "--warmup", str(args.warmup), "--dino", args.dino] + (["--smoke"] if args.smoke else [])
+           "--reps", str(args.reps), "--warmup", str(args.warmup), "--dino", args.dino,
+           "--sdpa", args.sdpa or ""] + (["--smoke"] if args.smoke else [])
     OUT.flush()
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def stop(signum, frame):  # this process stopped from outside: the child's group goes too
+        os.killpg(child.pid, signal.SIGKILL)
+        sys.exit(128 + signum)
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        r = subprocess.run(cmd, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if r.returncode != 0:
-            return f"child exited {r.returncode}: {r.stdout[-300:]}"
+        out, _ = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"timed out after {timeout} s (compilation included)"
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return f"timed out after {timeout:.0f} s (compilation included)"
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    if out.strip():  # its warnings (a graph break, CUDA graphs skipped) are in the log
+        print(f"-- {what}, the child's last output:\n{out[-2000:]}", flush=True)
+    if child.returncode != 0:
+        return f"child exited {child.returncode}: {out[-300:]}"
     return None
 
 
@@ -631,6 +882,9 @@ def read_rows(paths):
     return rows
 
 
+STEP_BEST = "torch-compile-step (best)"
+
+
 def join(paths, markdown=False):
     """One line per (bench, shape, pass): ours and every baseline's time over ours; with
     markdown, the same as a table for a report under benchmarks/results/."""
@@ -647,8 +901,18 @@ def join(paths, markdown=False):
         print("|---|---|---|---|---|---|")
     else:
         print("joined: time of each implementation over ours (> 1: ours is faster); ours: median ms, % of the roofline floor")
+    if not markdown:
+        print("  ours, cudnn (cuDNN called directly), composite: the kernels alone, launched from C++; torch-*: "
+              "the Python call with its views, and autograd for backward; torch-best: the fastest torch back end "
+              f"per shape; {STEP_BEST}: the fastest whole-step torch.compile mode")
     for k in keys:
         impls = by[k]
+        if k[0] == "train-step":
+            compiled = [(n, r) for n, r in impls.items() if n.startswith("torch-compile-step-") and "median_ms" in r]
+            if compiled:
+                name, best = min(compiled, key=lambda nr: nr[1]["median_ms"])
+                impls = dict(impls)
+                impls[STEP_BEST] = dict(best, impl=STEP_BEST, mode=name[len("torch-compile-step-"):])
         ours = impls.get("ours")
         if k[1] == "all":
             # A baseline's note about the shapes it did not reach (a compilation cut short):
@@ -660,13 +924,17 @@ def join(paths, markdown=False):
                 print(f"{k[0]:10} {'(shapes without a row above)':40} {k[2]:16} {note}")
             continue
         parts = []
-        for name, r in impls.items():
+        first = ("cudnn", "composite", "torch-best", STEP_BEST)  # the comparisons that matter most
+        order = [n for n in first if n in impls] + [n for n in impls if n not in first]
+        for name, r in ((n, impls[n]) for n in order):
             if name == "ours":
                 continue
+            label = f"{name} [{r.get('mode') if name == STEP_BEST else r.get('backend')}]" \
+                if name in (STEP_BEST, "torch-best") and "median_ms" in r else name
             if "median_ms" in r and ours and "median_ms" in ours:
-                parts.append(f"{name} {r['median_ms'] / ours['median_ms']:.2f}x")
+                parts.append(f"{label} {r['median_ms'] / ours['median_ms']:.2f}x")
             elif "median_ms" in r:
-                parts.append(f"{name} {r['median_ms']:.4f} ms")
+                parts.append(f"{label} {r['median_ms']:.4f} ms")
             else:
                 parts.append(f"{name} n/a ({r.get('error', '?')[:50]})")
         timed = bool(ours and "median_ms" in ours)
@@ -699,8 +967,17 @@ def main(argv):
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--budget", type=float, default=0, help="seconds after which no new shape starts")
-    ap.add_argument("--compile-timeout", type=float, default=180)
-    ap.add_argument("--compile-train", action="store_true", help="also torch.compile the training step")
+    ap.add_argument("--compile-timeout", type=float, default=180,
+                    help="seconds for each torch.compile child process (compilation included)")
+    ap.add_argument("--compile-train", action="store_true", help="also the whole step under torch.compile, "
+                    "one child process per --compile-modes entry (minutes of compilation)")
+    ap.add_argument("--compile-modes", default=",".join(STEP_COMPILED),
+                    help="the compiled step variants, in the order they run (default: %(default)s)")
+    ap.add_argument("--compile-budget", type=float, default=0,
+                    help="seconds for all the compiled-step children together: each gets the smaller of "
+                         "--compile-timeout and what is left; 0: no limit beyond --compile-timeout")
+    ap.add_argument("--sdpa", default="", help="train-step: JSON {tokens: SDPBackend name} forcing SDPA's "
+                    "back end per sequence length (default: the fastest measured at the step's shapes)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, few repetitions (CI, on the CPU)")
     ap.add_argument("--quick", action="store_true", help="attention: the op table's set quick only (the ViT-S "
@@ -731,12 +1008,13 @@ def main(argv):
     if not args.child:
         open(args.out, "w").close()
     OUT = open(args.out, "a")  # append mode: the compile children add their rows to the same file
-    ceil = ceilings(torch, dev, args.smoke)
+    # A whole-step child needs no ceilings (its row is images/s): a second saved per mode.
+    ceil = {} if (args.child or "").startswith("train-step:") else ceilings(torch, dev, args.smoke)
     if args.child:  # a torch.compile measurement: rows appended to the parent's file
         if args.child == "dino-loss":
             bench_dino_loss(torch, dev, args, ceil, compiled=True)
-        elif args.child == "train-step":
-            bench_train_step(torch, dev, args, ceil, compiled=True)
+        elif args.child.startswith("train-step:"):
+            bench_train_step(torch, dev, args, ceil, args.child.split(":", 1)[1])
         OUT.close()
         return 0
     emit(ceil)
@@ -744,6 +1022,9 @@ def main(argv):
           f"{ceil['gemm_tflops']:.1f} TFLOP/s matmul")
     only = set(args.only.split(","))
     can_compile = hasattr(torch, "compile") and not args.no_compile
+    no_compile_why = "not run: " + ("--no-compile" if args.no_compile else f"torch {torch.__version__} has no torch.compile")
+    if "dino-loss" in only and not check_vectorised_loss(torch, dev):
+        only.discard("dino-loss")
     if "attention" in only:
         bench_attention(torch, dev, args, ceil)
     if "layernorm" in only:
@@ -753,12 +1034,24 @@ def main(argv):
     if "dino-loss" in only:
         bench_dino_loss(torch, dev, args, ceil, compiled=False)
     if "train-step" in only:
-        bench_train_step(torch, dev, args, ceil, compiled=False)
+        cfg = train_cfg(args)
+        if not args.sdpa:
+            try:
+                choice, times = probe_sdpa(torch, dev, cfg)
+            except Exception as e:  # noqa: BLE001 -- then SDPA chooses, and the rows say so
+                choice, times = {}, {"error": str(e)[:200]}
+            args.sdpa = json.dumps({str(n): be for n, be in choice.items()}) if choice else ""
+            emit({"bench": "sdpa-probe", "source": "torch", "shape": step_shape(cfg), "choice": choice,
+                  "times_ms": times, "note": "forward + backward per back end at the step's attention shapes "
+                  f"{step_attention_shapes(cfg)} (sequences, tokens); median of 10"})
+        for impl in ("torch-eager", "torch-step-eager"):
+            bench_train_step(torch, dev, args, ceil, impl)
     if "dino-loss" in only:
         if not can_compile:
             for G, V, B, K in dino_loss_shapes(args):
-                emit(error_row("dino-loss", f"G={G} V={V} B={B} K={K}", "forward+backward", "torch-compile",
-                               "not run: " + ("--no-compile" if args.no_compile else f"torch {torch.__version__} has no torch.compile")))
+                for form, _, _ in DINO_LOSS_IMPLS:
+                    emit(error_row("dino-loss", f"G={G} V={V} B={B} K={K}", "forward+backward", f"torch-compile-{form}",
+                                   no_compile_why))
         elif over_budget(args):
             emit(error_row("dino-loss", "all", "forward+backward", "torch-compile", "skipped: past --budget"))
         else:
@@ -766,18 +1059,29 @@ def main(argv):
             if err:
                 emit(error_row("dino-loss", "all", "forward+backward", "torch-compile", err))
     if "train-step" in only:
-        cfg = train_cfg(args)
-        shape = f"batch={cfg['batch']} global={cfg['G']}x{cfg['global']} local={cfg['L']}x{cfg['local']} K={cfg['K']}"
-        if not (can_compile and args.compile_train):
-            emit(error_row("train-step", shape, "step", "torch-compile",
-                           "not run (--compile-train runs it; compilation takes minutes)" if can_compile
-                           else f"not run: torch {torch.__version__} has no torch.compile or --no-compile"))
-        elif over_budget(args):
-            emit(error_row("train-step", shape, "step", "torch-compile", "skipped: past --budget"))
-        else:
-            err = run_child(args, "train-step", args.compile_timeout)
+        shape = step_shape(train_cfg(args))
+        modes = [m for m in args.compile_modes.split(",") if m]
+        unknown = [m for m in modes if m not in STEP_COMPILED]
+        if unknown:
+            sys.exit(f"compare_torch: --compile-modes: unknown {unknown}; known: {','.join(STEP_COMPILED)}")
+        t0 = time.time()
+        for impl in modes:
+            if not can_compile:
+                emit(error_row("train-step", shape, "step", impl, no_compile_why))
+                continue
+            if not args.compile_train:
+                emit(error_row("train-step", shape, "step", impl,
+                               "not run (--compile-train runs it; compilation takes minutes)"))
+                continue
+            left = args.compile_budget - (time.time() - t0) if args.compile_budget > 0 else args.compile_timeout
+            timeout = min(args.compile_timeout, left)
+            if timeout < 20 or over_budget(args):
+                emit(error_row("train-step", shape, "step", impl, "skipped: " + (
+                    "past --budget" if over_budget(args) else f"--compile-budget {args.compile_budget:.0f} s spent")))
+                continue
+            err = run_child(args, f"train-step:{impl}", timeout)
             if err:
-                emit(error_row("train-step", shape, "step", "torch-compile", err))
+                emit(error_row("train-step", shape, "step", impl, f"mode {STEP_VARIANTS[impl][1]}: {err}"))
     OUT.close()
     rows = read_rows([args.out])
     print_table(rows)
@@ -785,6 +1089,12 @@ def main(argv):
         # CI: a missing feature of this torch is a row, but any other failure fails the run.
         expected = ("torch ", "not run", "skipped", "child exited", "timed out")
         bad = [r for r in rows if "error" in r and not r["error"].startswith(expected)]
+        # Every step variant starts from the same weights and crops and does the same arithmetic
+        # (the vectorised loss is DINO's loop rearranged), so in fp32 their losses agree.
+        steps = [r for r in rows if r.get("bench") == "train-step" and "last_loss" in r]
+        for r in steps[1:]:
+            if not abs(r["last_loss"] - steps[0]["last_loss"]) <= 1e-4 * abs(steps[0]["last_loss"]):
+                bad.append(dict(r, error=f"last loss {r['last_loss']} != {steps[0]['impl']}'s {steps[0]['last_loss']}"))
         ok = [r for r in rows if "median_ms" in r]
         for r in bad:
             print(f"compare_torch --smoke: FAILED {r['bench']} {r['shape']} {r['impl']}: {r['error']}")

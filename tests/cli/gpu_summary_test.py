@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """tools/gpu_summary.py on a real GPU run's logs (benchmarks/results/2026-12-04-h200-d81ceaa, its
-numbers known from the report) and on the same run cut short (summary.txt, check.log and
+numbers known from the report), on the same with whole-step torch.compile rows added, and on
+the same run cut short (summary.txt, check.log and
 bench.log truncated, the other logs missing): every key present, the real values found, and
 nulls where the partial run did not reach.
 
@@ -83,6 +84,31 @@ def full_run(root, work):
     return run
 
 
+def with_compiled_steps(root, work, full):
+    """The full run with whole-step torch.compile rows added as compare_torch.py writes them: the
+    fastest timed mode is the fair baseline, an error row never is."""
+    run = os.path.join(work, "compiled")
+    shutil.copytree(full, run)
+    shape = "batch=64 global=2x224 local=8x96 K=65536"
+    rows = [{"bench": "train-step", "shape": shape, "pass": "step", "impl": impl, "source": "torch", **extra}
+            for impl, extra in (
+                ("torch-compile-step-default", {"median_ms": 45.0, "images_per_second": 1422.2, "first_step_s": 70.0}),
+                ("torch-compile-step-reduce-overhead", {"median_ms": 42.0, "images_per_second": 1523.8,
+                                                        "first_step_s": 50.0}),
+                ("torch-compile-step-max-autotune-no-cudagraphs", {"error": "mode max-autotune-no-cudagraphs: "
+                                                                   "timed out after 90 s (compilation included)"}))]
+    with open(os.path.join(run, "bench.log"), "a") as f:
+        f.write("== bench torch step rows\n" + "".join(json.dumps(r) + "\n" for r in rows))
+    ts = summarise(root, run)["train_step"]
+    best = ts["torch_compile_step_best"]
+    expect("best compiled mode", (best["impl"], best["ms"]), ("torch-compile-step-reduce-overhead", 42.0))
+    expect("ours over the best", round(best["ours_speedup"], 4), round(42.0 / 41.185475, 4))
+    expect("the failed mode", ts["torch"]["torch-compile-step-max-autotune-no-cudagraphs"]["ms"], None)
+    expect("the failed mode's error", ts["torch"]["torch-compile-step-max-autotune-no-cudagraphs"]["error"][:30],
+           "mode max-autotune-no-cudagraph")
+    expect("first step", ts["torch"]["torch-compile-step-default"]["first_step_s"], 70.0)
+
+
 def cut_short(root, work, full):
     """The same run killed during the benchmarks: summary.txt up to the first bench stage, check.log
     and bench.log's first lines, no train.log."""
@@ -122,6 +148,7 @@ def main(argv):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     full = full_run(root, work)
+    with_compiled_steps(root, work, full)
     cut_short(root, work, full)
     empty(root, work)
     for f in FAILED:
