@@ -1075,7 +1075,7 @@ def main(argv):
                 continue
             left = args.compile_budget - (time.time() - t0) if args.compile_budget > 0 else args.compile_timeout
             timeout = min(args.compile_timeout, left)
-            if timeout < 20 or over_budget(args):
+            if timeout < min(20, args.compile_timeout) or over_budget(args):  # too little left to compile
                 emit(error_row("train-step", shape, "step", impl, "skipped: " + (
                     "past --budget" if over_budget(args) else f"--compile-budget {args.compile_budget:.0f} s spent")))
                 continue
