@@ -352,6 +352,7 @@ gemm 10
 augment 10
 EOF_BENCH
   # PyTorch's kernels (its whole step comes after ours, below).
+  rm -f "$torch_rows"
   if command -v python3 >/dev/null; then
     stage "bench torch" 60 "$bench_log" python3 benchmarks/compare_torch.py --out "$torch_rows" \
       --dino "$dino_bin" --only attention,layernorm,dino-loss --quick --budget 35 --compile-timeout 30
@@ -403,6 +404,7 @@ EOF_BENCH
     left=$((budget - (SECONDS - start) - 90))
     [ "$compile_s" -gt "$left" ] && compile_s=$((left > 0 ? left : 0))
     step_args=(--only train-step)
+    rm -f "$build/compare_torch_step.jsonl"  # this run's rows only, even when python stops early
     [ "$compile_s" -gt 0 ] && step_args+=(--compile-train --compile-budget "$compile_s" --compile-timeout 120)
     stage "bench torch step" $((compile_s + 40)) "$bench_log" python3 benchmarks/compare_torch.py \
       --out "$build/compare_torch_step.jsonl" --dino "$dino_bin" "${step_args[@]}"

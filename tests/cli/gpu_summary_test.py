@@ -97,9 +97,18 @@ def with_compiled_steps(root, work, full):
                                                         "first_step_s": 50.0}),
                 ("torch-compile-step-max-autotune-no-cudagraphs", {"error": "mode max-autotune-no-cudagraphs: "
                                                                    "timed out after 90 s (compilation included)"}))]
+    # And a loop stage as gpu-check runs it: its row's step is the loop's, not the step bench's.
+    loop = {"bench": "train-step", "impl": "ours", "pass": "step", "shape": shape, "median_ms": 44.0,
+            "images_per_second": 1454.5, "loop": {"images_per_second": 1400.0, "fraction_of_step": 0.9625,
+                                                  "data_wait_ms": 0.5}}
     with open(os.path.join(run, "bench.log"), "a") as f:
+        f.write("== bench loop (gpu aug) (limit 40s): dino bench train-step --loop\n" + json.dumps(loop) + "\n")
         f.write("== bench torch step rows\n" + "".join(json.dumps(r) + "\n" for r in rows))
-    ts = summarise(root, run)["train_step"]
+    s = summarise(root, run)
+    expect("loop gpu", (s["loop"]["gpu"]["images_per_second"], s["loop"]["gpu"]["fraction_of_step"]), (1400.0, 0.9625))
+    expect("loop cpu", s["loop"]["cpu"], None)
+    ts = s["train_step"]
+    expect("ours after a loop row", round(ts["ours"]["ms"], 2), 41.19)
     best = ts["torch_compile_step_best"]
     expect("best compiled mode", (best["impl"], best["ms"]), ("torch-compile-step-reduce-overhead", 42.0))
     expect("ours over the best", round(best["ours_speedup"], 4), round(42.0 / 41.185475, 4))
