@@ -4,8 +4,10 @@
 # it goes, so a run cut short still leaves what it got. Prints the summary last.
 #
 #   tools/gpu-check.sh OUTDIR            on a GPU machine; finishes within DINO_GPU_BUDGET
-#                                        seconds (default 570: fits one 10-minute command on an
-#                                        H100 or H200, PyTorch's compiled steps included)
+#                                        seconds (default 480: with a machine's start, about
+#                                        10 minutes, so that a lent GPU's 15 minutes leave room
+#                                        for a shorter rerun, e.g. DINO_COMPILE_STEP_S=0
+#                                        DINO_GPU_BUDGET=300)
 #   tools/gpu-check.sh OUTDIR --dry-run  no GPU needed: stages the deps (tools/stage-deps.sh),
 #                                        configures with ONLY .deps (the system prefixes are
 #                                        ignored) and builds what the GPU run builds into
@@ -25,8 +27,8 @@
 #
 # Environment: DINO_GPU_BUDGET (seconds for the whole run), DINO_JOBS (build jobs; default all
 # cores, 2 for --dry-run), DINO_COMMIT (when there is no git checkout), DINO_COMPILE_STEP_S
-# (seconds for all of PyTorch's torch.compile'd whole-step modes together, default 240; 0 skips
-# them).
+# (seconds for all of PyTorch's torch.compile'd whole-step modes together, default 150, about
+# two modes on an H200; 0 skips them).
 set -uo pipefail
 
 usage() { echo "usage: $0 OUTDIR [--dry-run]" >&2; exit 2; }
@@ -59,7 +61,7 @@ if [ $dry = 1 ]; then
   nice_cmd=(nice -n 19)  # CI and development machines are shared
 else
   build="$root/build-gpu"
-  budget="${DINO_GPU_BUDGET:-570}"
+  budget="${DINO_GPU_BUDGET:-480}"
   jobs="${DINO_JOBS:-$(nproc)}"
   nice_cmd=()
 fi
@@ -301,7 +303,7 @@ fi
 # summary gets the joined table: per kernel and shape our time, % of the roofline floor, and
 # every baseline's time over ours. Each benchmark has a --budget inside its stage's limit, so
 # one cut short still prints its table. About 150 s at most without PyTorch's compiled steps,
-# which take DINO_COMPILE_STEP_S more (240 by default); the stage limits shrink to the time
+# which take DINO_COMPILE_STEP_S more (150 by default); the stage limits shrink to the time
 # left. A benchmark that crashes is a failure; one whose baseline is unavailable (no cuDNN, an
 # old cuDNN, no torch, a compile mode that fails) is a row saying so.
 bench_log="$out/bench.log"
@@ -396,10 +398,10 @@ EOF_BENCH
   # (forward + vectorised loss, and clipping + AdamW + EMA, as two compiled functions) eager,
   # then under torch.compile in modes default, reduce-overhead and max-autotune-no-cudagraphs,
   # then the models-only compile, each in its own child process with the smaller of 120 s and
-  # what is left of DINO_COMPILE_STEP_S seconds (default 240; 0: eager rows only). A mode that
+  # what is left of DINO_COMPILE_STEP_S seconds (default 150; 0: eager rows only). A mode that
   # fails or runs out of time is a row saying so.
   if command -v python3 >/dev/null; then
-    compile_s="${DINO_COMPILE_STEP_S:-240}"
+    compile_s="${DINO_COMPILE_STEP_S:-150}"
     # No more than the run has left, less the eager rows, the join and the sanitizers.
     left=$((budget - (SECONDS - start) - 90))
     [ "$compile_s" -gt "$left" ] && compile_s=$((left > 0 ? left : 0))
