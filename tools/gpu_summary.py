@@ -9,8 +9,8 @@ rows from benchmarks/compare_torch.py), and writes OUTDIR/summary.json (or FILE)
 whether the tree was clean, the card, the date, tests passed/failed, `dino check` failures, the
 whole step's ms and images/s for ours and every PyTorch mode (with the fastest whole-step
 torch.compile mode and ours over it), the training loop's images/s per augmentation path, the
-attention / LayerNorm / DINO-loss medians and % of floor per shape, the Fashion-MNIST k-NN
-figures, and each stage's status and seconds. Anything a partial run did not reach is null, so
+attention / LayerNorm / DINO-loss medians and % of floor per shape, the Fashion-MNIST recipe's
+k-NN figures (teacher, random init, raw pixels) with its seconds, steps and images/s, and each stage's status and seconds. Anything a partial run did not reach is null, so
 a run cut short still gets a summary. Python's standard library only.
 """
 import json
@@ -205,13 +205,29 @@ def train_run(summary):
 
 
 def fashion_mnist(summary):
-    """The GPU Fashion-MNIST stage's line, once gpu-check has one: 'fashion-mnist summary ...
-    k-NN top-1 X% (random init Y%) in S s'. Null until then."""
-    m = re.search(r"^fashion-mnist summary.*?k-NN top-1 ([0-9.]+)%.*?random init ([0-9.]+)%.*? in ([0-9.]+) ?s",
-                  summary, re.M)
+    """The Fashion-MNIST stage's line: 'fashion-mnist summary S of P steps (E epochs[, stopped at its
+    limit]), I images/s; ... k-NN top-1 X% (random init Y%, raw pixels Z%) in T s'. Each figure is
+    read on its own, so a run without one (no k-NN: '?') still gives the others; all null without
+    the line."""
+    keys = ("knn_top1", "random_init_knn_top1", "raw_pixels_knn_top1", "seconds", "steps", "steps_planned",
+            "epochs", "images_per_second", "stopped_at_limit")
+    m = re.search(r"^fashion-mnist summary\s+(.*)$", summary, re.M)
     if not m:
-        return {"knn_top1": None, "random_init_knn_top1": None, "seconds": None}
-    return {"knn_top1": number(m.group(1)), "random_init_knn_top1": number(m.group(2)), "seconds": number(m.group(3))}
+        return dict.fromkeys(keys)
+    line = m.group(1)
+
+    def find(pattern):
+        f = re.search(pattern, line)
+        return number(f.group(1)) if f else None
+
+    steps = find(r"^(\d+) of")
+    planned = find(r"of (\d+) steps")
+    return {"knn_top1": find(r"k-NN top-1 ([0-9.]+)%"), "random_init_knn_top1": find(r"random init ([0-9.]+)%"),
+            "raw_pixels_knn_top1": find(r"raw pixels ([0-9.]+)%"), "seconds": find(r"\bin ([0-9.]+) ?s\s*$"),
+            "steps": int(steps) if steps is not None else None,
+            "steps_planned": int(planned) if planned is not None else None,
+            "epochs": find(r"\(([0-9.]+) epochs"), "images_per_second": find(r"([0-9.]+) images/s"),
+            "stopped_at_limit": "stopped at its limit" in line}
 
 
 def summarise(outdir):

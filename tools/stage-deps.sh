@@ -8,6 +8,7 @@
 #             libCatch2WithMain.a
 #   share/eigen3/cmake, share/cmake/nlohmann_json, lib/cmake/Catch2: the packages' CMake
 #             configs, which locate their headers relative to themselves (3 levels up)
+#   fashion-mnist/  the dataset's four IDX files (tools/gpu-check.sh trains on them)
 #   STAGED    where each piece came from, with the Debian package versions
 # Idempotent: builds a fresh copy beside .deps and swaps it in. .deps/ is git-ignored: copy it
 # to the GPU machine with the tree (tools/gpu-check.sh).
@@ -58,6 +59,15 @@ if compgen -G "$cuda_include/cudnn*.h" >/dev/null; then
   cudnn_note="$(sed -n 's/^#define CUDNN_\(MAJOR\|MINOR\|PATCHLEVEL\) *\([0-9]*\).*/\2/p' \
                 "$cuda_include/cudnn_version.h" | paste -sd.) from $cuda_include"
 fi
+# The Fashion-MNIST files that configs/fashion_mnist_gpu.json trains on in tools/gpu-check.sh
+# (30 MB, gzip'd IDX as Debian's dataset-fashion-mnist installs them), when this machine has them.
+fmnist=/usr/share/datasets/fashion-mnist
+fmnist_note="none (no $fmnist)"
+if [ -f "$fmnist/train-images-idx3-ubyte.gz" ]; then
+  mkdir -p "$tmp/fashion-mnist"
+  cp "$fmnist"/*-ubyte.gz "$tmp/fashion-mnist/"
+  fmnist_note="$(dpkg-query -W -f='${Version}' dataset-fashion-mnist 2>/dev/null || echo '(not from a package)') from $fmnist"
+fi
 
 {
   echo "# staged by tools/stage-deps.sh on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -66,6 +76,7 @@ fi
     echo "$p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '(not from a package)')"
   done
   echo "cudnn headers $cudnn_note"
+  echo "fashion-mnist $fmnist_note"
 } >"$tmp/STAGED"
 
 rm -rf "$dest"

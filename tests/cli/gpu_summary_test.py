@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """tools/gpu_summary.py on a real GPU run's logs (benchmarks/results/2026-12-04-h200-d81ceaa, its
-numbers known from the report), on the same with whole-step torch.compile rows added, and on
+numbers known from the report), on the same with whole-step torch.compile rows added, with the
+Fashion-MNIST stage's lines added (finished, and stopped at its limit without a k-NN), and on
 the same run cut short (summary.txt, check.log and
 bench.log truncated, the other logs missing): every key present, the real values found, and
 nulls where the partial run did not reach.
@@ -31,6 +32,8 @@ def summarise(root, outdir):
         return json.load(f)
 
 
+FMNIST_KEYS = ["knn_top1", "random_init_knn_top1", "raw_pixels_knn_top1", "seconds", "steps", "steps_planned",
+               "epochs", "images_per_second", "stopped_at_limit"]
 KEYS = ["schema", "complete", "mode", "date", "commit", "card", "driver", "nvcc", "failures", "total_seconds",
         "stages", "tests", "check", "ceilings", "train_step", "loop", "kernels", "train", "fashion_mnist"]
 
@@ -80,7 +83,7 @@ def full_run(root, work):
     expect("dino loss ms", round(dl[("G=2 V=10 B=64 K=65536", "forward+backward")]["median_ms"], 4), 0.1754)
     expect("train", (s["train"]["steps"], s["train"]["images_per_second"], s["train"]["knn_top1"],
                      s["train"]["loss_falling"]), (200, 854.1, 16.6, True))
-    expect("fashion-mnist", s["fashion_mnist"], {"knn_top1": None, "random_init_knn_top1": None, "seconds": None})
+    expect("fashion-mnist", s["fashion_mnist"], dict.fromkeys(FMNIST_KEYS))
     return run
 
 
@@ -116,6 +119,39 @@ def with_compiled_steps(root, work, full):
     expect("the failed mode's error", ts["torch"]["torch-compile-step-max-autotune-no-cudagraphs"]["error"][:30],
            "mode max-autotune-no-cudagraph")
     expect("first step", ts["torch"]["torch-compile-step-default"]["first_step_s"], 70.0)
+
+
+def with_fashion_mnist(root, work, full):
+    """The full run with the Fashion-MNIST stage's lines as gpu-check prints them: one finished,
+    then one stopped at its limit whose k-NN did not run."""
+    run = os.path.join(work, "fmnist")
+    shutil.copytree(full, run)
+    done = ("fashion-mnist      ok                      112s  log: train.log\n"
+            "fashion-mnist summary 9360 of 9360 steps (40.00 epochs), 23456.7 images/s; loss 6.012 -> 1.234; "
+            "teacher entropy 0.31 (ln K = 8.32); k-NN top-1 86.12% (random init 69.27%, raw pixels 84.59%) "
+            "in 118 s\n")
+    with open(os.path.join(run, "summary.txt"), "a") as f:
+        f.write(done)
+    s = summarise(root, run)
+    expect("fmnist keys", list(s["fashion_mnist"]), FMNIST_KEYS)
+    expect("fmnist", s["fashion_mnist"], {"knn_top1": 86.12, "random_init_knn_top1": 69.27,
+                                          "raw_pixels_knn_top1": 84.59, "seconds": 118.0, "steps": 9360,
+                                          "steps_planned": 9360, "epochs": 40.0, "images_per_second": 23456.7,
+                                          "stopped_at_limit": False})
+    expect("fmnist stage", [(st["name"], st["seconds"]) for st in s["stages"]][-1], ("fashion-mnist", 112))
+    with open(os.path.join(run, "summary.txt")) as f:
+        text = f.read().replace(done, "")
+    with open(os.path.join(run, "summary.txt"), "w") as f:
+        f.write(text + "fashion-mnist      TIMEOUT after 120s        130s  log: train.log\n"
+                "fashion-mnist summary 4100 of 9360 steps (17.52 epochs, stopped at its limit), 8000.0 images/s; "
+                "loss 6.012 -> 2.000; teacher entropy 0.90 (ln K = 8.32); k-NN top-1 ?% (random init ?%, raw "
+                "pixels ?%) in 150 s\n")
+    s = summarise(root, run)
+    expect("fmnist cut short", s["fashion_mnist"], {"knn_top1": None, "random_init_knn_top1": None,
+                                                    "raw_pixels_knn_top1": None, "seconds": 150.0, "steps": 4100,
+                                                    "steps_planned": 9360, "epochs": 17.52,
+                                                    "images_per_second": 8000.0, "stopped_at_limit": True})
+    expect("fmnist timeout stage", s["stages"][-1]["status"], "timeout")
 
 
 def cut_short(root, work, full):
@@ -158,6 +194,7 @@ def main(argv):
     os.makedirs(work)
     full = full_run(root, work)
     with_compiled_steps(root, work, full)
+    with_fashion_mnist(root, work, full)
     cut_short(root, work, full)
     empty(root, work)
     for f in FAILED:
