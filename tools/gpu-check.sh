@@ -306,8 +306,8 @@ fi
 # it left in those 30 s, so a run cut short still reports its accuracy, with the steps it ran.
 # The data: DINO_FMNIST_DIR, else .deps/fashion-mnist (tools/stage-deps.sh copies Debian's files
 # there), else /usr/share/datasets/fashion-mnist. Its log follows the ViT-S run's in train.log.
-# A dry run checks that the recipe loads and that its first 2 steps run on the CPU (about 10 s
-# on a 2-core machine).
+# A dry run checks that the recipe loads and that its first 2 steps run on the CPU (about 5 s on
+# an idle 2-core machine).
 fm_cfg="$root/configs/fashion_mnist_gpu.json"
 fm_out="$build/gpu-check-fmnist"
 fm_data=""
