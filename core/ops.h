@@ -66,6 +66,10 @@ AddNorm add_layer_norm(const Tensor& x, const Tensor& branch, const Tensor& weig
 Tensor softmax(const Tensor& x);                           // over the last dim
 Tensor log_softmax(const Tensor& x);                       // over the last dim
 Tensor l2_normalize(const Tensor& x, double eps = 1e-12);  // rows of the last dim
+// KoLeo's nearest neighbour on the device: z (B, D) f32 (or f64 on the CPU), B >= 2 ->
+// z - z[nn], nn[i] = the row j != i with the largest z_i . z_j, summed in double (the first j
+// on ties). index receives nn (B, i32) when given. The gradient reaches z through both terms.
+Tensor nearest_row_diff(const Tensor& z, Tensor* index = nullptr);
 // Fused multi-head attention on packed qkv (B, N, 3 * D) -> (B, N, D), D = heads * head_dim.
 // When probs is given it receives the softmax probabilities (B, heads, N, N), detached.
 Tensor attention(const Tensor& qkv, int64_t heads, Tensor* probs = nullptr);

@@ -1,6 +1,6 @@
 // Fused neural-network ops, each ONE autograd node with a fused backward: softmax,
-// log_softmax, l2_normalize, attention, drop_path, and the bicubic grid resize (LayerNorm:
-// ops_layer_norm.cpp), each on the backend of its tensors' device (core/backend.h).
+// log_softmax, l2_normalize, nearest_row_diff, attention, drop_path, and the bicubic grid resize
+// (LayerNorm: ops_layer_norm.cpp), each on the backend of its tensors' device (core/backend.h).
 // Precision (ARCHITECTURE §3): softmax, log_softmax, l2_normalize and drop_path keep their
 // input's dtype (f32 or bf16) with f32 math; attention runs on bf16 qkv; resize_bicubic is
 // f32. A gradient has its input's dtype; an upstream gradient of another float type is cast
@@ -60,6 +60,29 @@ Tensor l2_normalize(const Tensor& x, double eps) {
     });
   }
   return out;
+}
+
+// The index is computed and kept on the device: the op queues no copy to the host.
+Tensor nearest_row_diff(const Tensor& z, Tensor* index) {
+  check_defined("nearest_row_diff", z, "z");
+  precision::check_float_operands("nearest_row_diff", {{&z, "z"}});
+  DINO_CHECK(z.dim() == 2 && z.size(0) >= 2,
+             "[nearest_row_diff] expected z (B, D) with B >= 2, got ", shape_str(z.shape()));
+  DINO_CHECK(z.device() == Device::cpu || z.dtype() == DType::f32,
+             "[nearest_row_diff] expects f32 z on cuda, got ", dtype_name(z.dtype()));
+  Tensor nn = Tensor::empty({z.size(0)}, DType::i32, z.device());
+  Tensor diff = Tensor::empty(z.shape(), z.dtype(), z.device());
+  backend(z.device(), "nearest_row_diff").nearest_row_diff(nn, diff, z);
+  if (needs_grad({z})) {
+    const DType dt = z.dtype();
+    record(diff, "nearest_row_diff", {z}, [=](const Tensor& g) {
+      Tensor dz = Tensor::empty(g.shape(), dt, g.device());
+      backend(g.device()).nearest_row_diff_backward(dz, g.to(dt), nn);
+      return std::vector<Tensor>{dz};
+    });
+  }
+  if (index) *index = nn;
+  return diff;
 }
 
 // qkv (B, N, 3*H*Dh) -> out (B, N, H*Dh); probs (B, H, N, N) on request, where the backend

@@ -1,7 +1,10 @@
 // The neural-network ops: layer_norm, add_layer_norm, softmax, log_softmax, l2_normalize,
-// attention, drop_path, resize_bicubic, dino_loss and koleo, under the precision policy of
-// ARCHITECTURE §3; odd sizes (1, 37, 197 rows, C = 33) next to training sizes. Then the kernel
-// benchmarks' shape sets of layer_norm, attention and dino_loss (`dino bench ...`).
+// nearest_row_diff, attention, drop_path, resize_bicubic, dino_loss and koleo, under the precision
+// policy of ARCHITECTURE §3; odd sizes (1, 37, 197 rows, C = 33) next to training sizes. Then the
+// kernel benchmarks' shape sets of layer_norm, attention and dino_loss (`dino bench ...`).
+#include <tuple>
+#include <utility>
+
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/rng.h"
@@ -184,6 +187,34 @@ void add_regularisers(std::vector<OpCase>& c) {
   c.push_back(dino_loss_case(2, 10, 9, 4097));
   c.push_back(dino_loss_case(2, 6, 2, 65536));
   c.push_back(dino_loss_case(2, 3, 2, 65537));
+
+  // KoLeo's neighbour search: the difference and its gradient on fresh rows, and the index
+  // where the first-index rule decides: rows repeated further down (exact ties; the CPU
+  // reference then equals the device only if both pick the first copy). Odd B and D.
+  for (const auto& [B, D] :
+       {std::pair<int64_t, int64_t>{2, 1}, {3, 7}, {37, 128}, {130, 1}, {130, 7}, {130, 128}}) {
+    OpCase k = op_case(
+        "nearest_row_diff", {{{B, D}, F}}, [](const Inputs& in) { return nearest_row_diff(in[0]); },
+        F);
+    k.deterministic = true;  // the backward subtracts in a fixed order
+    c.push_back(std::move(k));
+  }
+  for (const auto& [B, D, repeated] : {std::tuple<int64_t, int64_t, int64_t>{2, 1, 1},
+                                       {30, 7, 7},
+                                       {30, 128, 7},
+                                       {100, 1, 30},
+                                       {100, 128, 30}}) {
+    OpCase k = op_case(
+        "nearest_row_diff", {{{B, D}, F, false}},
+        [repeated = repeated](const Inputs& in) {
+          Tensor index;
+          nearest_row_diff(concat({in[0], in[0].narrow(0, repeated)}), &index);
+          return index.to(in[0].dtype());
+        },
+        F, str_cat("index, ", repeated, " rows repeated"));
+    k.deterministic = true;
+    c.push_back(std::move(k));
+  }
 
   // KoLeo: f32 features, and bf16 features as the CUDA backbone hands them over (the op then
   // works in f32).

@@ -1,9 +1,12 @@
 // The KoLeo regulariser (losses/koleo.h): its value against the definition written out in
 // double loops, its gradient against central differences, duplicate rows, and its refusals.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "core/ops.h"
 #include "losses/koleo.h"
 #include "tests/gradcheck.h"
 
@@ -82,6 +85,62 @@ TEST_CASE("koleo: duplicate rows give a large finite value and finite gradients"
   CHECK(loss.item() > 10);
   loss.backward();
   for (float g : x.grad().to_vector()) CHECK(std::isfinite(g));
+}
+
+namespace {
+
+// KoLeo as it was first written: neighbours searched on the host from the features read back,
+// gathered as one-row views and concatenated (each row's gradient reaching its neighbour
+// through narrow's backward, summed by autograd).
+Tensor koleo_gathered_on_host(const Tensor& x) {
+  const int64_t B = x.size(0), D = x.size(1);
+  Tensor z = l2_normalize(x, 1e-8);
+  const std::vector<float> v = z.to_vector();
+  std::vector<Tensor> rows;
+  for (int64_t i = 0; i < B; ++i) {
+    int64_t best = 0;
+    double best_dot = -2;
+    for (int64_t j = 0; j < B; ++j) {
+      if (j == i) continue;
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += double(v[size_t(i * D + d)]) * v[size_t(j * D + d)];
+      if (dot > best_dot) best_dot = dot, best = j;
+    }
+    rows.push_back(z.narrow(best, 1));
+  }
+  Tensor diff = add_scalar(sub(z, concat(rows)), 1e-8);
+  Tensor dist = sqrt(sum_last(mul(diff, diff), false));
+  return scale(mean(log(add_scalar(dist, 1e-8))), -1.0);
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.numel() == b.numel() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("koleo: f32 loss and gradient have the bits of the host search and row gather",
+          "[koleo]") {
+  // 128 rows in 8 dims: rows that are the neighbour of several others (whose gradient sums
+  // several rows, in autograd's order) are certain.
+  Rng rng(75);
+  for (auto [B, D] : {std::pair<int64_t, int64_t>{2, 3}, {37, 7}, {128, 8}}) {
+    INFO("B " << B << " D " << D);
+    const Tensor x = random_f64({B, D}, rng).to(DType::f32);
+    Tensor a = x.clone(), b = x.clone();
+    a.set_requires_grad();
+    b.set_requires_grad();
+    Tensor index;
+    nearest_row_diff(l2_normalize(x, 1e-8), &index);
+    std::vector<int> chosen(size_t(B), 0);
+    for (int64_t i = 0; i < B; ++i) ++chosen[size_t(index.data<int32_t>()[i])];
+    if (B == 128) CHECK(*std::max_element(chosen.begin(), chosen.end()) >= 3);
+    Tensor la = koleo_loss(a), lb = koleo_gathered_on_host(b);
+    la.backward();
+    lb.backward();
+    CHECK(same_bits(la, lb));
+    CHECK(same_bits(a.grad(), b.grad()));
+  }
 }
 
 TEST_CASE("koleo: refuses fewer than two rows or a non-matrix", "[koleo]") {

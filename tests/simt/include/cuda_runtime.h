@@ -155,8 +155,9 @@ namespace dino::simt {
 // and kernel went to, which events were recorded after them and which streams waited on those
 // events before their next work. Off (and empty) until a test turns it on.
 struct StreamOp {
-  enum Kind { copy, kernel, record, wait, sync_event } kind;
-  cudaStream_t stream = nullptr;                 // copy, kernel, record, wait
+  // sync_stream: the host waits for a stream (cudaStreamSynchronize)
+  enum Kind { copy, kernel, record, wait, sync_event, sync_stream } kind;
+  cudaStream_t stream = nullptr;                 // copy, kernel, record, wait, sync_stream
   cudaEvent_t event = nullptr;                   // record, wait, sync_event
   cudaMemcpyKind direction = cudaMemcpyDefault;  // copy
   const void* dst = nullptr;
