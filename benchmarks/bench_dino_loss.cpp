@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
 #include "testing/op_cases.h"
 
 namespace dino::bench {
@@ -84,13 +85,15 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
       colsum(size_t(4 * K)), q(size_t(4 * tn)), logp(size_t(4 * sn)), dlogp(size_t(4 * sn)),
       partial(size_t(4 * pairs * B)), c_loss(4), c_ds(size_t(4 * sn)), c_colsum(size_t(4 * K));
   fill_uniform_f32(center0.as<float>(), K, 900, -0.1f, 0.1f);
+  DeviceBuffer tau_t(4);  // the kernels read the teacher temperature from the device
+  kc::fill_f32(tau_t.as<float>(), kTauT, 1);
   CUDA_CHECK(
       cudaMemcpyAsync(center.as(), center0.as(), size_t(4 * K), cudaMemcpyDeviceToDevice, s));
   const Work work{0, 4.0 * double(sn + tn + K) + 4.0 * double(sn + K)};
 
   auto ours = [&](const Set& x, float* l, float* d, float* cs) {
     kc::dino_loss_forward_backward(l, d, cs, x.student.as<float>(), x.teacher.as<float>(),
-                                   center.as<float>(), G, V, B, K, kTauS, kTauT, s);
+                                   center.as<float>(), G, V, B, K, kTauS, tau_t.as<float>(), s);
   };
   auto composite_loss = [&](const Set& x, float* l, float* d, float* cs) {
     composite::dl_teacher_softmax(q.as<float>(), x.teacher.as<float>(), center.as<float>(), G * B,

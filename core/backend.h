@@ -34,6 +34,13 @@ struct ViewParams;
 enum class Queue { compute, copy };
 // A point in a device's queue (opaque: a cudaEvent_t on CUDA, a time stamp on the CPU).
 struct DeviceEvent;
+// Work of the compute queue recorded once and replayed (opaque: a CUDA graph with its arena).
+struct DeviceGraph;
+struct DeviceGraphSize {
+  size_t nodes = 0;        // kernels and copies recorded
+  size_t arena_bytes = 0;  // device memory its buffers live in
+  size_t arena_peak = 0;   // the most of it in use at once while recording
+};
 
 // Rows and columns of a tensor seen as (numel / last, last): how the row ops (softmax, the
 // norms, the row reductions) and their kernels see it.
@@ -112,6 +119,20 @@ class Backend {
   // the one this process's later work goes to (index < device_count()).
   virtual int device_count() const = 0;
   virtual void select_device(int index) const = 0;
+
+  // ---- graphs: the compute queue's work recorded once, replayed by one launch ---------------
+  // (train/step_graph.h). CUDA's; the CPU runs each op as it is called and has none:
+  // graph_supported() is false there and the others throw. Between begin and end the ops queue
+  // nothing that runs: their work is recorded, and the memory they allocate lives in an arena
+  // the graph owns, at the same addresses on every replay (kernels/cuda/runtime.h says what
+  // frees, uploads and read-backs do meanwhile). abort ends a recording that failed.
+  virtual bool graph_supported() const = 0;
+  virtual void graph_begin() const = 0;
+  virtual DeviceGraph* graph_end() const = 0;
+  virtual void graph_abort() const = 0;
+  virtual void graph_launch(DeviceGraph* graph) const = 0;
+  virtual void graph_destroy(DeviceGraph* graph) const = 0;  // nullptr: nothing
+  virtual DeviceGraphSize graph_size(const DeviceGraph* graph) const = 0;
 
   // ---- the ops' kernels (core/kernel_table.def) -------------------------------------------
 #define DINO_KERNEL(name, params) virtual void name params const = 0;

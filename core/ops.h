@@ -73,9 +73,24 @@ Tensor nearest_row_diff(const Tensor& z, Tensor* index = nullptr);
 // Fused multi-head attention on packed qkv (B, N, 3 * D) -> (B, N, D), D = heads * head_dim.
 // When probs is given it receives the softmax probabilities (B, heads, N, N), detached.
 Tensor attention(const Tensor& qkv, int64_t heads, Tensor* probs = nullptr);
-// Per-sample stochastic depth: out = x * mask[b] / (1 - p), mask ~ Bernoulli(1 - p) drawn from
-// rng. Identity when p == 0 or !training.
-Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng);
+// Stochastic depth's randomness for one training step (core/drop_path_mask.h): the step's
+// nonce, (2) i32 on the model's device, and the index the step's next drop_path call takes
+// (0, 1, 2, ... in the order the forward makes them).
+struct DropPathNoise {
+  Tensor nonce;
+  uint64_t value = 0;  // what nonce holds
+  uint32_t next_call = 0;
+};
+// A nonce tensor on `device` holding `nonce`, with no call taken yet.
+DropPathNoise make_drop_path_noise(uint64_t nonce, Device device);
+// The next step's nonce, written into the same tensor when it differs from the value there (in
+// stream order on CUDA: a captured step that reads it sees the new value), and the call count
+// reset.
+void set_drop_path_nonce(DropPathNoise& noise, uint64_t nonce);
+// Per-sample stochastic depth: out = x * keep(b) / (1 - p), keep(b) with probability 1 - p from
+// noise's nonce, the call's index and the sample's place in the global batch
+// (core/batch_shard.h). Identity when p == 0 or !training (no call index taken).
+Tensor drop_path(const Tensor& x, double p, bool training, DropPathNoise& noise);
 // grid (Hi, Wi, C) -> (Ho, Wo, C), bicubic (A = -0.75), align_corners = False, sampling
 // with the given scale factors (see kernels/cpu/kernels.h).
 Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h, double scale_w);
@@ -85,6 +100,10 @@ Tensor resize_bicubic(const Tensor& grid, int64_t Ho, int64_t Wo, double scale_h
 // Returns the scalar loss of ARCHITECTURE §4.
 Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
                  double tau_s, double tau_t);
+// The teacher temperature as the backends read it: (1) on `device`, f64 on the CPU (the exact
+// double), f32 on CUDA. A tensor rather than a number so that a step captured once (CUDA graphs,
+// train/step_graph.h) reads each step's value from the device when it replays.
+Tensor teacher_temperature(double tau_t, Device device);
 // The same loss and, on request, what the one pass also gives: the teacher probabilities
 // q = softmax((t - c) / tau_t) (G*B, K), for the collapse statistics, and the column sums of the
 // raw teacher logits (K, precision::column_sums), the center update's input.
@@ -95,6 +114,6 @@ struct DinoLossResult {
   Tensor loss, q, teacher_colsum;  // q and teacher_colsum undefined unless requested
 };
 DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center,
-                         int64_t G, double tau_s, double tau_t, DinoLossRequest request);
+                         int64_t G, double tau_s, const Tensor& tau_t, DinoLossRequest request);
 
 }  // namespace dino

@@ -14,7 +14,7 @@ namespace dino {
 using namespace detail;
 
 DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center,
-                         int64_t G, double tau_s, double tau_t, DinoLossRequest request) {
+                         int64_t G, double tau_s, const Tensor& tau_t, DinoLossRequest request) {
   check_defined("dino_loss", student, "student");
   check_defined("dino_loss", teacher, "teacher");
   check_defined("dino_loss", center, "center");
@@ -35,7 +35,10 @@ DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Ten
              student.size(0), " student rows do not hold at least ", G, " views of batch ", B);
   const int64_t V = student.size(0) / B;
   DINO_CHECK(G * V - G > 0, "[dino_loss] no pair of different views (G = ", G, ", V = ", V, ")");
-  DINO_CHECK(tau_s > 0 && tau_t > 0, "[dino_loss] temperatures must be positive");
+  check_defined("dino_loss", tau_t, "tau_t");
+  DINO_CHECK(tau_t.device() == student.device() && tau_t.numel() == 1, "[dino_loss] tau_t is ",
+             tau_t.str(), ", expected one value on the logits' device");
+  DINO_CHECK(tau_s > 0, "[dino_loss] temperatures must be positive");
   if (on_cuda(student)) {
     DINO_CHECK(student.dtype() == DType::f32, "[dino_loss] logits must be f32 on CUDA, got ",
                dtype_name(student.dtype()));
@@ -61,9 +64,17 @@ DinoLossResult dino_loss(const Tensor& student, const Tensor& teacher, const Ten
   return {loss, q, colsum};
 }
 
+Tensor teacher_temperature(double tau_t, Device device) {
+  DINO_CHECK(tau_t > 0, "[dino_loss] temperatures must be positive");
+  if (device == Device::cpu) return Tensor::scalar(tau_t, DType::f64).reshape({1});
+  return Tensor::scalar(tau_t, DType::f32).reshape({1}).to(device);
+}
+
 Tensor dino_loss(const Tensor& student, const Tensor& teacher, const Tensor& center, int64_t G,
                  double tau_s, double tau_t) {
-  return dino_loss(student, teacher, center, G, tau_s, tau_t, DinoLossRequest{}).loss;
+  return dino_loss(student, teacher, center, G, tau_s, teacher_temperature(tau_t, student.device()),
+                   DinoLossRequest{})
+      .loss;
 }
 
 }  // namespace dino

@@ -115,29 +115,45 @@ Tensor attention(const Tensor& qkv, int64_t heads, Tensor* probs) {
   return out;
 }
 
-Tensor drop_path(const Tensor& x, double p, bool training, Rng& rng) {
+DropPathNoise make_drop_path_noise(uint64_t nonce, Device device) {
+  DropPathNoise noise{Tensor::zeros({2}, DType::i32, device)};
+  set_drop_path_nonce(noise, nonce);
+  return noise;
+}
+
+void set_drop_path_nonce(DropPathNoise& noise, uint64_t nonce) {
+  check_defined("drop_path", noise.nonce, "nonce");
+  noise.next_call = 0;
+  if (noise.value == nonce) return;  // zeros() wrote 0 already
+  noise.value = nonce;
+  Tensor host = Tensor::empty({2}, DType::i32);
+  host.data<int32_t>()[0] = int32_t(uint32_t(nonce));
+  host.data<int32_t>()[1] = int32_t(uint32_t(nonce >> 32));
+  noise.nonce.copy_from(host);
+}
+
+Tensor drop_path(const Tensor& x, double p, bool training, DropPathNoise& noise) {
   check_defined("drop_path", x, "x");
   DINO_CHECK(p >= 0 && p < 1, "[drop_path] probability must be in [0, 1), got ", p);
   if (p == 0 || !training) return x;
   precision::check_float_operands("drop_path", {{&x, "x"}});
   DINO_CHECK(x.dim() >= 1, "[drop_path] x needs a batch dim");
-  const int64_t B = x.size(0);
-  // One draw per sample of the whole batch (every rank's rows in a data-parallel step), in
-  // sample order, so the masks depend only on the generator state (core/batch_shard.h).
+  check_defined("drop_path", noise.nonce, "nonce");
+  DINO_CHECK(noise.nonce.device() == x.device(), "[drop_path] the nonce is on ",
+             device_name(noise.nonce.device()), ", x on ", device_name(x.device()));
+  // Local row b is global row ranks * b + rank, the loader's shard layout (core/batch_shard.h).
   const BatchShard shard = current_batch_shard();
-  std::vector<uint8_t> keep(size_t(B), 0);
-  for (int64_t g = 0; g < B * shard.ranks; ++g) {
-    const bool k = rng.bernoulli(1 - p);
-    if (g % shard.ranks == shard.rank) keep[size_t(g / shard.ranks)] = k ? 1 : 0;
-  }
+  const uint32_t call = noise.next_call++;
+  const Tensor nonce = noise.nonce;
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend(x.device(), "drop_path").drop_path(out, x, keep, p);
+  backend(x.device(), "drop_path").drop_path(out, x, nonce, call, shard.rank, shard.ranks, p);
   if (needs_grad({x})) {
     const Shape shape = x.shape();
     const DType dt = x.dtype();
+    const int rank = shard.rank, ranks = shard.ranks;
     record(out, "drop_path", {x}, [=](const Tensor& g) {
       Tensor dx = Tensor::empty(shape, dt, g.device());
-      backend(g.device()).drop_path(dx, g.to(dt), keep, p);
+      backend(g.device()).drop_path(dx, g.to(dt), nonce, call, rank, ranks, p);
       return std::vector<Tensor>{dx};
     });
   }

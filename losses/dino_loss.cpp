@@ -43,10 +43,11 @@ void deliver(const Tensor& values, int64_t ranks, double tau_t, DinoLossStats* s
 // the device; then the center update with every rank's rows, and the batch-mean entropy from
 // the global column means of q.
 Tensor forward_device_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
-                                  const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
+                                  const DinoLossConfig& cfg, double tau_t,
+                                  const Tensor& tau_t_tensor, DinoLossStats* stats,
                                   DeviceLossStats* later, dist::Communicator& comm) {
-  const DinoLossResult r =
-      dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, {true, true});
+  const DinoLossResult r = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp,
+                                     tau_t_tensor, {true, true});
   const Tensor &loss = r.loss, &q = r.q;
   NoGradGuard no_grad;
   const Backend& be = backend(teacher.device(), "dino_loss");
@@ -81,10 +82,10 @@ Tensor forward_device_distributed(const Tensor& student, const Tensor& teacher, 
 // single-process path computes it, bit for bit.
 template <class T>
 Tensor forward_cpu_distributed(const Tensor& student, const Tensor& teacher, Tensor& center,
-                               const DinoLossConfig& cfg, double tau_t, DinoLossStats* stats,
-                               dist::Communicator& comm) {
-  const DinoLossResult r =
-      dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp, tau_t, {true, false});
+                               const DinoLossConfig& cfg, double tau_t, const Tensor& tau_t_tensor,
+                               DinoLossStats* stats, dist::Communicator& comm) {
+  const DinoLossResult r = dino_loss(student, teacher, center, cfg.global_crops, cfg.student_temp,
+                                     tau_t_tensor, {true, false});
   const Tensor &loss = r.loss, &q = r.q;
   NoGradGuard no_grad;
   const int64_t R = teacher.size(0), K = teacher.size(1), W = comm.size();
@@ -140,6 +141,18 @@ DinoLoss::DinoLoss(const DinoLossConfig& cfg, int64_t iters_per_epoch) : cfg_(cf
                        iters_per_epoch};
 }
 
+void DinoLoss::set_teacher_temp(double tau_t) {
+  if (temperature_.defined() && temperature_.device() == center.device() &&
+      temperature_value_ == tau_t)
+    return;
+  const Tensor t = teacher_temperature(tau_t, center.device());
+  if (temperature_.defined() && temperature_.device() == t.device())
+    temperature_.copy_from(t);  // in place: a captured step keeps reading this tensor
+  else
+    temperature_ = t;
+  temperature_value_ = tau_t;
+}
+
 Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double tau_t,
                          DinoLossStats* stats, DeviceLossStats* later) {
   DINO_CHECK(center.device() == teacher.device() && center.dtype() == teacher.dtype(),
@@ -147,23 +160,24 @@ Tensor DinoLoss::forward(const Tensor& student, const Tensor& teacher, double ta
              ": move the loss module to the logits' device");
   DINO_CHECK(!later || teacher.device() != Device::cpu,
              "[dino_loss] statistics stay on the device only with CUDA logits");
+  set_teacher_temp(tau_t);
   if (comm_) {
     DINO_CHECK(comm_->device() == teacher.device(), "[dino_loss] ", device_name(teacher.device()),
                " logits need a ", device_name(teacher.device()), " communicator");
     if (teacher.device() != Device::cpu)
-      return forward_device_distributed(student, teacher, center, cfg_, tau_t, stats, later,
-                                        *comm_);
+      return forward_device_distributed(student, teacher, center, cfg_, tau_t, temperature_, stats,
+                                        later, *comm_);
     return teacher.dtype() == DType::f64
-               ? forward_cpu_distributed<double>(student, teacher, center, cfg_, tau_t, stats,
-                                                 *comm_)
-               : forward_cpu_distributed<float>(student, teacher, center, cfg_, tau_t, stats,
-                                                *comm_);
+               ? forward_cpu_distributed<double>(student, teacher, center, cfg_, tau_t,
+                                                 temperature_, stats, *comm_)
+               : forward_cpu_distributed<float>(student, teacher, center, cfg_, tau_t, temperature_,
+                                                stats, *comm_);
   }
   // One process: the statistics reduced by the backend (on CUDA on the device, read back with
   // the loss as three floats, the loss's one host synchronisation, or left there in *later);
   // the center updated after the loss has read it.
   const DinoLossResult r = dino_loss(student, teacher, center, cfg_.global_crops, cfg_.student_temp,
-                                     tau_t, {stats || later, true});
+                                     temperature_, {stats || later, true});
   const Tensor& loss = r.loss;
   NoGradGuard no_grad;
   const Backend& be = backend(teacher.device(), "dino_loss");

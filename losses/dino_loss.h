@@ -59,6 +59,11 @@ class DinoLoss : public Module {
   Tensor forward(const Tensor& student, const Tensor& teacher, double tau_t, DinoLossStats* stats,
                  DeviceLossStats* later = nullptr);
   double teacher_temp_at(int64_t it) const { return temp_.at(it); }
+  // Writes tau_t into the temperature tensor the loss reads (on the center's device), when it
+  // differs from the value there: forward does it itself, and a captured step
+  // (train/step_graph.h), which does not run forward again, is handed each step's value this
+  // way before it replays.
+  void set_teacher_temp(double tau_t);
   const DinoLossConfig& config() const { return cfg_; }
   // Data-parallel training (DDP's update_center): the teacher's column sums and the collapse
   // statistics' sums go through one all-reduce over comm's ranks per step, so every rank
@@ -73,6 +78,8 @@ class DinoLoss : public Module {
   DinoLossConfig cfg_;
   dist::Communicator* comm_ = nullptr;
   LinearWarmup temp_;
+  Tensor temperature_;  // (1): teacher_temperature's tensor, of the value below
+  double temperature_value_ = 0;
 };
 
 // The collapse signatures, as fractions of ln K: the teacher's mean per-image entropy above

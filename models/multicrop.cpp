@@ -13,7 +13,8 @@ DinoModel::DinoModel(const VitConfig& vit, const HeadConfig& head_cfg, Rng& rng)
   register_module("head", &head);
 }
 
-Tensor DinoModel::forward(const std::vector<Tensor>& crops, Rng* drop_rng, Tensor* cls_out) const {
+Tensor DinoModel::forward(const std::vector<Tensor>& crops, DropPathNoise* drop,
+                          Tensor* cls_out) const {
   DINO_CHECK(!crops.empty(), "[multicrop] no crops");
   std::vector<Tensor> feats;
   size_t start = 0;
@@ -23,7 +24,7 @@ Tensor DinoModel::forward(const std::vector<Tensor>& crops, Rng* drop_rng, Tenso
            crops[end].size(-2) == crops[start].size(-2))
       ++end;
     std::vector<Tensor> group(crops.begin() + long(start), crops.begin() + long(end));
-    feats.push_back(backbone.forward(group.size() == 1 ? group[0] : concat(group), drop_rng));
+    feats.push_back(backbone.forward(group.size() == 1 ? group[0] : concat(group), drop));
     start = end;
   }
   Tensor cls = feats.size() == 1 ? feats[0] : concat(feats);

@@ -15,7 +15,7 @@ class DinoModel : public Module {
   DinoModel(const VitConfig& vit, const HeadConfig& head, Rng& rng);
   // crops: one (B, C, S, S) tensor per view. Returns logits (V*B, K), view-major; cls_out
   // (optional) receives the backbone's [CLS] features (V*B, D).
-  Tensor forward(const std::vector<Tensor>& crops, Rng* drop_rng = nullptr,
+  Tensor forward(const std::vector<Tensor>& crops, DropPathNoise* drop = nullptr,
                  Tensor* cls_out = nullptr) const;
 
   VisionTransformer backbone;

@@ -77,10 +77,10 @@ AddNorm add_norm(const Residual& r, const LayerNorm& norm) {
 
 }  // namespace
 
-Residual Block::forward(const Residual& x, Rng* drop_rng, Tensor* attn_probs) const {
-  const bool drop = drop_rng && drop_path_ > 0 && is_training();
+Residual Block::forward(const Residual& x, DropPathNoise* drop, Tensor* attn_probs) const {
+  const bool dropping = drop && drop_path_ > 0 && is_training();
   const auto branch = [&](const Tensor& t) {
-    return drop ? drop_path(t, drop_path_, true, *drop_rng) : t;
+    return dropping ? drop_path(t, drop_path_, true, *drop) : t;
   };
   const AddNorm in = add_norm(x, norm1);
   Tensor a = attn.proj.forward(attention(attn.qkv.forward(in.normed), heads_, attn_probs));
@@ -152,14 +152,14 @@ Tensor VisionTransformer::embed(const Tensor& images) const {
   return add(x, interpolate_pos_encoding(images.size(2), images.size(3)));
 }
 
-Tensor VisionTransformer::forward_tokens(const Tensor& images, Rng* drop_rng) const {
+Tensor VisionTransformer::forward_tokens(const Tensor& images, DropPathNoise* drop) const {
   Residual x{embed(images), Tensor()};
-  for (const auto& blk : blocks) x = blk->forward(x, drop_rng);
+  for (const auto& blk : blocks) x = blk->forward(x, drop);
   return add_norm(x, norm).normed;
 }
 
-Tensor VisionTransformer::forward(const Tensor& images, Rng* drop_rng) const {
-  return select_token(forward_tokens(images, drop_rng), 0);
+Tensor VisionTransformer::forward(const Tensor& images, DropPathNoise* drop) const {
+  return select_token(forward_tokens(images, drop), 0);
 }
 
 Tensor VisionTransformer::last_self_attention(const Tensor& images) const {

@@ -36,7 +36,7 @@ class Block : public Module {
  public:
   Block(const VitConfig& cfg, double drop_path, Rng& rng);
   // attn_probs, when given, receives this block's attention probabilities (B, H, N, N).
-  Residual forward(const Residual& x, Rng* drop_rng, Tensor* attn_probs = nullptr) const;
+  Residual forward(const Residual& x, DropPathNoise* drop, Tensor* attn_probs = nullptr) const;
 
   LayerNorm norm1, norm2;
   struct Attention : Module {
@@ -58,11 +58,11 @@ class VisionTransformer : public Module {
   VisionTransformer(const VitConfig& cfg, Rng& rng);
   const VitConfig& config() const { return cfg_; }
 
-  // images (B, C, H, W) -> [CLS] after the final norm (B, D). drop_rng draws stochastic-depth
-  // masks when training with drop_path_rate > 0 (nullptr: no drop path).
-  Tensor forward(const Tensor& images, Rng* drop_rng = nullptr) const;
+  // images (B, C, H, W) -> [CLS] after the final norm (B, D). With drop_path_rate > 0 in
+  // training, drop gives the step's stochastic-depth noise (nullptr: no drop path).
+  Tensor forward(const Tensor& images, DropPathNoise* drop = nullptr) const;
   // All tokens after the final norm (B, 1 + N, D).
-  Tensor forward_tokens(const Tensor& images, Rng* drop_rng = nullptr) const;
+  Tensor forward_tokens(const Tensor& images, DropPathNoise* drop = nullptr) const;
   // Softmax attention of the last block (B, H, 1 + N, 1 + N), as get_last_selfattention.
   Tensor last_self_attention(const Tensor& images) const;
   // Position embeddings for an image of h x w pixels (1, 1 + N, D), DINO's interpolation.

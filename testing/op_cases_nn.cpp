@@ -148,15 +148,15 @@ void add_attention(std::vector<OpCase>& c) {
 }
 
 void add_regularisers(std::vector<OpCase>& c) {
-  // The same generator state on both sides: the same per-sample mask (Rng(1234) at p = 0.1
-  // drops 4 of 37 and 6 of 64 samples; tests/cuda/test_ops_nn.cpp checks both kinds occur).
+  // The same nonce on both sides: the same per-sample mask (at p = 0.1, nonce 1234's first call
+  // drops some but not all of 37 and of 64 samples: tests/cuda/test_ops_nn.cpp checks).
   for (const auto& [x, dt] :
        {std::pair<Shape, DType>{{37, 5, 33}, F}, {{64, 197, 384}, H}, {{37, 33}, H}})
     c.push_back(op_case(
         "drop_path", {{x, dt}},
         [](const Inputs& in) {
-          Rng rng(1234);
-          return drop_path(in[0], 0.1, true, rng);
+          DropPathNoise noise = make_drop_path_noise(1234, in[0].device());
+          return drop_path(in[0], 0.1, true, noise);
         },
         dt, "p 0.1"));
 

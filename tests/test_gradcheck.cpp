@@ -136,8 +136,9 @@ TEST_CASE("grad: drop_path with a fixed mask", "[grad]") {
   auto x = rg({6, 4, 3}, rng);
   gradcheck(
       [](auto& in) {
-        Rng masks(99);  // the same masks on every evaluation
-        return drop_path(in[0], 0.4, true, masks);
+        // The same masks on every evaluation: the same nonce, call 0.
+        DropPathNoise noise = make_drop_path_noise(99, in[0].device());
+        return drop_path(in[0], 0.4, true, noise);
       },
       {x});
 }

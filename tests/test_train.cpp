@@ -218,7 +218,7 @@ TEST_CASE("ViT-S/16 with 2x224 + 8x96 crops and K = 65536 runs a full training s
   StepSettings s;
   s.lr = 1e-4;
   s.weight_decay = 0.04;
-  Rng drop(1);
+  DropPathNoise drop = make_drop_path_noise(1, Device::cpu);
   const Tensor before = student->backbone.blocks[0]->attn.qkv.weight.clone();
   StepOutputs out = dino_step(*student, teacher, loss, opt, crops, s, &drop);
   CHECK(out.student_logits.shape() == Shape{10 * B, 65536});

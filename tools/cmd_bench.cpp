@@ -275,7 +275,7 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   const Backend& device_backend = backend(device, "bench");
   device_backend.select_attention(recipe.model.attention);
   AdamW optimizer = make_optimizer(*student);
-  Rng drop_rng = drop_path_rng(seed);
+  DropPathNoise drop = make_drop_path_noise(0, device);
   std::unique_ptr<dist::GradReducer> reducer;
   if (parallel) {
     dist::Communicator* comm = world.comm(cuda ? Device::cuda : Device::cpu);
@@ -294,6 +294,7 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   s.teacher_temp = loss_cfg.teacher_temp;
   s.clip_grad = optim.clip_grad;
   s.freeze_last_layer = false;
+  s.drop_path_nonce = drop_path_step_nonce(seed, 0);
 
   const int64_t G = loss_cfg.global_crops, L = recipe.crops.local.count;
   const int64_t global = recipe.crops.global.size, local = recipe.crops.local.size;
@@ -362,14 +363,14 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   // also synchronised before each step's clock starts, so a step's time is its own.
   auto sync = [&] { device_backend.synchronize(); };
   for (int i = 0; i < a.warmup; ++i)
-    dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng, false, reducer.get());
+    dino_step(*student, teacher, loss, optimizer, crops, s, &drop, false, reducer.get());
   sync();
   std::vector<double> ms, exposed_ms;
   double last_loss = 0;
   for (int i = 0; i < a.steps; ++i) {
     const auto t0 = Clock::now();
     StepOutputs out =
-        dino_step(*student, teacher, loss, optimizer, crops, s, &drop_rng, false, reducer.get());
+        dino_step(*student, teacher, loss, optimizer, crops, s, &drop, false, reducer.get());
     sync();
     ms.push_back(seconds_since(t0) * 1e3);
     if (reducer) exposed_ms.push_back(reducer->last_exposed_ms());
@@ -416,8 +417,7 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       const auto t1 = Clock::now();
       f.upload = uploader.upload(*f.batch);
       const auto t2 = Clock::now();
-      StepOutputs out =
-          dino_step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop_rng);
+      StepOutputs out = dino_step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop);
       f.upload.views.clear();
       if (cuda) {
         f.readback = &readbacks[next_readback];

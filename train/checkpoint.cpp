@@ -9,25 +9,6 @@ namespace {
 
 constexpr const char* kFormat = "dino-engine-checkpoint-v1";
 
-std::string rng_to_string(const Rng::State& s) {
-  std::ostringstream os;
-  for (uint64_t w : s) os << w << ' ';
-  return os.str();
-}
-
-Rng::State rng_from_string(const std::string& text, const std::string& path) {
-  Rng::State s{};
-  std::istringstream is(text);
-  bool ok = text.find('-') == std::string::npos;  // >> would wrap a negative number around
-  for (auto& w : s) ok = ok && static_cast<bool>(is >> w);
-  is >> std::ws;
-  bool any = false;
-  for (uint64_t w : s) any |= w != 0;
-  DINO_CHECK(ok && is.eof() && any, "[", path, "] corrupt checkpoint metadata: drop_rng is '", text,
-             "', expected 4 unsigned integers, not all zero");
-  return s;
-}
-
 const std::string& metadata_value(const SafeTensors& st, const std::string& key,
                                   const std::string& path) {
   auto it = st.metadata.find(key);
@@ -107,7 +88,6 @@ void save_checkpoint(const std::string& path, const CheckpointMeta& meta, const 
                     {"config", meta.config.dump()},
                     {"step", std::to_string(meta.step)},
                     {"in_chans", std::to_string(meta.in_chans)},
-                    {"drop_rng", rng_to_string(meta.drop_rng)},
                     {"ranks", std::to_string(meta.ranks)}});
 }
 
@@ -134,7 +114,6 @@ Checkpoint read_checkpoint_from(const std::string& path, SafeTensors tensors) {
   ck.meta.in_chans = parse_count(metadata_value(ck.tensors, "in_chans", path), "in_chans", path);
   DINO_CHECK(ck.meta.in_chans == 1 || ck.meta.in_chans == 3, "[", path,
              "] corrupt checkpoint metadata: in_chans is ", ck.meta.in_chans, ", expected 1 or 3");
-  ck.meta.drop_rng = rng_from_string(metadata_value(ck.tensors, "drop_rng", path), path);
   // Checkpoints from before data-parallel training have no "ranks": one process made them.
   if (md.count("ranks")) ck.meta.ranks = parse_count(md.at("ranks"), "ranks", path);
   DINO_CHECK(ck.meta.ranks >= 1, "[", path, "] corrupt checkpoint metadata: ranks is ",

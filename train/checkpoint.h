@@ -21,8 +21,7 @@ struct CheckpointMeta {
   nlohmann::json config;  // the run's merged recipe
   int64_t step = 0;       // optimizer steps done
   int64_t in_chans = 3;
-  Rng::State drop_rng{};  // stochastic-depth generator
-  int64_t ranks = 1;      // data-parallel ranks that trained it (optim.batch_size is per rank)
+  int64_t ranks = 1;  // data-parallel ranks that trained it (optim.batch_size is per rank)
 };
 
 // Throws, writing nothing, when a tensor holds a NaN or an infinity (an update that diverged):

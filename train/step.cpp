@@ -31,9 +31,9 @@ AdamW make_optimizer(const DinoModel& student) {
   return AdamW({regularized, not_regularized});
 }
 
-StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
-                      const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
-                      bool capture_grads, dist::GradReducer* reducer) {
+StepOutputs forward_backward(DinoModel& student, DinoModel& teacher, DinoLoss& loss,
+                             const std::vector<Tensor>& crops, const StepSettings& s,
+                             DropPathNoise* drop, dist::GradReducer* reducer) {
   const int64_t G = loss.config().global_crops;
   // With no local crops the global views are each other's pair, as DINO allows.
   DINO_CHECK(int64_t(crops.size()) >= G && crops.size() >= 2, "[train] ", crops.size(),
@@ -44,7 +44,8 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
     std::vector<Tensor> globals(crops.begin(), crops.begin() + G);
     out.teacher_logits = teacher.forward(globals, nullptr, &out.teacher_cls);
   }
-  out.student_logits = student.forward(crops, drop_rng, &out.student_cls);
+  if (drop) set_drop_path_nonce(*drop, s.drop_path_nonce);
+  out.student_logits = student.forward(crops, drop, &out.student_cls);
   if (s.defer_stats) {
     DINO_CHECK(out.student_logits.device() == Device::cuda,
                "[train] statistics stay on the device "
@@ -79,6 +80,13 @@ StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, Ad
   if (reducer) reducer->prepare();
   out.loss.backward();
   if (reducer) reducer->finish();
+  return out;
+}
+
+StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
+                      const std::vector<Tensor>& crops, const StepSettings& s, DropPathNoise* drop,
+                      bool capture_grads, dist::GradReducer* reducer) {
+  StepOutputs out = forward_backward(student, teacher, loss, crops, s, drop, reducer);
   if (capture_grads)
     for (auto& [name, p] : student.named_parameters())
       if (p.grad().defined()) out.grads.push_back({name, p.grad().clone()});

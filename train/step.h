@@ -30,6 +30,8 @@ struct StepSettings {
   // then checks the loss when the statistics arrive, after this step's update
   // (train/stats_readback.h); by default dino_step reads them back and stops before it.
   bool defer_stats = false;
+  // The step's stochastic-depth nonce (core/drop_path_mask.h; train/trainer.h gives a run's).
+  uint64_t drop_path_nonce = 0;
 };
 
 // A step's statistics still on the device (StepSettings::defer_stats).
@@ -68,8 +70,14 @@ std::string nonfinite_ranks_note(const DinoLossStats& stats);
 // final, before clipping (DDP's order); the loss's communicator (DinoLoss::set_communicator)
 // keeps the center global.
 StepOutputs dino_step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
-                      const std::vector<Tensor>& crops, const StepSettings& s, Rng* drop_rng,
+                      const std::vector<Tensor>& crops, const StepSettings& s, DropPathNoise* drop,
                       bool capture_grads = false, dist::GradReducer* reducer = nullptr);
+
+// The part of dino_step up to the update: the forwards, the loss (the center updated), the
+// backward into the student's gradients (averaged over the ranks with a reducer).
+StepOutputs forward_backward(DinoModel& student, DinoModel& teacher, DinoLoss& loss,
+                             const std::vector<Tensor>& crops, const StepSettings& s,
+                             DropPathNoise* drop, dist::GradReducer* reducer = nullptr);
 
 // The part of dino_step after the backward, on the gradients the student's parameters hold:
 // per-parameter clipping, the last-layer freeze, AdamW with this step's lr and weight decay,

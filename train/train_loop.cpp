@@ -67,12 +67,13 @@ TrainLoop::PendingStep TrainLoop::run_step() {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wait0).count();
   r.settings = schedules_.at(step, *state_.loss);
   r.settings.defer_stats = options_.pipelined;
+  r.settings.drop_path_nonce = drop_path_step_nonce(recipe_.run.seed, step);
   p.upload = uploader_.upload(*p.batch);
   const BatchShardScope shard(plan_.rank, plan_.ranks);
   // Not pipelined, dino_step stops the run on a non-finite loss before the update, as
   // main_dino does; pipelined, finish() stops it once the statistics arrive.
   StepOutputs out = dino_step(*state_.student, *state_.teacher, *state_.loss, *state_.optimizer,
-                              p.upload.views, r.settings, &state_.drop_rng, false, reducer_.get());
+                              p.upload.views, r.settings, &state_.drop, false, reducer_.get());
   p.upload.views.clear();  // the device tensors return to the pool in stream order
   state_.step = step + 1;
   r.step = state_.step;

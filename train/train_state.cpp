@@ -38,7 +38,7 @@ TrainState::TrainState(const Recipe& recipe, int64_t in_chans_, int64_t iters_pe
     : student(build_student(recipe, in_chans_)),
       teacher(build_teacher(*student)),
       loss(std::make_unique<DinoLoss>(recipe.loss, iters_per_epoch)),
-      drop_rng(drop_path_rng(recipe.run.seed)),
+      drop(make_drop_path_noise(0, device)),
       in_chans(in_chans_) {
   if (device != Device::cpu) {
     student->to(device);
@@ -73,7 +73,6 @@ void TrainState::resume(const std::string& path, const Recipe& recipe, int ranks
   load_module(*loss, ck, "loss.");
   load_optimizer(*optimizer, ck);
   step = ck.meta.step;
-  drop_rng.set_state(ck.meta.drop_rng);
 }
 
 void TrainState::init_backbones_from(const std::string& path) {
@@ -89,7 +88,6 @@ void TrainState::save(const std::string& path, const Recipe& recipe, int ranks) 
   meta.config = recipe.json;
   meta.step = step;
   meta.in_chans = in_chans;
-  meta.drop_rng = drop_rng.state();
   save_checkpoint(path, meta, *student, *teacher, *loss, *optimizer);
 }
 

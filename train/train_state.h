@@ -34,7 +34,7 @@ struct TrainState {
   std::unique_ptr<DinoModel> student, teacher;
   std::unique_ptr<DinoLoss> loss;
   std::unique_ptr<AdamW> optimizer;
-  Rng drop_rng;
+  DropPathNoise drop;  // the nonce tensor on the models' device; dino_step sets it each step
   int64_t in_chans;
   int64_t step = 0;  // optimizer steps done
 };

@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.h"
 #include "core/backend.h"
+#include "core/drop_path_mask.h"
 #include "dist/world.h"
 #include "train/knn.h"
 #include "train/metrics_log.h"
@@ -67,7 +68,9 @@ std::string describe_device(Device device) {
   return device_name(device);
 }
 
-Rng drop_path_rng(uint64_t seed) { return Rng::derive({seed, 0xd7097a7full}); }
+uint64_t drop_path_step_nonce(uint64_t seed, int64_t step) {
+  return drop_path_nonce(mix64(seed ^ 0xd7097a7full), step);
+}
 
 std::unique_ptr<DinoModel> build_teacher(const DinoModel& student) {
   VitConfig vit = student.backbone.config();

@@ -67,8 +67,10 @@ struct TrainResult {
 // `dino knn` builds its random-init control with the same function.
 std::unique_ptr<DinoModel> build_student(const Recipe& recipe, int64_t in_chans);
 
-// The stochastic-depth generator of a run with this seed (its state is checkpointed).
-Rng drop_path_rng(uint64_t seed);
+// The stochastic-depth nonce of optimizer step `step` (0-based) of a run seeded `seed`
+// (core/drop_path_mask.h): a function of the two, so a resumed run draws the masks an
+// uninterrupted one draws without any checkpointed generator state.
+uint64_t drop_path_step_nonce(uint64_t seed, int64_t step);
 
 // The EMA teacher of `student`: the same architecture without stochastic depth, starting
 // from the student's weights, no parameter requiring grad.

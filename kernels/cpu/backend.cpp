@@ -127,6 +127,12 @@ void CpuBackend::copy_to_host_async(void* pinned_dst, const void* src, size_t by
   if (bytes) std::memcpy(pinned_dst, src, bytes);
 }
 
+void CpuBackend::no_graphs() {
+  throw Error(
+      "[graph] the cpu backend records no graphs: it runs each op as it is called "
+      "(train.cuda_graph is for --device cuda)");
+}
+
 void CpuBackend::select_device(int index) const {
   DINO_CHECK(index == 0, "[select_device] the cpu backend has one device (0), asked for ", index);
 }

@@ -65,10 +65,20 @@ class CpuBackend final : public Backend {
                           Queue queue) const override;
   int device_count() const override { return 1; }
   void select_device(int index) const override;
+  bool graph_supported() const override { return false; }
+  void graph_begin() const override { no_graphs(); }
+  DeviceGraph* graph_end() const override { no_graphs(); }
+  void graph_abort() const override { no_graphs(); }
+  void graph_launch(DeviceGraph*) const override { no_graphs(); }
+  void graph_destroy(DeviceGraph*) const override {}
+  DeviceGraphSize graph_size(const DeviceGraph*) const override { no_graphs(); }
 
 #define DINO_KERNEL(name, params) void name params const override;
 #include "core/kernel_table.def"
 #undef DINO_KERNEL
+
+ private:
+  [[noreturn]] static void no_graphs();
 };
 
 }  // namespace dino::kernels::cpu

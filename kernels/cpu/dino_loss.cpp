@@ -190,7 +190,12 @@ template void dino_center_update<double>(double*, const double*, int64_t, int64_
 // reads the teacher probabilities q the forward kept, and the upstream gradient from the host.
 void CpuBackend::dino_loss(const Tensor& loss, const Tensor& q, const Tensor& teacher_colsum,
                            Tensor& saved, const Tensor& student, const Tensor& teacher,
-                           const Tensor& center, int64_t G, double tau_s, double tau_t) const {
+                           const Tensor& center, int64_t G, double tau_s,
+                           const Tensor& tau_t_tensor) const {
+  DINO_CHECK(tau_t_tensor.dtype() == DType::f64 && tau_t_tensor.numel() == 1,
+             "[dino_loss] the teacher temperature must be one f64 on the CPU, got ",
+             tau_t_tensor.str());
+  const double tau_t = *tau_t_tensor.data<double>();
   const int64_t K = student.size(1), B = teacher.size(0) / G, V = student.size(0) / B;
   const Tensor probs = q.defined() ? q : Tensor::empty({G * B, K}, student.dtype());
   dispatch_float("dino_loss", student.dtype(), [&](auto tag) {

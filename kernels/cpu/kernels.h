@@ -85,8 +85,10 @@ void dino_center_update(T* center, const double* colsum, int64_t rows, int64_t K
 void dino_teacher_stats(double* stats, double loss, const double* q, int64_t R, int64_t K);
 
 // ---- drop_path.cpp ----------------------------------------------------------------------------
-// out (B, S) <- x (B, S): out[b, :] = x[b, :] * (keep[b] ? scale : 0), forward and backward alike
+// out (B, S) <- x (B, S): out[b, :] = x[b, :] * (keep ? scale : 0), forward and backward alike,
+// keep = drop_path_keep(nonce, call, b * sample_stride + sample_offset, threshold)
 template <class T>
-void drop_path_apply(T* out, const T* x, const uint8_t* keep, T scale, int64_t B, int64_t S);
+void drop_path_apply(T* out, const T* x, uint64_t nonce, uint32_t call, int64_t sample_offset,
+                     int64_t sample_stride, uint32_t threshold, T scale, int64_t B, int64_t S);
 
 }  // namespace dino::kernels::cpu

@@ -8,6 +8,7 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/mma_sm80.cuh"
+#include "kernels/cuda/runtime.h"
 // After the primitives it is written against:
 #include "kernels/cuda/attention_mma.cuh"
 
@@ -95,9 +96,8 @@ template <int D>
 void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
               const __nv_bfloat16* out, const float* lse, int B, int N, int H,
               cudaStream_t stream) {
-  float* dv = nullptr;
   const int64_t rows = int64_t(B) * N * H;
-  CUDA_CHECK(cudaMallocAsync(&dv, size_t(rows) * sizeof(float), stream));
+  float* dv = static_cast<float*>(scratch_alloc(size_t(rows) * sizeof(float), stream));
   attention_backward_dot_kernel<D>
       <<<int((rows * (D / 8) + 255) / 256), 256, 0, stream>>>(dv, dout, out, B, N, H);
   CUDA_CHECK(cudaGetLastError());
@@ -111,7 +111,7 @@ void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat1
   mma::backward_dq_kernel<D>
       <<<grid, mma::kThreads, T::kDq, stream>>>(dqkv, dout, qkv, lse, dv, N, H);
   CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaFreeAsync(dv, stream));
+  scratch_free(dv, stream);
 }
 
 }  // namespace

@@ -45,6 +45,7 @@
 #include "kernels/cuda/augment.h"
 #include "kernels/cuda/backend.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/runtime.h"
 
 namespace dino::kernels::cuda {
 
@@ -345,8 +346,8 @@ void augment_views(float* out, const uint8_t* src, const AugmentSource* sources,
     norm.inv_std[c] = 1.f / std[c];
   }
   const int R = max_box_height > S ? max_box_height : S;  // also the blur's S x S intermediate
-  float* rows = nullptr;
-  CUDA_CHECK(cudaMallocAsync(&rows, size_t(pairs) * C * R * S * sizeof(float), stream));
+  float* rows =
+      static_cast<float*>(scratch_alloc(size_t(pairs) * C * R * S * sizeof(float), stream));
   const dim3 row_grid(unsigned(pairs), unsigned((int64_t(R) * S + kRowThreads - 1) / kRowThreads));
   if (C == 3)
     augment_rows_kernel<3><<<row_grid, kRowThreads, 0, stream>>>(
@@ -362,7 +363,7 @@ void augment_views(float* out, const uint8_t* src, const AugmentSource* sources,
     augment_view_kernel<1><<<pairs, kViewThreads, 0, stream>>>(
         out, rows, params, B, views_per_sample, first_view, S, R, norm);
   CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaFreeAsync(rows, stream));
+  scratch_free(rows, stream);
 }
 
 void CudaBackend::augment_views(const Tensor& out, const uint8_t* src,

@@ -27,6 +27,21 @@ void* event_of(DeviceEvent* e) { return static_cast<void*>(e); }
 
 }  // namespace
 
+cuda::Graph* graph_of(DeviceGraph* g) { return reinterpret_cast<cuda::Graph*>(g); }
+
+DeviceGraph* CudaBackend::graph_end() const {
+  return reinterpret_cast<DeviceGraph*>(cuda::capture_end());
+}
+
+void CudaBackend::graph_launch(DeviceGraph* graph) const { cuda::graph_launch(graph_of(graph)); }
+
+void CudaBackend::graph_destroy(DeviceGraph* graph) const { cuda::graph_destroy(graph_of(graph)); }
+
+DeviceGraphSize CudaBackend::graph_size(const DeviceGraph* graph) const {
+  const cuda::GraphSize s = cuda::graph_size(reinterpret_cast<const cuda::Graph*>(graph));
+  return {s.nodes, s.arena_bytes, s.arena_peak};
+}
+
 DeviceEvent* CudaBackend::event_create(bool timing) const {
   return static_cast<DeviceEvent*>(cuda::event_create(timing));
 }

@@ -76,6 +76,13 @@ class CudaBackend final : public Backend {
                           Queue queue) const override;
   int device_count() const override { return cuda::device_count(); }
   void select_device(int index) const override { cuda::set_device(index); }
+  bool graph_supported() const override { return true; }
+  void graph_begin() const override { cuda::capture_begin(); }
+  DeviceGraph* graph_end() const override;
+  void graph_abort() const override { cuda::capture_abort(); }
+  void graph_launch(DeviceGraph* graph) const override;
+  void graph_destroy(DeviceGraph* graph) const override;
+  DeviceGraphSize graph_size(const DeviceGraph* graph) const override;
 
 #define DINO_KERNEL(name, params) void name params const override;
 #include "core/kernel_table.def"

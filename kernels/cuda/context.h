@@ -68,4 +68,10 @@ struct Context {
 // The context of the current device (cudaGetDevice), created on first use.
 Context& context();
 
+// The graph arena's side of alloc() and free() (kernels/cuda/graph.cu): a buffer from the arena
+// of the capture in progress (nullptr when none is), and whether free() is handled there (an
+// arena's buffer, or one freed while capturing, whose free waits for the capture's end).
+void* arena_alloc(size_t bytes);
+bool arena_free(void* p);
+
 }  // namespace dino::kernels::cuda

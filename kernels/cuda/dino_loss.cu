@@ -58,6 +58,7 @@
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/mma_sm80.cuh"  // dynamic_smem
+#include "kernels/cuda/runtime.h"
 
 namespace dino::kernels::cuda {
 
@@ -278,7 +279,8 @@ __global__ void __launch_bounds__(kThreads)
     dino_stats_kernel(float2* partial, float* colsum_partial, int* done,
                       const float* __restrict__ student, const float* __restrict__ teacher,
                       const float* __restrict__ center, int G, int V, int B, int K, int sweeps,
-                      float inv_tau_s, float inv_tau_t) {
+                      float inv_tau_s, const float* tau_t) {
+  const float inv_tau_t = 1.f / *tau_t;
   const int views = G + V;
   const int group = blockIdx.y / views, view = blockIdx.y % views;
   const bool is_teacher = view < G;
@@ -331,7 +333,8 @@ __global__ void __launch_bounds__(kThreads)
                           const float* __restrict__ student, const float* __restrict__ teacher,
                           const float* __restrict__ center, const float2* partial,
                           const float* colsum_partial, int G, int V, int B, int K, int chunks,
-                          float inv_tau_s, float inv_tau_t, float grad_scale, double inv_nB) {
+                          float inv_tau_s, const float* tau_t, float grad_scale, double inv_nB) {
+  const float inv_tau_t = 1.f / *tau_t;
   float* lse = reinterpret_cast<float*>(dynamic_smem());  // sample b's rows: teacher, student
   const int b = B - 1 - int(blockIdx.y);
   sample_lse(lse, partial, b, G + V, B, chunks);
@@ -467,7 +470,8 @@ int stats_sweeps(int K, int vw) {
 template <int VW>
 void launch_forward_backward(float* loss, float* dstudent, float* teacher_colsum, float* q,
                              const float* student, const float* teacher, const float* center, int G,
-                             int V, int B, int K, float tau_s, float tau_t, cudaStream_t stream) {
+                             int V, int B, int K, float tau_s, const float* tau_t,
+                             cudaStream_t stream) {
   const int views = G + V;
   const int groups = (B + kStatsRows - 1) / kStatsRows;
   const int sweeps = stats_sweeps(K, VW);
@@ -485,9 +489,8 @@ void launch_forward_backward(float* loss, float* dstudent, float* teacher_colsum
       teacher_colsum ? aligned_bytes(size_t(groups) * G * K * sizeof(float)) : 0;
   const size_t lse_bytes = aligned_bytes(size_t(V) * B * sizeof(float));
   const size_t dot_bytes = aligned_bytes(size_t(n_partial) * sizeof(float));
-  char* scratch = nullptr;
-  CUDA_CHECK(cudaMallocAsync(
-      &scratch, partial_bytes + colsum_bytes + lse_bytes + dot_bytes + sizeof(int), stream));
+  char* scratch = static_cast<char*>(
+      scratch_alloc(partial_bytes + colsum_bytes + lse_bytes + dot_bytes + sizeof(int), stream));
   float2* partial = reinterpret_cast<float2*>(scratch);
   float* colsum_partial =
       teacher_colsum ? reinterpret_cast<float*>(scratch + partial_bytes) : nullptr;
@@ -498,19 +501,19 @@ void launch_forward_backward(float* loss, float* dstudent, float* teacher_colsum
 
   dino_stats_kernel<VW><<<stats_grid, kThreads, 0, stream>>>(partial, colsum_partial, done, student,
                                                              teacher, center, G, V, B, K, sweeps,
-                                                             1.f / tau_s, 1.f / tau_t);
+                                                             1.f / tau_s, tau_t);
   CUDA_CHECK(cudaGetLastError());
   dino_loss_grad_kernel<VW><<<grad_grid, kThreads, size_t(views) * sizeof(float), stream>>>(
       loss, dstudent, q, teacher_colsum, lse_s, dot_partial, done, student, teacher, center,
-      partial, colsum_partial, G, V, B, K, chunks, 1.f / tau_s, 1.f / tau_t,
+      partial, colsum_partial, G, V, B, K, chunks, 1.f / tau_s, tau_t,
       float(1.0 / (nB * double(tau_s))), 1.0 / nB);
   CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaFreeAsync(scratch, stream));
+  scratch_free(scratch, stream);
 }
 
 void forward_backward(float* loss, float* dstudent, float* teacher_colsum, float* q,
                       const float* student, const float* teacher, const float* center, int G, int V,
-                      int B, int K, float tau_s, float tau_t, cudaStream_t stream) {
+                      int B, int K, float tau_s, const float* tau_t, cudaStream_t stream) {
   const int64_t n_pairs = int64_t(G) * V - G;
   DINO_CHECK(G >= 1 && V >= G && B >= 1 && K >= 1 && n_pairs > 0, "[dino_loss] bad sizes G=", G,
              " V=", V, " B=", B, " K=", K);
@@ -529,7 +532,7 @@ void forward_backward(float* loss, float* dstudent, float* teacher_colsum, float
 
 void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_colsum,
                                 const float* student, const float* teacher, const float* center,
-                                int G, int V, int B, int K, float tau_s, float tau_t,
+                                int G, int V, int B, int K, float tau_s, const float* tau_t,
                                 cudaStream_t stream) {
   forward_backward(loss, dstudent, teacher_colsum, nullptr, student, teacher, center, G, V, B, K,
                    tau_s, tau_t, stream);
@@ -537,7 +540,7 @@ void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_col
 
 void dino_loss_forward_backward_q(float* loss, float* dstudent, float* teacher_colsum, float* q,
                                   const float* student, const float* teacher, const float* center,
-                                  int G, int V, int B, int K, float tau_s, float tau_t,
+                                  int G, int V, int B, int K, float tau_s, const float* tau_t,
                                   cudaStream_t stream) {
   forward_backward(loss, dstudent, teacher_colsum, q, student, teacher, center, G, V, B, K, tau_s,
                    tau_t, stream);
@@ -557,13 +560,12 @@ void dino_teacher_stats(float* stats, const float* loss, const float* q, int R, 
                         cudaStream_t stream) {
   DINO_CHECK(R >= 1 && K >= 1, "[dino_loss] bad teacher statistics sizes R=", R, " K=", K);
   const int blocks = (K + kThreads - 1) / kThreads;
-  float* partial = nullptr;
-  CUDA_CHECK(cudaMallocAsync(&partial, size_t(2) * blocks * sizeof(float), stream));
+  float* partial = static_cast<float*>(scratch_alloc(size_t(2) * blocks * sizeof(float), stream));
   dino_teacher_stats_kernel<<<blocks, kThreads, 0, stream>>>(partial, q, R, K);
   CUDA_CHECK(cudaGetLastError());
   dino_teacher_stats_finalize_kernel<<<1, kThreads, 0, stream>>>(stats, loss, partial, blocks, R);
   CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaFreeAsync(partial, stream));
+  scratch_free(partial, stream);
 }
 
 void dino_center_update(float* center, const float* teacher_colsum, int64_t rows, int K,
@@ -579,7 +581,10 @@ void dino_center_update(float* center, const float* teacher_colsum, int64_t rows
 // scales on the device: no host synchronisation), the teacher's column sums and, on request, q.
 void CudaBackend::dino_loss(const Tensor& loss, const Tensor& q, const Tensor& teacher_colsum,
                             Tensor& saved, const Tensor& student, const Tensor& teacher,
-                            const Tensor& center, int64_t G, double tau_s, double tau_t) const {
+                            const Tensor& center, int64_t G, double tau_s,
+                            const Tensor& tau_t) const {
+  DINO_CHECK(tau_t.device() == Device::cuda && tau_t.dtype() == DType::f32 && tau_t.numel() == 1,
+             "[dino_loss] the teacher temperature must be one f32 on the GPU, got ", tau_t.str());
   const int64_t K = student.size(1), B = teacher.size(0) / G, V = student.size(0) / B;
   Tensor ds = Tensor::empty(student.shape(), DType::f32, Device::cuda);
   // The kernel always forms the column sums: scratch when they are not wanted.
@@ -590,11 +595,11 @@ void CudaBackend::dino_loss(const Tensor& loss, const Tensor& q, const Tensor& t
   if (q.defined())
     dino_loss_forward_backward_q(f32_ptr(loss), f32_ptr(ds), f32_ptr(colsum), f32_ptr(q),
                                  f32_ptr(student), f32_ptr(teacher), f32_ptr(center), g, v, b, k,
-                                 float(tau_s), float(tau_t), op_stream());
+                                 float(tau_s), f32_ptr(tau_t), op_stream());
   else
     dino_loss_forward_backward(f32_ptr(loss), f32_ptr(ds), f32_ptr(colsum), f32_ptr(student),
                                f32_ptr(teacher), f32_ptr(center), g, v, b, k, float(tau_s),
-                               float(tau_t), op_stream());
+                               f32_ptr(tau_t), op_stream());
   saved = ds;
 }
 

@@ -48,9 +48,11 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bflo
 // loss (1), dstudent (V*B, K), teacher_colsum (K) <- student (V*B, K), teacher (G*B, K), center (K)
 // loss = L, dstudent = dL/dstudent (for an upstream gradient of 1), teacher_colsum = the
 // column sums of the raw teacher logits (all-reduce it across ranks before the center update).
+// tau_t (1) is on the DEVICE, read by the kernels: a captured step replays with the temperature
+// the step wrote there (its schedule changes it every step of the warm-up).
 void dino_loss_forward_backward(float* loss, float* dstudent, float* teacher_colsum,
                                 const float* student, const float* teacher, const float* center,
-                                int G, int V, int B, int K, float tau_s, float tau_t,
+                                int G, int V, int B, int K, float tau_s, const float* tau_t,
                                 cudaStream_t stream);
 // center (K) <- momentum * center + (1 - momentum) * teacher_colsum (K) / rows
 // rows = the number of teacher rows summed into teacher_colsum (G*B times the ranks).
@@ -260,13 +262,19 @@ void log_softmax_backward(float* dx, const float* dout, const float* x, const fl
 void log_softmax_backward(__nv_bfloat16* dx, const __nv_bfloat16* dout, const __nv_bfloat16* x,
                           const float* lse, int64_t N, int C, cudaStream_t stream);
 
-// Drop path, forward and backward alike: out[b, :] = x[b, :] * (keep[b] ? scale : 0).
-// out (B, S) <- x (B, S); keep (B) is a HOST array (0/1), passed in the launch parameters (no
-// upload, no synchronisation).
-void drop_path_apply(float* out, const float* x, const uint8_t* keep, float scale, int64_t B,
+// Drop path, forward and backward alike: out[b, :] = x[b, :] * (keep ? scale : 0) with
+// keep = drop_path_keep(nonce, call, b * sample_stride + sample_offset, threshold)
+// (core/drop_path_mask.h). out (B, S) <- x (B, S); nonce (2) int32 on the DEVICE, read by the
+// kernel, so a captured launch replays with whatever nonce the step wrote there.
+struct DropPathMask {
+  const int32_t* nonce;
+  uint32_t call, threshold;
+  int64_t sample_offset, sample_stride;
+};
+void drop_path_apply(float* out, const float* x, const DropPathMask& mask, float scale, int64_t B,
                      int64_t S, cudaStream_t stream);
-void drop_path_apply(__nv_bfloat16* out, const __nv_bfloat16* x, const uint8_t* keep, float scale,
-                     int64_t B, int64_t S, cudaStream_t stream);
+void drop_path_apply(__nv_bfloat16* out, const __nv_bfloat16* x, const DropPathMask& mask,
+                     float scale, int64_t B, int64_t S, cudaStream_t stream);
 
 // Bicubic resize of a channels-last grid, kernels/cpu/kernels.h's arithmetic (A = -0.75,
 // align_corners = False, clamped taps, src = (dst + 0.5) / scale - 0.5). Deterministic.
@@ -281,7 +289,7 @@ void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int 
 // the teacher probabilities the loss used (for the collapse statistics).
 void dino_loss_forward_backward_q(float* loss, float* dstudent, float* teacher_colsum, float* q,
                                   const float* student, const float* teacher, const float* center,
-                                  int G, int V, int B, int K, float tau_s, float tau_t,
+                                  int G, int V, int B, int K, float tau_s, const float* tau_t,
                                   cudaStream_t stream);
 // out (n) <- dstudent (n) * dloss (1, device): the saved gradient times the upstream gradient.
 void dino_loss_scale_grad(float* out, const float* dstudent, const float* dloss, int64_t n,

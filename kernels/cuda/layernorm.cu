@@ -31,6 +31,7 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
 
 namespace dino::kernels::cuda {
 
@@ -301,8 +302,8 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bflo
   int rows_per_block = (N + target - 1) / target;
   if (rows_per_block < kWarps) rows_per_block = kWarps;
   const int blocks = (N + rows_per_block - 1) / rows_per_block;
-  float* partial = nullptr;
-  CUDA_CHECK(cudaMallocAsync(&partial, size_t(2) * blocks * C * sizeof(float), stream));
+  float* partial =
+      static_cast<float*>(scratch_alloc(size_t(2) * blocks * C * sizeof(float), stream));
   float* dweight_partial = partial;
   float* dbias_partial = partial + int64_t(blocks) * C;
   const bool vec =
@@ -316,7 +317,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const __nv_bflo
   layernorm_param_grad_reduce_kernel<<<(C + 31) / 32, kPartialColumnThreads, 0, stream>>>(
       dweight, dbias, dweight_partial, dbias_partial, blocks, C);
   CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaFreeAsync(partial, stream));
+  scratch_free(partial, stream);
 }
 
 void CudaBackend::layer_norm(const Tensor& out, const Tensor& mean, const Tensor& rstd,

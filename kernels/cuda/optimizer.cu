@@ -41,6 +41,7 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
 
 namespace dino::kernels::cuda {
 
@@ -335,15 +336,13 @@ void grad_norms(float* norms, const TensorSpan* tensors, int n, cudaStream_t str
   const int grid = multi_tensor_grid(grad_norms_kernel);
   // One allocation: the partials, then the counter.
   const size_t partial_bytes = size_t(n) * grid * sizeof(float);
-  char* scratch = nullptr;
-  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&scratch), partial_bytes + sizeof(unsigned),
-                             stream));
+  char* scratch = static_cast<char*>(scratch_alloc(partial_bytes + sizeof(unsigned), stream));
   unsigned* counter = reinterpret_cast<unsigned*>(scratch + partial_bytes);
   CUDA_CHECK(cudaMemsetAsync(counter, 0, sizeof(unsigned), stream));
   grad_norms_kernel<<<grid, kThreads, 0, stream>>>(norms, reinterpret_cast<float*>(scratch),
                                                    counter, tensors, n);
   CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaFreeAsync(scratch, stream));
+  scratch_free(scratch, stream);
 }
 
 void scale_by_norms(const TensorSpan* tensors, const float* norms, int n, double max_norm,

@@ -31,6 +31,7 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
 
 namespace dino::kernels::cuda {
 
@@ -203,9 +204,7 @@ void sum_all(void* out, bool out_bf16, const void* x, bool x_bf16, int64_t n, fl
   // A fixed number of blocks for a given n on a given device: the summation order is fixed.
   const int64_t cap = int64_t(sm_count()) * 4;
   const int P = int(std::max<int64_t>(1, std::min((n + kThreads - 1) / kThreads, cap)));
-  float* partials = nullptr;
-  CUDA_CHECK(
-      cudaMallocAsync(reinterpret_cast<void**>(&partials), size_t(P) * sizeof(float), stream));
+  float* partials = static_cast<float*>(scratch_alloc(size_t(P) * sizeof(float), stream));
   if (x_bf16)
     launch_sum_partials<__nv_bfloat16>(partials, x, n, P, stream);
   else
@@ -216,7 +215,7 @@ void sum_all(void* out, bool out_bf16, const void* x, bool x_bf16, int64_t n, fl
   else
     sum_final_kernel<<<1, kThreads, 0, stream>>>(static_cast<float*>(out), partials, P, divisor);
   CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaFreeAsync(partials, stream));
+  scratch_free(partials, stream);
 }
 
 void reduce_rows(void* out, const void* x, bool bf16, int64_t R, int64_t C, RowReduce op,

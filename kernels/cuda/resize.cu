@@ -22,6 +22,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
 
 namespace dino::kernels::cuda {
 
@@ -109,7 +110,7 @@ struct Scratch {
 Scratch alloc_scratch(int Hi, int Wi, int Ho, int Wo, int C, cudaStream_t stream) {
   const size_t ny = size_t(Ho) * Hi, nx = size_t(Wo) * Wi, nr = size_t(Ho) * Wi * C;
   Scratch s{};
-  CUDA_CHECK(cudaMallocAsync(&s.base, (ny + nx + nr) * sizeof(float), stream));
+  s.base = static_cast<float*>(scratch_alloc((ny + nx + nr) * sizeof(float), stream));
   s.wy = s.base;
   s.wx = s.base + ny;
   s.rows = s.base + ny + nx;
@@ -128,7 +129,7 @@ void bicubic_resize_forward(float* out, const float* in, int Hi, int Wi, int Ho,
   apply(s.rows, s.wy, in, 1, Ho, Hi, int64_t(Wi) * C, false, stream);
   // out (Ho, Wo, C) = per oy: Wx (Wo, Wi) · rows (Ho, Wi, C)
   apply(out, s.wx, s.rows, Ho, Wo, Wi, C, false, stream);
-  CUDA_CHECK(cudaFreeAsync(s.base, stream));
+  scratch_free(s.base, stream);
 }
 
 void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int Ho, int Wo, int C,
@@ -141,7 +142,7 @@ void bicubic_resize_backward(float* din, const float* dout, int Hi, int Wi, int 
   apply(s.rows, s.wx, dout, Ho, Wi, Wo, C, true, stream);
   // din (1, Hi, Wi*C) = Wy^T (Hi, Ho) · rows (1, Ho, Wi*C)
   apply(din, s.wy, s.rows, 1, Hi, Ho, int64_t(Wi) * C, true, stream);
-  CUDA_CHECK(cudaFreeAsync(s.base, stream));
+  scratch_free(s.base, stream);
 }
 
 void CudaBackend::resize_bicubic(const Tensor& out, const Tensor& grid, double scale_h,

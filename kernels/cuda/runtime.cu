@@ -144,15 +144,26 @@ void set_poison_allocations(bool on) { poison_allocations = on; }
 
 void* alloc(size_t bytes) {
   if (bytes == 0) return nullptr;
-  void* p = nullptr;
   const cudaStream_t s = context().stream;
-  CUDA_CHECK(cudaMallocAsync(&p, bytes, s));
+  void* p = arena_alloc(bytes);
+  if (!p) CUDA_CHECK(cudaMallocAsync(&p, bytes, s));
   if (poison_allocations) CUDA_CHECK(cudaMemsetAsync(p, 0xFF, bytes, s));
   return p;
 }
 
 void free(void* p) {
-  if (p) CUDA_CHECK(cudaFreeAsync(p, context().stream));
+  if (p && !arena_free(p)) CUDA_CHECK(cudaFreeAsync(p, context().stream));
+}
+
+void* scratch_alloc(size_t bytes, void* stream) {
+  if (bytes == 0) return nullptr;
+  void* p = arena_alloc(bytes);
+  if (!p) CUDA_CHECK(cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(stream)));
+  return p;
+}
+
+void scratch_free(void* p, void* stream) {
+  if (p && !arena_free(p)) CUDA_CHECK(cudaFreeAsync(p, static_cast<cudaStream_t>(stream)));
 }
 
 namespace {
@@ -191,6 +202,9 @@ Context::StagingBlock* free_staging_block(Context& ctx, size_t bytes) {
 // step's crops thus upload while this step's backward still runs.
 void copy_h2d(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
+  DINO_CHECK(!capturing(), "[cuda graph] an upload of ", bytes,
+             " bytes inside a captured step: "
+             "the graph would replay this step's data; write per-step values before the launch");
   Context& ctx = context();
   std::lock_guard<std::mutex> lock(ctx.staging_mutex);
   Context::StagingBlock* b = free_staging_block(ctx, bytes);
@@ -206,6 +220,8 @@ void copy_h2d(void* dst, const void* src, size_t bytes) {
 
 void copy_d2h(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
+  DINO_CHECK(!capturing(), "[cuda graph] a read-back of ", bytes,
+             " bytes inside a captured step: read results after the launch");
   const cudaStream_t s = context().stream;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
@@ -216,7 +232,10 @@ void copy_d2d(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, context().stream));
 }
 
-void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
+void synchronize() {
+  DINO_CHECK(!capturing(), "[cuda graph] a synchronisation inside a captured step");
+  CUDA_CHECK(cudaStreamSynchronize(context().stream));
+}
 
 void* stream() { return static_cast<void*>(context().stream); }
 

@@ -24,6 +24,10 @@ void set_device(int index);
 // alloc(0) returns nullptr; free(nullptr) does nothing.
 void* alloc(size_t bytes);
 void free(void* p);
+// A launcher's scratch, stream-ordered on `stream` (a cudaStream_t), from the graph arena while
+// capturing, as alloc() (scratch_alloc(0) returns nullptr).
+void* scratch_alloc(size_t bytes, void* stream);
+void scratch_free(void* p, void* stream);
 // Tests turn this on: every later alloc() fills its bytes with 0xFF (NaN in f32 and bf16), so
 // an op that leaves an element of a fresh output unwritten shows it (ARCHITECTURE §6).
 void set_poison_allocations(bool on);
@@ -60,6 +64,28 @@ double event_elapsed_ms(void* start, void* end);
 // recorded on `stream` after the copy has completed.
 void copy_h2d_async(void* dst, const void* pinned_src, size_t bytes, void* stream);
 void copy_d2h_async(void* pinned_dst, const void* src, size_t bytes, void* stream);
+
+// CUDA graphs (kernels/cuda/graph.cu; train/step_graph.h runs a training step this way).
+// capture_begin() makes the context stream record instead of run: the work queued on it until
+// capture_end() becomes a graph, which graph_launch() replays as one launch. While capturing,
+// alloc() serves from an arena the graph owns (so every replay finds its buffers at the
+// capture's addresses), free() of an arena buffer returns it for reuse, and free() of an older
+// buffer waits for the capture's end; an upload, a read-back or a synchronisation throws.
+// After the capture, freeing an arena buffer only counts it: its memory lives until the graph
+// is destroyed and its last buffer freed. capture_abort() ends a failed capture, keeping nothing.
+struct Graph;
+struct GraphSize {
+  size_t nodes = 0;        // kernels, copies and memsets recorded
+  size_t arena_bytes = 0;  // device memory the arena holds
+  size_t arena_peak = 0;   // the most of it live at once during the capture
+};
+bool capturing();
+void capture_begin();
+Graph* capture_end();
+void capture_abort();
+void graph_launch(Graph* graph);
+void graph_destroy(Graph* graph);  // nullptr: nothing
+GraphSize graph_size(const Graph* graph);
 
 // Element-wise conversions on the device, n elements, on the context stream.
 // f32 -> bf16 rounds to nearest even (as dino::bf16 does on the host).

@@ -160,8 +160,8 @@ expect_error damaged-checkpoint "metrics.jsonl" \
   "$DINO" knn --checkpoint "$TMP/ok/metrics.jsonl"
 
 # ---- Damaged checkpoints: one clear message, never "unexpected". ------------------------
-python3 "$HERE/st_edit.py" "$CK" "$TMP/no-rng.st" drop-meta drop_rng
-expect_error checkpoint-without-rng "no 'drop_rng'" "$DINO" knn --checkpoint "$TMP/no-rng.st"
+python3 "$HERE/st_edit.py" "$CK" "$TMP/no-step.st" drop-meta step
+expect_error checkpoint-without-step "no 'step'" "$DINO" knn --checkpoint "$TMP/no-step.st"
 python3 "$HERE/st_edit.py" "$CK" "$TMP/no-arch.st" drop-config-key model.arch
 expect_error checkpoint-recipe-without-arch "has no 'model.arch'" "$DINO" knn --checkpoint "$TMP/no-arch.st"
 python3 "$HERE/st_edit.py" "$CK" "$TMP/huge.st" shape teacher.backbone.cls_token 262144,1048576

@@ -39,10 +39,11 @@ TEST_CASE("dino_loss_forward_backward matches the CPU reference", "[dino_loss]")
     const std::vector<float>&s = in[0], &t = in[1], &c = in[2];
     const size_t ns = s.size(), nt = t.size();
     const double tol = oc->tol.f32;
-    DeviceBuffer<float> ds(s), dt(t), dc(c), loss(1), grad(ns), colsum(size_t(sh.K));
+    DeviceBuffer<float> ds(s), dt(t), dc(c), loss(1), grad(ns), colsum(size_t(sh.K)),
+        temperature(std::vector<float>{float(tau_t)});
     loss.poison(), grad.poison(), colsum.poison();
     cu::dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(),
-                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s), float(tau_t),
+                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s), temperature.get(),
                                    test_stream());
 
     std::vector<double> q(nt), ref_grad(ns);
@@ -62,7 +63,7 @@ TEST_CASE("dino_loss_forward_backward matches the CPU reference", "[dino_loss]")
     // Fixed-order reductions: a second run is bit-identical.
     const std::vector<float> first_loss = loss.download(), first_grad = grad.download();
     cu::dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(),
-                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s), float(tau_t),
+                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s), temperature.get(),
                                    test_stream());
     CHECK(loss.download() == first_loss);
     CHECK(grad.download() == first_grad);
@@ -74,10 +75,11 @@ TEST_CASE("dino_loss: a collapsed (uniform) student and teacher give ln K", "[di
   // cross term, leaving L = (1/(nB)) Σ_b Σ_v m_v ln K = ln K, since Σ_v m_v = n.
   const int G = 2, V = 4, B = 3, K = 4096;
   std::vector<float> s(size_t(V) * B * K, 0.25f), t(size_t(G) * B * K, -0.5f), c(size_t(K), 0.1f);
-  DeviceBuffer<float> ds(s), dt(t), dc(c), loss(1), grad{s.size()}, colsum{size_t(K)};
+  DeviceBuffer<float> ds(s), dt(t), dc(c), loss(1), grad{s.size()}, colsum{size_t(K)},
+      temperature(std::vector<float>{0.04f});
   loss.poison(), grad.poison(), colsum.poison();
   cu::dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(), dc.get(),
-                                 G, V, B, K, 0.1f, 0.04f, test_stream());
+                                 G, V, B, K, 0.1f, temperature.get(), test_stream());
   expect_close("loss", to_double(loss.download()), {std::log(double(K))}, 1e-5);
 }
 

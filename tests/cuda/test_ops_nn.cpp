@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/drop_path_mask.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "losses/dino_loss.h"
@@ -22,12 +23,14 @@ TEST_CASE("attention on CUDA: unsupported requests are clear errors", "[ops][nn]
                     Catch::StartsWith("[attention]") && Catch::Contains("--device cpu"));
 }
 
-TEST_CASE("drop_path on CUDA: the CPU's per-sample mask", "[ops][nn]") {
-  // The mask of Rng(1234) at p = 0.1 drops 4 of 37 and 6 of 64 samples: both kinds occur.
+TEST_CASE("drop_path on CUDA: the op table's masks drop some samples and keep others",
+          "[ops][nn]") {
+  // The op table's drop_path cases (testing/op_cases_nn.cpp) compare CUDA with the CPU at
+  // nonce 1234, call 0, p = 0.1: they show the per-sample mask only if both kinds occur.
   for (const int64_t B : {int64_t(37), int64_t(64)}) {
-    Rng rng(1234);
     int dropped = 0;
-    for (int64_t b = 0; b < B; ++b) dropped += !rng.bernoulli(0.9);
+    for (int64_t b = 0; b < B; ++b)
+      dropped += !drop_path_keep(1234, 0, uint64_t(b), drop_path_threshold(0.1));
     INFO("B = " << B);
     CHECK(dropped > 0);
     CHECK(dropped < B);

@@ -219,7 +219,7 @@ double middle_clip_norm(const std::vector<Tensor>& crops) {
   Run r = make_run(Device::cpu);
   StepSettings s;
   s.clip_grad = 0;
-  Rng drop(5);
+  DropPathNoise drop = make_drop_path_noise(5, Device::cpu);
   StepOutputs out = dino_step(*r.student, *r.teacher, *r.loss, *r.opt, crops, s, &drop, true);
   std::vector<double> norms;
   for (auto& [name, g] : out.grads) norms.push_back(norm(host(g)));
@@ -233,7 +233,7 @@ double middle_clip_norm(const std::vector<Tensor>& crops) {
 
 TEST_CASE("small ViT + DINO head: forward and every parameter gradient on the GPU match the CPU",
           "[train]") {
-  const VitConfig vc = micro_vit(0.1);  // drop path on: the masks come from the same CPU Rng
+  const VitConfig vc = micro_vit(0.1);  // drop path on: the same nonce on both devices
   const HeadConfig hc = micro_head();
   Rng init_cpu(7), init_gpu(7);
   DinoModel cpu(vc, hc, init_cpu), gpu(vc, hc, init_gpu);
@@ -245,7 +245,7 @@ TEST_CASE("small ViT + DINO head: forward and every parameter gradient on the GP
   const Tensor upstream = Tensor::randn({rows, hc.out_dim}, data);
 
   cu::set_poison_allocations(true);
-  Rng drop_gpu(3);
+  DropPathNoise drop_gpu = make_drop_path_noise(3, Device::cuda);
   const Tensor out_gpu = gpu.forward(to_device(crops, Device::cuda), &drop_gpu);
   REQUIRE(out_gpu.device() == Device::cuda);
   REQUIRE(out_gpu.shape() == Shape{rows, hc.out_dim});
@@ -254,7 +254,7 @@ TEST_CASE("small ViT + DINO head: forward and every parameter gradient on the GP
   cu::synchronize();
   cu::set_poison_allocations(false);
 
-  Rng drop_cpu(3);
+  DropPathNoise drop_cpu = make_drop_path_noise(3, Device::cpu);
   const Tensor out_cpu = cpu.forward(crops, &drop_cpu);
   out_cpu.backward(upstream);
 
@@ -294,7 +294,8 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
 
   Run cpu = make_run(Device::cpu), gpu = make_run(Device::cuda), shadow = make_run(Device::cpu);
   const Snapshot init_student = snapshot(*cpu.student), init_teacher = snapshot(*cpu.teacher);
-  Rng drop_cpu(5), drop_gpu(5);
+  DropPathNoise drop_cpu = make_drop_path_noise(0, Device::cpu);
+  DropPathNoise drop_gpu = make_drop_path_noise(0, Device::cuda);
 
   StepSettings settings[2];
   settings[0].lr = 0.3, settings[0].weight_decay = 0.04, settings[0].teacher_temp = 0.04;
@@ -303,6 +304,7 @@ TEST_CASE("two full DINO training steps on the GPU match the CPU from identical 
   settings[1].lr = 0.6, settings[1].weight_decay = 0.1, settings[1].teacher_temp = 0.05;
   settings[1].teacher_momentum = 0.995, settings[1].clip_grad = clip;
   settings[1].freeze_last_layer = false;  // the last layer's first update (its step 1)
+  settings[0].drop_path_nonce = 5, settings[1].drop_path_nonce = 6;
 
   for (int step = 0; step < 2; ++step) {
     INFO("step " << step + 1);

@@ -286,13 +286,51 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
   return CUBLAS_STATUS_SUCCESS;
 }
 
+namespace {
+
+// D = alpha op(A) op(B) (+ beta C) (+ bias), in double, for the validated problem p.
+void product(const Problem& p, double al, double be, const cublasLtMatmulDescOpaque_t& op,
+             const void* A, Layout Adesc, const void* B, Layout Bdesc, const void* C, Layout Cdesc,
+             void* D, Layout Ddesc) {
+  const uint32_t epilogue = op.epilogue;
+  void* const bias = op.bias;
+  const int64_t m = p.m, n = p.n, k = p.k;
+  const cudaDataType_t bias_t = bias_type(&op, Ddesc);
+  std::vector<float> a(size_t(m * k)), b(size_t(k * n));
+  std::vector<double> acc(size_t(m * n));
+  for (int64_t e = 0; e < Ddesc->batch; ++e) {
+    // op(A) (m x k) and op(B) (k x n) as contiguous row-major floats, then acc = op(A) op(B)
+    // in i-k-j order: the innermost loop runs along rows of both b and acc.
+    gather(a, A, Adesc, e, p.trans_a, m, k);
+    gather(b, B, Bdesc, e, p.trans_b, k, n);
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (int64_t i = 0; i < m; ++i) {
+      double* const acc_row = &acc[size_t(i * n)];
+      for (int64_t q = 0; q < k; ++q) {
+        const double aiq = a[size_t(i * k + q)];
+        const float* const b_row = &b[size_t(q * n)];
+        for (int64_t j = 0; j < n; ++j) acc_row[j] += aiq * double(b_row[j]);
+      }
+    }
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = 0; i < m; ++i) {
+        double v = al * acc[size_t(i * n + j)];
+        if (be != 0) v += be * load(Cdesc->type, C, offset(Cdesc, e, i, j));
+        if (epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(bias_t, bias, i);
+        store(Ddesc->type, D, offset(Ddesc, e, i, j), v);
+      }
+  }
+}
+
+}  // namespace
+
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t computeDesc,
                               const void* alpha, const void* A, cublasLtMatrixLayout_t Adesc,
                               const void* B, cublasLtMatrixLayout_t Bdesc, const void* beta,
                               const void* C, cublasLtMatrixLayout_t Cdesc, void* D,
                               cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t* algo,
                               void* /*workspace*/, size_t /*workspaceSizeInBytes*/,
-                              cudaStream_t /*stream*/) {
+                              cudaStream_t stream) {
   if (!lightHandle) return CUBLAS_STATUS_NOT_INITIALIZED;
   Problem p;
   const cublasStatus_t st = check(computeDesc, Adesc, Bdesc, Cdesc, Ddesc, &p);
@@ -319,32 +357,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
       if (have[i] < algo->data[1 + i]) return CUBLAS_STATUS_NOT_SUPPORTED;
   }
 
-  const int64_t m = p.m, n = p.n, k = p.k;
-  const cudaDataType_t bias_t = bias_type(computeDesc, Ddesc);
-  std::vector<float> a(size_t(m * k)), b(size_t(k * n));
-  std::vector<double> acc(size_t(m * n));
-  for (int64_t e = 0; e < Ddesc->batch; ++e) {
-    // op(A) (m x k) and op(B) (k x n) as contiguous row-major floats, then acc = op(A) op(B)
-    // in i-k-j order: the innermost loop runs along rows of both b and acc.
-    gather(a, A, Adesc, e, p.trans_a, m, k);
-    gather(b, B, Bdesc, e, p.trans_b, k, n);
-    std::fill(acc.begin(), acc.end(), 0.0);
-    for (int64_t i = 0; i < m; ++i) {
-      double* const acc_row = &acc[size_t(i * n)];
-      for (int64_t q = 0; q < k; ++q) {
-        const double aiq = a[size_t(i * k + q)];
-        const float* const b_row = &b[size_t(q * n)];
-        for (int64_t j = 0; j < n; ++j) acc_row[j] += aiq * double(b_row[j]);
-      }
-    }
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = 0; i < m; ++i) {
-        double v = al * acc[size_t(i * n + j)];
-        if (be != 0) v += be * load(Cdesc->type, C, offset(Cdesc, e, i, j));
-        if (epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(bias_t, bias, i);
-        store(Ddesc->type, D, offset(Ddesc, e, i, j), v);
-      }
-  }
+  // The product runs when the stream runs it: now, or at each launch of a graph capturing the
+  // stream, from copies of the descriptors (the caller may destroy them once this returns).
+  const cublasLtMatmulDescOpaque_t op = *computeDesc;
+  const cublasLtMatrixLayoutOpaque_t ad = *Adesc, bd = *Bdesc, cd = *Cdesc, dd = *Ddesc;
+  auto run = [=] { product(p, al, be, op, A, &ad, B, &bd, C, &cd, D, &dd); };
+  if (auto* graph = dino::simt::capture_of(stream))
+    graph->push_back(run);
+  else
+    run();
   return CUBLAS_STATUS_SUCCESS;
 }
 

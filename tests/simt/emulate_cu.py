@@ -2,7 +2,7 @@
 """Writes a .cu file of the CUDA backend as C++ for the host emulator (tests/simt/README.md).
 
 The only change is the launch syntax: `kernel<<<grid, block, shared, stream>>>(args)` becomes
-`::dino::simt::Launch(grid, block, shared, stream).run([&] { kernel(args); })`. Line breaks are
+`::dino::simt::Launch(grid, block, shared, stream).run([=] { kernel(args); })`. Line breaks are
 kept and a #line directive names the original file, so compiler messages point at it.
 
 usage: emulate_cu.py SOURCE.cu OUTPUT.cpp
@@ -31,8 +31,10 @@ def closing_paren(text, start):
 
 
 def convert(text):
-    """The launches become `Launch(config).run([&] { kernel(args); })`: each emulated thread
-    calls the kernel, so template arguments are deduced as nvcc deduces them."""
+    """The launches become `Launch(config).run([=] { kernel(args); })`: each emulated thread
+    calls the kernel, so template arguments are deduced as nvcc deduces them. The closure holds
+    copies of what the arguments name, as a launch copies its parameters, so a captured launch
+    (a CUDA graph) still has them when it runs later."""
     out, pos, count = [], 0, 0
     for m in LAUNCH.finditer(text):
         if m.start() < pos:
@@ -40,7 +42,7 @@ def convert(text):
         end = closing_paren(text, m.end())
         out.append(text[pos:m.start()])
         breaks = "\n" * (m.group(2) + m.group(4)).count("\n")  # keeps the line numbers
-        out.append(f"{breaks}::dino::simt::Launch({m.group(3)}).run([&] {{ {m.group(1)}("
+        out.append(f"{breaks}::dino::simt::Launch({m.group(3)}).run([=] {{ {m.group(1)}("
                    f"{text[m.end():end]}); }})")
         pos = end + 1
         count += 1

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 
 namespace {
@@ -33,6 +34,18 @@ bool g_log_on = false;
 std::vector<dino::simt::StreamOp> g_log;
 std::map<const char*, size_t> g_pinned;  // cudaHostAlloc blocks: start -> bytes
 
+// The one stream capturing (stream capture, one graph at a time), and what it recorded.
+cudaStream_t g_capturing = nullptr;
+std::vector<std::function<void()>>* g_capture = nullptr;
+bool g_capture_invalid = false;
+
+// A call the device refuses on a capturing stream: it invalidates the capture.
+cudaError_t refuse_in_capture(cudaStream_t stream) {
+  if (!g_capture || (stream && stream != g_capturing)) return cudaSuccess;
+  g_capture_invalid = true;
+  return record(cudaErrorStreamCaptureUnsupported);
+}
+
 void log_op(dino::simt::StreamOp::Kind kind, cudaStream_t stream, cudaEvent_t event) {
   dino::simt::StreamOp op;
   op.kind = kind;
@@ -52,6 +65,8 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
   }
   return "cudaErrorUnknown";
 }
@@ -64,6 +79,10 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInsufficientDriver: return "driver version is insufficient";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
   }
   return "unknown error";
 }
@@ -113,6 +132,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (const cudaError_t e = refuse_in_capture(stream)) return e;
   log_op(dino::simt::StreamOp::sync_stream, stream, nullptr);
   return cudaSuccess;
 }
@@ -128,13 +148,15 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
 
-cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
+  if (const cudaError_t e = refuse_in_capture(stream)) return e;
   // 256-byte aligned like the device allocator, but exactly `bytes` long: on the device a small
   // overrun lands in the pool's next allocation unnoticed; here AddressSanitizer sees it.
   if (posix_memalign(p, 256, bytes ? bytes : 1) != 0) *p = nullptr;
   return record(*p ? cudaSuccess : cudaErrorMemoryAllocation);
 }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
+  if (const cudaError_t e = refuse_in_capture(stream)) return e;
   std::free(p);
   return cudaSuccess;
 }
@@ -155,7 +177,19 @@ cudaError_t cudaFreeHost(void* p) {
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
-  if (bytes) std::memmove(dst, src, bytes);
+  if (auto* graph = dino::simt::capture_of(stream)) {
+    // A host side outside pinned memory would be read (or written) when captured, not when
+    // the graph runs: refused, as the device refuses pageable copies in a capture.
+    const bool host_src = kind == cudaMemcpyHostToDevice, host_dst = kind == cudaMemcpyDeviceToHost;
+    if ((host_src && !dino::simt::is_pinned(src, bytes)) ||
+        (host_dst && !dino::simt::is_pinned(dst, bytes)) || kind == cudaMemcpyDefault)
+      return refuse_in_capture(stream);
+    graph->push_back([=] {
+      if (bytes) std::memmove(dst, src, bytes);
+    });
+  } else if (bytes) {
+    std::memmove(dst, src, bytes);
+  }
   dino::simt::StreamOp op;
   op.kind = dino::simt::StreamOp::copy;
   op.stream = stream;
@@ -166,12 +200,24 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   dino::simt::log_stream_op(op);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
-  if (bytes) std::memset(p, value, bytes);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+  if (auto* graph = dino::simt::capture_of(stream))
+    graph->push_back([=] {
+      if (bytes) std::memset(p, value, bytes);
+    });
+  else if (bytes)
+    std::memset(p, value, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMalloc(void** p, size_t bytes) { return cudaMallocAsync(p, bytes, nullptr); }
-cudaError_t cudaFree(void* p) { return cudaFreeAsync(p, nullptr); }
+// Not stream operations: allowed during a (relaxed) capture, as on the device.
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (posix_memalign(p, 256, bytes ? bytes : 1) != 0) *p = nullptr;
+  return record(*p ? cudaSuccess : cudaErrorMemoryAllocation);
+}
+cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   *free_bytes = *total_bytes = size_t(16) << 30;
   return cudaSuccess;
@@ -197,6 +243,60 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+struct CUgraph_st {
+  std::vector<std::function<void()>> work;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> work;
+};
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  if (g_capture || !stream) return record(cudaErrorInvalidValue);  // one capture at a time
+  g_capturing = stream;
+  g_capture = new std::vector<std::function<void()>>();
+  g_capture_invalid = false;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (!g_capture || stream != g_capturing) return record(cudaErrorInvalidValue);
+  std::unique_ptr<std::vector<std::function<void()>>> work(g_capture);
+  g_capture = nullptr;
+  g_capturing = nullptr;
+  *graph = nullptr;
+  if (g_capture_invalid) return record(cudaErrorStreamCaptureInvalidated);
+  *graph = new CUgraph_st{std::move(*work)};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  *status = !g_capture || stream != g_capturing ? cudaStreamCaptureStatusNone
+            : g_capture_invalid                 ? cudaStreamCaptureStatusInvalidated
+                                                : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {
+  if (!graph || nodes) return record(cudaErrorInvalidValue);  // counting only
+  *count = graph->work.size();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return record(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->work};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec || g_capture) return record(cudaErrorInvalidValue);
+  log_op(dino::simt::StreamOp::kernel, stream, nullptr);  // the graph as one unit of work
+  for (const auto& w : exec->work) w();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   log_op(dino::simt::StreamOp::sync_event, nullptr, event);
   return cudaSuccess;
@@ -231,6 +331,10 @@ bool is_pinned(const void* p, size_t bytes) {
   if (it == g_pinned.begin()) return false;
   --it;
   return c + bytes <= it->first + it->second;
+}
+
+std::vector<std::function<void()>>* capture_of(cudaStream_t stream) {
+  return g_capture && stream == g_capturing ? g_capture : nullptr;
 }
 
 bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes) {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 #include <vector>
 
@@ -86,6 +87,8 @@ enum cudaError_t {
   cudaErrorInsufficientDriver = 35,
   cudaErrorNoDevice = 100,
   cudaErrorNotReady = 600,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
 };
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
@@ -105,6 +108,23 @@ struct CUmemPoolHandle_st;
 typedef CUstream_st* cudaStream_t;
 typedef CUevent_st* cudaEvent_t;
 typedef CUmemPoolHandle_st* cudaMemPool_t;
+// A captured graph and its instance: the work the stream recorded, as host closures.
+struct CUgraph_st;
+struct CUgraphExec_st;
+struct CUgraphNode_st;
+typedef CUgraph_st* cudaGraph_t;
+typedef CUgraphExec_st* cudaGraphExec_t;
+typedef CUgraphNode_st* cudaGraphNode_t;
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
 
 constexpr unsigned cudaStreamNonBlocking = 1;
 constexpr unsigned cudaEventDisableTiming = 2;
@@ -148,6 +168,20 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop);
+// Stream capture as the runtime defines it, for one stream at a time: between begin and end the
+// stream's kernels, copies, memsets and GEMMs are recorded, not run; a launch of the instance
+// runs them in order. On a capturing stream a synchronisation, a stream-ordered allocation or
+// free, and a copy from or to pageable host memory fail and invalidate the capture (the device
+// refuses the first two; the last would be baked into the graph, or wait).
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 
 namespace dino::simt {
 // The order in which the host queued work on the streams. Every call completes before it
@@ -175,9 +209,11 @@ bool is_pinned(const void* p, size_t bytes);
 // Not checked: the per-kernel opt-in above 48 KiB (the launch does not know which kernel
 // template instance it calls).
 bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes);
+// The closures of the graph `stream` is capturing, or nullptr when it is not capturing.
+std::vector<std::function<void()>>* capture_of(cudaStream_t stream);
 
 // `kernel<<<grid, block, shared, stream>>>(args...)` becomes
-// `Launch(grid, block, shared, stream).run([&] { kernel(args...); })`: every emulated thread
+// `Launch(grid, block, shared, stream).run([=] { kernel(args...); })`: every emulated thread
 // makes the call, converting the arguments to the kernel's parameters as a launch does.
 class Launch {
  public:
@@ -190,7 +226,12 @@ class Launch {
     op.kind = StreamOp::kernel;
     op.stream = stream_;
     log_stream_op(op);
-    launch(Dim3{grid_.x, grid_.y, grid_.z}, Dim3{block_.x, block_.y, block_.z}, shared_, body);
+    const Dim3 grid{grid_.x, grid_.y, grid_.z}, block{block_.x, block_.y, block_.z};
+    const size_t shared = shared_;
+    if (auto* graph = capture_of(stream_))  // the body holds copies of the arguments
+      graph->push_back([=] { launch(grid, block, shared, body); });
+    else
+      launch(grid, block, shared, body);
   }
 
  private:
