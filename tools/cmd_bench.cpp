@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -44,6 +45,7 @@
 #include "train/run_plan.h"
 #include "train/stats_readback.h"
 #include "train/step.h"
+#include "train/step_graph.h"
 #include "train/trainer.h"
 
 namespace dino::tools {
@@ -359,22 +361,66 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
     std::ofstream((fs::path(a.dump) / "config.json").string()) << setting.dump(1) << "\n";
   }
 
-  // Each step ends with the loss on the host (a device synchronisation on CUDA); the device is
-  // also synchronised before each step's clock starts, so a step's time is its own.
+  // Each step's clock runs from the device being idle to the device having finished the step
+  // (a synchronisation), so a step's time is its own. On CUDA the statistics stay on the device
+  // as in dino train (read after the clock stops), and the time the host took to queue the step
+  // is kept too: when it nears the step's time, the host, not the device, sets the pace.
   auto sync = [&] { device_backend.synchronize(); };
-  for (int i = 0; i < a.warmup; ++i)
-    dino_step(*student, teacher, loss, optimizer, crops, s, &drop, false, reducer.get());
-  sync();
-  std::vector<double> ms, exposed_ms;
-  double last_loss = 0;
-  for (int i = 0; i < a.steps; ++i) {
-    const auto t0 = Clock::now();
-    StepOutputs out =
-        dino_step(*student, teacher, loss, optimizer, crops, s, &drop, false, reducer.get());
+  StepSettings timed = s;
+  timed.defer_stats = cuda;
+  auto loss_of = [&](const StepOutputs& out) {
+    return cuda ? out.pending.loss.decode(out.pending.loss.values.to_vector().data()).loss
+                : out.stats.loss;
+  };
+  struct Timing {
+    std::vector<double> ms, host_ms;
+    double last_loss = 0;
+  };
+  auto time_steps = [&](int warmup, const std::function<StepOutputs()>& step,
+                        std::vector<double>* exposed) {
+    for (int i = 0; i < warmup; ++i) step();
     sync();
-    ms.push_back(seconds_since(t0) * 1e3);
-    if (reducer) exposed_ms.push_back(reducer->last_exposed_ms());
-    last_loss = out.stats.loss;
+    Timing t;
+    for (int i = 0; i < a.steps; ++i) {
+      const auto t0 = Clock::now();
+      StepOutputs out = step();
+      t.host_ms.push_back(seconds_since(t0) * 1e3);
+      sync();
+      t.ms.push_back(seconds_since(t0) * 1e3);
+      if (exposed) exposed->push_back(reducer->last_exposed_ms());
+      t.last_loss = loss_of(out);
+    }
+    return t;
+  };
+  std::vector<double> exposed_ms;
+  const Timing eager = time_steps(
+      a.warmup,
+      [&] {
+        return dino_step(*student, teacher, loss, optimizer, crops, timed, &drop, false,
+                         reducer.get());
+      },
+      reducer ? &exposed_ms : nullptr);
+  const std::vector<double>& ms = eager.ms;
+  const double last_loss = eager.last_loss;
+  // run.cuda_graph: the same step through its CUDA graph (train/step_graph.h), timed after the
+  // eager one on the same models; at least two warm-up steps, since it records on the second.
+  json graphed;
+  if (recipe.run.cuda_graph) {
+    DINO_CHECK(cuda && !parallel, "[bench] run.cuda_graph=true times one process on --device cuda");
+    StepGraph graph;
+    const Timing g = time_steps(
+        std::max(a.warmup, 2),
+        [&] { return graph.step(*student, teacher, loss, optimizer, crops, timed, &drop); },
+        nullptr);
+    const DeviceGraphSize size = graph.size();
+    graphed = time_summary(g.ms, batch);
+    graphed["host_median_ms"] = time_summary(g.host_ms, batch)["median_ms"];
+    graphed["nodes"] = size.nodes;
+    graphed["arena_mib"] = double(size.arena_bytes) / double(1 << 20);
+    graphed["arena_peak_mib"] = double(size.arena_peak) / double(1 << 20);
+    graphed["speedup"] = time_summary(eager.ms, batch)["median_ms"].get<double>() /
+                         graphed["median_ms"].get<double>();
+    graphed["last_loss"] = g.last_loss;
   }
 
   json loop;
@@ -395,6 +441,9 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
     int next_readback = 0;
     StepSettings ls = s;
     ls.defer_stats = cuda;
+    // With run.cuda_graph the loop runs its steps through a graph, as dino train does.
+    std::unique_ptr<StepGraph> loop_graph =
+        recipe.run.cuda_graph ? std::make_unique<StepGraph>() : nullptr;
     struct InFlight {
       data::MultiCropLoader::Lease batch;
       BatchUploader::Upload upload;
@@ -417,7 +466,10 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       const auto t1 = Clock::now();
       f.upload = uploader.upload(*f.batch);
       const auto t2 = Clock::now();
-      StepOutputs out = dino_step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop);
+      StepOutputs out =
+          loop_graph
+              ? loop_graph->step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop)
+              : dino_step(*student, teacher, loss, optimizer, f.upload.views, ls, &drop);
       f.upload.views.clear();
       if (cuda) {
         f.readback = &readbacks[next_readback];
@@ -449,6 +501,7 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
                 {"loader_threads", lo.threads},
                 {"prefetch", loader.prefetch()},
                 {"pipelined", cuda},
+                {"cuda_graph", recipe.run.cuda_graph},
                 {"data_wait_ms", mean(wait_ms)},
                 {"upload_ms", mean(upload_ms)},
                 {"step_ms", mean(step_ms)},
@@ -498,6 +551,7 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       "3x student forward (all crops) + 1x teacher forward (globals); backbone "
       "flops_per_image + head linears, 2 FLOPs per multiply-add";
   out["last_loss"] = last_loss;
+  out["host_median_ms"] = time_summary(eager.host_ms, batch)["median_ms"];
   std::printf(
       "train-step (%s, %s, %d threads): batch %ld, %ld x %ld px + %ld x %ld px, %d warm-up + %d "
       "timed steps\n",
@@ -508,6 +562,21 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       out["median_ms"].get<double>(), out["p10_ms"].get<double>(), out["p90_ms"].get<double>(),
       out["images_per_second"].get<double>(), out["gflops"].get<double>(), flops / 1e9);
   std::printf("  FLOPs: %s\n", out["flop_convention"].get<std::string>().c_str());
+  if (cuda)
+    std::printf("  the host queues a step in %.1f ms (median) of the step's %.1f\n",
+                out["host_median_ms"].get<double>(), out["median_ms"].get<double>());
+  if (!graphed.is_null()) {
+    out["graph"] = graphed;
+    std::printf(
+        "  through a CUDA graph (run.cuda_graph): median %.1f ms (p10 %.1f, p90 %.1f)  %.1f "
+        "images/s = %.2fx the eager step; the host queues it in %.1f ms; %zu nodes, arena %.0f "
+        "MiB (peak %.0f MiB in use)\n",
+        graphed["median_ms"].get<double>(), graphed["p10_ms"].get<double>(),
+        graphed["p90_ms"].get<double>(), graphed["images_per_second"].get<double>(),
+        graphed["speedup"].get<double>(), graphed["host_median_ms"].get<double>(),
+        graphed["nodes"].get<size_t>(), graphed["arena_mib"].get<double>(),
+        graphed["arena_peak_mib"].get<double>());
+  }
   if (!a.dump.empty())
     std::printf("  initial weights, crops and setting written to %s\n", a.dump.c_str());
   if (parallel) {
@@ -528,19 +597,23 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
         reducer->buckets().size(), long(center_bytes), exposed_ms[exposed_ms.size() / 2]);
   }
   if (!loop.is_null()) {
+    // Against the step the loop runs: the graph's with run.cuda_graph, else the eager one.
+    const json& step = graphed.is_null() ? out : graphed;
     loop["fraction_of_step"] =
-        loop["images_per_second"].get<double>() / out["images_per_second"].get<double>();
+        loop["images_per_second"].get<double>() / step["images_per_second"].get<double>();
     out["loop"] = loop;
     std::printf(
-        "loop (%s, %d loader thread(s), prefetch %d%s): %.1f images/s = %.0f%% of the step alone; "
+        "loop (%s, %d loader thread(s), prefetch %d%s%s): %.1f images/s = %.0f%% of the step "
+        "alone; "
         "per step "
         "%.1f ms waiting for data, %.1f ms queueing the upload, %.1f ms in the step (data wait "
         "%.0f%% of the loop)\n",
         loop["dataset"].get<std::string>().c_str(), loop["loader_threads"].get<int>(),
         loop["prefetch"].get<int>(), cuda ? ", pipelined" : "",
-        loop["images_per_second"].get<double>(), 100 * loop["fraction_of_step"].get<double>(),
-        loop["data_wait_ms"].get<double>(), loop["upload_ms"].get<double>(),
-        loop["step_ms"].get<double>(), 100 * loop["data_wait_fraction"].get<double>());
+        graphed.is_null() ? "" : ", CUDA graph", loop["images_per_second"].get<double>(),
+        100 * loop["fraction_of_step"].get<double>(), loop["data_wait_ms"].get<double>(),
+        loop["upload_ms"].get<double>(), loop["step_ms"].get<double>(),
+        100 * loop["data_wait_fraction"].get<double>());
   }
   return out;
 }

@@ -72,6 +72,7 @@ struct RunConfig {
   int64_t knn_k = 20;
   double knn_temperature = 0.07;
   int64_t eval_batch = 256;
+  bool cuda_graph = false;  // train/step_graph.h
 };
 
 struct Recipe {

@@ -51,7 +51,9 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       progress_(state.step, plan.total_steps, plan.iters_per_epoch, int(plan.global_batch),
                 recipe.run.log_every, quiet),
       start_step_(state.step),
-      last_step_end_(std::chrono::steady_clock::now()) {}
+      last_step_end_(std::chrono::steady_clock::now()) {
+  if (recipe.run.cuda_graph) graph_ = std::make_unique<StepGraph>();
+}
 
 TrainLoop::~TrainLoop() = default;
 
@@ -72,8 +74,11 @@ TrainLoop::PendingStep TrainLoop::run_step() {
   const BatchShardScope shard(plan_.rank, plan_.ranks);
   // Not pipelined, dino_step stops the run on a non-finite loss before the update, as
   // main_dino does; pipelined, finish() stops it once the statistics arrive.
-  StepOutputs out = dino_step(*state_.student, *state_.teacher, *state_.loss, *state_.optimizer,
-                              p.upload.views, r.settings, &state_.drop, false, reducer_.get());
+  StepOutputs out =
+      graph_ ? graph_->step(*state_.student, *state_.teacher, *state_.loss, *state_.optimizer,
+                            p.upload.views, r.settings, &state_.drop)
+             : dino_step(*state_.student, *state_.teacher, *state_.loss, *state_.optimizer,
+                         p.upload.views, r.settings, &state_.drop, false, reducer_.get());
   p.upload.views.clear();  // the device tensors return to the pool in stream order
   state_.step = step + 1;
   r.step = state_.step;

@@ -18,6 +18,7 @@
 // (dist/reducer.h), and agrees with the others after each step on whether a stop signal
 // arrived, so every rank stops at the same step. Rank 0 alone writes metrics and checkpoints.
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -32,6 +33,7 @@
 #include "train/run_plan.h"
 #include "train/schedules.h"
 #include "train/stats_readback.h"
+#include "train/step_graph.h"
 #include "train/stop_signal.h"
 #include "train/train_state.h"
 
@@ -72,6 +74,7 @@ class TrainLoop {
   int agreed_stop(int signal);
 
   const Recipe& recipe_;
+  std::unique_ptr<StepGraph> graph_;  // run.cuda_graph
   const RunPlan& plan_;
   TrainState& state_;
   MetricsLog* metrics_;

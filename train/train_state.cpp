@@ -14,7 +14,8 @@ using nlohmann::json;
 // Keys a resumed run may change: how long it runs and what it reports, not what it computes.
 bool resumable_difference(const std::string& key) {
   return key == "max_steps" || key == "log_every" || key == "checkpoint_every" ||
-         key.rfind("knn", 0) == 0 || key == "eval_batch" || key == "loader_threads";
+         key.rfind("knn", 0) == 0 || key == "eval_batch" || key == "loader_threads" ||
+         key == "cuda_graph";
 }
 
 void check_same_recipe(const json& saved, const json& now, const std::string& path,
