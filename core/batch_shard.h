@@ -1,10 +1,9 @@
 #pragma once
-// Randomness inside a data-parallel step, drawn as one process would draw it for the whole
-// batch. In a scope of BatchShardScope(rank, ranks), a per-sample draw over the rows of a
-// tensor (drop_path's masks) makes the draws of every rank's rows and keeps this rank's: local
-// row L is global row ranks * L + rank, the layout of the loader's shards (data/loader.h), so a
-// run on any number of ranks draws the masks a single process draws, and every rank's
-// generator stays in the same state. The default (no scope) is one rank: nothing changes.
+// Randomness inside a data-parallel step, as one process would draw it for the whole batch. In a
+// scope of BatchShardScope(rank, ranks), local row L of a tensor is global row ranks * L + rank,
+// the layout of the loader's shards (data/loader.h), and a per-sample draw (drop_path's masks,
+// core/drop_path_mask.h) is keyed by the global row, so a run on any number of ranks draws the
+// masks a single process draws. The default (no scope) is one rank: nothing changes.
 namespace dino {
 
 struct BatchShard {

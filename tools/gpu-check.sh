@@ -436,6 +436,11 @@ EOF_BENCH
   fi
   stage "bench train-step" 25 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 10 \
     --warmup 2 --json || failures=$((failures + 1))
+  # The step run eagerly, then through its CUDA graph (run.cuda_graph) on the same models, in
+  # one run: both medians, and the time the host takes to queue each. A stage of its own, so a
+  # graph that fails on the card costs only its own row.
+  stage "bench step+graph" 25 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 10 \
+    --warmup 2 --json run.cuda_graph=true || failures=$((failures + 1))
   # The same step with cuDNN's attention in place of ours: what our kernel costs the step.
   stage "bench step+cudnn" 25 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 10 \
     --warmup 2 --json model.attention=cudnn || failures=$((failures + 1))
@@ -452,6 +457,11 @@ EOF_BENCH
       failures=$((failures + 1))
     grep -E '^loop \(' "$bench_log" | tail -1 | sed "s/^/  augment=$aug: /" >>"$summary"
   done
+  # The loop with its steps through the CUDA graph (GPU augmentation), against the graph's step.
+  stage "bench loop (gpu aug, graph)" 40 "$bench_log" "$dino_bin" bench train-step --device cuda \
+    --steps 20 --warmup 3 --loop --json data.augment=gpu data.loader_threads="$(nproc)" \
+    run.cuda_graph=true || failures=$((failures + 1))
+  grep -E '^loop \(' "$bench_log" | tail -1 | sed "s/^/  augment=gpu, graph: /" >>"$summary"
   # Data-parallel training's cost in a world of one: the gradient all-reduce at ViT-S/16's
   # bucket sizes through NCCL (bus bandwidth as nccl-tests reports it), and the step with the
   # reducer and the center all-reduce (DINO_DIST_COLLECTIVES=always) against the step without,

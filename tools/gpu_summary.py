@@ -140,6 +140,12 @@ def train_step(rows_by_section):
             if "data_parallel" in r:
                 impl = "ours+nccl-world-of-1"
             ours[impl] = step_entry(r)
+            if "host_median_ms" in r:
+                ours[impl]["host_ms"] = r["host_median_ms"]
+            if "graph" in r:  # run.cuda_graph: the same step through its CUDA graph
+                g = r["graph"]
+                ours[impl + "+cuda-graph"] = dict(step_entry(g), host_ms=g.get("host_median_ms"),
+                                                  nodes=g.get("nodes"), speedup=g.get("speedup"))
             if impl == "ours":
                 shape = r.get("shape")
     best = None
@@ -159,17 +165,19 @@ def train_step(rows_by_section):
 def loops(rows_by_section):
     out = {}
     for header, rows in rows_by_section:
-        m = re.match(r"bench loop \((\w+) aug\)", header)
+        m = re.match(r"bench loop \((\w+) aug(, graph)?\)", header)
         if not m:
             continue
+        key = m.group(1) + ("+graph" if m.group(2) else "")
         for r in rows:
             if "loop" in r:
                 lp = r["loop"]
-                out[m.group(1)] = {"images_per_second": lp.get("images_per_second"),
-                                   "fraction_of_step": lp.get("fraction_of_step"),
-                                   "step_images_per_second": r.get("images_per_second"),
-                                   "data_wait_ms": lp.get("data_wait_ms")}
-    for aug in ("gpu", "cpu"):
+                # The step the loop ran: its graph's with run.cuda_graph.
+                out[key] = {"images_per_second": lp.get("images_per_second"),
+                            "fraction_of_step": lp.get("fraction_of_step"),
+                            "step_images_per_second": (r.get("graph") or r).get("images_per_second"),
+                            "data_wait_ms": lp.get("data_wait_ms")}
+    for aug in ("gpu", "cpu", "gpu+graph"):
         out.setdefault(aug, None)
     return out
 

@@ -71,6 +71,10 @@ expect_error augment-gpu-without-cuda "data.augment=gpu" \
   "$DINO" train --device cpu --out "$TMP/run5" data.augment=gpu
 expect_error augment-unknown-value "'data.augment' is \"gpus\"" \
   "$DINO" train --out "$TMP/run6" data.augment=gpus
+expect_error cuda-graph-without-cuda "run.cuda_graph=true records the step as a CUDA graph" \
+  "$DINO" train --device cpu --out "$TMP/run6g" run.cuda_graph=true
+expect_error cuda-graph-not-a-bool "run.cuda_graph" \
+  "$DINO" train --device cpu --out "$TMP/run6h" run.cuda_graph=3
 
 # A corrupt image inside an image folder is reported with its path.
 mkdir -p "$TMP/imgs/a" "$TMP/imgs/b"

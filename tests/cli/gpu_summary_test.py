@@ -71,7 +71,7 @@ def full_run(root, work):
     expect("over torch-eager", round(ts["ours_speedup_over"]["torch-eager"], 2), 1.57)
     # That run had no whole-step torch.compile mode yet: the fair baseline is null, not guessed.
     expect("no compiled-step row", ts["torch_compile_step_best"], None)
-    expect("loop", s["loop"], {"gpu": None, "cpu": None})
+    expect("loop", s["loop"], {"gpu": None, "cpu": None, "gpu+graph": None})
     att = {(k["shape"], k["pass"]): k for k in s["kernels"]["attention"]}
     a197 = att[("B=256 N=197 H=6 Dh=64", "forward")]
     expect("attention 197 fwd ms", round(a197["median_ms"], 4), 0.1609)
@@ -119,6 +119,31 @@ def with_compiled_steps(root, work, full):
     expect("the failed mode's error", ts["torch"]["torch-compile-step-max-autotune-no-cudagraphs"]["error"][:30],
            "mode max-autotune-no-cudagraph")
     expect("first step", ts["torch"]["torch-compile-step-default"]["first_step_s"], 70.0)
+
+
+def with_cuda_graph(root, work, full):
+    """The full run with run.cuda_graph's rows: the step bench's row carrying its graph timing and
+    the host's queueing time, and the graph's loop stage measured against the graph's step."""
+    run = os.path.join(work, "graph")
+    shutil.copytree(full, run)
+    shape = "batch=64 global=2x224 local=8x96 K=65536"
+    graph = {"median_ms": 35.0, "images_per_second": 1828.6, "host_median_ms": 1.2, "nodes": 2900,
+             "speedup": 1.17}
+    step = {"bench": "train-step", "impl": "ours", "pass": "step", "shape": shape, "median_ms": 41.0,
+            "images_per_second": 1561.0, "host_median_ms": 30.5, "graph": graph}
+    loop = dict(step, loop={"images_per_second": 1800.0, "fraction_of_step": 0.9844, "data_wait_ms": 0.1})
+    with open(os.path.join(run, "bench.log"), "a") as f:
+        f.write("== bench train-step (limit 25s): dino bench train-step run.cuda_graph=true\n" + json.dumps(step) + "\n")
+        f.write("== bench loop (gpu aug, graph) (limit 40s): dino bench train-step --loop\n" + json.dumps(loop) + "\n")
+    s = summarise(root, run)
+    ts = s["train_step"]
+    expect("eager step", (ts["ours"]["ms"], ts["ours"]["host_ms"]), (41.0, 30.5))
+    g = ts["ours_variants"]["ours+cuda-graph"]
+    expect("graph step", (g["ms"], g["images_per_second"], g["host_ms"], g["nodes"], g["speedup"]),
+           (35.0, 1828.6, 1.2, 2900, 1.17))
+    expect("graph loop", (s["loop"]["gpu+graph"]["images_per_second"], s["loop"]["gpu+graph"]["step_images_per_second"]),
+           (1800.0, 1828.6))
+    expect("plain loops", (s["loop"]["gpu"], s["loop"]["cpu"]), (None, None))
 
 
 def with_fashion_mnist(root, work, full):
@@ -194,6 +219,7 @@ def main(argv):
     os.makedirs(work)
     full = full_run(root, work)
     with_compiled_steps(root, work, full)
+    with_cuda_graph(root, work, full)
     with_fashion_mnist(root, work, full)
     cut_short(root, work, full)
     empty(root, work)

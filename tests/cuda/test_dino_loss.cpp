@@ -43,8 +43,8 @@ TEST_CASE("dino_loss_forward_backward matches the CPU reference", "[dino_loss]")
         temperature(std::vector<float>{float(tau_t)});
     loss.poison(), grad.poison(), colsum.poison();
     cu::dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(),
-                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s), temperature.get(),
-                                   test_stream());
+                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s),
+                                   temperature.get(), test_stream());
 
     std::vector<double> q(nt), ref_grad(ns);
     const double ref_loss =
@@ -63,8 +63,8 @@ TEST_CASE("dino_loss_forward_backward matches the CPU reference", "[dino_loss]")
     // Fixed-order reductions: a second run is bit-identical.
     const std::vector<float> first_loss = loss.download(), first_grad = grad.download();
     cu::dino_loss_forward_backward(loss.get(), grad.get(), colsum.get(), ds.get(), dt.get(),
-                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s), temperature.get(),
-                                   test_stream());
+                                   dc.get(), sh.G, sh.V, sh.B, sh.K, float(tau_s),
+                                   temperature.get(), test_stream());
     CHECK(loss.download() == first_loss);
     CHECK(grad.download() == first_grad);
   }
