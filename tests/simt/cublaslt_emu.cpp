@@ -361,7 +361,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   // stream, from copies of the descriptors (the caller may destroy them once this returns).
   const cublasLtMatmulDescOpaque_t op = *computeDesc;
   const cublasLtMatrixLayoutOpaque_t ad = *Adesc, bd = *Bdesc, cd = *Cdesc, dd = *Ddesc;
-  auto run = [=] { product(p, al, be, op, A, &ad, B, &bd, C, &cd, D, &dd); };
+  auto run = [=] {
+    if (!dino::simt::host_only()) product(p, al, be, op, A, &ad, B, &bd, C, &cd, D, &dd);
+  };
   if (auto* graph = dino::simt::capture_of(stream))
     graph->push_back(run);
   else

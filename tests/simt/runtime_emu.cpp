@@ -185,9 +185,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
         (host_dst && !dino::simt::is_pinned(dst, bytes)) || kind == cudaMemcpyDefault)
       return refuse_in_capture(stream);
     graph->push_back([=] {
-      if (bytes) std::memmove(dst, src, bytes);
+      if (bytes && !dino::simt::host_only()) std::memmove(dst, src, bytes);
     });
-  } else if (bytes) {
+  } else if (bytes && !(dino::simt::host_only() && kind == cudaMemcpyDeviceToDevice)) {
     std::memmove(dst, src, bytes);
   }
   dino::simt::StreamOp op;
@@ -203,9 +203,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
   if (auto* graph = dino::simt::capture_of(stream))
     graph->push_back([=] {
-      if (bytes) std::memset(p, value, bytes);
+      if (bytes && !dino::simt::host_only()) std::memset(p, value, bytes);
     });
-  else if (bytes)
+  else if (bytes && !dino::simt::host_only())
     std::memset(p, value, bytes);
   return cudaSuccess;
 }

@@ -49,4 +49,10 @@ unsigned long long block_serial();  // distinct for every block the emulator run
 // warp's barriers wait for its own lanes only.
 void launch(Dim3 grid, Dim3 block, size_t shared_bytes, const std::function<void()>& body);
 
+// DINO_SIMT_HOST_ONLY=1 in the environment: the device does nothing (kernels, GEMMs, copies
+// between device buffers and memsets are skipped; their results are garbage), so a program
+// measures only what its host side costs, e.g. the time to queue a training step
+// (`dino_simt_cli bench train-step`'s "the host queues a step in ...").
+bool host_only();
+
 }  // namespace dino::simt
