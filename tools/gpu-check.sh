@@ -510,19 +510,23 @@ else
   note "$(printf '%-18s not built yet (no `dino bench` subcommand)' bench)"
 fi
 
-# ---- compute-sanitizer: races and memory errors in the kernels that use shared memory -------
+# ---- compute-sanitizer: races and memory errors in every kernel family ----------------------
 # What the host emulator cannot show (tests/simt/README.md): racecheck watches every
-# shared-memory access of the attention, LayerNorm, DINO-loss and GEMM (bias gradient) tests
-# for hazards between threads, memcheck every global access of the same tests. Last, in the time left: a run cut
-# short by its limit is reported, not counted as a failure (it found nothing it could report).
+# shared-memory access for hazards between threads, memcheck every global access, initcheck
+# reads of device memory never written, synccheck barriers used wrongly, over the tests of
+# every kernel family: attention, LayerNorm, the DINO loss, the GEMMs and the bias gradient,
+# the optimizer (AdamW, EMA, clipping), the GPU augmentation, and the op table (every op's
+# forward and backward kernels: softmax, the elementwise maps, drop path, resize, weight norm,
+# the reductions, the shape ops). Last, in the time left: a run cut short by its limit is
+# reported, not counted as a failure (it found nothing it could report).
 if [ $dry = 0 ]; then
   sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)"
   if [ -z "$sanitizer" ]; then
     note "$(printf '%-18s no compute-sanitizer on this machine' sanitize)"
   else
-    for tool in racecheck memcheck; do
+    for tool in racecheck memcheck initcheck synccheck; do
       stage "sanitize $tool" 45 "$out/tests.log" "$sanitizer" --tool "$tool" --error-exitcode 1 \
-        "$tests_bin" "[attention],[layernorm],[dino_loss],[gemm]"
+        "$tests_bin" "[attention],[layernorm],[dino_loss],[gemm],[optimizer],[augment],[op_table]"
       rc=$?
       [ $rc = 0 ] || [ $rc = 124 ] || [ $rc = 137 ] || failures=$((failures + 1))
       tail -3 "$out/tests.log" | sed 's/^/            /' | tee -a "$summary"
