@@ -31,7 +31,10 @@
 # two modes on an H200; 0 skips them), DINO_FMNIST_S (seconds for the Fashion-MNIST recipe's
 # training and k-NN, default 150; it runs before the benchmarks, so what it takes comes out of
 # the compiled steps' share), DINO_FMNIST_DIR (its data when neither .deps/fashion-mnist nor
-# Debian's /usr/share/datasets/fashion-mnist is there).
+# Debian's /usr/share/datasets/fashion-mnist is there), DINO_STAGES (a comma-separated list of
+# stage-name prefixes: only the stages whose names start with one run, the others are reported
+# as not selected; e.g. a second run in the same session that only finishes what the first ran
+# out of time for: DINO_STAGES="sanitize,bench step+graph"; the build always runs).
 set -uo pipefail
 
 usage() { echo "usage: $0 OUTDIR [--dry-run]" >&2; exit 2; }
@@ -76,8 +79,23 @@ note() { echo "$*" | tee -a "$summary"; }
 # stage NAME LIMIT LOG CMD...: runs CMD under `timeout` with the smaller of LIMIT and the time
 # left, appending to LOG; records "NAME ok|FAIL (rc)|TIMEOUT|skipped, seconds" in the summary.
 # Returns CMD's status (124 on timeout).
+# Whether DINO_STAGES selects stage $1 (unset: every stage).
+selected() {
+  [ -z "${DINO_STAGES:-}" ] && return 0
+  local prefix
+  IFS=, read -ra prefixes <<<"$DINO_STAGES"
+  for prefix in "${prefixes[@]}"; do
+    [ -n "$prefix" ] && [ "${1#"$prefix"}" != "$1" ] && return 0
+  done
+  return 1
+}
+
 stage() {
   local name="$1" limit="$2" log="$3"; shift 3
+  if ! selected "$name"; then
+    note "$(printf '%-18s not selected (DINO_STAGES)' "$name")"
+    return 0
+  fi
   # A dry run builds on a small shared machine: its stages get 20 times the GPU machine's time.
   [ $dry = 1 ] && limit=$((limit * 20))
   local left=$((budget - (SECONDS - start)))
@@ -187,6 +205,8 @@ if [ $dry = 1 ]; then
   rc=$?
   if [ $rc = 77 ]; then note "            the CUDA tests skip without a GPU (exit 77), as designed"
   else failures=$((failures + 1)); note "            expected exit 77 (skipped) without a GPU, got $rc"; fi
+elif ! selected "test"; then
+  note "$(printf '%-18s not selected (DINO_STAGES)' tests)"
 else
   tags="$(timeout 60 "$tests_bin" --list-tags 2>/dev/null | sed -n 's/^ *[0-9][0-9]* *\(\[[^]]*\]\).*/\1/p')"
   [ -n "$tags" ] || groups_bad=1  # the executable could not even list its tests
@@ -317,7 +337,9 @@ done
 rm -rf "$fm_out"
 # json_value KEY TEXT: the number after "KEY": in one JSON line (the last one if repeated).
 json_value() { echo "$2" | sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p" | tail -1; }
-if [ -z "$fm_data" ]; then
+if ! selected "fashion-mnist" && ! selected "fmnist"; then
+  note "$(printf '%-18s not selected (DINO_STAGES)' fashion-mnist)"
+elif [ -z "$fm_data" ]; then
   failures=$((failures + 1))
   note "$(printf '%-18s FAIL: no Fashion-MNIST files (DINO_FMNIST_DIR, .deps/fashion-mnist or /usr/share/datasets/fashion-mnist)' fashion-mnist)"
 elif [ $dry = 1 ]; then
