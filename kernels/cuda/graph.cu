@@ -240,6 +240,12 @@ Graph* capture_end() {
   }
   CUDA_CHECK(cudaGraphGetNodes(out->graph, nullptr, &out->nodes));
   CUDA_CHECK(cudaGraphInstantiate(&out->exec, out->graph, 0));
+  // The eager steps before the recording left their activations cached in the device's default
+  // pool (its release threshold is unlimited: runtime.cu); from now on the arena holds them, so
+  // what the pool no longer uses goes back to the device instead of doubling the footprint.
+  cudaMemPool_t pool = nullptr;
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, context().device));
+  CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
   return out.release();
 }
 

@@ -147,6 +147,8 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
   return cudaSuccess;
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+// Freed blocks go back to the host at once here: nothing is cached to trim.
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
 
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
   if (const cudaError_t e = refuse_in_capture(stream)) return e;
