@@ -547,7 +547,7 @@ if [ $dry = 0 ]; then
     note "$(printf '%-18s no compute-sanitizer on this machine' sanitize)"
   else
     for tool in racecheck memcheck initcheck synccheck; do
-      stage "sanitize $tool" 45 "$out/tests.log" "$sanitizer" --tool "$tool" --error-exitcode 1 \
+      stage "sanitize $tool" 90 "$out/tests.log" "$sanitizer" --tool "$tool" --error-exitcode 1 \
         "$tests_bin" "[attention],[layernorm],[dino_loss],[gemm],[optimizer],[augment],[op_table]"
       rc=$?
       [ $rc = 0 ] || [ $rc = 124 ] || [ $rc = 137 ] || failures=$((failures + 1))
