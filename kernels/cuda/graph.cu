@@ -128,7 +128,10 @@ GraphState& state() {
   return s;
 }
 
+// Gives back the slabs of destroyed graphs whose buffers are all freed; not while a capture
+// is in progress (cudaFree synchronises the device, which would end it), but when it ends.
 void drop_released(GraphState& g) {
+  if (g.recording) return;
   for (auto it = g.arenas.begin(); it != g.arenas.end();) {
     if ((*it)->retired && (*it)->live.empty()) {
       (*it)->release();
@@ -209,6 +212,7 @@ cudaGraph_t end_capture(std::shared_ptr<Arena>* arena) {
     g.recording.reset();
     (*arena)->frozen = true;
     frees.swap(g.deferred_frees);
+    drop_released(g);
   }
   for (void* p : frees) free(p);
   return err == cudaSuccess ? graph : nullptr;

@@ -145,7 +145,15 @@ TEST_CASE("the arena: addresses kept on every replay, buffers reused within a ca
   const Tensor other = Tensor::full({64}, 0.0).to(Device::cuda);
   CHECK(other.raw_data() != kept_at);
   be.graph_destroy(graph);
-  c = Tensor();  // the arena's last buffer: its memory goes back now
+  // The arena's last buffer, freed while another capture records: its slabs go back once that
+  // capture ends (cudaFree would end it), and the new capture is not disturbed.
+  be.graph_begin();
+  c = Tensor();
+  Tensor d = add(before, before);
+  DeviceGraph* next = be.graph_end();
+  be.graph_launch(next);
+  CHECK(d.to(Device::cpu).to_vector() == std::vector<float>(64, 4.f));
+  be.graph_destroy(next);
 }
 
 TEST_CASE("dino train with run.cuda_graph writes the checkpoint and metrics of a run without",

@@ -211,12 +211,17 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
     std::memset(p, value, bytes);
   return cudaSuccess;
 }
-// Not stream operations: allowed during a (relaxed) capture, as on the device.
+// Not a stream operation: allowed during a (relaxed) capture, as on the device.
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (posix_memalign(p, 256, bytes ? bytes : 1) != 0) *p = nullptr;
   return record(*p ? cudaSuccess : cudaErrorMemoryAllocation);
 }
+// cudaFree synchronises the device, which a capture in progress does not allow.
 cudaError_t cudaFree(void* p) {
+  if (g_capture) {
+    g_capture_invalid = true;
+    return record(cudaErrorStreamCaptureUnsupported);
+  }
   std::free(p);
   return cudaSuccess;
 }
