@@ -43,6 +43,9 @@ Tensor select_token(const Tensor& x, int64_t i);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x (..., in) @ weight (out, in)^T + bias (out); bias may be undefined.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+// gelu(linear(x, weight, bias)) as ONE node (the MLP's fc1, the DINO head's hidden layers):
+// its backward forms the bias gradient in the GELU-backward pass instead of re-reading dy.
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // weight (K, C) = g (K, 1) * v (K, C) / ||v row||  (torch weight_norm, dim 0)
 Tensor weight_norm(const Tensor& v, const Tensor& g);
 // x @ weight_norm(v, g)^T, no bias: DINO's last layer.

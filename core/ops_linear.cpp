@@ -9,6 +9,11 @@
 // the input's dtype; weight and bias gradients from one fp32-output GEMM (the bias's from its
 // epilogue, a column sum of dy); an upstream gradient that arrives in f32 is rounded to bf16
 // for the GEMMs. On the CPU all of it is in the op's one dtype.
+//
+// linear_gelu is a Linear followed by GELU as one node, because its bias gradient is the column
+// sum of the GELU backward's output: the backward pass that writes dpre also sums it
+// (gelu_bias_backward), so the weight product runs without the two column-sum launches and
+// without reading dpre again. The forward is linear's then GELU's, the same kernels.
 #include <vector>
 
 #include "core/backend.h"
@@ -92,23 +97,37 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+namespace {
+
+// The checks linear and linear_gelu share, naming the op.
+void check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_defined(op, x, "x");
+  check_defined(op, weight, "weight");
+  precision::check_float_operands(op, {{&x, "x"}, {&weight, "weight"}, {&bias, "bias"}});
+  DINO_CHECK(weight.dim() == 2, "[", op, "] weight must be (out, in), got ",
+             shape_str(weight.shape()));
+  DINO_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "[", op, "] x has ", x.size(-1),
+             " features in its last dim, weight expects ", weight.size(1));
+  DINO_CHECK(!bias.defined() || bias.numel() == weight.size(0), "[", op, "] bias has ",
+             bias.numel(), " elements, expected ", weight.size(0));
+}
+
+// x (..., I) -> (..., O) in the GEMM operand's dtype, with the bias epilogue.
+Tensor linear_product(const char* op, const Tensor& xo, const Tensor& wo, const Tensor& bias) {
+  Shape so = xo.shape();
+  so.back() = wo.size(0);
+  Tensor out = Tensor::empty(so, precision::gemm_operand(xo), xo.device());
+  backend(xo.device(), op).linear(out, xo, wo, parameter_as(bias, out.dtype()));
+  return out;
+}
+
+}  // namespace
+
 // x (..., I) @ weight (O, I)^T + bias (O) -> (..., O)
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check_defined("linear", x, "x");
-  check_defined("linear", weight, "weight");
-  precision::check_float_operands("linear", {{&x, "x"}, {&weight, "weight"}, {&bias, "bias"}});
-  DINO_CHECK(weight.dim() == 2, "[linear] weight must be (out, in), got ",
-             shape_str(weight.shape()));
-  DINO_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "[linear] x has ", x.size(-1),
-             " features in its last dim, weight expects ", weight.size(1));
-  const int64_t O = weight.size(0);
-  DINO_CHECK(!bias.defined() || bias.numel() == O, "[linear] bias has ", bias.numel(),
-             " elements, expected ", O);
-  Shape so = x.shape();
-  so.back() = O;
+  check_linear("linear", x, weight, bias);
   const Tensor xo = operand(x), wo = parameter_as(weight, precision::gemm_operand(weight));
-  Tensor out = Tensor::empty(so, precision::gemm_operand(x), x.device());
-  backend(x.device(), "linear").linear(out, xo, wo, parameter_as(bias, out.dtype()));
+  Tensor out = linear_product("linear", xo, wo, bias);
   if (needs_grad({x, weight, bias})) {
     const bool gx = x.requires_grad(), gw = weight.requires_grad();
     const bool gb = bias.defined() && bias.requires_grad();
@@ -118,6 +137,32 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       const LinearGrads r = linear_grads(g, xo, wo, gx, xdt, gw, gb);
       return std::vector<Tensor>{r.dx, param_grad(r.dw, wdt, wshape),
                                  param_grad(r.db, bdt, bshape)};
+    });
+  }
+  return out;
+}
+
+// gelu(x (..., I) @ weight (O, I)^T + bias (O)) -> (..., O). Saves the pre-activation (what
+// gelu alone saves); backward: dpre and db in one pass, then dx and dW from dpre.
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear("linear_gelu", x, weight, bias);
+  const Tensor xo = operand(x), wo = parameter_as(weight, precision::gemm_operand(weight));
+  const Tensor pre = linear_product("linear_gelu", xo, wo, bias);
+  Tensor out = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+  backend(pre.device()).unary(out, UnaryOp::gelu, pre, 0.0);
+  if (needs_grad({x, weight, bias})) {
+    const bool gx = x.requires_grad(), gw = weight.requires_grad();
+    const bool gb = bias.defined() && bias.requires_grad();
+    const DType xdt = x.dtype(), wdt = weight.dtype(), bdt = bias.defined() ? bias.dtype() : wdt;
+    const Shape wshape = weight.shape(), bshape = bias.defined() ? bias.shape() : Shape{};
+    record(out, "linear_gelu", {x, weight, bias}, [=](const Tensor& g) {
+      // g arrives in out's dtype (the engine casts a CUDA gradient to its tensor's dtype).
+      const Tensor dpre = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+      const Tensor db =
+          gb ? Tensor::empty({wshape[0]}, precision::accumulator(g), g.device()) : Tensor();
+      backend(pre.device()).gelu_bias_backward(dpre, db, g, pre);
+      const LinearGrads r = linear_grads(dpre, xo, wo, gx, xdt, gw, false);
+      return std::vector<Tensor>{r.dx, param_grad(r.dw, wdt, wshape), param_grad(db, bdt, bshape)};
     });
   }
   return out;

@@ -38,10 +38,10 @@ double DinoHead::flops_per_row() const {
 
 Tensor DinoHead::forward(const Tensor& x) const {
   Tensor h = x;
-  for (size_t i = 0; i < mlp.layers.size(); ++i) {
-    h = mlp.layers[i]->forward(h);
-    if (i + 1 < mlp.layers.size()) h = gelu(h);
-  }
+  // The hidden layers with their GELU as one node each (core/ops.h linear_gelu): the bias
+  // gradient comes from the GELU backward's pass, not from two more launches.
+  for (size_t i = 0; i < mlp.layers.size(); ++i)
+    h = i + 1 < mlp.layers.size() ? mlp.layers[i]->forward_gelu(h) : mlp.layers[i]->forward(h);
   return weight_norm_linear(l2_normalize(h), last_layer.weight_v, last_layer.weight_g);
 }
 

@@ -13,6 +13,9 @@ class Linear : public Module {
   // trunc-normal(0.02) weight and zero bias: DINO's _init_weights for nn.Linear.
   Linear(int64_t in, int64_t out, bool bias, Rng& rng);
   Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  // gelu(forward(x)) as one node, whose backward sums the bias gradient while it forms the
+  // GELU's (core/ops.h linear_gelu).
+  Tensor forward_gelu(const Tensor& x) const { return linear_gelu(x, weight, bias); }
   Tensor weight, bias;
 };
 

@@ -85,7 +85,8 @@ Residual Block::forward(const Residual& x, DropPathNoise* drop, Tensor* attn_pro
   const AddNorm in = add_norm(x, norm1);
   Tensor a = attn.proj.forward(attention(attn.qkv.forward(in.normed), heads_, attn_probs));
   const AddNorm mid = add_norm({in.sum, branch(a)}, norm2);
-  Tensor m = mlp.fc2.forward(gelu(mlp.fc1.forward(mid.normed)));
+  // fc1 and its GELU as one node: its backward sums fc1's bias gradient in the GELU pass.
+  Tensor m = mlp.fc2.forward(mlp.fc1.forward_gelu(mid.normed));
   return {mid.sum, branch(m)};
 }
 

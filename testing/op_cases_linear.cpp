@@ -1,5 +1,5 @@
-// The GEMM-backed ops: linear, matmul, weight_norm, weight_norm_linear, patchify; and the GEMM
-// benchmark's ViT-S layers (`dino bench gemm`, set "vit").
+// The GEMM-backed ops: linear, linear_gelu, matmul, weight_norm, weight_norm_linear, patchify;
+// and the GEMM benchmark's ViT-S layers (`dino bench gemm`, set "vit").
 //
 // Precision (ARCHITECTURE §3): linear and matmul write bf16; weight_norm_linear writes f32
 // logits; patchify writes the f32 residual stream. Every GEMM reads bf16, so the f32 inputs a
@@ -40,6 +40,27 @@ OpCase linear_case(const Shape& x, int64_t out, DType x_dtype, bool bias, bool w
   c.dims = {shape_numel(x) / in, in, out};  // the GEMM tests' (rows, in, out)
   // Exact bf16 products summed in fp32: a bf16 result is its own rounding, twice, plus 1e-4.
   c.tol.bf16_floor = 1e-4;
+  return c;
+}
+
+// gelu(x W^T + b) as one op, inputs as linear_case's. On the device the pre-activation is
+// rounded to bf16 before the GELU and dpre = dy gelu'(pre) is rounded to bf16 before the
+// products and the bias sum: roundings inside the op that the float64 reference does not see.
+// dW and db (f32) come from the rounded dpre, one rounded factor (~1.6e-3, see the top): the
+// f32 bound of 6e-3. The bf16 output and dx carry the inner rounding on top of their own
+// (~2.4e-3 in all), which 2x the output rounding alone does not cover: a 3e-3 floor, as
+// weight_norm_linear's. A wrong derivative or a lost row of the bias sum is off by O(0.1).
+OpCase linear_gelu_case(const Shape& x, int64_t out, DType x_dtype, bool bias) {
+  const int64_t in = x.back();
+  std::vector<OpInput> inputs = {{x, x_dtype, true, 1.0, 0.0, true},
+                                 {{out, in}, F, true, 0.05, 0.0, true}};
+  if (bias) inputs.push_back({{out}, F, true, 0.5, 0.0, true});
+  OpCase c = op_case(
+      "linear_gelu", std::move(inputs),
+      [bias](const Inputs& t) { return linear_gelu(t[0], t[1], bias ? t[2] : Tensor()); }, H);
+  c.dims = {shape_numel(x) / in, in, out};
+  c.tol.f32 = kRoundedFactorTol;
+  c.tol.bf16_floor = 3e-3;
   return c;
 }
 
@@ -85,6 +106,20 @@ void add_linear(std::vector<OpCase>& c) {
   c.push_back(linear_case({37, 384}, 1152, H, true));
   c.push_back(linear_case({394, 384}, 1536, H, true));
   c.push_back(linear_case({64, 2048}, 256, H, true));
+}
+
+void add_linear_gelu(std::vector<OpCase>& c) {
+  // Odd sizes (out = 65 and 37: the kernel's element path), one row, 3-D x, f32 and bf16 x.
+  for (const int64_t rows : {1, 37, 197}) {
+    c.push_back(linear_gelu_case({rows, 33}, 65, F, true));
+    c.push_back(linear_gelu_case({rows, 33}, 65, H, true));
+  }
+  c.push_back(linear_gelu_case({2, 37, 33}, 37, H, true));
+  c.push_back(linear_gelu_case({37, 33}, 65, F, false));  // no bias: dpre alone
+  // Rows over several chunks and out % 8 == 0 (the 16-byte path): fc1 (384 -> 1536) on 37
+  // tokens, the head's first layer (384 -> 2048) on a batch of 64.
+  c.push_back(linear_gelu_case({37, 384}, 1536, H, true));
+  c.push_back(linear_gelu_case({64, 384}, 2048, H, true));
 }
 
 void add_matmul(std::vector<OpCase>& c) {
@@ -179,6 +214,7 @@ void add_gemm_bench(std::vector<OpCase>& c) {
 
 void add_linear_cases(std::vector<OpCase>& c) {
   add_linear(c);
+  add_linear_gelu(c);
   add_matmul(c);
   add_weight_norm(c);
   add_patchify(c);

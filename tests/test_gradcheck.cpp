@@ -80,6 +80,13 @@ TEST_CASE("grad: linear with and without bias", "[grad]") {
   gradcheck([](auto& in) { return linear(in[0], in[1], Tensor()); }, {x, w});
 }
 
+TEST_CASE("grad: linear_gelu with and without bias", "[grad]") {
+  Rng rng(18);
+  auto x = rg({2, 7, 33}, rng), w = rg({5, 33}, rng), b = rg({5}, rng);
+  gradcheck([](auto& in) { return linear_gelu(in[0], in[1], in[2]); }, {x, w, b});
+  gradcheck([](auto& in) { return linear_gelu(in[0], in[1], Tensor()); }, {x, w});
+}
+
 TEST_CASE("grad: layer_norm", "[grad]") {
   Rng rng(9);
   for (int64_t C : {1, 33}) {

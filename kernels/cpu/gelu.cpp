@@ -2,8 +2,12 @@
 // Elementwise, so it is computed in T: there is no reduction to protect. The float path uses
 // the vectorisable erf/exp of fast_math.h (GELU is a large share of a CPU training step);
 // the double path, used for references and gradient checks, uses the C library.
+// CpuBackend::gelu_bias_backward (linear_gelu's backward) is the GELU backward then the column
+// sums linear_backward would take of its output, the same two kernels in the same order, so
+// the fused op gives the CPU the bits of linear then gelu.
 #include <cmath>
 
+#include "kernels/cpu/backend.h"
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/kernels.h"
 
@@ -40,5 +44,16 @@ template void gelu_forward<float>(float*, const float*, int64_t);
 template void gelu_forward<double>(double*, const double*, int64_t);
 template void gelu_backward<float>(float*, const float*, const float*, int64_t);
 template void gelu_backward<double>(double*, const double*, const double*, int64_t);
+
+void CpuBackend::gelu_bias_backward(const Tensor& dpre, const Tensor& dbias, const Tensor& dout,
+                                    const Tensor& pre) const {
+  const int64_t R = rows_of(pre), O = cols_of(pre);
+  dispatch_float("linear_gelu", dout.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    gelu_backward<T>(dpre.data<T>(), dout.data<T>(), pre.data<T>(), pre.numel());
+    // In double, whatever T, as linear_backward sums its dout.
+    if (dbias.defined()) column_sums<double>(dbias.data<T>(), dpre.data<T>(), R, O, true);
+  });
+}
 
 }  // namespace dino::kernels::cpu

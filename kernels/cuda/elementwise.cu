@@ -76,16 +76,6 @@ __global__ void broadcast_binary_kernel(To* out, const Ta* a, const Tb* b, Broad
   }
 }
 
-__device__ __forceinline__ float gelu_f(float x) {
-  return 0.5f * x * (1.f + erff(x * 0.70710678118654752440f));
-}
-// d/dx gelu = Phi(x) + x * phi(x)
-__device__ __forceinline__ float gelu_grad_f(float x) {
-  const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752440f));
-  const float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;
-  return cdf + x * pdf;
-}
-
 template <class T>
 __global__ void unary_forward_kernel(T* out, const T* x, int64_t n, UnaryOp op, float s) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;

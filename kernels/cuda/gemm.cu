@@ -21,6 +21,13 @@
 // weight products with BGRADB took 1.3-1.8x the plain product's time for the ViT-S shapes
 // (qkv 46 vs 26 µs, fc1 50 vs 32; benchmarks/results/2026-12-04-h200.md), while reading dy
 // once more (2·rows·out bytes: 8 µs for qkv) costs less than that difference.
+// A Linear followed by GELU (fc1, the DINO head's hidden layers) is the op linear_gelu, whose
+// backward asks for no bias gradient here: its dy is what the GELU backward writes, and that
+// pass sums it as it goes (kernels/cuda/linear_gelu.cu), which saves these two launches, their
+// scratch and the re-read of dy. The Linears whose dy comes from the residual stream (qkv's
+// comes from attention; proj and fc2 from the fused add_layer_norm backward) still use the
+// column sums here: fusing theirs would need one node spanning the Linear, the residual add and
+// the LayerNorm.
 //
 // Alignment: cuBLASLt's heuristic cannot see the data pointers, and by default it assumes
 // 256-byte-aligned A, B, C, D; it is told each matrix's real alignment (the largest power of
@@ -39,7 +46,7 @@
 //
 // The MLP's GELU is not fused here: cuBLASLt's GELU epilogue is the tanh form (ARCHITECTURE §3).
 // fc1 runs with the bias epilogue and writes the bf16 pre-activation, which the exact-erf GELU
-// (elementwise.cu) reads and its backward keeps: 2 + 2 + 2 bytes per element. A separate
+// (elementwise.cu) reads and linear_gelu's backward keeps: 2 + 2 + 2 bytes per element. A separate
 // bias+GELU kernel after a bias-free GEMM would move 2 + 2 + 2 + 2 (it must also store the
 // pre-activation for the backward), or recompute it and still read h, bias and dout then.
 
