@@ -79,6 +79,27 @@ __device__ __forceinline__ float sum_partial_column(const float* partial, int pa
   return tree[0][tx];
 }
 
+// The end of the first pass of those column sums over chunks of rows (the bias gradient,
+// linear_gelu's bias gradient): each warp of the block holds, per lane, its rows' sums of
+// kColumnsPerLane adjacent columns in acc; the warps are added in order through shared memory
+// into row blockIdx.y of partial (chunks, cols), one column per thread. The block is
+// 32 * kColumnsPerLane threads, kColumnsPerLane warps.
+template <int kColumnsPerLane>
+__device__ __forceinline__ void write_column_partials(
+    float* partial, const float (&acc)[kColumnsPerLane], int64_t cols,
+    float (&warp_sums)[kColumnsPerLane][32 * kColumnsPerLane]) {
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+#pragma unroll
+  for (int e = 0; e < kColumnsPerLane; ++e) warp_sums[warp][lane * kColumnsPerLane + e] = acc[e];
+  __syncthreads();
+  const int64_t c = int64_t(blockIdx.x) * (32 * kColumnsPerLane) + threadIdx.x;
+  if (c < cols) {
+    float sum = 0.f;
+    for (int w = 0; w < kColumnsPerLane; ++w) sum += warp_sums[w][threadIdx.x];
+    partial[int64_t(blockIdx.y) * cols + c] = sum;
+  }
+}
+
 // Element offset of flat index i (row-major over d.size) with d.stride.
 __device__ __forceinline__ int64_t offset_of(int64_t i, const StridedDims& d) {
   int64_t off = 0;

@@ -89,6 +89,7 @@ __global__ void add_bias_bf16_kernel(__nv_bfloat16* C, const float* tmp, const _
 // w + 8, ... of the chunk, and the warps are added in order through shared memory into the
 // chunk's row of partial (chunks, M). Pass 2 adds the chunks' rows (sum_partial_column).
 constexpr int kColumnsPerLane = 8, kBiasGradWarps = 8;
+static_assert(kBiasGradWarps == kColumnsPerLane, "write_column_partials: one column per thread");
 constexpr int kColumnsPerBlock = 32 * kColumnsPerLane;
 template <bool kVec>
 __global__ void bias_grad_partial_kernel(float* partial, const __nv_bfloat16* A, int64_t K,
@@ -119,15 +120,7 @@ __global__ void bias_grad_partial_kernel(float* partial, const __nv_bfloat16* A,
         if (c0 + e < M) acc[e] += __bfloat162float(row[e]);
     }
   }
-#pragma unroll
-  for (int e = 0; e < kColumnsPerLane; ++e) warp_sums[warp][lane * kColumnsPerLane + e] = acc[e];
-  __syncthreads();
-  const int64_t c = int64_t(blockIdx.x) * kColumnsPerBlock + threadIdx.x;
-  if (c < M) {
-    float sum = 0.f;
-    for (int w = 0; w < kBiasGradWarps; ++w) sum += warp_sums[w][threadIdx.x];
-    partial[int64_t(blockIdx.y) * M + c] = sum;
-  }
+  write_column_partials(partial, acc, M, warp_sums);
 }
 // bias (M) <- Σ over chunks of partial (chunks, M), in C's type.
 __global__ void bias_grad_reduce_kernel(void* bias, bool bias_bf16, const float* partial,

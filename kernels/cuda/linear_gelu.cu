@@ -35,6 +35,7 @@ namespace dino::kernels::cuda {
 namespace {
 
 constexpr int kColumnsPerLane = 8, kWarps = 8;
+static_assert(kWarps == kColumnsPerLane, "write_column_partials: one column per thread");
 constexpr int kColumnsPerBlock = 32 * kColumnsPerLane;
 
 }  // namespace
@@ -88,15 +89,7 @@ __global__ void gelu_bias_backward_kernel(__nv_bfloat16* dpre, float* partial,
     }
   }
   if (!partial) return;  // uniform across the grid: no thread is left at the barrier
-#pragma unroll
-  for (int e = 0; e < kColumnsPerLane; ++e) warp_sums[warp][lane * kColumnsPerLane + e] = acc[e];
-  __syncthreads();
-  const int64_t c = int64_t(blockIdx.x) * kColumnsPerBlock + threadIdx.x;
-  if (c < O) {
-    float sum = 0.f;
-    for (int w = 0; w < kWarps; ++w) sum += warp_sums[w][threadIdx.x];
-    partial[int64_t(blockIdx.y) * O + c] = sum;
-  }
+  write_column_partials(partial, acc, O, warp_sums);
 }
 
 // dbias (O) <- Σ over chunks of partial (chunks, O), chunks in order.
