@@ -145,11 +145,11 @@ void DinoLoss::set_teacher_temp(double tau_t) {
   if (temperature_.defined() && temperature_.device() == center.device() &&
       temperature_value_ == tau_t)
     return;
-  const Tensor t = teacher_temperature(tau_t, center.device());
-  if (temperature_.defined() && temperature_.device() == t.device())
-    temperature_.copy_from(t);  // in place: a captured step keeps reading this tensor
+  if (temperature_.defined() && temperature_.device() == center.device())
+    // In place, one upload: a captured step keeps reading this tensor.
+    temperature_.copy_from(Tensor::scalar(tau_t, temperature_.dtype()).reshape({1}));
   else
-    temperature_ = t;
+    temperature_ = teacher_temperature(tau_t, center.device());
   temperature_value_ = tau_t;
 }
 

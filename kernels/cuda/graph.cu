@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -120,7 +121,7 @@ struct GraphState {
   std::shared_ptr<Arena> recording;            // the capture in progress
   std::vector<std::shared_ptr<Arena>> arenas;  // every arena with slabs still held
   std::vector<void*> deferred_frees;           // pre-capture buffers freed while capturing
-  bool any = false;                            // arenas is not empty (read without the lock)
+  std::atomic<bool> any{false};                // arenas is not empty (read without the lock)
 };
 
 GraphState& state() {
@@ -154,6 +155,7 @@ struct Graph {
 
 bool capturing() {
   GraphState& g = state();
+  if (!g.any) return false;  // every upload asks: no lock while no graph exists
   std::lock_guard<std::mutex> lock(g.mutex);
   return g.recording != nullptr;
 }
