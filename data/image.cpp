@@ -47,6 +47,7 @@ void to_float(const SourceImage& src, Image& dst) {
 void to_bytes(const Image& img, uint8_t* out) {
   using namespace simd;
   typedef uint8_t u8x8 __attribute__((vector_size(8)));
+  typedef uint8_t u8x32 __attribute__((vector_size(32)));
   const float* in = img.pixels.data();
   const size_t n = img.pixels.size();
   // x * 255 + 0.5 (one fused multiply-add, as the compiler makes of the scalar form), clamped
@@ -54,7 +55,10 @@ void to_bytes(const Image& img, uint8_t* out) {
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     const f8 x = min(max(fma(load(in + i), splat(255.f), splat(0.5f)), splat(0.f)), splat(255.f));
-    const u8x8 bytes = __builtin_convertvector(__builtin_convertvector(x, i8), u8x8);
+    // The low byte of each 32-bit lane, picked by one byte shuffle: converting the vector to
+    // bytes directly compiles to a lane-by-lane extraction, ten times slower.
+    const u8x32 lanes = u8x32(__builtin_convertvector(x, i8));
+    const u8x8 bytes = __builtin_shufflevector(lanes, lanes, 0, 4, 8, 12, 16, 20, 24, 28);
     std::memcpy(out + i, &bytes, sizeof bytes);
   }
   for (; i < n; ++i) {
@@ -100,34 +104,6 @@ void make_taps(int in0, int in_size, int out_size, ResizeTaps& t) {
   }
 }
 
-// The horizontal taps regrouped per block of kLanes consecutive outputs: the block reads the
-// inputs [start, start + span) and holds a span x kLanes weight matrix that is zero wherever
-// an input is not one of that output's taps. Each output still sums its own taps in
-// increasing input order (the extra terms add an exact zero), so the result is the scalar
-// loop's, while a block costs span vector multiply-adds instead of kLanes x taps scalar ones.
-void make_bands(const ResizeTaps& t, int out_size, ResizeBands& bands) {
-  const int blocks = (out_size + simd::kLanes - 1) / simd::kLanes;
-  bands.start.resize(size_t(blocks));
-  bands.span.resize(size_t(blocks));
-  bands.offset.resize(size_t(blocks));
-  size_t total = 0;
-  for (int b = 0; b < blocks; ++b) {
-    const int o0 = b * simd::kLanes, o1 = std::min(o0 + simd::kLanes, out_size) - 1;
-    bands.start[size_t(b)] = t.first[size_t(o0)];  // taps move right with the output
-    bands.span[size_t(b)] = t.first[size_t(o1)] + t.count[size_t(o1)] - t.first[size_t(o0)];
-    bands.offset[size_t(b)] = total;
-    total += size_t(bands.span[size_t(b)]) * simd::kLanes;
-  }
-  bands.weight.assign(total, 0.f);
-  for (int o = 0; o < out_size; ++o) {
-    const int b = o / simd::kLanes, lane = o % simd::kLanes;
-    float* w = bands.weight.data() + bands.offset[size_t(b)];
-    const int shift = t.first[size_t(o)] - bands.start[size_t(b)];
-    for (int k = 0; k < t.count[size_t(o)]; ++k)
-      w[size_t(shift + k) * simd::kLanes + lane] = t.weight[size_t(o) * t.ksize + k];
-  }
-}
-
 }  // namespace
 
 void resized_crop(const Image& src, int top, int left, int height, int width, int out_h, int out_w,
@@ -140,40 +116,66 @@ void resized_crop(const Image& src, int top, int left, int height, int width, in
   DINO_CHECK(out_h > 0 && out_w > 0, "[resized_crop] invalid output size ", out_h, "x", out_w);
   make_taps(left, width, out_w, scratch.tx);
   make_taps(top, height, out_h, scratch.ty);
-  make_bands(scratch.tx, out_w, scratch.bands);
-  const ResizeBands& bands = scratch.bands;
+  const ResizeTaps& tx = scratch.tx;
   const ResizeTaps& ty = scratch.ty;
   const int C = src.channels;
-  const int blocks = int(bands.start.size()), stride = blocks * kLanes;
-  // Horizontal pass over the region's rows only, then vertical: PIL's order. Four rows (then
-  // four column blocks) at a time: independent multiply-add chains that share each weight
-  // load, so the loops run at the FMA units' rate rather than at one chain's latency.
+  const int blocks = (out_w + kLanes - 1) / kLanes, stride = blocks * kLanes;
+  // Horizontal pass over the region's rows only, then vertical: PIL's order. The horizontal
+  // pass works on eight rows at once, one per lane: the rows are transposed into `columns`
+  // (input x holds its eight rows' values), so each output column is one chain of vector
+  // multiply-adds over exactly its own taps, and eight outputs' chains run side by side; an
+  // 8 x 8 transpose then puts them back as rows. Taps beyond an output's count have weight 0
+  // and the columns past the region are 0, so the extra terms add exact zeros.
+  scratch.columns.resize((size_t(width) + size_t(tx.ksize)) * kLanes);
+  float* columns = scratch.columns.data();
+  std::fill(columns + size_t(width) * kLanes, columns + scratch.columns.size(), 0.f);
+  // Per block of eight outputs (outputs past the row repeat the last one): the longest tap
+  // count, each output's first column, and the weights interleaved by tap (tap k of output j
+  // at k * 8 + j), so the inner loop addresses every weight from one pointer.
+  scratch.block_taps.resize(size_t(blocks));
+  scratch.block_first.resize(size_t(stride));
+  scratch.block_weight.assign(size_t(blocks) * tx.ksize * kLanes, 0.f);
+  for (int b = 0; b < blocks; ++b) {
+    int taps = 0;
+    for (int j = 0; j < kLanes; ++j) {
+      const int o = std::min(b * kLanes + j, out_w - 1);
+      taps = std::max(taps, tx.count[size_t(o)]);
+      scratch.block_first[size_t(b) * kLanes + j] = tx.first[size_t(o)] - left;
+      for (int k = 0; k < tx.count[size_t(o)]; ++k)
+        scratch.block_weight[(size_t(b) * tx.ksize + k) * kLanes + j] =
+            tx.weight[size_t(o) * tx.ksize + k];
+    }
+    scratch.block_taps[size_t(b)] = taps;
+  }
   scratch.rows.resize(size_t(C) * height * stride);
   for (int c = 0; c < C; ++c)
-    for (int y0 = 0; y0 < height; y0 += 4) {
-      const int rows = std::min(4, height - y0);
-      const float* in[4];
-      float* out[4];
-      for (int r = 0; r < 4; ++r) {  // missing rows repeat the last one and are not stored
-        const int y = y0 + std::min(r, rows - 1);
-        in[r] = src.channel(c) + size_t(top + y) * src.width;
-        out[r] = scratch.rows.data() + (size_t(c) * height + y) * stride;
+    for (int y0 = 0; y0 < height; y0 += kLanes) {
+      const int rows = std::min(kLanes, height - y0);
+      const float* in[kLanes];
+      for (int r = 0; r < kLanes; ++r)  // missing rows repeat the last one and are not stored
+        in[r] = src.channel(c) + size_t(top + y0 + std::min(r, rows - 1)) * src.width + left;
+      int x = 0;
+      for (; x + kLanes <= width; x += kLanes) {
+        f8 m[kLanes];
+        for (int r = 0; r < kLanes; ++r) m[r] = load(in[r] + x);
+        transpose(m);
+        for (int j = 0; j < kLanes; ++j) store(columns + size_t(x + j) * kLanes, m[j]);
       }
+      for (; x < width; ++x)
+        for (int r = 0; r < kLanes; ++r) columns[size_t(x) * kLanes + r] = in[r][x];
       for (int b = 0; b < blocks; ++b) {
-        const int start = bands.start[size_t(b)], span = bands.span[size_t(b)];
-        const float* w = bands.weight.data() + bands.offset[size_t(b)];
-        f8 acc0 = splat(0.f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        for (int i = 0; i < span; ++i) {
-          const f8 wi = load(w + i * kLanes);
-          acc0 = fma(splat(in[0][start + i]), wi, acc0);
-          acc1 = fma(splat(in[1][start + i]), wi, acc1);
-          acc2 = fma(splat(in[2][start + i]), wi, acc2);
-          acc3 = fma(splat(in[3][start + i]), wi, acc3);
-        }
-        store(out[3] + b * kLanes, acc3);  // rows repeated at the end store the same values
-        store(out[2] + b * kLanes, acc2);
-        store(out[1] + b * kLanes, acc1);
-        store(out[0] + b * kLanes, acc0);
+        const float* w = scratch.block_weight.data() + size_t(b) * tx.ksize * kLanes;
+        const float* col[kLanes];
+        for (int j = 0; j < kLanes; ++j)
+          col[j] = columns + size_t(scratch.block_first[size_t(b) * kLanes + j]) * kLanes;
+        f8 acc[kLanes];
+        for (f8& a : acc) a = splat(0.f);
+        for (int k = 0, taps = scratch.block_taps[size_t(b)]; k < taps; ++k, w += kLanes)
+          for (int j = 0; j < kLanes; ++j)
+            acc[j] = fma(splat(w[j]), load(col[j] + size_t(k) * kLanes), acc[j]);
+        transpose(acc);
+        for (int r = 0; r < rows; ++r)
+          store(scratch.rows.data() + (size_t(c) * height + y0 + r) * stride + b * kLanes, acc[r]);
       }
     }
   dst.channels = C;

@@ -53,17 +53,12 @@ struct ResizeTaps {
   std::vector<float> weight;
   std::vector<double> raw;
 };
-struct ResizeBands {  // the horizontal taps regrouped for vector code (data/image.cpp)
-  std::vector<int> start, span;
-  std::vector<size_t> offset;
-  std::vector<float> weight;
-};
 // The buffers of resized_crop, kept from one call to the next so a warm caller allocates
 // nothing.
 struct ResizeScratch {
   ResizeTaps tx, ty;
-  ResizeBands bands;
-  std::vector<float> rows;
+  std::vector<int> block_taps, block_first;
+  std::vector<float> block_weight, columns, rows;
 };
 // The same into `dst`, whose buffer is reused.
 void resized_crop(const Image& src, int top, int left, int height, int width, int out_h, int out_w,
