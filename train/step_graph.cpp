@@ -38,11 +38,11 @@ StepOutputs StepGraph::step(DinoModel& student, DinoModel& teacher, DinoLoss& lo
                             AdamW& optimizer, const std::vector<Tensor>& crops,
                             const StepSettings& s, DropPathNoise* drop) {
   DINO_CHECK(!crops.empty() && crops[0].device() == Device::cuda,
-             "[train] train.cuda_graph needs the step on a CUDA device (--device cuda)");
+             "[train] run.cuda_graph needs the step on a CUDA device (--device cuda)");
   DINO_CHECK(s.defer_stats,
              "[train] a step through a CUDA graph leaves its statistics on the "
              "device: set StepSettings::defer_stats");
-  backend_ = &backend(Device::cuda, "train.cuda_graph");
+  backend_ = &backend(Device::cuda, "run.cuda_graph");
   const std::string shapes = shapes_of(crops);
   if (shapes != shapes_) {
     reset(student);
@@ -68,9 +68,9 @@ StepOutputs StepGraph::step(DinoModel& student, DinoModel& teacher, DinoLoss& lo
       outputs_ = StepOutputs{};
       student.zero_grad();
       throw Error(
-          str_cat("[train] train.cuda_graph: the step could not be recorded as a CUDA "
+          str_cat("[train] run.cuda_graph: the step could not be recorded as a CUDA "
                   "graph: ",
-                  e.what(), ". Run with train.cuda_graph=false"));
+                  e.what(), ". Run with run.cuda_graph=false"));
     }
     graph_ = backend_->graph_end();
     ++recordings_;

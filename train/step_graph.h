@@ -1,5 +1,5 @@
 #pragma once
-// The training step with its forwards and backward as one CUDA graph (train.cuda_graph): the
+// The training step with its forwards and backward as one CUDA graph (run.cuda_graph): the
 // teacher's and the student's forwards, the loss with its center update and the backward
 // (train/step.h forward_backward) are recorded once and replayed by one launch, so the host no
 // longer issues a few thousand kernels per step and the device runs them without the gaps

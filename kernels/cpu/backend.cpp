@@ -130,7 +130,7 @@ void CpuBackend::copy_to_host_async(void* pinned_dst, const void* src, size_t by
 void CpuBackend::no_graphs() {
   throw Error(
       "[graph] the cpu backend records no graphs: it runs each op as it is called "
-      "(train.cuda_graph is for --device cuda)");
+      "(run.cuda_graph is for --device cuda)");
 }
 
 void CpuBackend::select_device(int index) const {
