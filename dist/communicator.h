@@ -57,6 +57,11 @@ class Communicator {
   void set_timeout_s(double s) { timeout_s_ = s; }
   // Payload bytes this rank has reduced, broadcast or gathered so far (its own part).
   int64_t bytes_communicated() const { return bytes_; }
+  // A CUDA graph in which this communicator's collectives were recorded (`bytes` of them) was
+  // just launched on the compute stream: they count as communicated, and a backend that
+  // watches its collectives for a hang (NCCL) watches the launch until it completes. `what`
+  // names the graph in that message, e.g. "step recorded as a CUDA graph".
+  virtual void graph_launched(const char* what, int64_t bytes) { count_bytes(bytes); }
 
  protected:
   Communicator(int rank, int size, double timeout_s)

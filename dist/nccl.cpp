@@ -158,6 +158,11 @@ class NcclCommunicator : public Communicator {
 
   [[noreturn]] void abort(const std::string& message) override { abort_job(message); }
 
+  void graph_launched(const char* what, int64_t bytes) override {
+    count_bytes(bytes);
+    watch_event(std::make_shared<Event>(), compute_stream(), what, size_t(bytes));
+  }
+
  private:
   // Orders the NCCL stream after everything queued on the compute stream so far.
   void after_compute() {
@@ -165,13 +170,26 @@ class NcclCommunicator : public Communicator {
     CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
   }
 
-  // An event after the collective just queued, watched until it completes.
+  // An event after the collective just queued, watched until it completes. A collective
+  // recorded into a CUDA graph runs only when the graph is launched, and its event, recorded in
+  // the capture, may not be queried: graph_launched() watches the launch instead.
   std::shared_ptr<Event> track(const char* what, size_t bytes) {
     auto done = std::make_shared<Event>();
-    CUDA_CHECK(cudaEventRecord(done->e, stream_));
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+      CUDA_CHECK(cudaEventRecord(done->e, stream_));
+    else
+      watch_event(done, stream_, what, bytes);
+    return done;
+  }
+
+  // Records `done` on `stream` and hands it to the watchdog.
+  void watch_event(const std::shared_ptr<Event>& done, cudaStream_t stream, const char* what,
+                   size_t bytes) {
+    CUDA_CHECK(cudaEventRecord(done->e, stream));
     std::lock_guard<std::mutex> lock(mutex_);
     in_flight_.push_back({done, Clock::now(), what, bytes});
-    return done;
   }
 
   void watch() {

@@ -487,11 +487,13 @@ EOF_BENCH
   # Data-parallel training's cost in a world of one: the gradient all-reduce at ViT-S/16's
   # bucket sizes through NCCL (bus bandwidth as nccl-tests reports it), and the step with the
   # reducer and the center all-reduce (DINO_DIST_COLLECTIVES=always) against the step without,
-  # run just before it (goal: under 2%).
+  # run just before it (goal: under 2%); then the same step through its CUDA graph, the NCCL
+  # collectives recorded in it (summary.json: ours+nccl-world-of-1+cuda-graph).
   stage "bench allreduce" 25 "$bench_log" "$dino_bin" bench allreduce --device cuda --json ||
     failures=$((failures + 1))
   stage "bench step+nccl" 25 "$bench_log" env DINO_DIST_COLLECTIVES=always "$dino_bin" bench \
-    train-step --device cuda --steps 10 --warmup 2 --json || failures=$((failures + 1))
+    train-step --device cuda --steps 10 --warmup 2 --json run.cuda_graph=true ||
+    failures=$((failures + 1))
   step_rows="$(grep -E '^\{"bench":"train-step"|^\{.*"bench":"train-step"' "$bench_log" | grep -v '"loop"')"
   plain_ms="$(echo "$step_rows" | grep -v data_parallel | grep '"attention_backend":"ours"' | tail -1 | sed -n 's/.*"median_ms":\([0-9.eE+-]*\).*/\1/p')"
   nccl_ms="$(echo "$step_rows" | grep data_parallel | tail -1 | sed -n 's/.*"median_ms":\([0-9.eE+-]*\).*/\1/p')"

@@ -54,12 +54,6 @@ RunPlan plan_run(const Recipe& recipe, const TrainOptions& opt) {
   DINO_CHECK(!recipe.run.cuda_graph || plan.device == Device::cuda,
              "[config] run.cuda_graph=true records the step as a CUDA graph: it needs --device "
              "cuda");
-  DINO_CHECK(!recipe.run.cuda_graph || plan.ranks == 1,
-             "[config] run.cuda_graph=true runs one "
-             "process; with ",
-             plan.ranks,
-             " ranks set run.cuda_graph=false (the data-parallel "
-             "reducer's collectives are not recorded)");
   plan.folder = plan.root() ? check_run_folder(opt.out_dir, opt.resume, opt.force)
                             : run_folder_paths(opt.out_dir);
 

@@ -15,8 +15,14 @@
 //
 // When it records: the first step for a set of crop shapes runs eagerly (it creates the
 // optimizer's moments and the bf16 weight copies, and picks the GEMM algorithms); the second
-// records and launches; the later ones replay. New shapes start over. One process only: the
-// data-parallel reducer's collectives are not recorded.
+// records and launches; the later ones replay. New shapes start over.
+//
+// Data-parallel: the collectives the step issues (the gradient buckets' all-reduces, started
+// from the backward as their gradients become final, and the loss's center and statistics
+// sums) are recorded with it, on the communicator's own stream forked from the step's and
+// joined back before it ends, so every replay runs them in the recorded order on every rank.
+// The communicator then watches each launch, instead of each collective, for a rank that
+// died or stopped.
 #include <string>
 #include <vector>
 
@@ -24,6 +30,9 @@
 #include "train/step.h"
 
 namespace dino {
+namespace dist {
+class Communicator;
+}
 
 class StepGraph {
  public:
@@ -33,9 +42,12 @@ class StepGraph {
   StepGraph& operator=(const StepGraph&) = delete;
 
   // dino_step on CUDA with s.defer_stats (the statistics stay on the device, in
-  // StepOutputs::pending), through the graph.
+  // StepOutputs::pending), through the graph. Data-parallel: `reducer` as dino_step takes it,
+  // and `comm`, the device communicator the step's collectives go through (the reducer's and
+  // the loss's).
   StepOutputs step(DinoModel& student, DinoModel& teacher, DinoLoss& loss, AdamW& optimizer,
-                   const std::vector<Tensor>& crops, const StepSettings& s, DropPathNoise* drop);
+                   const std::vector<Tensor>& crops, const StepSettings& s, DropPathNoise* drop,
+                   dist::GradReducer* reducer = nullptr, dist::Communicator* comm = nullptr);
 
   // The graph in use (recorded), and what it holds; recordings so far.
   bool recorded() const { return graph_ != nullptr; }
@@ -55,6 +67,7 @@ class StepGraph {
   // Each trainable parameter's gradient as the graph writes it: handed back before every
   // update, since the update may drop one (the last-layer freeze).
   std::vector<std::pair<Tensor, Tensor>> grads_;
+  int64_t graph_bytes_ = 0;  // the payload of the collectives recorded in the graph
 };
 
 }  // namespace dino

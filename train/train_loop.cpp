@@ -37,6 +37,7 @@ TrainLoop::TrainLoop(const Recipe& recipe, const RunPlan& plan, TrainState& stat
       state_(state),
       metrics_(metrics),
       host_(world && world->active() ? world->host() : nullptr),
+      device_comm_(world && world->active() ? world->comm(plan.device) : nullptr),
       reducer_(world && world->active()
                    ? std::make_unique<dist::GradReducer>(*world->comm(plan.device),
                                                          trainable_parameters(*state.student))
@@ -76,7 +77,7 @@ TrainLoop::PendingStep TrainLoop::run_step() {
   // main_dino does; pipelined, finish() stops it once the statistics arrive.
   StepOutputs out =
       graph_ ? graph_->step(*state_.student, *state_.teacher, *state_.loss, *state_.optimizer,
-                            p.upload.views, r.settings, &state_.drop)
+                            p.upload.views, r.settings, &state_.drop, reducer_.get(), device_comm_)
              : dino_step(*state_.student, *state_.teacher, *state_.loss, *state_.optimizer,
                          p.upload.views, r.settings, &state_.drop, false, reducer_.get());
   p.upload.views.clear();  // the device tensors return to the pool in stream order

@@ -78,7 +78,8 @@ class TrainLoop {
   const RunPlan& plan_;
   TrainState& state_;
   MetricsLog* metrics_;
-  dist::Communicator* host_ = nullptr;  // active world: every rank's agreement on stopping
+  dist::Communicator* host_ = nullptr;         // active world: every rank's agreement on stopping
+  dist::Communicator* device_comm_ = nullptr;  // active world: the step's collectives
   std::unique_ptr<dist::GradReducer> reducer_;
   const LoopOptions options_;
   data::MultiCropLoader loader_;

@@ -19,7 +19,8 @@
 #   6. A rank launched with another recipe is refused before training.
 #   7. With the emulated CUDA build (tests/simt, NCCL stood in for by MPI host collectives):
 #      2 emulated GPUs x batch B run the real NCCL-calling code and agree with 1 emulated GPU
-#      x 2B to 1e-5, and their per-step losses with the CPU's to 2e-2 (bf16 activations).
+#      x 2B to 1e-5, and their per-step losses with the CPU's to 2e-2 (bf16 activations); with
+#      run.cuda_graph (the collectives recorded in the step's graph) they are bit-identical.
 # Usage: train_data_parallel.sh MPIEXEC PATH/TO/dino [PATH/TO/dino_simt_cli]
 set -u
 MPIEXEC=$1
@@ -141,6 +142,12 @@ if [ -n "$SIMT" ]; then
   /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/gpu1" "$TMP/gpu2" --tol 1e-5 || fail "2 emulated GPUs x 8 differ from 1 x 16"
   /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/one" "$TMP/gpu2" --metrics-only --first-steps 4 --tol 2e-2 \
     || fail "2 emulated GPUs differ from the CPU"
+  # The same 2 ranks with the step recorded as a CUDA graph, its collectives with it (recorded
+  # at step 2, replayed at 3 and 4): bit for bit the eager run.
+  # shellcheck disable=SC2086
+  mpi 2 "$SIMT" train --device cuda --out "$TMP/gpu2g" $RECIPE optim.batch_size=8 run.max_steps=4 run.knn=false \
+    run.cuda_graph=true >"$TMP/gpu2g.log" 2>&1 || fail "2 emulated GPUs with run.cuda_graph: $(tail -2 "$TMP/gpu2g.log")"
+  /usr/bin/python3 "$HERE/compare_runs.py" "$TMP/gpu2" "$TMP/gpu2g" --exact || fail "2 emulated GPUs: the CUDA graph's run differs"
 fi
 
 if [ "$failures" -ne 0 ]; then

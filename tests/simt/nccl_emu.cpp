@@ -1,9 +1,13 @@
 // The NCCL stand-in of tests/simt/include/nccl.h: MPI host collectives over a duplicate of
 // MPI_COMM_WORLD. It checks what the real library would refuse (ranks that disagree on the id,
-// unsupported types and operations), so the calling code is held to NCCL's contract.
+// unsupported types and operations), so the calling code is held to NCCL's contract. On a
+// stream being captured into a CUDA graph a collective is recorded, as NCCL's kernels are, and
+// runs each time the graph is launched.
+#include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <cstring>
 #include <random>
 #include <string>
@@ -12,6 +16,8 @@
 struct ncclComm {
   int rank = 0, size = 1;
   MPI_Comm mpi = MPI_COMM_NULL;  // MPI_COMM_NULL in a world of one
+  std::atomic<ncclResult_t> async{
+      ncclSuccess};  // a recorded collective's failure, for the error poll
 };
 
 namespace {
@@ -33,6 +39,20 @@ size_t type_size(ncclDataType_t t) {
     case ncclFloat64: return 8;
   }
   return 0;
+}
+
+// Runs `collective` now, or records it when `stream` is being captured; a recorded one that
+// fails when the graph runs reports it through ncclCommGetAsyncError, as NCCL does.
+template <class Collective>
+ncclResult_t run_or_record(ncclComm_t comm, cudaStream_t stream, Collective collective) {
+  if (auto* graph = dino::simt::capture_of(stream)) {
+    graph->push_back([=] {
+      const ncclResult_t rc = collective();
+      if (rc != ncclSuccess) comm->async = rc;
+    });
+    return ncclSuccess;
+  }
+  return collective();
 }
 
 template <class T>
@@ -89,8 +109,8 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
 
 ncclResult_t ncclCommAbort(ncclComm_t comm) { return ncclSuccess; }
 
-ncclResult_t ncclCommGetAsyncError(ncclComm_t, ncclResult_t* async_error) {
-  *async_error = ncclSuccess;
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
+  *async_error = comm->async;
   return ncclSuccess;
 }
 
@@ -111,47 +131,54 @@ const char* ncclGetErrorString(ncclResult_t result) {
 const char* ncclGetLastError(ncclComm_t) { return g_last_error.c_str(); }
 
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t type,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
   if (type != ncclFloat32 && type != ncclFloat64)
     return fail(ncclInvalidArgument, "the stand-in reduces f32 and f64 only");
   if (op != ncclSum && op != ncclAvg)
     return fail(ncclInvalidArgument, "the stand-in sums and averages only");
-  if (sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * type_size(type));
-  if (comm->size == 1) return ncclSuccess;
-  if (op == ncclAvg) {
-    if (type == ncclFloat32)
-      premultiply(static_cast<float*>(recvbuff), count, comm->size);
-    else
-      premultiply(static_cast<double*>(recvbuff), count, comm->size);
-  }
-  if (MPI_Allreduce(MPI_IN_PLACE, recvbuff, int(count),
-                    type == ncclFloat32 ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM,
-                    comm->mpi) != MPI_SUCCESS)
-    return fail(ncclSystemError, "MPI_Allreduce failed");
-  return ncclSuccess;
+  return run_or_record(comm, stream, [=] {
+    if (sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * type_size(type));
+    if (comm->size == 1) return ncclSuccess;
+    if (op == ncclAvg) {
+      if (type == ncclFloat32)
+        premultiply(static_cast<float*>(recvbuff), count, comm->size);
+      else
+        premultiply(static_cast<double*>(recvbuff), count, comm->size);
+    }
+    if (MPI_Allreduce(MPI_IN_PLACE, recvbuff, int(count),
+                      type == ncclFloat32 ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM,
+                      comm->mpi) != MPI_SUCCESS)
+      return fail(ncclSystemError, "MPI_Allreduce failed");
+    return ncclSuccess;
+  });
 }
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t type,
-                           int root, ncclComm_t comm, cudaStream_t) {
+                           int root, ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = count * type_size(type);
-  if (comm->rank == root && sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, bytes);
-  if (comm->size == 1) return ncclSuccess;
-  if (MPI_Bcast(recvbuff, int(bytes), MPI_BYTE, root, comm->mpi) != MPI_SUCCESS)
-    return fail(ncclSystemError, "MPI_Bcast failed");
-  return ncclSuccess;
+  return run_or_record(comm, stream, [=] {
+    if (comm->rank == root && sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, bytes);
+    if (comm->size == 1) return ncclSuccess;
+    if (MPI_Bcast(recvbuff, int(bytes), MPI_BYTE, root, comm->mpi) != MPI_SUCCESS)
+      return fail(ncclSystemError, "MPI_Bcast failed");
+    return ncclSuccess;
+  });
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
-                           ncclDataType_t type, ncclComm_t comm, cudaStream_t) {
+                           ncclDataType_t type, ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = sendcount * type_size(type);
-  if (comm->size == 1) {
-    if (sendbuff != recvbuff) std::memmove(recvbuff, sendbuff, bytes);
+  return run_or_record(comm, stream, [=] {
+    if (comm->size == 1) {
+      if (sendbuff != recvbuff) std::memmove(recvbuff, sendbuff, bytes);
+      return ncclSuccess;
+    }
+    // NCCL allows the in-place form (sendbuff at this rank's slot of recvbuff); MPI needs it
+    // said.
+    const bool in_place = sendbuff == static_cast<char*>(recvbuff) + comm->rank * bytes;
+    if (MPI_Allgather(in_place ? MPI_IN_PLACE : sendbuff, int(bytes), MPI_BYTE, recvbuff,
+                      int(bytes), MPI_BYTE, comm->mpi) != MPI_SUCCESS)
+      return fail(ncclSystemError, "MPI_Allgather failed");
     return ncclSuccess;
-  }
-  // NCCL allows the in-place form (sendbuff at this rank's slot of recvbuff); MPI needs it said.
-  const bool in_place = sendbuff == static_cast<char*>(recvbuff) + comm->rank * bytes;
-  if (MPI_Allgather(in_place ? MPI_IN_PLACE : sendbuff, int(bytes), MPI_BYTE, recvbuff, int(bytes),
-                    MPI_BYTE, comm->mpi) != MPI_SUCCESS)
-    return fail(ncclSystemError, "MPI_Allgather failed");
-  return ncclSuccess;
+  });
 }

@@ -4,12 +4,21 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
+
+struct CUevent_st {
+  std::chrono::steady_clock::time_point recorded;
+  // Last recorded in a capture: on `stream`, after `work` of that stream's recorded work.
+  std::atomic<bool> captured{false};
+  cudaStream_t stream = nullptr;
+  int work = 0;
+};
 
 namespace {
 
@@ -34,14 +43,24 @@ bool g_log_on = false;
 std::vector<dino::simt::StreamOp> g_log;
 std::map<const char*, size_t> g_pinned;  // cudaHostAlloc blocks: start -> bytes
 
-// The one stream capturing (stream capture, one graph at a time), and what it recorded.
+// The capture in progress (stream capture, one graph at a time): the stream it began on, what
+// it recorded, and the streams that joined it by waiting on an event recorded in it. The host
+// order of the recorded work is one order its dependencies allow (every call here completes
+// before the next), so a launch replays it in that order. A joined stream counts the work
+// recorded on it since the capturing stream last waited for all of it: the capture cannot end
+// while any is left (the device's "unjoined" error).
 cudaStream_t g_capturing = nullptr;
 std::vector<std::function<void()>>* g_capture = nullptr;
 bool g_capture_invalid = false;
+std::map<cudaStream_t, int> g_joined;  // joined stream -> work not yet waited for
+
+bool in_capture(cudaStream_t stream) {
+  return g_capture && stream && (stream == g_capturing || g_joined.count(stream));
+}
 
 // A call the device refuses on a capturing stream: it invalidates the capture.
 cudaError_t refuse_in_capture(cudaStream_t stream) {
-  if (!g_capture || (stream && stream != g_capturing)) return cudaSuccess;
+  if (!g_capture || (stream && !in_capture(stream))) return cudaSuccess;
   g_capture_invalid = true;
   return record(cudaErrorStreamCaptureUnsupported);
 }
@@ -67,6 +86,8 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureUnjoined: return "cudaErrorStreamCaptureUnjoined";
+    case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
   }
   return "cudaErrorUnknown";
 }
@@ -83,6 +104,10 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated:
       return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnjoined:
+      return "capture sequence contains a fork that was not joined to the primary stream";
+    case cudaErrorCapturedEvent:
+      return "operation not permitted on an event last recorded in a capturing stream";
   }
   return "unknown error";
 }
@@ -137,8 +162,20 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-// Every call has completed when it returns, so every event has been reached already.
+// Every call has completed when it returns, so every event has been reached already. An event
+// recorded in the capture brings the waiting stream into it, or, waited on by the capturing
+// stream, joins back the work recorded on its stream up to the record; outside the capture
+// it is refused, as the device refuses it.
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  if (event->captured) {
+    if (!g_capture) return record(cudaErrorCapturedEvent);
+    if (stream == g_capturing) {
+      auto joined = g_joined.find(event->stream);
+      if (joined != g_joined.end() && joined->second == event->work) joined->second = 0;
+    } else if (!in_capture(stream)) {
+      g_joined[stream] = 0;
+    }
+  }
   log_op(dino::simt::StreamOp::wait, stream, event);
   return cudaSuccess;
 }
@@ -230,9 +267,6 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 
-struct CUevent_st {
-  std::chrono::steady_clock::time_point recorded;
-};
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st{};
   return cudaSuccess;
@@ -246,10 +280,16 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   event->recorded = std::chrono::steady_clock::now();
+  event->stream = stream;
+  event->work = in_capture(stream) && g_joined.count(stream) ? g_joined[stream] : 0;
+  event->captured = in_capture(stream);
   log_op(dino::simt::StreamOp::record, stream, event);
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+// The host may not ask about an event recorded in a capture: it stands for no work yet.
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  return event->captured ? record(cudaErrorCapturedEvent) : cudaSuccess;
+}
 struct CUgraph_st {
   std::vector<std::function<void()>> work;
 };
@@ -261,6 +301,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   g_capturing = stream;
   g_capture = new std::vector<std::function<void()>>();
   g_capture_invalid = false;
+  g_joined.clear();
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
@@ -268,15 +309,19 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   std::unique_ptr<std::vector<std::function<void()>>> work(g_capture);
   g_capture = nullptr;
   g_capturing = nullptr;
+  bool unjoined = false;
+  for (const auto& [joined, left] : g_joined) unjoined |= left > 0;
+  g_joined.clear();
   *graph = nullptr;
   if (g_capture_invalid) return record(cudaErrorStreamCaptureInvalidated);
+  if (unjoined) return record(cudaErrorStreamCaptureUnjoined);
   *graph = new CUgraph_st{std::move(*work)};
   return cudaSuccess;
 }
 cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
-  *status = !g_capture || stream != g_capturing ? cudaStreamCaptureStatusNone
-            : g_capture_invalid                 ? cudaStreamCaptureStatusInvalidated
-                                                : cudaStreamCaptureStatusActive;
+  *status = !in_capture(stream) ? cudaStreamCaptureStatusNone
+            : g_capture_invalid ? cudaStreamCaptureStatusInvalidated
+                                : cudaStreamCaptureStatusActive;
   return cudaSuccess;
 }
 cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {
@@ -305,6 +350,7 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (event->captured) return record(cudaErrorCapturedEvent);
   log_op(dino::simt::StreamOp::sync_event, nullptr, event);
   return cudaSuccess;
 }
@@ -341,7 +387,9 @@ bool is_pinned(const void* p, size_t bytes) {
 }
 
 std::vector<std::function<void()>>* capture_of(cudaStream_t stream) {
-  return g_capture && stream == g_capturing ? g_capture : nullptr;
+  if (!in_capture(stream)) return nullptr;
+  if (stream != g_capturing) ++g_joined[stream];  // work the capturing stream must wait for
+  return g_capture;
 }
 
 bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes) {
