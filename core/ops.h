@@ -46,6 +46,13 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // gelu(linear(x, weight, bias)) as ONE node (the MLP's fc1, the DINO head's hidden layers):
 // its backward forms the bias gradient in the GELU-backward pass instead of re-reading dy.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias);
+struct DropPathNoise;
+// drop_path(linear(x, weight, bias), p, true, noise) as ONE node (proj and fc2 in training),
+// taking noise's next call index as drop_path does, so the masks are drop_path's: its backward
+// forms the bias gradient in the drop-path-backward pass instead of re-reading dy. x needs a
+// batch dim and a feature dim. linear alone when p == 0 (no call index taken).
+Tensor linear_drop_path(const Tensor& x, const Tensor& weight, const Tensor& bias, double p,
+                        DropPathNoise& noise);
 // weight (K, C) = g (K, 1) * v (K, C) / ||v row||  (torch weight_norm, dim 0)
 Tensor weight_norm(const Tensor& v, const Tensor& g);
 // x @ weight_norm(v, g)^T, no bias: DINO's last layer.

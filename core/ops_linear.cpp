@@ -14,6 +14,11 @@
 // sum of the GELU backward's output: the backward pass that writes dpre also sums it
 // (gelu_bias_backward), so the weight product runs without the two column-sum launches and
 // without reading dpre again. The forward is linear's then GELU's, the same kernels.
+//
+// linear_drop_path is a Linear followed by drop path (stochastic depth) as one node for the same
+// reason: proj's and fc2's dy in training is what drop path's backward writes, so that pass
+// sums it too (drop_path_bias_backward): one pass over dy instead of three, one launch fewer.
+// The forward is linear's then drop_path's, the same kernels with the same call index.
 #include <vector>
 
 #include "core/backend.h"
@@ -99,7 +104,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
 namespace {
 
-// The checks linear and linear_gelu share, naming the op.
+// The checks linear, linear_gelu and linear_drop_path share, naming the op.
 void check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_defined(op, x, "x");
   check_defined(op, weight, "weight");
@@ -162,6 +167,41 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
           gb ? Tensor::empty({wshape[0]}, precision::accumulator(g), g.device()) : Tensor();
       backend(pre.device()).gelu_bias_backward(dpre, db, g, pre);
       const LinearGrads r = linear_grads(dpre, xo, wo, gx, xdt, gw, false);
+      return std::vector<Tensor>{r.dx, param_grad(r.dw, wdt, wshape), param_grad(db, bdt, bshape)};
+    });
+  }
+  return out;
+}
+
+// drop_path(x (..., I) @ weight (O, I)^T + bias (O), p) -> (..., O). Saves nothing beyond
+// linear's operands (the mask is a function of the nonce and the call); backward: dy and db in
+// one pass, then dx and dW from dy.
+Tensor linear_drop_path(const Tensor& x, const Tensor& weight, const Tensor& bias, double p,
+                        DropPathNoise& noise) {
+  check_linear("linear_drop_path", x, weight, bias);
+  DINO_CHECK(p >= 0 && p < 1, "[linear_drop_path] probability must be in [0, 1), got ", p);
+  if (p == 0) return linear(x, weight, bias);
+  DINO_CHECK(x.dim() >= 2, "[linear_drop_path] x needs a batch dim and a feature dim, got ",
+             shape_str(x.shape()));
+  const DropPathCall dc = take_drop_path_call("linear_drop_path", x, noise);
+  const Tensor xo = operand(x), wo = parameter_as(weight, precision::gemm_operand(weight));
+  const Tensor pre = linear_product("linear_drop_path", xo, wo, bias);
+  Tensor out = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+  backend(pre.device()).drop_path(out, pre, dc.nonce, dc.call, dc.rank, dc.ranks, p);
+  if (needs_grad({x, weight, bias})) {
+    const bool gx = x.requires_grad(), gw = weight.requires_grad();
+    const bool gb = bias.defined() && bias.requires_grad();
+    const DType xdt = x.dtype(), wdt = weight.dtype(), bdt = bias.defined() ? bias.dtype() : wdt;
+    const DType odt = out.dtype();
+    const Shape oshape = out.shape(), wshape = weight.shape(),
+                bshape = bias.defined() ? bias.shape() : Shape{};
+    record(out, "linear_drop_path", {x, weight, bias}, [=](const Tensor& g) {
+      const Tensor dy = Tensor::empty(oshape, odt, g.device());
+      const Tensor db =
+          gb ? Tensor::empty({wshape[0]}, precision::accumulator(g), g.device()) : Tensor();
+      backend(g.device())
+          .drop_path_bias_backward(dy, db, g.to(odt), dc.nonce, dc.call, dc.rank, dc.ranks, p);
+      const LinearGrads r = linear_grads(dy, xo, wo, gx, xdt, gw, false);
       return std::vector<Tensor>{r.dx, param_grad(r.dw, wdt, wshape), param_grad(db, bdt, bshape)};
     });
   }

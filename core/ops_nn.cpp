@@ -132,28 +132,34 @@ void set_drop_path_nonce(DropPathNoise& noise, uint64_t nonce) {
   noise.nonce.copy_from(host);
 }
 
+namespace detail {
+
+DropPathCall take_drop_path_call(const char* op, const Tensor& x, DropPathNoise& noise) {
+  check_defined(op, noise.nonce, "nonce");
+  DINO_CHECK(noise.nonce.device() == x.device(), "[", op, "] the nonce is on ",
+             device_name(noise.nonce.device()), ", x on ", device_name(x.device()));
+  // Local row b is global row ranks * b + rank, the loader's shard layout (core/batch_shard.h).
+  const BatchShard shard = current_batch_shard();
+  return {noise.nonce, noise.next_call++, shard.rank, shard.ranks};
+}
+
+}  // namespace detail
+
 Tensor drop_path(const Tensor& x, double p, bool training, DropPathNoise& noise) {
   check_defined("drop_path", x, "x");
   DINO_CHECK(p >= 0 && p < 1, "[drop_path] probability must be in [0, 1), got ", p);
   if (p == 0 || !training) return x;
   precision::check_float_operands("drop_path", {{&x, "x"}});
   DINO_CHECK(x.dim() >= 1, "[drop_path] x needs a batch dim");
-  check_defined("drop_path", noise.nonce, "nonce");
-  DINO_CHECK(noise.nonce.device() == x.device(), "[drop_path] the nonce is on ",
-             device_name(noise.nonce.device()), ", x on ", device_name(x.device()));
-  // Local row b is global row ranks * b + rank, the loader's shard layout (core/batch_shard.h).
-  const BatchShard shard = current_batch_shard();
-  const uint32_t call = noise.next_call++;
-  const Tensor nonce = noise.nonce;
+  const DropPathCall dc = take_drop_path_call("drop_path", x, noise);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend(x.device(), "drop_path").drop_path(out, x, nonce, call, shard.rank, shard.ranks, p);
+  backend(x.device(), "drop_path").drop_path(out, x, dc.nonce, dc.call, dc.rank, dc.ranks, p);
   if (needs_grad({x})) {
     const Shape shape = x.shape();
     const DType dt = x.dtype();
-    const int rank = shard.rank, ranks = shard.ranks;
     record(out, "drop_path", {x}, [=](const Tensor& g) {
       Tensor dx = Tensor::empty(shape, dt, g.device());
-      backend(g.device()).drop_path(dx, g.to(dt), nonce, call, rank, ranks, p);
+      backend(g.device()).drop_path(dx, g.to(dt), dc.nonce, dc.call, dc.rank, dc.ranks, p);
       return std::vector<Tensor>{dx};
     });
   }

@@ -32,6 +32,16 @@ inline void check_same(const char* op, std::initializer_list<const Tensor*> ts) 
 
 inline bool on_cuda(const Tensor& t) { return t.device() == Device::cuda; }
 
+// A drop_path call of the step, as drop_path and linear_drop_path take it (core/ops_nn.cpp): the
+// noise's nonce (checked to be on x's device), the call's index, taken from the noise, and the
+// batch shard that places x's samples in the global batch (core/batch_shard.h).
+struct DropPathCall {
+  Tensor nonce;
+  uint32_t call;
+  int rank, ranks;
+};
+DropPathCall take_drop_path_call(const char* op, const Tensor& x, DropPathNoise& noise);
+
 // Numpy broadcasting of two shapes; throws naming the op when they are incompatible.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 // Sums g (of a broadcast shape) down to `shape`. Not recorded.

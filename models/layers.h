@@ -16,6 +16,11 @@ class Linear : public Module {
   // gelu(forward(x)) as one node, whose backward sums the bias gradient while it forms the
   // GELU's (core/ops.h linear_gelu).
   Tensor forward_gelu(const Tensor& x) const { return linear_gelu(x, weight, bias); }
+  // drop_path(forward(x), p, true, noise) as one node, whose backward sums the bias gradient
+  // while it forms drop path's (core/ops.h linear_drop_path).
+  Tensor forward_drop_path(const Tensor& x, double p, DropPathNoise& noise) const {
+    return linear_drop_path(x, weight, bias, p, noise);
+  }
   Tensor weight, bias;
 };
 

@@ -79,15 +79,18 @@ AddNorm add_norm(const Residual& r, const LayerNorm& norm) {
 
 Residual Block::forward(const Residual& x, DropPathNoise* drop, Tensor* attn_probs) const {
   const bool dropping = drop && drop_path_ > 0 && is_training();
-  const auto branch = [&](const Tensor& t) {
-    return dropping ? drop_path(t, drop_path_, true, *drop) : t;
+  // proj and fc2 with their drop path as one node when dropping: its backward sums the Linear's
+  // bias gradient in the drop-path-backward pass. The call order (proj's, then fc2's) is
+  // unchanged, so are the masks.
+  const auto branch = [&](const Linear& l, const Tensor& t) {
+    return dropping ? l.forward_drop_path(t, drop_path_, *drop) : l.forward(t);
   };
   const AddNorm in = add_norm(x, norm1);
-  Tensor a = attn.proj.forward(attention(attn.qkv.forward(in.normed), heads_, attn_probs));
-  const AddNorm mid = add_norm({in.sum, branch(a)}, norm2);
+  Tensor a = branch(attn.proj, attention(attn.qkv.forward(in.normed), heads_, attn_probs));
+  const AddNorm mid = add_norm({in.sum, a}, norm2);
   // fc1 and its GELU as one node: its backward sums fc1's bias gradient in the GELU pass.
-  Tensor m = mlp.fc2.forward(mlp.fc1.forward_gelu(mid.normed));
-  return {mid.sum, branch(m)};
+  Tensor m = branch(mlp.fc2, mlp.fc1.forward_gelu(mid.normed));
+  return {mid.sum, m};
 }
 
 VisionTransformer::PatchEmbed::PatchEmbed(const VitConfig& cfg, Rng& rng) {

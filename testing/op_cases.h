@@ -90,8 +90,8 @@ struct OpCase {
   bool check = true;
   // The kernel benchmark shape sets the case belongs to ("smoke", "vit", "long", "quick"; none:
   // not a benchmark shape), its sizes in that op's order (attention B, N, H, Dh; layer_norm
-  // rows, C; linear rows, in, out; dino_loss G, V, B, K), which the kernel tests read too, and
-  // what they stand for.
+  // rows, C; linear rows, in, out; linear_drop_path B, rows per sample, in, out, p in percent;
+  // dino_loss G, V, B, K), which the kernel tests read too, and what they stand for.
   std::vector<std::string> bench;
   std::vector<int64_t> dims;
   std::string label;

@@ -1,5 +1,6 @@
-// The GEMM-backed ops: linear, linear_gelu, matmul, weight_norm, weight_norm_linear, patchify;
-// and the GEMM benchmark's ViT-S layers (`dino bench gemm`, set "vit").
+// The GEMM-backed ops: linear, linear_gelu, linear_drop_path, matmul, weight_norm,
+// weight_norm_linear, patchify; and the GEMM benchmark's ViT-S layers (`dino bench gemm`, set
+// "vit").
 //
 // Precision (ARCHITECTURE §3): linear and matmul write bf16; weight_norm_linear writes f32
 // logits; patchify writes the f32 residual stream. Every GEMM reads bf16, so the f32 inputs a
@@ -65,6 +66,32 @@ OpCase linear_gelu_case(const Shape& x, int64_t out, DType x_dtype, bool bias) {
   return c;
 }
 
+// drop_path(x W^T + b, p) as one op (proj and fc2 in training), inputs as linear_case's; x is
+// (B, rows per sample, in), so whole samples are kept or dropped. Both sides draw the same masks:
+// nonce 1234, call 0 (tests/cuda/test_linear_drop_path.cpp checks that every case's mask drops
+// some samples and keeps others). On the device the product is rounded to bf16 before the
+// scaling and dy = g / (1 - p) is rounded to bf16 before the products and the bias sum:
+// roundings inside the op that the float64 reference does not see, as linear_gelu's, so its
+// bounds. dims: B, rows per sample, in, out, p in percent.
+OpCase linear_drop_path_case(const Shape& x, int64_t out, DType x_dtype, bool bias, int p_percent) {
+  const int64_t in = x.back();
+  const double p = p_percent / 100.0;
+  std::vector<OpInput> inputs = {{x, x_dtype, true, 1.0, 0.0, true},
+                                 {{out, in}, F, true, 0.05, 0.0, true}};
+  if (bias) inputs.push_back({{out}, F, true, 0.5, 0.0, true});
+  OpCase c = op_case(
+      "linear_drop_path", std::move(inputs),
+      [bias, p](const Inputs& t) {
+        DropPathNoise noise = make_drop_path_noise(1234, t[0].device());
+        return linear_drop_path(t[0], t[1], bias ? t[2] : Tensor(), p, noise);
+      },
+      H, str_cat("p ", p));
+  c.dims = {x[0], shape_numel(x) / (x[0] * in), in, out, p_percent};
+  c.tol.f32 = kRoundedFactorTol;
+  c.tol.bf16_floor = 3e-3;
+  return c;
+}
+
 // x (rows, C) times w = g v / ||v|| (K, C): f32 logits. g exactly 1 (scale 0, shift 1) when
 // frozen, as norm_last_layer keeps it.
 OpCase weight_norm_linear_case(const Shape& x, int64_t K, DType x_dtype, bool g_trained) {
@@ -121,6 +148,21 @@ void add_linear_gelu(std::vector<OpCase>& c) {
   // tokens, the head's first layer (384 -> 2048) on a batch of 64.
   c.push_back(linear_gelu_case({37, 384}, 1536, H, true));
   c.push_back(linear_gelu_case({64, 384}, 2048, H, true));
+}
+
+void add_linear_drop_path(std::vector<OpCase>& c) {
+  // Odd sizes (out = 65 and 37: the kernel's element path), one row per sample, f32 and bf16 x,
+  // p = 0.1 and 0.5, no bias.
+  for (const int p : {10, 50}) {
+    c.push_back(linear_drop_path_case({37, 5, 33}, 65, F, true, p));
+    c.push_back(linear_drop_path_case({37, 5, 33}, 65, H, true, p));
+  }
+  c.push_back(linear_drop_path_case({37, 1, 33}, 37, H, true, 10));
+  c.push_back(linear_drop_path_case({9, 7, 33}, 65, F, false, 50));
+  // out % 8 == 0 (the 16-byte path) and rows over more than one chunk: proj (384 -> 384) and
+  // fc2 (1536 -> 384).
+  c.push_back(linear_drop_path_case({9, 37, 384}, 384, H, true, 50));
+  c.push_back(linear_drop_path_case({12, 5, 1536}, 384, H, true, 10));
 }
 
 void add_matmul(std::vector<OpCase>& c) {
@@ -216,6 +258,7 @@ void add_gemm_bench(std::vector<OpCase>& c) {
 void add_linear_cases(std::vector<OpCase>& c) {
   add_linear(c);
   add_linear_gelu(c);
+  add_linear_drop_path(c);
   add_matmul(c);
   add_weight_norm(c);
   add_patchify(c);

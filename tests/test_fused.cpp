@@ -1,4 +1,7 @@
 // Each fused op equals its composite form (values and gradients), in float64 on the CPU.
+#include <algorithm>
+
+#include "core/batch_shard.h"
 #include "testing/composite.h"
 #include "tests/gradcheck.h"
 
@@ -102,6 +105,51 @@ TEST_CASE("linear_gelu in f32 gives the bits of linear then gelu, values and gra
     };
     CHECK(run(true) == run(false));
   }
+}
+
+TEST_CASE("linear_drop_path in f32 gives the bits of linear then drop_path, values and gradients",
+          "[fused]") {
+  // The CPU reference of the fused node runs the same kernels as the two ops, so a CPU training
+  // run is unchanged bit for bit. Several calls of one step (call indices 0, 1, 2, as a step's
+  // blocks take them), whole samples dropped at p = 0.5, and a data-parallel rank (the masks
+  // are keyed by the sample's place in the global batch); 65 columns span several column blocks.
+  Rng rng(14);
+  const Tensor x0 = random_f64({9, 5, 33}, rng, -3, 3).to(DType::f32),
+               w0 = random_f64({65, 33}, rng).to(DType::f32),
+               b0 = random_f64({65}, rng).to(DType::f32),
+               up = random_f64({9, 5, 65}, rng).to(DType::f32);
+  for (const bool with_bias : {true, false})
+    for (const int rank : {0, 1}) {
+      INFO("bias " << with_bias << ", rank " << rank << " of 3");
+      BatchShardScope shard(rank, 3);
+      auto run = [&](bool fused) {
+        Tensor x = x0.clone(), w = w0.clone(), b = with_bias ? b0.clone() : Tensor();
+        for (Tensor* t : {&x, &w, &b})
+          if (t->defined()) t->set_requires_grad();
+        DropPathNoise noise = make_drop_path_noise(77, Device::cpu);
+        Tensor loss;
+        for (const double p : {0.5, 0.1, 0.5}) {
+          Tensor y = fused ? linear_drop_path(x, w, b, p, noise)
+                           : drop_path(linear(x, w, b), p, true, noise);
+          const Tensor l = sum(mul(y, up));
+          loss = loss.defined() ? add(loss, l) : l;
+        }
+        CHECK(noise.next_call == 3);
+        loss.backward();
+        std::vector<std::vector<float>> r{loss.to_vector(), x.grad().to_vector(),
+                                          w.grad().to_vector()};
+        if (with_bias) r.push_back(b.grad().to_vector());
+        return r;
+      };
+      CHECK(run(true) == run(false));
+    }
+  // The masks are not trivial: at p = 0.5 some of the 9 samples are dropped, others kept.
+  DropPathNoise noise = make_drop_path_noise(77, Device::cpu);
+  const std::vector<float> y = linear_drop_path(Tensor::full({9, 1, 1}, 1.0),
+                                                Tensor::full({1, 1}, 1.0), Tensor(), 0.5, noise)
+                                   .to_vector();
+  CHECK(std::count(y.begin(), y.end(), 0.f) > 0);
+  CHECK(std::count(y.begin(), y.end(), 2.f) > 0);
 }
 
 TEST_CASE("fused softmax and log_softmax equal their composites", "[fused]") {

@@ -150,6 +150,27 @@ TEST_CASE("grad: drop_path with a fixed mask", "[grad]") {
       {x});
 }
 
+TEST_CASE("grad: linear_drop_path with a fixed mask, with and without bias", "[grad]") {
+  Rng rng(19);
+  auto x = rg({6, 3, 7}, rng), w = rg({5, 7}, rng), b = rg({5}, rng);
+  for (const double p : {0.4, 0.0}) {
+    INFO("p " << p);
+    // The same masks on every evaluation: the same nonce, call 0.
+    gradcheck(
+        [p](auto& in) {
+          DropPathNoise noise = make_drop_path_noise(99, in[0].device());
+          return linear_drop_path(in[0], in[1], in[2], p, noise);
+        },
+        {x, w, b});
+    gradcheck(
+        [p](auto& in) {
+          DropPathNoise noise = make_drop_path_noise(99, in[0].device());
+          return linear_drop_path(in[0], in[1], Tensor(), p, noise);
+        },
+        {x, w});
+  }
+}
+
 TEST_CASE("grad: patchify with a remainder the conv ignores", "[grad]") {
   Rng rng(15);
   auto img = rg({2, 3, 9, 7}, rng), w = rg({5, 3, 3, 3}, rng), b = rg({5}, rng);

@@ -24,10 +24,12 @@
 // A Linear followed by GELU (fc1, the DINO head's hidden layers) is the op linear_gelu, whose
 // backward asks for no bias gradient here: its dy is what the GELU backward writes, and that
 // pass sums it as it goes (kernels/cuda/linear_gelu.cu), which saves these two launches, their
-// scratch and the re-read of dy. The Linears whose dy comes from the residual stream (qkv's
-// comes from attention; proj and fc2 from the fused add_layer_norm backward) still use the
-// column sums here: fusing theirs would need one node spanning the Linear, the residual add and
-// the LayerNorm.
+// scratch and the re-read of dy. Likewise proj and fc2 under stochastic depth (training, the
+// block's rate p > 0) are the op linear_drop_path: their dy is what drop path's backward writes,
+// and that pass sums it (kernels/cuda/linear_drop_path.cu). The other Linears use the column
+// sums here: qkv's dy comes from attention, and proj's and fc2's without drop path from the
+// fused add_layer_norm backward, where fusing would need one node spanning the Linear, the
+// residual add and the LayerNorm.
 //
 // Alignment: cuBLASLt's heuristic cannot see the data pointers, and by default it assumes
 // 256-byte-aligned A, B, C, D; it is told each matrix's real alignment (the largest power of
