@@ -17,7 +17,8 @@
 //
 // linear_drop_path is a Linear followed by drop path (stochastic depth) as one node for the same
 // reason: proj's and fc2's dy in training is what drop path's backward writes, so that pass
-// sums it too (drop_path_bias_backward): one pass over dy instead of three, one launch fewer.
+// sums it too (drop_path_bias_backward): before the products, one pass over dy instead of two
+// (drop path's, then the column sums' re-read) and one launch fewer.
 // The forward is linear's then drop_path's, the same kernels with the same call index.
 #include <vector>
 

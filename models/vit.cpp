@@ -81,7 +81,7 @@ Residual Block::forward(const Residual& x, DropPathNoise* drop, Tensor* attn_pro
   const bool dropping = drop && drop_path_ > 0 && is_training();
   // proj and fc2 with their drop path as one node when dropping: its backward sums the Linear's
   // bias gradient in the drop-path-backward pass. The call order (proj's, then fc2's) is
-  // unchanged, so are the masks.
+  // unchanged, and so are the masks.
   const auto branch = [&](const Linear& l, const Tensor& t) {
     return dropping ? l.forward_drop_path(t, drop_path_, *drop) : l.forward(t);
   };

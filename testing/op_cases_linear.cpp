@@ -72,7 +72,9 @@ OpCase linear_gelu_case(const Shape& x, int64_t out, DType x_dtype, bool bias) {
 // some samples and keeps others). On the device the product is rounded to bf16 before the
 // scaling and dy = g / (1 - p) is rounded to bf16 before the products and the bias sum:
 // roundings inside the op that the float64 reference does not see, as linear_gelu's, so its
-// bounds. dims: B, rows per sample, in, out, p in percent.
+// bounds. Measured on the emulator for these cases: at p = 0.1 the bf16 output and dx 2.4e-3,
+// dW and db (f32) 1.1e-3 .. 2.0e-3; at p = 0.5 (an exact scale of 2) 1.7e-3 and under 1e-8.
+// A sample given the wrong mask is off by O(1). dims: B, rows per sample, in, out, p in percent.
 OpCase linear_drop_path_case(const Shape& x, int64_t out, DType x_dtype, bool bias, int p_percent) {
   const int64_t in = x.back();
   const double p = p_percent / 100.0;

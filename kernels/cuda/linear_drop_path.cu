@@ -4,9 +4,10 @@
 // (kernels/cuda/bias_backward.cuh says why and how; this file gives it drop path's factor).
 //
 // Why: proj and fc2 are followed by stochastic depth in training, so their dy is what drop
-// path's backward writes. Unfused that is three passes over dy (drop path writes it, the bias
-// gradient's column sums read it again, the products read it) and one launch more; here the
-// column sums are taken as dy is written. Not measured on a GPU.
+// path's backward writes. Unfused, drop path's launch writes dy, then the bias gradient's two
+// launches read it again (partials) and add the partials; here the column sums are taken as dy
+// is written: before the products, one pass over dy instead of two, two launches instead of
+// three. Not measured on a GPU.
 //
 // The factor is drop_path.cu's: core/drop_path_mask.h's keep decision of the row's sample (rows
 // R = B * rows_per_sample, sample b = r / rows_per_sample, keyed b * sample_stride +
