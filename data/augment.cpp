@@ -165,20 +165,21 @@ void adjust_hue(Image& img, float shift) {
   if (img.channels != 3) return;
   float* planes[3] = {img.channel(0), img.channel(1), img.channel(2)};
   const size_t n = img.plane();
-  for (size_t i = 0; i < n; i += kLanes) {
-    const size_t m = std::min<size_t>(kLanes, n - i);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
     f8 rgb[3];
-    if (m == kLanes) {
-      for (int c = 0; c < 3; ++c) rgb[c] = load(planes[c] + i);
-    } else {  // the last pixels, padded with grey ones, which shift_hue leaves alone
-      float part[3][kLanes] = {};
-      for (int c = 0; c < 3; ++c) std::copy(planes[c] + i, planes[c] + n, part[c]);
-      for (int c = 0; c < 3; ++c) rgb[c] = load(part[c]);
-    }
+    for (int c = 0; c < 3; ++c) rgb[c] = load(planes[c] + i);
     shift_hue(rgb[0], rgb[1], rgb[2], shift);
-    float out[3][kLanes];
-    for (int c = 0; c < 3; ++c) store(out[c], rgb[c]);
-    for (int c = 0; c < 3; ++c) std::copy(out[c], out[c] + m, planes[c] + i);
+    for (int c = 0; c < 3; ++c) store(planes[c] + i, rgb[c]);
+  }
+  if (i < n) {  // the last pixels, padded with grey ones, which shift_hue leaves alone
+    float part[3][kLanes] = {};
+    f8 rgb[3];
+    for (int c = 0; c < 3; ++c) std::copy(planes[c] + i, planes[c] + n, part[c]);
+    for (int c = 0; c < 3; ++c) rgb[c] = load(part[c]);
+    shift_hue(rgb[0], rgb[1], rgb[2], shift);
+    for (int c = 0; c < 3; ++c) store(part[c], rgb[c]);
+    for (int c = 0; c < 3; ++c) std::copy(part[c], part[c] + (n - i), planes[c] + i);
   }
 }
 
@@ -236,8 +237,9 @@ void gaussian_blur(Image& img, float sigma, BlurScratch& scratch) {
     float* plane = img.channel(c);
     for (int y = 0; y < H; ++y) {  // horizontal pass, edges replicated through the padding
       const float* row = plane + size_t(y) * W;
-      for (int x = -radius; x < stride + radius; ++x)
-        padded[x + radius] = row[std::min(std::max(x, 0), W - 1)];
+      std::fill(padded, padded + radius, row[0]);
+      std::copy(row, row + W, padded + radius);
+      std::fill(padded + radius + W, padded + stride + 2 * radius, row[W - 1]);
       float* out = tmp + size_t(y) * stride;
       int b = 0;
       for (; b + 4 <= blocks; b += 4) {
