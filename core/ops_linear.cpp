@@ -70,6 +70,45 @@ Tensor param_grad(const Tensor& grad, DType dt, const Shape& shape) {
   return grad.defined() ? grad.to(dt).reshape(shape) : Tensor();
 }
 
+// What the backward of a Linear node (linear, linear_gelu, linear_drop_path) keeps of its
+// inputs when the node is recorded: which gradients are wanted, and their dtypes and shapes.
+struct LinearNode {
+  bool gx, gw, gb;
+  DType xdt, wdt, bdt;
+  Shape wshape, bshape;
+};
+
+LinearNode linear_node(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const bool has_bias = bias.defined();
+  return {x.requires_grad(),
+          weight.requires_grad(),
+          has_bias && bias.requires_grad(),
+          x.dtype(),
+          weight.dtype(),
+          has_bias ? bias.dtype() : weight.dtype(),
+          weight.shape(),
+          has_bias ? bias.shape() : Shape{}};
+}
+
+// The node's {dx, dW, db} from dy. db is the products' column sum, or, for a fused op whose
+// elementwise backward already summed it, `fused_db` (bias_grad_buffer's, filled).
+std::vector<Tensor> linear_node_grads(const LinearNode& n, const Tensor& dy, const Tensor& xo,
+                                      const Tensor& wo) {
+  const LinearGrads r = linear_grads(dy, xo, wo, n.gx, n.xdt, n.gw, n.gb);
+  return {r.dx, param_grad(r.dw, n.wdt, n.wshape), param_grad(r.db, n.bdt, n.bshape)};
+}
+std::vector<Tensor> linear_node_grads(const LinearNode& n, const Tensor& dy, const Tensor& xo,
+                                      const Tensor& wo, const Tensor& fused_db) {
+  const LinearGrads r = linear_grads(dy, xo, wo, n.gx, n.xdt, n.gw, false);
+  return {r.dx, param_grad(r.dw, n.wdt, n.wshape), param_grad(fused_db, n.bdt, n.bshape)};
+}
+
+// The bias gradient (O) a fused elementwise backward fills, in the accumulator's dtype for the
+// upstream gradient g; undefined when the bias needs none.
+Tensor bias_grad_buffer(const LinearNode& n, const Tensor& g) {
+  return n.gb ? Tensor::empty({n.wshape[0]}, precision::accumulator(g), g.device()) : Tensor();
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -135,15 +174,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const Tensor xo = operand(x), wo = parameter_as(weight, precision::gemm_operand(weight));
   Tensor out = linear_product("linear", xo, wo, bias);
   if (needs_grad({x, weight, bias})) {
-    const bool gx = x.requires_grad(), gw = weight.requires_grad();
-    const bool gb = bias.defined() && bias.requires_grad();
-    const DType xdt = x.dtype(), wdt = weight.dtype(), bdt = bias.defined() ? bias.dtype() : wdt;
-    const Shape wshape = weight.shape(), bshape = bias.defined() ? bias.shape() : Shape{};
-    record(out, "linear", {x, weight, bias}, [=](const Tensor& g) {
-      const LinearGrads r = linear_grads(g, xo, wo, gx, xdt, gw, gb);
-      return std::vector<Tensor>{r.dx, param_grad(r.dw, wdt, wshape),
-                                 param_grad(r.db, bdt, bshape)};
-    });
+    const LinearNode n = linear_node(x, weight, bias);
+    record(out, "linear", {x, weight, bias},
+           [=](const Tensor& g) { return linear_node_grads(n, g, xo, wo); });
   }
   return out;
 }
@@ -157,18 +190,13 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor out = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
   backend(pre.device()).unary(out, UnaryOp::gelu, pre, 0.0);
   if (needs_grad({x, weight, bias})) {
-    const bool gx = x.requires_grad(), gw = weight.requires_grad();
-    const bool gb = bias.defined() && bias.requires_grad();
-    const DType xdt = x.dtype(), wdt = weight.dtype(), bdt = bias.defined() ? bias.dtype() : wdt;
-    const Shape wshape = weight.shape(), bshape = bias.defined() ? bias.shape() : Shape{};
+    const LinearNode n = linear_node(x, weight, bias);
     record(out, "linear_gelu", {x, weight, bias}, [=](const Tensor& g) {
       // g arrives in out's dtype (the engine casts a CUDA gradient to its tensor's dtype).
       const Tensor dpre = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
-      const Tensor db =
-          gb ? Tensor::empty({wshape[0]}, precision::accumulator(g), g.device()) : Tensor();
+      const Tensor db = bias_grad_buffer(n, g);
       backend(pre.device()).gelu_bias_backward(dpre, db, g, pre);
-      const LinearGrads r = linear_grads(dpre, xo, wo, gx, xdt, gw, false);
-      return std::vector<Tensor>{r.dx, param_grad(r.dw, wdt, wshape), param_grad(db, bdt, bshape)};
+      return linear_node_grads(n, dpre, xo, wo, db);
     });
   }
   return out;
@@ -190,20 +218,15 @@ Tensor linear_drop_path(const Tensor& x, const Tensor& weight, const Tensor& bia
   Tensor out = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
   backend(pre.device()).drop_path(out, pre, dc.nonce, dc.call, dc.rank, dc.ranks, p);
   if (needs_grad({x, weight, bias})) {
-    const bool gx = x.requires_grad(), gw = weight.requires_grad();
-    const bool gb = bias.defined() && bias.requires_grad();
-    const DType xdt = x.dtype(), wdt = weight.dtype(), bdt = bias.defined() ? bias.dtype() : wdt;
+    const LinearNode n = linear_node(x, weight, bias);
     const DType odt = out.dtype();
-    const Shape oshape = out.shape(), wshape = weight.shape(),
-                bshape = bias.defined() ? bias.shape() : Shape{};
+    const Shape oshape = out.shape();
     record(out, "linear_drop_path", {x, weight, bias}, [=](const Tensor& g) {
       const Tensor dy = Tensor::empty(oshape, odt, g.device());
-      const Tensor db =
-          gb ? Tensor::empty({wshape[0]}, precision::accumulator(g), g.device()) : Tensor();
+      const Tensor db = bias_grad_buffer(n, g);
       backend(g.device())
           .drop_path_bias_backward(dy, db, g.to(odt), dc.nonce, dc.call, dc.rank, dc.ranks, p);
-      const LinearGrads r = linear_grads(dy, xo, wo, gx, xdt, gw, false);
-      return std::vector<Tensor>{r.dx, param_grad(r.dw, wdt, wshape), param_grad(db, bdt, bshape)};
+      return linear_node_grads(n, dy, xo, wo, db);
     });
   }
   return out;

@@ -28,15 +28,21 @@ namespace {
 constexpr DType F = DType::f32, H = DType::bf16;
 constexpr double kRoundedFactorTol = 6e-3;
 
-// x: N(0, 1); W: trunc-normal-like scale 0.05 (a ViT Linear); b: 0.5. The GPU reads all three
-// as bf16 (the bias too: cuBLASLt's bias epilogue has the output's type).
+// The inputs of a Linear's cases (linear, linear_gelu, linear_drop_path): x N(0, 1), W (out, in)
+// trunc-normal-like scale 0.05 (a ViT Linear), b 0.5 when wanted. The GPU reads all three as
+// bf16 (the bias too: cuBLASLt's bias epilogue has the output's type).
+std::vector<OpInput> linear_inputs(const Shape& x, int64_t out, DType x_dtype, bool bias,
+                                   bool weight_grad = true) {
+  std::vector<OpInput> inputs = {{x, x_dtype, true, 1.0, 0.0, true},
+                                 {{out, x.back()}, F, weight_grad, 0.05, 0.0, true}};
+  if (bias) inputs.push_back({{out}, F, true, 0.5, 0.0, true});
+  return inputs;
+}
+
 OpCase linear_case(const Shape& x, int64_t out, DType x_dtype, bool bias, bool weight_grad = true) {
   const int64_t in = x.back();
-  std::vector<OpInput> inputs = {{x, x_dtype, true, 1.0, 0.0, true},
-                                 {{out, in}, F, weight_grad, 0.05, 0.0, true}};
-  if (bias) inputs.push_back({{out}, F, true, 0.5, 0.0, true});
   OpCase c = op_case(
-      "linear", std::move(inputs),
+      "linear", linear_inputs(x, out, x_dtype, bias, weight_grad),
       [bias](const Inputs& t) { return linear(t[0], t[1], bias ? t[2] : Tensor()); }, H);
   c.dims = {shape_numel(x) / in, in, out};  // the GEMM tests' (rows, in, out)
   // Exact bf16 products summed in fp32: a bf16 result is its own rounding, twice, plus 1e-4.
@@ -54,11 +60,8 @@ OpCase linear_case(const Shape& x, int64_t out, DType x_dtype, bool bias, bool w
 // O(0.1) (a bias sum missing one column in eight of each lane: 0.35).
 OpCase linear_gelu_case(const Shape& x, int64_t out, DType x_dtype, bool bias) {
   const int64_t in = x.back();
-  std::vector<OpInput> inputs = {{x, x_dtype, true, 1.0, 0.0, true},
-                                 {{out, in}, F, true, 0.05, 0.0, true}};
-  if (bias) inputs.push_back({{out}, F, true, 0.5, 0.0, true});
   OpCase c = op_case(
-      "linear_gelu", std::move(inputs),
+      "linear_gelu", linear_inputs(x, out, x_dtype, bias),
       [bias](const Inputs& t) { return linear_gelu(t[0], t[1], bias ? t[2] : Tensor()); }, H);
   c.dims = {shape_numel(x) / in, in, out};
   c.tol.f32 = kRoundedFactorTol;
@@ -78,11 +81,8 @@ OpCase linear_gelu_case(const Shape& x, int64_t out, DType x_dtype, bool bias) {
 OpCase linear_drop_path_case(const Shape& x, int64_t out, DType x_dtype, bool bias, int p_percent) {
   const int64_t in = x.back();
   const double p = p_percent / 100.0;
-  std::vector<OpInput> inputs = {{x, x_dtype, true, 1.0, 0.0, true},
-                                 {{out, in}, F, true, 0.05, 0.0, true}};
-  if (bias) inputs.push_back({{out}, F, true, 0.5, 0.0, true});
   OpCase c = op_case(
-      "linear_drop_path", std::move(inputs),
+      "linear_drop_path", linear_inputs(x, out, x_dtype, bias),
       [bias, p](const Inputs& t) {
         DropPathNoise noise = make_drop_path_noise(1234, t[0].device());
         return linear_drop_path(t[0], t[1], bias ? t[2] : Tensor(), p, noise);

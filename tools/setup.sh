@@ -18,6 +18,9 @@ PACKAGES=(
   python3 python3-torch python3-numpy
   # Without an optimised BLAS, Debian's torch falls back to the reference BLAS (~8x slower).
   libopenblas0-pthread
+  # benchmarks/loader_vs_torchvision.py and make_jpeg_folder.py: the loader's baseline,
+  # torchvision's DINO transform on Pillow images.
+  python3-torchvision python3-pil
 )
 
 missing=()
