@@ -1,4 +1,6 @@
-// `dino bench attention`: our flash attention (kernels/cuda/attention.cu) against cuDNN's SDPA
+// `dino bench attention`: our flash attention (kernels/cuda/attention.cu; on an sm_90 device at
+// head dim 64 the wgmma kernels, with the portable ones beside them as "ours-mma")
+// against cuDNN's SDPA
 // (benchmarks/cudnn/cudnn_attention.cpp) and a composite (split heads, cuBLASLt batched Q K^T with
 // the scale as alpha, a softmax kernel, cuBLASLt P V, merge heads; the backward from the saved
 // P: dV = P^T dO, dP = dO V^T, a softmax-backward kernel, dQ = dS K, dK = dS^T Q), forward and
@@ -187,6 +189,11 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   };
 
   // ---- ours --------------------------------------------------------------------------------
+  // "ours" is what attention_forward and attention_backward run here (wgmma on an sm_90 device
+  // at Dh = 64); where that is wgmma, "ours-mma" times the portable mma.sync kernels on the same
+  // inputs.
+  const bool wgmma_runs = kc::attention_kernel_unavailable(kc::AttentionKernel::wgmma, Dh).empty();
+  const json kernel_used{{"kernel", wgmma_runs ? "wgmma" : "mma"}};
   add(
       "forward", "ours",
       [&](int i) {
@@ -194,7 +201,7 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         kc::attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh,
                               s);
       },
-      fwd, json::object());
+      fwd, kernel_used);
   add(
       "backward", "ours",
       [&](int i) {
@@ -202,7 +209,27 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         kc::attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(),
                                x.out.as<bf16>(), x.lse.as<float>(), B, N, H, Dh, s);
       },
-      bwd, json::object());
+      bwd, kernel_used);
+  if (wgmma_runs) {
+    const json mma_kernel{{"kernel", "mma"}};
+    add(
+        "forward", "ours-mma",
+        [&](int i) {
+          Set& x = set_of(i);
+          kc::attention_forward_with(kc::AttentionKernel::mma, x.out.as<bf16>(), x.lse.as<float>(),
+                                     x.qkv.as<bf16>(), B, N, H, Dh, s);
+        },
+        fwd, mma_kernel);
+    add(
+        "backward", "ours-mma",
+        [&](int i) {
+          Set& x = set_of(i);
+          kc::attention_backward_with(kc::AttentionKernel::mma, dqkv.as<bf16>(), x.dout.as<bf16>(),
+                                      x.qkv.as<bf16>(), x.out.as<bf16>(), x.lse.as<float>(), B, N,
+                                      H, Dh, s);
+        },
+        bwd, mma_kernel);
+  }
 
   // ---- cuDNN -------------------------------------------------------------------------------
   if (!cudnn_available()) {

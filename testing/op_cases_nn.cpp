@@ -145,6 +145,11 @@ void add_attention(std::vector<OpCase>& c) {
   c.push_back(attention_case(1, 130, 1, 128));
   c.push_back(attention_case(1, 197, 1, 128));
   c.push_back(attention_case(1, 300, 1, 64));
+  // Dh = 64 on an sm_90 device (and the emulator) runs the wgmma forward: 128-key tiles past
+  // 64 keys (a tail of one key), one 64-key tile up to 64 (exactly full; one key).
+  c.push_back(attention_case(1, 129, 2, 64));
+  c.push_back(attention_case(2, 64, 1, 64));
+  c.push_back(attention_case(1, 1, 1, 64));
 }
 
 void add_regularisers(std::vector<OpCase>& c) {

@@ -1,9 +1,11 @@
 // Multi-head softmax attention on packed qkv (B, N, 3*H*Dh) bf16: the launchers of the
 // mma.sync flash-attention kernels (kernels/cuda/attention_mma.cuh, where the tiling, the
-// FLOP count and the backward's structure are described) and the backward's row-dot kernel.
-// Head dims 32, 64, 128 (the only instantiations); any N.
+// FLOP count and the backward's structure are described), the backward's row-dot kernel, and
+// the forward's choice between the mma.sync kernel and Hopper's wgmma one
+// (kernels/cuda/attention_sm90.cu). Head dims 32, 64, 128 (the only instantiations); any N.
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/attention_sm90.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/kernels.h"
@@ -93,14 +95,17 @@ void forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, in
 }
 
 template <int D>
-void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
-              const __nv_bfloat16* out, const float* lse, int B, int N, int H,
+void row_dots(float* dv, const __nv_bfloat16* dout, const __nv_bfloat16* out, int B, int N, int H,
               cudaStream_t stream) {
   const int64_t rows = int64_t(B) * N * H;
-  float* dv = static_cast<float*>(scratch_alloc(size_t(rows) * sizeof(float), stream));
   attention_backward_dot_kernel<D>
       <<<int((rows * (D / 8) + 255) / 256), 256, 0, stream>>>(dv, dout, out, B, N, H);
   CUDA_CHECK(cudaGetLastError());
+}
+
+template <int D>
+void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
+              const float* lse, const float* dv, int B, int N, int H, cudaStream_t stream) {
   using T = mma::Tiles<D>;
   const dim3 grid((N + mma::kTile - 1) / mma::kTile, B * H);
   set_smem(mma::backward_dkdv_kernel<D>, T::kDkDv);
@@ -111,37 +116,100 @@ void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat1
   mma::backward_dq_kernel<D>
       <<<grid, mma::kThreads, T::kDq, stream>>>(dqkv, dout, qkv, lse, dv, N, H);
   CUDA_CHECK(cudaGetLastError());
-  scratch_free(dv, stream);
+}
+
+// Where wgmma runs, else mma.
+AttentionKernel fastest(int Dh) {
+  return attention_kernel_unavailable(AttentionKernel::wgmma, Dh).empty() ? AttentionKernel::wgmma
+                                                                          : AttentionKernel::mma;
+}
+
+void check_runs(AttentionKernel kernel, int Dh) {
+  const std::string why = attention_kernel_unavailable(kernel, Dh);
+  DINO_CHECK(why.empty(), "[attention] kernel ", attention_kernel_name(kernel),
+             " cannot run: ", why);
+  DINO_CHECK(Dh == 32 || Dh == 64 || Dh == 128, "[attention] head dim ", Dh,
+             " is not supported (32, 64, 128)");
 }
 
 }  // namespace
 
+const char* attention_kernel_name(AttentionKernel kernel) {
+  return kernel == AttentionKernel::wgmma ? "wgmma" : "mma";
+}
+
+std::string attention_kernel_unavailable(AttentionKernel kernel, int Dh) {
+  if (kernel == AttentionKernel::mma) return {};
+#ifndef DINO_CUDA_SM90A
+  return "this build has no sm_90a code (its CUDA toolkit is older than 12.0)";
+#else
+  if (Dh != 64) return str_cat("the wgmma kernels take head dim 64, not ", Dh);
+  const Context& ctx = context();
+  if (ctx.cc_major != 9 || ctx.cc_minor != 0)
+    return str_cat("the wgmma kernels need an sm_90 device, this one is sm_", ctx.cc_major,
+                   ctx.cc_minor);
+  return {};
+#endif
+}
+
 void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N,
                        int H, int Dh, cudaStream_t stream) {
-  if (B <= 0 || N <= 0 || H <= 0) return;
-  DINO_CHECK(aligned16(out) && aligned16(qkv), "[attention] qkv and out must be 16-byte aligned");
-  check_grid(B, H);
-  switch (Dh) {
-    case 32: forward<32>(out, lse, qkv, B, N, H, stream); break;
-    case 64: forward<64>(out, lse, qkv, B, N, H, stream); break;
-    case 128: forward<128>(out, lse, qkv, B, N, H, stream); break;
-    default: throw Error(str_cat("[attention] head dim ", Dh, " is not supported (32, 64, 128)"));
-  }
+  attention_forward_with(fastest(Dh), out, lse, qkv, B, N, H, Dh, stream);
 }
 
 void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
                         const __nv_bfloat16* out, const float* lse, int B, int N, int H, int Dh,
                         cudaStream_t stream) {
+  attention_backward_with(fastest(Dh), dqkv, dout, qkv, out, lse, B, N, H, Dh, stream);
+}
+
+void attention_forward_with(AttentionKernel kernel, __nv_bfloat16* out, float* lse,
+                            const __nv_bfloat16* qkv, int B, int N, int H, int Dh,
+                            cudaStream_t stream) {
+  check_runs(kernel, Dh);
+  if (B <= 0 || N <= 0 || H <= 0) return;
+  DINO_CHECK(aligned16(out) && aligned16(qkv), "[attention] qkv and out must be 16-byte aligned");
+  check_grid(B, H);
+#ifdef DINO_CUDA_SM90A
+  if (kernel == AttentionKernel::wgmma)
+    return attention_forward_sm90(out, lse, qkv, B, N, H, stream);
+#endif
+  switch (Dh) {
+    case 32: return forward<32>(out, lse, qkv, B, N, H, stream);
+    case 64: return forward<64>(out, lse, qkv, B, N, H, stream);
+    default: return forward<128>(out, lse, qkv, B, N, H, stream);
+  }
+}
+
+void attention_backward_with(AttentionKernel kernel, __nv_bfloat16* dqkv, const __nv_bfloat16* dout,
+                             const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* lse,
+                             int B, int N, int H, int Dh, cudaStream_t stream) {
+  check_runs(kernel, Dh);
   if (B <= 0 || N <= 0 || H <= 0) return;
   DINO_CHECK(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
              "[attention] qkv, dqkv, out and dout must be 16-byte aligned");
   check_grid(B, H);
+  // dv (B, H, N) = rowsum(dout * out): both kernels' dP - dv term.
+  const int64_t rows = int64_t(B) * N * H;
+  float* dv = static_cast<float*>(scratch_alloc(size_t(rows) * sizeof(float), stream));
   switch (Dh) {
-    case 32: backward<32>(dqkv, dout, qkv, out, lse, B, N, H, stream); break;
-    case 64: backward<64>(dqkv, dout, qkv, out, lse, B, N, H, stream); break;
-    case 128: backward<128>(dqkv, dout, qkv, out, lse, B, N, H, stream); break;
-    default: throw Error(str_cat("[attention] head dim ", Dh, " is not supported (32, 64, 128)"));
+    case 32: row_dots<32>(dv, dout, out, B, N, H, stream); break;
+    case 64: row_dots<64>(dv, dout, out, B, N, H, stream); break;
+    default: row_dots<128>(dv, dout, out, B, N, H, stream); break;
   }
+#ifdef DINO_CUDA_SM90A
+  if (kernel == AttentionKernel::wgmma) {
+    attention_backward_sm90(dqkv, dout, qkv, lse, dv, B, N, H, stream);
+    scratch_free(dv, stream);
+    return;
+  }
+#endif
+  switch (Dh) {
+    case 32: backward<32>(dqkv, dout, qkv, lse, dv, B, N, H, stream); break;
+    case 64: backward<64>(dqkv, dout, qkv, lse, dv, B, N, H, stream); break;
+    default: backward<128>(dqkv, dout, qkv, lse, dv, B, N, H, stream); break;
+  }
+  scratch_free(dv, stream);
 }
 
 }  // namespace dino::kernels::cuda

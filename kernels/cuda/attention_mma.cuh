@@ -154,11 +154,13 @@ __device__ __forceinline__ void warp_abt(float (&s)[MT][8][4], const ARows& A,
   }
 }
 
-// The 16 x 64 accumulators of warp_abt as bf16 A fragments of a 16 x 64 left operand: the
-// m16n8 accumulator layout is the m16k16 operand layout, two column blocks at a time.
-__device__ __forceinline__ void to_operand(uint32_t (&p)[4][4], const float (&s)[8][4]) {
+// The 16 x 8J accumulators of warp_abt (J = 8) or of a wgmma (J = 8 per 64 columns) as bf16
+// A fragments of a 16 x 8J left operand: the m16n8 accumulator layout is the m16k16 operand
+// layout, two column blocks at a time.
+template <int J>
+__device__ __forceinline__ void to_operand(uint32_t (&p)[J / 2][4], const float (&s)[J][4]) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < J / 2; ++kk) {
     p[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
     p[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
     p[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
@@ -231,18 +233,18 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* base, int64_t stride,
 // kernels
 
 // One step of the online softmax for the 16 rows of one m-tile: scales the scores s (raw
-// dot products of key columns k0..k0+63) into log2 units, masks the keys at or past N,
+// dot products of key columns k0..k0+8J-1) into log2 units, masks the keys at or past N,
 // updates the running max m and this lane's share of the sum l for rows g and g + 8,
 // rescales the accumulator o, and leaves the probabilities in s.
-template <int D>
-__device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], float (&l)[2],
+template <int D, int J>
+__device__ __forceinline__ void online_softmax(float (&s)[J][4], float (&m)[2], float (&l)[2],
                                                float (&o)[D / 8][4], int k0, int N, float scale2) {
   const int t = int(threadIdx.x) % 4;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float mx = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < J; ++j)
 #pragma unroll
       for (int e = 2 * r; e < 2 * r + 2; ++e) {
         const bool valid = k0 + j * 8 + 2 * t + e % 2 < N;
@@ -253,7 +255,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[8][4], float (&m)[2], 
     const float alpha = exp2f(m[r] - m_new);
     float sum = 0.f;
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < J; ++j)
 #pragma unroll
       for (int e = 2 * r; e < 2 * r + 2; ++e) {
         s[j][e] = exp2f(s[j][e] - m_new);

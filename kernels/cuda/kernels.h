@@ -86,6 +86,20 @@ void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv,
 void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
                         const __nv_bfloat16* out, const float* lse, int B, int N, int H, int Dh,
                         cudaStream_t stream);
+// The kernels behind both: the portable ones on mma.sync (any sm_80 or later device, every
+// head dim) and Hopper's on wgmma (kernels/cuda/attention_sm90.cu: an sm_90 device, a build
+// whose toolkit compiles sm_90a, head dim 64). attention_forward and attention_backward run
+// wgmma wherever it runs; the _with forms name the kernel (tests, benchmarks).
+enum class AttentionKernel { mma, wgmma };
+const char* attention_kernel_name(AttentionKernel kernel);
+// Empty if `kernel` runs here for head dim Dh, else why not.
+std::string attention_kernel_unavailable(AttentionKernel kernel, int Dh);
+void attention_forward_with(AttentionKernel kernel, __nv_bfloat16* out, float* lse,
+                            const __nv_bfloat16* qkv, int B, int N, int H, int Dh,
+                            cudaStream_t stream);
+void attention_backward_with(AttentionKernel kernel, __nv_bfloat16* dqkv, const __nv_bfloat16* dout,
+                             const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* lse,
+                             int B, int N, int H, int Dh, cudaStream_t stream);
 
 // ---- optimizer.cu: AdamW, the teacher's EMA and gradient norms over ALL parameters ---------
 // Each takes a DEVICE array of n per-tensor descriptors and runs as one launch. Tensors are

@@ -1,8 +1,9 @@
 // Flash attention's launchers on every attention case of the op table
 // (testing/op_cases_nn.cpp: its (B, N, H, Dh) and input scale; N = 1, N not a multiple of the
 // 64-row tile, every head dim), for what the op check (tests/cuda/test_op_table.cpp) cannot see:
-// the saved log-sum-exp against the CPU reference in float64 from the same bf16 qkv, and the
-// backward launched alone, twice, bit-identical (these launches are also what gpu-check's
+// each kernel, forward and backward, against the CPU reference in float64 (the op check sees
+// only the kernel attention_forward picks), the saved log-sum-exp, and the backward launched
+// alone, twice, bit-identical (these launches are also what gpu-check's
 // compute-sanitizer stage watches). The output and dqkv against the reference are the op
 // check's: held to twice a bf16 composite's error (ARCHITECTURE §6).
 #include <cmath>
@@ -36,30 +37,47 @@ TEST_CASE("attention's log-sum-exp matches the CPU reference; its backward rerun
     auto bf = [](const DeviceBuffer<dino::bf16>& b) {
       return reinterpret_cast<const __nv_bfloat16*>(b.get());
     };
-    cu::attention_forward(reinterpret_cast<__nv_bfloat16*>(out.get()), lse.get(), bf(dqkv_in), B, N,
-                          H, Dh, test_stream());
-
-    std::vector<double> ref_out(n_out), ref_lse(n_lse);
+    std::vector<double> ref_out(n_out), ref_lse(n_lse), ref_dqkv(n_qkv);
     cpu::attention_forward<double>(ref_out.data(), ref_lse.data(), nullptr, to_double(qkv).data(),
                                    B, N, H, Dh);
-    // lse comes from fp32 scores of exact bf16 inputs: float32 accuracy.
-    expect_close("lse", to_double(lse.download()), ref_lse, 1e-5);
+    cpu::attention_backward<double>(ref_dqkv.data(), to_double(dout).data(), to_double(qkv).data(),
+                                    ref_out.data(), ref_lse.data(), B, N, H, Dh);
+    // Each kernel that runs here (wgmma: Dh = 64 on an sm_90 device or the emulator), forward
+    // and backward: every element written; lse from fp32 scores of exact bf16 inputs, so
+    // float32 accuracy; out and dqkv within 1e-2 relative L2 of the float64 reference (the
+    // mma.sync kernels measure 2-4e-3 here; the op check holds the kernel attention_forward
+    // picks to its composite bound): a wrong tile, descriptor or fragment is off by O(1).
+    for (const cu::AttentionKernel kernel :
+         {cu::AttentionKernel::wgmma, cu::AttentionKernel::mma}) {
+      INFO("kernel " << cu::attention_kernel_name(kernel));
+      const std::string why = cu::attention_kernel_unavailable(kernel, Dh);
+      if (!why.empty()) {
+        CHECK_THROWS_WITH(
+            cu::attention_forward_with(kernel, reinterpret_cast<__nv_bfloat16*>(out.get()),
+                                       lse.get(), bf(dqkv_in), B, N, H, Dh, test_stream()),
+            Catch::Contains(why));
+        continue;
+      }
+      out.poison(), lse.poison();
+      cu::attention_forward_with(kernel, reinterpret_cast<__nv_bfloat16*>(out.get()), lse.get(),
+                                 bf(dqkv_in), B, N, H, Dh, test_stream());
+      expect_close("lse", to_double(lse.download()), ref_lse, 1e-5);
+      expect_close("out", to_double(out.download()), ref_out, 1e-2);
 
-    // No atomics: two backward launches on the same inputs write the same bits, and every one.
-    auto backward = [&] {
-      cu::attention_backward(reinterpret_cast<__nv_bfloat16*>(dqkv.get()), bf(ddout), bf(dqkv_in),
-                             bf(out), lse.get(), B, N, H, Dh, test_stream());
-      return dqkv.download();
-    };
-    const std::vector<dino::bf16> first = backward();
-    dqkv.poison();
-    const std::vector<dino::bf16> second = backward();
-    size_t differ = 0, non_finite = 0;
-    for (size_t i = 0; i < n_qkv; ++i) {
-      differ += first[i].bits != second[i].bits;
-      non_finite += !std::isfinite(float(first[i]));
+      // No atomics: two backward launches on the same inputs write the same bits, and every one.
+      auto backward = [&] {
+        cu::attention_backward_with(kernel, reinterpret_cast<__nv_bfloat16*>(dqkv.get()), bf(ddout),
+                                    bf(dqkv_in), bf(out), lse.get(), B, N, H, Dh, test_stream());
+        return dqkv.download();
+      };
+      dqkv.poison();
+      const std::vector<dino::bf16> first = backward();
+      dqkv.poison();
+      const std::vector<dino::bf16> second = backward();
+      size_t differ = 0;
+      for (size_t i = 0; i < n_qkv; ++i) differ += first[i].bits != second[i].bits;
+      CHECK(differ == 0);
+      expect_close("dqkv", to_double(first), ref_dqkv, 1e-2);
     }
-    CHECK(non_finite == 0);
-    CHECK(differ == 0);
   }
 }
