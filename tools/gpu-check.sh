@@ -466,6 +466,9 @@ EOF_BENCH
   # The same step with cuDNN's attention in place of ours: what our kernel costs the step.
   stage "bench step+cudnn" 25 "$bench_log" "$dino_bin" bench train-step --device cuda --steps 10 \
     --warmup 2 --json model.attention=cudnn || failures=$((failures + 1))
+  # And with the portable mma.sync attention where ours is Hopper's wgmma: what wgmma gains.
+  stage "bench step+mma attn" 25 "$bench_log" "$dino_bin" bench train-step --device cuda \
+    --steps 10 --warmup 2 --json model.attention=ours-mma || failures=$((failures + 1))
   # The training loop against the step alone, in one run on one recipe (the built-in ViT-S/16
   # one), once per augmentation path: the views made on the GPU from the decoded sources
   # (data.augment=gpu) and made by the loader threads on every core (data.augment=cpu). Each

@@ -97,7 +97,9 @@ const std::map<std::string, std::string>& recipe_key_meanings() {
       {"model.depth", "transformer blocks; 0 keeps the preset's"},
       {"model.num_heads", "attention heads per block; 0 keeps the preset's"},
       {"model.drop_path_rate", "stochastic depth of the student (the teacher has none)"},
-      {"model.attention", "attention kernels on the GPU: ours, or cudnn (cuDNN's SDPA)"},
+      {"model.attention",
+       "attention kernels on the GPU: ours, ours-mma (the portable mma.sync ones even on an sm_90 "
+       "device, where ours are Hopper's wgmma ones), or cudnn (cuDNN's SDPA)"},
       {"model.init_from",
        "backbone file or checkpoint whose ViT weights student and teacher start from; \"\": "
        "random"},
@@ -350,8 +352,8 @@ ModelConfig read_model(const Reader& r) {
   m.vit.drop_path_rate = r.number("model.drop_path_rate", Range{0, 1, false, true});
   m.init_from = r.optional_text("model.init_from");
   m.attention = r.text("model.attention");
-  if (m.attention != "ours" && m.attention != "cudnn")
-    r.fail("model.attention", "\"ours\" or \"cudnn\"");
+  if (m.attention != "ours" && m.attention != "ours-mma" && m.attention != "cudnn")
+    r.fail("model.attention", "\"ours\", \"ours-mma\" or \"cudnn\"");
   return m;
 }
 

@@ -43,9 +43,9 @@ data::CropFormat crop_format_for(const Recipe& recipe, Device device) {
 RunPlan plan_run(const Recipe& recipe, const TrainOptions& opt) {
   RunPlan plan;
   plan.device = resolve_device(opt.device, "train");
-  DINO_CHECK(
-      recipe.model.attention == "ours" || plan.device == Device::cuda,
-      "[config] model.attention=cudnn needs the GPU (--device cuda): cuDNN has no CPU kernels");
+  DINO_CHECK(recipe.model.attention == "ours" || plan.device == Device::cuda,
+             "[config] model.attention=", recipe.model.attention,
+             " needs the GPU (--device cuda): it names GPU kernels");
   plan.crop_format = crop_format_for(recipe, plan.device);
   if (opt.world && opt.world->active()) {
     plan.rank = opt.world->rank();

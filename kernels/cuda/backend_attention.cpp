@@ -1,6 +1,7 @@
-// The CUDA backend's attention (core/ops_nn.cpp) on kernels/cuda/attention.cu, or on registered
-// kernels of the same layout and lse selected by name (model.attention=cudnn: cuDNN's SDPA,
-// benchmarks/cudnn/): bf16 qkv, out and
+// The CUDA backend's attention (core/ops_nn.cpp) on kernels/cuda/attention.cu ("ours": Hopper's
+// wgmma kernels where they run, else the mma.sync ones; "ours-mma": always the mma.sync ones),
+// or on registered kernels of the same layout and lse selected by name (model.attention=cudnn:
+// cuDNN's SDPA, benchmarks/cudnn/): bf16 qkv, out and
 // gradients, f32 lse; head dims 32, 64, 128. The fused kernel never forms the N x N matrix, so
 // it has no probabilities to give.
 #include <cstdint>
@@ -32,9 +33,21 @@ AttentionSizes attention_sizes(const Tensor& qkv, int64_t heads) {
 
 const AttentionKernels kOurs{"ours", [] { return std::string(); }, attention_forward,
                              attention_backward};
+// The portable mma.sync kernels even where "ours" runs Hopper's wgmma ones: the step's A/B.
+const AttentionKernels kOursMma{
+    "ours-mma", [] { return std::string(); },
+    [](__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N, int H, int Dh,
+       cudaStream_t stream) {
+      attention_forward_with(AttentionKernel::mma, out, lse, qkv, B, N, H, Dh, stream);
+    },
+    [](__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
+       const __nv_bfloat16* out, const float* lse, int B, int N, int H, int Dh,
+       cudaStream_t stream) {
+      attention_backward_with(AttentionKernel::mma, dqkv, dout, qkv, out, lse, B, N, H, Dh, stream);
+    }};
 
 std::vector<AttentionKernels>& registered() {
-  static std::vector<AttentionKernels> kernels{kOurs};
+  static std::vector<AttentionKernels> kernels{kOurs, kOursMma};
   return kernels;
 }
 
