@@ -12,6 +12,12 @@
 //   (and the block synchronised) before that.
 // - Descriptors: no-swizzle layout only (a swizzled one stops the launch with a message),
 //   every address inside the block's dynamic shared memory and 16-byte aligned.
+// Also checked (each stops the launch with a message; wgmma_emu.cpp): a wgmma only with a
+// wgmma_fence() since the block began and since the thread's last wgmma_wait_all(); the same
+// descriptors across the warpgroup (PTX ISA: "must be same across all the warps in the
+// warpgroup"); blocks of whole warpgroups; the shared memory a wgmma reads unchanged until the
+// wait that completes it. A wgmma not yet committed when the thread waits stays in flight (its
+// accumulators still NaN).
 #include <cstdint>
 
 #include "tests/simt/simt.h"
