@@ -1,5 +1,5 @@
 // `dino bench attention`: our flash attention (kernels/cuda/attention.cu; on an sm_90 device at
-// head dim 64 the wgmma kernels, with the portable ones beside them as "ours-mma")
+// head dim 64 both its kernels, mma.sync and wgmma, the one it picks as "ours")
 // against cuDNN's SDPA
 // (benchmarks/cudnn/cudnn_attention.cpp) and a composite (split heads, cuBLASLt batched Q K^T with
 // the scale as alpha, a softmax kernel, cuBLASLt P V, merge heads; the backward from the saved
@@ -189,11 +189,10 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
   };
 
   // ---- ours --------------------------------------------------------------------------------
-  // "ours" is what attention_forward and attention_backward run here (wgmma on an sm_90 device
-  // at Dh = 64); where that is wgmma, "ours-mma" times the portable mma.sync kernels on the same
-  // inputs.
-  const bool wgmma_runs = kc::attention_kernel_unavailable(kc::AttentionKernel::wgmma, Dh).empty();
-  const json kernel_used{{"kernel", wgmma_runs ? "wgmma" : "mma"}};
+  // "ours" is what attention_forward and attention_backward run here (attention_kernel_for:
+  // wgmma on an sm_90 device at Dh = 64 past 64 tokens); the other kernel, where it runs, is
+  // timed beside it on the same inputs as "ours-mma" or "ours-wgmma".
+  const kc::AttentionKernel picked = kc::attention_kernel_for(N, Dh);
   add(
       "forward", "ours",
       [&](int i) {
@@ -201,7 +200,7 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         kc::attention_forward(x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(), B, N, H, Dh,
                               s);
       },
-      fwd, kernel_used);
+      fwd, json{{"kernel", kc::attention_kernel_name(picked)}});
   add(
       "backward", "ours",
       [&](int i) {
@@ -209,26 +208,27 @@ void run_shape(const Shape& sh, const Options& opt, const Ceilings& c, Report& r
         kc::attention_backward(dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(),
                                x.out.as<bf16>(), x.lse.as<float>(), B, N, H, Dh, s);
       },
-      bwd, kernel_used);
-  if (wgmma_runs) {
-    const json mma_kernel{{"kernel", "mma"}};
+      bwd, json{{"kernel", kc::attention_kernel_name(picked)}});
+  for (const kc::AttentionKernel other : {kc::AttentionKernel::mma, kc::AttentionKernel::wgmma}) {
+    if (other == picked || !kc::attention_kernel_unavailable(other, Dh).empty()) continue;
+    const std::string impl = str_cat("ours-", kc::attention_kernel_name(other));
+    const json kernel{{"kernel", kc::attention_kernel_name(other)}};
     add(
-        "forward", "ours-mma",
+        "forward", impl.c_str(),
         [&](int i) {
           Set& x = set_of(i);
-          kc::attention_forward_with(kc::AttentionKernel::mma, x.out.as<bf16>(), x.lse.as<float>(),
-                                     x.qkv.as<bf16>(), B, N, H, Dh, s);
+          kc::attention_forward_with(other, x.out.as<bf16>(), x.lse.as<float>(), x.qkv.as<bf16>(),
+                                     B, N, H, Dh, s);
         },
-        fwd, mma_kernel);
+        fwd, kernel);
     add(
-        "backward", "ours-mma",
+        "backward", impl.c_str(),
         [&](int i) {
           Set& x = set_of(i);
-          kc::attention_backward_with(kc::AttentionKernel::mma, dqkv.as<bf16>(), x.dout.as<bf16>(),
-                                      x.qkv.as<bf16>(), x.out.as<bf16>(), x.lse.as<float>(), B, N,
-                                      H, Dh, s);
+          kc::attention_backward_with(other, dqkv.as<bf16>(), x.dout.as<bf16>(), x.qkv.as<bf16>(),
+                                      x.out.as<bf16>(), x.lse.as<float>(), B, N, H, Dh, s);
         },
-        bwd, mma_kernel);
+        bwd, kernel);
   }
 
   // ---- cuDNN -------------------------------------------------------------------------------

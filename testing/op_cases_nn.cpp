@@ -145,8 +145,9 @@ void add_attention(std::vector<OpCase>& c) {
   c.push_back(attention_case(1, 130, 1, 128));
   c.push_back(attention_case(1, 197, 1, 128));
   c.push_back(attention_case(1, 300, 1, 64));
-  // Dh = 64 on an sm_90 device (and the emulator) runs the wgmma forward: 128-key tiles past
-  // 64 keys (a tail of one key), one 64-key tile up to 64 (exactly full; one key).
+  // Dh = 64 past 64 tokens on an sm_90 device (and the emulator) runs the wgmma kernels: 129
+  // is a 128-key tile and a tail of one key. tests/cuda/test_attention.cpp runs them on every
+  // Dh = 64 case, also up to 64 tokens (one 64-key tile: exactly full, one key).
   c.push_back(attention_case(1, 129, 2, 64));
   c.push_back(attention_case(2, 64, 1, 64));
   c.push_back(attention_case(1, 1, 1, 64));

@@ -118,12 +118,6 @@ void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat1
   CUDA_CHECK(cudaGetLastError());
 }
 
-// Where wgmma runs, else mma.
-AttentionKernel fastest(int Dh) {
-  return attention_kernel_unavailable(AttentionKernel::wgmma, Dh).empty() ? AttentionKernel::wgmma
-                                                                          : AttentionKernel::mma;
-}
-
 void check_runs(AttentionKernel kernel, int Dh) {
   const std::string why = attention_kernel_unavailable(kernel, Dh);
   DINO_CHECK(why.empty(), "[attention] kernel ", attention_kernel_name(kernel),
@@ -136,6 +130,16 @@ void check_runs(AttentionKernel kernel, int Dh) {
 
 const char* attention_kernel_name(AttentionKernel kernel) {
   return kernel == AttentionKernel::wgmma ? "wgmma" : "mma";
+}
+
+// wgmma past one 64-key tile: there the mma.sync kernels lose to cuDNN (0.62x at N = 197 on
+// the H200, benchmarks/results/2026-12-04-h200.md) while a wgmma tile costs no more than it
+// does; up to 64 keys a wgmma block computes 64 x 64 where mma.sync skips in steps of 16 (37
+// tokens: 48 x 48), and mma.sync is already 2.7x (forward) and 1.2x (backward) cuDNN there.
+AttentionKernel attention_kernel_for(int N, int Dh) {
+  return N > 64 && attention_kernel_unavailable(AttentionKernel::wgmma, Dh).empty()
+             ? AttentionKernel::wgmma
+             : AttentionKernel::mma;
 }
 
 std::string attention_kernel_unavailable(AttentionKernel kernel, int Dh) {
@@ -154,13 +158,14 @@ std::string attention_kernel_unavailable(AttentionKernel kernel, int Dh) {
 
 void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int N,
                        int H, int Dh, cudaStream_t stream) {
-  attention_forward_with(fastest(Dh), out, lse, qkv, B, N, H, Dh, stream);
+  attention_forward_with(attention_kernel_for(N, Dh), out, lse, qkv, B, N, H, Dh, stream);
 }
 
 void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
                         const __nv_bfloat16* out, const float* lse, int B, int N, int H, int Dh,
                         cudaStream_t stream) {
-  attention_backward_with(fastest(Dh), dqkv, dout, qkv, out, lse, B, N, H, Dh, stream);
+  attention_backward_with(attention_kernel_for(N, Dh), dqkv, dout, qkv, out, lse, B, N, H, Dh,
+                          stream);
 }
 
 void attention_forward_with(AttentionKernel kernel, __nv_bfloat16* out, float* lse,

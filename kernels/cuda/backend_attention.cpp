@@ -1,5 +1,5 @@
-// The CUDA backend's attention (core/ops_nn.cpp) on kernels/cuda/attention.cu ("ours": Hopper's
-// wgmma kernels where they run, else the mma.sync ones; "ours-mma": always the mma.sync ones),
+// The CUDA backend's attention (core/ops_nn.cpp) on kernels/cuda/attention.cu ("ours": the
+// kernels attention_kernel_for picks; "ours-mma": always the portable mma.sync ones),
 // or on registered kernels of the same layout and lse selected by name (model.attention=cudnn:
 // cuDNN's SDPA, benchmarks/cudnn/): bf16 qkv, out and
 // gradients, f32 lse; head dims 32, 64, 128. The fused kernel never forms the N x N matrix, so

@@ -89,11 +89,13 @@ void attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __
 // The kernels behind both: the portable ones on mma.sync (any sm_80 or later device, every
 // head dim) and Hopper's on wgmma (kernels/cuda/attention_sm90.cu: an sm_90 device, a build
 // whose toolkit compiles sm_90a, head dim 64). attention_forward and attention_backward run
-// wgmma wherever it runs; the _with forms name the kernel (tests, benchmarks).
+// attention_kernel_for(N, Dh); the _with forms name the kernel (tests, benchmarks).
 enum class AttentionKernel { mma, wgmma };
 const char* attention_kernel_name(AttentionKernel kernel);
 // Empty if `kernel` runs here for head dim Dh, else why not.
 std::string attention_kernel_unavailable(AttentionKernel kernel, int Dh);
+// wgmma where it runs and N > 64, else mma.
+AttentionKernel attention_kernel_for(int N, int Dh);
 void attention_forward_with(AttentionKernel kernel, __nv_bfloat16* out, float* lse,
                             const __nv_bfloat16* qkv, int B, int N, int H, int Dh,
                             cudaStream_t stream);

@@ -81,3 +81,19 @@ TEST_CASE("attention's log-sum-exp matches the CPU reference; its backward rerun
     }
   }
 }
+
+TEST_CASE("attention runs wgmma past 64 tokens at head dim 64 where it can, else mma.sync",
+          "[attention]") {
+  const bool wgmma_runs = cu::attention_kernel_unavailable(cu::AttentionKernel::wgmma, 64).empty();
+  INFO(cu::attention_kernel_unavailable(cu::AttentionKernel::wgmma, 64));
+  CHECK(cu::attention_kernel_for(197, 64) ==
+        (wgmma_runs ? cu::AttentionKernel::wgmma : cu::AttentionKernel::mma));
+  CHECK(cu::attention_kernel_for(65, 64) == cu::attention_kernel_for(197, 64));
+  CHECK(cu::attention_kernel_for(64, 64) == cu::AttentionKernel::mma);
+  CHECK(cu::attention_kernel_for(37, 64) == cu::AttentionKernel::mma);
+  for (const int Dh : {32, 128}) {
+    CHECK(cu::attention_kernel_for(197, Dh) == cu::AttentionKernel::mma);
+    CHECK_FALSE(cu::attention_kernel_unavailable(cu::AttentionKernel::wgmma, Dh).empty());
+  }
+  CHECK(cu::attention_kernel_unavailable(cu::AttentionKernel::mma, 64).empty());
+}

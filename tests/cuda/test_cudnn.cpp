@@ -111,6 +111,8 @@ TEST_CASE("the attention backend switch", "[cudnn]") {
   } else {
     CHECK_THROWS_AS(cu::set_attention_backend("cudnn"), dino::Error);
   }
+  cu::set_attention_backend("ours-mma");
+  CHECK(std::string(cu::attention_backend_name()) == "ours-mma");
   cu::set_attention_backend("ours");
   CHECK(std::string(cu::attention_backend_name()) == "ours");
 }
