@@ -230,6 +230,60 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* base, int64_t stride,
   }
 }
 
+// Row statistics of query tile q0 (lse in log2 units, Dv = rowsum(dO * O)) into a dK/dV
+// block's shared buffers of kTile, 0 past N (plain stores: visible after the block's barrier).
+__device__ __forceinline__ void load_row_stats(float* lse_s, float* dv_s, const float* lse_bh,
+                                               const float* dv_bh, int q0, int N) {
+  for (int i = int(threadIdx.x); i < kTile; i += kThreads) {
+    const bool valid = q0 + i < N;
+    lse_s[i] = valid ? lse_bh[q0 + i] * kLog2e : 0.f;
+    dv_s[i] = valid ? dv_bh[q0 + i] : 0.f;
+  }
+}
+
+// A dK/dV block's S^T and dP^T (16 keys x 64 queries q0.., accumulator layout) into P^T and
+// dS^T: P = exp2(S scale2 - lse), dS = P (dP - Dv) scale, 0 for queries at or past N.
+__device__ __forceinline__ void transposed_gradients(float (&st)[8][4], float (&dpt)[8][4],
+                                                     const float* lse_s, const float* dv_s, int q0,
+                                                     int N, float scale, float scale2) {
+  const int t = int(threadIdx.x) % 4;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int q = j * 8 + 2 * t + e % 2;
+      const float p = q0 + q < N ? exp2f(st[j][e] * scale2 - lse_s[q]) : 0.f;
+      st[j][e] = p;
+      dpt[j][e] = p * (dpt[j][e] - dv_s[q]) * scale;
+    }
+}
+
+// A dQ block's rows g and g + 8 (query q, q + 8 of this lane): lse (log2 units) and Dv.
+__device__ __forceinline__ void own_row_stats(float (&lse2)[2], float (&dvr)[2], const float* lse,
+                                              const float* dv_rows, int64_t bh, int q, int N) {
+  for (int r = 0; r < 2; ++r) {
+    const int64_t i = bh * N + q + 8 * r;
+    lse2[r] = q + 8 * r < N ? lse[i] * kLog2e : 0.f;
+    dvr[r] = q + 8 * r < N ? dv_rows[i] : 0.f;
+  }
+}
+
+// A dQ block's S and dP (16 queries x 64 keys k0.., accumulator layout) into dS in dp:
+// P = exp2(S scale2 - lse), dS = P (dP - Dv) scale, 0 for keys at or past N.
+__device__ __forceinline__ void score_gradients(const float (&s)[8][4], float (&dp)[8][4],
+                                                const float (&lse2)[2], const float (&dvr)[2],
+                                                int k0, int N, float scale, float scale2) {
+  const int t = int(threadIdx.x) % 4;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = e / 2;
+      const float p = k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[j][e] * scale2 - lse2[r]) : 0.f;
+      dp[j][e] = p * (dp[j][e] - dvr[r]) * scale;
+    }
+}
+
 // kernels
 
 // One step of the online softmax for the 16 rows of one m-tile: scales the scores s (raw
@@ -363,8 +417,7 @@ __global__ void __launch_bounds__(kThreads)
   float* dv_s = lse_s + 2 * kTile;                               // two buffers
   const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
   const int k0 = int(blockIdx.x) * kTile;
-  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
-  const int t = lane % 4;
+  const int row0 = (int(threadIdx.x) / 32) * 16;
   const int64_t stride = int64_t(3) * H * D, ostride = int64_t(H) * D;
   const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * D;
   const __nv_bfloat16* dob = dout + int64_t(b) * N * ostride + h * D;
@@ -372,19 +425,11 @@ __global__ void __launch_bounds__(kThreads)
   const float* dv_bh = dv_rows + (int64_t(b) * H + h) * N;
   const float scale = rsqrtf(float(D)), scale2 = scale * kLog2e;
 
-  // Row statistics of query tile q0 into buffer `buf` (plain stores: visible after the sync).
-  auto load_rows = [&](int q0, int buf) {
-    for (int i = int(threadIdx.x); i < kTile; i += kThreads) {
-      const bool valid = q0 + i < N;
-      lse_s[buf * kTile + i] = valid ? lse_bh[q0 + i] * kLog2e : 0.f;
-      dv_s[buf * kTile + i] = valid ? dv_bh[q0 + i] : 0.f;
-    }
-  };
   load_tile_async<D>(Ks, qb + H * D, stride, k0, N);
   load_tile_async<D>(Vs, qb + 2 * H * D, stride, k0, N);
   load_tile_async<D>(Qs, qb, stride, 0, N);
   load_tile_async<D>(dOs, dob, ostride, 0, N);
-  load_rows(0, 0);
+  load_row_stats(lse_s, dv_s, lse_bh, dv_bh, 0, N);
   cp_async_wait_all();
   __syncthreads();
   const SharedRows<D> k_rows(Ks + row0 * T::kLd), v_rows(Vs + row0 * T::kLd);
@@ -399,7 +444,8 @@ __global__ void __launch_bounds__(kThreads)
     if (it + 1 < tiles) {
       load_tile_async<D>(Qs + (1 - buf) * T::kElems, qb, stride, q0 + kTile, N);
       load_tile_async<D>(dOs + (1 - buf) * T::kElems, dob, ostride, q0 + kTile, N);
-      load_rows(q0 + kTile, 1 - buf);
+      load_row_stats(lse_s + (1 - buf) * kTile, dv_s + (1 - buf) * kTile, lse_bh, dv_bh, q0 + kTile,
+                     N);
     }
     const __nv_bfloat16* Qt = Qs + buf * T::kElems;
     const __nv_bfloat16* dOt = dOs + buf * T::kElems;
@@ -407,15 +453,8 @@ __global__ void __launch_bounds__(kThreads)
       float st[1][8][4], dpt[1][8][4];  // S^T and dP^T: the warp's 16 keys x 64 queries
       warp_abt<D, 1>(st, k_rows, Qt, N - q0);
       warp_abt<D, 1>(dpt, v_rows, dOt, N - q0);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int q = j * 8 + 2 * t + e % 2;
-          const float p = q0 + q < N ? exp2f(st[0][j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
-          st[0][j][e] = p;
-          dpt[0][j][e] = p * (dpt[0][j][e] - dv_s[buf * kTile + q]) * scale;
-        }
+      transposed_gradients(st[0], dpt[0], lse_s + buf * kTile, dv_s + buf * kTile, q0, N, scale,
+                           scale2);
       uint32_t pt[1][4][4], dst[1][4][4];
       to_operand(pt[0], st[0]);
       to_operand(dst[0], dpt[0]);
@@ -446,7 +485,7 @@ __global__ void __launch_bounds__(kThreads)
   const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
   const int q0 = int(blockIdx.x) * kTile;
   const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
-  const int g = lane / 4, t = lane % 4;
+  const int g = lane / 4;
   const int64_t stride = int64_t(3) * H * D, ostride = int64_t(H) * D;
   const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * D;
   const __nv_bfloat16* kb = qb + H * D;
@@ -457,14 +496,8 @@ __global__ void __launch_bounds__(kThreads)
   load_tile_async<D>(dOs, dout + int64_t(b) * N * ostride + h * D, ostride, q0, N);
   load_tile_async<D>(Ks, kb, stride, 0, N);
   load_tile_async<D>(Vs, vb, stride, 0, N);
-  // This lane's rows g and g + 8: lse (log2 units) and Dv.
   float lse2[2], dvr[2];
-  for (int r = 0; r < 2; ++r) {
-    const int q = q0 + row0 + g + 8 * r;
-    const int64_t i = (int64_t(b) * H + h) * N + q;
-    lse2[r] = q < N ? lse[i] * kLog2e : 0.f;
-    dvr[r] = q < N ? dv_rows[i] : 0.f;
-  }
+  own_row_stats(lse2, dvr, lse, dv_rows, int64_t(b) * H + h, q0 + row0 + g, N);
   cp_async_wait_all();
   __syncthreads();
   using OwnRows = std::conditional_t<T::kDqRowsInRegisters, RegisterRows<D, 1>, SharedRows<D>>;
@@ -485,15 +518,7 @@ __global__ void __launch_bounds__(kThreads)
       float s[1][8][4], dp[1][8][4];
       warp_abt<D, 1>(s, q_rows, Kt, N - k0);
       warp_abt<D, 1>(dp, do_rows, Vs + buf * T::kElems, N - k0);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e / 2;
-          const float p =
-              k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[0][j][e] * scale2 - lse2[r]) : 0.f;
-          dp[0][j][e] = p * (dp[0][j][e] - dvr[r]) * scale;
-        }
+      score_gradients(s[0], dp[0], lse2, dvr, k0, N, scale, scale2);
       uint32_t ds[1][4][4];
       to_operand(ds[0], dp[0]);
       warp_pm<D, 1>(dq, ds, Kt, N - k0);

@@ -37,6 +37,7 @@ namespace mma = attention_mma;
 constexpr int kD = 64;
 constexpr int kQueries = 64;  // one warpgroup, 16 rows per warp
 constexpr int kThreads = 128;
+static_assert(kThreads == mma::kThreads, "the shared helpers stride by the portable blocks' size");
 constexpr uint32_t kCoreBytes = 128;                   // 8 rows x 16 bytes
 constexpr uint32_t kGroupBytes = kD / 8 * kCoreBytes;  // 8 full rows: the next core matrix down
 // Q in core order; after the loop, the output's staging in store_rows's padded row order.
@@ -215,8 +216,7 @@ __global__ void __launch_bounds__(kThreads)
   float* dv_s = lse_s + 2 * kTile;                            // two buffers
   const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
   const int k0 = int(blockIdx.x) * kTile;
-  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
-  const int t = lane % 4;
+  const int row0 = (int(threadIdx.x) / 32) * 16;
   const int64_t stride = int64_t(3) * H * kD, ostride = int64_t(H) * kD;
   const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * kD;
   const __nv_bfloat16* dob = dout + int64_t(b) * N * ostride + h * kD;
@@ -224,18 +224,11 @@ __global__ void __launch_bounds__(kThreads)
   const float* dv_bh = dv_rows + (int64_t(b) * H + h) * N;
   const float scale = rsqrtf(float(kD)), scale2 = scale * mma::kLog2e;
 
-  auto load_rows = [&](int q0, int buf) {  // plain stores: visible after the barrier
-    for (int i = int(threadIdx.x); i < kTile; i += kThreads) {
-      const bool valid = q0 + i < N;
-      lse_s[buf * kTile + i] = valid ? lse_bh[q0 + i] * mma::kLog2e : 0.f;
-      dv_s[buf * kTile + i] = valid ? dv_bh[q0 + i] : 0.f;
-    }
-  };
   load_core_tile<kTile>(Ks, qb + H * kD, stride, k0, N);
   load_core_tile<kTile>(Vs, qb + 2 * H * kD, stride, k0, N);
   load_core_tile<kTile>(Qs, qb, stride, 0, N);
   load_core_tile<kTile>(dOs, dob, ostride, 0, N);
-  load_rows(0, 0);
+  mma::load_row_stats(lse_s, dv_s, lse_bh, dv_bh, 0, N);
   tiles_ready();
 
   float dk[8][4], dv[8][4];
@@ -248,7 +241,8 @@ __global__ void __launch_bounds__(kThreads)
     if (it + 1 < tiles) {
       load_core_tile<kTile>(Qs + (1 - buf) * kElems, qb, stride, q0 + kTile, N);
       load_core_tile<kTile>(dOs + (1 - buf) * kElems, dob, ostride, q0 + kTile, N);
-      load_rows(q0 + kTile, 1 - buf);
+      mma::load_row_stats(lse_s + (1 - buf) * kTile, dv_s + (1 - buf) * kTile, lse_bh, dv_bh,
+                          q0 + kTile, N);
     }
     const __nv_bfloat16* Qt = Qs + buf * kElems;
     const __nv_bfloat16* dOt = dOs + buf * kElems;
@@ -260,15 +254,8 @@ __global__ void __launch_bounds__(kThreads)
     wgmma_wait_all();
     wgmma_fence_operand(reinterpret_cast<float(&)[32]>(st));
     wgmma_fence_operand(reinterpret_cast<float(&)[32]>(dpt));
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int q = j * 8 + 2 * t + e % 2;
-        const float p = q0 + q < N ? exp2f(st[j][e] * scale2 - lse_s[buf * kTile + q]) : 0.f;
-        st[j][e] = p;
-        dpt[j][e] = p * (dpt[j][e] - dv_s[buf * kTile + q]) * scale;
-      }
+    mma::transposed_gradients(st, dpt, lse_s + buf * kTile, dv_s + buf * kTile, q0, N, scale,
+                              scale2);
     uint32_t pt[4][4], dst[4][4];
     mma::to_operand(pt, st);
     mma::to_operand(dst, dpt);
@@ -301,7 +288,7 @@ __global__ void __launch_bounds__(kThreads)
   const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
   const int q0 = int(blockIdx.x) * kTile;
   const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
-  const int g = lane / 4, t = lane % 4;
+  const int g = lane / 4;
   const int64_t stride = int64_t(3) * H * kD, ostride = int64_t(H) * kD;
   const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * kD;
   const __nv_bfloat16* kb = qb + H * kD;
@@ -312,14 +299,8 @@ __global__ void __launch_bounds__(kThreads)
   load_core_tile<kTile>(dOs, dout + int64_t(b) * N * ostride + h * kD, ostride, q0, N);
   load_core_tile<kTile>(Ks, kb, stride, 0, N);
   load_core_tile<kTile>(Vs, vb, stride, 0, N);
-  // This lane's rows g and g + 8: lse (log2 units) and Dv.
   float lse2[2], dvr[2];
-  for (int r = 0; r < 2; ++r) {
-    const int q = q0 + row0 + g + 8 * r;
-    const int64_t i = (int64_t(b) * H + h) * N + q;
-    lse2[r] = q < N ? lse[i] * mma::kLog2e : 0.f;
-    dvr[r] = q < N ? dv_rows[i] : 0.f;
-  }
+  mma::own_row_stats(lse2, dvr, lse, dv_rows, int64_t(b) * H + h, q0 + row0 + g, N);
   tiles_ready();
 
   float dq[8][4];
@@ -341,14 +322,7 @@ __global__ void __launch_bounds__(kThreads)
     wgmma_wait_all();
     wgmma_fence_operand(reinterpret_cast<float(&)[32]>(s));
     wgmma_fence_operand(reinterpret_cast<float(&)[32]>(dp));
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2;
-        const float p = k0 + j * 8 + 2 * t + e % 2 < N ? exp2f(s[j][e] * scale2 - lse2[r]) : 0.f;
-        dp[j][e] = p * (dp[j][e] - dvr[r]) * scale;
-      }
+    mma::score_gradients(s, dp, lse2, dvr, k0, N, scale, scale2);
     uint32_t ds[4][4];
     mma::to_operand(ds, dp);
     wgmma_fence();
