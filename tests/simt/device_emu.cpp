@@ -141,6 +141,7 @@ void cp_async_wait_all() {
   std::vector<PendingCopy>& q = pending_copies();
   for (const PendingCopy& c : q) {
     if (c.block != dino::simt::block_serial()) continue;  // left behind by an earlier block
+    dino::simt::note_unfenced_shared_writes();
     if (c.valid)
       std::memcpy(c.dst, c.src, 16);
     else

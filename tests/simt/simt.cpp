@@ -167,6 +167,24 @@ int lane_id() { return me().linear % 32; }
 int thread_linear() { return me().linear; }
 unsigned long long block_serial() { return state().block_serial; }
 
+namespace {
+// Per thread: the serial of the block in which its cp.async writes landed unfenced, else 0.
+std::vector<unsigned long long>& unfenced_writes() {
+  static std::vector<unsigned long long> per_thread(1024, 0);
+  return per_thread;
+}
+}  // namespace
+
+void note_unfenced_shared_writes() { unfenced_writes()[size_t(thread_linear())] = block_serial(); }
+void fence_shared_writes() { unfenced_writes()[size_t(thread_linear())] = 0; }
+int unfenced_shared_writer() {
+  const Dim3& b = block_dim();
+  const int threads = int(b.x * b.y * b.z);
+  for (int i = 0; i < threads; ++i)
+    if (unfenced_writes()[size_t(i)] == block_serial()) return i;
+  return -1;
+}
+
 void sync_threads() { arrive_and_wait(state().block_barrier); }
 void sync_warp() { arrive_and_wait(state().warp_barriers[size_t(me().linear / 32)]); }
 

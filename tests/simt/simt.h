@@ -40,6 +40,17 @@ int lane_id();
 int thread_linear();                // the thread's index within its block
 unsigned long long block_serial();  // distinct for every block the emulator runs
 
+// Wgmma's cross-proxy rule (PTX ISA, "Async Proxy"): shared memory written through the
+// generic proxy reaches a wgmma (the async proxy) only after the writing thread's
+// fence.proxy.async. The emulation tracks the writes it sees, cp.async copies landing at a
+// wait: marked here, cleared by the thread's fence; a wgmma refuses to issue while any thread
+// of the block has such writes unfenced (stricter than the ISA, which asks it only of the
+// writes that wgmma reads).
+void note_unfenced_shared_writes();
+void fence_shared_writes();
+// A thread of this block whose landed cp.async writes have no fence after them, or -1.
+int unfenced_shared_writer();
+
 // Stops the launch with `message` (thrown from launch() on the calling thread).
 [[noreturn]] void fail(const char* message);
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "tests/simt/mma_sm80_emulated.h"
 #include "tests/simt/simt.h"
 #include "tests/simt/wgmma_sm90_emulated.h"
 
@@ -374,4 +375,29 @@ TEST_CASE("emulated wgmma: its shared memory must not change until the wait", "[
   CHECK_NOTHROW(dino::simt::launch(Dim3{1, 1, 1}, Dim3{128, 1, 1}, bytes, body(false)));
   CHECK_THROWS_WITH(dino::simt::launch(Dim3{1, 1, 1}, Dim3{128, 1, 1}, bytes, body(true)),
                     Catch::Contains("written between its issue and the wgmma_wait_all()"));
+}
+
+TEST_CASE("emulated wgmma: cp.async writes reach it only after a proxy fence", "[simt]") {
+  const uint64_t a_desc = descriptor(0, kA_LBO, kA_SBO), b_desc = descriptor(4096, kB_LBO, kB_SBO);
+  constexpr size_t bytes = 8192;
+  static std::vector<unsigned char> source(bytes, 0);
+  auto body = [&](bool fence) {
+    return [=] {
+      unsigned char* smem = dino::simt::dynamic_shared_memory();
+      const int tid = dino::simt::thread_linear();
+      for (int i = tid; i < int(bytes / 16); i += 128)
+        kc::cp_async_16(smem + 16 * i, source.data() + 16 * i, true);
+      kc::cp_async_wait_all();
+      if (fence) kc::fence_proxy_async_shared();
+      dino::simt::sync_threads();
+      float d[32];
+      kc::wgmma_fence();
+      kc::wgmma_m64n64k16_ss(d, a_desc, b_desc, false);
+      kc::wgmma_commit_group();
+      kc::wgmma_wait_all();
+    };
+  };
+  CHECK_NOTHROW(dino::simt::launch(Dim3{1, 1, 1}, Dim3{128, 1, 1}, bytes, body(true)));
+  CHECK_THROWS_WITH(dino::simt::launch(Dim3{1, 1, 1}, Dim3{128, 1, 1}, bytes, body(false)),
+                    Catch::Contains("have no fence_proxy_async_shared() after them"));
 }

@@ -216,6 +216,10 @@ int warp_in_group(ThreadState& s, const Issue& issue) {
         "simt: wgmma issued without a wgmma_fence() since the block began or since this "
         "thread's last wgmma_wait_all() (wgmma.fence must come before the first wgmma and "
         "between register accesses and a wgmma that reads those registers)");
+  if (const int writer = dino::simt::unfenced_shared_writer(); writer >= 0)
+    fail_with("simt: wgmma issued while thread " + std::to_string(writer) +
+              "'s cp.async writes to shared memory have no fence_proxy_async_shared() after "
+              "them (fence.proxy.async: without it the async proxy may not see them)");
   check_warpgroup_issue(s.issued++, issue);
   return (dino::simt::thread_linear() / 32) % 4;
 }
@@ -300,9 +304,10 @@ void wgmma_wait_all() {
   s.fenced = false;
 }
 
-// The emulation reads shared memory when a wgmma is issued, after the thread's own writes, so
-// the async proxy already sees them; a missing block barrier still shows as NaN.
-void fence_proxy_async_shared() {}
+// The emulation reads shared memory when a wgmma is issued, so the data is there; what the
+// fence is for is checked: a wgmma issued while a thread's landed cp.async writes have no fence
+// after them stops the launch (simt.h).
+void fence_proxy_async_shared() { dino::simt::fence_shared_writes(); }
 
 void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   ThreadState& s = thread_state();

@@ -16,8 +16,9 @@
 // wgmma_fence() since the block began and since the thread's last wgmma_wait_all(); the same
 // descriptors across the warpgroup (PTX ISA: "must be same across all the warps in the
 // warpgroup"); blocks of whole warpgroups; the shared memory a wgmma reads unchanged until the
-// wait that completes it. A wgmma not yet committed when the thread waits stays in flight (its
-// accumulators still NaN).
+// wait that completes it; no thread of the block with landed cp.async writes and no
+// fence_proxy_async_shared() after them. A wgmma not yet committed when the thread waits stays in
+// flight (its accumulators still NaN).
 #include <cstdint>
 
 #include "tests/simt/simt.h"
