@@ -1,17 +1,18 @@
-// Flash attention forward on Hopper's warpgroup MMA (wgmma, sm_90a; kernels/cuda/wgmma_sm90.cuh),
-// head dim 64 (ViT-S, ViT-B): what attention_forward runs on an sm_90 device
-// (kernels/cuda/attention.cu). Same layout, arithmetic order of the softmax and bf16 rounding
-// of P as the portable mma.sync kernel (attention_mma.cuh), which it shares the online softmax,
-// the operand packing and the output staging with.
+// Flash attention, forward and backward, on Hopper's warpgroup MMA (wgmma, sm_90a;
+// kernels/cuda/wgmma_sm90.cuh), head dim 64 (ViT-S, ViT-B): what attention_forward and
+// attention_backward run on an sm_90 device past 64 tokens (attention_kernel_for,
+// kernels/cuda/attention.cu). Same layout, arithmetic order of the softmax and bf16 rounding
+// of P and dS as the portable mma.sync kernels (attention_mma.cuh), which it shares the online
+// softmax, the backward's elementwise steps, the operand packing and the output staging with.
 //
 // Why it is faster than mma.sync there: one wgmma of a warpgroup computes 64 x 64 x 16 with B
 // read once from shared memory for all 64 rows (mma.sync re-reads it per warp through
 // ldmatrix), and Hopper's tensor cores reach their full rate only through wgmma. Tiles of 128
 // keys halve the loop's barriers against the portable kernel's 64 (N = 197: two tiles).
-// The tail tile is computed whole: N = 197 costs 256 keys' work (the portable kernel's 208),
-// N = 37 costs 64.
+// The tail tile is computed whole: N = 197 costs 256 keys' work (the portable kernel's 208).
 //
-// A block is one warpgroup (4 warps) and owns 64 queries of one head; per tile of 128 keys:
+// Forward: a block is one warpgroup (4 warps) and owns 64 queries of one head; per tile of
+// 128 keys:
 //   S (64 x 128) = Q K^T      8 wgmma m64n64k16, A = Q and B = K from shared memory
 //   online softmax on S's registers, P rounded to bf16 in registers
 //   O (64 x 64) += P V        8 wgmma m64n64k16, A = P from registers, B = V (MN-major)
