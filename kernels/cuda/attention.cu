@@ -1,8 +1,8 @@
 // Multi-head softmax attention on packed qkv (B, N, 3*H*Dh) bf16: the launchers of the
 // mma.sync flash-attention kernels (kernels/cuda/attention_mma.cuh, where the tiling, the
 // FLOP count and the backward's structure are described), the backward's row-dot kernel, and
-// the forward's choice between the mma.sync kernel and Hopper's wgmma one
-// (kernels/cuda/attention_sm90.cu). Head dims 32, 64, 128 (the only instantiations); any N.
+// the choice, per call, between them and Hopper's wgmma kernels (kernels/cuda/attention_sm90.cu).
+// Head dims 32, 64, 128 (the only instantiations); any N.
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/attention_sm90.h"
@@ -118,10 +118,21 @@ void backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat1
   CUDA_CHECK(cudaGetLastError());
 }
 
+// What attention_kernel_unavailable explains, without building the explanation: every
+// attention call asks.
+bool wgmma_runs(int Dh) {
+#ifdef DINO_CUDA_SM90A
+  const Context& ctx = context();
+  return Dh == 64 && ctx.cc_major == 9 && ctx.cc_minor == 0;
+#else
+  return false;
+#endif
+}
+
 void check_runs(AttentionKernel kernel, int Dh) {
-  const std::string why = attention_kernel_unavailable(kernel, Dh);
-  DINO_CHECK(why.empty(), "[attention] kernel ", attention_kernel_name(kernel),
-             " cannot run: ", why);
+  if (kernel == AttentionKernel::wgmma && !wgmma_runs(Dh))
+    throw Error(
+        str_cat("[attention] kernel wgmma cannot run: ", attention_kernel_unavailable(kernel, Dh)));
   DINO_CHECK(Dh == 32 || Dh == 64 || Dh == 128, "[attention] head dim ", Dh,
              " is not supported (32, 64, 128)");
 }
@@ -137,22 +148,18 @@ const char* attention_kernel_name(AttentionKernel kernel) {
 // does; up to 64 keys a wgmma block computes 64 x 64 where mma.sync skips in steps of 16 (37
 // tokens: 48 x 48), and mma.sync is already 2.7x (forward) and 1.2x (backward) cuDNN there.
 AttentionKernel attention_kernel_for(int N, int Dh) {
-  return N > 64 && attention_kernel_unavailable(AttentionKernel::wgmma, Dh).empty()
-             ? AttentionKernel::wgmma
-             : AttentionKernel::mma;
+  return N > 64 && wgmma_runs(Dh) ? AttentionKernel::wgmma : AttentionKernel::mma;
 }
 
 std::string attention_kernel_unavailable(AttentionKernel kernel, int Dh) {
-  if (kernel == AttentionKernel::mma) return {};
+  if (kernel == AttentionKernel::mma || wgmma_runs(Dh)) return {};
 #ifndef DINO_CUDA_SM90A
   return "this build has no sm_90a code (its CUDA toolkit is older than 12.0)";
 #else
   if (Dh != 64) return str_cat("the wgmma kernels take head dim 64, not ", Dh);
   const Context& ctx = context();
-  if (ctx.cc_major != 9 || ctx.cc_minor != 0)
-    return str_cat("the wgmma kernels need an sm_90 device, this one is sm_", ctx.cc_major,
-                   ctx.cc_minor);
-  return {};
+  return str_cat("the wgmma kernels need an sm_90 device, this one is sm_", ctx.cc_major,
+                 ctx.cc_minor);
 #endif
 }
 

@@ -72,102 +72,8 @@ __device__ __forceinline__ void tiles_ready() {
   __syncthreads();
 }
 
-// grid (ceil(N / 64), B * H), kThreads threads, smem_bytes<kKeys>() bytes of shared memory.
-template <int kKeys>
-__global__ void __launch_bounds__(kThreads)
-    forward_kernel(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int N, int H) {
-  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
-  __nv_bfloat16* Ks = Qs + kQBytes / 2;     // two buffers
-  __nv_bfloat16* Vs = Ks + 2 * kKeys * kD;  // two buffers
-  const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
-  const int q0 = int(blockIdx.x) * kQueries;
-  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
-  const int64_t stride = int64_t(3) * H * kD;
-  const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * kD;
-  const __nv_bfloat16* kb = qb + H * kD;
-  const __nv_bfloat16* vb = qb + 2 * H * kD;
-  const float scale2 = rsqrtf(float(kD)) * mma::kLog2e;  // scores in log2 units
-  constexpr int kTileElems = kKeys * kD;
-  constexpr int kHalves = kKeys / 64;
-
-  load_core_tile<kQueries>(Qs, qb, stride, q0, N);
-  load_core_tile<kKeys>(Ks, kb, stride, 0, N);
-  load_core_tile<kKeys>(Vs, vb, stride, 0, N);
-  tiles_ready();
-  // Q and K are K-major (K = the head dim): the next 16 columns are two core matrices on.
-  const uint64_t q_desc = wgmma_descriptor(Qs, kCoreBytes, kGroupBytes);
-
-  float o[kD / 8][4];
-  mma::zero_fill(o);
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8, as in mma::
-
-  const int tiles = (N + kKeys - 1) / kKeys;
-  for (int it = 0; it < tiles; ++it) {
-    const int k0 = it * kKeys, buf = it % 2;
-    if (it + 1 < tiles) {  // the next tile's buffers were last read before the previous barrier
-      load_core_tile<kKeys>(Ks + (1 - buf) * kTileElems, kb, stride, k0 + kKeys, N);
-      load_core_tile<kKeys>(Vs + (1 - buf) * kTileElems, vb, stride, k0 + kKeys, N);
-    }
-    const __nv_bfloat16* Kt = Ks + buf * kTileElems;
-    const __nv_bfloat16* Vt = Vs + buf * kTileElems;
-    // S, in halves of 64 keys.
-    float s[8 * kHalves][4];
-    wgmma_fence();
-#pragma unroll
-    for (int half = 0; half < kHalves; ++half) {
-      float(&acc)[32] = reinterpret_cast<float(&)[32]>(s[8 * half]);
-      const uint64_t k_desc = wgmma_descriptor(Kt + half * 64 * kD, kCoreBytes, kGroupBytes);
-#pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk)
-        wgmma_m64n64k16_ss(acc, wgmma_advance(q_desc, kk * 2 * kCoreBytes),
-                           wgmma_advance(k_desc, kk * 2 * kCoreBytes), kk > 0);
-    }
-    wgmma_commit_group();
-    wgmma_wait_all();
-    wgmma_fence_operand(reinterpret_cast<float(&)[32 * kHalves]>(s));
-
-    mma::online_softmax<kD>(s, m, l, o, k0, N, scale2);
-    uint32_t p[4 * kHalves][4];  // P rounded to bf16 for the product, as the portable kernel does
-    mma::to_operand(p, s);
-
-    // O += P V: V is MN-major (rows are keys, the K of this product): the next 16 keys are
-    // two 8-row groups on, the next 8 columns one core matrix on.
-    float(&o_acc)[32] = reinterpret_cast<float(&)[32]>(o);
-    const uint64_t v_desc = wgmma_descriptor(Vt, kGroupBytes, kCoreBytes);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk)
-      wgmma_m64n64k16_rs_mn(o_acc, p[kk], wgmma_advance(v_desc, kk * 2 * kGroupBytes), true);
-    wgmma_commit_group();
-    wgmma_wait_all();
-    wgmma_fence_operand(o_acc);
-    tiles_ready();
-  }
-
-  // Rows past N (zero-filled queries) computed a uniform softmax: l > 0 everywhere; not stored.
-  const float l_row[2] = {mma::quad_sum(l[0]), mma::quad_sum(l[1])};
-  const float inv[2] = {1.f / l_row[0], 1.f / l_row[1]};
-  mma::store_rows<kD>(out + int64_t(b) * N * H * kD + h * kD, int64_t(H) * kD, Qs, o, inv, row0, q0,
-                      N);
-  if (lane % 4 == 0) {
-    float* lse_bh = lse + (int64_t(b) * H + h) * N;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int qr = q0 + row0 + lane / 4 + 8 * r;
-      if (qr < N) lse_bh[qr] = (m[r] + log2f(l_row[r])) * mma::kLn2;
-    }
-  }
-}
-
-// The backward, as the portable kernels' (attention_mma.cuh: dK/dV over key blocks, dQ over
-// query blocks, no atomics, so deterministic), one warpgroup per 64 rows and tiles of 64 on
-// the other side; every product is one of the forward's two wgmma shapes:
-//   dK/dV   S^T = K Q^T, dP^T = V dO^T     (ss: A = K or V, B = Q or dO, K-major over the head dim)
-//           dV += P^T dO, dK += dS^T Q     (rs: A = P^T or dS^T from registers, B MN-major)
-//   dQ      S = Q K^T, dP = dO V^T         (ss)
-//           dQ += dS K                     (rs, B = K MN-major)
-// A tile of 64 rows in core order; as a K-major operand (rows = M or N) or as an MN-major one
-// (rows = K).
+// A tile of 64 rows in core order (the backward's tiles; the forward's are one or two of
+// them); as a K-major operand (rows = M or N) or as an MN-major one (rows = K).
 constexpr uint32_t kTileBytes = 64 * kD * 2;
 constexpr int kTile = 64;
 __device__ __forceinline__ uint64_t k_major(const __nv_bfloat16* tile) {
@@ -196,6 +102,92 @@ __device__ __forceinline__ void product_pm(float (&acc)[8][4], const uint32_t (&
     wgmma_m64n64k16_rs_mn(d, p[kk], wgmma_advance(m, kk * 2 * kGroupBytes), true);
 }
 
+// grid (ceil(N / 64), B * H), kThreads threads, smem_bytes<kKeys>() bytes of shared memory.
+template <int kKeys>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int N, int H) {
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(dynamic_smem());
+  __nv_bfloat16* Ks = Qs + kQBytes / 2;     // two buffers
+  __nv_bfloat16* Vs = Ks + 2 * kKeys * kD;  // two buffers
+  const int b = int(blockIdx.y) / H, h = int(blockIdx.y) % H;
+  const int q0 = int(blockIdx.x) * kQueries;
+  const int lane = int(threadIdx.x) % 32, row0 = (int(threadIdx.x) / 32) * 16;
+  const int64_t stride = int64_t(3) * H * kD;
+  const __nv_bfloat16* qb = qkv + int64_t(b) * N * stride + h * kD;
+  const __nv_bfloat16* kb = qb + H * kD;
+  const __nv_bfloat16* vb = qb + 2 * H * kD;
+  const float scale2 = rsqrtf(float(kD)) * mma::kLog2e;  // scores in log2 units
+  constexpr int kTileElems = kKeys * kD;
+  constexpr int kHalves = kKeys / 64;
+
+  load_core_tile<kQueries>(Qs, qb, stride, q0, N);
+  load_core_tile<kKeys>(Ks, kb, stride, 0, N);
+  load_core_tile<kKeys>(Vs, vb, stride, 0, N);
+  tiles_ready();
+  const uint64_t q_desc = k_major(Qs);  // K = the head dim
+
+  float o[kD / 8][4];
+  mma::zero_fill(o);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8, as in mma::
+
+  const int tiles = (N + kKeys - 1) / kKeys;
+  for (int it = 0; it < tiles; ++it) {
+    const int k0 = it * kKeys, buf = it % 2;
+    if (it + 1 < tiles) {  // the next tile's buffers were last read before the previous barrier
+      load_core_tile<kKeys>(Ks + (1 - buf) * kTileElems, kb, stride, k0 + kKeys, N);
+      load_core_tile<kKeys>(Vs + (1 - buf) * kTileElems, vb, stride, k0 + kKeys, N);
+    }
+    const __nv_bfloat16* Kt = Ks + buf * kTileElems;
+    const __nv_bfloat16* Vt = Vs + buf * kTileElems;
+    // S, in halves of 64 keys.
+    float s[8 * kHalves][4];
+    wgmma_fence();
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half)
+      product_abt(reinterpret_cast<float(&)[8][4]>(s[8 * half]), q_desc,
+                  k_major(Kt + half * kTile * kD));
+    wgmma_commit_group();
+    wgmma_wait_all();
+    wgmma_fence_operand(reinterpret_cast<float(&)[32 * kHalves]>(s));
+
+    mma::online_softmax<kD>(s, m, l, o, k0, N, scale2);
+    uint32_t p[4 * kHalves][4];  // P rounded to bf16 for the product, as the portable kernel does
+    mma::to_operand(p, s);
+
+    // O += P V, in halves of 64 keys: V is MN-major (rows are keys, the K of this product).
+    wgmma_fence();
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half)
+      product_pm(o, reinterpret_cast<const uint32_t(&)[4][4]>(p[4 * half]),
+                 mn_major(Vt + half * kTile * kD));
+    wgmma_commit_group();
+    wgmma_wait_all();
+    wgmma_fence_operand(reinterpret_cast<float(&)[32]>(o));
+    tiles_ready();
+  }
+
+  // Rows past N (zero-filled queries) computed a uniform softmax: l > 0 everywhere; not stored.
+  const float l_row[2] = {mma::quad_sum(l[0]), mma::quad_sum(l[1])};
+  const float inv[2] = {1.f / l_row[0], 1.f / l_row[1]};
+  mma::store_rows<kD>(out + int64_t(b) * N * H * kD + h * kD, int64_t(H) * kD, Qs, o, inv, row0, q0,
+                      N);
+  if (lane % 4 == 0) {
+    float* lse_bh = lse + (int64_t(b) * H + h) * N;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int qr = q0 + row0 + lane / 4 + 8 * r;
+      if (qr < N) lse_bh[qr] = (m[r] + log2f(l_row[r])) * mma::kLn2;
+    }
+  }
+}
+
+// The backward, as the portable kernels' (attention_mma.cuh: dK/dV over key blocks, dQ over
+// query blocks, no atomics, so deterministic), one warpgroup per 64 rows and tiles of 64 on
+// the other side; every product is one of the forward's two wgmma shapes:
+//   dK/dV   S^T = K Q^T, dP^T = V dO^T     (ss: A = K or V, B = Q or dO, K-major over the head dim)
+//           dV += P^T dO, dK += dS^T Q     (rs: A = P^T or dS^T from registers, B MN-major)
+//   dQ      S = Q K^T, dP = dO V^T         (ss)
+//           dQ += dS K                     (rs, B = K MN-major)
 // Shared memory of both backward kernels: two tiles that stay (padded to store_rows's row
 // order, which stages the outputs there), four double-buffered, and the dK/dV kernel's row
 // statistics.
