@@ -10,8 +10,10 @@ whether the tree was clean, the card, the date, tests passed/failed, `dino check
 whole step's ms and images/s for ours and every PyTorch mode (with the fastest whole-step
 torch.compile mode and ours over it), the training loop's images/s per augmentation path, the
 attention / LayerNorm / DINO-loss medians and % of floor per shape, the Fashion-MNIST recipe's
-k-NN figures (teacher, random init, raw pixels) with its seconds, steps and images/s, and each stage's status and seconds. Anything a partial run did not reach is null, so
-a run cut short still gets a summary. Python's standard library only.
+k-NN figures (teacher, random init, raw pixels) with its seconds, steps and images/s, each
+stage's status and seconds, the dates of `--resume` runs the report holds, and the attention
+the stages ran with when the attention tests failed. Anything a partial run did not reach is
+null, so a run cut short still gets a summary. Python's standard library only.
 """
 import json
 import os
@@ -253,6 +255,8 @@ def summarise(outdir):
         "card": card_of(f.get("card")),
         "driver": f.get("driver"),
         "nvcc": f.get("nvcc"),
+        "resumed": re.findall(r"^resumed\s+(\S+)", summary, re.M),
+        "attention_fallback": (re.findall(r"every later stage runs model\.attention=(\S+)", summary) or [None])[-1],
         "failures": int(total.group(2)) if total else None,
         "total_seconds": int(total.group(1)) if total else None,
         "stages": stages(summary),

@@ -34,8 +34,8 @@ def summarise(root, outdir):
 
 FMNIST_KEYS = ["knn_top1", "random_init_knn_top1", "raw_pixels_knn_top1", "seconds", "steps", "steps_planned",
                "epochs", "images_per_second", "stopped_at_limit"]
-KEYS = ["schema", "complete", "mode", "date", "commit", "card", "driver", "nvcc", "failures", "total_seconds",
-        "stages", "tests", "check", "ceilings", "train_step", "loop", "kernels", "train", "fashion_mnist"]
+KEYS = ["schema", "complete", "mode", "date", "commit", "card", "driver", "nvcc", "resumed", "attention_fallback",
+        "failures", "total_seconds", "stages", "tests", "check", "ceilings", "train_step", "loop", "kernels", "train", "fashion_mnist"]
 
 
 def full_run(root, work):
