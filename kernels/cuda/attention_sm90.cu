@@ -155,6 +155,8 @@ __global__ void __launch_bounds__(kThreads)
     mma::to_operand(p, s);
 
     // O += P V, in halves of 64 keys: V is MN-major (rows are keys, the K of this product).
+    wgmma_fence_operand(reinterpret_cast<float(&)[32]>(o));
+    wgmma_fence_operand(reinterpret_cast<uint32_t(&)[16 * kHalves]>(p));
     wgmma_fence();
 #pragma unroll
     for (int half = 0; half < kHalves; ++half)
@@ -252,6 +254,10 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t pt[4][4], dst[4][4];
     mma::to_operand(pt, st);
     mma::to_operand(dst, dpt);
+    wgmma_fence_operand(reinterpret_cast<float(&)[32]>(dv));
+    wgmma_fence_operand(reinterpret_cast<float(&)[32]>(dk));
+    wgmma_fence_operand(reinterpret_cast<uint32_t(&)[16]>(pt));
+    wgmma_fence_operand(reinterpret_cast<uint32_t(&)[16]>(dst));
     wgmma_fence();
     product_pm(dv, pt, mn_major(dOt));
     product_pm(dk, dst, mn_major(Qt));
@@ -318,6 +324,8 @@ __global__ void __launch_bounds__(kThreads)
     mma::score_gradients(s, dp, lse2, dvr, k0, N, scale, scale2);
     uint32_t ds[4][4];
     mma::to_operand(ds, dp);
+    wgmma_fence_operand(reinterpret_cast<float(&)[32]>(dq));
+    wgmma_fence_operand(reinterpret_cast<uint32_t(&)[16]>(ds));
     wgmma_fence();
     product_pm(dq, ds, mn_major(Kt));
     wgmma_commit_group();

@@ -82,13 +82,23 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs_mn(float (&d)[32], const uint
 
 namespace dino::kernels::cuda {
 
-// Keeps the compiler from moving reads or writes of registers a wgmma writes asynchronously
-// across the wait (or the fence) this follows: each value passes through an empty asm.
+// Pins the registers a wgmma reads or writes asynchronously (accumulators, register A
+// operands) on their side of a wgmma_fence or wait: each value passes through an empty asm, so
+// the compiler cannot move an ordinary write of one past the fence before the wgmma, nor a read
+// above the wait after it (either is undefined in PTX; ptxas answers it by serialising the
+// wgmmas). Called on both sides, as CUTLASS's warpgroup_fence_operand is.
 template <int N>
 __device__ __forceinline__ void wgmma_fence_operand(float (&r)[N]) {
 #ifndef DINO_SIMT
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void wgmma_fence_operand(uint32_t (&r)[N]) {
+#ifndef DINO_SIMT
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
 #endif
 }
 
