@@ -80,6 +80,9 @@ else
   budget="${DINO_GPU_BUDGET:-540}"
   jobs="${DINO_JOBS:-$(nproc)}"
   nice_cmd=()
+  # Every NCCL communicator here is one machine's (a world of one): its bootstrap socket on the
+  # loopback interface needs no network, which the GPU machine may lack.
+  export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-lo}"
 fi
 start=$SECONDS
 

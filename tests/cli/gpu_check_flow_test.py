@@ -5,7 +5,8 @@ print what the real one prints and log how it was called) let the script's GPU b
 in seconds. What it checks:
 
 - a full run: every stage in the documented order, exit 0, summary.json complete with no
-  failure, the ViT-S training through NCCL, the world-of-one comparison, the joined table;
+  failure, the ViT-S training through NCCL (its bootstrap on the loopback interface), the
+  world-of-one comparison, the joined table;
 - the attention tests failing: the failure counted, and every later stage that runs the
   model with our attention runs it with model.attention=ours-mma (a stage's own choice, cuDNN's
   or the portable one, still last);
@@ -83,7 +84,7 @@ fi
 echo "All tests passed (10 assertions in 5 test cases)"
 """,
     "dino": r"""#!/bin/bash
-echo "dino $* DIST=${DINO_DIST_COLLECTIVES:-}" >>"$FAKE_CALLS"
+echo "dino $* IF=${NCCL_SOCKET_IFNAME:-} DIST=${DINO_DIST_COLLECTIVES:-}" >>"$FAKE_CALLS"
 sleep "${FAKE_DINO_S:-0}"
 attention=ours
 for a in "$@"; do case "$a" in model.attention=*) attention="${a#model.attention=}" ;; esac; done
@@ -208,6 +209,8 @@ def main(argv):
            js.get("complete") is True and js.get("failures") == 0)
     expect("full run: the ViT-S training took the NCCL path",
            any(c.startswith("dino train") and "vit_small_gpu_check" in c and c.endswith("DIST=always") for c in calls))
+    expect("full run: NCCL's bootstrap on the loopback interface",
+           all(" IF=lo DIST=" in c for c in calls if c.startswith("dino ")))
     expect("full run: the world-of-one line", "data-parallel x1" in summary and "+0.0%" in summary)
     expect("full run: the joined table", "== joined table" in summary and "torch-compile-step (best)" in summary)
     expect("full run: the training summary in summary.json", (js.get("train") or {}).get("steps") == 200)
