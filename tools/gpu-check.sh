@@ -631,7 +631,7 @@ bench_dist() {
       bench train-step --device cuda --steps 10 --warmup 2 --json "${attention[@]}"
   fi
   backend="ours"
-  [ -s "$state/attention" ] && backend="$(cat "$state/attention")"
+  [ ${#attention[@]} -gt 0 ] && backend="${attention[0]#model.attention=}"
   step_rows="$(grep -E '^\{.*"bench":"train-step"' "$bench_log" | grep -v '"loop"' | grep "\"attention_backend\":\"$backend\"")"
   plain_ms="$(echo "$step_rows" | grep -v data_parallel | tail -1 | sed -n 's/.*"median_ms":\([0-9.eE+-]*\).*/\1/p')"
   nccl_ms="$(echo "$step_rows" | grep data_parallel | tail -1 | sed -n 's/.*"median_ms":\([0-9.eE+-]*\).*/\1/p')"
@@ -743,9 +743,10 @@ sanitize_all() {
 }
 
 # ---- the run, in the order of what its results decide (see the top of this file) -----------
-attention=()
-[ -s "$state/attention" ] && attention=("model.attention=$(cat "$state/attention")")
 run_tests
+# The attention every later model run takes: the portable one when the tests (this run's or
+# those of the run it resumes) failed ours.
+attention=()
 [ -s "$state/attention" ] && attention=("model.attention=$(cat "$state/attention")")
 run_check
 if [ $dry = 1 ]; then
