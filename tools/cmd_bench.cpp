@@ -34,6 +34,7 @@
 #include "data/loader.h"
 #ifdef DINO_HAS_CUDA
 #include "benchmarks/bench.h"
+#include "benchmarks/step_profile.h"
 #endif
 #include "core/backend.h"
 #include "dist/reducer.h"
@@ -61,7 +62,7 @@ struct Args {
   bool config_given = false;
   std::vector<std::string> overrides;
   int steps = 20, warmup = 3;
-  bool loop = false, json = false;
+  bool loop = false, profile = false, json = false;
 };
 
 double seconds_since(Clock::time_point t0) {
@@ -244,6 +245,31 @@ json run_loader(const Recipe& recipe, const LoaderArgs& a) {
 // world: launched by mpirun, each rank times the step of its per-rank batch with the gradient
 // reducer and the center's all-reduce, as dino train runs it, and reports the bytes each step
 // communicates and the reduction time the backward did not hide (rank 0 prints).
+// --profile: what the device runs over a few steps queued back to back, as dino train queues
+// them (no synchronisation between them), kernel by kernel (benchmarks/step_profile.h). A trace
+// that fails (CUPTI refusing, say) is a profile saying why: the timings stand without it.
+json profile_steps(const std::function<void()>& step, const std::function<void()>& sync,
+                   const char* form) {
+#ifdef DINO_HAS_CUDA
+  constexpr int kSteps = 3;
+  json p;
+  try {
+    const std::vector<bench::DeviceActivity> activity = bench::trace_device_activity([&] {
+      for (int i = 0; i < kSteps; ++i) step();
+      sync();
+    });
+    p = bench::summarize_step_profile(activity, kSteps);
+  } catch (const Error& e) {
+    p = json{{"error", e.what()}};
+  }
+  p["form"] = form;
+  return p;
+#else
+  (void)step, (void)sync, (void)form;
+  throw Error("[bench] --profile traces the GPU's kernels: this build has no CUDA");
+#endif
+}
+
 json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   // The dataset fixes the channel count; only --loop reads images.
   const int64_t in_chans = data::open_dataset(recipe.data.dataset, data::Split::train)->channels();
@@ -256,6 +282,8 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
              "without mpirun");
   // The device as dino train resolves it: a build or a machine without CUDA is one clear error.
   const Device device = resolve_device(a.device, "bench");
+  DINO_CHECK(!a.profile || device == Device::cuda,
+             "[bench] --profile traces the GPU's kernels: add --device cuda");
   if (parallel) world.bind(device);
 
   // Student, teacher, loss and optimizer as train() builds them: built on the CPU from the
@@ -403,6 +431,13 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
       reducer ? &exposed_ms : nullptr);
   const std::vector<double>& ms = eager.ms;
   const double last_loss = eager.last_loss;
+  json profiles;  // --profile: per form of the step ("eager", "graph")
+  if (a.profile)
+    profiles["eager"] = profile_steps(
+        [&] {
+          dino_step(*student, teacher, loss, optimizer, crops, timed, &drop, false, reducer.get());
+        },
+        sync, "eager");
   // run.cuda_graph: the same step through its CUDA graph (train/step_graph.h), timed after the
   // eager one on the same models; at least two warm-up steps, since it records on the second.
   json graphed;
@@ -427,6 +462,13 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
     graphed["speedup"] = time_summary(eager.ms, batch)["median_ms"].get<double>() /
                          graphed["median_ms"].get<double>();
     graphed["last_loss"] = g.last_loss;
+    if (a.profile)
+      profiles["graph"] = profile_steps(
+          [&] {
+            graph.step(*student, teacher, loss, optimizer, crops, timed, &drop, reducer.get(),
+                       comm);
+          },
+          sync, "CUDA graph");
   }
 
   json loop;
@@ -585,6 +627,19 @@ json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   }
   if (!a.dump.empty())
     std::printf("  initial weights, crops and setting written to %s\n", a.dump.c_str());
+#ifdef DINO_HAS_CUDA
+  if (!profiles.is_null()) {
+    out["profile"] = profiles;
+    for (const auto& [form, p] : profiles.items()) {
+      const std::string title = p["form"].get<std::string>() + " step";
+      if (p.contains("error"))
+        std::printf("profile (%s): not traced: %s\n", title.c_str(),
+                    p["error"].get<std::string>().c_str());
+      else
+        bench::print_step_profile(p, title, 25);
+    }
+  }
+#endif
   if (parallel) {
     std::sort(exposed_ms.begin(), exposed_ms.end());
     const int64_t center_bytes =
@@ -724,6 +779,10 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--loop", args->loop,
                 "Also run the training loop (loader, upload, step; pipelined on "
                 "CUDA) and report its images/s and data wait next to the step's");
+  cmd->add_flag("--profile", args->profile,
+                "Also trace 3 more steps of each form timed (eager; through the CUDA graph with "
+                "run.cuda_graph) with CUPTI and print where the device's time goes: per kernel "
+                "and per family, and the time it sat idle (--device cuda)");
   cmd->add_flag("--json", args->json,
                 "Print one JSON object with the results as the last line of stdout");
   cmd->callback([args, cmd] {

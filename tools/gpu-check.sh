@@ -28,7 +28,8 @@
 #   3. the Fashion-MNIST recipe trained and evaluated (DINO_FMNIST_S seconds);
 #   4. PyTorch's whole step, eager and torch.compile'd (DINO_COMPILE_STEP_S seconds);
 #   5. compute-sanitizer's four tools over every kernel family, side by side;
-#   6. PyTorch's kernels, 200 steps of ViT-S/16 training, the loop with the CPU augmentation.
+#   6. where our step's time goes (CUPTI's trace of it, per kernel), PyTorch's kernels, 200
+#      steps of ViT-S/16 training, the loop with the CPU augmentation.
 # The joined table (ours against every baseline) closes each run. If the attention tests fail
 # on the card, every later stage runs the portable attention (model.attention=ours-mma) and the
 # summary says so, so one broken kernel does not cost the run's other measurements.
@@ -643,6 +644,17 @@ bench_dist() {
     run.cuda_graph=true
 }
 
+# 6. Where our step's time goes on the card: 3 more steps, eager and through the CUDA graph,
+# traced with CUPTI (`dino bench train-step --profile`): per kernel and per family, and the time
+# the device sat idle waiting for the host. The headlines go to the summary, the tables to
+# bench.log, the figures to summary.json (step_profile).
+bench_step_profile() {
+  want "bench step profile" || return
+  stage_or_fail "bench step profile" 40 "$bench_log" "$dino_bin" bench train-step --device cuda \
+    --steps 3 --warmup 2 --profile --json "${attention[@]}" run.cuda_graph=true
+  grep -E '^profile \(' "$bench_log" | tail -2 | cut -c1-230 | sed 's/^/  /' >>"$summary"
+}
+
 # 4. PyTorch's whole step (compare_torch.py --only train-step): SDPA's fastest back end per
 # attention shape measured first; DINO's code eager; the step a user compiling it writes
 # (forward + vectorised loss, and clipping + AdamW + EMA, as two compiled functions) eager, then
@@ -768,6 +780,7 @@ else
   run_fashion_mnist
   bench_torch_step
   sanitize_all
+  bench_step_profile
   bench_torch_kernels
   run_train
   loop_bench "bench loop (cpu aug)" augment=cpu cpu

@@ -136,7 +136,7 @@ def train_step(rows_by_section):
             if r.get("source") == "torch":
                 torch_modes[r.get("impl", "?")] = step_entry(r)
                 continue
-            if "loop" in r:  # the loop stages' rows: their step is reported with the loop
+            if "loop" in r or "profile" in r:  # reported with the loop; the profile's own
                 continue
             impl = r.get("impl", "ours")
             if "data_parallel" in r:
@@ -162,6 +162,23 @@ def train_step(rows_by_section):
     speedups = {impl: (e["ms"] / ours_ms if ours_ms and e["ms"] else None) for impl, e in torch_modes.items()}
     return {"shape": shape, "ours": ours.get("ours"), "ours_variants": {k: v for k, v in ours.items() if k != "ours"},
             "torch": torch_modes, "ours_speedup_over": speedups, "torch_compile_step_best": fair}
+
+
+def step_profile(rows_by_section):
+    """`bench train-step --profile`: per form of the step (eager, graph), the device's busy and
+    idle time per step, every family and the ten longest kernels."""
+    out = {}
+    for _, rows in rows_by_section:
+        for r in rows:
+            for form, p in (r.get("profile") or {}).items():
+                if "error" in p:
+                    out[form] = {"error": p["error"]}
+                    continue
+                out[form] = {k: p.get(k) for k in ("steps", "span_ms", "busy_ms", "idle_ms", "idle_pct",
+                                                   "kernels_per_step")}
+                out[form]["families"] = p.get("families")
+                out[form]["top_kernels"] = (p.get("kernels") or [])[:10]
+    return out
 
 
 def loops(rows_by_section):
@@ -265,6 +282,7 @@ def summarise(outdir):
         "ceilings": {"copy_gbps": ceilings.get("copy_gbps"), "gemm_tflops": ceilings.get("gemm_tflops")},
         "train_step": train_step(rows),
         "loop": loops(rows),
+        "step_profile": step_profile(rows),
         "kernels": kernels(rows),
         "train": train_run(summary),
         "fashion_mnist": fashion_mnist(summary),

@@ -8,6 +8,8 @@
 #             libCatch2WithMain.a
 #   share/eigen3/cmake, share/cmake/nlohmann_json, lib/cmake/Catch2: the packages' CMake
 #             configs, which locate their headers relative to themselves (3 levels up)
+#   cupti/    CUPTI's library and headers (include/, lib/), for `dino bench train-step --profile`
+#             where the GPU machine's CUDA has no CUPTI
 #   fashion-mnist/  the dataset's four IDX files (tools/gpu-check.sh trains on them)
 #   STAGED    where each piece came from, with the Debian package versions
 # Idempotent: builds a fresh copy beside .deps and swaps it in. .deps/ is git-ignored: copy it
@@ -59,6 +61,21 @@ if compgen -G "$cuda_include/cudnn*.h" >/dev/null; then
   cudnn_note="$(sed -n 's/^#define CUDNN_\(MAJOR\|MINOR\|PATCHLEVEL\) *\([0-9]*\).*/\2/p' \
                 "$cuda_include/cudnn_version.h" | paste -sd.) from $cuda_include"
 fi
+# CUPTI (library and headers) for `dino bench train-step --profile`, when this machine's CUDA has
+# it, in a folder of its own: CMake takes it only when the GPU machine's CUDA has none.
+cuda_root="$(dirname "$cuda_include")"
+cupti_note="none (no libcupti.so beside $cuda_include)"
+cupti_lib=""
+for candidate in "$cuda_root"/extras/CUPTI/lib64 "$cuda_root"/lib64 "$cuda_root"/lib; do
+  [ -z "$cupti_lib" ] && [ -e "$candidate/libcupti.so" ] && cupti_lib="$candidate/libcupti.so"
+done
+if [ -n "$cupti_lib" ] && [ -f "$cuda_include/cupti.h" ]; then
+  mkdir -p "$tmp/cupti/lib" "$tmp/cupti/include"
+  cp -P "$(dirname "$cupti_lib")"/libcupti.so* "$tmp/cupti/lib/"
+  cp -r "$cuda_include"/cupti*.h "$cuda_include"/generated_*_meta.h "$cuda_include"/Openacc \
+        "$cuda_include"/Openmp "$tmp/cupti/include/"
+  cupti_note="$(readlink -f "$cupti_lib") with its headers from $cuda_include"
+fi
 # The Fashion-MNIST files that configs/fashion_mnist_gpu.json trains on in tools/gpu-check.sh
 # (30 MB, gzip'd IDX as Debian's dataset-fashion-mnist installs them), when this machine has them.
 fmnist=/usr/share/datasets/fashion-mnist
@@ -76,6 +93,7 @@ fi
     echo "$p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '(not from a package)')"
   done
   echo "cudnn headers $cudnn_note"
+  echo "cupti $cupti_note"
   echo "fashion-mnist $fmnist_note"
 } >"$tmp/STAGED"
 

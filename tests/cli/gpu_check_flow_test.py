@@ -112,6 +112,9 @@ case "$1" in
         dp=""; [ "${DINO_DIST_COLLECTIVES:-}" = always ] && dp=',"data_parallel":{"ranks":1}'
         impl=ours; [ "$attention" != ours ] && impl="ours+$attention-attention"
         loop=""
+        case " $* " in *" --profile "*)
+          loop=',"profile":{"graph":{"form":"CUDA graph","steps":3,"span_ms":40.0,"busy_ms":39.5,"idle_ms":0.5,"idle_pct":1.25,"kernels_per_step":600,"families":[{"family":"GEMM (cuBLASLt)","ms_per_step":20.0,"pct_busy":50.6,"calls_per_step":300}],"kernels":[{"name":"nvjet_gemm","family":"GEMM (cuBLASLt)","ms_per_step":20.0,"pct_busy":50.6,"calls_per_step":300,"us_per_call":66.7,"registers":168}]}}'
+          echo "profile (CUDA graph step): 3 steps; per step 40.000 ms from the first kernel's start to the last one's end, 39.500 ms busy" ;; esac
         case " $* " in *" --loop "*)
           loop=',"loop":{"images_per_second":1450.0,"fraction_of_step":0.97,"data_wait_ms":0.1}'
           echo "loop (pipelined): 1450.0 images/s, 97% of the step" ;; esac
@@ -149,7 +152,7 @@ ORDER = ["configure", "build", "test [attention]", "test [gemm]", "test [layerno
          "bench loop (gpu aug)", "bench loop (gpu aug, graph)", "bench allreduce", "bench step alone",
          "bench step+nccl", "bench step+nccl+graph", "fashion-mnist", "bench torch step",
          "sanitize racecheck", "sanitize memcheck", "sanitize initcheck", "sanitize synccheck",
-         "bench torch", "train", "bench loop (cpu aug)"]
+         "bench step profile", "bench torch", "train", "bench loop (cpu aug)"]
 
 
 def run(root, work, name, env_extra, args=()):
@@ -216,6 +219,10 @@ def main(argv):
     expect("full run: the training summary in summary.json", (js.get("train") or {}).get("steps") == 200)
     expect("full run: the Fashion-MNIST k-NN in summary.json", (js.get("fashion_mnist") or {}).get("knn_top1") == 86.0)
     expect("full run: no attention fallback", js.get("attention_fallback") is None and js.get("resumed") == [])
+    profile = (js.get("step_profile") or {}).get("graph") or {}
+    expect(f"full run: the step profile in summary.json and its headline in the summary: {profile}",
+           profile.get("busy_ms") == 39.5 and profile["top_kernels"][0]["name"] == "nvjet_gemm" and
+           "  profile (CUDA graph step): 3 steps" in summary)
     starts = sorted(float(c.split()[-1]) for c in calls if c.startswith("compute-sanitizer"))
     expect(f"full run: 4 sanitizer tools side by side, started within 1 s: {starts}",
            len(starts) == 4 and starts[-1] - starts[0] < 1.0)
@@ -249,7 +256,7 @@ def main(argv):
     # The first run measured the four steps and four kernels; the second, only the step just
     # before the NCCL one (and the NCCL ones).
     plain_steps = [c for c in calls2 if c.startswith("dino bench train-step") and "--loop" not in c and
-                   c.endswith("DIST=")]
+                   "--profile" not in c and c.endswith("DIST=")]
     expect(f"resumed run: one plain step (the one before NCCL's), got {plain_steps}", len(plain_steps) == 1)
     ok1 = [name for name, status in stage_status(summary1) if status == "ok"]
     for kernel in ("attention", "layernorm", "dino-loss", "gemm", "augment"):

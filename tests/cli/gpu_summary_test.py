@@ -35,7 +35,8 @@ def summarise(root, outdir):
 FMNIST_KEYS = ["knn_top1", "random_init_knn_top1", "raw_pixels_knn_top1", "seconds", "steps", "steps_planned",
                "epochs", "images_per_second", "stopped_at_limit"]
 KEYS = ["schema", "complete", "mode", "date", "commit", "card", "driver", "nvcc", "resumed", "attention_fallback",
-        "failures", "total_seconds", "stages", "tests", "check", "ceilings", "train_step", "loop", "kernels", "train", "fashion_mnist"]
+        "failures", "total_seconds", "stages", "tests", "check", "ceilings", "train_step", "loop", "step_profile", "kernels", "train",
+        "fashion_mnist"]
 
 
 def full_run(root, work):
@@ -72,6 +73,7 @@ def full_run(root, work):
     # That run had no whole-step torch.compile mode yet: the fair baseline is null, not guessed.
     expect("no compiled-step row", ts["torch_compile_step_best"], None)
     expect("loop", s["loop"], {"gpu": None, "cpu": None, "gpu+graph": None})
+    expect("no step profile", s["step_profile"], {})
     att = {(k["shape"], k["pass"]): k for k in s["kernels"]["attention"]}
     a197 = att[("B=256 N=197 H=6 Dh=64", "forward")]
     expect("attention 197 fwd ms", round(a197["median_ms"], 4), 0.1609)
@@ -132,12 +134,25 @@ def with_cuda_graph(root, work, full):
     step = {"bench": "train-step", "impl": "ours", "pass": "step", "shape": shape, "median_ms": 41.0,
             "images_per_second": 1561.0, "host_median_ms": 30.5, "graph": graph}
     loop = dict(step, loop={"images_per_second": 1800.0, "fraction_of_step": 0.9844, "data_wait_ms": 0.1})
+    # The profile stage's row (3 steps, traced): its figures go to step_profile, never to the step.
+    kernels = [{"name": f"k{i}", "family": "other", "ms_per_step": 12.0 - i} for i in range(12)]
+    traced = {"form": "CUDA graph", "steps": 3, "span_ms": 36.0, "busy_ms": 35.5, "idle_ms": 0.5, "idle_pct": 1.39,
+              "kernels_per_step": 612.0, "families": [{"family": "other", "ms_per_step": 35.5}], "kernels": kernels}
+    untraced = {"form": "eager", "error": "[profile] cuptiActivityEnable(kind) failed: CUPTI_ERROR_UNKNOWN"}
+    profiled = dict(step, median_ms=50.0, profile={"eager": untraced, "graph": traced})
     with open(os.path.join(run, "bench.log"), "a") as f:
         f.write("== bench train-step (limit 25s): dino bench train-step run.cuda_graph=true\n" + json.dumps(step) + "\n")
         f.write("== bench loop (gpu aug, graph) (limit 40s): dino bench train-step --loop\n" + json.dumps(loop) + "\n")
+        f.write("== bench step profile (limit 40s): dino bench train-step --profile\n" + json.dumps(profiled) + "\n")
     s = summarise(root, run)
     ts = s["train_step"]
     expect("eager step", (ts["ours"]["ms"], ts["ours"]["host_ms"]), (41.0, 30.5))
+    p = s["step_profile"]
+    expect("profile forms", sorted(p), ["eager", "graph"])
+    expect("profile graph", (p["graph"]["busy_ms"], p["graph"]["idle_ms"], p["graph"]["kernels_per_step"]),
+           (35.5, 0.5, 612.0))
+    expect("profile eager, not traced", p["eager"], {"error": untraced["error"]})
+    expect("profile top kernels", [k["name"] for k in p["graph"]["top_kernels"]], [f"k{i}" for i in range(10)])
     g = ts["ours_variants"]["ours+cuda-graph"]
     expect("graph step", (g["ms"], g["images_per_second"], g["host_ms"], g["nodes"], g["speedup"]),
            (35.0, 1828.6, 1.2, 2900, 1.17))

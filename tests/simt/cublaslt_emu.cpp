@@ -362,6 +362,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t
   const cublasLtMatmulDescOpaque_t op = *computeDesc;
   const cublasLtMatrixLayoutOpaque_t ad = *Adesc, bd = *Bdesc, cd = *Cdesc, dd = *Ddesc;
   auto run = [=] {
+    const dino::simt::TracedWork work(dino::simt::Activity::kernel, "cublasLt_gemm_emulated");
     if (!dino::simt::host_only()) product(p, al, be, op, A, &ad, B, &bd, C, &cd, D, &dd);
   };
   if (auto* graph = dino::simt::capture_of(stream))

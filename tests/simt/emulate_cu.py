@@ -2,7 +2,7 @@
 """Writes a .cu file of the CUDA backend as C++ for the host emulator (tests/simt/README.md).
 
 The only change is the launch syntax: `kernel<<<grid, block, shared, stream>>>(args)` becomes
-`::dino::simt::Launch(grid, block, shared, stream).run([=] { kernel(args); })`. Line breaks are
+`::dino::simt::Launch(grid, block, shared, stream).run("kernel", [=] { kernel(args); })`. Line breaks are
 kept and a #line directive names the original file, so compiler messages point at it.
 
 usage: emulate_cu.py SOURCE.cu OUTPUT.cpp
@@ -30,8 +30,8 @@ def closing_paren(text, start):
     raise ValueError("unbalanced parentheses")
 
 
-def convert(text):
-    """The launches become `Launch(config).run([=] { kernel(args); })`: each emulated thread
+def convert(text, source):
+    """The launches become `Launch(config).run("kernel", [=] { kernel(args); })`: each emulated thread
     calls the kernel, so template arguments are deduced as nvcc deduces them. The closure holds
     copies of what the arguments name, as a launch copies its parameters, so a captured launch
     (a CUDA graph) still has them when it runs later."""
@@ -42,8 +42,10 @@ def convert(text):
         end = closing_paren(text, m.end())
         out.append(text[pos:m.start()])
         breaks = "\n" * (m.group(2) + m.group(4)).count("\n")  # keeps the line numbers
-        out.append(f"{breaks}::dino::simt::Launch({m.group(3)}).run([=] {{ {m.group(1)}("
-                   f"{text[m.end():end]}); }})")
+        # In a trace (the CUPTI stand-in) the launch is named by its file and the kernel's text.
+        name = f"{os.path.basename(source)}: {' '.join(m.group(1).split())}"
+        out.append(f"{breaks}::dino::simt::Launch({m.group(3)}).run(\"{name}\", [=] {{ "
+                   f"{m.group(1)}({text[m.end():end]}); }})")
         pos = end + 1
         count += 1
     out.append(text[pos:])
@@ -59,7 +61,7 @@ def main():
         sys.exit(__doc__)
     source, output = sys.argv[1], sys.argv[2]
     with open(source, encoding="utf-8") as f:
-        text, _ = convert(f.read())
+        text, _ = convert(f.read(), source)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = output + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -224,10 +224,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
         (host_dst && !dino::simt::is_pinned(dst, bytes)) || kind == cudaMemcpyDefault)
       return refuse_in_capture(stream);
     graph->push_back([=] {
+      const dino::simt::TracedWork work(dino::simt::Activity::memcpy, "memcpy", bytes, kind);
       if (bytes && !dino::simt::host_only()) std::memmove(dst, src, bytes);
     });
-  } else if (bytes && !(dino::simt::host_only() && kind == cudaMemcpyDeviceToDevice)) {
-    std::memmove(dst, src, bytes);
+  } else {
+    const dino::simt::TracedWork work(dino::simt::Activity::memcpy, "memcpy", bytes, kind);
+    if (bytes && !(dino::simt::host_only() && kind == cudaMemcpyDeviceToDevice))
+      std::memmove(dst, src, bytes);
   }
   dino::simt::StreamOp op;
   op.kind = dino::simt::StreamOp::copy;
@@ -240,12 +243,14 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+  auto run = [=] {
+    const dino::simt::TracedWork work(dino::simt::Activity::memset, "memset", bytes);
+    if (bytes && !dino::simt::host_only()) std::memset(p, value, bytes);
+  };
   if (auto* graph = dino::simt::capture_of(stream))
-    graph->push_back([=] {
-      if (bytes && !dino::simt::host_only()) std::memset(p, value, bytes);
-    });
-  else if (bytes && !dino::simt::host_only())
-    std::memset(p, value, bytes);
+    graph->push_back(run);
+  else
+    run();
   return cudaSuccess;
 }
 // Not a stream operation: allowed during a (relaxed) capture, as on the device.

@@ -215,15 +215,38 @@ bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes);
 // The closures of the graph `stream` is capturing, or nullptr when it is not capturing.
 std::vector<std::function<void()>>* capture_of(cudaStream_t stream);
 
+// For the CUPTI stand-in (include/cupti.h, cupti_emu.cpp): a piece of device work alive for
+// as long as it runs (when it runs: a captured one at each launch of its graph). While CUPTI
+// tracing of its kind is on, it reports its host-clock interval as an activity record. `name`
+// must outlive the trace (a string literal).
+enum class Activity { kernel, memcpy, memset };
+class TracedWork {
+ public:
+  TracedWork(Activity kind, const char* name, size_t bytes = 0,
+             cudaMemcpyKind direction = cudaMemcpyDefault);
+  ~TracedWork();
+  TracedWork(const TracedWork&) = delete;
+  TracedWork& operator=(const TracedWork&) = delete;
+
+ private:
+  Activity kind_;
+  const char* name_;
+  size_t bytes_;
+  cudaMemcpyKind direction_;
+  bool on_ = false;
+  uint64_t start_ns_ = 0;
+};
+
 // `kernel<<<grid, block, shared, stream>>>(args...)` becomes
-// `Launch(grid, block, shared, stream).run([=] { kernel(args...); })`: every emulated thread
-// makes the call, converting the arguments to the kernel's parameters as a launch does.
+// `Launch(grid, block, shared, stream).run("kernel", [=] { kernel(args...); })`: every
+// emulated thread makes the call, converting the arguments to the kernel's parameters as a
+// launch does; the first argument, the launch's text, names it in a trace.
 class Launch {
  public:
   Launch(dim3 grid, dim3 block, size_t shared = 0, cudaStream_t stream = nullptr)
       : grid_(grid), block_(block), shared_(shared), stream_(stream) {}
   template <class Body>
-  void run(const Body& body) const {
+  void run(const char* name, const Body& body) const {
     if (!accept_launch(grid_, block_, shared_)) return;
     StreamOp op;
     op.kind = StreamOp::kernel;
@@ -231,10 +254,18 @@ class Launch {
     log_stream_op(op);
     const Dim3 grid{grid_.x, grid_.y, grid_.z}, block{block_.x, block_.y, block_.z};
     const size_t shared = shared_;
-    if (auto* graph = capture_of(stream_))  // the body holds copies of the arguments
-      graph->push_back([=] { launch(grid, block, shared, body); });
-    else
+    auto traced = [=] {
+      TracedWork work(Activity::kernel, name);
       launch(grid, block, shared, body);
+    };
+    if (auto* graph = capture_of(stream_))  // the body holds copies of the arguments
+      graph->push_back(traced);
+    else
+      traced();
+  }
+  template <class Body>
+  void run(const Body& body) const {
+    run("kernel", body);
   }
 
  private:
