@@ -14,14 +14,15 @@ namespace {
 using nlohmann::json;
 
 // The first family one of whose keys the short name contains. Library kernels are known only by
-// their names (cuBLASLt's GEMMs: sm90_xmma_gemm_..., nvjet_...; cuDNN's attention: ..._sdpa_...).
+// their names (cuBLASLt's GEMMs: sm90_xmma_gemm_..., nvjet_..., and the split-K reductions
+// some of them launch: splitKreduce_kernel; cuDNN's attention: ..._sdpa_...).
 struct Family {
   const char* name;
   std::vector<const char*> keys;
 };
 const std::vector<Family>& families() {
   static const std::vector<Family> f = {
-      {"GEMM (cuBLASLt)", {"gemm", "nvjet", "xmma", "cutlass", "cublas"}},
+      {"GEMM (cuBLASLt)", {"gemm", "nvjet", "xmma", "cutlass", "cublas", "splitKreduce"}},
       {"attention", {"attention", "fmha", "sdpa", "flash"}},
       {"LayerNorm", {"layernorm", "layer_norm"}},
       {"DINO loss, center", {"dino_"}},
