@@ -64,6 +64,8 @@ DeviceActivity parse(const CUpti_Activity* record) {
       a.name = demangle(k->name);
       a.start_ns = k->start, a.end_ns = k->end;
       a.registers = k->registersPerThread;
+      a.grid[0] = k->gridX, a.grid[1] = k->gridY, a.grid[2] = k->gridZ;
+      a.block[0] = k->blockX, a.block[1] = k->blockY, a.block[2] = k->blockZ;
       break;
     }
     case CUPTI_ACTIVITY_KIND_MEMCPY: {

@@ -2,6 +2,7 @@
 #include "benchmarks/step_profile.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 
@@ -101,12 +102,17 @@ json summarize_step_profile(const std::vector<DeviceActivity>& activity, int ste
   busy += run_end - run_start;
   const uint64_t span = run_end - order.front()->start_ns;
 
+  struct Launches {
+    int64_t calls = 0;
+    uint64_t ns = 0;
+  };
   struct Row {
     std::string family;
     DeviceActivity::Kind kind = DeviceActivity::Kind::kernel;
     int64_t calls = 0;
     uint64_t ns = 0, bytes = 0;
     int registers = 0;
+    std::map<std::array<int, 6>, Launches> configs;  // grid, block
   };
   std::map<std::string, Row> by_name;
   int64_t kernel_calls = 0;
@@ -119,6 +125,12 @@ json summarize_step_profile(const std::vector<DeviceActivity>& activity, int ste
     r.ns += a.end_ns - a.start_ns;
     r.bytes += a.bytes;
     r.registers = std::max(r.registers, a.registers);
+    if (a.kind == DeviceActivity::Kind::kernel) {
+      Launches& l =
+          r.configs[{a.grid[0], a.grid[1], a.grid[2], a.block[0], a.block[1], a.block[2]}];
+      ++l.calls;
+      l.ns += a.end_ns - a.start_ns;
+    }
     kernel_calls += a.kind == DeviceActivity::Kind::kernel;
   }
 
@@ -134,10 +146,21 @@ json summarize_step_profile(const std::vector<DeviceActivity>& activity, int ste
            {"ms_per_step", double(r.ns) * per_step},
            {"pct_busy", pct_busy(r.ns)},
            {"us_per_call", double(r.ns) / 1e3 / double(r.calls)}};
-    if (r.kind == DeviceActivity::Kind::kernel)
+    if (r.kind == DeviceActivity::Kind::kernel) {
       k["registers"] = r.registers;
-    else
+      json configs = json::array();
+      for (const auto& [c, l] : r.configs)
+        configs.push_back({{"grid", {c[0], c[1], c[2]}},
+                           {"block", {c[3], c[4], c[5]}},
+                           {"calls_per_step", double(l.calls) / steps},
+                           {"ms_per_step", double(l.ns) * per_step}});
+      std::stable_sort(configs.begin(), configs.end(), [](const json& a, const json& b) {
+        return a["ms_per_step"].get<double>() > b["ms_per_step"].get<double>();
+      });
+      k["launches"] = std::move(configs);
+    } else {
       k["bytes_per_step"] = double(r.bytes) / steps;
+    }
     kernels.push_back(std::move(k));
     Row& f = by_family[r.family];
     f.calls += r.calls;

@@ -17,8 +17,9 @@ struct DeviceActivity {
   Kind kind = Kind::kernel;
   std::string name;  // a kernel's demangled name; "memcpy HtoD" (DtoH, DtoD, ...); "memset"
   uint64_t start_ns = 0, end_ns = 0;
-  uint64_t bytes = 0;  // copies and memsets
-  int registers = 0;   // kernels: registers per thread
+  uint64_t bytes = 0;                             // copies and memsets
+  int registers = 0;                              // kernels: registers per thread
+  int grid[3] = {0, 0, 0}, block[3] = {0, 0, 0};  // kernels: the launch configuration
 };
 
 // Runs `run` with CUPTI tracing kernels, copies and memsets, and returns what the device did,
@@ -31,7 +32,9 @@ std::vector<DeviceActivity> trace_device_activity(const std::function<void()>& r
 //  - span_ms: the first start to the last end, over `steps`; busy_ms: the union of the
 //    intervals (overlapping work counted once); idle_ms = span - busy: the device waiting for
 //    work (host launch cost, synchronisation), with the gaps of over 10 us counted;
-//  - kernels: per name, calls and ms per step, mean us per call, share of busy, registers;
+//  - kernels: per name, calls and ms per step, mean us per call, share of busy, registers, and
+//    per launch configuration (grid x block) its calls and ms: one library kernel serves GEMMs
+//    of several shapes, which its grids tell apart;
 //  - families: the same summed by what the kernels do (GEMM, attention, LayerNorm, ...), from
 //    their names; what matches no family is "other". A convenience for reading: the kernel rows
 //    are the data.

@@ -13,11 +13,14 @@ using dino::bench::DeviceActivity;
 
 namespace {
 
-DeviceActivity kernel(const char* name, uint64_t start_us, uint64_t end_us, int registers = 32) {
+DeviceActivity kernel(const char* name, uint64_t start_us, uint64_t end_us, int registers = 32,
+                      int grid_x = 1) {
   DeviceActivity a;
   a.name = name;
   a.start_ns = start_us * 1000, a.end_ns = end_us * 1000;
   a.registers = registers;
+  a.grid[0] = grid_x, a.grid[1] = a.grid[2] = 1;
+  a.block[0] = 128, a.block[1] = a.block[2] = 1;
   return a;
 }
 
@@ -52,8 +55,8 @@ TEST_CASE("profile: busy time merges overlaps, idle time is what lies between", 
              "true>(float*, int)",
              0, 10, 40),
       kernel("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", 5, 20, 168),
-      kernel("void dino::kernels::cuda::unknown_kernel(int)", 100, 130),
-      kernel("void dino::kernels::cuda::unknown_kernel(int)", 135, 140),
+      kernel("void dino::kernels::cuda::unknown_kernel(int)", 100, 130, 32, 99),
+      kernel("void dino::kernels::cuda::unknown_kernel(int)", 135, 140, 32, 7),
   };
   DeviceActivity copy;
   copy.kind = DeviceActivity::Kind::memcpy;
@@ -80,6 +83,13 @@ TEST_CASE("profile: busy time merges overlaps, idle time is what lies between", 
   CHECK(other["calls_per_step"].get<double>() == Approx(1.0));
   CHECK(other["us_per_call"].get<double>() == Approx(17.5));
   CHECK(other["pct_busy"].get<double>() == Approx(100.0 * 35 / 65));
+  // Its two launch configurations apart, the longer first.
+  REQUIRE(other["launches"].size() == 2);
+  CHECK(other["launches"][0]["grid"] == nlohmann::json({99, 1, 1}));
+  CHECK(other["launches"][0]["block"] == nlohmann::json({128, 1, 1}));
+  CHECK(other["launches"][0]["ms_per_step"].get<double>() == Approx(0.015));
+  CHECK(other["launches"][1]["grid"] == nlohmann::json({7, 1, 1}));
+  CHECK(other["launches"][1]["calls_per_step"].get<double>() == Approx(0.5));
   const nlohmann::json& h2d = row(p["kernels"], "name", "memcpy HtoD");
   CHECK(h2d["family"] == "copies, memsets");
   CHECK(h2d["bytes_per_step"].get<double>() == Approx(2048));
@@ -121,6 +131,8 @@ TEST_CASE("profile: the trace holds the kernels and copies run inside it, and on
     if (t.kind == DeviceActivity::Kind::kernel) {
       ++kernels;
       CHECK(t.name.find("fill") != std::string::npos);
+      CHECK(t.grid[0] * t.grid[1] * t.grid[2] > 0);  // the launch configuration came with it
+      CHECK(t.block[0] * t.block[1] * t.block[2] > 0);
     }
     if (t.kind == DeviceActivity::Kind::memcpy) {
       ++copies;

@@ -61,6 +61,11 @@ TracedWork::TracedWork(Activity kind, const char* name, size_t bytes, cudaMemcpy
   if (on_) start_ns_ = now_ns();
 }
 
+TracedWork::TracedWork(const char* kernel, const Dim3& grid, const Dim3& block)
+    : TracedWork(Activity::kernel, kernel) {
+  grid_ = grid, block_ = block;
+}
+
 TracedWork::~TracedWork() {
   if (!on_) return;
   const uint64_t end = now_ns();
@@ -70,6 +75,8 @@ TracedWork::~TracedWork() {
       CUpti_ActivityKernel10 r{};
       r.kind = CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL;
       r.start = start_ns_, r.end = end, r.name = name_;
+      r.gridX = int32_t(grid_.x), r.gridY = int32_t(grid_.y), r.gridZ = int32_t(grid_.z);
+      r.blockX = int32_t(block_.x), r.blockY = int32_t(block_.y), r.blockZ = int32_t(block_.z);
       g_records.push_back(r);
       break;
     }

@@ -224,6 +224,7 @@ class TracedWork {
  public:
   TracedWork(Activity kind, const char* name, size_t bytes = 0,
              cudaMemcpyKind direction = cudaMemcpyDefault);
+  TracedWork(const char* kernel, const Dim3& grid, const Dim3& block);  // a launch
   ~TracedWork();
   TracedWork(const TracedWork&) = delete;
   TracedWork& operator=(const TracedWork&) = delete;
@@ -233,6 +234,7 @@ class TracedWork {
   const char* name_;
   size_t bytes_;
   cudaMemcpyKind direction_;
+  Dim3 grid_{0, 0, 0}, block_{0, 0, 0};
   bool on_ = false;
   uint64_t start_ns_ = 0;
 };
@@ -255,7 +257,7 @@ class Launch {
     const Dim3 grid{grid_.x, grid_.y, grid_.z}, block{block_.x, block_.y, block_.z};
     const size_t shared = shared_;
     auto traced = [=] {
-      TracedWork work(Activity::kernel, name);
+      TracedWork work(name, grid, block);
       launch(grid, block, shared, body);
     };
     if (auto* graph = capture_of(stream_))  // the body holds copies of the arguments

@@ -45,6 +45,8 @@ typedef struct {
   uint16_t registersPerThread;
   uint64_t start;
   uint64_t end;
+  int32_t gridX, gridY, gridZ;
+  int32_t blockX, blockY, blockZ;
   const char* name;
 } CUpti_ActivityKernel10;
 
