@@ -242,9 +242,6 @@ json run_loader(const Recipe& recipe, const LoaderArgs& a) {
   return out;
 }
 
-// world: launched by mpirun, each rank times the step of its per-rank batch with the gradient
-// reducer and the center's all-reduce, as dino train runs it, and reports the bytes each step
-// communicates and the reduction time the backward did not hide (rank 0 prints).
 // --profile: what the device runs over a few steps queued back to back, as dino train queues
 // them (no synchronisation between them), kernel by kernel (benchmarks/step_profile.h). A trace
 // that fails (CUPTI refusing, say) is a profile saying why: the timings stand without it.
@@ -270,6 +267,9 @@ json profile_steps(const std::function<void()>& step, const std::function<void()
 #endif
 }
 
+// world: launched by mpirun, each rank times the step of its per-rank batch with the gradient
+// reducer and the center's all-reduce, as dino train runs it, and reports the bytes each step
+// communicates and the reduction time the backward did not hide (rank 0 prints).
 json run_train_step(const Recipe& recipe, const Args& a, dist::World& world) {
   // The dataset fixes the channel count; only --loop reads images.
   const int64_t in_chans = data::open_dataset(recipe.data.dataset, data::Split::train)->channels();
