@@ -653,6 +653,9 @@ bench_step_profile() {
   stage_or_fail "bench step profile" 40 "$bench_log" "$dino_bin" bench train-step --device cuda \
     --steps 3 --warmup 2 --profile --json "${attention[@]}" run.cuda_graph=true
   grep -E '^profile \(' "$bench_log" | tail -2 | cut -c1-230 | sed 's/^/  /' >>"$summary"
+  # The last graph step profile's families (the lines between its headline and its kernels).
+  awk '/^profile \(CUDA graph step\)/ {on = 1; n = 0; next} on && /^  kernel / {on = 0}
+       on {line[++n] = $0} END {for (i = 1; i <= n; ++i) print "  " line[i]}' "$bench_log" >>"$summary"
 }
 
 # 4. PyTorch's whole step (compare_torch.py --only train-step): SDPA's fastest back end per
