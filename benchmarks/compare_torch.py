@@ -46,6 +46,10 @@ or fails gives a row saying so, never a crash. Writes one JSON line per measurem
 median_ms, ...), and prints a table. --join reads `dino bench` output (its '{' lines) and this
 script's file(s) and prints one joined line per (bench, shape, pass): ours, each baseline as time
 over ours, with "torch-compile-step (best)", the fastest whole-step compile mode.
+--profile (train-step): after each step variant's row, 3 more steps under torch.profiler give a
+"step-profile" row summed as `dino bench train-step --profile` sums ours: per step the device's
+busy and idle time, and ms per kernel and per family of kernels (benchmarks/kernel_families.json,
+which both read), so ours and each PyTorch variant can be compared family by family.
 --smoke: tiny shapes on whatever device there is (the CPU in CI), a few repetitions; fails if the
 vectorised loss differs from the loop or the step variants' losses differ.
 """
@@ -676,6 +680,79 @@ def bound_compilation(torch):
             setattr(cfg, name, 8)
 
 
+KERNEL_FAMILIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_families.json")
+
+
+def short_kernel_name(name):
+    """As benchmarks/step_profile.cpp shortens ours: no return type, no parameter list."""
+    if name.startswith("void "):
+        name = name[5:]
+    if name.endswith(")"):
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):
+            depth += name[i] == ")"
+            if name[i] == "(":
+                depth -= 1
+                if depth == 0:
+                    return name[:i] if i > 0 else name
+    return name
+
+
+def summarize_profile(intervals, steps):
+    """(name, start_us, end_us) of `steps` steps -> what `dino bench train-step --profile` reports
+    (benchmarks/step_profile.h): per step the span, the busy time (the union of the intervals),
+    idle = span - busy with the gaps over 10 us, and per kernel and per family ms, % of busy and
+    calls (the first family of kernel_families.json one of whose keys the name contains)."""
+    if not intervals:
+        raise RuntimeError("the profiler recorded no device activity")
+    with open(KERNEL_FAMILIES) as f:
+        families = json.load(f)["families"]
+    order = sorted(intervals, key=lambda t: t[1])
+    busy, gaps, largest = 0.0, 0, 0.0
+    run_start, run_end = order[0][1], order[0][2]
+    for _, start, end in order[1:]:
+        if start > run_end:
+            busy += run_end - run_start
+            largest = max(largest, start - run_end)
+            gaps += start - run_end > 10
+            run_start = start
+        run_end = max(run_end, end)
+    busy += run_end - run_start
+    span = run_end - order[0][1]
+    kernels, fams = {}, {}
+    for name, start, end in intervals:
+        name = short_kernel_name(name)
+        fam = next((f for f, keys in families if any(k in name for k in keys)), "other")
+        for table, key in ((kernels, name), (fams, fam)):
+            row = table.setdefault(key, {"family": fam, "calls": 0, "us": 0.0})
+            row["calls"] += 1
+            row["us"] += end - start
+
+    def rows(table, key):
+        out = [{key: k, "ms_per_step": r["us"] / 1e3 / steps, "pct_busy": 100 * r["us"] / busy if busy else 0.0,
+                "calls_per_step": r["calls"] / steps, **({"family": r["family"]} if key == "name" else {})}
+               for k, r in table.items()]
+        return sorted(out, key=lambda r: -r["ms_per_step"])
+    return {"steps": steps, "span_ms": span / 1e3 / steps, "busy_ms": busy / 1e3 / steps,
+            "idle_ms": (span - busy) / 1e3 / steps, "idle_pct": 100 * (span - busy) / span if span else 0.0,
+            "gaps_over_10us_per_step": gaps / steps, "largest_gap_us": largest,
+            "kernels_per_step": len(intervals) / steps, "families": rows(fams, "family"),
+            "kernels": rows(kernels, "name")[:40]}
+
+
+def profile_step(torch, cuda, step, steps=3):
+    """`steps` calls of step(i) under torch.profiler: the device's kernels (on the CPU, its ops)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(i)
+        if cuda:
+            torch.cuda.synchronize()
+    want = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    return summarize_profile([(e.name, e.time_range.start, e.time_range.end) for e in prof.events()
+                              if e.device_type == want], steps)
+
+
 def bench_train_step(torch, dev, args, ceil, impl):
     cuda = dev.type == "cuda"
     cfg = train_cfg(args)
@@ -804,6 +881,15 @@ def bench_train_step(torch, dev, args, ceil, impl):
               "sdpa_backends": sdpa_names or "SDPA's own choice", "last_loss": losses[-1],
               "note": "ViT-S/16 + DINO head, teacher on globals; " + what[variant] + "; synchronised before and "
                       "after each step, loss.item() each step, median of the timed steps"})
+        if args.profile:  # after the row, so that a profile that fails costs only itself
+            try:
+                summary = profile_step(torch, cuda, lambda i: step(1 + warm + reps + i))
+                emit({"bench": "step-profile", "shape": shape, "pass": "step", "impl": impl, "source": "torch",
+                      "profile": summary, "note": "3 steps under torch.profiler, each as timed (the loss read "
+                      "back); families from benchmarks/kernel_families.json"})
+                print_profile(impl, summary)
+            except Exception as e:  # noqa: BLE001 -- a profiler that fails is a row saying so
+                emit(error_row("step-profile", shape, "step", impl, f"{type(e).__name__}: {e}"))
         del student, teacher, opt, crops
     except Exception as e:  # noqa: BLE001 -- a mode that fails is a row naming it
         emit(error_row("train-step", shape, "step", impl, f"{mode or 'eager'}: {type(e).__name__}: {e}"))
@@ -825,7 +911,7 @@ def run_child(args, what, timeout):
     compile workers go with it), killed after `timeout` seconds."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", what, "--out", args.out, "--device", args.device,
            "--reps", str(args.reps), "--warmup", str(args.warmup), "--dino", args.dino,
-           "--sdpa", args.sdpa or ""] + (["--smoke"] if args.smoke else [])
+           "--sdpa", args.sdpa or ""] + (["--smoke"] if args.smoke else []) + (["--profile"] if args.profile else [])
     OUT.flush()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -847,6 +933,14 @@ def run_child(args, what, timeout):
     if child.returncode != 0:
         return f"child exited {child.returncode}: {out[-300:]}"
     return None
+
+
+def print_profile(impl, p):
+    print(f"profile ({impl}): {p['steps']} steps; per step {p['span_ms']:.3f} ms span, {p['busy_ms']:.3f} ms busy, "
+          f"{p['idle_ms']:.3f} ms idle ({p['idle_pct']:.1f}%); {p['kernels_per_step']:.0f} kernels")
+    for f in p["families"]:
+        print(f"  {f['family']:44} {f['ms_per_step']:9.3f} {f['pct_busy']:7.1f}% {f['calls_per_step']:11.1f}")
+    sys.stdout.flush()
 
 
 def print_table(rows):
@@ -877,7 +971,9 @@ def read_rows(paths):
                     r = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(r, dict) and "impl" in r and "bench" in r and "results" not in r:
+                # A step-profile row is a breakdown, not a time: summary.json reads it, the join not.
+                if isinstance(r, dict) and "impl" in r and "bench" in r and "results" not in r and \
+                        r["bench"] != "step-profile":
                     rows.append(r)
     return rows
 
@@ -979,6 +1075,9 @@ def main(argv):
     ap.add_argument("--sdpa", default="", help="train-step: JSON {tokens: SDPBackend name} forcing SDPA's "
                     "back end per sequence length (default: the fastest measured at the step's shapes)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="train-step: after each variant's row, a step-profile "
+                    "row: 3 steps under torch.profiler, summed per kernel and family as `dino bench train-step "
+                    "--profile` sums ours")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, few repetitions (CI, on the CPU)")
     ap.add_argument("--quick", action="store_true", help="attention: the op table's set quick only (the ViT-S "
                     "shapes and N = 4096, what tools/gpu-check.sh times)")
@@ -1096,6 +1195,10 @@ def main(argv):
             if not abs(r["last_loss"] - steps[0]["last_loss"]) <= 1e-4 * abs(steps[0]["last_loss"]):
                 bad.append(dict(r, error=f"last loss {r['last_loss']} != {steps[0]['impl']}'s {steps[0]['last_loss']}"))
         ok = [r for r in rows if "median_ms" in r]
+        if args.profile:  # every timed step variant has its breakdown
+            with open(args.out) as f:
+                profiled = {r["impl"] for r in map(json.loads, f) if r.get("bench") == "step-profile" and "profile" in r}
+            bad += [dict(r, error="no step-profile row") for r in steps if r["impl"] not in profiled]
         for r in bad:
             print(f"compare_torch --smoke: FAILED {r['bench']} {r['shape']} {r['impl']}: {r['error']}")
         if bad or not ok:

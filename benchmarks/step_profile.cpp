@@ -14,34 +14,20 @@ namespace {
 
 using nlohmann::json;
 
-// The first family one of whose keys the short name contains. Library kernels are known only by
-// their names (cuBLASLt's GEMMs: sm90_xmma_gemm_..., nvjet_..., and the split-K reductions
-// some of them launch: splitKreduce_kernel; cuDNN's attention: ..._sdpa_...).
-struct Family {
-  const char* name;
-  std::vector<const char*> keys;
-};
-const std::vector<Family>& families() {
-  static const std::vector<Family> f = {
-      {"GEMM (cuBLASLt)", {"gemm", "nvjet", "xmma", "cutlass", "cublas", "splitKreduce"}},
-      {"attention", {"attention", "fmha", "sdpa", "flash"}},
-      {"LayerNorm", {"layernorm", "layer_norm"}},
-      {"DINO loss, center", {"dino_"}},
-      {"optimizer, clipping, EMA", {"adamw", "ema_kernel", "grad_norms", "scale_by_norms"}},
-      {"bias, GELU, drop path, elementwise",
-       {"bias", "gelu", "drop_path", "unary", "binary", "convert_", "fill_"}},
-      {"layout: permute, tokens, patches", {"permute", "transpose", "token", "im2col", "expand"}},
-      {"softmax, L2 norm, weight norm", {"softmax", "l2_normalize", "weight_norm"}},
-      {"reductions", {"reduce", "sum_"}},
-  };
+// benchmarks/kernel_families.json: [[family, [keys]]], the first family one of whose keys the
+// short name contains.
+const json& families() {
+  static const json f = json::parse(
+#include "benchmarks/kernel_families.inc"
+      )["families"];
   return f;
 }
 
 std::string family_of(const DeviceActivity& a, const std::string& short_name) {
   if (a.kind != DeviceActivity::Kind::kernel) return "copies, memsets";
-  for (const Family& f : families())
-    for (const char* key : f.keys)
-      if (short_name.find(key) != std::string::npos) return f.name;
+  for (const json& f : families())
+    for (const json& key : f[1])
+      if (short_name.find(key.get<std::string>()) != std::string::npos) return f[0];
   return "other";
 }
 

@@ -669,14 +669,14 @@ bench_step_profile() {
 bench_torch_step() {
   command -v python3 >/dev/null || return
   want "bench torch step" || return
-  local wanted="${DINO_COMPILE_STEP_S:-150}" compile_s left step_args=(--only train-step)
+  local wanted="${DINO_COMPILE_STEP_S:-150}" compile_s left step_args=(--only train-step --profile)
   # No more than the run has left, less the eager rows and the joined table.
   left=$((budget - (SECONDS - start) - 50))
   compile_s=$wanted
   [ "$compile_s" -gt "$left" ] && compile_s=$((left > 0 ? left : 0))
   rm -f "$torch_step_rows"  # this run's rows only, even when python stops early
   [ "$compile_s" -gt 0 ] && step_args+=(--compile-train --compile-budget "$compile_s" --compile-timeout 120)
-  stage "bench torch step" $((compile_s + 40)) "$bench_log" python3 benchmarks/compare_torch.py \
+  stage "bench torch step" $((compile_s + 50)) "$bench_log" python3 benchmarks/compare_torch.py \
     --out "$torch_step_rows" --dino "$dino_bin" "${step_args[@]}"
   [ "$compile_s" -lt "$wanted" ] && sed -i 's/^bench torch step\tdone$/bench torch step\tcut/' "$state/stages"
 }

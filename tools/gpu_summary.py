@@ -165,19 +165,25 @@ def train_step(rows_by_section):
 
 
 def step_profile(rows_by_section):
-    """`bench train-step --profile`: per form of the step (eager, graph), the device's busy and
-    idle time per step, every family and the ten longest kernels."""
+    """`bench train-step --profile`: per form of our step (eager, graph), and compare_torch.py
+    --profile: per PyTorch step variant (its impl), the device's busy and idle time per step, every
+    family and the ten longest kernels."""
     out = {}
+
+    def entry(p):
+        if "error" in p:
+            return {"error": p["error"]}
+        e = {k: p.get(k) for k in ("steps", "span_ms", "busy_ms", "idle_ms", "idle_pct", "kernels_per_step")}
+        e["families"] = p.get("families")
+        e["top_kernels"] = (p.get("kernels") or [])[:10]
+        return e
     for _, rows in rows_by_section:
         for r in rows:
+            if r.get("bench") == "step-profile" and r.get("source") == "torch":
+                out[r.get("impl", "torch")] = entry(r.get("profile") or {"error": r.get("error", "?")})
+                continue
             for form, p in (r.get("profile") or {}).items():
-                if "error" in p:
-                    out[form] = {"error": p["error"]}
-                    continue
-                out[form] = {k: p.get(k) for k in ("steps", "span_ms", "busy_ms", "idle_ms", "idle_pct",
-                                                   "kernels_per_step")}
-                out[form]["families"] = p.get("families")
-                out[form]["top_kernels"] = (p.get("kernels") or [])[:10]
+                out[form] = entry(p)
     return out
 
 

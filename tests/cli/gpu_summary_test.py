@@ -144,11 +144,20 @@ def with_cuda_graph(root, work, full):
         f.write("== bench train-step (limit 25s): dino bench train-step run.cuda_graph=true\n" + json.dumps(step) + "\n")
         f.write("== bench loop (gpu aug, graph) (limit 40s): dino bench train-step --loop\n" + json.dumps(loop) + "\n")
         f.write("== bench step profile (limit 40s): dino bench train-step --profile\n" + json.dumps(profiled) + "\n")
+        # compare_torch.py --profile's rows: one variant traced, one whose profiler failed.
+        torch_traced = {"bench": "step-profile", "shape": shape, "pass": "step", "impl": "torch-compile-step-default",
+                        "source": "torch", "profile": dict(traced, busy_ms=30.0)}
+        torch_failed = {"bench": "step-profile", "shape": shape, "pass": "step", "impl": "torch-eager",
+                        "source": "torch", "error": "RuntimeError: the profiler recorded no device activity"}
+        f.write("== compare_torch rows\n" + json.dumps(torch_traced) + "\n" + json.dumps(torch_failed) + "\n")
     s = summarise(root, run)
     ts = s["train_step"]
     expect("eager step", (ts["ours"]["ms"], ts["ours"]["host_ms"]), (41.0, 30.5))
     p = s["step_profile"]
-    expect("profile forms", sorted(p), ["eager", "graph"])
+    expect("profile forms", sorted(p), ["eager", "graph", "torch-compile-step-default", "torch-eager"])
+    expect("torch profile", p["torch-compile-step-default"]["busy_ms"], 30.0)
+    expect("torch profile failed", p["torch-eager"], {"error": torch_failed["error"]})
+    expect("ours after torch's profile rows", ts["ours"]["ms"], 41.0)
     expect("profile graph", (p["graph"]["busy_ms"], p["graph"]["idle_ms"], p["graph"]["kernels_per_step"]),
            (35.5, 0.5, 612.0))
     expect("profile eager, not traced", p["eager"], {"error": untraced["error"]})

@@ -94,11 +94,30 @@ TEST_CASE("profile: busy time merges overlaps, idle time is what lies between", 
   CHECK(h2d["family"] == "copies, memsets");
   CHECK(h2d["bytes_per_step"].get<double>() == Approx(2048));
   CHECK_FALSE(h2d.contains("registers"));
-  CHECK(row(p["families"], "family", "GEMM (cuBLASLt)")["ms_per_step"].get<double>() ==
-        Approx(0.0075));
+  CHECK(row(p["families"], "family", "GEMM")["ms_per_step"].get<double>() == Approx(0.0075));
   // Longest first.
   CHECK(p["kernels"][0]["name"] == "unknown_kernel");
   CHECK(p["families"][0]["family"] == "other");
+}
+
+TEST_CASE("profile: families come from benchmarks/kernel_families.json, first match wins",
+          "[profile]") {
+  // PyTorch's CUTLASS attention holds "cutlass" too (a GEMM key): attention is listed first.
+  const std::vector<std::pair<const char*, const char*>> cases = {
+      {"fmha_cutlassF_bf16_aligned_64x64_rf_sm80", "attention"},
+      {"void dino::kernels::cuda::attention_wgmma::forward_kernel<64>(Params)", "attention"},
+      {"nvjet_tst_192x128_64x4_2x1_v_bz_coopB_TNT", "GEMM"},
+      {"triton_tem_fused_mm_12", "GEMM"},
+      {"triton_per_fused_add_native_layer_norm_3", "LayerNorm"},
+      {"void dino::kernels::cuda::(anonymous namespace)::adamw_kernel(float*)",
+       "optimizer, clipping, EMA"},
+      {"void dino::kernels::cuda::nearest_row_diff_kernel(float*)", "other"},
+  };
+  for (const auto& [name, family] : cases) {
+    INFO(name);
+    const nlohmann::json p = dino::bench::summarize_step_profile({kernel(name, 0, 1)}, 1);
+    CHECK(p["kernels"][0]["family"] == family);
+  }
 }
 
 TEST_CASE("profile: a trace that cannot be summarised says why", "[profile]") {
