@@ -943,6 +943,13 @@ def print_profile(impl, p):
     sys.stdout.flush()
 
 
+def timed_row_written(path, impl):
+    """Whether `path` holds a timed train-step row of `impl` (a child may die after writing it)."""
+    OUT.flush()
+    return any(r.get("bench") == "train-step" and r.get("impl") == impl and "median_ms" in r
+               for r in read_rows([path]))
+
+
 def print_table(rows):
     print(f"\n{'bench':11} {'shape':42} {'pass':17} {'impl':16} {'median_ms':>10} {'TFLOP/s':>8} {'GB/s':>8} {'%floor':>7}")
     for r in rows:
@@ -1179,7 +1186,10 @@ def main(argv):
                     "past --budget" if over_budget(args) else f"--compile-budget {args.compile_budget:.0f} s spent")))
                 continue
             err = run_child(args, f"train-step:{impl}", timeout)
-            if err:
+            if err and timed_row_written(args.out, impl):
+                # The child died in its --profile steps, after its timing row: that row stands.
+                emit(error_row("step-profile", shape, "step", impl, f"the child, after its timing: {err}"))
+            elif err:
                 emit(error_row("train-step", shape, "step", impl, f"mode {STEP_VARIANTS[impl][1]}: {err}"))
     OUT.close()
     rows = read_rows([args.out])

@@ -3,8 +3,9 @@
 torch.compile (Debian's) with a stand-in that returns the function it is given: each mode in
 its own child process appending its row, a mode whose compilation raises becoming a row that
 names the mode and the exception, a child past its time limit killed and reported, the modes
-left when --compile-budget is spent skipped, and --join naming the fastest compiled mode
-"torch-compile-step (best)". What torch.compile itself does with the step only a GPU run shows.
+left when --compile-budget is spent skipped, --join naming the fastest compiled mode
+"torch-compile-step (best)", and with --profile a child dying in its profiled steps keeping its
+timing. What torch.compile itself does with the step only a GPU run shows.
 
     python3 tests/reference/compare_torch_compiled.py DINO_CLI WORK_DIR
 Exit 77 (skipped) without torch.
@@ -33,6 +34,16 @@ dynamo = types.ModuleType("torch._dynamo")
 dynamo.config = types.SimpleNamespace(recompile_limit=64)
 sys.modules["torch._dynamo"] = dynamo
 torch._dynamo = dynamo
+if os.environ.get("STAND_IN_PROFILE_DIES") and "--child" in sys.argv:  # a child's profiler crashes
+    import torch.profiler
+    class _Dies:
+        def __init__(self, *args, **kw):
+            pass
+        def __enter__(self):
+            os._exit(3)
+        def __exit__(self, *exc):
+            return False
+    torch.profiler.profile = _Dies
 '''
 
 FAILED = []
@@ -103,6 +114,20 @@ def main(argv):
     expect("the budget spent", all(e.startswith("skipped: --compile-budget 10 s spent") for e in errors[2:]),
            str(errors))
     expect("killed on time", seconds < 50, f"{seconds:.0f} s")
+
+    # --profile: a child that dies in its profiled steps keeps the timing row it wrote before,
+    # and the profile's loss is a step-profile row saying so; the parent's own variants profile.
+    rows, out, _ = run(dino, work, "profile-dies", {"STAND_IN_PROFILE_DIES": "1"}, "--profile",
+                       "--compile-modes", "torch-compile-step-default")
+    expect("a timing that stands", "median_ms" in rows.get("torch-compile-step-default", {}),
+           str(rows.get("torch-compile-step-default"))[:300])
+    with open(os.path.join(work, "profile-dies.jsonl")) as f:
+        profiles = {r["impl"]: r for r in map(json.loads, f) if r.get("bench") == "step-profile"}
+    died = profiles.get("torch-compile-step-default", {}).get("error", "")
+    expect("the profile's loss", died.startswith("the child, after its timing: child exited 3"), died[:200])
+    expect("the eager variants profiled", all("profile" in profiles.get(i, {}) for i in ("torch-eager",
+                                                                                         "torch-step-eager")),
+           str(sorted(profiles)))
     for f in FAILED:
         print("FAILED:", f)
     if FAILED:
