@@ -722,7 +722,9 @@ def summarize_profile(intervals, steps):
     kernels, fams = {}, {}
     for name, start, end in intervals:
         name = short_kernel_name(name)
-        fam = next((f for f, keys in families if any(k in name for k in keys)), "other")
+        # Kineto names copies and memsets "Memcpy HtoD (...)", "Memset (Device)": CUPTI's kinds.
+        fam = "copies, memsets" if name.startswith(("Memcpy", "Memset")) else \
+            next((f for f, keys in families if any(k in name for k in keys)), "other")
         for table, key in ((kernels, name), (fams, fam)):
             row = table.setdefault(key, {"family": fam, "calls": 0, "us": 0.0})
             row["calls"] += 1
@@ -738,6 +740,18 @@ def summarize_profile(intervals, steps):
             "gaps_over_10us_per_step": gaps / steps, "largest_gap_us": largest,
             "kernels_per_step": len(intervals) / steps, "families": rows(fams, "family"),
             "kernels": rows(kernels, "name")[:40]}
+
+
+def check_profile_summary():
+    """summarize_profile on a hand-made trace of 2 steps (--smoke): a copy, an elementwise kernel
+    overlapping a GEMM, a 12 us gap (long) and a 2 us one; None when it sums as specified."""
+    p = summarize_profile([("Memcpy DtoH (Device -> Pinned)", 0, 5), ("triton_tem_fused_mm_1", 17, 30),
+                           ("void at::native::vectorized_elementwise_kernel<4>(int)", 20, 25),
+                           ("triton_tem_fused_mm_1", 32, 40)], 2)
+    fams = {f["family"]: round(f["ms_per_step"] * 1e3, 3) for f in p["families"]}
+    got = (round(p["busy_ms"] * 1e3, 3), round(p["idle_ms"] * 1e3, 3), p["gaps_over_10us_per_step"], fams)
+    want = (13.0, 7.0, 0.5, {"GEMM": 10.5, "copies, memsets": 2.5, "bias, GELU, drop path, elementwise": 2.5})
+    return None if got == want else f"summarize_profile: got {got}, want {want}"
 
 
 def profile_step(torch, cuda, step, steps=3):
@@ -1205,7 +1219,10 @@ def main(argv):
             if not abs(r["last_loss"] - steps[0]["last_loss"]) <= 1e-4 * abs(steps[0]["last_loss"]):
                 bad.append(dict(r, error=f"last loss {r['last_loss']} != {steps[0]['impl']}'s {steps[0]['last_loss']}"))
         ok = [r for r in rows if "median_ms" in r]
-        if args.profile:  # every timed step variant has its breakdown
+        if args.profile:  # every timed step variant has its breakdown, summed as specified
+            wrong = check_profile_summary()
+            if wrong:
+                bad.append({"bench": "step-profile", "shape": "hand-made", "impl": "summary", "error": wrong})
             with open(args.out) as f:
                 profiled = {r["impl"] for r in map(json.loads, f) if r.get("bench") == "step-profile" and "profile" in r}
             bad += [dict(r, error="no step-profile row") for r in steps if r["impl"] not in profiled]
