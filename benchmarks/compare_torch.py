@@ -980,8 +980,9 @@ def print_table(rows):
     sys.stdout.flush()
 
 
-def read_rows(paths):
-    rows = []
+def json_lines(paths):
+    """Every JSON object on a line of its own in the files (a log's '{' lines)."""
+    out = []
     for p in paths:
         with open(p, errors="replace") as f:
             for line in f:
@@ -992,20 +993,63 @@ def read_rows(paths):
                     r = json.loads(line)
                 except ValueError:
                     continue
-                # A step-profile row is a breakdown, not a time: summary.json reads it, the join not.
-                if isinstance(r, dict) and "impl" in r and "bench" in r and "results" not in r and \
-                        r["bench"] != "step-profile":
-                    rows.append(r)
-    return rows
+                if isinstance(r, dict):
+                    out.append(r)
+    return out
+
+
+def read_rows(paths):
+    """The measurements: a step-profile row is a breakdown, not a time (the join prints it apart)."""
+    return [r for r in json_lines(paths)
+            if "impl" in r and "bench" in r and "results" not in r and r["bench"] != "step-profile"]
+
+
+def profile_table(paths, markdown):
+    """Where the step's device time goes, family by family, ours (`dino bench train-step
+    --profile`, per form) beside each PyTorch variant (--profile), ms per step; None without any."""
+    columns = {}
+    for r in json_lines(paths):
+        if r.get("bench") == "step-profile" and "profile" in r:
+            columns[r["impl"]] = r["profile"]
+        elif r.get("bench") == "train-step" and isinstance(r.get("profile"), dict):
+            for form, p in r["profile"].items():
+                if "families" in p:
+                    columns[f"ours ({form})"] = p
+    if not columns:
+        return
+    names = sorted(columns, key=lambda c: (not c.startswith("ours"), c))
+    label = {c: c.replace("torch-compile-step-", "compile-").replace("-no-cudagraphs", "") for c in names}
+    families = []
+    for c in names:
+        families += [f["family"] for f in columns[c]["families"] if f["family"] not in families]
+    ms = {c: {f["family"]: f["ms_per_step"] for f in columns[c]["families"]} for c in names}
+    rows = [(fam, [ms[c].get(fam) for c in names]) for fam in families]
+    rows += [("busy (all families, overlaps once)", [columns[c]["busy_ms"] for c in names]),
+             ("idle between kernels", [columns[c]["idle_ms"] for c in names])]
+    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    if markdown:
+        print("\n| family (device ms per step) | " + " | ".join(label[c] for c in names) + " |")
+        print("|---|" + "---|" * len(names))
+        for fam, vals in rows:
+            print(f"| {fam} | " + " | ".join(cell(v) for v in vals) + " |")
+    else:
+        print("where the step's device time goes (ms per step, traced: dino bench train-step --profile, "
+              "compare_torch.py --profile)")
+        print(f"  {'family':38}" + "".join(f" {label[c][:24]:>24}" for c in names))
+        for fam, vals in rows:
+            print(f"  {fam[:38]:38}" + "".join(f" {cell(v):>24}" for v in vals))
 
 
 STEP_BEST = "torch-compile-step (best)"
 
 
 def join(paths, markdown=False):
-    """One line per (bench, shape, pass): ours and every baseline's time over ours; with
-    markdown, the same as a table for a report under benchmarks/results/."""
-    rows = read_rows(paths)
+    """One line per (bench, shape, pass): ours and every baseline's time over ours, then the step
+    profiles' families side by side; with markdown, the same as tables for a report under
+    benchmarks/results/."""
+    # Ours is the plain step's own stage: not a loop run's step, the NCCL world of one's, or the
+    # few steps a profile run times.
+    rows = [r for r in read_rows(paths) if not {"loop", "profile", "data_parallel"} & r.keys()]
     keys, by = [], {}
     for r in rows:
         k = (r["bench"], r["shape"], r["pass"])
@@ -1073,6 +1117,7 @@ def join(paths, markdown=False):
             if ours.get("rel_diff") is not None:
                 head += f" diff {ours['rel_diff']:.1e}"
         print(f"{k[0]:10} {k[1]:40} {k[2]:16} {head} | " + " | ".join(parts))
+    profile_table(paths, markdown)
     sys.stdout.flush()
 
 
