@@ -23,13 +23,14 @@
 # inside the time left, and the rest is for `--resume`:
 #   1. build, the CUDA tests (one process per tag), `dino check`;
 #   2. our whole step (eager, through its CUDA graph, with the portable mma.sync attention, with
-#      cuDNN's attention), our kernels against cuDNN and the machine's ceilings, the training
-#      loop against the step, the NCCL collectives in a world of one;
+#      cuDNN's attention) and where its time goes (CUPTI's trace of it, per kernel: what the next
+#      optimisation needs, so it comes in the first run), our kernels against cuDNN and the
+#      machine's ceilings, the training loop against the step, the NCCL collectives in a world
+#      of one;
 #   3. the Fashion-MNIST recipe trained and evaluated (DINO_FMNIST_S seconds);
 #   4. PyTorch's whole step, eager and torch.compile'd (DINO_COMPILE_STEP_S seconds);
 #   5. compute-sanitizer's four tools over every kernel family, side by side;
-#   6. where our step's time goes (CUPTI's trace of it, per kernel), PyTorch's kernels, 200
-#      steps of ViT-S/16 training, the loop with the CPU augmentation.
+#   6. PyTorch's kernels, 200 steps of ViT-S/16 training, the loop with the CPU augmentation.
 # The joined table (ours against every baseline) closes each run. If the attention tests fail
 # on the card, every later stage runs the portable attention (model.attention=ours-mma) and the
 # summary says so, so one broken kernel does not cost the run's other measurements.
@@ -572,12 +573,14 @@ step_bench() {
 # 2. Our step: eagerly, then through its CUDA graph (run.cuda_graph) on the same models in one
 # run (both medians and the time the host takes to queue each; a stage of its own, so a graph
 # that fails on the card costs only its own row); with the portable mma.sync attention where
-# ours is Hopper's wgmma (what wgmma gains); with cuDNN's attention (what our kernel costs).
+# ours is Hopper's wgmma (what wgmma gains); with cuDNN's attention (what our kernel costs);
+# then where its time goes (bench_step_profile).
 bench_our_step() {
   step_bench "bench train-step"
   step_bench "bench step+graph" run.cuda_graph=true
   step_bench "bench step+mma attn" model.attention=ours-mma
   step_bench "bench step+cudnn" model.attention=cudnn
+  bench_step_profile
 }
 
 # 2. Our kernels: NAME LIMIT EXTRA-ARGS (attention: the op table's set "quick", the ViT-S shapes
@@ -644,7 +647,7 @@ bench_dist() {
     run.cuda_graph=true
 }
 
-# 6. Where our step's time goes on the card: 3 more steps, eager and through the CUDA graph,
+# 2. Where our step's time goes on the card: 3 more steps, eager and through the CUDA graph,
 # traced with CUPTI (`dino bench train-step --profile`): per kernel and per family, and the time
 # the device sat idle waiting for the host. The headlines go to the summary, the tables to
 # bench.log, the figures to summary.json (step_profile).
@@ -783,7 +786,6 @@ else
   run_fashion_mnist
   bench_torch_step
   sanitize_all
-  bench_step_profile
   bench_torch_kernels
   run_train
   loop_bench "bench loop (cpu aug)" augment=cpu cpu

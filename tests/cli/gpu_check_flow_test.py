@@ -157,11 +157,11 @@ exec REAL_PYTHON "$@"
 # The GPU run's stages in the order the script documents (tools/gpu-check.sh, top).
 ORDER = ["configure", "build", "test [attention]", "test [gemm]", "test [layernorm]", "check",
          "bench train-step", "bench step+graph", "bench step+mma attn", "bench step+cudnn",
-         "bench attention", "bench layernorm", "bench dino-loss", "bench gemm", "bench augment",
+         "bench step profile", "bench attention", "bench layernorm", "bench dino-loss", "bench gemm", "bench augment",
          "bench loop (gpu aug)", "bench loop (gpu aug, graph)", "bench allreduce", "bench step alone",
          "bench step+nccl", "bench step+nccl+graph", "fashion-mnist", "bench torch step",
          "sanitize racecheck", "sanitize memcheck", "sanitize initcheck", "sanitize synccheck",
-         "bench step profile", "bench torch", "train", "bench loop (cpu aug)"]
+         "bench torch", "train", "bench loop (cpu aug)"]
 
 
 def run(root, work, name, env_extra, args=()):
