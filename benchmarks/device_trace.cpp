@@ -9,7 +9,6 @@
 #include <cupti.h>
 #include <cxxabi.h>
 
-#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -163,9 +162,6 @@ std::vector<DeviceActivity> trace_device_activity(const std::function<void()>& r
   CUPTI_CHECK(cuptiActivityGetNumDroppedRecords(nullptr, 0, &dropped));
   DINO_CHECK(dropped == 0, "[profile] CUPTI dropped ", dropped,
              " activity records (its buffers filled): the trace is incomplete");
-  std::sort(out.begin(), out.end(), [](const DeviceActivity& a, const DeviceActivity& b) {
-    return a.start_ns < b.start_ns;
-  });
   return out;
 }
 

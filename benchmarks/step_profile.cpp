@@ -88,50 +88,47 @@ json summarize_step_profile(const std::vector<DeviceActivity>& activity, int ste
   busy += run_end - run_start;
   const uint64_t span = run_end - order.front()->start_ns;
 
-  struct Launches {
+  struct Total {
     int64_t calls = 0;
     uint64_t ns = 0;
+    void add(uint64_t interval_ns) { ++calls, ns += interval_ns; }
   };
   struct Row {
     std::string family;
     DeviceActivity::Kind kind = DeviceActivity::Kind::kernel;
-    int64_t calls = 0;
-    uint64_t ns = 0, bytes = 0;
+    Total total;
+    uint64_t bytes = 0;
     int registers = 0;
-    std::map<std::array<int, 6>, Launches> configs;  // grid, block
+    std::map<std::array<int, 6>, Total> configs;  // grid, block
   };
   std::map<std::string, Row> by_name;
   int64_t kernel_calls = 0;
   for (const DeviceActivity& a : activity) {
     const std::string name = short_kernel_name(a.name);
     Row& r = by_name[name];
-    r.family = family_of(a, name);
-    r.kind = a.kind;
-    ++r.calls;
-    r.ns += a.end_ns - a.start_ns;
+    if (r.total.calls == 0) r.family = family_of(a, name), r.kind = a.kind;
+    const uint64_t ns = a.end_ns - a.start_ns;
+    r.total.add(ns);
     r.bytes += a.bytes;
     r.registers = std::max(r.registers, a.registers);
     if (a.kind == DeviceActivity::Kind::kernel) {
-      Launches& l =
-          r.configs[{a.grid[0], a.grid[1], a.grid[2], a.block[0], a.block[1], a.block[2]}];
-      ++l.calls;
-      l.ns += a.end_ns - a.start_ns;
+      r.configs[{a.grid[0], a.grid[1], a.grid[2], a.block[0], a.block[1], a.block[2]}].add(ns);
+      ++kernel_calls;
     }
-    kernel_calls += a.kind == DeviceActivity::Kind::kernel;
   }
 
   const double per_step = 1.0 / (1e6 * steps);  // ns over all steps -> ms per step
   const double busy_ms = double(busy) * per_step;
   auto pct_busy = [&](uint64_t ns) { return busy ? 100.0 * double(ns) / double(busy) : 0.0; };
   json kernels = json::array();
-  std::map<std::string, Row> by_family;
+  std::map<std::string, Total> by_family;
   for (const auto& [name, r] : by_name) {
     json k{{"name", name},
            {"family", r.family},
-           {"calls_per_step", double(r.calls) / steps},
-           {"ms_per_step", double(r.ns) * per_step},
-           {"pct_busy", pct_busy(r.ns)},
-           {"us_per_call", double(r.ns) / 1e3 / double(r.calls)}};
+           {"calls_per_step", double(r.total.calls) / steps},
+           {"ms_per_step", double(r.total.ns) * per_step},
+           {"pct_busy", pct_busy(r.total.ns)},
+           {"us_per_call", double(r.total.ns) / 1e3 / double(r.total.calls)}};
     if (r.kind == DeviceActivity::Kind::kernel) {
       k["registers"] = r.registers;
       json configs = json::array();
@@ -148,9 +145,9 @@ json summarize_step_profile(const std::vector<DeviceActivity>& activity, int ste
       k["bytes_per_step"] = double(r.bytes) / steps;
     }
     kernels.push_back(std::move(k));
-    Row& f = by_family[r.family];
-    f.calls += r.calls;
-    f.ns += r.ns;
+    Total& f = by_family[r.family];
+    f.calls += r.total.calls;
+    f.ns += r.total.ns;
   }
   std::stable_sort(kernels.begin(), kernels.end(), [](const json& a, const json& b) {
     return a["ms_per_step"].get<double>() > b["ms_per_step"].get<double>();

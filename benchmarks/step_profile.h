@@ -23,9 +23,9 @@ struct DeviceActivity {
 };
 
 // Runs `run` with CUPTI tracing kernels, copies and memsets, and returns what the device did,
-// ordered by start. `run` must leave the device idle (end with a synchronize): records of work
-// still running are not collected. Throws dino::Error naming the CUPTI call that failed, or
-// saying that the build has no CUPTI.
+// in the order CUPTI delivered it (summarize_step_profile orders it). `run` must leave the device
+// idle (end with a synchronize): records of work still running are not collected. Throws
+// dino::Error naming the CUPTI call that failed, or saying that the build has no CUPTI.
 std::vector<DeviceActivity> trace_device_activity(const std::function<void()>& run);
 
 // The trace of `steps` steps, per step:
